@@ -1,0 +1,80 @@
+// Hosts room actors: one mailbox per room (a room's commands run one at a time, rooms
+// run in parallel), activation on first use, passivation of idle rooms.
+import { randomUUID } from 'node:crypto';
+import type { RoomCommand } from './commands';
+import { validateCommand } from './validateCommand';
+import { RoomActor, type ActorDeps, type CommandResult } from './roomActor';
+
+interface Entry {
+  actor: RoomActor;
+  /** The tail of the room's mailbox: the next command runs after it settles. */
+  tail: Promise<unknown>;
+  pending: number;
+}
+
+export interface ActorHostOptions {
+  /** Rooms idle this long are dropped from memory (their state is in the log). */
+  passivateAfterMs: number;
+}
+
+export class ActorHost {
+  private readonly rooms = new Map<string, Entry>();
+  private readonly sweeper: NodeJS.Timeout;
+
+  constructor(
+    private readonly deps: ActorDeps,
+    private readonly options: ActorHostOptions = { passivateAfterMs: 5 * 60_000 },
+  ) {
+    this.sweeper = setInterval(() => this.passivateIdle(), Math.max(1000, Math.min(options.passivateAfterMs, 60_000)));
+    this.sweeper.unref();
+  }
+
+  /** Runs `command` on its room's actor after the commands already queued for that room. */
+  send(command: RoomCommand, commandId: string = randomUUID()): Promise<CommandResult> {
+    const invalid = validateCommand(command);
+    if (invalid) return Promise.reject(invalid);
+    let entry = this.rooms.get(command.roomId);
+    if (!entry) {
+      const actor = new RoomActor(command.roomId, this.deps);
+      entry = { actor, tail: actor.activate(), pending: 0 };
+      this.rooms.set(command.roomId, entry);
+    }
+    const e = entry;
+    e.pending++;
+    const run = e.tail.then(
+      () => e.actor.handle(command, commandId),
+      () => {
+        // Activation (or the command before) failed: start this one from the log again.
+        return e.actor.activate().then(() => e.actor.handle(command, commandId));
+      },
+    );
+    e.tail = run.catch(() => undefined);
+    return run.finally(() => {
+      e.pending--;
+      e.actor.lastUsedAt = this.deps.clock.now();
+    });
+  }
+
+  get activeRooms(): number {
+    return this.rooms.size;
+  }
+
+  /** Drops idle actors from memory; returns how many. */
+  passivateIdle(now = this.deps.clock.now()): number {
+    let dropped = 0;
+    for (const [roomId, e] of this.rooms) {
+      if (e.pending === 0 && now - e.actor.lastUsedAt >= this.options.passivateAfterMs) {
+        this.rooms.delete(roomId);
+        dropped++;
+      }
+    }
+    return dropped;
+  }
+
+  /** Waits for queued commands, then forgets every actor. */
+  async stop(): Promise<void> {
+    clearInterval(this.sweeper);
+    await Promise.all([...this.rooms.values()].map((e) => e.tail));
+    this.rooms.clear();
+  }
+}

@@ -1,0 +1,100 @@
+// evolve: fold one stored event into the room state. Pure; returns a new state and
+// never mutates its input. Unknown events leave the state as it is, so old code can
+// replay a newer log.
+import { peekKey, type StoredPeekEvent } from '../events/peekEvents';
+import type { Pdu, StoredRoomEvent } from '../events/roomEvents';
+import { stateKey, type LivePeek, type RoomFacts, type RoomState } from './state';
+
+const RECENT_EVENT_IDS = 512;
+
+export type StoredEvent = ({ stream: 'peeks' } & StoredPeekEvent) | ({ stream: 'rooms' } & StoredRoomEvent);
+
+export function evolve(state: RoomState, stored: StoredEvent): RoomState {
+  if (stored.stream === 'rooms') {
+    const { event, seq } = stored;
+    if (event.type !== 'RoomPdu') return { ...state, roomsSeq: seq };
+    const txnKey = event.txn ? `${event.txn.deviceId}\u0000${event.txn.txnId}` : undefined;
+    return { ...state, roomsSeq: seq, room: foldPdu(state.room, event.pdu, event.eventId, seq, event.roomVersion, txnKey) };
+  }
+  const { event, seq } = stored;
+  const key = peekKey(event.peek);
+  const peeks = new Map(state.peeks);
+  switch (event.type) {
+    case 'PeekStarted':
+      peeks.set(key, {
+        peek: event.peek,
+        startedAt: event.at,
+        renewedAt: event.at,
+        expiresAt: event.expiresAt,
+        renewalIntervalMs: event.renewalIntervalMs,
+        startedSeq: seq,
+      });
+      break;
+    case 'PeekRenewed': {
+      const live = peeks.get(key);
+      if (live) {
+        peeks.set(key, {
+          ...live,
+          peek: event.peek,
+          renewedAt: event.at,
+          expiresAt: event.expiresAt,
+          renewalIntervalMs: event.renewalIntervalMs ?? live.renewalIntervalMs,
+        });
+      }
+      break;
+    }
+    case 'PeekExpired':
+      peeks.delete(key);
+      break;
+    default:
+      return { ...state, peeksSeq: seq };
+  }
+  return { ...state, peeksSeq: seq, peeks };
+}
+
+/** Folds one accepted PDU into the room's facts (copy-on-write of the state map). */
+export function foldPdu(
+  room: RoomFacts | null,
+  pdu: Pdu,
+  eventId: string,
+  seq: number,
+  roomVersion: string,
+  txnKey?: string,
+): RoomFacts | null {
+  if (room === null) {
+    if (pdu.type !== 'm.room.create' || pdu.state_key !== '') return null; // nothing before the create event counts
+    return {
+      roomVersion,
+      createEventId: eventId,
+      state: new Map([[stateKey(pdu.type, ''), { eventId, pdu, seq }]]),
+      latest: { eventId, depth: pdu.depth, seq },
+      txns: txnKey ? new Map([[txnKey, eventId]]) : new Map(),
+      recentEventIds: [eventId],
+      eventCount: 1,
+    };
+  }
+  let state = room.state;
+  if (typeof pdu.state_key === 'string') {
+    const next = new Map(state);
+    next.set(stateKey(pdu.type, pdu.state_key), { eventId, pdu, seq });
+    state = next;
+  }
+  let txns = room.txns;
+  if (txnKey) {
+    const next = new Map(txns);
+    next.set(txnKey, eventId);
+    txns = next;
+  }
+  return {
+    ...room,
+    state,
+    txns,
+    latest: { eventId, depth: Math.max(pdu.depth, room.latest.depth), seq },
+    recentEventIds: [...room.recentEventIds.slice(-(RECENT_EVENT_IDS - 1)), eventId],
+    eventCount: room.eventCount + 1,
+  };
+}
+
+export function livePeeksOf(state: RoomState): LivePeek[] {
+  return [...state.peeks.values()];
+}

@@ -1,0 +1,158 @@
+// The configuration contract: every setting has an env var (the names below are stable),
+// an optional JSON config file may set the same keys, and the environment wins.
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { isValidServerName } from './events/ids';
+
+export const ALL_ROLES = ['http', 'rooms', 'projections', 'federation'] as const;
+export type Role = (typeof ALL_ROLES)[number];
+
+export interface Config {
+  serverName: string;
+  listenHost: string;
+  listenPort: number;
+  dataDir: string;
+  databaseUrl?: string;
+  natsUrl?: string;
+  streamPrefix: string;
+  shards: number;
+  signingKeyPath: string;
+  federationDestinations: Record<string, string>;
+  peekLifetimeMs: number;
+  inboundRenewalIntervalMs: number;
+  outboundIdleMs: number;
+  adminToken?: string;
+  roles: Role[];
+  logLevel: string;
+  /** Client-API rate limit for /peek: requests per device per second, and burst. */
+  peekRatePerSecond: number;
+  peekRateBurst: number;
+  maxPeeksPerDevice: number;
+  maxInboundPeeksPerServer: number;
+  registrationRatePerSecond: number;
+  maxClientBodyBytes: number;
+  maxFederationBodyBytes: number;
+}
+
+interface Setting {
+  env: string;
+  key: keyof Config;
+  help: string;
+  default: string;
+}
+
+/** Every setting, in the order `peekd --help` lists them. */
+export const SETTINGS: Setting[] = [
+  { env: 'PEEKD_SERVER_NAME', key: 'serverName', help: "this server's Matrix server name", default: 'localhost:8008' },
+  { env: 'PEEKD_LISTEN', key: 'listenHost', help: 'host:port the HTTP server binds', default: '127.0.0.1:8008' },
+  { env: 'PEEKD_DATA_DIR', key: 'dataDir', help: 'embedded database, nats-server store, signing key', default: './data' },
+  { env: 'DATABASE_URL', key: 'databaseUrl', help: 'Postgres URL; unset = embedded PGlite in the data dir', default: '' },
+  { env: 'NATS_URL', key: 'natsUrl', help: 'NATS with JetStream; unset = start `nats-server -c nats.conf`', default: '' },
+  { env: 'PEEKD_STREAM_PREFIX', key: 'streamPrefix', help: 'prefix for stream, subject, KV and consumer names', default: '' },
+  { env: 'PEEKD_SHARDS', key: 'shards', help: 'shard count, fixed when the streams are created', default: '64' },
+  { env: 'PEEKD_SIGNING_KEY', key: 'signingKeyPath', help: 'path of the ed25519 key file', default: '<data dir>/signing.key' },
+  { env: 'PEEKD_FEDERATION_DESTINATIONS', key: 'federationDestinations', help: 'JSON map server name → base URL, checked before discovery', default: '{}' },
+  { env: 'PEEKD_PEEK_LIFETIME_MS', key: 'peekLifetimeMs', help: 'lifetime of a device peek before it must be renewed', default: '3600000' },
+  { env: 'PEEKD_INBOUND_RENEWAL_INTERVAL_MS', key: 'inboundRenewalIntervalMs', help: 'renewal_interval granted to remote peekers', default: '3600000' },
+  { env: 'PEEKD_OUTBOUND_IDLE_MS', key: 'outboundIdleMs', help: 'end an outbound peek when no peeking device synced for this long', default: '600000' },
+  { env: 'PEEKD_ADMIN_TOKEN', key: 'adminToken', help: 'bearer token for /_peekd/admin/… (unset: admin API off)', default: '' },
+  { env: 'PEEKD_ROLES', key: 'roles', help: 'http,rooms,projections,federation or a subset', default: 'http,rooms,projections,federation' },
+  { env: 'PEEKD_LOG_LEVEL', key: 'logLevel', help: 'log level: trace, debug, info, warn, error', default: 'info' },
+  { env: 'PEEKD_PEEK_RATE_PER_SECOND', key: 'peekRatePerSecond', help: '/peek calls per device per second (token bucket rate)', default: '5' },
+  { env: 'PEEKD_PEEK_RATE_BURST', key: 'peekRateBurst', help: '/peek calls a device may make in a burst', default: '20' },
+  { env: 'PEEKD_MAX_PEEKS_PER_DEVICE', key: 'maxPeeksPerDevice', help: 'live peeks one device may hold', default: '100' },
+  { env: 'PEEKD_MAX_INBOUND_PEEKS_PER_SERVER', key: 'maxInboundPeeksPerServer', help: 'live peeks one remote server may hold here', default: '10000' },
+  { env: 'PEEKD_REGISTRATION_RATE_PER_SECOND', key: 'registrationRatePerSecond', help: 'registrations per second per client address', default: '100' },
+  { env: 'PEEKD_MAX_CLIENT_BODY_BYTES', key: 'maxClientBodyBytes', help: 'largest client API request body', default: '1048576' },
+  { env: 'PEEKD_MAX_FEDERATION_BODY_BYTES', key: 'maxFederationBodyBytes', help: 'largest federation request body', default: '16777216' },
+];
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+function positiveInt(name: string, raw: string): number {
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n <= 0) throw new ConfigError(`${name} must be a positive integer, got ${JSON.stringify(raw)}`);
+  return n;
+}
+
+/** Reads the config file (JSON whose keys are the env var names) if one is given. */
+function readConfigFile(path: string | undefined): Record<string, string> {
+  if (!path) return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${path}: ${(err as Error).message}`);
+  }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new ConfigError(`config file ${path} must hold a JSON object`);
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(parsed)) {
+    if (!SETTINGS.some((s) => s.env === k)) throw new ConfigError(`unknown key ${k} in ${path}`);
+    out[k] = typeof v === 'string' ? v : JSON.stringify(v);
+  }
+  return out;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, configFile = env.PEEKD_CONFIG): Config {
+  const file = readConfigFile(configFile);
+  const get = (name: string): string | undefined => {
+    const v = env[name] ?? file[name];
+    return v === undefined || v === '' ? undefined : v;
+  };
+  const dflt = (name: string) => SETTINGS.find((s) => s.env === name)!.default;
+  const value = (name: string) => get(name) ?? dflt(name);
+
+  const serverName = value('PEEKD_SERVER_NAME');
+  if (!isValidServerName(serverName)) throw new ConfigError(`PEEKD_SERVER_NAME is not a valid server name: ${serverName}`);
+  const listen = value('PEEKD_LISTEN');
+  const m = listen.match(/^(.*):(\d+)$/);
+  if (!m) throw new ConfigError(`PEEKD_LISTEN must be host:port, got ${listen}`);
+  const dataDir = resolve(value('PEEKD_DATA_DIR'));
+  let federationDestinations: Record<string, string>;
+  try {
+    federationDestinations = JSON.parse(value('PEEKD_FEDERATION_DESTINATIONS'));
+  } catch {
+    throw new ConfigError('PEEKD_FEDERATION_DESTINATIONS must be a JSON object of server name → base URL');
+  }
+  if (!federationDestinations || typeof federationDestinations !== 'object' || Array.isArray(federationDestinations)) {
+    throw new ConfigError('PEEKD_FEDERATION_DESTINATIONS must be a JSON object of server name → base URL');
+  }
+  const roles = value('PEEKD_ROLES')
+    .split(',')
+    .map((r) => r.trim())
+    .filter(Boolean);
+  for (const r of roles) if (!(ALL_ROLES as readonly string[]).includes(r)) throw new ConfigError(`unknown role ${r} in PEEKD_ROLES`);
+  return {
+    serverName,
+    listenHost: m[1]!.replace(/^\[(.*)\]$/, '$1'),
+    listenPort: Number(m[2]),
+    dataDir,
+    databaseUrl: get('DATABASE_URL'),
+    natsUrl: get('NATS_URL'),
+    streamPrefix: value('PEEKD_STREAM_PREFIX'),
+    shards: positiveInt('PEEKD_SHARDS', value('PEEKD_SHARDS')),
+    signingKeyPath: get('PEEKD_SIGNING_KEY') ?? join(dataDir, 'signing.key'),
+    federationDestinations,
+    peekLifetimeMs: positiveInt('PEEKD_PEEK_LIFETIME_MS', value('PEEKD_PEEK_LIFETIME_MS')),
+    inboundRenewalIntervalMs: positiveInt('PEEKD_INBOUND_RENEWAL_INTERVAL_MS', value('PEEKD_INBOUND_RENEWAL_INTERVAL_MS')),
+    outboundIdleMs: positiveInt('PEEKD_OUTBOUND_IDLE_MS', value('PEEKD_OUTBOUND_IDLE_MS')),
+    adminToken: get('PEEKD_ADMIN_TOKEN'),
+    roles: roles as Role[],
+    logLevel: value('PEEKD_LOG_LEVEL'),
+    peekRatePerSecond: positiveInt('PEEKD_PEEK_RATE_PER_SECOND', value('PEEKD_PEEK_RATE_PER_SECOND')),
+    peekRateBurst: positiveInt('PEEKD_PEEK_RATE_BURST', value('PEEKD_PEEK_RATE_BURST')),
+    maxPeeksPerDevice: positiveInt('PEEKD_MAX_PEEKS_PER_DEVICE', value('PEEKD_MAX_PEEKS_PER_DEVICE')),
+    maxInboundPeeksPerServer: positiveInt('PEEKD_MAX_INBOUND_PEEKS_PER_SERVER', value('PEEKD_MAX_INBOUND_PEEKS_PER_SERVER')),
+    registrationRatePerSecond: positiveInt('PEEKD_REGISTRATION_RATE_PER_SECOND', value('PEEKD_REGISTRATION_RATE_PER_SECOND')),
+    maxClientBodyBytes: positiveInt('PEEKD_MAX_CLIENT_BODY_BYTES', value('PEEKD_MAX_CLIENT_BODY_BYTES')),
+    maxFederationBodyBytes: positiveInt('PEEKD_MAX_FEDERATION_BODY_BYTES', value('PEEKD_MAX_FEDERATION_BODY_BYTES')),
+  };
+}
+
+/** The settings table for `peekd --help` and docs/configuration.md. */
+export function settingsHelp(): string {
+  const width = Math.max(...SETTINGS.map((s) => s.env.length));
+  return SETTINGS.map((s) => `  ${s.env.padEnd(width)}  ${s.help} (default: ${s.default || 'unset'})`).join('\n');
+}

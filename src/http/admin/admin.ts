@@ -1,0 +1,39 @@
+// The operator API under /_peekd/admin/v1, behind PEEKD_ADMIN_TOKEN (off when unset).
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { RoomCommand } from '../../actors/commands';
+import type { Peekd } from '../../server';
+import { MatrixError, badJson } from '../errors';
+import { bearerToken, secretsEqual } from '../secrets';
+import { queryAudit, parseAuditQuery } from '../../projections/auditQuery';
+
+export function registerAdmin(app: FastifyInstance, peekd: Peekd): void {
+  const token = peekd.config.adminToken;
+  const guard = async (req: FastifyRequest) => {
+    if (!token) throw new MatrixError(404, 'M_UNRECOGNIZED', 'the admin API is off (set PEEKD_ADMIN_TOKEN)');
+    const given = bearerToken(req.headers, req.query);
+    if (!given) throw new MatrixError(401, 'M_MISSING_TOKEN', 'missing admin token');
+    if (!secretsEqual(given, token)) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'unknown admin token');
+  };
+
+  /** The internal command API: send one command to its room actor. */
+  app.post('/_peekd/admin/v1/commands', { preHandler: guard }, async (req) => {
+    const body = req.body as Partial<RoomCommand> & { commandId?: string };
+    if (!body || typeof body !== 'object' || typeof body.type !== 'string' || typeof body.roomId !== 'string') {
+      throw badJson('a command needs a string `type` and `roomId`');
+    }
+    const { commandId, ...command } = body;
+    const result = await peekd.bus.send(command as RoomCommand, commandId);
+    const lastPeek = result.peekEvents.at(-1)?.seq;
+    if (lastPeek) await peekd.waitForProjections('peeks', lastPeek);
+    return {
+      peek_events: result.peekEvents.map((e) => ({ seq: e.seq, ...e.event })),
+      room_events: result.roomEvents.map((e) => ({ seq: e.seq, event_id: e.event.eventId, type: e.event.pdu.type })),
+      existing_event_id: result.existingEventId,
+    };
+  });
+
+  app.get('/_peekd/admin/v1/audit', { preHandler: guard }, async (req) => {
+    const query = parseAuditQuery(req.query as Record<string, string | undefined>);
+    return queryAudit(peekd.database.db, query);
+  });
+}

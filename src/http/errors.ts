@@ -1,0 +1,76 @@
+// One place that turns errors into Matrix error bodies: {errcode, error} with the status
+// the specification gives. Domain errors map by type, never by message.
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { DomainError } from '../actors/errors';
+
+export class MatrixError extends Error {
+  override readonly name = 'MatrixError';
+  constructor(
+    readonly status: number,
+    readonly errcode: string,
+    message: string,
+    readonly extra: Record<string, unknown> = {},
+  ) {
+    super(message);
+  }
+}
+
+export const notJson = (why = 'the request body is not valid JSON') => new MatrixError(400, 'M_NOT_JSON', why);
+export const badJson = (why: string) => new MatrixError(400, 'M_BAD_JSON', why);
+export const invalidParam = (why: string) => new MatrixError(400, 'M_INVALID_PARAM', why);
+export const notFound = (why = 'not found') => new MatrixError(404, 'M_NOT_FOUND', why);
+export const forbidden = (why: string) => new MatrixError(403, 'M_FORBIDDEN', why);
+export const unrecognized = (why = 'unrecognized request') => new MatrixError(404, 'M_UNRECOGNIZED', why);
+export const unauthorized = (why: string) => new MatrixError(401, 'M_UNAUTHORIZED', why);
+export const limitExceeded = (retryAfterMs: number, why = 'too many requests') =>
+  new MatrixError(429, 'M_LIMIT_EXCEEDED', why, { retry_after_ms: retryAfterMs });
+
+export function domainToMatrix(err: DomainError): MatrixError {
+  switch (err.code) {
+    case 'invalid':
+      return new MatrixError(400, 'M_INVALID_PARAM', err.message);
+    case 'not_found':
+      return new MatrixError(404, 'M_NOT_FOUND', err.message);
+    case 'forbidden':
+      return new MatrixError(403, 'M_FORBIDDEN', err.message);
+    case 'bad_state':
+      return new MatrixError(400, 'M_BAD_STATE', err.message);
+    case 'conflict':
+      return new MatrixError(409, 'M_UNKNOWN', err.message);
+    case 'incompatible_room_version':
+      return new MatrixError(400, 'M_INCOMPATIBLE_ROOM_VERSION', err.message, { room_version: (err as { roomVersion?: string }).roomVersion });
+    case 'limit_exceeded': {
+      const retry = (err as { retryAfterMs?: number }).retryAfterMs;
+      return new MatrixError(429, 'M_LIMIT_EXCEEDED', err.message, retry !== undefined ? { retry_after_ms: retry } : {});
+    }
+  }
+}
+
+export function toMatrixError(err: unknown): MatrixError {
+  if (err instanceof MatrixError) return err;
+  if (err instanceof DomainError) return domainToMatrix(err);
+  const fe = err as Partial<FastifyError>;
+  switch (fe.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new MatrixError(413, 'M_TOO_LARGE', 'the request body is too large');
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return notJson();
+  }
+  if (fe.validation) return badJson(fe.message ?? 'the request body has the wrong shape');
+  if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
+    return new MatrixError(fe.statusCode, fe.statusCode === 404 ? 'M_UNRECOGNIZED' : 'M_UNKNOWN', fe.message ?? 'bad request');
+  }
+  return new MatrixError(500, 'M_UNKNOWN', 'internal server error');
+}
+
+export function sendMatrixError(reply: FastifyReply, err: MatrixError): FastifyReply {
+  return reply.code(err.status).type('application/json').send({ errcode: err.errcode, error: err.message, ...err.extra });
+}
+
+export function matrixErrorHandler(err: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const m = toMatrixError(err);
+  if (m.status >= 500) request.log.error({ err }, 'request failed');
+  return sendMatrixError(reply, m);
+}

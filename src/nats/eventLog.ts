@@ -1,0 +1,94 @@
+// The room-subject event log on JetStream: append with the expected last subject
+// sequence (single writer per room, by optimistic concurrency) and read a room's history.
+import { DeliverPolicy, jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { messageId } from '../events/streams';
+import type { Naming, StreamKind } from '../events/subjects';
+import { ConcurrencyError, isWrongLastSequence } from './errors';
+
+export interface LogRecord {
+  seq: number;
+  data: Uint8Array;
+}
+
+export interface AppendResult {
+  /** Stream sequence of each appended message, in order. */
+  seqs: number[];
+  /** True when JetStream recognised a message ID as a retry of an earlier append. */
+  duplicate: boolean;
+}
+
+export class EventLog {
+  private constructor(
+    readonly naming: Naming,
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
+  ) {}
+
+  static async open(nc: NatsConnection, naming: Naming): Promise<EventLog> {
+    return new EventLog(naming, jetstream(nc), await jetstreamManager(nc));
+  }
+
+  /**
+   * Appends `payloads` to the room's subject, the first expecting `expectedSeq` as the
+   * subject's last sequence (0: the subject is empty), each next one expecting the one
+   * before it. Throws ConcurrencyError when another writer got there first.
+   */
+  async append(kind: StreamKind, roomId: string, payloads: Uint8Array[], expectedSeq: number, commandId: string): Promise<AppendResult> {
+    const subject = this.naming.roomSubject(kind, roomId);
+    const seqs: number[] = [];
+    let expected = expectedSeq;
+    let duplicate = false;
+    for (const [i, payload] of payloads.entries()) {
+      try {
+        const ack = await this.js.publish(subject, payload, {
+          msgID: messageId(`${kind}:${commandId}`, i),
+          expect: { lastSubjectSequence: expected },
+        });
+        duplicate ||= ack.duplicate;
+        seqs.push(ack.seq);
+        expected = ack.seq;
+      } catch (err) {
+        if (isWrongLastSequence(err)) throw new ConcurrencyError(subject, expected, { cause: err });
+        throw err;
+      }
+    }
+    return { seqs, duplicate };
+  }
+
+  /** Stream sequence of the last message on the room's subject, 0 when it has none. */
+  async lastSeq(kind: StreamKind, roomId: string): Promise<number> {
+    const msg = await this.jsm.direct.getMessage(this.naming.streamName(kind), {
+      last_by_subj: this.naming.roomSubject(kind, roomId),
+    });
+    return msg ? msg.seq : 0;
+  }
+
+  /** Every message on the room's subject with sequence ≥ fromSeq, in order. */
+  async read(kind: StreamKind, roomId: string, fromSeq = 1): Promise<LogRecord[]> {
+    const last = await this.lastSeq(kind, roomId);
+    if (last === 0 || last < fromSeq) return [];
+    return this.readFiltered(kind, this.naming.roomSubject(kind, roomId), fromSeq, last);
+  }
+
+  /** Messages matching `filter` from `fromSeq` up to and including `untilSeq`. */
+  async readFiltered(kind: StreamKind, filter: string, fromSeq: number, untilSeq: number): Promise<LogRecord[]> {
+    const consumer = await this.js.consumers.get(this.naming.streamName(kind), {
+      filter_subjects: filter,
+      deliver_policy: fromSeq > 1 ? DeliverPolicy.StartSequence : DeliverPolicy.All,
+      ...(fromSeq > 1 ? { opt_start_seq: fromSeq } : {}),
+    });
+    const out: LogRecord[] = [];
+    const messages = await consumer.consume({ max_messages: 1024 });
+    try {
+      for await (const m of messages) {
+        if (m.seq > untilSeq) break;
+        out.push({ seq: m.seq, data: m.data });
+        if (m.seq === untilSeq || m.info.pending === 0) break;
+      }
+    } finally {
+      await messages.close();
+    }
+    return out;
+  }
+}

@@ -1,0 +1,78 @@
+// syncapi_peeks: every device peek (MSC2753), live and ended. /sync reads which peeks
+// started, were renewed or ended after a device's position; the scheduler reads deadlines.
+import { decodePeekEvent, type PeekEvent } from '../events/peekEvents';
+import { syncapiPeeks } from '../store/schema';
+import { chunks, excludedAll, tupleIn } from '../store/sqlHelpers';
+import type { Tx } from '../store/db';
+import type { PeekProjection, Projected } from './projection';
+
+type Row = typeof syncapiPeeks.$inferSelect;
+
+const key = (roomId: string, userId: string, deviceId: string) => `${roomId}\u0000${userId}\u0000${deviceId}`;
+
+export const syncPeeksProjection: PeekProjection = {
+  name: 'sync_peeks',
+  stream: 'peeks',
+  tables: ['syncapi_peeks'],
+  decode: decodePeekEvent,
+  async apply(tx: Tx, batch: Projected<PeekEvent>[]): Promise<void> {
+    const mine = batch.filter((b) => b.event.peek.kind === 'device');
+    if (mine.length === 0) return;
+    const rows = new Map<string, Row>();
+    // Rows we need the earlier state of: touched in this batch but not started in it.
+    const startedHere = new Set<string>();
+    const needed = new Map<string, [string, string, string]>();
+    for (const { event } of mine) {
+      if (event.peek.kind !== 'device') continue;
+      const k = key(event.roomId, event.peek.userId, event.peek.deviceId);
+      if (event.type === 'PeekStarted') startedHere.add(k);
+      else if (!startedHere.has(k)) needed.set(k, [event.roomId, event.peek.userId, event.peek.deviceId]);
+    }
+    for (const part of chunks([...needed.values()], 500)) {
+      const existing = await tx
+        .select()
+        .from(syncapiPeeks)
+        .where(tupleIn([syncapiPeeks.roomId, syncapiPeeks.userId, syncapiPeeks.deviceId], part));
+      for (const r of existing) rows.set(key(r.roomId, r.userId, r.deviceId), r);
+    }
+    for (const { seq, shard, event } of mine) {
+      if (event.peek.kind !== 'device') continue;
+      const k = key(event.roomId, event.peek.userId, event.peek.deviceId);
+      const row = rows.get(k);
+      switch (event.type) {
+        case 'PeekStarted':
+          rows.set(k, {
+            roomId: event.roomId,
+            userId: event.peek.userId,
+            deviceId: event.peek.deviceId,
+            shard,
+            startedSeq: seq,
+            startedAt: event.at,
+            renewedAt: event.at,
+            expiresAt: event.expiresAt ?? null,
+            roomSeq: event.roomSeq ?? 0,
+            updatedSeq: seq,
+            endedSeq: null,
+            endedAt: null,
+            endReason: null,
+          });
+          break;
+        case 'PeekRenewed':
+          if (row) rows.set(k, { ...row, renewedAt: event.at, expiresAt: event.expiresAt ?? null, updatedSeq: seq });
+          break;
+        case 'PeekExpired':
+          if (row) rows.set(k, { ...row, endedSeq: seq, endedAt: event.at, endReason: event.reason, updatedSeq: seq });
+          break;
+      }
+    }
+    for (const part of chunks([...rows.values()], 400)) {
+      await tx
+        .insert(syncapiPeeks)
+        .values(part)
+        .onConflictDoUpdate({
+          target: [syncapiPeeks.roomId, syncapiPeeks.userId, syncapiPeeks.deviceId],
+          set: excludedAll(syncapiPeeks, ['roomId', 'userId', 'deviceId']),
+        });
+    }
+  },
+};

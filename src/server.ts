@@ -1,0 +1,147 @@
+// The composition root: wires NATS, the streams, Postgres, the room actors, the
+// projections, the scheduler and HTTP into one running peekd.
+import { join } from 'node:path';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { ActorHost } from './actors/actorHost';
+import { LocalCommandBus, type CommandBus } from './actors/commandBus';
+import { systemClock, type Clock } from './actors/roomActor';
+import { DeadlineScheduler } from './actors/scheduler';
+import type { Config } from './config';
+import { loadOrCreateSigningKeyFile, type SigningKey } from './crypto';
+import { Naming } from './events/subjects';
+import { createLogger, type Logger } from './logger';
+import { SigningPduFactory } from './matrix/pduFactory';
+import { connectNats } from './nats/connection';
+import { startEmbeddedNats, type EmbeddedNats } from './nats/embeddedServer';
+import { EventLog } from './nats/eventLog';
+import { ensureStreams } from './nats/streams';
+import { auditProjection } from './projections/audit';
+import { federationPeeksProjection } from './projections/federationPeeks';
+import type { Projection } from './projections/projection';
+import { ProjectionRunner } from './projections/runner';
+import { syncPeeksProjection } from './projections/syncPeeks';
+import { openDatabase, type Database } from './store/db';
+import { buildHttpApp, type HttpApp } from './http/app';
+import { fileURLToPath } from 'node:url';
+
+export const NATS_CONF = fileURLToPath(new URL('../nats.conf', import.meta.url));
+
+export interface StartOptions {
+  clock?: Clock;
+  logger?: Logger;
+  /** Start HTTP (default: when the `http` role is on). */
+  http?: boolean;
+}
+
+export interface Peekd {
+  config: Config;
+  logger: Logger;
+  naming: Naming;
+  nc: NatsConnection;
+  log: EventLog;
+  database: Database;
+  bus: CommandBus;
+  host: ActorHost;
+  signingKey: SigningKey;
+  projections: Map<string, ProjectionRunner>;
+  scheduler: DeadlineScheduler;
+  http?: HttpApp;
+  /** Base URL the HTTP server listens on, when it does. */
+  url?: string;
+  /** Resolves once every projection reading `stream` has committed `seq`. */
+  waitForProjections(stream: 'peeks' | 'rooms', seq: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export const PEEK_PROJECTIONS: Projection<any>[] = [syncPeeksProjection, federationPeeksProjection, auditProjection];
+
+export async function startPeekd(config: Config, options: StartOptions = {}): Promise<Peekd> {
+  const logger = options.logger ?? createLogger(config.logLevel);
+  const clock = options.clock ?? systemClock;
+  const cleanups: (() => Promise<void>)[] = [];
+  const closeAll = async () => {
+    for (const c of cleanups.reverse()) await c().catch((err) => logger.warn({ err }, 'shutdown step failed'));
+  };
+  try {
+    let natsUrl = config.natsUrl;
+    if (!natsUrl) {
+      const embedded: EmbeddedNats = await startEmbeddedNats({ storeDir: join(config.dataDir, 'nats'), configFile: NATS_CONF });
+      cleanups.push(() => embedded.stop());
+      natsUrl = embedded.url;
+      logger.info({ url: natsUrl }, 'started embedded nats-server');
+    }
+    const nc = await connectNats(natsUrl, `peekd ${config.serverName}`);
+    cleanups.push(() => nc.drain());
+    const naming = new Naming(config.streamPrefix, config.shards);
+    await ensureStreams(nc, naming);
+    const log = await EventLog.open(nc, naming);
+
+    const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
+    cleanups.push(() => database.close());
+
+    const { key: signingKey, created } = await loadOrCreateSigningKeyFile(config.signingKeyPath);
+    if (created) logger.info({ keyId: signingKey.keyId, path: config.signingKeyPath }, 'generated a new signing key');
+
+    const host = new ActorHost({
+      log,
+      clock,
+      pduFactory: new SigningPduFactory(config.serverName, signingKey),
+      settings: {
+        serverName: config.serverName,
+        peekLifetimeMs: config.peekLifetimeMs,
+        inboundRenewalIntervalMs: config.inboundRenewalIntervalMs,
+        maxConflictRetries: 8,
+      },
+    });
+    cleanups.push(() => host.stop());
+    const bus = new LocalCommandBus(host);
+
+    const projections = new Map<string, ProjectionRunner>();
+    for (const p of PEEK_PROJECTIONS) {
+      const runner = new ProjectionRunner(database.db, nc, naming, p, { logger });
+      await runner.start();
+      projections.set(p.name, runner);
+      cleanups.push(() => runner.stop());
+    }
+
+    const scheduler = new DeadlineScheduler(database.db, bus, clock, { logger });
+    scheduler.start();
+    cleanups.push(() => scheduler.stop());
+
+    const waitForProjections = async (stream: 'peeks' | 'rooms', seq: number) => {
+      await Promise.all([...projections.values()].filter((r) => r.projection.stream === stream).map((r) => r.waitFor(seq)));
+    };
+
+    const peekd: Peekd = {
+      config,
+      logger,
+      naming,
+      nc,
+      log,
+      database,
+      bus,
+      host,
+      signingKey,
+      projections,
+      scheduler,
+      waitForProjections,
+      close: closeAll,
+    };
+
+    if (options.http ?? config.roles.includes('http')) {
+      const http = await buildHttpApp(peekd);
+      await http.app.listen({ host: config.listenHost, port: config.listenPort });
+      cleanups.push(() => http.app.close());
+      const addr = http.app.server.address();
+      const port = typeof addr === 'object' && addr ? addr.port : config.listenPort;
+      peekd.http = http;
+      peekd.url = `http://${config.listenHost.includes(':') ? `[${config.listenHost}]` : config.listenHost}:${port}`;
+      http.markReady();
+      logger.info({ url: peekd.url, serverName: config.serverName }, 'peekd is ready');
+    }
+    return peekd;
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+}

@@ -1,0 +1,113 @@
+// The Postgres read models (drizzle schema). Every table here is derived from the
+// streams and can be rebuilt by replaying them. Times are ms since the epoch.
+import { bigint, index, integer, pgTable, primaryKey, text } from 'drizzle-orm/pg-core';
+
+const ms = (name: string) => bigint(name, { mode: 'number' });
+
+/** Where each projection has read up to, per stream; written in the same transaction as its rows. */
+export const projectionCheckpoints = pgTable(
+  'projection_checkpoints',
+  {
+    projection: text('projection').notNull(),
+    stream: text('stream').notNull(),
+    seq: ms('seq').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.projection, t.stream] })],
+);
+
+/** Device peeks (MSC2753), live and ended: /sync reads starts, renewals and ends by sequence. */
+export const syncapiPeeks = pgTable(
+  'syncapi_peeks',
+  {
+    roomId: text('room_id').notNull(),
+    userId: text('user_id').notNull(),
+    deviceId: text('device_id').notNull(),
+    shard: integer('shard').notNull(),
+    /** PEEKS sequence of the PeekStarted event. */
+    startedSeq: ms('started_seq').notNull(),
+    startedAt: ms('started_at').notNull(),
+    renewedAt: ms('renewed_at').notNull(),
+    expiresAt: ms('expires_at'),
+    /** ROOMS sequence of the room's latest event when the peek started. */
+    roomSeq: ms('room_seq').notNull(),
+    /** PEEKS sequence of the last event about this peek. */
+    updatedSeq: ms('updated_seq').notNull(),
+    endedSeq: ms('ended_seq'),
+    endedAt: ms('ended_at'),
+    endReason: text('end_reason'),
+  },
+  (t) => [
+    primaryKey({ columns: [t.roomId, t.userId, t.deviceId] }),
+    index('syncapi_peeks_device_idx').on(t.userId, t.deviceId),
+    index('syncapi_peeks_due_idx').on(t.shard, t.expiresAt),
+  ],
+);
+
+/** Remote servers peeking rooms hosted here (live peeks only). */
+export const federationsenderInboundPeeks = pgTable(
+  'federationsender_inbound_peeks',
+  {
+    roomId: text('room_id').notNull(),
+    serverName: text('server_name').notNull(),
+    peekId: text('peek_id').notNull(),
+    shard: integer('shard').notNull(),
+    createdAt: ms('created_at').notNull(),
+    renewedAt: ms('renewed_at').notNull(),
+    renewalIntervalMs: ms('renewal_interval_ms').notNull(),
+    expiresAt: ms('expires_at').notNull(),
+    /** ROOMS sequence the snapshot was taken at: the sender sends every PDU after it. */
+    roomSeq: ms('room_seq').notNull(),
+    startedSeq: ms('started_seq').notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.roomId, t.serverName, t.peekId] }),
+    index('federationsender_inbound_peeks_server_idx').on(t.serverName),
+    index('federationsender_inbound_peeks_due_idx').on(t.shard, t.expiresAt),
+  ],
+);
+
+/** Remote rooms this server peeks (live peeks only; one per room and target server). */
+export const federationsenderOutboundPeeks = pgTable(
+  'federationsender_outbound_peeks',
+  {
+    roomId: text('room_id').notNull(),
+    serverName: text('server_name').notNull(),
+    peekId: text('peek_id').notNull(),
+    shard: integer('shard').notNull(),
+    createdAt: ms('created_at').notNull(),
+    renewedAt: ms('renewed_at').notNull(),
+    renewalIntervalMs: ms('renewal_interval_ms').notNull(),
+    expiresAt: ms('expires_at').notNull(),
+    startedSeq: ms('started_seq').notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.roomId, t.serverName] }),
+    index('federationsender_outbound_peeks_due_idx').on(t.shard, t.expiresAt),
+  ],
+);
+
+/** One row per peek event: who peeked what, when, and why it ended. */
+export const peekAudit = pgTable(
+  'peek_audit',
+  {
+    seq: ms('seq').primaryKey(),
+    roomId: text('room_id').notNull(),
+    shard: integer('shard').notNull(),
+    eventType: text('event_type').notNull(),
+    kind: text('kind').notNull(),
+    userId: text('user_id'),
+    deviceId: text('device_id'),
+    serverName: text('server_name'),
+    peekId: text('peek_id'),
+    at: ms('at').notNull(),
+    expiresAt: ms('expires_at'),
+    renewalIntervalMs: ms('renewal_interval_ms'),
+    reason: text('reason'),
+  },
+  (t) => [
+    index('peek_audit_room_idx').on(t.roomId, t.seq),
+    index('peek_audit_user_idx').on(t.userId, t.seq),
+    index('peek_audit_server_idx').on(t.serverName, t.seq),
+    index('peek_audit_at_idx').on(t.at),
+  ],
+);
