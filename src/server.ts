@@ -20,6 +20,7 @@ import { federationPeeksProjection } from './projections/federationPeeks';
 import type { Projection } from './projections/projection';
 import { ProjectionRunner } from './projections/runner';
 import { syncPeeksProjection } from './projections/syncPeeks';
+import { syncRoomsProjection } from './projections/syncRooms';
 import { openDatabase, type Database } from './store/db';
 import { buildHttpApp, type HttpApp } from './http/app';
 import { fileURLToPath } from 'node:url';
@@ -53,7 +54,7 @@ export interface Peekd {
   close(): Promise<void>;
 }
 
-export const PEEK_PROJECTIONS: Projection<any>[] = [syncPeeksProjection, federationPeeksProjection, auditProjection];
+export const PROJECTIONS: Projection<any>[] = [syncRoomsProjection, syncPeeksProjection, federationPeeksProjection, auditProjection];
 
 export async function startPeekd(config: Config, options: StartOptions = {}): Promise<Peekd> {
   const logger = options.logger ?? createLogger(config.logLevel);
@@ -97,7 +98,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
     const bus = new LocalCommandBus(host);
 
     const projections = new Map<string, ProjectionRunner>();
-    for (const p of PEEK_PROJECTIONS) {
+    for (const p of PROJECTIONS) {
       const runner = new ProjectionRunner(database.db, nc, naming, p, { logger });
       await runner.start();
       projections.set(p.name, runner);

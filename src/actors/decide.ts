@@ -23,7 +23,7 @@ import {
   IncompatibleRoomVersionError,
   NotFoundError,
 } from './errors';
-import { decideCreateRoom, decideReceivePdus, decideSendEvents } from './roomDecide';
+import { decideCreateRoom, decideReceivePdus, decideSendEvents, previewReceived } from './roomDecide';
 import { isEncrypted, isWorldReadable, membershipOf, roomServerOf, type LivePeek, type RoomFacts, type RoomState } from './state';
 
 export interface Decision {
@@ -208,6 +208,15 @@ function startOutboundPeek(state: RoomState, cmd: StartOutboundPeek, ctx: Decide
   }
   const received = decideReceivePdus(state, { type: 'ReceivePdus', roomId: state.roomId, origin: cmd.server, pdus: cmd.pdus }, ctx);
   if (received instanceof DomainError) return received;
+  const room = previewReceived(state, received.received);
+  if (room === null) return new BadStateError('the snapshot has no create event');
+  const refused = endReasonFor(room, peek);
+  if (refused) {
+    // The snapshot says the room cannot be peeked: keep its events, start nothing, and end
+    // the peeks (including a live outbound one) that it no longer allows.
+    if (received.peeks.length === 0) return new ForbiddenError(refused === 'encrypted' ? 'the room is encrypted' : 'the room is not world_readable');
+    return decision({ received: received.received, peeks: received.peeks });
+  }
   const expiresAt = ctx.now + cmd.renewalIntervalMs;
   const { live, due } = liveOrDue(state, peek, ctx.now);
   const peekEvent: PeekEvent = live
@@ -220,6 +229,7 @@ function renewOutboundPeek(state: RoomState, cmd: RenewOutboundPeek, ctx: Decide
   const peek: PeekRef = { kind: 'outbound', server: cmd.server, peekId: cmd.peekId };
   const live = state.peeks.get(peekKey(peek));
   if (!live || live.peek.kind !== 'outbound' || live.peek.peekId !== cmd.peekId) return new NotFoundError('unknown outbound peek');
+  if (isDue(live, ctx.now)) return new NotFoundError('the outbound peek has expired');
   const expiresAt = ctx.now + cmd.renewalIntervalMs;
   return decision({
     peeks: [{ type: 'PeekRenewed', v: 1, roomId: state.roomId, peek, at: ctx.now, expiresAt, renewalIntervalMs: cmd.renewalIntervalMs }],

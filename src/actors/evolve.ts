@@ -3,7 +3,7 @@
 // replay a newer log.
 import { peekKey, type StoredPeekEvent } from '../events/peekEvents';
 import type { Pdu, StoredRoomEvent } from '../events/roomEvents';
-import { stateKey, type LivePeek, type RoomFacts, type RoomState } from './state';
+import { stateKey, txnKey, type LivePeek, type RoomFacts, type RoomState } from './state';
 
 const RECENT_EVENT_IDS = 512;
 
@@ -13,8 +13,8 @@ export function evolve(state: RoomState, stored: StoredEvent): RoomState {
   if (stored.stream === 'rooms') {
     const { event, seq } = stored;
     if (event.type !== 'RoomPdu') return { ...state, roomsSeq: seq };
-    const txnKey = event.txn ? `${event.txn.deviceId}\u0000${event.txn.txnId}` : undefined;
-    return { ...state, roomsSeq: seq, room: foldPdu(state.room, event.pdu, event.eventId, seq, event.roomVersion, txnKey) };
+    const txn = event.txn ? txnKey(event.pdu.sender, event.txn.deviceId, event.txn.txnId) : undefined;
+    return { ...state, roomsSeq: seq, room: foldPdu(state.room, event.pdu, event.eventId, seq, event.roomVersion, txn) };
   }
   const { event, seq } = stored;
   const key = peekKey(event.peek);

@@ -4,11 +4,11 @@
 import type { PeekExpired } from '../events/peekEvents';
 import type { Pdu } from '../events/roomEvents';
 import { authorize } from './authRules';
-import type { CreateRoom, DecideContext, PduDraft, ReceivePdus, SendEvents } from './commands';
+import type { CreateRoom, DecideContext, PduDraft, ReceivedPdu, ReceivePdus, SendEvents } from './commands';
 import { decision, impliedEndings, type Decision } from './decide';
 import { BadStateError, ForbiddenError, InvalidInputError, NotFoundError, type DomainError } from './errors';
 import { foldPdu } from './evolve';
-import { roomServerOf, type RoomFacts, type RoomState } from './state';
+import { roomServerOf, txnKey, type RoomFacts, type RoomState } from './state';
 
 /** Folds drafts into a preview of the room (placeholder IDs), authorising each in turn. */
 function preview(state: RoomState, roomVersion: string, drafts: PduDraft[], now: number): RoomFacts | DomainError {
@@ -45,13 +45,15 @@ export function decideCreateRoom(state: RoomState, cmd: CreateRoom, ctx: DecideC
   const first = cmd.events[0];
   if (!first || first.type !== 'm.room.create') return new InvalidInputError('a room starts with m.room.create');
   if (roomIdServer(state.roomId) !== ctx.serverName) return new InvalidInputError('rooms are created on their own server');
+  if (roomIdServer(first.sender) !== ctx.serverName) return new ForbiddenError('the creator must be a user of the room\'s server');
   const room = preview(state, cmd.roomVersion, cmd.events, ctx.now);
   if ('code' in room) return room;
   return decision({ drafts: cmd.events });
 }
 
 export function decideSendEvents(state: RoomState, cmd: SendEvents, ctx: DecideContext): Decision | DomainError {
-  const existing = state.room && cmd.txn ? state.room.txns.get(`${cmd.txn.deviceId}\u0000${cmd.txn.txnId}`) : undefined;
+  const sender = cmd.events[0]?.sender ?? '';
+  const existing = state.room && cmd.txn ? state.room.txns.get(txnKey(sender, cmd.txn.deviceId, cmd.txn.txnId)) : undefined;
   if (existing) return decision({ existingEventId: existing });
   if (!state.room) return new NotFoundError(`unknown room ${state.roomId}`);
   if (roomServerOf(state.room) !== ctx.serverName) return new ForbiddenError('this server does not host the room');
@@ -76,6 +78,13 @@ export function decideReceivePdus(state: RoomState, cmd: ReceivePdus, ctx: Decid
     received.push(item);
   }
   return decision({ received, peeks: room ? endings(state, room, ctx.now) : [] });
+}
+
+/** The room as it will be once `received` is appended (for deciding on a snapshot). */
+export function previewReceived(state: RoomState, received: ReceivedPdu[]): RoomFacts | null {
+  let room = state.room;
+  for (const item of received) room = foldPdu(room, item.pdu, item.eventId, state.roomsSeq, room?.roomVersion ?? versionOf(item.pdu)) ?? room;
+  return room;
 }
 
 function versionOf(pdu: Pdu): string {

@@ -49,6 +49,11 @@ export function initialState(roomId: string): RoomState {
   return { roomId, peeksSeq: 0, roomsSeq: 0, room: null, peeks: new Map() };
 }
 
+/** Idempotency key of a client transaction: device IDs are unique per user only. */
+export function txnKey(userId: string, deviceId: string, txnId: string): string {
+  return `${userId}\u0000${deviceId}\u0000${txnId}`;
+}
+
 export function stateKey(type: string, key: string): string {
   return `${type}\u0000${key}`;
 }

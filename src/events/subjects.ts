@@ -71,8 +71,10 @@ export class Naming {
     for (const kind of ['peeks', 'rooms'] as const) {
       const root = `${this.subjectRoot(kind)}.`;
       if (!subject.startsWith(root)) continue;
-      const [shard, token] = subject.slice(root.length).split('.');
-      if (shard === undefined || token === undefined) return null;
+      const parts = subject.slice(root.length).split('.');
+      const [shard, token] = parts;
+      if (parts.length !== 2 || shard === undefined || token === undefined || !/^\d+$/.test(shard)) return null;
+      if (Number(shard) >= this.shards || token === '') return null;
       return { kind, shard: Number(shard), roomId: roomIdFromToken(token) };
     }
     return null;

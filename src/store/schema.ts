@@ -1,6 +1,6 @@
 // The Postgres read models (drizzle schema). Every table here is derived from the
 // streams and can be rebuilt by replaying them. Times are ms since the epoch.
-import { bigint, index, integer, pgTable, primaryKey, text } from 'drizzle-orm/pg-core';
+import { bigint, index, integer, jsonb, pgTable, primaryKey, text, uniqueIndex } from 'drizzle-orm/pg-core';
 
 const ms = (name: string) => bigint(name, { mode: 'number' });
 
@@ -109,5 +109,96 @@ export const peekAudit = pgTable(
     index('peek_audit_user_idx').on(t.userId, t.seq),
     index('peek_audit_server_idx').on(t.serverName, t.seq),
     index('peek_audit_at_idx').on(t.at),
+  ],
+);
+
+// ---------------------------------------------------------------------------------------
+// Client API data that is not derived from the streams: accounts, devices, tokens,
+// filters and room aliases are this server's own records, written directly.
+
+export const accounts = pgTable('accounts', {
+  userId: text('user_id').primaryKey(),
+  passwordHash: text('password_hash'),
+  createdAt: ms('created_at').notNull(),
+});
+
+export const devices = pgTable(
+  'devices',
+  {
+    userId: text('user_id').notNull(),
+    deviceId: text('device_id').notNull(),
+    displayName: text('display_name'),
+    createdAt: ms('created_at').notNull(),
+    lastSeenAt: ms('last_seen_at').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.deviceId] })],
+);
+
+/** Access tokens, stored as SHA-256 hashes (the token itself is never stored). */
+export const accessTokens = pgTable(
+  'access_tokens',
+  {
+    tokenHash: text('token_hash').primaryKey(),
+    userId: text('user_id').notNull(),
+    deviceId: text('device_id').notNull(),
+    createdAt: ms('created_at').notNull(),
+  },
+  (t) => [index('access_tokens_device_idx').on(t.userId, t.deviceId)],
+);
+
+export const filters = pgTable(
+  'filters',
+  {
+    userId: text('user_id').notNull(),
+    filterId: text('filter_id').notNull(),
+    filter: jsonb('filter').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.filterId] })],
+);
+
+export const roomAliases = pgTable('room_aliases', {
+  alias: text('alias').primaryKey(),
+  roomId: text('room_id').notNull(),
+  creator: text('creator').notNull(),
+});
+
+// ---------------------------------------------------------------------------------------
+// The sync projection of ROOMS: every room event in stream order, and current state.
+
+export const syncapiRoomEvents = pgTable(
+  'syncapi_room_events',
+  {
+    /** ROOMS stream sequence: room order, and the sync position. */
+    seq: ms('seq').primaryKey(),
+    roomId: text('room_id').notNull(),
+    eventId: text('event_id').notNull(),
+    type: text('type').notNull(),
+    stateKey: text('state_key'),
+    sender: text('sender').notNull(),
+    originServerTs: ms('origin_server_ts').notNull(),
+    /** The PDU as appended (room version 10 federation format). */
+    pdu: jsonb('pdu').notNull(),
+  },
+  (t) => [
+    index('syncapi_room_events_room_idx').on(t.roomId, t.seq),
+    uniqueIndex('syncapi_room_events_event_idx').on(t.eventId),
+  ],
+);
+
+export const syncapiCurrentState = pgTable(
+  'syncapi_current_state',
+  {
+    roomId: text('room_id').notNull(),
+    type: text('type').notNull(),
+    stateKey: text('state_key').notNull(),
+    eventId: text('event_id').notNull(),
+    seq: ms('seq').notNull(),
+    /** For m.room.member: the membership, so "rooms this user is in" is one index scan. */
+    membership: text('membership'),
+    content: jsonb('content').notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.roomId, t.type, t.stateKey] }),
+    index('syncapi_current_state_member_idx').on(t.stateKey, t.type),
   ],
 );

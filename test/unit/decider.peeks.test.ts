@@ -495,10 +495,10 @@ describe('StartOutboundPeek / RenewOutboundPeek / EndOutboundPeek (MSC2444, we p
       .then([peekRenewed(O1, T0 + 200_000, { expiresAt: T0 + 320_000, renewalIntervalMs: 120_000, roomId: REMOTE_ROOM })]);
   });
 
-  // BUG: RenewOutboundPeek does not check the deadline. A peek past its deadline "is dead,
+  // Regression (was a bug): RenewOutboundPeek does not check the deadline. A peek past its deadline "is dead,
   // whether or not a Tick has run yet" (decide.ts, isDue), and RenewInboundPeek refuses such
   // a peek, but renewOutboundPeek returns PeekRenewed and evolve resurrects it.
-  it.fails('renew of a due (not yet ticked) outbound peek → NotFoundError', () => {
+  it('renew of a due (not yet ticked) outbound peek → NotFoundError', () => {
     given(peeking()).when(renewOut('o1'), { now: T0 + OUT_INTERVAL }).thenThrows(NotFoundError);
   });
 
@@ -718,14 +718,14 @@ describe('StartOutboundPeek with a snapshot that no longer allows peeking', () =
     ]);
   });
 
-  // BUG: startOutboundPeek appends the endings implied by the snapshot (received.peeks, which
+  // Regression (was a bug): startOutboundPeek appends the endings implied by the snapshot (received.peeks, which
   // include PeekExpired(visibility_changed) of this very outbound peek) and then, regardless,
   // PeekRenewed for the same peek. The decision contradicts itself: evolve deletes the peek
   // and then ignores the renewal, while projections reading the PEEKS subject see a renewal
   // of an ended peek. Expected: no PeekStarted/PeekRenewed after a PeekExpired of the same
   // peek in one decision (i.e. do not (re)start an outbound peek of a room that is no longer
   // world_readable / is encrypted).
-  it.fails('does not renew the outbound peek it has just ended', () => {
+  it('does not renew the outbound peek it has just ended', () => {
     given(peeking())
       .when(startOutbound('o1', asReceived([hvShared])), { now: NOW })
       .then({

@@ -105,11 +105,11 @@ describe('Naming', () => {
     expect(naming.parseRoomSubject('other.3.IWFiYzpleGFtcGxlLm9yZw')).toBeNull();
   });
 
-  // BUG (minor): parseRoomSubject only splits the rest of the subject; it does not check that
+  // Regression (was a bug): parseRoomSubject only splits the rest of the subject; it does not check that
   // the shard token is a decimal shard number in range, nor that nothing follows the room
   // token. 'peeks.x.<token>' parses with shard NaN, 'peeks.999.<token>' with shard 999 of a
   // 64-shard deployment, and 'peeks.3.<token>.extra' silently drops 'extra' — instead of null.
-  it.fails('parseRoomSubject refuses a non-numeric or out-of-range shard and extra tokens', () => {
+  it('parseRoomSubject refuses a non-numeric or out-of-range shard and extra tokens', () => {
     const token = roomToken('!abc:example.org');
     expect(naming.parseRoomSubject(`peeks.x.${token}`)).toBeNull();
     expect(naming.parseRoomSubject(`peeks.999.${token}`)).toBeNull();
@@ -129,8 +129,7 @@ describe('Naming', () => {
         expect(shard).toBe(fnv1a32Reference(id) % shards);
         seen.add(shard);
       }
-      // 506 room IDs spread over the shards, not all into one.
-      expect(seen.size).toBe(Math.min(shards, seen.size));
+      // the room IDs spread over the shards, not all into one
       if (shards > 1) expect(seen.size).toBeGreaterThan(1);
       if (shards === 7) expect(seen.size).toBe(7);
     }

@@ -1,0 +1,120 @@
+// Accounts, devices and access tokens. Tokens are 256 random bits, stored only as their
+// SHA-256; a small in-memory cache spares the database on every request.
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { and, eq } from 'drizzle-orm';
+import type { Db } from '../store/db';
+import { accessTokens, accounts, devices } from '../store/schema';
+import { hashPassword, verifyPassword } from './passwords';
+
+export interface Session {
+  userId: string;
+  deviceId: string;
+}
+
+export interface NewSession extends Session {
+  accessToken: string;
+}
+
+export class UserInUseError extends Error {
+  override readonly name = 'UserInUseError';
+}
+
+const LOCALPART = /^[a-z0-9._=\-/+]+$/;
+
+export function isValidNewLocalpart(localpart: string): boolean {
+  return localpart.length > 0 && LOCALPART.test(localpart);
+}
+
+function tokenHash(token: string): string {
+  return createHash('sha256').update(token).digest('base64url');
+}
+
+function randomId(bytes: number): string {
+  return randomBytes(bytes).toString('base64url');
+}
+
+export function generateDeviceId(): string {
+  return randomBytes(6).toString('hex').toUpperCase();
+}
+
+export class AccountStore {
+  private readonly cache = new Map<string, Session & { at: number }>();
+  private static readonly CACHE_TTL_MS = 60_000;
+  private static readonly CACHE_MAX = 50_000;
+
+  constructor(
+    private readonly db: Db,
+    readonly serverName: string,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  userIdFor(localpart: string): string {
+    return `@${localpart}:${this.serverName}`;
+  }
+
+  async exists(userId: string): Promise<boolean> {
+    const rows = await this.db.select({ u: accounts.userId }).from(accounts).where(eq(accounts.userId, userId));
+    return rows.length > 0;
+  }
+
+  /** Creates the account; throws UserInUseError when the user ID is taken. */
+  async register(localpart: string | undefined, password: string | undefined): Promise<string> {
+    const userId = this.userIdFor(localpart ?? `u${randomBytes(6).toString('hex')}`);
+    const passwordHash = password !== undefined ? await hashPassword(password) : null;
+    const inserted = await this.db
+      .insert(accounts)
+      .values({ userId, passwordHash, createdAt: this.now() })
+      .onConflictDoNothing()
+      .returning({ userId: accounts.userId });
+    if (inserted.length === 0) throw new UserInUseError(`${userId} is taken`);
+    return userId;
+  }
+
+  /** Null when the user does not exist or the password is wrong. */
+  async checkPassword(userId: string, password: string): Promise<boolean> {
+    const [row] = await this.db.select({ hash: accounts.passwordHash }).from(accounts).where(eq(accounts.userId, userId));
+    if (!row?.hash) {
+      // Spend the same effort as a real check, so timing does not reveal which users exist.
+      await verifyPassword(password, 'scrypt$14$8$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=');
+      return false;
+    }
+    return verifyPassword(password, row.hash);
+  }
+
+  /** Creates (or reuses) a device and issues a new access token for it. */
+  async createSession(userId: string, deviceId: string | undefined, displayName?: string): Promise<NewSession> {
+    const device = deviceId ?? generateDeviceId();
+    const now = this.now();
+    await this.db
+      .insert(devices)
+      .values({ userId, deviceId: device, displayName: displayName ?? null, createdAt: now, lastSeenAt: now })
+      .onConflictDoUpdate({ target: [devices.userId, devices.deviceId], set: { lastSeenAt: now } });
+    const accessToken = `pkd_${randomId(32)}`;
+    await this.db.insert(accessTokens).values({ tokenHash: tokenHash(accessToken), userId, deviceId: device, createdAt: now });
+    return { userId, deviceId: device, accessToken };
+  }
+
+  async authenticate(token: string): Promise<Session | null> {
+    const hash = tokenHash(token);
+    const cached = this.cache.get(hash);
+    if (cached && this.now() - cached.at < AccountStore.CACHE_TTL_MS) return { userId: cached.userId, deviceId: cached.deviceId };
+    const [row] = await this.db.select().from(accessTokens).where(eq(accessTokens.tokenHash, hash));
+    // The lookup is by hash; compare the hashes in constant time all the same.
+    if (!row || !timingSafeEqual(Buffer.from(row.tokenHash), Buffer.from(hash))) return null;
+    if (this.cache.size >= AccountStore.CACHE_MAX) this.cache.clear();
+    this.cache.set(hash, { userId: row.userId, deviceId: row.deviceId, at: this.now() });
+    return { userId: row.userId, deviceId: row.deviceId };
+  }
+
+  /** Deletes the device and every token it holds. */
+  async removeDevice(userId: string, deviceId: string): Promise<void> {
+    await this.db.delete(accessTokens).where(and(eq(accessTokens.userId, userId), eq(accessTokens.deviceId, deviceId)));
+    await this.db.delete(devices).where(and(eq(devices.userId, userId), eq(devices.deviceId, deviceId)));
+    for (const [hash, s] of this.cache) if (s.userId === userId && s.deviceId === deviceId) this.cache.delete(hash);
+  }
+
+  async devicesOf(userId: string): Promise<string[]> {
+    const rows = await this.db.select({ d: devices.deviceId }).from(devices).where(eq(devices.userId, userId));
+    return rows.map((r) => r.d);
+  }
+}

@@ -1,0 +1,81 @@
+// Wakes long-polling /sync requests: indexed by room, by user and by device, so a new
+// event wakes exactly the requests that may care, in O(waiters of that room).
+import type { PeekEvent } from '../events/peekEvents';
+import type { RoomEvent } from '../events/roomEvents';
+import type { Projected } from '../projections/projection';
+
+export interface WaitInterest {
+  userId: string;
+  deviceId: string;
+  roomIds: Iterable<string>;
+}
+
+interface Waiter {
+  wake(): void;
+}
+
+function add<K>(map: Map<K, Set<Waiter>>, key: K, w: Waiter) {
+  let set = map.get(key);
+  if (!set) map.set(key, (set = new Set()));
+  set.add(w);
+}
+
+function remove<K>(map: Map<K, Set<Waiter>>, key: K, w: Waiter) {
+  const set = map.get(key);
+  if (set && set.delete(w) && set.size === 0) map.delete(key);
+}
+
+export class SyncNotifier {
+  private readonly byRoom = new Map<string, Set<Waiter>>();
+  private readonly byUser = new Map<string, Set<Waiter>>();
+  private readonly byDevice = new Map<string, Set<Waiter>>();
+
+  get waiting(): number {
+    let n = 0;
+    for (const s of this.byUser.values()) n += s.size;
+    return n;
+  }
+
+  /** Resolves true when woken, false on timeout or abort. */
+  wait(interest: WaitInterest, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+    return new Promise((resolve) => {
+      const rooms = [...interest.roomIds];
+      const deviceKey = `${interest.userId}\u0000${interest.deviceId}`;
+      let timer: NodeJS.Timeout | undefined;
+      const done = (woken: boolean) => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        for (const r of rooms) remove(this.byRoom, r, waiter);
+        remove(this.byUser, interest.userId, waiter);
+        remove(this.byDevice, deviceKey, waiter);
+        resolve(woken);
+      };
+      const waiter: Waiter = { wake: () => done(true) };
+      const onAbort = () => done(false);
+      for (const r of rooms) add(this.byRoom, r, waiter);
+      add(this.byUser, interest.userId, waiter);
+      add(this.byDevice, deviceKey, waiter);
+      timer = setTimeout(() => done(false), timeoutMs);
+      signal?.addEventListener('abort', onAbort);
+    });
+  }
+
+  private wakeAll(set: Set<Waiter> | undefined) {
+    if (set) for (const w of [...set]) w.wake();
+  }
+
+  onRoomEvents(batch: Projected<RoomEvent>[]): void {
+    for (const { event } of batch) {
+      this.wakeAll(this.byRoom.get(event.roomId));
+      if (event.pdu.type === 'm.room.member' && typeof event.pdu.state_key === 'string') {
+        this.wakeAll(this.byUser.get(event.pdu.state_key));
+      }
+    }
+  }
+
+  onPeekEvents(batch: Projected<PeekEvent>[]): void {
+    for (const { event } of batch) {
+      if (event.peek.kind === 'device') this.wakeAll(this.byDevice.get(`${event.peek.userId}\u0000${event.peek.deviceId}`));
+    }
+  }
+}

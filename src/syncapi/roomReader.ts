@@ -1,0 +1,151 @@
+// Reads the sync projection of ROOMS: timelines, state at a position, memberships.
+// Positions are ROOMS stream sequences.
+import { and, asc, desc, eq, gt, inArray, lt, lte, sql } from 'drizzle-orm';
+import type { Pdu } from '../events/roomEvents';
+import { rowsOf, type Db } from '../store/db';
+import { syncapiCurrentState, syncapiRoomEvents } from '../store/schema';
+import { toClientEvent, type ClientEvent } from './clientEvents';
+
+export interface StoredEvent {
+  seq: number;
+  eventId: string;
+  pdu: Pdu;
+}
+
+export interface TimelineSlice {
+  events: StoredEvent[];
+  /** True when older events in the requested range were left out. */
+  limited: boolean;
+}
+
+export class RoomReader {
+  constructor(private readonly db: Db) {}
+
+  async roomExists(roomId: string): Promise<boolean> {
+    const rows = await this.db
+      .select({ s: syncapiCurrentState.seq })
+      .from(syncapiCurrentState)
+      .where(and(eq(syncapiCurrentState.roomId, roomId), eq(syncapiCurrentState.type, 'm.room.create')));
+    return rows.length > 0;
+  }
+
+  async stateContent(roomId: string, type: string, stateKey = ''): Promise<Record<string, unknown> | null> {
+    const [row] = await this.db
+      .select({ content: syncapiCurrentState.content })
+      .from(syncapiCurrentState)
+      .where(and(eq(syncapiCurrentState.roomId, roomId), eq(syncapiCurrentState.type, type), eq(syncapiCurrentState.stateKey, stateKey)));
+    return (row?.content as Record<string, unknown>) ?? null;
+  }
+
+  async historyVisibility(roomId: string): Promise<string> {
+    const c = await this.stateContent(roomId, 'm.room.history_visibility');
+    return typeof c?.history_visibility === 'string' ? c.history_visibility : 'shared';
+  }
+
+  async membership(roomId: string, userId: string): Promise<string | null> {
+    const [row] = await this.db
+      .select({ m: syncapiCurrentState.membership })
+      .from(syncapiCurrentState)
+      .where(and(eq(syncapiCurrentState.roomId, roomId), eq(syncapiCurrentState.type, 'm.room.member'), eq(syncapiCurrentState.stateKey, userId)));
+    return row?.m ?? null;
+  }
+
+  /** Every room where the user has a membership, with it and the sequence it changed at. */
+  async membershipsOf(userId: string): Promise<{ roomId: string; membership: string; seq: number }[]> {
+    const rows = await this.db
+      .select({ roomId: syncapiCurrentState.roomId, membership: syncapiCurrentState.membership, seq: syncapiCurrentState.seq })
+      .from(syncapiCurrentState)
+      .where(and(eq(syncapiCurrentState.stateKey, userId), eq(syncapiCurrentState.type, 'm.room.member')));
+    return rows.map((r) => ({ roomId: r.roomId, membership: r.membership ?? 'leave', seq: r.seq }));
+  }
+
+  async joinedMembers(roomId: string): Promise<string[]> {
+    const rows = await this.db
+      .select({ u: syncapiCurrentState.stateKey })
+      .from(syncapiCurrentState)
+      .where(and(eq(syncapiCurrentState.roomId, roomId), eq(syncapiCurrentState.type, 'm.room.member'), eq(syncapiCurrentState.membership, 'join')));
+    return rows.map((r) => r.u);
+  }
+
+  async currentState(roomId: string): Promise<StoredEvent[]> {
+    const rows = await this.db
+      .select({ seq: syncapiRoomEvents.seq, eventId: syncapiRoomEvents.eventId, pdu: syncapiRoomEvents.pdu })
+      .from(syncapiCurrentState)
+      .innerJoin(syncapiRoomEvents, eq(syncapiRoomEvents.seq, syncapiCurrentState.seq))
+      .where(eq(syncapiCurrentState.roomId, roomId))
+      .orderBy(asc(syncapiRoomEvents.seq));
+    return rows as StoredEvent[];
+  }
+
+  async eventById(eventId: string): Promise<StoredEvent | null> {
+    const [row] = await this.db
+      .select({ seq: syncapiRoomEvents.seq, eventId: syncapiRoomEvents.eventId, pdu: syncapiRoomEvents.pdu })
+      .from(syncapiRoomEvents)
+      .where(eq(syncapiRoomEvents.eventId, eventId));
+    return (row as StoredEvent) ?? null;
+  }
+
+  /** The newest events with afterSeq < seq ≤ uptoSeq, at most `limit`, oldest first. */
+  async timeline(roomId: string, afterSeq: number, uptoSeq: number, limit: number): Promise<TimelineSlice> {
+    const rows = await this.db
+      .select({ seq: syncapiRoomEvents.seq, eventId: syncapiRoomEvents.eventId, pdu: syncapiRoomEvents.pdu })
+      .from(syncapiRoomEvents)
+      .where(and(eq(syncapiRoomEvents.roomId, roomId), gt(syncapiRoomEvents.seq, afterSeq), lte(syncapiRoomEvents.seq, uptoSeq)))
+      .orderBy(desc(syncapiRoomEvents.seq))
+      .limit(limit + 1);
+    const limited = rows.length > limit;
+    return { events: (rows.slice(0, limit) as StoredEvent[]).reverse(), limited };
+  }
+
+  /** Rooms among `roomIds` with events in (afterSeq, uptoSeq]. */
+  async roomsWithEvents(roomIds: string[], afterSeq: number, uptoSeq: number): Promise<Set<string>> {
+    if (roomIds.length === 0 || afterSeq >= uptoSeq) return new Set();
+    const rows = await this.db
+      .selectDistinct({ roomId: syncapiRoomEvents.roomId })
+      .from(syncapiRoomEvents)
+      .where(and(inArray(syncapiRoomEvents.roomId, roomIds), gt(syncapiRoomEvents.seq, afterSeq), lte(syncapiRoomEvents.seq, uptoSeq)));
+    return new Set(rows.map((r) => r.roomId));
+  }
+
+  /** The room's state just before `beforeSeq` (exclusive), optionally only entries set after `sinceSeq`. */
+  async stateBefore(roomId: string, beforeSeq: number, sinceSeq = 0): Promise<StoredEvent[]> {
+    const result = await this.db.execute(sql`
+      select seq, event_id as "eventId", pdu from (
+        select distinct on (type, state_key) seq, event_id, pdu
+        from syncapi_room_events
+        where room_id = ${roomId} and state_key is not null and seq < ${beforeSeq}
+        order by type, state_key, seq desc
+      ) s where seq > ${sinceSeq} order by seq`);
+    return rowsOf<{ seq: string | number; eventId: string; pdu: Pdu }>(result).map((r) => ({ seq: Number(r.seq), eventId: r.eventId, pdu: r.pdu }));
+  }
+
+  /** Pagination for /messages: events strictly before (dir b) or after (dir f) `fromSeq`. */
+  async page(roomId: string, fromSeq: number, dir: 'b' | 'f', limit: number, toSeq?: number): Promise<StoredEvent[]> {
+    const where =
+      dir === 'b'
+        ? and(eq(syncapiRoomEvents.roomId, roomId), lt(syncapiRoomEvents.seq, fromSeq), toSeq !== undefined ? gt(syncapiRoomEvents.seq, toSeq) : undefined)
+        : and(eq(syncapiRoomEvents.roomId, roomId), gt(syncapiRoomEvents.seq, fromSeq), toSeq !== undefined ? lte(syncapiRoomEvents.seq, toSeq) : undefined);
+    const rows = await this.db
+      .select({ seq: syncapiRoomEvents.seq, eventId: syncapiRoomEvents.eventId, pdu: syncapiRoomEvents.pdu })
+      .from(syncapiRoomEvents)
+      .where(where)
+      .orderBy(dir === 'b' ? desc(syncapiRoomEvents.seq) : asc(syncapiRoomEvents.seq))
+      .limit(limit);
+    return rows as StoredEvent[];
+  }
+
+  /** The sequence of the user's current membership event in the room (0: none). */
+  async latestSeq(roomId: string): Promise<number> {
+    const [row] = await this.db
+      .select({ seq: syncapiRoomEvents.seq })
+      .from(syncapiRoomEvents)
+      .where(eq(syncapiRoomEvents.roomId, roomId))
+      .orderBy(desc(syncapiRoomEvents.seq))
+      .limit(1);
+    return row?.seq ?? 0;
+  }
+}
+
+export function clientEvents(events: StoredEvent[], now?: number): ClientEvent[] {
+  return events.map((e) => toClientEvent(e.eventId, e.pdu, now));
+}
