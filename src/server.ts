@@ -18,7 +18,16 @@ import { ensureStreams } from './nats/streams';
 import { auditProjection } from './projections/audit';
 import { federationPeeksProjection } from './projections/federationPeeks';
 import type { Projection } from './projections/projection';
-import { ProjectionRunner } from './projections/runner';
+import { ProjectionRunner, type RunnerOptions } from './projections/runner';
+import type { Projected } from './projections/projection';
+import type { PeekEvent } from './events/peekEvents';
+import type { RoomEvent } from './events/roomEvents';
+import { SyncNotifier } from './syncapi/notifier';
+import { RoomReader } from './syncapi/roomReader';
+import { PeekReader } from './syncapi/peekReader';
+import { SyncService } from './syncapi/sync';
+import { AccountStore } from './clientapi/accounts';
+import type { ClientContext } from './http/client/context';
 import { syncPeeksProjection } from './projections/syncPeeks';
 import { syncRoomsProjection } from './projections/syncRooms';
 import { openDatabase, type Database } from './store/db';
@@ -47,6 +56,8 @@ export interface Peekd {
   projections: Map<string, ProjectionRunner>;
   scheduler: DeadlineScheduler;
   http?: HttpApp;
+  client: ClientContext;
+  notifier: SyncNotifier;
   /** Base URL the HTTP server listens on, when it does. */
   url?: string;
   /** Resolves once every projection reading `stream` has committed `seq`. */
@@ -97,9 +108,14 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
     cleanups.push(() => host.stop());
     const bus = new LocalCommandBus(host);
 
+    const notifier = new SyncNotifier();
+    const wakeups: Record<string, RunnerOptions['onCommitted']> = {
+      [syncRoomsProjection.name]: (_seq, batch) => notifier.onRoomEvents(batch as Projected<RoomEvent>[]),
+      [syncPeeksProjection.name]: (_seq, batch) => notifier.onPeekEvents(batch as Projected<PeekEvent>[]),
+    };
     const projections = new Map<string, ProjectionRunner>();
     for (const p of PROJECTIONS) {
-      const runner = new ProjectionRunner(database.db, nc, naming, p, { logger });
+      const runner = new ProjectionRunner(database.db, nc, naming, p, { logger, onCommitted: wakeups[p.name] });
       await runner.start();
       projections.set(p.name, runner);
       cleanups.push(() => runner.stop());
@@ -113,7 +129,29 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
       await Promise.all([...projections.values()].filter((r) => r.projection.stream === stream).map((r) => r.waitFor(seq)));
     };
 
+    const rooms = new RoomReader(database.db);
+    const peeks = new PeekReader(database.db);
+    const client: ClientContext = {
+      config,
+      db: database.db,
+      accounts: new AccountStore(database.db, config.serverName, () => clock.now()),
+      rooms,
+      peeks,
+      bus,
+      clock,
+      waitForProjections,
+      sync: new SyncService({
+        rooms,
+        peeks,
+        notifier,
+        now: () => clock.now(),
+        positions: () => ({ rooms: projections.get(syncRoomsProjection.name)!.committed, peeks: projections.get(syncPeeksProjection.name)!.committed }),
+      }),
+    };
+
     const peekd: Peekd = {
+      client,
+      notifier,
       config,
       logger,
       naming,

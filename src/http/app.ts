@@ -3,7 +3,14 @@
 import cors from '@fastify/cors';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Peekd } from '../server';
-import { matrixErrorHandler, notJson, sendMatrixError, MatrixError } from './errors';
+import rateLimit from '@fastify/rate-limit';
+import { badJson, limitExceeded, matrixErrorHandler, notJson, sendMatrixError, MatrixError } from './errors';
+import { registerAccountRoutes } from './client/account';
+import { registerDirectoryRoutes } from './client/directory';
+import { registerMiscRoutes } from './client/misc';
+import { registerPeekRoutes } from './client/peek';
+import { registerRoomRoutes } from './client/rooms';
+import { registerSyncRoutes } from './client/sync';
 import { registerVersions } from './client/versions';
 import { registerAdmin } from './admin/admin';
 
@@ -20,7 +27,9 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.maxFederationBodyBytes,
     // Matrix IDs in paths (`!room:server`, `#alias:server`) must reach handlers intact.
-    routerOptions: { maxParamLength: 1024 },
+    routerOptions: { maxParamLength: 1024, ignoreTrailingSlash: true },
+    // Validation checks types; it never coerces or fills them in.
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false } },
   });
   let ready = false;
 
@@ -39,7 +48,38 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
   app.setErrorHandler(matrixErrorHandler);
   app.setNotFoundHandler((_req, reply) => sendMatrixError(reply, new MatrixError(404, 'M_UNRECOGNIZED', 'unrecognized request')));
 
+  // Client API bodies have their own, smaller limit.
+  app.addHook('onRoute', (route) => {
+    if (route.url.startsWith('/_matrix/client') && route.bodyLimit === undefined) route.bodyLimit = config.maxClientBodyBytes;
+  });
+  // A route with a body schema gets a JSON object: no body at all is M_NOT_JSON, other JSON M_BAD_JSON.
+  app.addHook('preValidation', async (req) => {
+    if (!req.routeOptions.schema?.body) return;
+    if (req.body === undefined || req.body === null) {
+      if (req.method === 'POST' && isLenientEmptyBody(req.url)) {
+        req.body = {};
+        return;
+      }
+      throw notJson('the request needs a JSON object body');
+    }
+    if (typeof req.body !== 'object' || Array.isArray(req.body)) throw badJson('the request body must be a JSON object');
+  });
+  await app.register(rateLimit, { global: false, errorResponseBuilder: (_req, context) => limitExceeded(context.ttl) });
+
   registerVersions(app, () => ready);
+  if (peekd.client) {
+    registerAccountRoutes(app, peekd.client);
+    registerPeekRoutes(app, peekd.client);
+    registerRoomRoutes(app, peekd.client);
+    registerDirectoryRoutes(app, peekd.client);
+    registerSyncRoutes(app, peekd.client);
+    registerMiscRoutes(app, peekd.client);
+  }
   registerAdmin(app, peekd);
   return { app, markReady: () => (ready = true) };
+}
+
+/** POSTs whose body may be left out entirely (clients send none for these). */
+function isLenientEmptyBody(url: string): boolean {
+  return /\/(peek\/[^/]+|rooms\/[^/]+\/(join|leave|unpeek)|join\/[^/]+|logout(\/all)?)(\?|$)/.test(url);
 }

@@ -1,6 +1,6 @@
 // Reads the sync projection of ROOMS: timelines, state at a position, memberships.
 // Positions are ROOMS stream sequences.
-import { and, asc, desc, eq, gt, inArray, lt, lte, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, gte, inArray, lt, lte, sql } from 'drizzle-orm';
 import type { Pdu } from '../events/roomEvents';
 import { rowsOf, type Db } from '../store/db';
 import { syncapiCurrentState, syncapiRoomEvents } from '../store/schema';
@@ -119,12 +119,12 @@ export class RoomReader {
     return rowsOf<{ seq: string | number; eventId: string; pdu: Pdu }>(result).map((r) => ({ seq: Number(r.seq), eventId: r.eventId, pdu: r.pdu }));
   }
 
-  /** Pagination for /messages: events strictly before (dir b) or after (dir f) `fromSeq`. */
+  /** Pagination for /messages from the position just before event `fromSeq`: older events (b) or it and newer (f). */
   async page(roomId: string, fromSeq: number, dir: 'b' | 'f', limit: number, toSeq?: number): Promise<StoredEvent[]> {
     const where =
       dir === 'b'
         ? and(eq(syncapiRoomEvents.roomId, roomId), lt(syncapiRoomEvents.seq, fromSeq), toSeq !== undefined ? gt(syncapiRoomEvents.seq, toSeq) : undefined)
-        : and(eq(syncapiRoomEvents.roomId, roomId), gt(syncapiRoomEvents.seq, fromSeq), toSeq !== undefined ? lte(syncapiRoomEvents.seq, toSeq) : undefined);
+        : and(eq(syncapiRoomEvents.roomId, roomId), gte(syncapiRoomEvents.seq, fromSeq), toSeq !== undefined ? lte(syncapiRoomEvents.seq, toSeq) : undefined);
     const rows = await this.db
       .select({ seq: syncapiRoomEvents.seq, eventId: syncapiRoomEvents.eventId, pdu: syncapiRoomEvents.pdu })
       .from(syncapiRoomEvents)

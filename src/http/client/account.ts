@@ -1,0 +1,146 @@
+// Accounts: register (m.login.dummy, one call), login (password), logout, whoami.
+import type { FastifyInstance } from 'fastify';
+import { isValidNewLocalpart, UserInUseError } from '../../clientapi/accounts';
+import { isValidUserId, localpartOf, serverOf } from '../../events/ids';
+import { MatrixError } from '../errors';
+import { requireAuth, sessionOf } from './auth';
+import type { ClientContext } from './context';
+import { clientRoute } from './prefixes';
+import { endDevicePeeks } from './peek';
+
+const registerBody = {
+  type: 'object',
+  properties: {
+    username: { type: 'string', maxLength: 255 },
+    password: { type: 'string', maxLength: 512 },
+    device_id: { type: 'string', minLength: 1, maxLength: 255 },
+    initial_device_display_name: { type: 'string', maxLength: 255 },
+    inhibit_login: { type: 'boolean' },
+    auth: { type: 'object' },
+  },
+} as const;
+
+const loginBody = {
+  type: 'object',
+  properties: {
+    type: { type: 'string' },
+    identifier: { type: 'object', properties: { type: { type: 'string' }, user: { type: 'string' } } },
+    user: { type: 'string' },
+    password: { type: 'string', maxLength: 512 },
+    device_id: { type: 'string', minLength: 1, maxLength: 255 },
+    initial_device_display_name: { type: 'string', maxLength: 255 },
+  },
+} as const;
+
+export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext): void {
+  const auth = requireAuth(ctx.accounts);
+
+  clientRoute(app, {
+    method: 'POST',
+    path: '/register',
+    schema: { body: registerBody },
+    config: { rateLimit: { max: ctx.config.registrationRatePerSecond, timeWindow: 1000 } },
+    handler: async (req) => {
+      const q = req.query as { kind?: string };
+      if (q.kind === 'guest') throw new MatrixError(403, 'M_GUEST_ACCESS_FORBIDDEN', 'guest accounts are not supported');
+      const body = req.body as { username?: string; password?: string; device_id?: string; initial_device_display_name?: string; inhibit_login?: boolean; auth?: { type?: unknown; session?: unknown } };
+      if (body.auth && body.auth.type !== undefined && body.auth.type !== 'm.login.dummy') {
+        throw new MatrixError(401, 'M_FORBIDDEN', 'only m.login.dummy is offered', { flows: [{ stages: ['m.login.dummy'] }], params: {}, session: 'dummy' });
+      }
+      if (body.username !== undefined && !isValidNewLocalpart(body.username)) {
+        throw new MatrixError(400, 'M_INVALID_USERNAME', 'user names may contain only a-z, 0-9, and . _ = - / +');
+      }
+      let userId: string;
+      try {
+        userId = await ctx.accounts.register(body.username, body.password);
+      } catch (err) {
+        if (err instanceof UserInUseError) throw new MatrixError(400, 'M_USER_IN_USE', 'that user ID is taken');
+        throw err;
+      }
+      if (body.inhibit_login) return { user_id: userId, home_server: ctx.config.serverName };
+      const s = await ctx.accounts.createSession(userId, body.device_id, body.initial_device_display_name);
+      return { user_id: userId, access_token: s.accessToken, device_id: s.deviceId, home_server: ctx.config.serverName };
+    },
+  });
+
+  clientRoute(app, {
+    method: 'GET',
+    path: '/register/available',
+    handler: async (req) => {
+      const username = (req.query as { username?: string }).username ?? '';
+      if (!isValidNewLocalpart(username)) throw new MatrixError(400, 'M_INVALID_USERNAME', 'invalid user name');
+      if (await ctx.accounts.exists(ctx.accounts.userIdFor(username))) throw new MatrixError(400, 'M_USER_IN_USE', 'that user ID is taken');
+      return { available: true };
+    },
+  });
+
+  clientRoute(app, { method: 'GET', path: '/login', handler: async () => ({ flows: [{ type: 'm.login.password' }] }) });
+
+  clientRoute(app, {
+    method: 'POST',
+    path: '/login',
+    schema: { body: loginBody },
+    handler: async (req) => {
+      const body = req.body as { type?: string; identifier?: { type?: string; user?: string }; user?: string; password?: string; device_id?: string; initial_device_display_name?: string };
+      if (body.type !== 'm.login.password') throw new MatrixError(400, 'M_UNKNOWN', 'unknown login type');
+      if (body.identifier && body.identifier.type !== undefined && body.identifier.type !== 'm.id.user') {
+        throw new MatrixError(400, 'M_UNKNOWN', 'only m.id.user identifiers are supported');
+      }
+      const who = body.identifier?.user ?? body.user;
+      if (typeof who !== 'string' || typeof body.password !== 'string') throw new MatrixError(400, 'M_BAD_JSON', 'user and password are required');
+      const userId = who.startsWith('@') ? who : ctx.accounts.userIdFor(who.toLowerCase());
+      if (!isValidUserId(userId) || serverOf(userId) !== ctx.config.serverName || !(await ctx.accounts.checkPassword(userId, body.password))) {
+        throw new MatrixError(403, 'M_FORBIDDEN', 'invalid user name or password');
+      }
+      const s = await ctx.accounts.createSession(userId, body.device_id, body.initial_device_display_name);
+      return { user_id: userId, access_token: s.accessToken, device_id: s.deviceId, home_server: ctx.config.serverName };
+    },
+  });
+
+  clientRoute(app, {
+    method: 'POST',
+    path: '/logout',
+    preHandler: auth,
+    handler: async (req) => {
+      const { userId, deviceId } = sessionOf(req);
+      await ctx.accounts.removeDevice(userId, deviceId);
+      await endDevicePeeks(ctx, userId, deviceId, 'device_removed');
+      return {};
+    },
+  });
+
+  clientRoute(app, {
+    method: 'POST',
+    path: '/logout/all',
+    preHandler: auth,
+    handler: async (req) => {
+      const { userId } = sessionOf(req);
+      for (const deviceId of await ctx.accounts.devicesOf(userId)) {
+        await ctx.accounts.removeDevice(userId, deviceId);
+        await endDevicePeeks(ctx, userId, deviceId, 'device_removed');
+      }
+      return {};
+    },
+  });
+
+  clientRoute(app, {
+    method: 'GET',
+    path: '/account/whoami',
+    preHandler: auth,
+    handler: async (req) => {
+      const { userId, deviceId } = sessionOf(req);
+      return { user_id: userId, device_id: deviceId, is_guest: false };
+    },
+  });
+
+  clientRoute(app, {
+    method: 'GET',
+    path: '/profile/:userId',
+    handler: async (req) => {
+      const { userId } = req.params as { userId: string };
+      if (!isValidUserId(userId)) throw new MatrixError(400, 'M_INVALID_PARAM', 'malformed user ID');
+      if (serverOf(userId) !== ctx.config.serverName || !(await ctx.accounts.exists(userId))) throw new MatrixError(404, 'M_NOT_FOUND', 'no such user');
+      return { displayname: localpartOf(userId) };
+    },
+  });
+}

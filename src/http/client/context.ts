@@ -1,0 +1,32 @@
+// What the client API handlers use. They reach room actors only through the command bus.
+import type { CommandBus } from '../../actors/commandBus';
+import type { Clock } from '../../actors/roomActor';
+import type { AccountStore } from '../../clientapi/accounts';
+import type { Config } from '../../config';
+import type { Db } from '../../store/db';
+import type { PeekReader } from '../../syncapi/peekReader';
+import type { RoomReader } from '../../syncapi/roomReader';
+import type { SyncService } from '../../syncapi/sync';
+
+/** Peeking rooms hosted elsewhere (MSC2444, outbound); absent until federation is on. */
+export interface RemoteRooms {
+  /** Makes sure this server peeks the remote room, so a local device may peek it. */
+  ensureOutboundPeek(roomId: string, servers: string[]): Promise<void>;
+  /** Resolves a remote alias through the alias server's directory. */
+  resolveAlias(alias: string): Promise<{ roomId: string; servers: string[] }>;
+  /** A device that peeks rooms synced (keeps their outbound peeks alive). */
+  deviceSynced(userId: string, deviceId: string): void;
+}
+
+export interface ClientContext {
+  config: Config;
+  db: Db;
+  accounts: AccountStore;
+  rooms: RoomReader;
+  peeks: PeekReader;
+  sync: SyncService;
+  bus: CommandBus;
+  clock: Clock;
+  waitForProjections(stream: 'peeks' | 'rooms', seq: number): Promise<void>;
+  remote?: RemoteRooms;
+}

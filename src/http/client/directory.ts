@@ -1,0 +1,59 @@
+// Room aliases: GET /directory/room/{alias} (local, or the alias server's answer), PUT, DELETE.
+import { and, eq } from 'drizzle-orm';
+import type { FastifyInstance } from 'fastify';
+import { isValidRoomAlias, isValidRoomId, serverOf } from '../../events/ids';
+import { roomAliases } from '../../store/schema';
+import { MatrixError, badJson, invalidParam, notFound } from '../errors';
+import { requireAuth, sessionOf } from './auth';
+import type { ClientContext } from './context';
+import { clientRoute } from './prefixes';
+import { resolveRoomIdOrAlias } from './resolveRoom';
+
+export function registerDirectoryRoutes(app: FastifyInstance, ctx: ClientContext): void {
+  const auth = requireAuth(ctx.accounts);
+  const aliasParam = (raw: string) => {
+    if (!isValidRoomAlias(raw)) throw invalidParam(`malformed room alias ${raw}`);
+    return raw;
+  };
+
+  clientRoute(app, {
+    method: 'GET',
+    path: '/directory/room/:alias',
+    handler: async (req) => {
+      const alias = aliasParam((req.params as { alias: string }).alias);
+      const { roomId, servers } = await resolveRoomIdOrAlias(ctx, alias);
+      return { room_id: roomId, servers };
+    },
+  });
+
+  clientRoute(app, {
+    method: 'PUT',
+    path: '/directory/room/:alias',
+    schema: { body: { type: 'object', required: ['room_id'], properties: { room_id: { type: 'string' } } } },
+    preHandler: auth,
+    handler: async (req) => {
+      const { userId } = sessionOf(req);
+      const alias = aliasParam((req.params as { alias: string }).alias);
+      const roomId = (req.body as { room_id: string }).room_id;
+      if (!isValidRoomId(roomId)) throw badJson('room_id must be a room ID');
+      if (serverOf(alias) !== ctx.config.serverName) throw invalidParam('aliases can only be created on their own server');
+      if (!(await ctx.rooms.roomExists(roomId))) throw notFound('unknown room');
+      const inserted = await ctx.db.insert(roomAliases).values({ alias, roomId, creator: userId }).onConflictDoNothing().returning();
+      if (inserted.length === 0) throw new MatrixError(409, 'M_UNKNOWN', 'that room alias exists already');
+      return {};
+    },
+  });
+
+  clientRoute(app, {
+    method: 'DELETE',
+    path: '/directory/room/:alias',
+    preHandler: auth,
+    handler: async (req) => {
+      const { userId } = sessionOf(req);
+      const alias = aliasParam((req.params as { alias: string }).alias);
+      const deleted = await ctx.db.delete(roomAliases).where(and(eq(roomAliases.alias, alias), eq(roomAliases.creator, userId))).returning();
+      if (deleted.length === 0) throw notFound('no such alias of yours');
+      return {};
+    },
+  });
+}

@@ -1,0 +1,40 @@
+// What real clients ask for at start-up: capabilities, push rules, account data, TURN.
+import type { FastifyInstance } from 'fastify';
+import { notFound } from '../errors';
+import { requireAuth } from './auth';
+import type { ClientContext } from './context';
+import { clientRoute } from './prefixes';
+import { ROOM_VERSION } from './rooms';
+
+export function registerMiscRoutes(app: FastifyInstance, ctx: ClientContext): void {
+  const auth = requireAuth(ctx.accounts);
+  clientRoute(app, {
+    method: 'GET',
+    path: '/capabilities',
+    preHandler: auth,
+    handler: async () => ({
+      capabilities: {
+        'm.room_versions': { default: ROOM_VERSION, available: { [ROOM_VERSION]: 'stable' } },
+        'm.change_password': { enabled: false },
+        'm.set_displayname': { enabled: false },
+        'm.set_avatar_url': { enabled: false },
+        'm.3pid_changes': { enabled: false },
+      },
+    }),
+  });
+  clientRoute(app, {
+    method: 'GET',
+    path: '/pushrules/',
+    preHandler: auth,
+    handler: async () => ({ global: { override: [], content: [], room: [], sender: [], underride: [] } }),
+  });
+  clientRoute(app, {
+    method: 'GET',
+    path: '/user/:userId/account_data/:type',
+    preHandler: auth,
+    handler: async () => {
+      throw notFound('no account data of that type');
+    },
+  });
+  clientRoute(app, { method: 'GET', path: '/voip/turnServer', preHandler: auth, handler: async () => ({}) });
+}

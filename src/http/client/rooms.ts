@@ -1,0 +1,384 @@
+// Rooms hosted here: create, send, state, read, join, leave. Every write goes through the
+// room's actor (command bus); every read comes from the sync projection.
+import { randomBytes } from 'node:crypto';
+import { eq } from 'drizzle-orm';
+import type { FastifyInstance } from 'fastify';
+import type { PduDraft } from '../../actors/commands';
+import type { CommandResult } from '../../actors/roomActor';
+import { isValidRoomAlias, isValidUserId, serverOf } from '../../events/ids';
+import { roomAliases } from '../../store/schema';
+import { clientEvents } from '../../syncapi/roomReader';
+import { toClientEvent } from '../../syncapi/clientEvents';
+import { formatTopologicalToken, parsePaginationToken } from '../../syncapi/syncToken';
+import { MatrixError, badJson, forbidden, invalidParam, notFound } from '../errors';
+import { requireAuth, sessionOf } from './auth';
+import type { ClientContext } from './context';
+import { clientRoute } from './prefixes';
+import { requireRoomId, resolveRoomIdOrAlias } from './resolveRoom';
+
+const createRoomBody = {
+  type: 'object',
+  properties: {
+    visibility: { type: 'string', enum: ['public', 'private'] },
+    room_alias_name: { type: 'string', minLength: 1, maxLength: 200 },
+    name: { type: 'string' },
+    topic: { type: 'string' },
+    invite: { type: 'array', items: { type: 'string' } },
+    preset: { type: 'string', enum: ['private_chat', 'public_chat', 'trusted_private_chat'] },
+    room_version: { type: 'string' },
+    creation_content: { type: 'object' },
+    power_level_content_override: { type: 'object' },
+    is_direct: { type: 'boolean' },
+    initial_state: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['type', 'content'],
+        properties: { type: { type: 'string' }, state_key: { type: 'string' }, content: { type: 'object' } },
+      },
+    },
+  },
+} as const;
+
+interface CreateRoomBody {
+  visibility?: 'public' | 'private';
+  room_alias_name?: string;
+  name?: string;
+  topic?: string;
+  invite?: string[];
+  preset?: 'private_chat' | 'public_chat' | 'trusted_private_chat';
+  room_version?: string;
+  creation_content?: Record<string, unknown>;
+  power_level_content_override?: Record<string, unknown>;
+  initial_state?: { type: string; state_key?: string; content: Record<string, unknown> }[];
+}
+
+export const ROOM_VERSION = '10';
+
+/** The drafts createRoom expands to, in the order the specification gives. */
+export function createRoomDrafts(creator: string, body: CreateRoomBody, alias?: string): PduDraft[] {
+  const preset = body.preset ?? (body.visibility === 'public' ? 'public_chat' : 'private_chat');
+  const invitees = body.invite ?? [];
+  const state = (type: string, content: Record<string, unknown>, stateKey = ''): PduDraft => ({ type, sender: creator, state_key: stateKey, content });
+  const users: Record<string, number> = { [creator]: 100 };
+  if (preset === 'trusted_private_chat') for (const u of invitees) users[u] = 100;
+  const drafts: PduDraft[] = [
+    state('m.room.create', { ...(body.creation_content ?? {}), creator, room_version: ROOM_VERSION }),
+    state('m.room.member', { membership: 'join' }, creator),
+    state('m.room.power_levels', {
+      users,
+      users_default: 0,
+      events: {
+        'm.room.name': 50,
+        'm.room.power_levels': 100,
+        'm.room.history_visibility': 100,
+        'm.room.canonical_alias': 50,
+        'm.room.avatar': 50,
+        'm.room.tombstone': 100,
+        'm.room.server_acl': 100,
+        'm.room.encryption': 100,
+      },
+      events_default: 0,
+      state_default: 50,
+      ban: 50,
+      kick: 50,
+      redact: 50,
+      invite: preset === 'public_chat' ? 50 : 0,
+      notifications: { room: 50 },
+      ...(body.power_level_content_override ?? {}),
+    }),
+  ];
+  if (alias) drafts.push(state('m.room.canonical_alias', { alias }));
+  drafts.push(state('m.room.join_rules', { join_rule: preset === 'public_chat' ? 'public' : 'invite' }));
+  drafts.push(state('m.room.history_visibility', { history_visibility: 'shared' }));
+  drafts.push(state('m.room.guest_access', { guest_access: preset === 'public_chat' ? 'forbidden' : 'can_join' }));
+  for (const s of body.initial_state ?? []) drafts.push(state(s.type, s.content, s.state_key ?? ''));
+  if (body.name !== undefined) drafts.push(state('m.room.name', { name: body.name }));
+  if (body.topic !== undefined) drafts.push(state('m.room.topic', { topic: body.topic }));
+  for (const u of invitees) drafts.push(state('m.room.member', { membership: 'invite' }, u));
+  return drafts;
+}
+
+/** The room's events are in the sync tables once this resolves (read your writes). */
+async function settled(ctx: ClientContext, result: CommandResult): Promise<void> {
+  const rooms = result.roomEvents.at(-1)?.seq;
+  const peeks = result.peekEvents.at(-1)?.seq;
+  await Promise.all([rooms ? ctx.waitForProjections('rooms', rooms) : undefined, peeks ? ctx.waitForProjections('peeks', peeks) : undefined]);
+}
+
+function lastEventId(result: CommandResult): string {
+  const id = result.existingEventId ?? result.roomEvents.at(-1)?.event.eventId;
+  if (!id) throw new MatrixError(500, 'M_UNKNOWN', 'no event was written');
+  return id;
+}
+
+/** Members read a room; anyone reads a world_readable one. */
+async function requireReadable(ctx: ClientContext, roomId: string, userId: string): Promise<void> {
+  if (!(await ctx.rooms.roomExists(roomId))) throw forbidden('you are not in this room (or it does not exist)');
+  if ((await ctx.rooms.membership(roomId, userId)) === 'join') return;
+  if ((await ctx.rooms.historyVisibility(roomId)) === 'world_readable') return;
+  throw forbidden('you are not in this room and it is not world_readable');
+}
+
+function requireLocalRoom(ctx: ClientContext, roomId: string): void {
+  if (serverOf(roomId) !== ctx.config.serverName) throw new MatrixError(403, 'M_FORBIDDEN', 'this server can only write to rooms it hosts');
+}
+
+export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): void {
+  const auth = requireAuth(ctx.accounts);
+
+  clientRoute(app, {
+    method: 'POST',
+    path: '/createRoom',
+    schema: { body: createRoomBody },
+    preHandler: auth,
+    handler: async (req) => {
+      const { userId } = sessionOf(req);
+      const body = req.body as CreateRoomBody;
+      if (body.room_version !== undefined && body.room_version !== ROOM_VERSION) {
+        throw new MatrixError(400, 'M_UNSUPPORTED_ROOM_VERSION', `this server creates rooms of version ${ROOM_VERSION} only`);
+      }
+      for (const u of body.invite ?? []) if (!isValidUserId(u)) throw invalidParam(`malformed user ID ${u}`);
+      const roomId = `!${randomBytes(12).toString('base64url')}:${ctx.config.serverName}`;
+      let alias: string | undefined;
+      if (body.room_alias_name !== undefined) {
+        alias = `#${body.room_alias_name}:${ctx.config.serverName}`;
+        if (!isValidRoomAlias(alias)) throw invalidParam('invalid room_alias_name');
+        const inserted = await ctx.db.insert(roomAliases).values({ alias, roomId, creator: userId }).onConflictDoNothing().returning();
+        if (inserted.length === 0) throw new MatrixError(400, 'M_ROOM_IN_USE', 'that room alias is taken');
+      }
+      try {
+        const result = await ctx.bus.send({ type: 'CreateRoom', roomId, roomVersion: ROOM_VERSION, events: createRoomDrafts(userId, body, alias) });
+        await settled(ctx, result);
+      } catch (err) {
+        if (alias) await ctx.db.delete(roomAliases).where(eq(roomAliases.alias, alias));
+        throw err;
+      }
+      return alias ? { room_id: roomId, room_alias: alias } : { room_id: roomId };
+    },
+  });
+
+  clientRoute(app, {
+    method: 'PUT',
+    path: '/rooms/:roomId/send/:eventType/:txnId',
+    schema: { body: { type: 'object' } },
+    preHandler: auth,
+    handler: async (req) => {
+      const { userId, deviceId } = sessionOf(req);
+      const { roomId, eventType, txnId } = req.params as { roomId: string; eventType: string; txnId: string };
+      requireRoomId(roomId);
+      requireLocalRoom(ctx, roomId);
+      const result = await ctx.bus.send({
+        type: 'SendEvents',
+        roomId,
+        events: [{ type: eventType, sender: userId, content: req.body as Record<string, unknown> }],
+        txn: { deviceId, txnId },
+      });
+      await settled(ctx, result);
+      return { event_id: lastEventId(result) };
+    },
+  });
+
+  const putState = async (req: import('fastify').FastifyRequest) => {
+    const { userId } = sessionOf(req);
+    const { roomId, eventType, stateKey } = req.params as { roomId: string; eventType: string; stateKey?: string };
+    requireRoomId(roomId);
+    requireLocalRoom(ctx, roomId);
+    const result = await ctx.bus.send({
+      type: 'SendEvents',
+      roomId,
+      events: [{ type: eventType, sender: userId, state_key: stateKey ?? '', content: req.body as Record<string, unknown> }],
+    });
+    await settled(ctx, result);
+    return { event_id: lastEventId(result) };
+  };
+  clientRoute(app, { method: 'PUT', path: '/rooms/:roomId/state/:eventType', schema: { body: { type: 'object' } }, preHandler: auth, handler: putState });
+  clientRoute(app, { method: 'PUT', path: '/rooms/:roomId/state/:eventType/:stateKey', schema: { body: { type: 'object' } }, preHandler: auth, handler: putState });
+
+  clientRoute(app, {
+    method: 'GET',
+    path: '/rooms/:roomId/state',
+    preHandler: auth,
+    handler: async (req) => {
+      const { userId } = sessionOf(req);
+      const roomId = requireRoomId((req.params as { roomId: string }).roomId);
+      await requireReadable(ctx, roomId, userId);
+      return clientEvents(await ctx.rooms.currentState(roomId), ctx.clock.now());
+    },
+  });
+
+  const getState = async (req: import('fastify').FastifyRequest) => {
+    const { userId } = sessionOf(req);
+    const { roomId, eventType, stateKey } = req.params as { roomId: string; eventType: string; stateKey?: string };
+    requireRoomId(roomId);
+    await requireReadable(ctx, roomId, userId);
+    const content = await ctx.rooms.stateContent(roomId, eventType, stateKey ?? '');
+    if (!content) throw notFound('no such state event');
+    return content;
+  };
+  clientRoute(app, { method: 'GET', path: '/rooms/:roomId/state/:eventType', preHandler: auth, handler: getState });
+  clientRoute(app, { method: 'GET', path: '/rooms/:roomId/state/:eventType/:stateKey', preHandler: auth, handler: getState });
+
+  clientRoute(app, {
+    method: 'GET',
+    path: '/rooms/:roomId/event/:eventId',
+    preHandler: auth,
+    handler: async (req) => {
+      const { userId } = sessionOf(req);
+      const { roomId, eventId } = req.params as { roomId: string; eventId: string };
+      requireRoomId(roomId);
+      await requireReadable(ctx, roomId, userId);
+      const e = await ctx.rooms.eventById(eventId);
+      if (!e || e.pdu.room_id !== roomId) throw notFound('no such event');
+      return toClientEvent(e.eventId, e.pdu, ctx.clock.now());
+    },
+  });
+
+  clientRoute(app, {
+    method: 'GET',
+    path: '/rooms/:roomId/messages',
+    preHandler: auth,
+    handler: async (req) => {
+      const { userId } = sessionOf(req);
+      const roomId = requireRoomId((req.params as { roomId: string }).roomId);
+      const q = req.query as { from?: string; to?: string; dir?: string; limit?: string };
+      const dir = q.dir ?? 'b';
+      if (dir !== 'b' && dir !== 'f') throw invalidParam('dir must be b or f');
+      const limit = q.limit === undefined ? 10 : Number(q.limit);
+      if (!Number.isInteger(limit) || limit < 0) throw invalidParam('limit must be a non-negative integer');
+      await requireReadable(ctx, roomId, userId);
+      let from: number;
+      if (q.from !== undefined) {
+        const parsed = parsePaginationToken(q.from);
+        if (parsed === null) throw invalidParam('unknown from token');
+        from = parsed;
+      } else {
+        from = dir === 'b' ? (await ctx.rooms.latestSeq(roomId)) + 1 : 0;
+      }
+      let to: number | undefined;
+      if (q.to !== undefined) {
+        const parsed = parsePaginationToken(q.to);
+        if (parsed === null) throw invalidParam('unknown to token');
+        to = dir === 'b' ? parsed - 1 : parsed - 1;
+      }
+      const events = await ctx.rooms.page(roomId, from, dir, Math.min(limit, 1000), to);
+      const last = events.at(-1);
+      return {
+        chunk: clientEvents(events, ctx.clock.now()),
+        start: q.from ?? formatTopologicalToken(from),
+        ...(last && events.length === limit ? { end: formatTopologicalToken(dir === 'b' ? last.seq : last.seq + 1) } : {}),
+        state: [],
+      };
+    },
+  });
+
+  clientRoute(app, {
+    method: 'GET',
+    path: '/rooms/:roomId/joined_members',
+    preHandler: auth,
+    handler: async (req) => {
+      const { userId } = sessionOf(req);
+      const roomId = requireRoomId((req.params as { roomId: string }).roomId);
+      await requireReadable(ctx, roomId, userId);
+      const joined: Record<string, object> = {};
+      for (const u of await ctx.rooms.joinedMembers(roomId)) joined[u] = {};
+      return { joined };
+    },
+  });
+
+  clientRoute(app, {
+    method: 'GET',
+    path: '/rooms/:roomId/members',
+    preHandler: auth,
+    handler: async (req) => {
+      const { userId } = sessionOf(req);
+      const roomId = requireRoomId((req.params as { roomId: string }).roomId);
+      await requireReadable(ctx, roomId, userId);
+      const state = await ctx.rooms.currentState(roomId);
+      return { chunk: clientEvents(state.filter((e) => e.pdu.type === 'm.room.member'), ctx.clock.now()) };
+    },
+  });
+
+  clientRoute(app, {
+    method: 'GET',
+    path: '/joined_rooms',
+    preHandler: auth,
+    handler: async (req) => {
+      const { userId } = sessionOf(req);
+      const m = await ctx.rooms.membershipsOf(userId);
+      return { joined_rooms: m.filter((x) => x.membership === 'join').map((x) => x.roomId) };
+    },
+  });
+
+  const membership = (membershipOf: 'join' | 'leave') => async (roomId: string, userId: string) => {
+    requireLocalRoom(ctx, roomId);
+    const result = await ctx.bus.send({
+      type: 'SendEvents',
+      roomId,
+      events: [{ type: 'm.room.member', sender: userId, state_key: userId, content: { membership: membershipOf } }],
+    });
+    await settled(ctx, result);
+  };
+  const join = membership('join');
+  const leave = membership('leave');
+
+  clientRoute(app, {
+    method: 'POST',
+    path: '/join/:roomIdOrAlias',
+    schema: { body: { type: 'object' } },
+    preHandler: auth,
+    handler: async (req) => {
+      const { userId } = sessionOf(req);
+      const { roomId } = await resolveRoomIdOrAlias(ctx, (req.params as { roomIdOrAlias: string }).roomIdOrAlias);
+      await join(roomId, userId);
+      return { room_id: roomId };
+    },
+  });
+
+  clientRoute(app, {
+    method: 'POST',
+    path: '/rooms/:roomId/join',
+    schema: { body: { type: 'object' } },
+    preHandler: auth,
+    handler: async (req) => {
+      const { userId } = sessionOf(req);
+      const roomId = requireRoomId((req.params as { roomId: string }).roomId);
+      await join(roomId, userId);
+      return { room_id: roomId };
+    },
+  });
+
+  clientRoute(app, {
+    method: 'POST',
+    path: '/rooms/:roomId/leave',
+    schema: { body: { type: 'object' } },
+    preHandler: auth,
+    handler: async (req) => {
+      const { userId } = sessionOf(req);
+      const roomId = requireRoomId((req.params as { roomId: string }).roomId);
+      await leave(roomId, userId);
+      return {};
+    },
+  });
+
+  clientRoute(app, {
+    method: 'POST',
+    path: '/rooms/:roomId/invite',
+    schema: { body: { type: 'object', required: ['user_id'], properties: { user_id: { type: 'string' } } } },
+    preHandler: auth,
+    handler: async (req) => {
+      const { userId } = sessionOf(req);
+      const roomId = requireRoomId((req.params as { roomId: string }).roomId);
+      const target = (req.body as { user_id: string }).user_id;
+      if (!isValidUserId(target)) throw badJson('user_id must be a user ID');
+      requireLocalRoom(ctx, roomId);
+      const result = await ctx.bus.send({
+        type: 'SendEvents',
+        roomId,
+        events: [{ type: 'm.room.member', sender: userId, state_key: target, content: { membership: 'invite' } }],
+      });
+      await settled(ctx, result);
+      return {};
+    },
+  });
+}

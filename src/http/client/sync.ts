@@ -1,0 +1,97 @@
+// GET /sync and the filter endpoints.
+import { randomBytes } from 'node:crypto';
+import { and, eq } from 'drizzle-orm';
+import type { FastifyInstance } from 'fastify';
+import { filters } from '../../store/schema';
+import { DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT } from '../../syncapi/sync';
+import { parseSyncToken } from '../../syncapi/syncToken';
+import { badJson, forbidden, invalidParam, notFound, notJson } from '../errors';
+import { requireAuth, sessionOf } from './auth';
+import type { ClientContext } from './context';
+import { clientRoute } from './prefixes';
+
+const MAX_SYNC_TIMEOUT_MS = 5 * 60_000;
+
+function timelineLimitOf(filter: unknown): number {
+  const limit = (filter as { room?: { timeline?: { limit?: unknown } } } | null)?.room?.timeline?.limit;
+  if (limit === undefined) return DEFAULT_TIMELINE_LIMIT;
+  if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 0) throw badJson('room.timeline.limit must be a non-negative integer');
+  return Math.min(limit, MAX_TIMELINE_LIMIT);
+}
+
+export function registerSyncRoutes(app: FastifyInstance, ctx: ClientContext): void {
+  const auth = requireAuth(ctx.accounts);
+
+  async function loadFilter(userId: string, raw: string | undefined): Promise<unknown> {
+    if (raw === undefined || raw === '') return null;
+    if (raw.trim().startsWith('{')) {
+      try {
+        return JSON.parse(raw);
+      } catch {
+        throw notJson('filter is not valid JSON');
+      }
+    }
+    const [row] = await ctx.db.select().from(filters).where(and(eq(filters.userId, userId), eq(filters.filterId, raw)));
+    if (!row) throw invalidParam(`unknown filter ${raw}`);
+    return row.filter;
+  }
+
+  clientRoute(app, {
+    method: 'GET',
+    path: '/sync',
+    preHandler: auth,
+    handler: async (req) => {
+      const { userId, deviceId } = sessionOf(req);
+      const q = req.query as { since?: string; timeout?: string; full_state?: string; filter?: string };
+      let since;
+      if (q.since !== undefined && q.since !== '') {
+        since = parseSyncToken(q.since);
+        if (!since) throw invalidParam('unknown since token');
+      }
+      const timeoutMs = q.timeout === undefined ? 0 : Number(q.timeout);
+      if (!Number.isFinite(timeoutMs) || timeoutMs < 0) throw invalidParam('timeout must be a non-negative number of ms');
+      const filter = await loadFilter(userId, q.filter);
+      ctx.remote?.deviceSynced(userId, deviceId);
+      const abort = new AbortController();
+      req.raw.once('close', () => abort.abort());
+      return ctx.sync.sync({
+        userId,
+        deviceId,
+        since,
+        timeoutMs: Math.min(timeoutMs, MAX_SYNC_TIMEOUT_MS),
+        fullState: q.full_state === 'true',
+        timelineLimit: timelineLimitOf(filter),
+        signal: abort.signal,
+      });
+    },
+  });
+
+  clientRoute(app, {
+    method: 'POST',
+    path: '/user/:userId/filter',
+    schema: { body: { type: 'object' } },
+    preHandler: auth,
+    handler: async (req) => {
+      const { userId } = sessionOf(req);
+      if ((req.params as { userId: string }).userId !== userId) throw forbidden('you can only create filters for yourself');
+      timelineLimitOf(req.body);
+      const filterId = String(parseInt(randomBytes(4).toString('hex'), 16));
+      await ctx.db.insert(filters).values({ userId, filterId, filter: req.body });
+      return { filter_id: filterId };
+    },
+  });
+
+  clientRoute(app, {
+    method: 'GET',
+    path: '/user/:userId/filter/:filterId',
+    preHandler: auth,
+    handler: async (req) => {
+      const { userId } = sessionOf(req);
+      const p = req.params as { userId: string; filterId: string };
+      if (p.userId !== userId) throw forbidden('you can only read your own filters');
+      const [row] = await ctx.db.select().from(filters).where(and(eq(filters.userId, userId), eq(filters.filterId, p.filterId)));
+      if (!row) throw notFound('no such filter');
+      return row.filter;
+    },
+  });
+}

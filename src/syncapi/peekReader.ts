@@ -1,0 +1,38 @@
+import { and, count, eq, isNull } from 'drizzle-orm';
+import type { Db } from '../store/db';
+import { syncapiPeeks } from '../store/schema';
+
+export type DevicePeekRow = typeof syncapiPeeks.$inferSelect;
+
+export class PeekReader {
+  constructor(private readonly db: Db) {}
+
+  /** Every peek row (live or ended) of one device. */
+  async ofDevice(userId: string, deviceId: string): Promise<DevicePeekRow[]> {
+    return this.db.select().from(syncapiPeeks).where(and(eq(syncapiPeeks.userId, userId), eq(syncapiPeeks.deviceId, deviceId)));
+  }
+
+  async liveCount(userId: string, deviceId: string): Promise<number> {
+    const [row] = await this.db
+      .select({ n: count() })
+      .from(syncapiPeeks)
+      .where(and(eq(syncapiPeeks.userId, userId), eq(syncapiPeeks.deviceId, deviceId), isNull(syncapiPeeks.endedSeq)));
+    return Number(row?.n ?? 0);
+  }
+
+  async liveRoomsOfDevice(userId: string, deviceId: string): Promise<string[]> {
+    const rows = await this.db
+      .select({ r: syncapiPeeks.roomId })
+      .from(syncapiPeeks)
+      .where(and(eq(syncapiPeeks.userId, userId), eq(syncapiPeeks.deviceId, deviceId), isNull(syncapiPeeks.endedSeq)));
+    return rows.map((r) => r.r);
+  }
+
+  async isPeeking(roomId: string, userId: string, deviceId: string): Promise<boolean> {
+    const rows = await this.db
+      .select({ r: syncapiPeeks.roomId })
+      .from(syncapiPeeks)
+      .where(and(eq(syncapiPeeks.roomId, roomId), eq(syncapiPeeks.userId, userId), eq(syncapiPeeks.deviceId, deviceId), isNull(syncapiPeeks.endedSeq)));
+    return rows.length > 0;
+  }
+}
