@@ -102,7 +102,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
         serverName: config.serverName,
         peekLifetimeMs: config.peekLifetimeMs,
         inboundRenewalIntervalMs: config.inboundRenewalIntervalMs,
-        maxConflictRetries: 8,
+        maxConflictRetries: 16,
       },
     });
     cleanups.push(() => host.stop());

@@ -65,7 +65,9 @@ export class RoomActor {
 
   private async reload(): Promise<void> {
     const { log } = this.deps;
-    const [rooms, peeks] = await Promise.all([log.read('rooms', this.roomId), log.read('peeks', this.roomId)]);
+    // PEEKS first: every peek event we fold was caused by room events we then also fold.
+    const peeks = await log.read('peeks', this.roomId);
+    const rooms = await log.read('rooms', this.roomId);
     let state = initialState(this.roomId);
     for (const r of rooms) {
       const event = decodeRoomEvent(r.data);
@@ -99,6 +101,15 @@ export class RoomActor {
   async handle(command: RoomCommand, commandId: string): Promise<CommandResult> {
     const { settings, clock } = this.deps;
     let conflicts = 0;
+    const conflict = async (err: unknown) => {
+      conflicts++;
+      if (conflicts > settings.maxConflictRetries) {
+        throw new ConflictError(`room ${this.roomId} is busy: ${conflicts} conflicting writes in a row`, { cause: err });
+      }
+      // Back off a little, with jitter, so racing writers stop colliding.
+      await new Promise((r) => setTimeout(r, Math.random() * Math.min(2 ** conflicts, 50)));
+      await this.reload();
+    };
     for (;;) {
       const ctx: DecideContext = {
         now: clock.now(),
@@ -107,6 +118,13 @@ export class RoomActor {
         inboundRenewalIntervalMs: settings.inboundRenewalIntervalMs,
       };
       const decided = decide(this.state, command, ctx);
+      const appendsNothing = decided instanceof DomainError || (decided.drafts.length === 0 && decided.received.length === 0 && decided.peeks.length === 0);
+      // An answer that appends nothing is never checked by an append: make sure it was not
+      // decided on a stale copy of the room (another host may have written since).
+      if (appendsNothing && (await this.isStale())) {
+        await conflict(new ConcurrencyError(this.deps.log.naming.roomSubject('peeks', this.roomId), this.state.peeksSeq));
+        continue;
+      }
       if (decided instanceof DomainError) throw decided;
       if (decided.existingEventId) {
         return { state: this.state, peekEvents: [], roomEvents: [], existingEventId: decided.existingEventId, conflicts };
@@ -116,6 +134,12 @@ export class RoomActor {
       const attemptId = conflicts === 0 ? commandId : `${commandId}~${conflicts}`;
       try {
         const roomEvents = await this.appendRoomEvents(decided.drafts, decided.received, command, attemptId, ctx.now);
+        // Peek decisions read the room (visibility, membership, encryption): when only
+        // PEEKS is appended, the room must not have moved under us.
+        const startsPeek = roomEvents.length === 0 && decided.peeks.some((e) => e.type === 'PeekStarted' || e.type === 'PeekRenewed');
+        if (startsPeek && (await this.deps.log.lastSeq('rooms', this.roomId)) !== this.state.roomsSeq) {
+          throw new ConcurrencyError(this.deps.log.naming.roomSubject('rooms', this.roomId), this.state.roomsSeq);
+        }
         let peekEvents: StoredPeekEvent[] = [];
         try {
           peekEvents = await this.appendPeeks(decided.peeks, attemptId);
@@ -127,16 +151,24 @@ export class RoomActor {
           await this.reload();
           await this.heal();
         }
+        if (startsPeek && (await this.deps.log.lastSeq('rooms', this.roomId)) !== this.state.roomsSeq) {
+          // The room changed between our check and our append: fold it in and end what it
+          // no longer allows, so no peek outlives the room's permission.
+          await this.reload();
+          await this.heal();
+        }
         return { state: this.state, peekEvents, roomEvents, conflicts };
       } catch (err) {
         if (!(err instanceof ConcurrencyError)) throw err;
-        conflicts++;
-        if (conflicts > settings.maxConflictRetries) {
-          throw new ConflictError(`room ${this.roomId} is busy: ${conflicts} conflicting writes in a row`, { cause: err });
-        }
-        await this.reload();
+        await conflict(err);
       }
     }
+  }
+
+  /** True when either of the room's subjects has moved past what this actor has folded. */
+  private async isStale(): Promise<boolean> {
+    const [peeks, rooms] = await Promise.all([this.deps.log.lastSeq('peeks', this.roomId), this.deps.log.lastSeq('rooms', this.roomId)]);
+    return peeks !== this.state.peeksSeq || rooms !== this.state.roomsSeq;
   }
 
   private async appendRoomEvents(

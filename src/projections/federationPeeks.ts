@@ -53,7 +53,7 @@ async function applyInbound(tx: Tx, batch: Projected<PeekEvent>[]): Promise<void
         ...row,
         renewedAt: event.at,
         renewalIntervalMs: event.renewalIntervalMs ?? row.renewalIntervalMs,
-        expiresAt: event.expiresAt ?? event.at + row.renewalIntervalMs,
+        expiresAt: event.expiresAt ?? event.at + (event.renewalIntervalMs ?? row.renewalIntervalMs),
       });
     } else if (event.type === 'PeekExpired') {
       rows.set(key, null);
@@ -99,7 +99,7 @@ async function applyOutbound(tx: Tx, batch: Projected<PeekEvent>[]): Promise<voi
         ...row,
         renewedAt: event.at,
         renewalIntervalMs: event.renewalIntervalMs ?? row.renewalIntervalMs,
-        expiresAt: event.expiresAt ?? event.at + row.renewalIntervalMs,
+        expiresAt: event.expiresAt ?? event.at + (event.renewalIntervalMs ?? row.renewalIntervalMs),
       });
     } else if (event.type === 'PeekExpired') {
       rows.set(key, null);

@@ -18,6 +18,11 @@ export interface Projection<E = unknown> {
   stream: StreamKind;
   /** Tables this projection owns: truncated on rebuild, compared by verify. */
   tables: string[];
+  /**
+   * A delivery queue rather than a read model: what it holds is consumed as it is
+   * delivered, so `replay` and `verify` leave it alone (a replay would re-send).
+   */
+  delivery?: boolean;
   decode(data: Uint8Array): E | null;
   apply(tx: Tx, batch: Projected<E>[]): Promise<void>;
 }

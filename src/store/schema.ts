@@ -202,3 +202,44 @@ export const syncapiCurrentState = pgTable(
     index('syncapi_current_state_member_idx').on(t.stateKey, t.type),
   ],
 );
+
+// ---------------------------------------------------------------------------------------
+// The federation sender's delivery state. Not read models: these record what has been
+// delivered, so replaying the streams never rebuilds (and never re-sends) them.
+
+/** Per destination and peeked room: the last ROOMS sequence delivered. */
+export const federationsenderRoomCursors = pgTable(
+  'federationsender_room_cursors',
+  {
+    destination: text('destination').notNull(),
+    roomId: text('room_id').notNull(),
+    sentSeq: ms('sent_seq').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.destination, t.roomId] })],
+);
+
+/** The one transaction in flight per destination: re-sent with the same ID after a restart. */
+export const federationsenderPendingTxns = pgTable('federationsender_pending_txns', {
+  destination: text('destination').primaryKey(),
+  txnId: text('txn_id').notNull(),
+  body: jsonb('body').notNull(),
+  /** room ID → ROOMS sequence delivered once this transaction is acknowledged. */
+  cursors: jsonb('cursors').notNull(),
+  /** Outbox sequences this transaction delivers. */
+  outboxSeqs: jsonb('outbox_seqs').notNull(),
+  createdAt: ms('created_at').notNull(),
+});
+
+/** What must reach a peer besides PDUs: `expired_peeks` entries and outbound DELETEs. */
+export const federationsenderOutbox = pgTable(
+  'federationsender_outbox',
+  {
+    /** PEEKS sequence of the PeekExpired event. */
+    seq: ms('seq').primaryKey(),
+    destination: text('destination').notNull(),
+    kind: text('kind').notNull(), // 'expired_peek' | 'delete_peek'
+    roomId: text('room_id').notNull(),
+    peekId: text('peek_id').notNull(),
+  },
+  (t) => [index('federationsender_outbox_destination_idx').on(t.destination, t.seq)],
+);

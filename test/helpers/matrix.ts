@@ -87,12 +87,80 @@ export class TestUser {
     return this.req('POST', `/_matrix/client/v3/rooms/${enc(roomId)}/unpeek`, {});
   }
 
-  sync(params: { since?: string; timeout?: number; filter?: string; full_state?: boolean } = {}): Promise<any> {
-    const q = new URLSearchParams();
-    if (params.since) q.set('since', params.since);
-    if (params.timeout !== undefined) q.set('timeout', String(params.timeout));
-    if (params.filter) q.set('filter', params.filter);
-    if (params.full_state) q.set('full_state', 'true');
-    return this.ok('GET', `/_matrix/client/v3/sync?${q}`);
+  sync(params: SyncParams = {}): Promise<any> {
+    return this.ok('GET', `/_matrix/client/v3/sync?${syncQuery(params)}`);
   }
+
+  /**
+   * Long-polls /sync from `since` until `until(body)` holds, for at most `withinMs`;
+   * returns the matching body and every body seen on the way (oldest first).
+   */
+  async syncUntil(since: string | undefined, until: (body: any) => boolean, withinMs = 10_000, params: Omit<SyncParams, 'since' | 'timeout'> = {}): Promise<{ body: any; seen: any[] }> {
+    const deadline = Date.now() + withinMs;
+    const seen: any[] = [];
+    let next = since;
+    for (;;) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`syncUntil: condition not met within ${withinMs} ms; last bodies: ${JSON.stringify(seen.slice(-3))}`);
+      const body = await this.sync({ ...params, since: next, timeout: Math.max(0, Math.min(left, 5_000)) });
+      seen.push(body);
+      if (until(body)) return { body, seen };
+      next = body.next_batch;
+    }
+  }
+
+  join(roomIdOrAlias: string): Promise<MatrixResponse> {
+    return this.req('POST', `/_matrix/client/v3/join/${enc(roomIdOrAlias)}`, {});
+  }
+
+  leave(roomId: string): Promise<MatrixResponse> {
+    return this.req('POST', `/_matrix/client/v3/rooms/${enc(roomId)}/leave`, {});
+  }
+
+  logout(): Promise<MatrixResponse> {
+    return this.req('POST', '/_matrix/client/v3/logout', {});
+  }
+
+  whoami(): Promise<MatrixResponse> {
+    return this.req('GET', '/_matrix/client/v3/account/whoami');
+  }
+
+  /** The room's events, newest first (GET /messages, dir=b). */
+  async messages(roomId: string, limit = 100): Promise<any[]> {
+    const r = await this.ok('GET', `/_matrix/client/v3/rooms/${enc(roomId)}/messages?dir=b&limit=${limit}`);
+    return r.chunk;
+  }
+}
+
+export interface SyncParams {
+  since?: string;
+  timeout?: number;
+  filter?: string;
+  full_state?: boolean;
+}
+
+function syncQuery(params: SyncParams): URLSearchParams {
+  const q = new URLSearchParams();
+  if (params.since) q.set('since', params.since);
+  if (params.timeout !== undefined) q.set('timeout', String(params.timeout));
+  if (params.filter) q.set('filter', params.filter);
+  if (params.full_state) q.set('full_state', 'true');
+  return q;
+}
+
+/** Every room ID a sync body lists in `section`. */
+export function roomsIn(body: any, section: 'join' | 'peek' | 'leave' | 'invite'): string[] {
+  return Object.keys(body?.rooms?.[section] ?? {});
+}
+
+/** The (type, body) pairs of a room section's timeline, for compact assertions. */
+export function timelineOf(section: any): { type: string; body?: unknown; state_key?: string }[] {
+  return (section?.timeline?.events ?? []).map((e: any) => ({ type: e.type, ...(e.content?.body !== undefined ? { body: e.content.body } : {}), ...(e.state_key !== undefined ? { state_key: e.state_key } : {}) }));
+}
+
+/** GET /_peekd/admin/v1/audit with the admin token. */
+export async function audit(baseUrl: string, adminToken: string, query: Record<string, string>): Promise<any[]> {
+  const r = await request(baseUrl, 'GET', `/_peekd/admin/v1/audit?${new URLSearchParams(query)}`, { token: adminToken });
+  if (r.status !== 200) throw new Error(`audit: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body.events;
 }

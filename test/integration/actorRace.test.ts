@@ -449,7 +449,7 @@ describe('two ActorHosts on one log', () => {
     expect(fold(roomId, logged).peeks.size).toBe(0);
   });
 
-  // BUG: a host decides from its cached state and, when the decision appends nothing (a
+  // Regression (was a bug): a host decides from its cached state and, when the decision appends nothing (a
   // Tick with nothing due in its view, or a DomainError), never learns that the other host
   // wrote since. The expected-sequence check only guards appends. Here B's actor is warm
   // from before A started the peek, so B's Tick after the deadline sees no peek at all and
@@ -457,7 +457,7 @@ describe('two ActorHosts on one log', () => {
   // Fix (RoomActor.handle): before returning a DomainError or an empty decision, compare
   // the state's peeksSeq/roomsSeq with `log.lastSeq(...)` of both subjects; if either moved,
   // reload and decide again.
-  it.fails('expires the peek when B ticks with a warm actor that has not seen the start', async () => {
+  it('expires the peek when B ticks with a warm actor that has not seen the start', async () => {
     const clock = new ManualClock(T0);
     const [A, B] = makeHosts(clock);
     const roomId = newRoomId('warm');
@@ -469,9 +469,9 @@ describe('two ActorHosts on one log', () => {
     expect(viaB.peekEvents.map((p) => p.event.type)).toEqual(['PeekExpired']);
   });
 
-  // BUG: same cause. Sequentially (start awaited, then stop) the stop succeeds; B answers
+  // Regression (was a bug): same cause. Sequentially (start awaited, then stop) the stop succeeds; B answers
   // "not peeking" from its stale cache, and the peek stays live.
-  it.fails('stops through B a peek whose start through A has completed', async () => {
+  it('stops through B a peek whose start through A has completed', async () => {
     const clock = new ManualClock(T0);
     const [A, B] = makeHosts(clock);
     const roomId = newRoomId('stop');
@@ -482,7 +482,7 @@ describe('two ActorHosts on one log', () => {
     expect(stopped.peekEvents.map((p) => p.event.type)).toEqual(['PeekExpired']);
   });
 
-  // BUG: a peek decision depends on ROOMS (history visibility, membership, encryption) but
+  // Regression (was a bug): a peek decision depends on ROOMS (history visibility, membership, encryption) but
   // is appended to PEEKS with only the PEEKS expected sequence. A made the room `shared`
   // (no peek was live, so A appended nothing to PEEKS); B, which has not seen that, starts
   // a device peek on a room that is no longer world_readable, and the append succeeds:
@@ -493,7 +493,7 @@ describe('two ActorHosts on one log', () => {
   // appended first, so that order never sees a PEEKS event without its ROOMS cause). A
   // writer that changes peek eligibility with nothing to end must still move PEEKS (or a
   // peek writer must re-check ROOMS after its append and heal) to close the window fully.
-  it.fails('does not start a peek through B after A made the room not world_readable', async () => {
+  it('does not start a peek through B after A made the room not world_readable', async () => {
     const clock = new ManualClock(T0);
     const [A, B] = makeHosts(clock);
     const roomId = newRoomId('vis');

@@ -1,0 +1,27 @@
+import type { CommandBus } from '../actors/commandBus';
+import type { Clock } from '../actors/roomActor';
+import type { Config } from '../config';
+import type { Db } from '../store/db';
+import type { FederationClient } from './client';
+import type { KeyRing } from './keyRing';
+import type { OwnKeys } from './ownKeys';
+
+/** Hooks the federation routes call into the outbound side (peeks this server makes). */
+export interface OutboundHooks {
+  /** Waits while an outbound peek of `roomId` is being set up (its snapshot not yet appended). */
+  settled(roomId: string): Promise<void>;
+  /** The host says it expired our peek. */
+  remoteExpired(origin: string, roomId: string, peekId: string): Promise<void>;
+}
+
+export interface FederationContext {
+  config: Config;
+  db: Db;
+  bus: CommandBus;
+  clock: Clock;
+  keyRing: KeyRing;
+  client: FederationClient;
+  ownKeys: OwnKeys;
+  waitForProjections(stream: 'peeks' | 'rooms', seq: number): Promise<void>;
+  outbound?: OutboundHooks;
+}

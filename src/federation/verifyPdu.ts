@@ -1,0 +1,55 @@
+// Accepts a PDU received over federation only when its content hash and its sender's
+// server signature check out; computes its event ID (room version 10 reference hash).
+import { checkContentHash, eventIdForPdu, verifyPduSignature } from '../crypto';
+import { serverOf } from '../events/ids';
+import type { Pdu } from '../events/roomEvents';
+import type { KeyRing } from './keyRing';
+
+export type PduCheck = { ok: true; eventId: string; pdu: Pdu } | { ok: false; error: string };
+
+function isPduShape(v: unknown): v is Pdu {
+  const p = v as Partial<Pdu>;
+  return (
+    !!p &&
+    typeof p === 'object' &&
+    typeof p.type === 'string' &&
+    typeof p.room_id === 'string' &&
+    typeof p.sender === 'string' &&
+    !!p.content &&
+    typeof p.content === 'object' &&
+    Number.isInteger(p.depth) &&
+    Number.isInteger(p.origin_server_ts) &&
+    Array.isArray(p.prev_events) &&
+    Array.isArray(p.auth_events) &&
+    !!p.hashes &&
+    typeof p.hashes.sha256 === 'string' &&
+    !!p.signatures &&
+    typeof p.signatures === 'object'
+  );
+}
+
+export async function checkPdu(raw: unknown, roomVersion: string, keyRing: KeyRing): Promise<PduCheck> {
+  if (!isPduShape(raw)) return { ok: false, error: 'not a PDU' };
+  const pdu = raw;
+  if (!checkContentHash(pdu)) return { ok: false, error: 'content hash mismatch' };
+  const server = serverOf(pdu.sender);
+  const sigs = pdu.signatures[server];
+  if (!sigs || typeof sigs !== 'object') return { ok: false, error: `no signature from ${server}` };
+  let verified = false;
+  for (const keyId of Object.keys(sigs)) {
+    if (!keyId.startsWith('ed25519:')) continue;
+    const key = await keyRing.eventKey(server, keyId, pdu.origin_server_ts);
+    if (key && verifyPduSignature(pdu, server, keyId, key, undefined, roomVersion)) {
+      verified = true;
+      break;
+    }
+  }
+  if (!verified) return { ok: false, error: `bad or unverifiable signature from ${server}` };
+  let eventId: string;
+  try {
+    eventId = eventIdForPdu(pdu, roomVersion);
+  } catch (err) {
+    return { ok: false, error: (err as Error).message };
+  }
+  return { ok: true, eventId, pdu };
+}

@@ -1,0 +1,140 @@
+// The server-server API: keys, version, MSC2444 peeks (inbound), /send, directory query.
+import type { FastifyInstance } from 'fastify';
+import { and, count, eq } from 'drizzle-orm';
+import { DomainError, NotFoundError } from '../../actors/errors';
+import { isValidPeekId, isValidRoomAlias, isValidRoomId, serverOf } from '../../events/ids';
+import type { FederationContext } from '../../federation/context';
+import { buildSnapshot } from '../../federation/snapshot';
+import { checkPdu } from '../../federation/verifyPdu';
+import { federationsenderInboundPeeks, roomAliases } from '../../store/schema';
+import { MatrixError, badJson, invalidParam, limitExceeded, notFound } from '../errors';
+import { originOf, requireServerAuth } from './auth';
+import type { ReceivedPdu } from '../../actors/commands';
+import type { Pdu } from '../../events/roomEvents';
+
+export const PEEKD_VERSION = '0.1.0';
+
+function peekParams(params: unknown): { roomId: string; peekId: string } {
+  const { roomId, peekId } = params as { roomId: string; peekId: string };
+  if (!isValidRoomId(roomId)) throw invalidParam(`malformed room ID ${roomId}`);
+  if (!isValidPeekId(peekId, roomId)) throw new MatrixError(400, 'M_UNRECOGNIZED', 'peek IDs are 1–8 characters of [0-9A-Za-z.=_-]');
+  return { roomId, peekId };
+}
+
+function versionsOf(ver: unknown): string[] {
+  if (ver === undefined) return [];
+  return (Array.isArray(ver) ? ver : [ver]).filter((v): v is string => typeof v === 'string');
+}
+
+export function registerFederationRoutes(app: FastifyInstance, ctx: FederationContext): void {
+  const auth = requireServerAuth(ctx);
+  const seenTxns = new Map<string, unknown>();
+
+  app.get('/_matrix/key/v2/server', async () => ctx.ownKeys.response());
+  app.get('/_matrix/key/v2/server/:keyId', async () => ctx.ownKeys.response());
+  app.get('/_matrix/federation/v1/version', async () => ({ server: { name: 'peekd', version: PEEKD_VERSION } }));
+
+  app.put('/_matrix/federation/v1/peek/:roomId/:peekId', { preValidation: auth }, async (req) => {
+    const origin = originOf(req);
+    const { roomId, peekId } = peekParams(req.params);
+    const roomVersions = versionsOf((req.query as { ver?: unknown }).ver);
+    const t = federationsenderInboundPeeks;
+    const [own] = await ctx.db.select({ n: count() }).from(t).where(and(eq(t.roomId, roomId), eq(t.serverName, origin), eq(t.peekId, peekId)));
+    if (Number(own?.n ?? 0) === 0) {
+      const [live] = await ctx.db.select({ n: count() }).from(t).where(eq(t.serverName, origin));
+      if (Number(live?.n ?? 0) >= ctx.config.maxInboundPeeksPerServer) {
+        throw limitExceeded(60_000, `${origin} holds ${ctx.config.maxInboundPeeksPerServer} peeks here already`);
+      }
+    }
+    const result = await ctx.bus.send({ type: 'StartInboundPeek', roomId, server: origin, peekId, roomVersions });
+    const room = result.state.room;
+    const event = result.peekEvents.at(-1);
+    if (!room || !event || event.event.type === 'PeekExpired') throw new NotFoundError(`unknown room ${roomId}`);
+    const roomSeq = event.event.type === 'PeekStarted' ? (event.event.roomSeq ?? room.latest.seq) : room.latest.seq;
+    await Promise.all([ctx.waitForProjections('rooms', roomSeq), ctx.waitForProjections('peeks', event.seq)]);
+    return buildSnapshot(ctx.db, roomId, room.roomVersion, roomSeq, ctx.config.inboundRenewalIntervalMs);
+  });
+
+  app.post('/_matrix/federation/v1/peek/:roomId/:peekId/renew', { preValidation: auth }, async (req) => {
+    const origin = originOf(req);
+    const { roomId, peekId } = peekParams(req.params);
+    const result = await ctx.bus.send({ type: 'RenewInboundPeek', roomId, server: origin, peekId });
+    const last = result.peekEvents.at(-1);
+    if (last) await ctx.waitForProjections('peeks', last.seq);
+    return { renewal_interval: ctx.config.inboundRenewalIntervalMs };
+  });
+
+  app.delete('/_matrix/federation/v1/peek/:roomId/:peekId', { preValidation: auth }, async (req) => {
+    const origin = originOf(req);
+    const { roomId, peekId } = peekParams(req.params);
+    const result = await ctx.bus.send({ type: 'DeleteInboundPeek', roomId, server: origin, peekId });
+    const last = result.peekEvents.at(-1);
+    if (last) await ctx.waitForProjections('peeks', last.seq);
+    return {};
+  });
+
+  app.get('/_matrix/federation/v1/query/directory', { preValidation: auth }, async (req) => {
+    const alias = (req.query as { room_alias?: string }).room_alias;
+    if (typeof alias !== 'string' || !isValidRoomAlias(alias)) throw invalidParam('room_alias must be a room alias');
+    if (serverOf(alias) !== ctx.config.serverName) throw notFound('that alias is not on this server');
+    const [row] = await ctx.db.select().from(roomAliases).where(eq(roomAliases.alias, alias));
+    if (!row) throw notFound(`unknown room alias ${alias}`);
+    return { room_id: row.roomId, servers: [ctx.config.serverName] };
+  });
+
+  app.put(
+    '/_matrix/federation/v1/send/:txnId',
+    {
+      preValidation: auth,
+      schema: {
+        body: {
+          type: 'object',
+          properties: { pdus: { type: 'array', maxItems: 50 }, edus: { type: 'array', maxItems: 100 }, expired_peeks: { type: 'array' } },
+        },
+      },
+    },
+    async (req) => {
+      const origin = originOf(req);
+      const txnKey = `${origin}\u0000${(req.params as { txnId: string }).txnId}`;
+      if (seenTxns.has(txnKey)) return seenTxns.get(txnKey);
+      const body = req.body as { pdus?: unknown[]; expired_peeks?: unknown[] };
+      const results: Record<string, Record<string, string>> = {};
+      const byRoom = new Map<string, ReceivedPdu[]>();
+      for (const raw of body.pdus ?? []) {
+        const roomId = (raw as { room_id?: unknown })?.room_id;
+        if (typeof roomId !== 'string' || !isValidRoomId(roomId)) continue;
+        if (serverOf(roomId) === ctx.config.serverName) continue; // we host it: copies are not taken
+        await ctx.outbound?.settled(roomId);
+        const checked = await checkPdu(raw, '10', ctx.keyRing);
+        if (!checked.ok) {
+          const id = `unknown-${Object.keys(results).length}`;
+          results[id] = { error: checked.error };
+          continue;
+        }
+        results[checked.eventId] = {};
+        const list = byRoom.get(roomId) ?? [];
+        list.push({ eventId: checked.eventId, pdu: checked.pdu as Pdu });
+        byRoom.set(roomId, list);
+      }
+      for (const [roomId, pdus] of byRoom) {
+        try {
+          const r = await ctx.bus.send({ type: 'ReceivePdus', roomId, origin, pdus });
+          const last = r.roomEvents.at(-1);
+          if (last) await ctx.waitForProjections('rooms', last.seq);
+        } catch (err) {
+          if (!(err instanceof DomainError)) throw err;
+          for (const p of pdus) results[p.eventId] = { error: err.message };
+        }
+      }
+      for (const item of body.expired_peeks ?? []) {
+        const { room_id, peek_id } = (item ?? {}) as { room_id?: unknown; peek_id?: unknown };
+        if (typeof room_id !== 'string' || typeof peek_id !== 'string') throw badJson('expired_peeks entries need room_id and peek_id');
+        await ctx.outbound?.remoteExpired(origin, room_id, peek_id);
+      }
+      const response = { pdus: results };
+      seenTxns.set(txnKey, response);
+      if (seenTxns.size > 10_000) seenTxns.delete(seenTxns.keys().next().value!);
+      return response;
+    },
+  );
+}

@@ -1,0 +1,32 @@
+// federationsender_outbox: peek endings a peer must hear of. Our expiry of a remote
+// server's inbound peek becomes an `expired_peeks` entry for it; the end of our own
+// outbound peek (no local device needs it any more) becomes a DELETE to the host.
+import { decodePeekEvent, type PeekEvent } from '../events/peekEvents';
+import { federationsenderOutbox } from '../store/schema';
+import { chunks } from '../store/sqlHelpers';
+import type { Tx } from '../store/db';
+import type { PeekProjection, Projected } from './projection';
+
+/** Outbound peek endings after which the host still holds our peek and must be told. */
+const DELETE_REASONS = new Set(['unpeeked', 'no_active_peekers', 'visibility_changed', 'encrypted']);
+
+export const federationOutboxProjection: PeekProjection = {
+  name: 'federation_outbox',
+  stream: 'peeks',
+  tables: ['federationsender_outbox'],
+  delivery: true,
+  decode: decodePeekEvent,
+  async apply(tx: Tx, batch: Projected<PeekEvent>[]): Promise<void> {
+    const rows: (typeof federationsenderOutbox.$inferInsert)[] = [];
+    for (const { seq, event } of batch) {
+      if (event.type !== 'PeekExpired') continue;
+      const p = event.peek;
+      if (p.kind === 'inbound' && event.reason !== 'remote_deleted') {
+        rows.push({ seq, destination: p.server, kind: 'expired_peek', roomId: event.roomId, peekId: p.peekId });
+      } else if (p.kind === 'outbound' && DELETE_REASONS.has(event.reason)) {
+        rows.push({ seq, destination: p.server, kind: 'delete_peek', roomId: event.roomId, peekId: p.peekId });
+      }
+    }
+    for (const part of chunks(rows, 500)) await tx.insert(federationsenderOutbox).values(part).onConflictDoNothing();
+  },
+};
