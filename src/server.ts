@@ -30,6 +30,14 @@ import { AccountStore } from './clientapi/accounts';
 import type { ClientContext } from './http/client/context';
 import { syncPeeksProjection } from './projections/syncPeeks';
 import { syncRoomsProjection } from './projections/syncRooms';
+import { federationOutboxProjection } from './projections/federationOutbox';
+import { ServerResolver } from './federation/resolver';
+import { FederationClient } from './federation/client';
+import { OwnKeys, loadOldKeys } from './federation/ownKeys';
+import { KeyRing } from './federation/keyRing';
+import { FederationSender } from './federation/sender';
+import { OutboundPeeks } from './federation/outboundPeeks';
+import type { FederationContext } from './federation/context';
 import { openDatabase, type Database } from './store/db';
 import { buildHttpApp, type HttpApp } from './http/app';
 import { fileURLToPath } from 'node:url';
@@ -57,6 +65,7 @@ export interface Peekd {
   scheduler: DeadlineScheduler;
   http?: HttpApp;
   client: ClientContext;
+  federation: FederationContext;
   notifier: SyncNotifier;
   /** Base URL the HTTP server listens on, when it does. */
   url?: string;
@@ -65,7 +74,13 @@ export interface Peekd {
   close(): Promise<void>;
 }
 
-export const PROJECTIONS: Projection<any>[] = [syncRoomsProjection, syncPeeksProjection, federationPeeksProjection, auditProjection];
+export const PROJECTIONS: Projection<any>[] = [
+  syncRoomsProjection,
+  syncPeeksProjection,
+  federationPeeksProjection,
+  auditProjection,
+  federationOutboxProjection,
+];
 
 export async function startPeekd(config: Config, options: StartOptions = {}): Promise<Peekd> {
   const logger = options.logger ?? createLogger(config.logLevel);
@@ -109,9 +124,24 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
     const bus = new LocalCommandBus(host);
 
     const notifier = new SyncNotifier();
+    // The federation role: keys, the signed client, the sender and outbound peeks.
+    const resolver = new ServerResolver(config.federationDestinations, () => clock.now());
+    const federationClient = new FederationClient(config.serverName, signingKey, resolver);
+    const ownKeys = new OwnKeys(config.serverName, signingKey, await loadOldKeys(config.signingKeyPath), () => clock.now());
+    const keyRing = new KeyRing(resolver, () => clock.now(), { serverName: config.serverName, keys: new Map([[signingKey.keyId, signingKey.publicKey]]) });
+    const federationOn = config.roles.includes('federation');
+    const sender = new FederationSender(database.db, federationClient, config.serverName, () => clock.now(), logger.child({ component: 'federation-sender' }));
+    const wakeSender = (discover: boolean) => {
+      if (federationOn) sender.wake(discover).catch((err) => logger.warn({ err }, 'federation sender wake failed'));
+    };
     const wakeups: Record<string, RunnerOptions['onCommitted']> = {
-      [syncRoomsProjection.name]: (_seq, batch) => notifier.onRoomEvents(batch as Projected<RoomEvent>[]),
+      [syncRoomsProjection.name]: (_seq, batch) => {
+        notifier.onRoomEvents(batch as Projected<RoomEvent>[]);
+        wakeSender(false);
+      },
       [syncPeeksProjection.name]: (_seq, batch) => notifier.onPeekEvents(batch as Projected<PeekEvent>[]),
+      [federationPeeksProjection.name]: () => wakeSender(true),
+      [federationOutboxProjection.name]: () => wakeSender(true),
     };
     const projections = new Map<string, ProjectionRunner>();
     for (const p of PROJECTIONS) {
@@ -149,7 +179,40 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
       }),
     };
 
+    let outbound: OutboundPeeks | undefined;
+    if (federationOn) {
+      outbound = new OutboundPeeks({
+        db: database.db,
+        bus,
+        client: federationClient,
+        keyRing,
+        clock,
+        serverName: config.serverName,
+        outboundIdleMs: config.outboundIdleMs,
+        waitForProjections,
+        logger: logger.child({ component: 'outbound-peeks' }),
+      });
+      client.remote = outbound;
+      await sender.start();
+      cleanups.push(() => sender.stop());
+      outbound.start();
+      const o = outbound;
+      cleanups.push(() => o.stop());
+    }
+    const federation: FederationContext = {
+      config,
+      db: database.db,
+      bus,
+      clock,
+      keyRing,
+      client: federationClient,
+      ownKeys,
+      waitForProjections,
+      outbound,
+    };
+
     const peekd: Peekd = {
+      federation,
       client,
       notifier,
       config,

@@ -21,8 +21,9 @@ export class UserInUseError extends Error {
 
 const LOCALPART = /^[a-z0-9._=\-/+]+$/;
 
-export function isValidNewLocalpart(localpart: string): boolean {
-  return localpart.length > 0 && LOCALPART.test(localpart);
+/** A localpart this server hands out: the grammar's lowercase set, and a user ID within 255 bytes. */
+export function isValidNewLocalpart(localpart: string, serverName = ''): boolean {
+  return localpart.length > 0 && LOCALPART.test(localpart) && Buffer.byteLength(`@${localpart}:${serverName}`, 'utf8') <= 255;
 }
 
 function tokenHash(token: string): string {
@@ -81,17 +82,29 @@ export class AccountStore {
     return verifyPassword(password, row.hash);
   }
 
-  /** Creates (or reuses) a device and issues a new access token for it. */
+  /**
+   * Creates (or reuses) a device and issues a new access token for it. Reusing a device
+   * invalidates the tokens it held before (client-server API, "Relationship between
+   * access tokens and devices").
+   */
   async createSession(userId: string, deviceId: string | undefined, displayName?: string): Promise<NewSession> {
     const device = deviceId ?? generateDeviceId();
     const now = this.now();
-    await this.db
-      .insert(devices)
-      .values({ userId, deviceId: device, displayName: displayName ?? null, createdAt: now, lastSeenAt: now })
-      .onConflictDoUpdate({ target: [devices.userId, devices.deviceId], set: { lastSeenAt: now } });
     const accessToken = `pkd_${randomId(32)}`;
-    await this.db.insert(accessTokens).values({ tokenHash: tokenHash(accessToken), userId, deviceId: device, createdAt: now });
+    await this.db.transaction(async (tx) => {
+      await tx
+        .insert(devices)
+        .values({ userId, deviceId: device, displayName: displayName ?? null, createdAt: now, lastSeenAt: now })
+        .onConflictDoUpdate({ target: [devices.userId, devices.deviceId], set: { lastSeenAt: now } });
+      if (deviceId !== undefined) await tx.delete(accessTokens).where(and(eq(accessTokens.userId, userId), eq(accessTokens.deviceId, device)));
+      await tx.insert(accessTokens).values({ tokenHash: tokenHash(accessToken), userId, deviceId: device, createdAt: now });
+    });
+    if (deviceId !== undefined) this.forgetDevice(userId, device);
     return { userId, deviceId: device, accessToken };
+  }
+
+  private forgetDevice(userId: string, deviceId: string): void {
+    for (const [hash, s] of this.cache) if (s.userId === userId && s.deviceId === deviceId) this.cache.delete(hash);
   }
 
   async authenticate(token: string): Promise<Session | null> {
@@ -110,7 +123,7 @@ export class AccountStore {
   async removeDevice(userId: string, deviceId: string): Promise<void> {
     await this.db.delete(accessTokens).where(and(eq(accessTokens.userId, userId), eq(accessTokens.deviceId, deviceId)));
     await this.db.delete(devices).where(and(eq(devices.userId, userId), eq(devices.deviceId, deviceId)));
-    for (const [hash, s] of this.cache) if (s.userId === userId && s.deviceId === deviceId) this.cache.delete(hash);
+    this.forgetDevice(userId, deviceId);
   }
 
   async devicesOf(userId: string): Promise<string[]> {

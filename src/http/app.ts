@@ -13,6 +13,7 @@ import { registerRoomRoutes } from './client/rooms';
 import { registerSyncRoutes } from './client/sync';
 import { registerVersions } from './client/versions';
 import { registerAdmin } from './admin/admin';
+import { registerFederationRoutes } from './federation/routes';
 
 export interface HttpApp {
   app: FastifyInstance;
@@ -75,6 +76,7 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
     registerSyncRoutes(app, peekd.client);
     registerMiscRoutes(app, peekd.client);
   }
+  registerFederationRoutes(app, peekd.federation);
   registerAdmin(app, peekd);
   return { app, markReady: () => (ready = true) };
 }

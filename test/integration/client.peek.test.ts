@@ -409,6 +409,31 @@ describe('ending a peek', () => {
     expect(s2.rooms.peek[roomId].timeline.events.map((e: any) => e.event_id)).toEqual([id]);
   });
 
+  it('logout ends the device’s peeks (device_removed) and nothing else', async () => {
+    const r1 = (await alice.createWorldReadableRoom()).room_id;
+    const r2 = (await alice.createWorldReadableRoom()).room_id;
+    const phone = await user('bob');
+    const laptop = await phone.login();
+    for (const r of [r1, r2]) expect((await phone.peek(r)).status).toBe(200);
+    expect((await laptop.peek(r1)).status).toBe(200);
+    const l0 = await laptop.sync();
+    expect((await phone.logout()).status).toBe(200);
+    // A logged-out device cannot sync; the audit log shows how its peeks ended.
+    const ended = (await audit(url, ADMIN, { user_id: phone.userId, device_id: phone.deviceId })).filter((e) => e.event === 'PeekExpired');
+    expect(ended.map((e) => [e.room_id, e.reason]).sort()).toEqual(
+      [
+        [r1, 'device_removed'],
+        [r2, 'device_removed'],
+      ].sort(),
+    );
+    expect((await phone.whoami()).body.errcode).toBe('M_UNKNOWN_TOKEN');
+    // The laptop's peek goes on.
+    expect(roomsIn(l0, 'peek')).toEqual([r1]);
+    const id = await alice.send(r1, 'for the laptop');
+    const l1 = await laptop.sync({ since: l0.next_batch });
+    expect(l1.rooms.peek[r1]?.timeline.events.map((e: any) => e.event_id)).toEqual([id]);
+    expect(roomsIn(l1, 'leave')).toEqual([]);
+  });
   it('visibility no longer world_readable: every peek ends, the leave entry ends with that event, and peeking again is refused', async () => {
     const { roomId, bob, since } = await peekedRoom();
     const carol = await user('carol');

@@ -11,7 +11,7 @@ import { endDevicePeeks } from './peek';
 const registerBody = {
   type: 'object',
   properties: {
-    username: { type: 'string', maxLength: 255 },
+    username: { type: 'string' },
     password: { type: 'string', maxLength: 512 },
     device_id: { type: 'string', minLength: 1, maxLength: 255 },
     initial_device_display_name: { type: 'string', maxLength: 255 },
@@ -47,7 +47,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext):
       if (body.auth && body.auth.type !== undefined && body.auth.type !== 'm.login.dummy') {
         throw new MatrixError(401, 'M_FORBIDDEN', 'only m.login.dummy is offered', { flows: [{ stages: ['m.login.dummy'] }], params: {}, session: 'dummy' });
       }
-      if (body.username !== undefined && !isValidNewLocalpart(body.username)) {
+      if (body.username !== undefined && !isValidNewLocalpart(body.username, ctx.config.serverName)) {
         throw new MatrixError(400, 'M_INVALID_USERNAME', 'user names may contain only a-z, 0-9, and . _ = - / +');
       }
       let userId: string;
@@ -68,7 +68,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext):
     path: '/register/available',
     handler: async (req) => {
       const username = (req.query as { username?: string }).username ?? '';
-      if (!isValidNewLocalpart(username)) throw new MatrixError(400, 'M_INVALID_USERNAME', 'invalid user name');
+      if (!isValidNewLocalpart(username, ctx.config.serverName)) throw new MatrixError(400, 'M_INVALID_USERNAME', 'invalid user name');
       if (await ctx.accounts.exists(ctx.accounts.userIdFor(username))) throw new MatrixError(400, 'M_USER_IN_USE', 'that user ID is taken');
       return { available: true };
     },

@@ -1,0 +1,305 @@
+// Outbound peeks (MSC2444): this server peeks a room hosted elsewhere because a local
+// device peeks it. Starts the peek (checking the snapshot), renews it while some peeking
+// device keeps syncing, ends it (and the host is sent a DELETE) when no local device
+// needs it, and starts it again when such a device syncs again.
+import { randomBytes } from 'node:crypto';
+import { and, eq, isNull } from 'drizzle-orm';
+import type { Logger } from 'pino';
+import type { CommandBus } from '../actors/commandBus';
+import type { ReceivedPdu } from '../actors/commands';
+import { BadStateError, DomainError } from '../actors/errors';
+import type { Clock, CommandResult } from '../actors/roomActor';
+import { serverOf } from '../events/ids';
+import type { Pdu } from '../events/roomEvents';
+import type { Db } from '../store/db';
+import { federationsenderOutboundPeeks, syncapiPeeks } from '../store/schema';
+import { MatrixError } from '../http/errors';
+import type { RemoteRooms } from '../http/client/context';
+import { FederationUnreachableError, type FederationClient } from './client';
+import type { OutboundHooks } from './context';
+import type { KeyRing } from './keyRing';
+import { checkPdu } from './verifyPdu';
+
+/** Room versions whose events we can check (reference-hash event IDs, known redaction rules). */
+export const SUPPORTED_ROOM_VERSIONS = ['10', '9', '8', '7', '6', '5', '4', '3'];
+export const MIN_RENEWAL_INTERVAL_MS = 1_000;
+export const MAX_RENEWAL_INTERVAL_MS = 24 * 60 * 60_000;
+/** A fresh outbound peek is not ended for want of device peeks this soon after it started. */
+const START_GRACE_MS = 5_000;
+const SYNC_CHECK_THROTTLE_MS = 2_000;
+
+export function clampRenewalInterval(ms: unknown, fallback: number): number {
+  const n = typeof ms === 'number' && Number.isFinite(ms) ? ms : fallback;
+  return Math.min(MAX_RENEWAL_INTERVAL_MS, Math.max(MIN_RENEWAL_INTERVAL_MS, Math.round(n)));
+}
+
+export function newPeekId(): string {
+  return randomBytes(6).toString('base64url'); // 8 characters of [A-Za-z0-9_-]
+}
+
+interface Snapshot {
+  room_version?: unknown;
+  renewal_interval?: unknown;
+  latest_event?: unknown;
+  state?: unknown;
+  auth_chain?: unknown;
+  events?: unknown;
+}
+
+export interface OutboundDeps {
+  db: Db;
+  bus: CommandBus;
+  client: FederationClient;
+  keyRing: KeyRing;
+  clock: Clock;
+  serverName: string;
+  outboundIdleMs: number;
+  waitForProjections(stream: 'peeks' | 'rooms', seq: number): Promise<void>;
+  logger?: Logger;
+}
+
+export class OutboundPeeks implements RemoteRooms, OutboundHooks {
+  private readonly inflight = new Map<string, Promise<void>>();
+  private readonly lastSync = new Map<string, number>();
+  private readonly lastSyncCheck = new Map<string, number>();
+  private readonly startedAt: number;
+  private timer?: NodeJS.Timeout;
+  private ticking?: Promise<void>;
+
+  constructor(private readonly deps: OutboundDeps) {
+    this.startedAt = deps.clock.now();
+  }
+
+  start(periodMs = 500): void {
+    this.timer = setInterval(() => {
+      if (!this.ticking) this.ticking = this.tick().catch((err) => this.deps.logger?.warn({ err }, 'outbound peek upkeep failed')).finally(() => (this.ticking = undefined));
+    }, periodMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.ticking;
+    await Promise.allSettled([...this.inflight.values()]);
+  }
+
+  // --- RemoteRooms (client API side) ---------------------------------------------------
+
+  async ensureOutboundPeek(roomId: string, servers: string[]): Promise<void> {
+    const running = this.inflight.get(roomId);
+    if (running) return running;
+    if (await this.liveOutbound(roomId)) return;
+    const p = this.startPeek(roomId, servers).finally(() => this.inflight.delete(roomId));
+    this.inflight.set(roomId, p);
+    return p;
+  }
+
+  async resolveAlias(alias: string): Promise<{ roomId: string; servers: string[] }> {
+    const server = serverOf(alias);
+    let res;
+    try {
+      res = await this.deps.client.request<{ room_id?: unknown; servers?: unknown; errcode?: string; error?: string }>(
+        server,
+        'GET',
+        `/_matrix/federation/v1/query/directory?room_alias=${encodeURIComponent(alias)}`,
+      );
+    } catch (err) {
+      throw new MatrixError(502, 'M_UNKNOWN', `could not reach ${server} to resolve ${alias}: ${(err as Error).message}`);
+    }
+    if (res.status === 404) throw new MatrixError(404, 'M_NOT_FOUND', res.body.error ?? `unknown room alias ${alias}`);
+    if (res.status !== 200 || typeof res.body.room_id !== 'string') throw new MatrixError(502, 'M_UNKNOWN', `${server} could not resolve ${alias} (${res.status})`);
+    const servers = Array.isArray(res.body.servers) ? res.body.servers.filter((s): s is string => typeof s === 'string') : [];
+    return { roomId: res.body.room_id, servers: servers.length ? servers : [server] };
+  }
+
+  deviceSynced(userId: string, deviceId: string): void {
+    const key = `${userId}\u0000${deviceId}`;
+    const now = this.deps.clock.now();
+    this.lastSync.set(key, now);
+    if (now - (this.lastSyncCheck.get(key) ?? 0) < SYNC_CHECK_THROTTLE_MS) return;
+    this.lastSyncCheck.set(key, now);
+    void this.restartFor(userId, deviceId).catch((err) => this.deps.logger?.warn({ err }, 'could not restart an outbound peek'));
+  }
+
+  // --- OutboundHooks (federation side) -------------------------------------------------
+
+  async settled(roomId: string): Promise<void> {
+    await this.inflight.get(roomId)?.catch(() => undefined);
+  }
+
+  async remoteExpired(origin: string, roomId: string, peekId: string): Promise<void> {
+    const row = await this.outboundRow(roomId, origin);
+    if (!row || row.peekId !== peekId) return;
+    await this.end(roomId, origin, 'remote_deleted');
+  }
+
+  // --- internals -----------------------------------------------------------------------
+
+  private async outboundRow(roomId: string, server: string) {
+    const t = federationsenderOutboundPeeks;
+    const [row] = await this.deps.db.select().from(t).where(and(eq(t.roomId, roomId), eq(t.serverName, server)));
+    return row;
+  }
+
+  private async liveOutbound(roomId: string): Promise<boolean> {
+    const rows = await this.deps.db.select({ r: federationsenderOutboundPeeks.roomId }).from(federationsenderOutboundPeeks).where(eq(federationsenderOutboundPeeks.roomId, roomId));
+    return rows.length > 0;
+  }
+
+  private async settle(result: CommandResult): Promise<void> {
+    const rooms = result.roomEvents.at(-1)?.seq;
+    const peeks = result.peekEvents.at(-1)?.seq;
+    await Promise.all([rooms ? this.deps.waitForProjections('rooms', rooms) : undefined, peeks ? this.deps.waitForProjections('peeks', peeks) : undefined]);
+  }
+
+  private async startPeek(roomId: string, servers: string[], peekId = newPeekId()): Promise<void> {
+    const candidates = [...new Set([...servers, serverOf(roomId)])].filter((s) => s !== this.deps.serverName);
+    const failures: string[] = [];
+    let refusal: MatrixError | undefined;
+    for (const server of candidates) {
+      try {
+        await this.putPeek(roomId, server, peekId);
+        return;
+      } catch (err) {
+        if (err instanceof MatrixError && (err.status === 403 || err.status === 404 || err.errcode === 'M_INCOMPATIBLE_ROOM_VERSION')) {
+          refusal ??= err;
+        } else {
+          failures.push(`${server}: ${(err as Error).message}`);
+        }
+      }
+    }
+    if (refusal) throw refusal;
+    throw new MatrixError(502, 'M_UNKNOWN', `could not peek ${roomId} over federation: ${failures.join('; ') || 'no server to ask'}`);
+  }
+
+  /** PUT /peek on `server`; on success the snapshot is appended and the peek recorded. */
+  private async putPeek(roomId: string, server: string, peekId: string): Promise<void> {
+    const ver = SUPPORTED_ROOM_VERSIONS.map((v) => `ver=${v}`).join('&');
+    const path = `/_matrix/federation/v1/peek/${encodeURIComponent(roomId)}/${encodeURIComponent(peekId)}?${ver}`;
+    let res;
+    try {
+      res = await this.deps.client.request<Snapshot & { errcode?: string; error?: string }>(server, 'PUT', path, {});
+    } catch (err) {
+      throw new FederationUnreachableError((err as Error).message);
+    }
+    if (res.status !== 200) {
+      const errcode = typeof res.body.errcode === 'string' ? res.body.errcode : 'M_UNKNOWN';
+      const error = typeof res.body.error === 'string' ? res.body.error : `${server} answered ${res.status}`;
+      if (res.status === 403 || res.status === 404 || errcode === 'M_INCOMPATIBLE_ROOM_VERSION') throw new MatrixError(res.status, errcode, error);
+      throw new Error(`${server} answered ${res.status} ${errcode}`);
+    }
+    const pdus = await this.checkSnapshot(roomId, res.body);
+    const renewalIntervalMs = clampRenewalInterval(res.body.renewal_interval, 60 * 60_000);
+    try {
+      const result = await this.deps.bus.send({ type: 'StartOutboundPeek', roomId, server, peekId, renewalIntervalMs, pdus });
+      await this.settle(result);
+    } catch (err) {
+      if (err instanceof DomainError) throw new MatrixError(err.code === 'forbidden' ? 403 : 502, err.code === 'forbidden' ? 'M_FORBIDDEN' : 'M_UNKNOWN', err.message);
+      throw err;
+    }
+  }
+
+  /** Every event of the snapshot must be for this room and pass its hash and signature checks. */
+  private async checkSnapshot(roomId: string, body: Snapshot): Promise<ReceivedPdu[]> {
+    const version = body.room_version;
+    if (typeof version !== 'string' || !SUPPORTED_ROOM_VERSIONS.includes(version)) {
+      throw new Error(`the snapshot's room version ${String(version)} is not one we understand`);
+    }
+    const raw: unknown[] = [];
+    for (const list of [body.auth_chain, body.state, body.events]) if (Array.isArray(list)) raw.push(...list);
+    if (body.latest_event) raw.push(body.latest_event);
+    const byId = new Map<string, ReceivedPdu>();
+    for (const item of raw) {
+      if ((item as { room_id?: unknown })?.room_id !== roomId) throw new Error('the snapshot holds an event of another room');
+      const checked = await checkPdu(item, version, this.deps.keyRing);
+      if (!checked.ok) throw new Error(`the snapshot failed its checks: ${checked.error}`);
+      byId.set(checked.eventId, { eventId: checked.eventId, pdu: checked.pdu as Pdu });
+    }
+    const pdus = [...byId.values()];
+    const create = pdus.find((p) => p.pdu.type === 'm.room.create' && p.pdu.state_key === '');
+    if (!create) throw new Error('the snapshot has no m.room.create event');
+    const latestId = [...byId.values()].find((p) => p.pdu === (body.latest_event as Pdu))?.eventId;
+    const rank = (p: ReceivedPdu) => (p === create ? -1 : p.eventId === latestId ? Number.MAX_SAFE_INTEGER : p.pdu.depth);
+    return pdus.sort((a, b) => rank(a) - rank(b));
+  }
+
+  private async end(roomId: string, server: string, reason: 'unpeeked' | 'no_active_peekers' | 'remote_deleted' | 'rejected'): Promise<void> {
+    try {
+      const result = await this.deps.bus.send({ type: 'EndOutboundPeek', roomId, server, reason });
+      await this.settle(result);
+    } catch (err) {
+      if (!(err instanceof BadStateError)) throw err;
+    }
+  }
+
+  private isActive(userId: string, deviceId: string, peekRenewedAt: number, now: number): boolean {
+    const seen = Math.max(this.lastSync.get(`${userId}\u0000${deviceId}`) ?? this.startedAt, peekRenewedAt);
+    return now - seen < this.deps.outboundIdleMs;
+  }
+
+  /** Renews, ends or keeps each live outbound peek. */
+  async tick(): Promise<void> {
+    const now = this.deps.clock.now();
+    const outbound = await this.deps.db.select().from(federationsenderOutboundPeeks);
+    for (const row of outbound) {
+      if (this.inflight.has(row.roomId)) continue;
+      const devices = await this.deps.db
+        .select()
+        .from(syncapiPeeks)
+        .where(and(eq(syncapiPeeks.roomId, row.roomId), isNull(syncapiPeeks.endedSeq)));
+      const settling = now - row.createdAt < START_GRACE_MS;
+      if (devices.length === 0) {
+        if (settling) continue;
+        await this.end(row.roomId, row.serverName, 'unpeeked');
+      } else if (!settling && !devices.some((d) => this.isActive(d.userId, d.deviceId, d.renewedAt, now))) {
+        await this.end(row.roomId, row.serverName, 'no_active_peekers');
+      } else if (now >= row.renewedAt + row.renewalIntervalMs / 2) {
+        await this.renew(row.roomId, row.serverName, row.peekId);
+      }
+    }
+  }
+
+  private async renew(roomId: string, server: string, peekId: string): Promise<void> {
+    const path = `/_matrix/federation/v1/peek/${encodeURIComponent(roomId)}/${encodeURIComponent(peekId)}/renew`;
+    let res;
+    try {
+      res = await this.deps.client.request<{ renewal_interval?: unknown; errcode?: string }>(server, 'POST', path, {});
+    } catch (err) {
+      this.deps.logger?.warn({ roomId, server, err: (err as Error).message }, 'could not renew an outbound peek; will retry');
+      return;
+    }
+    if (res.status === 200) {
+      const renewalIntervalMs = clampRenewalInterval(res.body.renewal_interval, 60 * 60_000);
+      try {
+        const result = await this.deps.bus.send({ type: 'RenewOutboundPeek', roomId, server, peekId, renewalIntervalMs });
+        await this.settle(result);
+      } catch (err) {
+        if (!(err instanceof DomainError)) throw err;
+      }
+      return;
+    }
+    if (res.status === 404 || res.status === 405) {
+      // The host does not know /renew (older draft), or has forgotten the peek: PUT again.
+      const run = this.putPeek(roomId, server, peekId).catch(async (err) => {
+        if (err instanceof MatrixError && (err.status === 403 || err.status === 404)) await this.end(roomId, server, 'rejected');
+        else this.deps.logger?.warn({ roomId, server, err: (err as Error).message }, 'could not re-PUT an outbound peek; will retry');
+      });
+      this.inflight.set(roomId, run.finally(() => this.inflight.delete(roomId)));
+      await run;
+      return;
+    }
+    if (res.status === 403) await this.end(roomId, server, 'rejected');
+  }
+
+  /** A device synced: restart outbound peeks its live peeks of remote rooms need. */
+  private async restartFor(userId: string, deviceId: string): Promise<void> {
+    const rows = await this.deps.db
+      .select({ roomId: syncapiPeeks.roomId })
+      .from(syncapiPeeks)
+      .where(and(eq(syncapiPeeks.userId, userId), eq(syncapiPeeks.deviceId, deviceId), isNull(syncapiPeeks.endedSeq)));
+    for (const { roomId } of rows) {
+      if (serverOf(roomId) === this.deps.serverName) continue;
+      await this.ensureOutboundPeek(roomId, [serverOf(roomId)]).catch((err) => this.deps.logger?.warn({ roomId, err: (err as Error).message }, 'outbound peek restart failed'));
+    }
+  }
+}

@@ -1,0 +1,239 @@
+// The federation sender: per destination, one ordered queue. It sends every PDU of a room
+// a peer peeks, after the snapshot's ROOMS sequence and none before it, each once; our
+// expiries of its peeks as `expired_peeks`; and DELETEs for our own outbound peeks that
+// ended. One transaction is in flight per destination and it is stored before it is
+// sent, so a restart re-sends it with the same ID (the peer dedupes) — nothing is lost
+// or repeated. A peer that is down is retried with backoff.
+import { randomBytes } from 'node:crypto';
+import { and, asc, eq, inArray, min, sql } from 'drizzle-orm';
+import type { Logger } from 'pino';
+import type { Pdu } from '../events/roomEvents';
+import { rowsOf, type Db } from '../store/db';
+import {
+  federationsenderInboundPeeks,
+  federationsenderOutbox,
+  federationsenderPendingTxns,
+  federationsenderRoomCursors,
+} from '../store/schema';
+import { FederationUnreachableError, type FederationClient } from './client';
+
+const MAX_PDUS_PER_TXN = 50;
+const MAX_EDU_ITEMS_PER_TXN = 100;
+const MIN_BACKOFF_MS = 250;
+const MAX_BACKOFF_MS = 30_000;
+
+interface PendingTxn {
+  txnId: string;
+  body: Record<string, unknown>;
+  cursors: Record<string, number>;
+  outboxSeqs: number[];
+}
+
+export class FederationSender {
+  private readonly queues = new Map<string, DestinationQueue>();
+  private stopped = false;
+
+  constructor(
+    private readonly db: Db,
+    private readonly client: FederationClient,
+    private readonly serverName: string,
+    private readonly now: () => number,
+    private readonly logger?: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    this.stopped = false;
+    await this.discover();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await Promise.all([...this.queues.values()].map((q) => q.stop()));
+    this.queues.clear();
+  }
+
+  /**
+   * Something may be due: wake the queues (new PDUs), and with `discover` first look for
+   * destinations that have work but no queue yet (a new peek, an outbox entry).
+   */
+  async wake(discover = false): Promise<void> {
+    if (this.stopped) return;
+    if (discover) await this.discover();
+    for (const q of this.queues.values()) q.wake();
+  }
+
+  private async discover(): Promise<void> {
+    const peers = await this.db.selectDistinct({ d: federationsenderInboundPeeks.serverName }).from(federationsenderInboundPeeks);
+    const outbox = await this.db.selectDistinct({ d: federationsenderOutbox.destination }).from(federationsenderOutbox);
+    const pending = await this.db.select({ d: federationsenderPendingTxns.destination }).from(federationsenderPendingTxns);
+    for (const { d } of [...peers, ...outbox, ...pending]) {
+      if (this.stopped || this.queues.has(d)) continue;
+      const q = new DestinationQueue(d, this.db, this.client, this.serverName, this.now, this.logger);
+      this.queues.set(d, q);
+      q.start();
+    }
+  }
+}
+
+class DestinationQueue {
+  private stopped = false;
+  private wakeUp?: () => void;
+  private loop?: Promise<void>;
+  private backoffMs = 0;
+  /** Set by wake(): work may have arrived since the last look. */
+  private dirty = true;
+
+  constructor(
+    readonly destination: string,
+    private readonly db: Db,
+    private readonly client: FederationClient,
+    private readonly serverName: string,
+    private readonly now: () => number,
+    private readonly logger?: Logger,
+  ) {}
+
+  start(): void {
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.wakeUp?.();
+    await this.loop;
+  }
+
+  wake(): void {
+    this.dirty = true;
+    if (this.backoffMs === 0) this.wakeUp?.();
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wakeUp = done;
+    });
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopped) {
+      try {
+        this.dirty = false;
+        const worked = (await this.sendDeletes()) | (await this.sendTransaction());
+        this.backoffMs = 0;
+        if (!worked && !this.dirty) await this.sleep(30_000);
+      } catch (err) {
+        if (this.stopped) break;
+        this.backoffMs = Math.min(MAX_BACKOFF_MS, Math.max(MIN_BACKOFF_MS, this.backoffMs * 2));
+        this.logger?.warn({ destination: this.destination, err: (err as Error).message, retryInMs: this.backoffMs }, 'federation delivery failed');
+        await this.sleep(this.backoffMs);
+      }
+    }
+  }
+
+  /** DELETEs for our outbound peeks the host still holds; 200 or 404 both settle them. */
+  private async sendDeletes(): Promise<number> {
+    const rows = await this.db
+      .select()
+      .from(federationsenderOutbox)
+      .where(and(eq(federationsenderOutbox.destination, this.destination), eq(federationsenderOutbox.kind, 'delete_peek')))
+      .orderBy(asc(federationsenderOutbox.seq))
+      .limit(MAX_EDU_ITEMS_PER_TXN);
+    for (const row of rows) {
+      const path = `/_matrix/federation/v1/peek/${encodeURIComponent(row.roomId)}/${encodeURIComponent(row.peekId)}`;
+      const res = await this.client.request(this.destination, 'DELETE', path);
+      if (res.status !== 200 && res.status !== 404) throw new FederationUnreachableError(`DELETE ${path} answered ${res.status}`);
+      await this.db.delete(federationsenderOutbox).where(eq(federationsenderOutbox.seq, row.seq));
+    }
+    return rows.length > 0 ? 1 : 0;
+  }
+
+  /** Sends the pending transaction, or builds the next one; 1 when there was something. */
+  private async sendTransaction(): Promise<number> {
+    const txn = (await this.pending()) ?? (await this.build());
+    if (!txn) return 0;
+    const res = await this.client.request(this.destination, 'PUT', `/_matrix/federation/v1/send/${encodeURIComponent(txn.txnId)}`, txn.body);
+    if (res.status !== 200) throw new FederationUnreachableError(`send ${txn.txnId} answered ${res.status}`);
+    await this.db.transaction(async (tx) => {
+      for (const [roomId, seq] of Object.entries(txn.cursors)) {
+        await tx
+          .update(federationsenderRoomCursors)
+          .set({ sentSeq: seq })
+          .where(and(eq(federationsenderRoomCursors.destination, this.destination), eq(federationsenderRoomCursors.roomId, roomId), sql`${federationsenderRoomCursors.sentSeq} < ${seq}`));
+      }
+      if (txn.outboxSeqs.length > 0) await tx.delete(federationsenderOutbox).where(inArray(federationsenderOutbox.seq, txn.outboxSeqs));
+      await tx.delete(federationsenderPendingTxns).where(eq(federationsenderPendingTxns.destination, this.destination));
+    });
+    return 1;
+  }
+
+  private async pending(): Promise<PendingTxn | null> {
+    const [row] = await this.db.select().from(federationsenderPendingTxns).where(eq(federationsenderPendingTxns.destination, this.destination));
+    if (!row) return null;
+    return { txnId: row.txnId, body: row.body as Record<string, unknown>, cursors: row.cursors as Record<string, number>, outboxSeqs: row.outboxSeqs as number[] };
+  }
+
+  private async build(): Promise<PendingTxn | null> {
+    const dest = this.destination;
+    const peeks = federationsenderInboundPeeks;
+    const cursors = federationsenderRoomCursors;
+    return this.db.transaction(async (tx) => {
+      // Cursors follow the live peeks: a new peek starts at its snapshot; an ended one drops.
+      const live = await tx
+        .select({ roomId: peeks.roomId, from: min(peeks.roomSeq) })
+        .from(peeks)
+        .where(eq(peeks.serverName, dest))
+        .groupBy(peeks.roomId);
+      const have = await tx.select().from(cursors).where(eq(cursors.destination, dest));
+      const liveIds = new Set(live.map((l) => l.roomId));
+      const haveIds = new Set(have.map((h) => h.roomId));
+      const fresh = live.filter((l) => !haveIds.has(l.roomId)).map((l) => ({ destination: dest, roomId: l.roomId, sentSeq: Number(l.from ?? 0) }));
+      if (fresh.length > 0) await tx.insert(cursors).values(fresh).onConflictDoNothing();
+      const gone = have.filter((h) => !liveIds.has(h.roomId)).map((h) => h.roomId);
+      if (gone.length > 0) await tx.delete(cursors).where(and(eq(cursors.destination, dest), inArray(cursors.roomId, gone)));
+
+      const events = rowsOf<{ seq: string | number; room_id: string; pdu: Pdu }>(
+        await tx.execute(sql`
+          select e.seq, e.room_id, e.pdu
+          from syncapi_room_events e
+          join federationsender_room_cursors c on c.room_id = e.room_id and c.destination = ${dest}
+          where e.seq > c.sent_seq
+          order by e.seq
+          limit ${MAX_PDUS_PER_TXN}`),
+      );
+      const expired = await tx
+        .select()
+        .from(federationsenderOutbox)
+        .where(and(eq(federationsenderOutbox.destination, dest), eq(federationsenderOutbox.kind, 'expired_peek')))
+        .orderBy(asc(federationsenderOutbox.seq))
+        .limit(MAX_EDU_ITEMS_PER_TXN);
+      if (events.length === 0 && expired.length === 0) return null;
+      const cursorUpdates: Record<string, number> = {};
+      for (const e of events) cursorUpdates[e.room_id] = Math.max(cursorUpdates[e.room_id] ?? 0, Number(e.seq));
+      const txn: PendingTxn = {
+        txnId: `${this.now()}.${randomBytes(4).toString('hex')}`,
+        body: {
+          origin: this.serverName,
+          origin_server_ts: this.now(),
+          pdus: events.map((e) => e.pdu),
+          edus: [],
+          ...(expired.length > 0 ? { expired_peeks: expired.map((x) => ({ room_id: x.roomId, peek_id: x.peekId })) } : {}),
+        },
+        cursors: cursorUpdates,
+        outboxSeqs: expired.map((x) => x.seq),
+      };
+      await tx.insert(federationsenderPendingTxns).values({
+        destination: dest,
+        txnId: txn.txnId,
+        body: txn.body,
+        cursors: txn.cursors,
+        outboxSeqs: txn.outboxSeqs,
+        createdAt: this.now(),
+      });
+      return txn;
+    });
+  }
+}

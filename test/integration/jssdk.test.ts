@@ -1,0 +1,124 @@
+// matrix-js-sdk (the real npm client) against a running peekd: log in, start the client
+// until it reaches SYNCING, create a room, set state, send a message; a second js-sdk
+// client peeks through its HTTP API and finds the message in its raw /sync body.
+import * as sdk from 'matrix-js-sdk';
+import { logger } from 'matrix-js-sdk/lib/logger';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestPeekd } from '../helpers/peekd';
+import { TestUser } from '../helpers/matrix';
+
+let hs: Awaited<ReturnType<typeof startTestPeekd>>;
+const clients: sdk.MatrixClient[] = [];
+
+beforeAll(async () => {
+  logger.setLevel('silent');
+  hs = await startTestPeekd();
+});
+
+afterAll(async () => {
+  for (const c of clients) c.stopClient();
+  await hs?.dropAll();
+});
+
+/** A js-sdk client logged in with m.login.password through the SDK itself. */
+async function login(localpart: string, password: string): Promise<sdk.MatrixClient> {
+  const anon = sdk.createClient({ baseUrl: hs.url });
+  const r = await anon.loginRequest({ type: 'm.login.password', identifier: { type: 'm.id.user', user: localpart }, password });
+  expect(r.user_id).toBe(`@${localpart}:${hs.serverName}`);
+  const client = sdk.createClient({ baseUrl: hs.url, accessToken: r.access_token, userId: r.user_id, deviceId: r.device_id });
+  clients.push(client);
+  return client;
+}
+
+/** Resolves once the client's sync loop reports `state`; rejects on ERROR or after `ms`. */
+function syncState(client: sdk.MatrixClient, state: sdk.SyncState, ms = 20_000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (client.getSyncState() === state) return resolve();
+    const timer = setTimeout(() => reject(new Error(`no ${state} within ${ms} ms (now ${client.getSyncState()})`)), ms);
+    const on = (s: sdk.SyncState, _prev: sdk.SyncState | null, data?: { error?: Error }) => {
+      if (s === state) {
+        clearTimeout(timer);
+        client.off(sdk.ClientEvent.Sync, on);
+        resolve();
+      } else if (s === sdk.SyncState.Error) {
+        clearTimeout(timer);
+        client.off(sdk.ClientEvent.Sync, on);
+        reject(new Error(`sync error: ${data?.error?.message ?? 'unknown'}`));
+      }
+    };
+    client.on(sdk.ClientEvent.Sync, on);
+  });
+}
+
+/** Resolves with the event once `client` sees it in the room's live timeline (its remote echo). */
+function seenInTimeline(client: sdk.MatrixClient, roomId: string, eventId: string, ms = 10_000): Promise<sdk.MatrixEvent> {
+  return new Promise((resolve, reject) => {
+    const found = client.getRoom(roomId)?.getLiveTimeline().getEvents().find((e) => e.getId() === eventId);
+    if (found) return resolve(found);
+    const timer = setTimeout(() => reject(new Error(`${eventId} not in the timeline of ${roomId} within ${ms} ms`)), ms);
+    const on = (e: sdk.MatrixEvent, room: sdk.Room | undefined) => {
+      if (room?.roomId === roomId && e.getId() === eventId) {
+        clearTimeout(timer);
+        client.off(sdk.RoomEvent.Timeline, on);
+        resolve(e);
+      }
+    };
+    client.on(sdk.RoomEvent.Timeline, on);
+  });
+}
+
+describe('matrix-js-sdk 36 against peekd', () => {
+  it('logs in, reaches SYNCING, creates a room, sets state and sends; another js-sdk client peeks and sees the message in raw /sync', async () => {
+    await TestUser.register(hs.url, 'alice', 'alice-password');
+    await TestUser.register(hs.url, 'bob', 'bob-password');
+
+    const alice = await login('alice', 'alice-password');
+    await alice.startClient({ initialSyncLimit: 10 });
+    await syncState(alice, sdk.SyncState.Prepared);
+    await syncState(alice, sdk.SyncState.Syncing);
+
+    const { room_id: roomId } = await alice.createRoom({
+      preset: sdk.Preset.PublicChat,
+      visibility: sdk.Visibility.Public,
+      room_alias_name: 'jssdk',
+      name: 'js-sdk room',
+      initial_state: [{ type: 'm.room.history_visibility', state_key: '', content: { history_visibility: 'world_readable' } }],
+    });
+    expect(roomId).toMatch(/^!/);
+    const topic = await alice.sendStateEvent(roomId, sdk.EventType.RoomTopic, { topic: 'peeking with js-sdk' }, '');
+    expect(topic.event_id).toMatch(/^\$/);
+    const sent = await alice.sendMessage(roomId, { msgtype: sdk.MsgType.Text, body: 'hello from js-sdk' });
+    expect(sent.event_id).toMatch(/^\$/);
+
+    // Alice's own client syncs the room, its state and the message.
+    const echo = await seenInTimeline(alice, roomId, sent.event_id);
+    expect(echo.getContent().body).toBe('hello from js-sdk');
+    const room = alice.getRoom(roomId)!;
+    expect(room.name).toBe('js-sdk room');
+    expect(room.currentState.getStateEvents(sdk.EventType.RoomTopic, '')?.getContent().topic).toBe('peeking with js-sdk');
+    expect(room.getMyMembership()).toBe(sdk.KnownMembership.Join);
+    expect(alice.getSyncState()).toBe(sdk.SyncState.Syncing);
+
+    // Bob peeks through the SDK's HTTP API (the SDK has no MSC2753 call of its own).
+    const bob = await login('bob', 'bob-password');
+    const peek = await bob.http.authedRequest<{ room_id: string; peek_expiry_ts: number }>(sdk.Method.Post, `/peek/${encodeURIComponent(`#jssdk:${hs.serverName}`)}`, undefined, {});
+    expect(peek.room_id).toBe(roomId);
+    expect(peek.peek_expiry_ts).toBeGreaterThan(Date.now());
+    const sync = await bob.http.authedRequest<any>(sdk.Method.Get, '/sync', { timeout: '0' });
+    const peeked = sync.rooms.peek[roomId];
+    expect(peeked).toBeDefined();
+    const events: any[] = peeked.timeline.events;
+    expect(events[0].type).toBe('m.room.create');
+    expect(events.find((e) => e.event_id === sent.event_id)?.content).toEqual({ msgtype: 'm.text', body: 'hello from js-sdk' });
+    expect(events.find((e) => e.event_id === topic.event_id)?.content).toEqual({ topic: 'peeking with js-sdk' });
+    expect(sync.rooms.join[roomId]).toBeUndefined();
+
+    // A new message from alice wakes bob's long-poll, and alice's client stays in SYNCING.
+    const poll = bob.http.authedRequest<any>(sdk.Method.Get, '/sync', { since: sync.next_batch, timeout: '10000' });
+    const second = await alice.sendTextMessage(roomId, 'second message');
+    const woken = await poll;
+    expect(woken.rooms.peek[roomId].timeline.events.map((e: any) => e.event_id)).toEqual([second.event_id]);
+    await seenInTimeline(alice, roomId, second.event_id);
+    expect(alice.getSyncState()).toBe(sdk.SyncState.Syncing);
+  });
+});
