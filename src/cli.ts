@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { ConfigError, loadConfig, settingsHelp } from './config';
 import { NatsServerNotFoundError } from './nats/embeddedServer';
 import { ShardCountMismatchError } from './nats/errors';
+import { DomainError } from './actors/errors';
 
 const program = new Command('peekd')
   .description('A Matrix homeserver core for peeking (MSC2753 and MSC2444), event-sourced on NATS JetStream')
@@ -16,7 +17,7 @@ function config() {
 
 /** Prints one clear line for the errors an operator can fix, and exits non-zero. */
 function fail(err: unknown): never {
-  if (err instanceof ConfigError || err instanceof NatsServerNotFoundError || err instanceof ShardCountMismatchError) {
+  if (err instanceof ConfigError || err instanceof NatsServerNotFoundError || err instanceof ShardCountMismatchError || err instanceof DomainError) {
     console.error(`peekd: ${err.message}`);
   } else {
     console.error('peekd:', err);
@@ -56,6 +57,79 @@ keys
       const cfg = config();
       const { key, created } = await loadOrCreateSigningKeyFile(cfg.signingKeyPath);
       console.log(`${created ? 'generated' : 'kept existing'} ${key.keyId} in ${cfg.signingKeyPath}`);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+keys
+  .command('rotate')
+  .description('retire the current signing key (still listed under old_verify_keys) and generate a new one; restart peekd afterwards')
+  .action(async () => {
+    try {
+      const { loadOrCreateSigningKeyFile } = await import('./crypto');
+      const { rotateSigningKey } = await import('./federation/ownKeys');
+      const cfg = config();
+      const { key } = await loadOrCreateSigningKeyFile(cfg.signingKeyPath);
+      const next = await rotateSigningKey(cfg.signingKeyPath, key, Date.now());
+      console.log(`retired ${key.keyId}; the signing key is now ${next.keyId}`);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program
+  .command('replay')
+  .description('rebuild read models from sequence 1 into shadow tables and swap them in (works while peekd serves)')
+  .option('-p, --projection <name>', 'one projection, or all', 'all')
+  .action(async (opts: { projection: string }) => {
+    try {
+      const { runReplay } = await import('./operator/commands');
+      await runReplay(config(), opts.projection);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program
+  .command('verify')
+  .description('compare live read models with a rebuild from the log; exits 1 on any difference')
+  .option('-p, --projection <name>', 'one projection, or all', 'all')
+  .action(async (opts: { projection: string }) => {
+    try {
+      const { runVerify } = await import('./operator/commands');
+      const ok = await runVerify(config(), opts.projection);
+      process.exit(ok ? 0 : 1);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program
+  .command('audit')
+  .description('list peek events: who peeked what, when, and why it ended')
+  .option('--room <roomId>', 'events of one room')
+  .option('--user <userId>', 'events of one local user')
+  .option('--device <deviceId>', 'with --user: one device')
+  .option('--server <serverName>', 'events of one remote server (inbound and outbound peeks)')
+  .option('--since <time>', 'from this time (ms since the epoch or ISO 8601)')
+  .option('--until <time>', 'up to this time (ms since the epoch or ISO 8601)')
+  .option('--format <format>', 'table or jsonl', 'table')
+  .action(async (opts: { room?: string; user?: string; device?: string; server?: string; since?: string; until?: string; format: string }) => {
+    try {
+      if (opts.format !== 'table' && opts.format !== 'jsonl') throw new ConfigError('--format must be table or jsonl');
+      const { parseAuditQuery } = await import('./projections/auditQuery');
+      const query = parseAuditQuery({
+        room_id: opts.room,
+        user_id: opts.user,
+        device_id: opts.device,
+        server_name: opts.server,
+        since: opts.since,
+        until: opts.until,
+        limit: '1000',
+      });
+      const { runAudit } = await import('./operator/commands');
+      await runAudit(config(), query, opts.format);
     } catch (err) {
       fail(err);
     }

@@ -32,6 +32,7 @@ export interface Config {
   registrationRatePerSecond: number;
   maxClientBodyBytes: number;
   maxFederationBodyBytes: number;
+  snapshotInterval: number;
 }
 
 interface Setting {
@@ -64,6 +65,7 @@ export const SETTINGS: Setting[] = [
   { env: 'PEEKD_MAX_INBOUND_PEEKS_PER_SERVER', key: 'maxInboundPeeksPerServer', help: 'live peeks one remote server may hold here', default: '10000' },
   { env: 'PEEKD_REGISTRATION_RATE_PER_SECOND', key: 'registrationRatePerSecond', help: 'registrations per second per client address', default: '100' },
   { env: 'PEEKD_MAX_CLIENT_BODY_BYTES', key: 'maxClientBodyBytes', help: 'largest client API request body', default: '1048576' },
+  { env: 'PEEKD_SNAPSHOT_INTERVAL', key: 'snapshotInterval', help: 'room actor snapshot every this many events (0: off)', default: '500' },
   { env: 'PEEKD_MAX_FEDERATION_BODY_BYTES', key: 'maxFederationBodyBytes', help: 'largest federation request body', default: '16777216' },
 ];
 
@@ -74,6 +76,12 @@ export class ConfigError extends Error {
 function positiveInt(name: string, raw: string): number {
   const n = Number(raw);
   if (!Number.isInteger(n) || n <= 0) throw new ConfigError(`${name} must be a positive integer, got ${JSON.stringify(raw)}`);
+  return n;
+}
+
+function nonNegativeInt(name: string, raw: string): number {
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0) throw new ConfigError(`${name} must be a non-negative integer, got ${JSON.stringify(raw)}`);
   return n;
 }
 
@@ -148,6 +156,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, configFile = en
     registrationRatePerSecond: positiveInt('PEEKD_REGISTRATION_RATE_PER_SECOND', value('PEEKD_REGISTRATION_RATE_PER_SECOND')),
     maxClientBodyBytes: positiveInt('PEEKD_MAX_CLIENT_BODY_BYTES', value('PEEKD_MAX_CLIENT_BODY_BYTES')),
     maxFederationBodyBytes: positiveInt('PEEKD_MAX_FEDERATION_BODY_BYTES', value('PEEKD_MAX_FEDERATION_BODY_BYTES')),
+    snapshotInterval: nonNegativeInt('PEEKD_SNAPSHOT_INTERVAL', value('PEEKD_SNAPSHOT_INTERVAL')),
   };
 }
 

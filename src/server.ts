@@ -15,9 +15,8 @@ import { connectNats } from './nats/connection';
 import { startEmbeddedNats, type EmbeddedNats } from './nats/embeddedServer';
 import { EventLog } from './nats/eventLog';
 import { ensureStreams } from './nats/streams';
-import { auditProjection } from './projections/audit';
 import { federationPeeksProjection } from './projections/federationPeeks';
-import type { Projection } from './projections/projection';
+import { PROJECTIONS } from './projections/index';
 import { ProjectionRunner, type RunnerOptions } from './projections/runner';
 import type { Projected } from './projections/projection';
 import type { PeekEvent } from './events/peekEvents';
@@ -43,6 +42,43 @@ import { buildHttpApp, type HttpApp } from './http/app';
 import { fileURLToPath } from 'node:url';
 
 export const NATS_CONF = fileURLToPath(new URL('../nats.conf', import.meta.url));
+
+export interface Infrastructure {
+  nc: NatsConnection;
+  naming: Naming;
+  database: Database;
+  close(): Promise<void>;
+}
+
+/**
+ * NATS (NATS_URL, or a nats-server started on the data dir), the streams, and the
+ * migrated database: what `serve` and the operator commands (replay, verify, audit) share.
+ */
+export async function openInfrastructure(config: Config, logger: Logger): Promise<Infrastructure> {
+  const closers: (() => Promise<unknown>)[] = [];
+  const close = async () => {
+    for (const c of closers.reverse()) await c().catch((err) => logger.warn({ err }, 'shutdown step failed'));
+  };
+  try {
+    let natsUrl = config.natsUrl;
+    if (!natsUrl) {
+      const embedded: EmbeddedNats = await startEmbeddedNats({ storeDir: join(config.dataDir, 'nats'), configFile: NATS_CONF });
+      closers.push(() => embedded.stop());
+      natsUrl = embedded.url;
+      logger.info({ url: natsUrl }, 'started embedded nats-server');
+    }
+    const nc = await connectNats(natsUrl, `peekd ${config.serverName}`);
+    closers.push(() => nc.drain());
+    const naming = new Naming(config.streamPrefix, config.shards);
+    await ensureStreams(nc, naming);
+    const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
+    closers.push(() => database.close());
+    return { nc, naming, database, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
 
 export interface StartOptions {
   clock?: Clock;
@@ -74,13 +110,7 @@ export interface Peekd {
   close(): Promise<void>;
 }
 
-export const PROJECTIONS: Projection<any>[] = [
-  syncRoomsProjection,
-  syncPeeksProjection,
-  federationPeeksProjection,
-  auditProjection,
-  federationOutboxProjection,
-];
+export { PROJECTIONS } from './projections/index';
 
 export async function startPeekd(config: Config, options: StartOptions = {}): Promise<Peekd> {
   const logger = options.logger ?? createLogger(config.logLevel);
@@ -90,21 +120,10 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
     for (const c of cleanups.reverse()) await c().catch((err) => logger.warn({ err }, 'shutdown step failed'));
   };
   try {
-    let natsUrl = config.natsUrl;
-    if (!natsUrl) {
-      const embedded: EmbeddedNats = await startEmbeddedNats({ storeDir: join(config.dataDir, 'nats'), configFile: NATS_CONF });
-      cleanups.push(() => embedded.stop());
-      natsUrl = embedded.url;
-      logger.info({ url: natsUrl }, 'started embedded nats-server');
-    }
-    const nc = await connectNats(natsUrl, `peekd ${config.serverName}`);
-    cleanups.push(() => nc.drain());
-    const naming = new Naming(config.streamPrefix, config.shards);
-    await ensureStreams(nc, naming);
+    const infra = await openInfrastructure(config, logger);
+    cleanups.push(() => infra.close());
+    const { nc, naming, database } = infra;
     const log = await EventLog.open(nc, naming);
-
-    const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
-    cleanups.push(() => database.close());
 
     const { key: signingKey, created } = await loadOrCreateSigningKeyFile(config.signingKeyPath);
     if (created) logger.info({ keyId: signingKey.keyId, path: config.signingKeyPath }, 'generated a new signing key');

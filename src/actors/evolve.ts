@@ -6,6 +6,7 @@ import type { Pdu, StoredRoomEvent } from '../events/roomEvents';
 import { stateKey, txnKey, type LivePeek, type RoomFacts, type RoomState } from './state';
 
 const RECENT_EVENT_IDS = 512;
+const MAX_TXNS = 1000;
 
 export type StoredEvent = ({ stream: 'peeks' } & StoredPeekEvent) | ({ stream: 'rooms' } & StoredRoomEvent);
 
@@ -83,6 +84,8 @@ export function foldPdu(
   if (txnKey) {
     const next = new Map(txns);
     next.set(txnKey, eventId);
+    // Idempotency covers the recent transactions; the oldest are forgotten first.
+    if (next.size > MAX_TXNS) next.delete(next.keys().next().value!);
     txns = next;
   }
   return {

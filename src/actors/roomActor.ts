@@ -9,6 +9,7 @@ import { decide, impliedEndings } from './decide';
 import { ConflictError, DomainError } from './errors';
 import { evolve, type StoredEvent } from './evolve';
 import type { PduFactory } from './pduFactory';
+import type { SnapshotStore } from './snapshots';
 import { initialState, type RoomState } from './state';
 
 export interface Clock {
@@ -23,6 +24,8 @@ export interface ActorSettings {
   inboundRenewalIntervalMs: number;
   /** How many times a conflicting append is retried after reloading. */
   maxConflictRetries: number;
+  /** Save a snapshot after this many events folded since the last one (0: never). */
+  snapshotInterval?: number;
 }
 
 export interface ActorDeps {
@@ -30,6 +33,7 @@ export interface ActorDeps {
   clock: Clock;
   pduFactory: PduFactory;
   settings: ActorSettings;
+  snapshots?: SnapshotStore;
 }
 
 export interface CommandResult {
@@ -45,6 +49,9 @@ export interface CommandResult {
 export class RoomActor {
   private state: RoomState;
   lastUsedAt = 0;
+  /** Events folded since the last snapshot (loaded or saved). */
+  private sinceSnapshot = 0;
+  private saving?: Promise<void>;
 
   constructor(
     readonly roomId: string,
@@ -64,11 +71,16 @@ export class RoomActor {
   }
 
   private async reload(): Promise<void> {
-    const { log } = this.deps;
+    const { log, snapshots } = this.deps;
+    let state = (await snapshots?.load(this.roomId).catch(() => null)) ?? initialState(this.roomId);
+    if (state.peeksSeq > 0 || state.roomsSeq > 0) {
+      // A snapshot from before the streams were recreated is worthless: start over.
+      const [p, r] = await Promise.all([log.lastSeq('peeks', this.roomId), log.lastSeq('rooms', this.roomId)]);
+      if (p < state.peeksSeq || r < state.roomsSeq) state = initialState(this.roomId);
+    }
     // PEEKS first: every peek event we fold was caused by room events we then also fold.
-    const peeks = await log.read('peeks', this.roomId);
-    const rooms = await log.read('rooms', this.roomId);
-    let state = initialState(this.roomId);
+    const peeks = await log.read('peeks', this.roomId, state.peeksSeq + 1);
+    const rooms = await log.read('rooms', this.roomId, state.roomsSeq + 1);
     for (const r of rooms) {
       const event = decodeRoomEvent(r.data);
       state = event ? evolve(state, { stream: 'rooms', seq: r.seq, event }) : { ...state, roomsSeq: r.seq };
@@ -78,6 +90,25 @@ export class RoomActor {
       state = event ? evolve(state, { stream: 'peeks', seq: r.seq, event }) : { ...state, peeksSeq: r.seq };
     }
     this.state = state;
+    this.sinceSnapshot = rooms.length + peeks.length;
+    this.maybeSnapshot();
+  }
+
+  /** Saves a snapshot in the background once enough events were folded since the last. */
+  private maybeSnapshot(): void {
+    const interval = this.deps.settings.snapshotInterval ?? 0;
+    if (!this.deps.snapshots || interval <= 0 || this.sinceSnapshot < interval || this.saving) return;
+    const state = this.state;
+    this.sinceSnapshot = 0;
+    this.saving = this.deps.snapshots
+      .save(state)
+      .catch(() => undefined) // derived data: a failed save only means a longer read next time
+      .finally(() => (this.saving = undefined));
+  }
+
+  /** Waits for a snapshot being saved (tests, shutdown). */
+  async flushSnapshot(): Promise<void> {
+    await this.saving;
   }
 
   /**
@@ -209,6 +240,8 @@ export class RoomActor {
     const stored = records.map((event, i) => ({ seq: appended.seqs[i]!, event }));
     if (appended.duplicate) await this.reload(); // a retried command: the log holds the first attempt's events
     else for (const s of stored) this.state = evolve(this.state, { stream: 'rooms', ...s });
+    this.sinceSnapshot += stored.length;
+    this.maybeSnapshot();
     return stored;
   }
 
@@ -218,6 +251,8 @@ export class RoomActor {
     const stored = events.map((event, i) => ({ seq: appended.seqs[i]!, event }));
     if (appended.duplicate) await this.reload();
     else for (const s of stored) this.state = evolve(this.state, { stream: 'peeks', ...s } as StoredEvent);
+    this.sinceSnapshot += stored.length;
+    this.maybeSnapshot();
     return stored;
   }
 }

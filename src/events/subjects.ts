@@ -90,7 +90,7 @@ export class Naming {
     return `${this.prefix}peekd.wake`;
   }
 
-  kvBucket(name: 'meta' | 'leases'): string {
+  kvBucket(name: 'meta' | 'leases' | 'snapshots'): string {
     return `${this.prefix}peekd_${name}`;
   }
 

@@ -20,7 +20,7 @@ export class FederationClient {
   ) {}
 
   /** Sends a signed request; `path` includes the query string exactly as it goes on the wire. */
-  async request<T = unknown>(destination: string, method: string, path: string, body?: unknown, timeoutMs = 30_000): Promise<FederationResponse<T>> {
+  async request<T = unknown>(destination: string, method: string, path: string, body?: unknown, timeoutMs = 30_000, signal?: AbortSignal): Promise<FederationResponse<T>> {
     const base = await this.resolver.baseUrl(destination);
     const authorization = signRequest({ method, uri: path, origin: this.serverName, destination, content: body }, this.key);
     let res: Response;
@@ -29,12 +29,17 @@ export class FederationClient {
         method,
         headers: { authorization, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
         body: body !== undefined ? canonicalJson(body) : undefined,
-        signal: AbortSignal.timeout(timeoutMs),
+        signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]) : AbortSignal.timeout(timeoutMs),
       });
     } catch (err) {
       throw new FederationUnreachableError(`${destination} is unreachable: ${(err as Error).message}`, { cause: err });
     }
-    const text = await res.text();
+    let text: string;
+    try {
+      text = await res.text();
+    } catch (err) {
+      throw new FederationUnreachableError(`${destination} broke off its answer: ${(err as Error).message}`, { cause: err });
+    }
     let parsed: unknown;
     try {
       parsed = text === '' ? {} : JSON.parse(text);

@@ -82,6 +82,8 @@ class DestinationQueue {
   private backoffMs = 0;
   /** Set by wake(): work may have arrived since the last look. */
   private dirty = true;
+  /** Aborts the request in flight when the queue stops. */
+  private readonly abort = new AbortController();
 
   constructor(
     readonly destination: string,
@@ -98,6 +100,7 @@ class DestinationQueue {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.abort.abort();
     this.wakeUp?.();
     await this.loop;
   }
@@ -108,14 +111,22 @@ class DestinationQueue {
   }
 
   private sleep(ms: number): Promise<void> {
+    // stop() may have run while the loop was busy (its wakeUp then ended an older sleep).
+    if (this.stopped) return Promise.resolve();
     return new Promise((resolve) => {
       const timer = setTimeout(done, ms);
+      const self = this;
       function done() {
         clearTimeout(timer);
+        if (self.wakeUp === done) self.wakeUp = undefined;
         resolve();
       }
       this.wakeUp = done;
     });
+  }
+
+  private request(method: string, path: string, body?: unknown) {
+    return this.client.request(this.destination, method, path, body, 30_000, this.abort.signal);
   }
 
   private async run(): Promise<void> {
@@ -144,7 +155,7 @@ class DestinationQueue {
       .limit(MAX_EDU_ITEMS_PER_TXN);
     for (const row of rows) {
       const path = `/_matrix/federation/v1/peek/${encodeURIComponent(row.roomId)}/${encodeURIComponent(row.peekId)}`;
-      const res = await this.client.request(this.destination, 'DELETE', path);
+      const res = await this.request('DELETE', path);
       if (res.status !== 200 && res.status !== 404) throw new FederationUnreachableError(`DELETE ${path} answered ${res.status}`);
       await this.db.delete(federationsenderOutbox).where(eq(federationsenderOutbox.seq, row.seq));
     }
@@ -155,7 +166,7 @@ class DestinationQueue {
   private async sendTransaction(): Promise<number> {
     const txn = (await this.pending()) ?? (await this.build());
     if (!txn) return 0;
-    const res = await this.client.request(this.destination, 'PUT', `/_matrix/federation/v1/send/${encodeURIComponent(txn.txnId)}`, txn.body);
+    const res = await this.request('PUT', `/_matrix/federation/v1/send/${encodeURIComponent(txn.txnId)}`, txn.body);
     if (res.status !== 200) throw new FederationUnreachableError(`send ${txn.txnId} answered ${res.status}`);
     await this.db.transaction(async (tx) => {
       for (const [roomId, seq] of Object.entries(txn.cursors)) {

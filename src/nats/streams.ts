@@ -48,12 +48,13 @@ async function streamInfo(jsm: JetStreamManager, name: string) {
   }
 }
 
-/** Removes this deployment's streams (tests, and `peekd reset`). */
+/** Removes this deployment's streams and KV buckets (tests, and `peekd reset`). */
 export async function deleteStreams(nc: NatsConnection, naming: Naming): Promise<void> {
   const jsm = await jetstreamManager(nc);
-  for (const kind of STREAM_KINDS) {
+  const names = [...STREAM_KINDS.map((k) => naming.streamName(k)), `KV_${naming.kvBucket('snapshots')}`];
+  for (const name of names) {
     try {
-      await jsm.streams.delete(naming.streamName(kind));
+      await jsm.streams.delete(name);
     } catch (err) {
       if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)) throw err;
     }

@@ -1,6 +1,8 @@
 // Runs one projection: reads its stream from checkpoint + 1 with an ordered consumer,
 // applies batches, and writes rows and checkpoint in one Postgres transaction, so a
-// crash loses nothing and redelivery doubles nothing.
+// crash loses nothing and redelivery doubles nothing. The checkpoint is re-read (locked)
+// in every transaction: a batch never re-applies what another writer (a replay's swap,
+// a second process) has already committed.
 import { DeliverPolicy, jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { and, eq, sql } from 'drizzle-orm';
@@ -12,18 +14,28 @@ import type { Projected, Projection } from './projection';
 
 export interface RunnerOptions {
   batchSize?: number;
-  /** Called after each committed batch (wake-ups, metrics). */
+  /** Called after each committed batch (wake-ups, metrics, progress). */
   onCommitted?: (lastSeq: number, batch: Projected<unknown>[]) => void;
   logger?: Logger;
-  /** Tables to write to instead of the live ones (replay into shadow tables). */
-  checkpointName?: string;
+  /** Postgres schema holding the tables to write (a replay's shadow tables); default: the live ones. */
+  schema?: string;
 }
 
-export async function readCheckpoint(db: Db | Tx, projection: string, stream: string): Promise<number> {
-  const rows = await db
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/** Points unqualified table names at `schema` for the rest of the transaction. */
+export async function useSchema(tx: Tx, schema: string | undefined): Promise<void> {
+  if (!schema) return;
+  if (!SCHEMA_NAME.test(schema)) throw new Error(`bad schema name ${schema}`);
+  await tx.execute(sql.raw(`SET LOCAL search_path TO ${schema}`));
+}
+
+export async function readCheckpoint(db: Db | Tx, projection: string, stream: string, forUpdate = false): Promise<number> {
+  const q = db
     .select({ seq: projectionCheckpoints.seq })
     .from(projectionCheckpoints)
     .where(and(eq(projectionCheckpoints.projection, projection), eq(projectionCheckpoints.stream, stream)));
+  const rows = forUpdate ? await q.for('update') : await q;
   return rows[0]?.seq ?? 0;
 }
 
@@ -34,6 +46,20 @@ export async function writeCheckpoint(tx: Tx, projection: string, stream: string
     .onConflictDoUpdate({ target: [projectionCheckpoints.projection, projectionCheckpoints.stream], set: { seq: sql`excluded.seq` } });
 }
 
+/**
+ * Applies `batch` (events up to `lastSeq`) and advances the checkpoint, in one transaction,
+ * skipping what the checkpoint already covers. Returns the checkpoint after it.
+ */
+export async function commitBatch<E>(tx: Tx, projection: Projection<E>, batch: Projected<E>[], lastSeq: number, schema?: string): Promise<number> {
+  await useSchema(tx, schema);
+  const done = await readCheckpoint(tx, projection.name, projection.stream, true);
+  if (lastSeq <= done) return done;
+  const fresh = batch.filter((b) => b.seq > done);
+  if (fresh.length > 0) await projection.apply(tx, fresh);
+  await writeCheckpoint(tx, projection.name, projection.stream, lastSeq);
+  return lastSeq;
+}
+
 export class ProjectionRunner<E = unknown> {
   private position = 0;
   private stopped = false;
@@ -42,7 +68,6 @@ export class ProjectionRunner<E = unknown> {
   private waiters: { seq: number; resolve: () => void }[] = [];
   private readonly js: JetStreamClient;
   private readonly batchSize: number;
-  private readonly checkpointName: string;
 
   constructor(
     private readonly db: Db,
@@ -53,7 +78,6 @@ export class ProjectionRunner<E = unknown> {
   ) {
     this.js = jetstream(nc);
     this.batchSize = options.batchSize ?? 500;
-    this.checkpointName = options.checkpointName ?? projection.name;
   }
 
   /** The last stream sequence whose effects are committed. */
@@ -62,7 +86,7 @@ export class ProjectionRunner<E = unknown> {
   }
 
   async start(): Promise<void> {
-    this.position = await readCheckpoint(this.db, this.checkpointName, this.projection.stream);
+    this.position = await this.readPosition();
     this.stopped = false;
     this.loop = this.run();
   }
@@ -79,6 +103,13 @@ export class ProjectionRunner<E = unknown> {
     return new Promise((resolve) => this.waiters.push({ seq, resolve }));
   }
 
+  private readPosition(): Promise<number> {
+    return this.db.transaction(async (tx) => {
+      await useSchema(tx, this.options.schema);
+      return readCheckpoint(tx, this.projection.name, this.projection.stream);
+    });
+  }
+
   private async run(): Promise<void> {
     let backoffMs = 100;
     while (!this.stopped) {
@@ -90,7 +121,7 @@ export class ProjectionRunner<E = unknown> {
         this.options.logger?.error({ err, projection: this.projection.name }, 'projection failed; resuming from its checkpoint');
         await new Promise((r) => setTimeout(r, backoffMs));
         backoffMs = Math.min(backoffMs * 2, 5000);
-        this.position = await readCheckpoint(this.db, this.checkpointName, this.projection.stream).catch(() => this.position);
+        this.position = await this.readPosition().catch(() => this.position);
       }
     }
   }
@@ -126,15 +157,12 @@ export class ProjectionRunner<E = unknown> {
 
   private async commit(batch: Projected<E>[], lastSeq: number): Promise<void> {
     if (lastSeq <= this.position) return;
-    await this.db.transaction(async (tx) => {
-      if (batch.length > 0) await this.projection.apply(tx, batch);
-      await writeCheckpoint(tx, this.checkpointName, this.projection.stream, lastSeq);
-    });
-    this.position = lastSeq;
-    this.options.onCommitted?.(lastSeq, batch as Projected<unknown>[]);
+    const committed = await this.db.transaction((tx) => commitBatch(tx, this.projection, batch, lastSeq, this.options.schema));
+    this.position = Math.max(this.position, committed);
+    this.options.onCommitted?.(this.position, batch as Projected<unknown>[]);
     if (this.waiters.length > 0) {
-      const ready = this.waiters.filter((w) => w.seq <= lastSeq);
-      this.waiters = this.waiters.filter((w) => w.seq > lastSeq);
+      const ready = this.waiters.filter((w) => w.seq <= this.position);
+      this.waiters = this.waiters.filter((w) => w.seq > this.position);
       for (const w of ready) w.resolve();
     }
   }

@@ -119,6 +119,67 @@ export class RoomReader {
     return rowsOf<{ seq: string | number; eventId: string; pdu: Pdu }>(result).map((r) => ({ seq: Number(r.seq), eventId: r.eventId, pdu: r.pdu }));
   }
 
+  /**
+   * Per room: the first event after `afterSeq` (and at most `uptoSeq`) that ends what a
+   * peek may see — history visibility no longer `world_readable`, or encryption turned on.
+   * Rooms without one are left out of the answer.
+   */
+  async peekHorizons(rooms: { roomId: string; afterSeq: number }[], uptoSeq: number): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    if (rooms.length === 0) return out;
+    const after = new Map(rooms.map((r) => [r.roomId, r.afterSeq]));
+    const lowest = Math.min(...rooms.map((r) => r.afterSeq));
+    const rows = await this.db
+      .select({ roomId: syncapiRoomEvents.roomId, seq: syncapiRoomEvents.seq, type: syncapiRoomEvents.type, pdu: syncapiRoomEvents.pdu })
+      .from(syncapiRoomEvents)
+      .where(
+        and(
+          inArray(syncapiRoomEvents.roomId, [...after.keys()]),
+          gt(syncapiRoomEvents.seq, lowest),
+          lte(syncapiRoomEvents.seq, uptoSeq),
+          eq(syncapiRoomEvents.stateKey, ''),
+          inArray(syncapiRoomEvents.type, ['m.room.history_visibility', 'm.room.encryption']),
+        ),
+      )
+      .orderBy(asc(syncapiRoomEvents.seq));
+    for (const r of rows) {
+      if (out.has(r.roomId) || r.seq <= after.get(r.roomId)!) continue;
+      if (endsPeeking(r.pdu as Pdu)) out.set(r.roomId, r.seq);
+    }
+    return out;
+  }
+
+  /** The newest event of the room in (afterSeq, uptoSeq] created at or before `ts` (afterSeq when none). */
+  async lastSeqAtOrBefore(roomId: string, afterSeq: number, uptoSeq: number, ts: number): Promise<number> {
+    const [row] = await this.db
+      .select({ seq: syncapiRoomEvents.seq })
+      .from(syncapiRoomEvents)
+      .where(and(eq(syncapiRoomEvents.roomId, roomId), gt(syncapiRoomEvents.seq, afterSeq), lte(syncapiRoomEvents.seq, uptoSeq), lte(syncapiRoomEvents.originServerTs, ts)))
+      .orderBy(desc(syncapiRoomEvents.seq))
+      .limit(1);
+    return row?.seq ?? afterSeq;
+  }
+
+  /** Whether the user joined the room (a join membership event) in (afterSeq, uptoSeq]. */
+  async joinedBetween(roomId: string, userId: string, afterSeq: number, uptoSeq: number): Promise<boolean> {
+    if (afterSeq >= uptoSeq) return false;
+    const rows = await this.db
+      .select({ seq: syncapiRoomEvents.seq })
+      .from(syncapiRoomEvents)
+      .where(
+        and(
+          eq(syncapiRoomEvents.roomId, roomId),
+          eq(syncapiRoomEvents.type, 'm.room.member'),
+          eq(syncapiRoomEvents.stateKey, userId),
+          gt(syncapiRoomEvents.seq, afterSeq),
+          lte(syncapiRoomEvents.seq, uptoSeq),
+          sql`${syncapiRoomEvents.pdu}->'content'->>'membership' = 'join'`,
+        ),
+      )
+      .limit(1);
+    return rows.length > 0;
+  }
+
   /** Pagination for /messages from the position just before event `fromSeq`: older events (b) or it and newer (f). */
   async page(roomId: string, fromSeq: number, dir: 'b' | 'f', limit: number, toSeq?: number): Promise<StoredEvent[]> {
     const where =
@@ -134,7 +195,7 @@ export class RoomReader {
     return rows as StoredEvent[];
   }
 
-  /** The sequence of the user's current membership event in the room (0: none). */
+  /** The sequence of the room's newest event (0: none). */
   async latestSeq(roomId: string): Promise<number> {
     const [row] = await this.db
       .select({ seq: syncapiRoomEvents.seq })
@@ -144,6 +205,16 @@ export class RoomReader {
       .limit(1);
     return row?.seq ?? 0;
   }
+}
+
+/**
+ * A state event that ends what a peek may see: the room stops being world_readable or
+ * turns on encryption (the same test the room actor applies when it ends peeks).
+ */
+export function endsPeeking(pdu: Pdu): boolean {
+  if (pdu.state_key !== '') return false;
+  if (pdu.type === 'm.room.encryption') return typeof pdu.content?.algorithm === 'string';
+  return pdu.type === 'm.room.history_visibility' && pdu.content?.history_visibility !== 'world_readable';
 }
 
 export function clientEvents(events: StoredEvent[], now?: number): ClientEvent[] {

@@ -1,7 +1,6 @@
 // /sync: joined rooms, peeked rooms (MSC2753), invites and left rooms, between two
 // positions. A peek arrives like a join; an ended peek appears once under `leave`; a
 // peeking user who joins moves from `peek` to `join` without the state again.
-import type { Pdu } from '../events/roomEvents';
 import { clientEvents, type RoomReader, type StoredEvent } from './roomReader';
 import { withoutRoomId } from './clientEvents';
 import type { DevicePeekRow, PeekReader } from './peekReader';
@@ -40,13 +39,6 @@ export interface SyncDeps {
   /** Committed positions of the sync projections. */
   positions(): SyncPosition;
   now(): number;
-}
-
-/** A state event that ends what a peek may see: the room stops being world_readable or turns on encryption. */
-function endsPeekVisibility(pdu: Pdu): boolean {
-  if (pdu.state_key !== '') return false;
-  if (pdu.type === 'm.room.encryption') return true;
-  return pdu.type === 'm.room.history_visibility' && pdu.content.history_visibility !== 'world_readable';
 }
 
 export class SyncService {
@@ -96,7 +88,7 @@ export class SyncService {
       const peek = peekRows.get(m.roomId);
       const newlyJoined = !since || m.seq > since.rooms;
       // The device peeked this room until the join: it has the state already.
-      const wasPeeking = since !== undefined && peek !== undefined && peek.startedSeq <= since.peeks && (peek.endedSeq === null || peek.endedSeq > since.peeks);
+      const wasPeeking = newlyJoined && since !== undefined && peek !== undefined && (await this.peekedAt(peek, since));
       if (newlyJoined && !wasPeeking) {
         response.rooms.join[m.roomId] = await this.fullRoom(m.roomId, upto.rooms, req.timelineLimit, now);
       } else if (since && (interesting.has(m.roomId) || req.fullState)) {
@@ -104,21 +96,35 @@ export class SyncService {
       }
     }
 
-    for (const [roomId, peek] of peekRows) {
-      if (joinedIds.has(roomId)) continue;
+    // What each peek may see ends at its horizon: the first event that took the room out
+    // of world_readable (or encrypted it), even while the PEEKS projection has not yet
+    // recorded the end of the peek.
+    const shown = [...peekRows.values()].filter((p) => !joinedIds.has(p.roomId));
+    const current = shown.filter((p) => p.endedSeq === null || since === undefined || p.endedSeq > since.peeks);
+    const horizons = await rooms.peekHorizons(
+      current.map((p) => ({ roomId: p.roomId, afterSeq: p.roomSeq })),
+      upto.rooms,
+    );
+    const boundOf = (p: DevicePeekRow) => Math.min(upto.rooms, horizons.get(p.roomId) ?? Infinity);
+
+    for (const peek of shown) {
+      const roomId = peek.roomId;
       const liveAtUpto = peek.startedSeq <= upto.peeks && (peek.endedSeq === null || peek.endedSeq > upto.peeks);
       if (liveAtUpto) {
+        const bound = boundOf(peek);
         if (!since || peek.startedSeq > since.peeks) {
-          response.rooms.peek[roomId] = await this.fullRoom(roomId, upto.rooms, req.timelineLimit, now);
-        } else if (interesting.has(roomId) || req.fullState) {
-          response.rooms.peek[roomId] = await this.incrementalRoom(roomId, since.rooms, upto.rooms, req.timelineLimit, req.fullState, now);
+          response.rooms.peek[roomId] = await this.fullRoom(roomId, bound, req.timelineLimit, now);
+        } else if (req.fullState || (interesting.has(roomId) && bound > since.rooms)) {
+          const section = await this.incrementalRoom(roomId, since.rooms, bound, req.timelineLimit, req.fullState, now);
+          if (req.fullState || (section.timeline as { events: unknown[] }).events.length > 0) response.rooms.peek[roomId] = section;
         }
         continue;
       }
       const endedInWindow = since !== undefined && peek.endedSeq !== null && peek.endedSeq > since.peeks && peek.endedSeq <= upto.peeks;
       const deviceSawIt = since !== undefined && peek.startedSeq <= since.peeks;
+      // A peek ended by a join shows under `join` (once the join is visible), never under `leave`.
       if (endedInWindow && deviceSawIt && peek.endReason !== 'joined') {
-        response.rooms.leave[roomId] = await this.endedPeek(roomId, since.rooms, upto.rooms, req.timelineLimit, now);
+        response.rooms.leave[roomId] = await this.endedPeek(peek, since.rooms, boundOf(peek), req.timelineLimit, now);
       }
     }
 
@@ -132,7 +138,7 @@ export class SyncService {
         response.rooms.leave[m.roomId] = await this.leftRoom(m.roomId, since.rooms, m.seq, req.timelineLimit, now);
       }
     }
-    const roomIds = [...joinedIds, ...[...peekRows.values()].filter((p) => p.endedSeq === null).map((p) => p.roomId)];
+    const roomIds = [...joinedIds, ...shown.filter((p) => p.endedSeq === null).map((p) => p.roomId)];
     return { response, roomIds };
   }
 
@@ -164,17 +170,37 @@ export class SyncService {
     return this.section(state, events, limited, first?.seq ?? upto + 1, now);
   }
 
-  /** The events the device had not seen, up to the one that ended what a peek may see. */
-  private async endedPeek(roomId: string, after: number, upto: number, limit: number, now: number): Promise<RoomSection> {
-    const { events, limited } = await this.deps.rooms.timeline(roomId, after, upto, limit);
-    const cut = events.findIndex((e) => endsPeekVisibility(e.pdu));
-    const seen = cut >= 0 ? events.slice(0, cut + 1) : events;
-    if (seen.length === 0) return {};
+  /**
+   * The leave entry of an ended peek: the events the device had not seen, up to where the
+   * peek ended (`bound` already stops at the event that ended what a peek may see; an
+   * unpeek, expiry or logout has no event, so its time bounds it), `{}` when there are none.
+   */
+  private async endedPeek(peek: DevicePeekRow, after: number, bound: number, limit: number, now: number): Promise<RoomSection> {
+    let upto = bound;
+    if (peek.endReason !== 'visibility_changed' && peek.endReason !== 'encrypted' && peek.endedAt !== null) {
+      const endedAt = peek.endReason === 'timed_out' && peek.expiresAt !== null ? Math.min(peek.endedAt, peek.expiresAt) : peek.endedAt;
+      upto = Math.min(upto, await this.deps.rooms.lastSeqAtOrBefore(peek.roomId, after, bound, endedAt));
+    }
+    if (upto <= after) return {};
+    const { events, limited } = await this.deps.rooms.timeline(peek.roomId, after, upto, limit);
+    if (events.length === 0) return {};
     return {
       state: { events: [] },
-      timeline: { events: clientEvents(seen, now).map(withoutRoomId), limited, prev_batch: formatTopologicalToken(seen[0]!.seq) },
+      timeline: { events: clientEvents(events, now).map(withoutRoomId), limited, prev_batch: formatTopologicalToken(events[0]!.seq) },
       account_data: { events: [] },
     };
+  }
+
+  /**
+   * Whether the device had this room as a peek at `since`: its peek had started and not
+   * ended then — or had ended because the user joined, while the join itself was not yet
+   * part of `since` (the PEEKS projection can commit before the ROOMS one does).
+   */
+  private async peekedAt(peek: DevicePeekRow, since: SyncPosition): Promise<boolean> {
+    if (peek.startedSeq > since.peeks) return false;
+    if (peek.endedSeq === null || peek.endedSeq > since.peeks) return true;
+    if (peek.endReason !== 'joined') return false;
+    return !(await this.deps.rooms.joinedBetween(peek.roomId, peek.userId, peek.roomSeq, since.rooms));
   }
 
   private async leftRoom(roomId: string, after: number, leaveSeq: number, limit: number, now: number): Promise<RoomSection> {

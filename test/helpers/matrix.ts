@@ -158,6 +158,16 @@ export function timelineOf(section: any): { type: string; body?: unknown; state_
   return (section?.timeline?.events ?? []).map((e: any) => ({ type: e.type, ...(e.content?.body !== undefined ? { body: e.content.body } : {}), ...(e.state_key !== undefined ? { state_key: e.state_key } : {}) }));
 }
 
+/** The audit entries once `until(entries)` holds (the audit projection commits on its own schedule). */
+export async function auditUntil(baseUrl: string, adminToken: string, query: Record<string, string>, until: (entries: any[]) => boolean, withinMs = 5_000): Promise<any[]> {
+  const deadline = Date.now() + withinMs;
+  for (;;) {
+    const entries = await audit(baseUrl, adminToken, query);
+    if (until(entries) || Date.now() > deadline) return entries;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
 /** GET /_peekd/admin/v1/audit with the admin token. */
 export async function audit(baseUrl: string, adminToken: string, query: Record<string, string>): Promise<any[]> {
   const r = await request(baseUrl, 'GET', `/_peekd/admin/v1/audit?${new URLSearchParams(query)}`, { token: adminToken });

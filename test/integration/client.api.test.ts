@@ -63,6 +63,21 @@ describe('accounts and devices', () => {
     expect(r0.status).toBe(200);
   });
 
+  it('a register call without auth answers 401 with the m.login.dummy flow, and the second call completes it', async () => {
+    const name = `uia${++n}`;
+    const first = await request(url, 'POST', v3('/register'), { body: { username: name, password: 'pw' } });
+    expect(first.status).toBe(401);
+    expect(first.body.flows).toEqual([{ stages: ['m.login.dummy'] }]);
+    expect(typeof first.body.session).toBe('string');
+    const second = await request(url, 'POST', v3('/register'), { body: { username: name, password: 'pw', auth: { type: 'm.login.dummy', session: first.body.session } } });
+    expect(second.status).toBe(200);
+    expect(second.body.user_id).toBe(`@${name}:${hs.serverName}`);
+    const wrongStage = await request(url, 'POST', v3('/register'), { body: { username: `${name}x`, password: 'pw', auth: { type: 'm.login.recaptcha' } } });
+    expect(wrongStage.status).toBe(401);
+    expect(wrongStage.body.flows).toEqual([{ stages: ['m.login.dummy'] }]);
+    expect(wrongStage.body.errcode).toMatch(/^M_/);
+  });
+
   it('issues random access tokens of at least 128 bits, stores only their hashes, and hashes passwords with a memory-hard function', async () => {
     const a = await user('tok');
     const b = await a.login();
@@ -99,6 +114,7 @@ describe('accounts and devices', () => {
       { type: 'm.login.password', identifier: { type: 'm.id.user', user: u.userId }, password: 's3cret' },
       { type: 'm.login.password', user: name, password: 's3cret' },
       { type: 'm.login.password', user: u.userId, password: 's3cret' },
+      { type: 'm.login.password', identifier: { type: 'm.id.user', user: name.toUpperCase() }, password: 's3cret' },
     ];
     const devices = new Set<string>([u.deviceId]);
     for (const body of bodies) {
@@ -109,7 +125,7 @@ describe('accounts and devices', () => {
       const who = await request(url, 'GET', v3('/account/whoami'), { token: r.body.access_token });
       expect(who.body.user_id).toBe(u.userId);
     }
-    expect(devices.size).toBe(5);
+    expect(devices.size).toBe(6);
     const flows = await request(url, 'GET', v3('/login'));
     expect(flows.body.flows).toContainEqual({ type: 'm.login.password' });
   });
@@ -428,6 +444,7 @@ describe('bad input gets the right Matrix error and writes nothing', () => {
       ['POST', v3('/rooms/notaroom/unpeek'), {}],
       ['POST', v3(`/peek/${enc(long)}`), {}],
       ['POST', v3(`/peek/${enc(`#${'a'.repeat(256)}:${hs.serverName}`)}`), {}],
+      ['POST', v3(`/peek/${enc(`!abc:${hs.serverName}`)}`), { servers: ['not a server'] }],
       ['POST', v3('/createRoom'), { invite: ['not-a-user'] }],
       ['POST', v3('/createRoom'), { room_alias_name: 'has space' }],
     ];

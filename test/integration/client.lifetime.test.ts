@@ -4,7 +4,7 @@
 // and data directory that keeps access tokens, sync tokens and live peeks valid.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestPeekd } from '../helpers/peekd';
-import { audit, roomsIn, TestUser } from '../helpers/matrix';
+import { audit, auditUntil, roomsIn, TestUser } from '../helpers/matrix';
 
 const ADMIN = 'admin-secret-lifetime-tests';
 const LIFETIME_MS = 1500;
@@ -54,7 +54,7 @@ describe('peek lifetime', () => {
     const later = await bob.sync({ since: body.next_batch });
     expect(roomsIn(later, 'peek')).toEqual([]);
     expect(roomsIn(later, 'leave')).toEqual([]);
-    const a = await audit(hs.url, ADMIN, { room_id: roomId, user_id: bob.userId });
+    const a = await auditUntil(hs.url, ADMIN, { room_id: roomId, user_id: bob.userId }, (es) => es.length >= 2);
     expect(a.map((e) => e.reason ?? e.event)).toEqual(['PeekStarted', 'timed_out']);
     // And /unpeek of it is a bad state; /peek starts afresh.
     expect((await bob.unpeek(roomId)).body.errcode).toBe('M_BAD_STATE');
@@ -86,7 +86,7 @@ describe('peek lifetime', () => {
     const { body } = await bob.syncUntil(live.next_batch, (b) => roomId in b.rooms.leave, 10_000);
     expect(Date.now()).toBeGreaterThanOrEqual(second.body.peek_expiry_ts);
     expect(roomsIn(body, 'peek')).toEqual([]);
-    const a = await audit(hs.url, ADMIN, { room_id: roomId, user_id: bob.userId });
+    const a = await auditUntil(hs.url, ADMIN, { room_id: roomId, user_id: bob.userId }, (es) => es.length >= 3);
     expect(a.map((e) => e.reason ?? e.event)).toEqual(['PeekStarted', 'PeekRenewed', 'timed_out']);
   });
 });
@@ -132,6 +132,32 @@ describe('restart', () => {
       expect((await bob2.login()).userId).toBe(bob.userId);
       const a = await audit(hs.url, ADMIN, { room_id: roomId });
       expect(a.map((e) => e.event)).toEqual(['PeekStarted', 'PeekRenewed']);
+    } finally {
+      await hs.close().catch(() => undefined);
+      await dropAll();
+    }
+  });
+
+  it('a peek that runs out while peekd is down ends at the next start, with the leave entry on the next sync', async () => {
+    let hs = await startTestPeekd({ env: { PEEKD_PEEK_LIFETIME_MS: String(LIFETIME_MS), PEEKD_ADMIN_TOKEN: ADMIN } });
+    const reuse = { databaseUrl: hs.databaseUrl, prefix: hs.prefix, dataDir: hs.dataDir };
+    const dropAll = hs.dropAll;
+    try {
+      const alice = await TestUser.register(hs.url, 'alice');
+      const bob = await TestUser.register(hs.url, 'bob');
+      const { room_id: roomId } = await alice.createWorldReadableRoom();
+      const p = await bob.peek(roomId);
+      const s0 = await bob.sync();
+      expect(roomsIn(s0, 'peek')).toEqual([roomId]);
+      await hs.close();
+      // Down past the expiry.
+      await new Promise((r) => setTimeout(r, Math.max(0, p.body.peek_expiry_ts - Date.now() + 100)));
+      hs = await startTestPeekd({ serverName: hs.serverName, reuse, env: { PEEKD_PEEK_LIFETIME_MS: String(LIFETIME_MS), PEEKD_ADMIN_TOKEN: ADMIN } });
+      const bob2 = new TestUser(hs.url, bob.userId, bob.deviceId, bob.token);
+      const { body } = await bob2.syncUntil(s0.next_batch, (b) => roomId in b.rooms.leave, 10_000);
+      expect(roomsIn(body, 'peek')).toEqual([]);
+      const a = await auditUntil(hs.url, ADMIN, { room_id: roomId }, (es) => es.length >= 2);
+      expect(a.map((e) => e.reason ?? e.event)).toEqual(['PeekStarted', 'timed_out']);
     } finally {
       await hs.close().catch(() => undefined);
       await dropAll();

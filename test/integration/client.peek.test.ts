@@ -155,6 +155,9 @@ describe('POST /peek by room ID, then /sync', () => {
       const state = section.state.events.map((e: any) => e.type);
       expect(state).toEqual(expect.arrayContaining(['m.room.create', 'm.room.power_levels', 'm.room.history_visibility', 'm.room.name', 'm.room.member']));
     }
+    // prev_batch pages back through /messages to the start of the room, as the peeker.
+    const older = await bob.ok('GET', `/_matrix/client/v3/rooms/${enc(roomId)}/messages?dir=b&limit=3&from=${enc(byId.rooms.peek[roomId].timeline.prev_batch)}`);
+    expect(older.chunk.map((e: any) => e.content?.body ?? e.type)).toEqual(['m1', 'm0', 'm.room.name']);
     // The stored filter can be read back.
     const got = await bob.ok('GET', `/_matrix/client/v3/user/${enc(bob.userId)}/filter/${filter_id}`);
     expect(got).toEqual({ room: { timeline: { limit: 2 } } });
@@ -363,6 +366,29 @@ describe('ending a peek', () => {
     expect(roomsIn(s1, 'leave')).toEqual([roomId]);
     expect(roomsIn(s1, 'peek')).toEqual([]);
     expect(s1.rooms.leave[roomId].timeline.events.map((e: any) => e.event_id)).toEqual([unseen]);
+  });
+
+  it('unpeek: the leave entry stops where the peek ended; later events are not delivered', async () => {
+    const { roomId, bob, since } = await peekedRoom();
+    const seen = await alice.send(roomId, 'while peeking');
+    expect((await bob.unpeek(roomId)).status).toBe(200);
+    await alice.send(roomId, 'after the unpeek');
+    const s1 = await bob.sync({ since });
+    expect(roomsIn(s1, 'leave')).toEqual([roomId]);
+    expect(s1.rooms.leave[roomId].timeline.events.map((e: any) => e.event_id)).toEqual([seen]);
+  });
+
+  it('visibility change followed by many private messages: the leave entry never carries events from after the change', async () => {
+    const { roomId, bob, since } = await peekedRoom();
+    const hv = await alice.setState(roomId, 'm.room.history_visibility', { history_visibility: 'joined' });
+    for (let i = 0; i < 25; i++) await alice.send(roomId, `secret ${i}`);
+    const s1 = await bob.sync({ since });
+    expect(roomsIn(s1, 'leave')).toEqual([roomId]);
+    expect(JSON.stringify(s1)).not.toContain('secret');
+    expect(s1.rooms.leave[roomId].timeline.events.map((e: any) => e.event_id)).toEqual([hv]);
+    // Nor with a bigger timeline limit.
+    const big = await bob.sync({ since, filter: JSON.stringify({ room: { timeline: { limit: 100 } } }) });
+    expect(JSON.stringify(big)).not.toContain('secret');
   });
 
   it('wakes a long-polling device when its peek ends', async () => {

@@ -50,21 +50,20 @@ function syncState(client: sdk.MatrixClient, state: sdk.SyncState, ms = 20_000):
   });
 }
 
-/** Resolves with the event once `client` sees it in the room's live timeline (its remote echo). */
-function seenInTimeline(client: sdk.MatrixClient, roomId: string, eventId: string, ms = 10_000): Promise<sdk.MatrixEvent> {
-  return new Promise((resolve, reject) => {
-    const found = client.getRoom(roomId)?.getLiveTimeline().getEvents().find((e) => e.getId() === eventId);
-    if (found) return resolve(found);
-    const timer = setTimeout(() => reject(new Error(`${eventId} not in the timeline of ${roomId} within ${ms} ms`)), ms);
-    const on = (e: sdk.MatrixEvent, room: sdk.Room | undefined) => {
-      if (room?.roomId === roomId && e.getId() === eventId) {
-        clearTimeout(timer);
-        client.off(sdk.RoomEvent.Timeline, on);
-        resolve(e);
-      }
-    };
-    client.on(sdk.RoomEvent.Timeline, on);
-  });
+/** Polls `check` until it holds (js-sdk state changes arrive through its own sync loop). */
+async function until(what: string, check: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** The event once `client` has its remote echo (from /sync, not just the local echo) in the live timeline. */
+async function remoteEcho(client: sdk.MatrixClient, roomId: string, eventId: string): Promise<sdk.MatrixEvent> {
+  const find = () => client.getRoom(roomId)?.getLiveTimeline().getEvents().find((e) => e.getId() === eventId && e.status === null);
+  await until(`the remote echo of ${eventId}`, () => find() !== undefined);
+  return find()!;
 }
 
 describe('matrix-js-sdk 36 against peekd', () => {
@@ -91,9 +90,10 @@ describe('matrix-js-sdk 36 against peekd', () => {
     expect(sent.event_id).toMatch(/^\$/);
 
     // Alice's own client syncs the room, its state and the message.
-    const echo = await seenInTimeline(alice, roomId, sent.event_id);
+    const echo = await remoteEcho(alice, roomId, sent.event_id);
     expect(echo.getContent().body).toBe('hello from js-sdk');
     const room = alice.getRoom(roomId)!;
+    await until('the topic in the room state', () => room.currentState.getStateEvents(sdk.EventType.RoomTopic, '') !== null);
     expect(room.name).toBe('js-sdk room');
     expect(room.currentState.getStateEvents(sdk.EventType.RoomTopic, '')?.getContent().topic).toBe('peeking with js-sdk');
     expect(room.getMyMembership()).toBe(sdk.KnownMembership.Join);
@@ -118,7 +118,7 @@ describe('matrix-js-sdk 36 against peekd', () => {
     const second = await alice.sendTextMessage(roomId, 'second message');
     const woken = await poll;
     expect(woken.rooms.peek[roomId].timeline.events.map((e: any) => e.event_id)).toEqual([second.event_id]);
-    await seenInTimeline(alice, roomId, second.event_id);
+    await remoteEcho(alice, roomId, second.event_id);
     expect(alice.getSyncState()).toBe(sdk.SyncState.Syncing);
   });
 });

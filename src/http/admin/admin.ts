@@ -5,6 +5,8 @@ import type { Peekd } from '../../server';
 import { MatrixError, badJson } from '../errors';
 import { bearerToken, secretsEqual } from '../secrets';
 import { queryAudit, parseAuditQuery } from '../../projections/auditQuery';
+import { replayProjection, verifyProjection } from '../../projections/rebuild';
+import { readModels } from '../../projections/index';
 
 export function registerAdmin(app: FastifyInstance, peekd: Peekd): void {
   const token = peekd.config.adminToken;
@@ -30,6 +32,24 @@ export function registerAdmin(app: FastifyInstance, peekd: Peekd): void {
       room_events: result.roomEvents.map((e) => ({ seq: e.seq, event_id: e.event.eventId, type: e.event.pdu.type })),
       existing_event_id: result.existingEventId,
     };
+  });
+
+  /** Replay or verify in this process (the way to do it with the embedded PGlite database). */
+  app.post('/_peekd/admin/v1/replay', { preHandler: guard }, async (req) => {
+    const { projection } = (req.query as { projection?: string }) ?? {};
+    const deps = { db: peekd.database.db, nc: peekd.nc, naming: peekd.naming };
+    const results = [];
+    for (const p of readModels(projection)) results.push(await replayProjection(deps, p));
+    return { replayed: results };
+  });
+
+  app.post('/_peekd/admin/v1/verify', { preHandler: guard }, async (req, reply) => {
+    const { projection } = (req.query as { projection?: string }) ?? {};
+    const deps = { db: peekd.database.db, nc: peekd.nc, naming: peekd.naming };
+    const results = [];
+    for (const p of readModels(projection)) results.push(await verifyProjection(deps, p));
+    const equal = results.every((r) => r.equal);
+    return reply.code(200).send({ equal, projections: results });
   });
 
   app.get('/_peekd/admin/v1/audit', { preHandler: guard }, async (req) => {

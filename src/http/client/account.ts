@@ -1,4 +1,5 @@
 // Accounts: register (m.login.dummy, one call), login (password), logout, whoami.
+import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { isValidNewLocalpart, UserInUseError } from '../../clientapi/accounts';
 import { isValidUserId, localpartOf, serverOf } from '../../events/ids';
@@ -40,16 +41,22 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext):
     path: '/register',
     schema: { body: registerBody },
     config: { rateLimit: { max: ctx.config.registrationRatePerSecond, timeWindow: 1000 } },
-    handler: async (req) => {
+    handler: async (req, reply) => {
       const q = req.query as { kind?: string };
       if (q.kind === 'guest') throw new MatrixError(403, 'M_GUEST_ACCESS_FORBIDDEN', 'guest accounts are not supported');
       const body = req.body as { username?: string; password?: string; device_id?: string; initial_device_display_name?: string; inhibit_login?: boolean; auth?: { type?: unknown; session?: unknown } };
-      if (body.auth && body.auth.type !== undefined && body.auth.type !== 'm.login.dummy') {
-        throw new MatrixError(401, 'M_FORBIDDEN', 'only m.login.dummy is offered', { flows: [{ stages: ['m.login.dummy'] }], params: {}, session: 'dummy' });
-      }
       if (body.username !== undefined && !isValidNewLocalpart(body.username, ctx.config.serverName)) {
         throw new MatrixError(400, 'M_INVALID_USERNAME', 'user names may contain only a-z, 0-9, and . _ = - / +');
       }
+      if (body.username !== undefined && (await ctx.accounts.exists(ctx.accounts.userIdFor(body.username)))) {
+        throw new MatrixError(400, 'M_USER_IN_USE', 'that user ID is taken');
+      }
+      // User-interactive authentication with one stage, m.login.dummy: a client that sends
+      // it registers in one call; one that sends no auth learns the flows first.
+      const session = typeof body.auth?.session === 'string' ? body.auth.session : randomBytes(12).toString('base64url');
+      const uia = { flows: [{ stages: ['m.login.dummy'] }], params: {}, session };
+      if (!body.auth) return reply.code(401).send(uia);
+      if (body.auth.type !== 'm.login.dummy') throw new MatrixError(401, 'M_UNRECOGNIZED', 'only m.login.dummy is offered', uia);
       let userId: string;
       try {
         userId = await ctx.accounts.register(body.username, body.password);
@@ -88,7 +95,8 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext):
       }
       const who = body.identifier?.user ?? body.user;
       if (typeof who !== 'string' || typeof body.password !== 'string') throw new MatrixError(400, 'M_BAD_JSON', 'user and password are required');
-      const userId = who.startsWith('@') ? who : ctx.accounts.userIdFor(who.toLowerCase());
+      // Localparts are case-insensitive at login (this server only hands out lowercase ones).
+      const userId = who.startsWith('@') ? `@${localpartOf(who).toLowerCase()}:${serverOf(who)}` : ctx.accounts.userIdFor(who.toLowerCase());
       if (!isValidUserId(userId) || serverOf(userId) !== ctx.config.serverName || !(await ctx.accounts.checkPassword(userId, body.password))) {
         throw new MatrixError(403, 'M_FORBIDDEN', 'invalid user name or password');
       }

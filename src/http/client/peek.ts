@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { BadStateError } from '../../actors/errors';
 import type { PeekEndReason } from '../../events/peekEvents';
 import { isValidServerName, serverOf } from '../../events/ids';
-import { MatrixError, badJson, limitExceeded } from '../errors';
+import { MatrixError, invalidParam, limitExceeded } from '../errors';
 import { requireAuth, sessionOf } from './auth';
 import type { ClientContext } from './context';
 import { PEEK_PREFIXES, clientRoute } from './prefixes';
@@ -57,7 +57,7 @@ export function registerPeekRoutes(app: FastifyInstance, ctx: ClientContext): vo
         const body = (req.body ?? {}) as { servers?: string[] };
         const q = req.query as { server_name?: string | string[] };
         const servers = [...(body.servers ?? []), ...(q.server_name === undefined ? [] : Array.isArray(q.server_name) ? q.server_name : [q.server_name])];
-        if (servers.some((s) => !isValidServerName(s))) throw badJson('servers must be server names');
+        if (servers.some((s) => !isValidServerName(s))) throw invalidParam('servers must be server names');
         const { roomId, servers: candidates } = await resolveRoomIdOrAlias(ctx, raw, servers);
         if (!(await ctx.peeks.isPeeking(roomId, userId, deviceId)) && (await ctx.peeks.liveCount(userId, deviceId)) >= ctx.config.maxPeeksPerDevice) {
           throw limitExceeded(60_000, `a device may peek at most ${ctx.config.maxPeeksPerDevice} rooms`);

@@ -1,0 +1,71 @@
+// Room actor snapshots: derived data that spares a long history's full read on activation.
+// A snapshot is the folded RoomState at two stream positions; activation reads it and the
+// tail after it. Deleting snapshots changes no outcome, only how much is read.
+import { Kvm, type KV } from '@nats-io/kv';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { roomToken, type Naming } from '../events/subjects';
+import type { LivePeek, RoomFacts, RoomState, StateEntry } from './state';
+
+export interface SnapshotStore {
+  load(roomId: string): Promise<RoomState | null>;
+  save(state: RoomState): Promise<void>;
+  delete(roomId: string): Promise<void>;
+}
+
+interface SerializedState {
+  v: 1;
+  roomId: string;
+  peeksSeq: number;
+  roomsSeq: number;
+  peeks: [string, LivePeek][];
+  room: (Omit<RoomFacts, 'state' | 'txns'> & { state: [string, StateEntry][]; txns: [string, string][] }) | null;
+}
+
+export function serializeState(state: RoomState): string {
+  const s: SerializedState = {
+    v: 1,
+    roomId: state.roomId,
+    peeksSeq: state.peeksSeq,
+    roomsSeq: state.roomsSeq,
+    peeks: [...state.peeks],
+    room: state.room ? { ...state.room, state: [...state.room.state], txns: [...state.room.txns] } : null,
+  };
+  return JSON.stringify(s);
+}
+
+export function deserializeState(text: string): RoomState | null {
+  const s = JSON.parse(text) as SerializedState;
+  if (s.v !== 1) return null;
+  return {
+    roomId: s.roomId,
+    peeksSeq: s.peeksSeq,
+    roomsSeq: s.roomsSeq,
+    peeks: new Map(s.peeks),
+    room: s.room ? { ...s.room, state: new Map(s.room.state), txns: new Map(s.room.txns) } : null,
+  };
+}
+
+/** Snapshots in a NATS KV bucket (one key per room, latest only). */
+export class KvSnapshotStore implements SnapshotStore {
+  private constructor(private readonly kv: KV) {}
+
+  static async open(nc: NatsConnection, naming: Naming): Promise<KvSnapshotStore> {
+    const kv = await new Kvm(nc).create(naming.kvBucket('snapshots'), { history: 1 });
+    return new KvSnapshotStore(kv);
+  }
+
+  async load(roomId: string): Promise<RoomState | null> {
+    const entry = await this.kv.get(roomToken(roomId));
+    if (!entry || entry.operation !== 'PUT' || entry.length === 0) return null;
+    const state = deserializeState(entry.string());
+    return state && state.roomId === roomId ? state : null;
+  }
+
+  async save(state: RoomState): Promise<void> {
+    await this.kv.put(roomToken(state.roomId), serializeState(state));
+  }
+
+  async delete(roomId: string): Promise<void> {
+    await this.kv.purge(roomToken(roomId));
+  }
+}

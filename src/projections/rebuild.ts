@@ -1,0 +1,234 @@
+// Replay and verify. Both rebuild a projection from sequence 1 into shadow tables (a
+// schema of their own, same table names): `replay` catches the shadow up with the live
+// stream and swaps it in atomically; `verify` compares it with the live tables.
+import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { getTableConfig, PgTable } from 'drizzle-orm/pg-core';
+import { is as isEntity, sql } from 'drizzle-orm';
+import type { Naming } from '../events/subjects';
+import { rowsOf, type Db, type Tx } from '../store/db';
+import * as schema from '../store/schema';
+import type { Projected, Projection } from './projection';
+import { commitBatch, readCheckpoint, useSchema } from './runner';
+
+const LIVE = 'public';
+
+const is =
+  <T>(cls: new (...args: any[]) => T) =>
+  (v: unknown): v is T =>
+    isEntity(v, cls as never);
+
+/** drizzle table objects by SQL name. */
+const TABLES: Map<string, PgTable> = new Map(
+  (Object.values(schema) as unknown[]).filter(is(PgTable)).map((t) => [getTableConfig(t).name, t]),
+);
+
+export function primaryKeyOf(table: string): string[] {
+  const t = TABLES.get(table);
+  if (!t) throw new Error(`unknown table ${table}`);
+  const cfg = getTableConfig(t);
+  const composite = cfg.primaryKeys[0]?.columns.map((c) => c.name);
+  return composite ?? cfg.columns.filter((c) => c.primary).map((c) => c.name);
+}
+
+export interface Progress {
+  (doneSeq: number, totalSeq: number): void;
+}
+
+export interface RebuildDeps {
+  db: Db;
+  nc: NatsConnection;
+  naming: Naming;
+}
+
+export async function streamLastSeq(nc: NatsConnection, naming: Naming, kind: 'peeks' | 'rooms'): Promise<number> {
+  const jsm = await jetstreamManager(nc);
+  return (await jsm.streams.info(naming.streamName(kind))).state.last_seq;
+}
+
+async function createShadow(db: Db, shadow: string, projection: Projection<unknown>): Promise<void> {
+  await db.execute(sql.raw(`DROP SCHEMA IF EXISTS ${shadow} CASCADE`));
+  await db.execute(sql.raw(`CREATE SCHEMA ${shadow}`));
+  for (const t of [...projection.tables, 'projection_checkpoints']) {
+    await db.execute(sql.raw(`CREATE TABLE ${shadow}."${t}" (LIKE ${LIVE}."${t}" INCLUDING ALL)`));
+  }
+}
+
+async function dropShadow(db: Db, shadow: string): Promise<void> {
+  await db.execute(sql.raw(`DROP SCHEMA IF EXISTS ${shadow} CASCADE`));
+}
+
+/**
+ * Applies the stream's events after the shadow's checkpoint up to `toSeq` to the tables in
+ * `target`, in batches (each its own transaction, or all inside `tx` when given).
+ */
+export async function catchUp(
+  deps: RebuildDeps,
+  projection: Projection<unknown>,
+  target: string,
+  toSeq: number,
+  options: { tx?: Tx; batchSize?: number; onProgress?: Progress; total?: number } = {},
+): Promise<number> {
+  const { db, nc, naming } = deps;
+  const run = <T>(fn: (tx: Tx) => Promise<T>) => (options.tx ? fn(options.tx) : db.transaction(fn));
+  let done = await run(async (tx) => {
+    await useSchema(tx, target);
+    return readCheckpoint(tx, projection.name, projection.stream);
+  });
+  if (done >= toSeq) return done;
+  const js = jetstream(nc);
+  const consumer = await js.consumers.get(naming.streamName(projection.stream), {
+    filter_subjects: naming.allSubjects(projection.stream),
+    deliver_policy: DeliverPolicy.StartSequence,
+    opt_start_seq: done + 1,
+  });
+  const batchSize = options.batchSize ?? 1000;
+  const messages = await consumer.consume({ max_messages: batchSize * 2 });
+  let batch: Projected<unknown>[] = [];
+  let last = done;
+  const flush = async () => {
+    const items = batch;
+    batch = [];
+    done = await run((tx) => commitBatch(tx, projection, items, last, target));
+    if (options.tx) await useSchema(options.tx, LIVE);
+    options.onProgress?.(done, options.total ?? toSeq);
+  };
+  try {
+    for await (const m of messages) {
+      if (m.seq > toSeq) break;
+      last = m.seq;
+      const parsed = naming.parseRoomSubject(m.subject);
+      const event = projection.decode(m.data);
+      if (parsed && event !== null) batch.push({ seq: m.seq, roomId: parsed.roomId, shard: parsed.shard, event });
+      if (batch.length >= batchSize || m.seq >= toSeq || m.info.pending === 0) await flush();
+      if (m.seq >= toSeq || m.info.pending === 0) break;
+    }
+  } finally {
+    await messages.close();
+  }
+  return done;
+}
+
+export interface ReplayResult {
+  projection: string;
+  /** Stream sequence the swapped-in tables reflect. */
+  seq: number;
+  durationMs: number;
+}
+
+/**
+ * Rebuilds `projection` from sequence 1 into shadow tables while the live runner keeps
+ * going, then swaps them in atomically (one transaction: lock, final catch-up, rename).
+ */
+export async function replayProjection(deps: RebuildDeps, projection: Projection<unknown>, onProgress?: Progress): Promise<ReplayResult> {
+  if (projection.delivery) throw new Error(`${projection.name} is a delivery queue, not a read model: it is never replayed`);
+  const started = Date.now();
+  const shadow = `peekd_replay_${projection.name}`;
+  const { db } = deps;
+  await createShadow(db, shadow, projection);
+  try {
+    // Catch up with a moving target until the gap is small.
+    const total = await streamLastSeq(deps.nc, deps.naming, projection.stream);
+    let target = Math.max(total, await readCheckpoint(db, projection.name, projection.stream));
+    for (let round = 0; round < 10; round++) {
+      const reached = await catchUp(deps, projection, shadow, target, { onProgress, total: target });
+      const live = await readCheckpoint(db, projection.name, projection.stream);
+      if (live - reached < 1000) break;
+      target = live;
+    }
+    const seq = await db.transaction(async (tx) => {
+      // Same lock order as a runner's commit (checkpoint row, then tables): no deadlock.
+      const [liveRow] = rowsOf<{ seq: string | number }>(
+        await tx.execute(sql`select seq from ${sql.raw(LIVE)}.projection_checkpoints where projection = ${projection.name} and stream = ${projection.stream} for update`),
+      );
+      for (const t of projection.tables) await tx.execute(sql.raw(`LOCK TABLE ${LIVE}."${t}" IN ACCESS EXCLUSIVE MODE`));
+      const live = Number(liveRow?.seq ?? 0);
+      const reached = await catchUp(deps, projection, shadow, live, { tx });
+      await useSchema(tx, LIVE);
+      for (const t of projection.tables) {
+        await tx.execute(sql.raw(`DROP TABLE ${LIVE}."${t}"`));
+        await tx.execute(sql.raw(`ALTER TABLE ${shadow}."${t}" SET SCHEMA ${LIVE}`));
+      }
+      const seq = Math.max(live, reached);
+      await tx.execute(sql`
+        insert into ${sql.raw(LIVE)}.projection_checkpoints (projection, stream, seq) values (${projection.name}, ${projection.stream}, ${seq})
+        on conflict (projection, stream) do update set seq = excluded.seq`);
+      return seq;
+    });
+    return { projection: projection.name, seq, durationMs: Date.now() - started };
+  } finally {
+    await dropShadow(db, shadow);
+  }
+}
+
+export interface TableComparison {
+  table: string;
+  liveRows: number;
+  rebuiltRows: number;
+  liveHash: string;
+  rebuiltHash: string;
+  equal: boolean;
+  /** The first differing rows, as text: only in live (`-`) or only in the rebuild (`+`). */
+  differences: { side: 'live' | 'rebuilt'; row: string }[];
+}
+
+export interface VerifyResult {
+  projection: string;
+  seq: number;
+  tables: TableComparison[];
+  equal: boolean;
+}
+
+async function compareTable(tx: Tx, table: string, shadow: string): Promise<TableComparison> {
+  const pk = primaryKeyOf(table).map((c) => `"${c}"`).join(', ');
+  const stats = async (s: string) => {
+    const [row] = rowsOf<{ n: string | number; h: string | null }>(
+      await tx.execute(sql.raw(`select count(*) as n, md5(coalesce(string_agg(t::text, E'\\n' order by ${pk}), '')) as h from ${s}."${table}" t`)),
+    );
+    return { n: Number(row?.n ?? 0), h: row?.h ?? '' };
+  };
+  const live = await stats(LIVE);
+  const rebuilt = await stats(shadow);
+  const equal = live.n === rebuilt.n && live.h === rebuilt.h;
+  let differences: TableComparison['differences'] = [];
+  if (!equal) {
+    const diff = rowsOf<{ side: 'live' | 'rebuilt'; row: string }>(
+      await tx.execute(
+        sql.raw(`
+        select * from (
+          (select 'live' as side, t::text as row, ${pk} from (select * from ${LIVE}."${table}" except select * from ${shadow}."${table}") t)
+          union all
+          (select 'rebuilt' as side, t::text as row, ${pk} from (select * from ${shadow}."${table}" except select * from ${LIVE}."${table}") t)
+        ) d order by ${pk}, side limit 10`),
+      ),
+    );
+    differences = diff.map((d) => ({ side: d.side, row: d.row }));
+  }
+  return { table, liveRows: live.n, rebuiltRows: rebuilt.n, liveHash: live.h, rebuiltHash: rebuilt.h, equal, differences };
+}
+
+/** Rebuilds into a scratch schema and compares with the live tables at one checkpoint. */
+export async function verifyProjection(deps: RebuildDeps, projection: Projection<unknown>, onProgress?: Progress): Promise<VerifyResult> {
+  const shadow = `peekd_verify_${projection.name}`;
+  const { db } = deps;
+  await createShadow(db, shadow, projection);
+  try {
+    const target = await readCheckpoint(db, projection.name, projection.stream);
+    await catchUp(deps, projection, shadow, target, { onProgress, total: target });
+    return await db.transaction(async (tx) => {
+      // Hold the live runner still at one checkpoint while comparing.
+      const [liveRow] = rowsOf<{ seq: string | number }>(
+        await tx.execute(sql`select seq from ${sql.raw(LIVE)}.projection_checkpoints where projection = ${projection.name} and stream = ${projection.stream} for update`),
+      );
+      for (const t of projection.tables) await tx.execute(sql.raw(`LOCK TABLE ${LIVE}."${t}" IN SHARE MODE`));
+      const live = Number(liveRow?.seq ?? 0);
+      await catchUp(deps, projection, shadow, live, { tx });
+      await useSchema(tx, LIVE);
+      const tables: TableComparison[] = [];
+      for (const t of projection.tables) tables.push(await compareTable(tx, t, shadow));
+      return { projection: projection.name, seq: live, tables, equal: tables.every((t) => t.equal) };
+    });
+  } finally {
+    await dropShadow(db, shadow);
+  }
+}
