@@ -59,7 +59,7 @@ export const SETTINGS: Setting[] = [
   { env: 'PEEKD_ADMIN_TOKEN', key: 'adminToken', help: 'bearer token for /_peekd/admin/… (unset: admin API off)', default: '' },
   { env: 'PEEKD_ROLES', key: 'roles', help: 'http,rooms,projections,federation or a subset', default: 'http,rooms,projections,federation' },
   { env: 'PEEKD_LOG_LEVEL', key: 'logLevel', help: 'log level: trace, debug, info, warn, error', default: 'info' },
-  { env: 'PEEKD_PEEK_RATE_PER_SECOND', key: 'peekRatePerSecond', help: '/peek calls per device per second (token bucket rate)', default: '5' },
+  { env: 'PEEKD_PEEK_RATE_PER_SECOND', key: 'peekRatePerSecond', help: '/peek calls per device per second, averaged over a window of PEEKD_PEEK_RATE_BURST calls', default: '5' },
   { env: 'PEEKD_PEEK_RATE_BURST', key: 'peekRateBurst', help: '/peek calls a device may make in a burst', default: '20' },
   { env: 'PEEKD_MAX_PEEKS_PER_DEVICE', key: 'maxPeeksPerDevice', help: 'live peeks one device may hold', default: '100' },
   { env: 'PEEKD_MAX_INBOUND_PEEKS_PER_SERVER', key: 'maxInboundPeeksPerServer', help: 'live peeks one remote server may hold here', default: '10000' },

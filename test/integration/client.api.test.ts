@@ -163,6 +163,16 @@ describe('accounts and devices', () => {
     expect((await laptop.whoami()).status).toBe(200);
   });
 
+  it('logout/all ends every device of the user', async () => {
+    const a = await user('all');
+    const b = await a.login();
+    const other = await user('other');
+    expect((await a.req('POST', v3('/logout/all'), {})).status).toBe(200);
+    expectError(await a.whoami(), 401, 'M_UNKNOWN_TOKEN');
+    expectError(await b.whoami(), 401, 'M_UNKNOWN_TOKEN');
+    expect((await other.whoami()).status).toBe(200);
+  });
+
   it('401 M_MISSING_TOKEN without a token and M_UNKNOWN_TOKEN with a bad one, on every authenticated endpoint', async () => {
     const { room_id: roomId } = await alice.createWorldReadableRoom();
     const endpoints: [string, string, unknown?][] = [

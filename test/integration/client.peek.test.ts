@@ -116,6 +116,20 @@ describe('POST /peek by room ID, then /sync', () => {
     expect(elapsed).toBeLessThan(1_000);
   });
 
+  it('wakes a device that was already long-polling when it starts a peek', async () => {
+    const { room_id: roomId } = await alice.createWorldReadableRoom();
+    const bob = await user('bob');
+    const s0 = await bob.sync();
+    const poll = bob.sync({ since: s0.next_batch, timeout: 20_000 });
+    await new Promise((r) => setTimeout(r, 150));
+    const start = Date.now();
+    expect((await bob.peek(roomId)).status).toBe(200);
+    const body = await poll;
+    expect(Date.now() - start).toBeLessThan(1_000);
+    expect(roomsIn(body, 'peek')).toEqual([roomId]);
+    expect(body.rooms.peek[roomId].timeline.events[0].type).toBe('m.room.create');
+  });
+
   it('waits out the timeout when nothing happens in the peeked room', async () => {
     const { bob, since } = await peekedRoom();
     const start = Date.now();

@@ -1,0 +1,76 @@
+import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig, SETTINGS } from '../../src/config';
+import { settingsMarkdownTable } from '../../src/operator/configDoc';
+
+describe('configuration', () => {
+  it('defaults to the documented contract', () => {
+    const c = loadConfig({}, undefined);
+    expect(c.serverName).toBe('localhost:8008');
+    expect([c.listenHost, c.listenPort]).toEqual(['127.0.0.1', 8008]);
+    expect(c.dataDir).toBe(join(process.cwd(), 'data'));
+    expect(c.signingKeyPath).toBe(join(process.cwd(), 'data', 'signing.key'));
+    expect(c.databaseUrl).toBeUndefined();
+    expect(c.natsUrl).toBeUndefined();
+    expect(c.streamPrefix).toBe('');
+    expect(c.shards).toBe(64);
+    expect(c.federationDestinations).toEqual({});
+    expect(c.peekLifetimeMs).toBe(3_600_000);
+    expect(c.inboundRenewalIntervalMs).toBe(3_600_000);
+    expect(c.outboundIdleMs).toBe(600_000);
+    expect(c.adminToken).toBeUndefined();
+    expect(c.roles).toEqual(['http', 'rooms', 'projections', 'federation']);
+  });
+
+  it('reads the environment, and a config file whose values the environment overrides', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'peekd-config-'));
+    try {
+      const file = join(dir, 'peekd.json');
+      writeFileSync(file, JSON.stringify({ PEEKD_SERVER_NAME: 'file.example', PEEKD_SHARDS: 16, PEEKD_FEDERATION_DESTINATIONS: { 'b.example': 'http://127.0.0.1:9' } }));
+      const c = loadConfig({ PEEKD_SHARDS: '32', PEEKD_LISTEN: '[::1]:9000' }, file);
+      expect(c.serverName).toBe('file.example');
+      expect(c.shards).toBe(32);
+      expect(c.federationDestinations).toEqual({ 'b.example': 'http://127.0.0.1:9' });
+      expect([c.listenHost, c.listenPort]).toEqual(['::1', 9000]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it.each([
+    [{ PEEKD_SHARDS: '0' }, /PEEKD_SHARDS/],
+    [{ PEEKD_PEEK_LIFETIME_MS: 'soon' }, /PEEKD_PEEK_LIFETIME_MS/],
+    [{ PEEKD_SERVER_NAME: 'bad name' }, /PEEKD_SERVER_NAME/],
+    [{ PEEKD_LISTEN: 'nowhere' }, /PEEKD_LISTEN/],
+    [{ PEEKD_FEDERATION_DESTINATIONS: '[1]' }, /PEEKD_FEDERATION_DESTINATIONS/],
+    [{ PEEKD_ROLES: 'http,cooking' }, /cooking/],
+  ])('refuses %j with an error naming the setting', (env, message) => {
+    expect(() => loadConfig(env, undefined)).toThrow(ConfigError);
+    expect(() => loadConfig(env, undefined)).toThrow(message);
+  });
+
+  it('refuses an unknown key in the config file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'peekd-config-'));
+    try {
+      const file = join(dir, 'peekd.json');
+      writeFileSync(file, JSON.stringify({ PEEKD_SERVERNAME: 'typo.example' }));
+      expect(() => loadConfig({}, file)).toThrow(/PEEKD_SERVERNAME/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('docs/configuration.md lists exactly the settings src/config.ts knows', () => {
+    const doc = readFileSync(join(import.meta.dirname, '../../docs/configuration.md'), 'utf8');
+    const table = doc.slice(doc.indexOf('<!-- settings:start'), doc.indexOf('<!-- settings:end -->'));
+    expect(table.slice(table.indexOf('\n') + 1).trim()).toBe(settingsMarkdownTable());
+  });
+
+  it('the README table names every variable of the configuration contract', () => {
+    const readme = readFileSync(join(import.meta.dirname, '../../README.md'), 'utf8');
+    const contract = SETTINGS.slice(0, SETTINGS.findIndex((s) => s.env === 'PEEKD_ROLES') + 1);
+    for (const s of contract) expect(readme).toContain(`| \`${s.env}\``);
+  });
+});
