@@ -14,6 +14,7 @@ export interface Config {
   dataDir: string;
   databaseUrl?: string;
   natsUrl?: string;
+  natsServerBin?: string;
   streamPrefix: string;
   shards: number;
   signingKeyPath: string;
@@ -58,6 +59,7 @@ export const SETTINGS: Setting[] = [
   { env: 'PEEKD_OUTBOUND_IDLE_MS', key: 'outboundIdleMs', help: 'end an outbound peek when no peeking device synced for this long', default: '600000' },
   { env: 'PEEKD_ADMIN_TOKEN', key: 'adminToken', help: 'bearer token for /_peekd/admin/… (unset: admin API off)', default: '' },
   { env: 'PEEKD_ROLES', key: 'roles', help: 'http,rooms,projections,federation or a subset', default: 'http,rooms,projections,federation' },
+  { env: 'PEEKD_NATS_SERVER', key: 'natsServerBin', help: 'the nats-server binary to start when NATS_URL is unset (unset: search PATH)', default: '' },
   { env: 'PEEKD_LOG_LEVEL', key: 'logLevel', help: 'log level: trace, debug, info, warn, error', default: 'info' },
   { env: 'PEEKD_PEEK_RATE_PER_SECOND', key: 'peekRatePerSecond', help: '/peek calls per device per second, averaged over a window of PEEKD_PEEK_RATE_BURST calls', default: '5' },
   { env: 'PEEKD_PEEK_RATE_BURST', key: 'peekRateBurst', help: '/peek calls a device may make in a burst', default: '20' },
@@ -139,6 +141,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, configFile = en
     dataDir,
     databaseUrl: get('DATABASE_URL'),
     natsUrl: get('NATS_URL'),
+    natsServerBin: get('PEEKD_NATS_SERVER'),
     streamPrefix: value('PEEKD_STREAM_PREFIX'),
     shards: positiveInt('PEEKD_SHARDS', value('PEEKD_SHARDS')),
     signingKeyPath: get('PEEKD_SIGNING_KEY') ?? join(dataDir, 'signing.key'),

@@ -62,7 +62,7 @@ export async function openInfrastructure(config: Config, logger: Logger): Promis
   try {
     let natsUrl = config.natsUrl;
     if (!natsUrl) {
-      const embedded: EmbeddedNats = await startEmbeddedNats({ storeDir: join(config.dataDir, 'nats'), configFile: NATS_CONF });
+      const embedded: EmbeddedNats = await startEmbeddedNats({ storeDir: join(config.dataDir, 'nats'), configFile: NATS_CONF, bin: config.natsServerBin });
       closers.push(() => embedded.stop());
       natsUrl = embedded.url;
       logger.info({ url: natsUrl }, 'started embedded nats-server');

@@ -24,7 +24,8 @@ import {
   NotFoundError,
 } from './errors';
 import { decideCreateRoom, decideReceivePdus, decideSendEvents, previewReceived } from './roomDecide';
-import { isEncrypted, isWorldReadable, membershipOf, roomServerOf, type LivePeek, type RoomFacts, type RoomState } from './state';
+import { serverAclAllows } from './serverAcl';
+import { isEncrypted, isWorldReadable, membershipOf, roomServerOf, stateContent, type LivePeek, type RoomFacts, type RoomState } from './state';
 
 export interface Decision {
   /** New local events to author, in order (the shell builds, hashes and signs them). */
@@ -163,6 +164,7 @@ function startInboundPeek(state: RoomState, cmd: StartInboundPeek, ctx: DecideCo
   if (!versions.includes(room.roomVersion)) return new IncompatibleRoomVersionError(room.roomVersion);
   if (isEncrypted(room)) return new ForbiddenError('the room is encrypted and cannot be peeked');
   if (!isWorldReadable(room)) return new ForbiddenError('the room is not world_readable');
+  if (!serverAclAllows(stateContent(room, 'm.room.server_acl'), cmd.server)) return new ForbiddenError(`the room's server ACL denies ${cmd.server}`);
   const peek: PeekRef = { kind: 'inbound', server: cmd.server, peekId: cmd.peekId };
   const renewalIntervalMs = ctx.inboundRenewalIntervalMs;
   const expiresAt = ctx.now + renewalIntervalMs + inboundGraceMs(renewalIntervalMs);

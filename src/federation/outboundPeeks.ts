@@ -27,6 +27,8 @@ export const MAX_RENEWAL_INTERVAL_MS = 24 * 60 * 60_000;
 /** A fresh outbound peek is not ended for want of device peeks this soon after it started. */
 const START_GRACE_MS = 5_000;
 const SYNC_CHECK_THROTTLE_MS = 2_000;
+const RETRY_MIN_MS = 1_000;
+const RETRY_MAX_MS = 60_000;
 
 export function clampRenewalInterval(ms: unknown, fallback: number): number {
   const n = typeof ms === 'number' && Number.isFinite(ms) ? ms : fallback;
@@ -62,6 +64,10 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
   private readonly inflight = new Map<string, Promise<void>>();
   private readonly lastSync = new Map<string, number>();
   private readonly lastSyncCheck = new Map<string, number>();
+  /** The servers a room was last peeked through (tried first when the peek restarts). */
+  private readonly serversOf = new Map<string, string[]>();
+  /** Per room: when a failed (re)start or renewal may be tried again, and the backoff. */
+  private readonly retry = new Map<string, { at: number; backoffMs: number }>();
   private readonly startedAt: number;
   private timer?: NodeJS.Timeout;
   private ticking?: Promise<void>;
@@ -89,7 +95,9 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
     const running = this.inflight.get(roomId);
     if (running) return running;
     if (await this.liveOutbound(roomId)) return;
-    const p = this.startPeek(roomId, servers).finally(() => this.inflight.delete(roomId));
+    const p = this.startPeek(roomId, servers)
+      .then(() => this.retry.delete(roomId))
+      .finally(() => this.inflight.delete(roomId));
     this.inflight.set(roomId, p);
     return p;
   }
@@ -159,6 +167,7 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
     for (const server of candidates) {
       try {
         await this.putPeek(roomId, server, peekId);
+        this.serversOf.set(roomId, [server]);
         return;
       } catch (err) {
         if (err instanceof MatrixError && (err.status === 403 || err.status === 404 || err.errcode === 'M_INCOMPATIBLE_ROOM_VERSION')) {
@@ -237,38 +246,72 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
     return now - seen < this.deps.outboundIdleMs;
   }
 
-  /** Renews, ends or keeps each live outbound peek. */
+  /** Renews, ends or keeps each live outbound peek; restarts the ones devices still need. */
   async tick(): Promise<void> {
     const now = this.deps.clock.now();
     const outbound = await this.deps.db.select().from(federationsenderOutboundPeeks);
+    const withOutbound = new Set(outbound.map((r) => r.roomId));
     for (const row of outbound) {
       if (this.inflight.has(row.roomId)) continue;
       const devices = await this.deps.db
         .select()
         .from(syncapiPeeks)
         .where(and(eq(syncapiPeeks.roomId, row.roomId), isNull(syncapiPeeks.endedSeq)));
+      // A fresh outbound peek precedes its device peek: give that a moment to be recorded.
       const settling = now - row.createdAt < START_GRACE_MS;
-      if (devices.length === 0) {
-        if (settling) continue;
+      if (devices.length === 0 && !settling) {
         await this.end(row.roomId, row.serverName, 'unpeeked');
-      } else if (!settling && !devices.some((d) => this.isActive(d.userId, d.deviceId, d.renewedAt, now))) {
+      } else if (devices.length > 0 && !settling && !devices.some((d) => this.isActive(d.userId, d.deviceId, d.renewedAt, now))) {
         await this.end(row.roomId, row.serverName, 'no_active_peekers');
-      } else if (now >= row.renewedAt + row.renewalIntervalMs / 2) {
-        await this.renew(row.roomId, row.serverName, row.peekId);
+      } else if (now >= row.renewedAt + row.renewalIntervalMs / 2 && (this.retry.get(row.roomId)?.at ?? 0) <= now) {
+        await this.renew(row.roomId, row.serverName, row.peekId, row.renewalIntervalMs);
       }
     }
+    // Device peeks of remote rooms whose federated peek is gone without a DELETE of ours
+    // (it timed out here while the host was unreachable, the host expired it, the host
+    // forgot it): while a peeking device is active, peek again.
+    const orphaned = await this.deps.db
+      .select({ roomId: syncapiPeeks.roomId, userId: syncapiPeeks.userId, deviceId: syncapiPeeks.deviceId, renewedAt: syncapiPeeks.renewedAt })
+      .from(syncapiPeeks)
+      .where(isNull(syncapiPeeks.endedSeq));
+    const due = new Set<string>();
+    for (const d of orphaned) {
+      if (withOutbound.has(d.roomId) || this.inflight.has(d.roomId) || serverOf(d.roomId) === this.deps.serverName) continue;
+      if ((this.retry.get(d.roomId)?.at ?? 0) > now || !this.isActive(d.userId, d.deviceId, d.renewedAt, now)) continue;
+      due.add(d.roomId);
+    }
+    for (const roomId of due) this.restart(roomId);
   }
 
-  private async renew(roomId: string, server: string, peekId: string): Promise<void> {
+  /** Starts the federated peek of `roomId` again in the background, backing off on failure. */
+  private restart(roomId: string): void {
+    const servers = [...(this.serversOf.get(roomId) ?? []), serverOf(roomId)];
+    this.ensureOutboundPeek(roomId, servers).catch((err) => {
+      this.backOff(roomId);
+      this.deps.logger?.warn({ roomId, err: (err as Error).message }, 'could not restart an outbound peek; will retry');
+    });
+  }
+
+  private backOff(roomId: string): void {
+    const prev = this.retry.get(roomId)?.backoffMs ?? 0;
+    const backoffMs = Math.min(RETRY_MAX_MS, Math.max(RETRY_MIN_MS, prev * 2));
+    this.retry.set(roomId, { at: this.deps.clock.now() + backoffMs, backoffMs });
+  }
+
+  private async renew(roomId: string, server: string, peekId: string, intervalMs: number): Promise<void> {
     const path = `/_matrix/federation/v1/peek/${encodeURIComponent(roomId)}/${encodeURIComponent(peekId)}/renew`;
     let res;
     try {
-      res = await this.deps.client.request<{ renewal_interval?: unknown; errcode?: string }>(server, 'POST', path, {});
+      res = await this.deps.client.request<{ renewal_interval?: unknown; errcode?: string }>(server, 'POST', path, {}, Math.max(1_000, intervalMs / 4));
     } catch (err) {
+      // Try again soon, but well inside the interval the host granted.
+      const backoffMs = Math.min(30_000, Math.max(250, intervalMs / 10));
+      this.retry.set(roomId, { at: this.deps.clock.now() + backoffMs, backoffMs });
       this.deps.logger?.warn({ roomId, server, err: (err as Error).message }, 'could not renew an outbound peek; will retry');
       return;
     }
     if (res.status === 200) {
+      this.retry.delete(roomId);
       const renewalIntervalMs = clampRenewalInterval(res.body.renewal_interval, 60 * 60_000);
       try {
         const result = await this.deps.bus.send({ type: 'RenewOutboundPeek', roomId, server, peekId, renewalIntervalMs });
@@ -278,8 +321,9 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
       }
       return;
     }
-    if (res.status === 404 || res.status === 405) {
-      // The host does not know /renew (older draft), or has forgotten the peek: PUT again.
+    const errcode = typeof res.body.errcode === 'string' ? res.body.errcode : undefined;
+    if (res.status === 405 || (res.status === 404 && errcode !== 'M_NOT_FOUND')) {
+      // The host does not know /renew (the older draft): a repeated PUT renews there.
       const run = this.putPeek(roomId, server, peekId).catch(async (err) => {
         if (err instanceof MatrixError && (err.status === 403 || err.status === 404)) await this.end(roomId, server, 'rejected');
         else this.deps.logger?.warn({ roomId, server, err: (err as Error).message }, 'could not re-PUT an outbound peek; will retry');
@@ -288,7 +332,19 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
       await run;
       return;
     }
-    if (res.status === 403) await this.end(roomId, server, 'rejected');
+    if (res.status === 404) {
+      // The host has no such peek any more (it expired it): end ours; the upkeep starts a
+      // new one, under a new peek ID, while a peeking device is active.
+      await this.end(roomId, server, 'remote_deleted');
+      return;
+    }
+    if (res.status === 403) {
+      await this.end(roomId, server, 'rejected');
+      return;
+    }
+    const backoffMs = Math.min(30_000, Math.max(250, intervalMs / 10));
+    this.retry.set(roomId, { at: this.deps.clock.now() + backoffMs, backoffMs });
+    this.deps.logger?.warn({ roomId, server, status: res.status }, 'the host refused to renew an outbound peek; will retry');
   }
 
   /** A device synced: restart outbound peeks its live peeks of remote rooms need. */

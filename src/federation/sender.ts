@@ -22,6 +22,49 @@ const MAX_EDU_ITEMS_PER_TXN = 100;
 const MIN_BACKOFF_MS = 250;
 const MAX_BACKOFF_MS = 30_000;
 
+interface EventRow {
+  seq: string | number;
+  room_id: string;
+  type: string;
+  state_key: string | null;
+  pdu: Pdu;
+}
+
+/** An event after which the room may no longer be peeked. */
+function endsPeeking(e: { type: string; state_key: string | null; pdu: Pdu }): boolean {
+  if (e.state_key !== '') return false;
+  if (e.type === 'm.room.history_visibility') return e.pdu.content?.history_visibility !== 'world_readable';
+  if (e.type === 'm.room.encryption') return typeof e.pdu.content?.algorithm === 'string';
+  return false;
+}
+
+/** Whether the room could be peeked as of ROOMS sequence `seq` (its state then). */
+async function peekableAt(tx: Pick<Db, 'execute'>, roomId: string, seq: number): Promise<boolean> {
+  const rows = rowsOf<{ type: string; state_key: string | null; pdu: Pdu }>(
+    await tx.execute(sql`
+      select distinct on (type) type, state_key, pdu
+      from syncapi_room_events
+      where room_id = ${roomId} and state_key = '' and type in ('m.room.history_visibility', 'm.room.encryption') and seq <= ${seq}
+      order by type, seq desc`),
+  );
+  const visibility = rows.find((r) => r.type === 'm.room.history_visibility');
+  if (!visibility || visibility.pdu.content?.history_visibility !== 'world_readable') return false;
+  return !rows.some((r) => r.type === 'm.room.encryption' && endsPeeking(r));
+}
+
+/** ROOMS sequence of the first event after `seq` that ends peeking, if any. */
+async function firstEndingAfter(tx: Pick<Db, 'execute'>, roomId: string, seq: number): Promise<number | undefined> {
+  const rows = rowsOf<{ seq: string | number; type: string; state_key: string | null; pdu: Pdu }>(
+    await tx.execute(sql`
+      select seq, type, state_key, pdu
+      from syncapi_room_events
+      where room_id = ${roomId} and state_key = '' and type in ('m.room.history_visibility', 'm.room.encryption') and seq > ${seq}
+      order by seq`),
+  );
+  const first = rows.find(endsPeeking);
+  return first ? Number(first.seq) : undefined;
+}
+
 interface PendingTxn {
   txnId: string;
   body: Record<string, unknown>;
@@ -192,29 +235,56 @@ class DestinationQueue {
     const peeks = federationsenderInboundPeeks;
     const cursors = federationsenderRoomCursors;
     return this.db.transaction(async (tx) => {
-      // Cursors follow the live peeks: a new peek starts at its snapshot; an ended one drops.
+      // Cursors follow the live peeks: a new peek starts at its snapshot's sequence.
       const live = await tx
         .select({ roomId: peeks.roomId, from: min(peeks.roomSeq) })
         .from(peeks)
         .where(eq(peeks.serverName, dest))
         .groupBy(peeks.roomId);
       const have = await tx.select().from(cursors).where(eq(cursors.destination, dest));
-      const liveIds = new Set(live.map((l) => l.roomId));
+      const liveFrom = new Map(live.map((l) => [l.roomId, Number(l.from ?? 0)]));
       const haveIds = new Set(have.map((h) => h.roomId));
       const fresh = live.filter((l) => !haveIds.has(l.roomId)).map((l) => ({ destination: dest, roomId: l.roomId, sentSeq: Number(l.from ?? 0) }));
       if (fresh.length > 0) await tx.insert(cursors).values(fresh).onConflictDoNothing();
-      const gone = have.filter((h) => !liveIds.has(h.roomId)).map((h) => h.roomId);
-      if (gone.length > 0) await tx.delete(cursors).where(and(eq(cursors.destination, dest), inArray(cursors.roomId, gone)));
 
-      const events = rowsOf<{ seq: string | number; room_id: string; pdu: Pdu }>(
-        await tx.execute(sql`
-          select e.seq, e.room_id, e.pdu
-          from syncapi_room_events e
-          join federationsender_room_cursors c on c.room_id = e.room_id and c.destination = ${dest}
-          where e.seq > c.sent_seq
-          order by e.seq
-          limit ${MAX_PDUS_PER_TXN}`),
-      );
+      // Per room, what may go: the events after the cursor while the room stays peekable
+      // (world_readable, not encrypted), up to and including the event that ends that —
+      // peekers are sent the event that ends their peek, and nothing after it. A room whose
+      // peeks all ended keeps its cursor only to relay such an ending event.
+      const candidates: EventRow[] = [];
+      const drop: string[] = [];
+      const rooms = [...fresh.map((f) => ({ roomId: f.roomId, sentSeq: f.sentSeq })), ...have.map((h) => ({ roomId: h.roomId, sentSeq: Number(h.sentSeq) }))];
+      for (const { roomId, sentSeq } of rooms) {
+        const isLive = liveFrom.has(roomId);
+        // A cursor left behind by an ended peek never reaches below a newer peek's snapshot.
+        const from = isLive ? Math.max(sentSeq, liveFrom.get(roomId)!) : sentSeq;
+        if (!(await peekableAt(tx, roomId, from))) {
+          if (!isLive) drop.push(roomId);
+          continue;
+        }
+        let upto: number | undefined;
+        if (!isLive) {
+          upto = await firstEndingAfter(tx, roomId, from);
+          if (upto === undefined) {
+            drop.push(roomId);
+            continue;
+          }
+        }
+        const rows = rowsOf<EventRow>(
+          await tx.execute(sql`
+            select seq, room_id, type, state_key, pdu
+            from syncapi_room_events
+            where room_id = ${roomId} and seq > ${from} ${upto !== undefined ? sql`and seq <= ${upto}` : sql``}
+            order by seq
+            limit ${MAX_PDUS_PER_TXN}`),
+        );
+        for (const row of rows) {
+          candidates.push(row);
+          if (endsPeeking(row)) break;
+        }
+      }
+      if (drop.length > 0) await tx.delete(cursors).where(and(eq(cursors.destination, dest), inArray(cursors.roomId, drop)));
+      const events = candidates.sort((a, b) => Number(a.seq) - Number(b.seq)).slice(0, MAX_PDUS_PER_TXN);
       const expired = await tx
         .select()
         .from(federationsenderOutbox)

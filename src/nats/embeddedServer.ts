@@ -16,8 +16,19 @@ export class NatsServerNotFoundError extends Error {
   }
 }
 
-/** Finds nats-server on PATH (and the sbin directories Debian installs it to). */
+/**
+ * Finds nats-server: PEEKD_NATS_SERVER when set (a path; nothing else is tried), else on
+ * PATH and in the sbin directories Debian installs it to.
+ */
 export function findNatsServer(env: NodeJS.ProcessEnv = process.env): string | null {
+  if (env.PEEKD_NATS_SERVER) {
+    try {
+      accessSync(env.PEEKD_NATS_SERVER, constants.X_OK);
+      return env.PEEKD_NATS_SERVER;
+    } catch {
+      return null;
+    }
+  }
   const dirs = [...(env.PATH ?? '').split(delimiter), '/usr/sbin', '/usr/local/sbin', '/usr/local/bin'];
   for (const dir of dirs) {
     if (!dir) continue;
@@ -51,12 +62,14 @@ export interface EmbeddedNats {
 
 export interface EmbeddedNatsOptions {
   storeDir: string;
+  /** The binary; default: findNatsServer(). */
+  bin?: string;
   configFile?: string;
   port?: number;
 }
 
 export async function startEmbeddedNats(options: EmbeddedNatsOptions): Promise<EmbeddedNats> {
-  const bin = findNatsServer();
+  const bin = options.bin !== undefined ? findNatsServer({ PEEKD_NATS_SERVER: options.bin }) : findNatsServer();
   if (!bin) throw new NatsServerNotFoundError();
   mkdirSync(options.storeDir, { recursive: true });
   const port = options.port ?? (await freePort());
