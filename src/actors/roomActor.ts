@@ -117,7 +117,7 @@ export class RoomActor {
    */
   private async heal(): Promise<void> {
     for (let attempt = 0; ; attempt++) {
-      const endings = impliedEndings(this.state.room, this.state, this.deps.clock.now());
+      const endings = withEndSeq(impliedEndings(this.state.room, this.state, this.deps.clock.now()), this.state.roomsSeq);
       if (endings.length === 0) return;
       try {
         await this.appendPeeks(endings, `heal:${this.roomId}:${this.state.peeksSeq}`);
@@ -173,7 +173,7 @@ export class RoomActor {
         }
         let peekEvents: StoredPeekEvent[] = [];
         try {
-          peekEvents = await this.appendPeeks(decided.peeks, attemptId);
+          peekEvents = await this.appendPeeks(withEndSeq(decided.peeks, this.state.roomsSeq), attemptId);
         } catch (err) {
           // The room events are in; only the peek endings they imply are missing. Healing
           // re-derives exactly those from the reloaded room, so nothing is decided twice.
@@ -260,4 +260,13 @@ export class RoomActor {
 function versionFromCreate(pdu: { type: string; content: Record<string, unknown> }): string | undefined {
   const v = pdu.type === 'm.room.create' ? pdu.content.room_version : undefined;
   return typeof v === 'string' ? v : undefined;
+}
+
+/**
+ * Stamps each PeekExpired with the ROOMS sequence the room had reached when the peek
+ * ended — after this command's own room events, which only the shell knows — so that a
+ * peer is still sent the event that ended its peek, and nothing after it.
+ */
+function withEndSeq(events: PeekEvent[], roomSeq: number): PeekEvent[] {
+  return events.map((e) => (e.type === 'PeekExpired' && roomSeq > 0 ? { ...e, roomSeq } : e));
 }

@@ -51,6 +51,8 @@ export interface PeekExpired {
   peek: PeekRef;
   at: number;
   reason: PeekEndReason;
+  /** ROOMS stream sequence of the room's latest PDU when the peek ended (incl. the PDU that ended it). */
+  roomSeq?: number;
 }
 
 export type PeekEvent = PeekStarted | PeekRenewed | PeekExpired;

@@ -10,6 +10,8 @@ import type { OwnKeys } from './ownKeys';
 export interface OutboundHooks {
   /** Waits while an outbound peek of `roomId` is being set up (its snapshot not yet appended). */
   settled(roomId: string): Promise<void>;
+  /** Whether `origin` may send us PDUs of `roomId`: the server we peek the room through. */
+  accepts(origin: string, roomId: string): Promise<boolean>;
   /** The host says it expired our peek. */
   remoteExpired(origin: string, roomId: string, peekId: string): Promise<void>;
 }

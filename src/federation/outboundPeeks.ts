@@ -94,10 +94,14 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
   async ensureOutboundPeek(roomId: string, servers: string[]): Promise<void> {
     const running = this.inflight.get(roomId);
     if (running) return running;
-    if (await this.liveOutbound(roomId)) return;
-    const p = this.startPeek(roomId, servers)
-      .then(() => this.retry.delete(roomId))
-      .finally(() => this.inflight.delete(roomId));
+    // Registered before the first await, so concurrent callers share one start.
+    const p: Promise<void> = (async () => {
+      if (await this.liveOutbound(roomId)) return;
+      await this.startPeek(roomId, servers);
+      this.retry.delete(roomId);
+    })().finally(() => {
+      if (this.inflight.get(roomId) === p) this.inflight.delete(roomId);
+    });
     this.inflight.set(roomId, p);
     return p;
   }
@@ -133,6 +137,21 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
 
   async settled(roomId: string): Promise<void> {
     await this.inflight.get(roomId)?.catch(() => undefined);
+  }
+
+  async accepts(origin: string, roomId: string): Promise<boolean> {
+    const t = federationsenderOutboundPeeks;
+    const rows = await this.deps.db.select({ server: t.serverName }).from(t).where(eq(t.roomId, roomId));
+    if (rows.length > 0) return rows.some((r) => r.server === origin);
+    // No federated peek right now, but local devices still peek the room and one is being
+    // (re)started: keep taking the host's events meanwhile, so none is lost in the gap.
+    if (origin !== serverOf(roomId) && !(this.serversOf.get(roomId) ?? []).includes(origin)) return false;
+    const devices = await this.deps.db
+      .select({ r: syncapiPeeks.roomId })
+      .from(syncapiPeeks)
+      .where(and(eq(syncapiPeeks.roomId, roomId), isNull(syncapiPeeks.endedSeq)))
+      .limit(1);
+    return devices.length > 0;
   }
 
   async remoteExpired(origin: string, roomId: string, peekId: string): Promise<void> {

@@ -1,6 +1,8 @@
 // /sync: joined rooms, peeked rooms (MSC2753), invites and left rooms, between two
 // positions. A peek arrives like a join; an ended peek appears once under `leave`; a
-// peeking user who joins moves from `peek` to `join` without the state again.
+// peeking user who joins moves from `peek` to `join` without the state again. A peek
+// never shows an event past its horizon (the event that ended world_readable or turned
+// on encryption), whichever of the two sync projections has caught up first.
 import { clientEvents, type RoomReader, type StoredEvent } from './roomReader';
 import { withoutRoomId } from './clientEvents';
 import type { DevicePeekRow, PeekReader } from './peekReader';

@@ -415,7 +415,15 @@ describe('two ActorHosts on one log', () => {
     clock.t = T0 + PEEK_LIFETIME_MS;
     const viaB = await B.send({ type: 'Tick', roomId });
     expect(viaB.peekEvents.map((p) => p.event)).toEqual([
-      { type: 'PeekExpired', v: 1, roomId, peek: { kind: 'device', userId: BOB, deviceId: 'PHONE' }, at: T0 + PEEK_LIFETIME_MS, reason: 'timed_out' },
+      {
+        type: 'PeekExpired',
+        v: 1,
+        roomId,
+        peek: { kind: 'device', userId: BOB, deviceId: 'PHONE' },
+        at: T0 + PEEK_LIFETIME_MS,
+        reason: 'timed_out',
+        roomSeq: started.state.roomsSeq, // where the room stood when the peek ended
+      },
     ]);
     // A still believes the peek is live: its tick conflicts, reloads and finds nothing due.
     const viaA = await A.send({ type: 'Tick', roomId });
