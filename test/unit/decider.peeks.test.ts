@@ -254,6 +254,14 @@ describe('StartInboundPeek (MSC2444, a remote server peeks a room hosted here)',
     given([]).when(startInbound(REMOTE, 'p1')).thenThrows(NotFoundError, `unknown room ${ROOM}`);
   });
 
+  it("refuses a server the room's server ACL denies, and accepts one it allows", () => {
+    const acl = stateEvent(ROOM_LATEST_SEQ + 4, '$acl', 'm.room.server_acl', ALICE, { allow: ['*'], deny: ['remote.org'] });
+    given([...room, acl]).when(startInbound(REMOTE, 'p1')).thenThrows(ForbiddenError, 'server ACL denies remote.org');
+    given([...room, acl])
+      .when(startInbound('friendly.org', 'p1'))
+      .then([peekStarted(inbound('friendly.org', 'p1'), T0, { expiresAt: freshExpiry, renewalIntervalMs: INBOUND_INTERVAL_MS, roomSeq: ROOM_LATEST_SEQ + 4 })]);
+  });
+
   it('refuses when the room version is not among the requested versions', () => {
     const err = given(room).when(startInbound(REMOTE, 'p1', ['9', '11'])).thenThrows(IncompatibleRoomVersionError, 'room version 10');
     expect(err.roomVersion).toBe('10');

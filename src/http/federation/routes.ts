@@ -6,6 +6,8 @@ import { isValidPeekId, isValidRoomAlias, isValidRoomId, serverOf } from '../../
 import type { FederationContext } from '../../federation/context';
 import { buildSnapshot } from '../../federation/snapshot';
 import { checkPdu } from '../../federation/verifyPdu';
+import { serverAllowedByAcl } from '../../federation/acl';
+import { RoomReader } from '../../syncapi/roomReader';
 import { federationsenderInboundPeeks, roomAliases } from '../../store/schema';
 import { MatrixError, badJson, invalidParam, limitExceeded, notFound } from '../errors';
 import { originOf, requireServerAuth } from './auth';
@@ -29,6 +31,13 @@ function versionsOf(ver: unknown): string[] {
 export function registerFederationRoutes(app: FastifyInstance, ctx: FederationContext): void {
   const auth = requireServerAuth(ctx);
   const seenTxns = new Map<string, unknown>();
+  const rooms = new RoomReader(ctx.db);
+  /** 403 when the room's server ACL shuts `origin` out. */
+  const checkAcl = async (roomId: string, origin: string) => {
+    if (!serverAllowedByAcl(origin, await rooms.stateContent(roomId, 'm.room.server_acl'))) {
+      throw new MatrixError(403, 'M_FORBIDDEN', `the room's server ACL does not allow ${origin}`);
+    }
+  };
 
   app.get('/_matrix/key/v2/server', async () => ctx.ownKeys.response());
   app.get('/_matrix/key/v2/server/:keyId', async () => ctx.ownKeys.response());
@@ -38,6 +47,7 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
     const origin = originOf(req);
     const { roomId, peekId } = peekParams(req.params);
     const roomVersions = versionsOf((req.query as { ver?: unknown }).ver);
+    await checkAcl(roomId, origin);
     const t = federationsenderInboundPeeks;
     const [own] = await ctx.db.select({ n: count() }).from(t).where(and(eq(t.roomId, roomId), eq(t.serverName, origin), eq(t.peekId, peekId)));
     if (Number(own?.n ?? 0) === 0) {
@@ -58,6 +68,7 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
   app.post('/_matrix/federation/v1/peek/:roomId/:peekId/renew', { preValidation: auth }, async (req) => {
     const origin = originOf(req);
     const { roomId, peekId } = peekParams(req.params);
+    await checkAcl(roomId, origin);
     const result = await ctx.bus.send({ type: 'RenewInboundPeek', roomId, server: origin, peekId });
     const last = result.peekEvents.at(-1);
     if (last) await ctx.waitForProjections('peeks', last.seq);
@@ -100,15 +111,28 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
       const body = req.body as { pdus?: unknown[]; expired_peeks?: unknown[] };
       const results: Record<string, Record<string, string>> = {};
       const byRoom = new Map<string, ReceivedPdu[]>();
+      const accepted = new Map<string, boolean>();
+      const versions = new Map<string, string>();
       for (const raw of body.pdus ?? []) {
         const roomId = (raw as { room_id?: unknown })?.room_id;
         if (typeof roomId !== 'string' || !isValidRoomId(roomId)) continue;
         if (serverOf(roomId) === ctx.config.serverName) continue; // we host it: copies are not taken
-        await ctx.outbound?.settled(roomId);
-        const checked = await checkPdu(raw, '10', ctx.keyRing);
+        // Only the server we peek the room through sends us its events (after the
+        // snapshot of a peek being set up is in).
+        if (!accepted.has(roomId)) {
+          await ctx.outbound?.settled(roomId);
+          accepted.set(roomId, (await ctx.outbound?.accepts(origin, roomId)) ?? false);
+          const create = await rooms.stateContent(roomId, 'm.room.create');
+          versions.set(roomId, typeof create?.room_version === 'string' ? create.room_version : '10');
+        }
+        const checked = await checkPdu(raw, versions.get(roomId)!, ctx.keyRing);
         if (!checked.ok) {
           const id = `unknown-${Object.keys(results).length}`;
           results[id] = { error: checked.error };
+          continue;
+        }
+        if (!accepted.get(roomId)) {
+          results[checked.eventId] = { error: `${ctx.config.serverName} does not peek ${roomId} through ${origin}` };
           continue;
         }
         results[checked.eventId] = {};
