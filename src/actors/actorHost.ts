@@ -71,6 +71,13 @@ export class ActorHost {
     return dropped;
   }
 
+  /** Drops the actors of rooms `which` selects once their queued commands ran (a shard moved away). */
+  async forget(which: (roomId: string) => boolean): Promise<void> {
+    const leaving = [...this.rooms].filter(([roomId]) => which(roomId));
+    await Promise.all(leaving.map(([, e]) => e.tail));
+    for (const [roomId, e] of leaving) if (this.rooms.get(roomId) === e && e.pending === 0) this.rooms.delete(roomId);
+  }
+
   /** Waits for queued commands, then forgets every actor. */
   async stop(): Promise<void> {
     clearInterval(this.sweeper);

@@ -56,14 +56,14 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
   // A route with a body schema gets a JSON object: no body at all is M_NOT_JSON, other JSON M_BAD_JSON.
   app.addHook('preValidation', async (req) => {
     if (!req.routeOptions.schema?.body) return;
-    if (req.body === undefined || req.body === null) {
+    if (req.body === undefined) {
       if (req.method === 'POST' && isLenientEmptyBody(req.url)) {
         req.body = {};
         return;
       }
       throw notJson('the request needs a JSON object body');
     }
-    if (typeof req.body !== 'object' || Array.isArray(req.body)) throw badJson('the request body must be a JSON object');
+    if (req.body === null || typeof req.body !== 'object' || Array.isArray(req.body)) throw badJson('the request body must be a JSON object');
   });
   await app.register(rateLimit, { global: false, errorResponseBuilder: (_req, context) => limitExceeded(context.ttl) });
 

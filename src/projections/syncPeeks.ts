@@ -25,8 +25,9 @@ export const syncPeeksProjection: PeekProjection = {
     for (const { event } of mine) {
       if (event.peek.kind !== 'device') continue;
       const k = key(event.roomId, event.peek.userId, event.peek.deviceId);
+      // Every touched row's earlier state is needed: a start keeps the ended peek it replaces.
+      if (!startedHere.has(k)) needed.set(k, [event.roomId, event.peek.userId, event.peek.deviceId]);
       if (event.type === 'PeekStarted') startedHere.add(k);
-      else if (!startedHere.has(k)) needed.set(k, [event.roomId, event.peek.userId, event.peek.deviceId]);
     }
     for (const part of chunks([...needed.values()], 500)) {
       const existing = await tx
@@ -39,8 +40,10 @@ export const syncPeeksProjection: PeekProjection = {
       if (event.peek.kind !== 'device') continue;
       const k = key(event.roomId, event.peek.userId, event.peek.deviceId);
       const row = rows.get(k);
+      if (row && seq <= row.updatedSeq) continue; // already folded in: a replayed event changes nothing
       switch (event.type) {
-        case 'PeekStarted':
+        case 'PeekStarted': {
+          const replaced = row && row.endedSeq !== null ? row : undefined;
           rows.set(k, {
             roomId: event.roomId,
             userId: event.peek.userId,
@@ -55,13 +58,17 @@ export const syncPeeksProjection: PeekProjection = {
             endedSeq: null,
             endedAt: null,
             endReason: null,
+            endedRoomSeq: null,
+            prevStartedSeq: replaced?.startedSeq ?? null,
+            prevEndedSeq: replaced?.endedSeq ?? null,
           });
           break;
+        }
         case 'PeekRenewed':
           if (row) rows.set(k, { ...row, renewedAt: event.at, expiresAt: event.expiresAt ?? null, updatedSeq: seq });
           break;
         case 'PeekExpired':
-          if (row) rows.set(k, { ...row, endedSeq: seq, endedAt: event.at, endReason: event.reason, updatedSeq: seq });
+          if (row) rows.set(k, { ...row, endedSeq: seq, endedAt: event.at, endReason: event.reason, endedRoomSeq: event.roomSeq ?? null, updatedSeq: seq });
           break;
       }
     }

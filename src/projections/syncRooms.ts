@@ -24,6 +24,8 @@ export const syncRoomsProjection: RoomProjection = {
       sender: event.pdu.sender,
       originServerTs: event.pdu.origin_server_ts,
       pdu: event.pdu,
+      txnDeviceId: event.txn?.deviceId ?? null,
+      txnId: event.txn?.txnId ?? null,
     }));
     for (const part of chunks(events, 300)) {
       await tx.insert(syncapiRoomEvents).values(part).onConflictDoNothing();

@@ -35,6 +35,14 @@ export const syncapiPeeks = pgTable(
     endedSeq: ms('ended_seq'),
     endedAt: ms('ended_at'),
     endReason: text('end_reason'),
+    /** ROOMS sequence the room had reached when the peek ended. */
+    endedRoomSeq: ms('ended_room_seq'),
+    /**
+     * The peek this row's current one replaced, if it had ended: a device that saw it but
+     * missed both its end and the new peek's still gets its leave entry.
+     */
+    prevStartedSeq: ms('prev_started_seq'),
+    prevEndedSeq: ms('prev_ended_seq'),
   },
   (t) => [
     primaryKey({ columns: [t.roomId, t.userId, t.deviceId] }),
@@ -178,6 +186,9 @@ export const syncapiRoomEvents = pgTable(
     originServerTs: ms('origin_server_ts').notNull(),
     /** The PDU as appended (room version 10 federation format). */
     pdu: jsonb('pdu').notNull(),
+    /** For an event sent here with a transaction ID: the sending device and that ID. */
+    txnDeviceId: text('txn_device_id'),
+    txnId: text('txn_id'),
   },
   (t) => [
     index('syncapi_room_events_room_idx').on(t.roomId, t.seq),

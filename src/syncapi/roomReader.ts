@@ -10,7 +10,17 @@ export interface StoredEvent {
   seq: number;
   eventId: string;
   pdu: Pdu;
+  txnDeviceId?: string | null;
+  txnId?: string | null;
 }
+
+const EVENT_COLUMNS = {
+  seq: syncapiRoomEvents.seq,
+  eventId: syncapiRoomEvents.eventId,
+  pdu: syncapiRoomEvents.pdu,
+  txnDeviceId: syncapiRoomEvents.txnDeviceId,
+  txnId: syncapiRoomEvents.txnId,
+};
 
 export interface TimelineSlice {
   events: StoredEvent[];
@@ -69,7 +79,7 @@ export class RoomReader {
 
   async currentState(roomId: string): Promise<StoredEvent[]> {
     const rows = await this.db
-      .select({ seq: syncapiRoomEvents.seq, eventId: syncapiRoomEvents.eventId, pdu: syncapiRoomEvents.pdu })
+      .select(EVENT_COLUMNS)
       .from(syncapiCurrentState)
       .innerJoin(syncapiRoomEvents, eq(syncapiRoomEvents.seq, syncapiCurrentState.seq))
       .where(eq(syncapiCurrentState.roomId, roomId))
@@ -79,7 +89,7 @@ export class RoomReader {
 
   async eventById(eventId: string): Promise<StoredEvent | null> {
     const [row] = await this.db
-      .select({ seq: syncapiRoomEvents.seq, eventId: syncapiRoomEvents.eventId, pdu: syncapiRoomEvents.pdu })
+      .select(EVENT_COLUMNS)
       .from(syncapiRoomEvents)
       .where(eq(syncapiRoomEvents.eventId, eventId));
     return (row as StoredEvent) ?? null;
@@ -88,7 +98,7 @@ export class RoomReader {
   /** The newest events with afterSeq < seq ≤ uptoSeq, at most `limit`, oldest first. */
   async timeline(roomId: string, afterSeq: number, uptoSeq: number, limit: number): Promise<TimelineSlice> {
     const rows = await this.db
-      .select({ seq: syncapiRoomEvents.seq, eventId: syncapiRoomEvents.eventId, pdu: syncapiRoomEvents.pdu })
+      .select(EVENT_COLUMNS)
       .from(syncapiRoomEvents)
       .where(and(eq(syncapiRoomEvents.roomId, roomId), gt(syncapiRoomEvents.seq, afterSeq), lte(syncapiRoomEvents.seq, uptoSeq)))
       .orderBy(desc(syncapiRoomEvents.seq))
@@ -187,7 +197,7 @@ export class RoomReader {
         ? and(eq(syncapiRoomEvents.roomId, roomId), lt(syncapiRoomEvents.seq, fromSeq), toSeq !== undefined ? gt(syncapiRoomEvents.seq, toSeq) : undefined)
         : and(eq(syncapiRoomEvents.roomId, roomId), gte(syncapiRoomEvents.seq, fromSeq), toSeq !== undefined ? lte(syncapiRoomEvents.seq, toSeq) : undefined);
     const rows = await this.db
-      .select({ seq: syncapiRoomEvents.seq, eventId: syncapiRoomEvents.eventId, pdu: syncapiRoomEvents.pdu })
+      .select(EVENT_COLUMNS)
       .from(syncapiRoomEvents)
       .where(where)
       .orderBy(dir === 'b' ? desc(syncapiRoomEvents.seq) : asc(syncapiRoomEvents.seq))
@@ -217,6 +227,16 @@ export function endsPeeking(pdu: Pdu): boolean {
   return pdu.type === 'm.room.history_visibility' && pdu.content?.history_visibility !== 'world_readable';
 }
 
-export function clientEvents(events: StoredEvent[], now?: number): ClientEvent[] {
-  return events.map((e) => toClientEvent(e.eventId, e.pdu, now));
+/** Who reads the events: the sending device gets its own `unsigned.transaction_id` back. */
+export interface Viewer {
+  userId: string;
+  deviceId: string;
+}
+
+export function clientEvents(events: StoredEvent[], now?: number, viewer?: Viewer): ClientEvent[] {
+  return events.map((e) => {
+    const c = toClientEvent(e.eventId, e.pdu, now);
+    if (viewer && e.txnId && e.txnDeviceId === viewer.deviceId && e.pdu.sender === viewer.userId) c.unsigned.transaction_id = e.txnId;
+    return c;
+  });
 }

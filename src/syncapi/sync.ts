@@ -3,7 +3,7 @@
 // peeking user who joins moves from `peek` to `join` without the state again. A peek
 // never shows an event past its horizon (the event that ended world_readable or turned
 // on encryption), whichever of the two sync projections has caught up first.
-import { clientEvents, type RoomReader, type StoredEvent } from './roomReader';
+import { clientEvents, type RoomReader, type StoredEvent, type Viewer } from './roomReader';
 import { withoutRoomId } from './clientEvents';
 import type { DevicePeekRow, PeekReader } from './peekReader';
 import type { SyncNotifier } from './notifier';
@@ -23,6 +23,12 @@ export interface SyncRequest {
 }
 
 type RoomSection = Record<string, unknown>;
+
+/** When and for whom a response is made (ages; the sender's own transaction IDs). */
+interface View {
+  now: number;
+  viewer: Viewer;
+}
 
 export interface SyncResponse {
   next_batch: string;
@@ -65,7 +71,7 @@ export class SyncService {
   private async compute(req: SyncRequest, upto: SyncPosition): Promise<{ response: SyncResponse; roomIds: string[] }> {
     const { rooms } = this.deps;
     const since = req.since;
-    const now = this.deps.now();
+    const view: View = { now: this.deps.now(), viewer: { userId: req.userId, deviceId: req.deviceId } };
     const response: SyncResponse = {
       next_batch: formatSyncToken(since ? { rooms: Math.max(since.rooms, upto.rooms), peeks: Math.max(since.peeks, upto.peeks) } : upto),
       rooms: { join: {}, peek: {}, leave: {}, invite: {} },
@@ -92,9 +98,9 @@ export class SyncService {
       // The device peeked this room until the join: it has the state already.
       const wasPeeking = newlyJoined && since !== undefined && peek !== undefined && (await this.peekedAt(peek, since));
       if (newlyJoined && !wasPeeking) {
-        response.rooms.join[m.roomId] = await this.fullRoom(m.roomId, upto.rooms, req.timelineLimit, now);
+        response.rooms.join[m.roomId] = await this.fullRoom(m.roomId, upto.rooms, req.timelineLimit, view);
       } else if (since && (interesting.has(m.roomId) || req.fullState)) {
-        response.rooms.join[m.roomId] = await this.incrementalRoom(m.roomId, since.rooms, upto.rooms, req.timelineLimit, req.fullState, now);
+        response.rooms.join[m.roomId] = await this.incrementalRoom(m.roomId, since.rooms, upto.rooms, req.timelineLimit, req.fullState, view);
       }
     }
 
@@ -115,18 +121,22 @@ export class SyncService {
       if (liveAtUpto) {
         const bound = boundOf(peek);
         if (!since || peek.startedSeq > since.peeks) {
-          response.rooms.peek[roomId] = await this.fullRoom(roomId, bound, req.timelineLimit, now);
+          response.rooms.peek[roomId] = await this.fullRoom(roomId, bound, req.timelineLimit, view);
         } else if (req.fullState || (interesting.has(roomId) && bound > since.rooms)) {
-          const section = await this.incrementalRoom(roomId, since.rooms, bound, req.timelineLimit, req.fullState, now);
+          const section = await this.incrementalRoom(roomId, since.rooms, bound, req.timelineLimit, req.fullState, view);
           if (req.fullState || (section.timeline as { events: unknown[] }).events.length > 0) response.rooms.peek[roomId] = section;
         }
         continue;
       }
       const endedInWindow = since !== undefined && peek.endedSeq !== null && peek.endedSeq > since.peeks && peek.endedSeq <= upto.peeks;
-      const deviceSawIt = since !== undefined && peek.startedSeq <= since.peeks;
+      // The device saw this peek — or the one it replaced, which ended after `since`.
+      const deviceSawIt =
+        since !== undefined &&
+        (peek.startedSeq <= since.peeks ||
+          (peek.prevStartedSeq !== null && peek.prevEndedSeq !== null && peek.prevStartedSeq <= since.peeks && peek.prevEndedSeq > since.peeks));
       // A peek ended by a join shows under `join` (once the join is visible), never under `leave`.
       if (endedInWindow && deviceSawIt && peek.endReason !== 'joined') {
-        response.rooms.leave[roomId] = await this.endedPeek(peek, since.rooms, boundOf(peek), req.timelineLimit, now);
+        response.rooms.leave[roomId] = await this.endedPeek(peek, since.rooms, boundOf(peek), req.timelineLimit, view);
       }
     }
 
@@ -135,19 +145,19 @@ export class SyncService {
       const changed = !since || m.seq > since.rooms;
       if (!changed) continue;
       if (m.membership === 'invite') {
-        response.rooms.invite[m.roomId] = await this.invite(m.roomId, now);
+        response.rooms.invite[m.roomId] = await this.invite(m.roomId, view);
       } else if ((m.membership === 'leave' || m.membership === 'ban') && since && !(m.roomId in response.rooms.leave)) {
-        response.rooms.leave[m.roomId] = await this.leftRoom(m.roomId, since.rooms, m.seq, req.timelineLimit, now);
+        response.rooms.leave[m.roomId] = await this.leftRoom(m.roomId, since.rooms, m.seq, req.timelineLimit, view);
       }
     }
     const roomIds = [...joinedIds, ...shown.filter((p) => p.endedSeq === null).map((p) => p.roomId)];
     return { response, roomIds };
   }
 
-  private section(state: StoredEvent[], timeline: StoredEvent[], limited: boolean, prevSeq: number, now: number): RoomSection {
+  private section(state: StoredEvent[], timeline: StoredEvent[], limited: boolean, prevSeq: number, view: View): RoomSection {
     return {
-      state: { events: clientEvents(state, now).map(withoutRoomId) },
-      timeline: { events: clientEvents(timeline, now).map(withoutRoomId), limited, prev_batch: formatTopologicalToken(prevSeq) },
+      state: { events: clientEvents(state, view.now, view.viewer).map(withoutRoomId) },
+      timeline: { events: clientEvents(timeline, view.now, view.viewer).map(withoutRoomId), limited, prev_batch: formatTopologicalToken(prevSeq) },
       ephemeral: { events: [] },
       account_data: { events: [] },
       unread_notifications: { highlight_count: 0, notification_count: 0 },
@@ -156,20 +166,20 @@ export class SyncService {
   }
 
   /** Like a new join: the latest events, and the state before the first of them. */
-  private async fullRoom(roomId: string, upto: number, limit: number, now: number): Promise<RoomSection> {
+  private async fullRoom(roomId: string, upto: number, limit: number, view: View): Promise<RoomSection> {
     const { events, limited } = await this.deps.rooms.timeline(roomId, 0, upto, limit);
     const first = events[0];
     const state = first ? await this.deps.rooms.stateBefore(roomId, first.seq) : await this.deps.rooms.stateBefore(roomId, upto + 1);
-    return this.section(state, events, limited, first?.seq ?? upto + 1, now);
+    return this.section(state, events, limited, first?.seq ?? upto + 1, view);
   }
 
-  private async incrementalRoom(roomId: string, after: number, upto: number, limit: number, fullState: boolean, now: number): Promise<RoomSection> {
+  private async incrementalRoom(roomId: string, after: number, upto: number, limit: number, fullState: boolean, view: View): Promise<RoomSection> {
     const { events, limited } = await this.deps.rooms.timeline(roomId, after, upto, limit);
     const first = events[0];
     let state: StoredEvent[] = [];
     if (fullState) state = await this.deps.rooms.stateBefore(roomId, first?.seq ?? upto + 1);
     else if (limited && first) state = await this.deps.rooms.stateBefore(roomId, first.seq, after);
-    return this.section(state, events, limited, first?.seq ?? upto + 1, now);
+    return this.section(state, events, limited, first?.seq ?? upto + 1, view);
   }
 
   /**
@@ -177,9 +187,11 @@ export class SyncService {
    * peek ended (`bound` already stops at the event that ended what a peek may see; an
    * unpeek, expiry or logout has no event, so its time bounds it), `{}` when there are none.
    */
-  private async endedPeek(peek: DevicePeekRow, after: number, bound: number, limit: number, now: number): Promise<RoomSection> {
+  private async endedPeek(peek: DevicePeekRow, after: number, bound: number, limit: number, view: View): Promise<RoomSection> {
     let upto = bound;
-    if (peek.endReason !== 'visibility_changed' && peek.endReason !== 'encrypted' && peek.endedAt !== null) {
+    if (peek.endedRoomSeq !== null) {
+      upto = Math.min(upto, peek.endedRoomSeq); // where the room stood when the peek ended
+    } else if (peek.endReason !== 'visibility_changed' && peek.endReason !== 'encrypted' && peek.endedAt !== null) {
       const endedAt = peek.endReason === 'timed_out' && peek.expiresAt !== null ? Math.min(peek.endedAt, peek.expiresAt) : peek.endedAt;
       upto = Math.min(upto, await this.deps.rooms.lastSeqAtOrBefore(peek.roomId, after, bound, endedAt));
     }
@@ -188,7 +200,7 @@ export class SyncService {
     if (events.length === 0) return {};
     return {
       state: { events: [] },
-      timeline: { events: clientEvents(events, now).map(withoutRoomId), limited, prev_batch: formatTopologicalToken(events[0]!.seq) },
+      timeline: { events: clientEvents(events, view.now, view.viewer).map(withoutRoomId), limited, prev_batch: formatTopologicalToken(events[0]!.seq) },
       account_data: { events: [] },
     };
   }
@@ -205,20 +217,20 @@ export class SyncService {
     return !(await this.deps.rooms.joinedBetween(peek.roomId, peek.userId, peek.roomSeq, since.rooms));
   }
 
-  private async leftRoom(roomId: string, after: number, leaveSeq: number, limit: number, now: number): Promise<RoomSection> {
+  private async leftRoom(roomId: string, after: number, leaveSeq: number, limit: number, view: View): Promise<RoomSection> {
     const { events, limited } = await this.deps.rooms.timeline(roomId, after, leaveSeq, limit);
     return {
       state: { events: [] },
-      timeline: { events: clientEvents(events, now).map(withoutRoomId), limited, prev_batch: formatTopologicalToken(events[0]?.seq ?? leaveSeq) },
+      timeline: { events: clientEvents(events, view.now, view.viewer).map(withoutRoomId), limited, prev_batch: formatTopologicalToken(events[0]?.seq ?? leaveSeq) },
       account_data: { events: [] },
     };
   }
 
-  private async invite(roomId: string, now: number): Promise<RoomSection> {
+  private async invite(roomId: string, view: View): Promise<RoomSection> {
     const state = await this.deps.rooms.currentState(roomId);
     const stripped = clientEvents(
       state.filter((e) => ['m.room.create', 'm.room.name', 'm.room.join_rules', 'm.room.canonical_alias', 'm.room.avatar', 'm.room.member'].includes(e.pdu.type)),
-      now,
+      view.now,
     ).map((e) => ({ type: e.type, state_key: e.state_key, content: e.content, sender: e.sender }));
     return { invite_state: { events: stripped } };
   }

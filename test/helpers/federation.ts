@@ -256,6 +256,8 @@ export class FakeServer {
   handler: FakeHandler = () => undefined;
   /** While true every request (keys included) is answered 503, as a peer that is down. */
   down = false;
+  /** Requests answered 503 while down, by path. */
+  readonly refused: { method: string; uri: string; body: any }[] = [];
   /** How many times the key endpoint was fetched. */
   keyFetches = 0;
   /** Overrides the key response (e.g. a bad self-signature). */
@@ -303,8 +305,17 @@ export class FakeServer {
       res.writeHead(status, { 'content-type': 'application/json' });
       res.end(JSON.stringify(body));
     };
-    if (this.down) return reply(503, { errcode: 'M_UNKNOWN', error: 'down' });
     const uri = req.url ?? '/';
+    if (this.down) {
+      let parsed: unknown;
+      try {
+        parsed = text === '' ? undefined : JSON.parse(text);
+      } catch {
+        parsed = text;
+      }
+      this.refused.push({ method: req.method ?? 'GET', uri, body: parsed });
+      return reply(503, { errcode: 'M_UNKNOWN', error: 'down' });
+    }
     if (req.method === 'GET' && uri.split('?')[0]!.startsWith('/_matrix/key/v2/server')) {
       this.keyFetches++;
       return reply(200, this.keyResponse ? this.keyResponse() : this.keyBody());
@@ -392,6 +403,26 @@ export class FakeServer {
       // not JSON: the test sees the text
     }
     return { status: res.status, body };
+  }
+
+  /** Keeps a peek alive: renews it every `everyMs` until the returned function is called. */
+  keepRenewing(destination: string, roomId: string, peekId: string, everyMs: number): () => Promise<void> {
+    let stopped = false;
+    let running: Promise<unknown> = Promise.resolve();
+    const timer = setInterval(() => {
+      running = this.send(destination, 'POST', `/_matrix/federation/v1/peek/${encodeURIComponent(roomId)}/${encodeURIComponent(peekId)}/renew`, {}).catch(() => undefined);
+    }, everyMs);
+    return async () => {
+      if (stopped) return;
+      stopped = true;
+      clearInterval(timer);
+      await running;
+    };
+  }
+
+  /** Every PDU of the transactions from `origin`, in the order they were received. */
+  pdus(origin?: string): any[] {
+    return this.transactions(origin).flatMap((t) => (t.body?.pdus ?? []) as any[]);
   }
 
   /** Transactions (PUT /send) received from `origin` with a valid signature, in arrival order. */

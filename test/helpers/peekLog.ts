@@ -254,15 +254,17 @@ export function referencePeekTables(placed: Placed[], upToSeq = Infinity): PeekT
       const k = `${roomId}|${p.userId}|${p.deviceId}`;
       const row = sync.get(k);
       if (e.type === 'PeekStarted') {
+        const replaced = row && row.endedSeq !== null ? row : undefined;
         sync.set(k, {
           roomId, userId: p.userId, deviceId: p.deviceId, shard,
           startedSeq: seq, startedAt: e.at, renewedAt: e.at, expiresAt: e.expiresAt ?? null, roomSeq: e.roomSeq ?? 0,
-          updatedSeq: seq, endedSeq: null, endedAt: null, endReason: null,
+          updatedSeq: seq, endedSeq: null, endedAt: null, endReason: null, endedRoomSeq: null,
+          prevStartedSeq: replaced?.startedSeq ?? null, prevEndedSeq: replaced?.endedSeq ?? null,
         });
       } else if (row && e.type === 'PeekRenewed') {
         sync.set(k, { ...row, renewedAt: e.at, expiresAt: e.expiresAt ?? null, updatedSeq: seq });
       } else if (row && e.type === 'PeekExpired') {
-        sync.set(k, { ...row, endedSeq: seq, endedAt: e.at, endReason: e.reason, updatedSeq: seq });
+        sync.set(k, { ...row, endedSeq: seq, endedAt: e.at, endReason: e.reason, endedRoomSeq: e.roomSeq ?? null, updatedSeq: seq });
       }
     } else {
       const table = p.kind === 'inbound' ? inbound : outbound;
@@ -307,6 +309,8 @@ export function referenceRoomTables(stored: StoredRoomEvent[]): RoomTables {
       sender: pdu.sender,
       originServerTs: pdu.origin_server_ts,
       pdu,
+      txnDeviceId: event.txn?.deviceId ?? null,
+      txnId: event.txn?.txnId ?? null,
     });
     if (typeof pdu.state_key !== 'string') continue;
     state.set(`${event.roomId}|${pdu.type}|${pdu.state_key}`, {

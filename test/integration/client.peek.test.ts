@@ -474,12 +474,10 @@ describe('ending a peek', () => {
     expect(l1.rooms.peek[r1]?.timeline.events.map((e: any) => e.event_id)).toEqual([id]);
     expect(roomsIn(l1, 'leave')).toEqual([]);
   });
-  // KNOWN GAP outside this suite's files: syncapi_peeks keeps one row per (room, device), so
-  // when a peek the device saw ends, a new one starts and that ends too, all between two
-  // syncs, the row only remembers the last peek (which the device never saw) and the leave
-  // entry is lost. Needs the projection (src/projections/syncPeeks.ts) to remember the
-  // previous peek's start and end; see the report. `it.fails` until then.
-  it.fails('peek, unpeek, peek, unpeek between two syncs: the room still ends under leave', async () => {
+  // syncapi_peeks keeps one row per (room, device): when a peek the device saw ends, a new
+  // one starts and that ends too, all between two syncs, the row remembers the peek it
+  // replaced, so the device still gets its leave entry.
+  it('peek, unpeek, peek, unpeek between two syncs: the room still ends under leave', async () => {
     const { roomId, bob, since } = await peekedRoom();
     expect((await bob.unpeek(roomId)).status).toBe(200);
     expect((await bob.peek(roomId)).status).toBe(200);

@@ -91,9 +91,14 @@ describe('a user on B peeks #alias:A', () => {
     expect(tl[0].type).toBe('m.room.create');
     expect(tl.at(-1)).toMatchObject({ type: 'm.room.message', event_id: hello, sender: alice.userId, content: { body: 'hello' } });
     expect(tl.map((e: any) => e.type)).toEqual(expect.arrayContaining(['m.room.member', 'm.room.power_levels', 'm.room.history_visibility', 'm.room.name', 'm.room.topic']));
-    // The same events, with the same IDs, as A has.
+    // A's events with the same IDs, in A's order: the current state and the latest event
+    // (the snapshot does not carry state that was since replaced, here the room's first
+    // history_visibility).
     const atA = (await alice.messages(roomId)).map((e) => e.event_id).reverse();
-    expect(tl.map((e: any) => e.event_id)).toEqual(atA);
+    const stateAtA = new Set((await alice.ok('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state`)).map((e: any) => e.event_id));
+    const expected = atA.filter((id) => stateAtA.has(id) || id === hello);
+    expect(expected.length).toBe(atA.length - 1);
+    expect(tl.map((e: any) => e.event_id)).toEqual(expected);
 
     // A long-poll is woken by A's next message (well before its timeout).
     const poll = bob.sync({ since: s1.next_batch, timeout: 2_500 });
@@ -113,7 +118,7 @@ describe('a user on B peeks #alias:A', () => {
     f.since = s2.next_batch;
     await f.until('m4 at B', () => f.messages(roomId).includes('m4'));
     expect(f.eventIds(roomId)).toEqual(ids);
-    expect(await copyAtB(roomId)).toEqual([...atA, next, ...ids]);
+    expect(await copyAtB(roomId)).toEqual([...expected, next, ...ids]);
   });
 
   it('peeks by room ID through `servers`, falling back to the room ID\'s server when the first is unreachable', async () => {

@@ -224,15 +224,17 @@ function referenceTables(placed: Placed[], upToSeq = Infinity): Tables {
       const k = `${roomId}|${p.userId}|${p.deviceId}`;
       const row = sync.get(k);
       if (e.type === 'PeekStarted') {
+        const replaced = row && row.endedSeq !== null ? row : undefined;
         sync.set(k, {
           roomId, userId: p.userId, deviceId: p.deviceId, shard,
           startedSeq: seq, startedAt: e.at, renewedAt: e.at, expiresAt: e.expiresAt ?? null, roomSeq: e.roomSeq ?? 0,
-          updatedSeq: seq, endedSeq: null, endedAt: null, endReason: null,
+          updatedSeq: seq, endedSeq: null, endedAt: null, endReason: null, endedRoomSeq: null,
+          prevStartedSeq: replaced?.startedSeq ?? null, prevEndedSeq: replaced?.endedSeq ?? null,
         });
       } else if (row && e.type === 'PeekRenewed') {
         sync.set(k, { ...row, renewedAt: e.at, expiresAt: e.expiresAt ?? null, updatedSeq: seq });
       } else if (row && e.type === 'PeekExpired') {
-        sync.set(k, { ...row, endedSeq: seq, endedAt: e.at, endReason: e.reason, updatedSeq: seq });
+        sync.set(k, { ...row, endedSeq: seq, endedAt: e.at, endReason: e.reason, endedRoomSeq: e.roomSeq ?? null, updatedSeq: seq });
       }
     } else {
       const table = p.kind === 'inbound' ? inbound : outbound;
@@ -419,17 +421,21 @@ describe('peek projections over a generated log', () => {
         roomId: FIXTURE_ROOM, userId: '@bob:example.org', deviceId: 'PHONE', shard,
         startedSeq: s[0], startedAt: T0, renewedAt: T0 + 10, expiresAt: T0 + 10 + HOUR, roomSeq: 7,
         updatedSeq: s[5], endedSeq: s[5], endedAt: T0 + 50, endReason: 'joined',
+        endedRoomSeq: null, prevStartedSeq: null, prevEndedSeq: null,
       },
       {
         roomId: FIXTURE_ROOM, userId: '@carol:example.org', deviceId: 'LAPTOP', shard,
         startedSeq: s[4], startedAt: T0 + 40, renewedAt: T0 + 40, expiresAt: null, roomSeq: 0,
         updatedSeq: s[4], endedSeq: null, endedAt: null, endReason: null,
+        endedRoomSeq: null, prevStartedSeq: null, prevEndedSeq: null,
       },
       {
-        // Started, timed out, started again: the row is the new peek (the v2 message is skipped).
+        // Started, timed out, started again: the row is the new peek (the v2 message is
+        // skipped) and remembers the one it replaced.
         roomId: FIXTURE_ROOM, userId: '@dan:example.org', deviceId: 'TAB', shard,
         startedSeq: s[14], startedAt: T0 + 140, renewedAt: T0 + 140, expiresAt: T0 + 140 + HOUR, roomSeq: 12,
         updatedSeq: s[14], endedSeq: null, endedAt: null, endReason: null,
+        endedRoomSeq: null, prevStartedSeq: s[12], prevEndedSeq: s[13],
       },
     ]);
     expect(mine(tables.federationsender_inbound_peeks)).toEqual([

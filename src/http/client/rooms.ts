@@ -264,7 +264,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
       const events = await ctx.rooms.page(roomId, from, dir, Math.min(limit, 1000), to);
       const last = events.at(-1);
       return {
-        chunk: clientEvents(events, ctx.clock.now()),
+        chunk: clientEvents(events, ctx.clock.now(), sessionOf(req)),
         start: q.from ?? formatTopologicalToken(from),
         ...(last && events.length === limit ? { end: formatTopologicalToken(dir === 'b' ? last.seq : last.seq + 1) } : {}),
         state: [],

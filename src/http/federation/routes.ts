@@ -6,7 +6,7 @@ import { isValidPeekId, isValidRoomAlias, isValidRoomId, serverOf } from '../../
 import type { FederationContext } from '../../federation/context';
 import { buildSnapshot } from '../../federation/snapshot';
 import { checkPdu } from '../../federation/verifyPdu';
-import { serverAllowedByAcl } from '../../federation/acl';
+import { serverAclAllows } from '../../actors/serverAcl';
 import { RoomReader } from '../../syncapi/roomReader';
 import { federationsenderInboundPeeks, roomAliases } from '../../store/schema';
 import { MatrixError, badJson, invalidParam, limitExceeded, notFound } from '../errors';
@@ -34,7 +34,7 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
   const rooms = new RoomReader(ctx.db);
   /** 403 when the room's server ACL shuts `origin` out. */
   const checkAcl = async (roomId: string, origin: string) => {
-    if (!serverAllowedByAcl(origin, await rooms.stateContent(roomId, 'm.room.server_acl'))) {
+    if (!serverAclAllows((await rooms.stateContent(roomId, 'm.room.server_acl')) ?? undefined, origin)) {
       throw new MatrixError(403, 'M_FORBIDDEN', `the room's server ACL does not allow ${origin}`);
     }
   };

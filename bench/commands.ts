@@ -1,0 +1,155 @@
+// The "many rooms" and "one hot room" scenarios: peek / renew / unpeek commands through
+// peekd's HTTP API (autocannon in the load-generator process), against raw JetStream
+// publishes with the expected last subject sequence at the same concurrency and payload size.
+import { encodePeekEvent } from '../src/events/peekEvents';
+import {
+  coresReport,
+  cpuBetween,
+  cpuSample,
+  fmtNum,
+  log,
+  profilePath,
+  round,
+  startLoadChild,
+  startPeekdChild,
+  uniqueName,
+  type Row,
+  type ScenarioResult,
+} from './harness';
+import { describeProfile, profiled } from './profile';
+import type { BenchContext, Scenario } from './scenario';
+
+interface CycleResult {
+  seconds: number;
+  ok: number;
+  non2xx: number;
+  errors: number;
+  timeouts: number;
+  total: number;
+  perSecond: number;
+  latency: { p50: number; p90: number; p99: number; mean: number; max: number };
+  statusCodes: Record<string, number>;
+}
+
+interface RawResult {
+  publishes: number;
+  seconds: number;
+  perSecond: number;
+  p50: number;
+  p99: number;
+}
+
+interface Options {
+  name: string;
+  rooms: number;
+  connections: number;
+  durationS: number;
+  rawMs: number;
+  goal: number;
+}
+
+async function runCommands(ctx: BenchContext, o: Options): Promise<ScenarioResult> {
+  const { services } = ctx;
+  const server = await startPeekdChild(services, { label: o.name });
+  const load = await startLoadChild(services, o.name);
+  const notes: string[] = [];
+  try {
+    const creator = `@bench:${server.serverName}`;
+    log(`${o.name}: creating ${o.rooms} world_readable rooms`);
+    const t0 = Date.now();
+    const rooms = await server.child.call<string[]>('createRooms', { count: o.rooms, creator, concurrency: 64 }, 900_000);
+    const setupMs = Date.now() - t0;
+    log(`${o.name}: ${o.rooms} rooms in ${setupMs} ms; registering ${o.connections} devices`);
+    const users = await load.call<{ userId: string; deviceId: string; token: string }[]>('register', { url: server.url, count: o.connections, prefix: 'c' });
+    const tokens = users.map((u) => u.token);
+    const cycle = (durationS: number) => load.call<CycleResult>('peekCycle', { url: server.url, rooms, tokens, connections: o.connections, durationS }, durationS * 1000 + 120_000);
+
+    log(`${o.name}: warm-up`);
+    await cycle(2);
+    await server.child.call('settle');
+    log(`${o.name}: ${o.durationS} s of peek/renew/unpeek over HTTP, ${o.connections} connection(s)`);
+    const c0 = cpuSample();
+    const w0 = Date.now();
+    const http = await cycle(o.durationS);
+    const cpu = cpuBetween(c0, cpuSample(), { peekd: server.child.pid, loadgen: load.pid, bench: process.pid }, (Date.now() - w0) / 1000);
+    await server.child.call('settle');
+
+    let busOnly: { commands: number; perSecond: number } | undefined;
+    if (o.rooms === 1) {
+      // The actor alone (command bus, no HTTP, no wait for the projections): for the breakdown.
+      busOnly = await server.child.call<{ commands: number; perSecond: number }>('busLoop', { roomId: rooms[0], userId: users[0]!.userId, deviceId: `${users[0]!.deviceId}_bus`, durationMs: 3000 });
+    }
+
+    const payloadBytes = encodePeekEvent({
+      type: 'PeekStarted',
+      v: 1,
+      roomId: rooms[0]!,
+      peek: { kind: 'device', userId: users[0]!.userId, deviceId: users[0]!.deviceId },
+      at: Date.now(),
+      expiresAt: Date.now() + 3_600_000,
+      roomSeq: o.rooms * 3,
+    }).length;
+    log(`${o.name}: ceiling — raw JetStream publishes (expected last subject sequence, ${o.connections} in flight, ${payloadBytes} B)`);
+    const raw = await load.call<RawResult>('rawPublish', { natsUrl: services.natsUrl, prefix: `${uniqueName('raw')}_`, rooms, concurrency: o.connections, payloadBytes, durationMs: o.rawMs });
+    const ratio = http.perSecond / raw.perSecond;
+    const met = ratio >= o.goal;
+    log(`${o.name}: peekd ${fmtNum(http.perSecond)}/s vs raw ${fmtNum(raw.perSecond)}/s = ${ratio.toFixed(3)}`);
+
+    if (http.non2xx > 0 || http.errors > 0) notes.push(`${o.name}: ${http.non2xx} non-2xx answers (${JSON.stringify(http.statusCodes)}) and ${http.errors} errors out of ${http.total} requests.`);
+    notes.push(
+      `${o.name}: CPU busy during the HTTP run, in cores (of ${coresReport(undefined, undefined).machine}): ${Object.entries(cpu)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ')}.`,
+    );
+    if (busOnly) notes.push(`${o.name}: the room actor alone (command bus in peekd's process, no HTTP, no wait for projections) runs ${fmtNum(busOnly.perSecond)} commands/s sequentially.`);
+
+    let profile;
+    if (!met && ctx.profile) {
+      log(`${o.name}: goal missed — profiling peekd for 5 s of the same load`);
+      const p = await profiled(server.child, profilePath(o.name), () => cycle(5));
+      profile = p.summary;
+      notes.push(describeProfile(`${o.name} (peekd process)`, p.summary));
+    }
+
+    const rows: Row[] = [
+      {
+        scenario: o.name,
+        metric: o.rooms === 1 ? 'sequential peek/renew/unpeek on one room, commands/s (HTTP)' : `peek/renew/unpeek across ${fmtNum(o.rooms)} rooms, commands/s (HTTP, ${o.connections} conns)`,
+        value: fmtNum(http.perSecond),
+        ceiling: `${fmtNum(raw.perSecond)} raw expected-seq publishes/s`,
+        ratio: round(ratio, 3),
+        goal: `ratio ≥ ${o.goal}`,
+        met,
+      },
+      {
+        scenario: o.name,
+        metric: 'latency p50 / p99, ms',
+        value: `${fmtNum(http.latency.p50)} / ${fmtNum(http.latency.p99)}`,
+        ceiling: `${fmtNum(raw.p50)} / ${fmtNum(raw.p99)} per raw publish`,
+        goal: '—',
+      },
+    ];
+    return {
+      scenario: o.name,
+      rows,
+      cores: coresReport(server.child.pid, load.pid),
+      details: { options: o, setupMs, http, raw, payloadBytes, cpuCoresBusy: cpu, busOnly, profile },
+      notes,
+    };
+  } finally {
+    await load.stop();
+    await server.stop();
+  }
+}
+
+export const manyRooms: Scenario = {
+  name: 'many-rooms',
+  summary: 'peek/renew/unpeek commands per second through HTTP across 10,000 rooms vs raw expected-sequence JetStream publishes',
+  run: (ctx) => runCommands(ctx, { name: 'many-rooms', rooms: ctx.quick ? 1000 : 10_000, connections: 64, durationS: ctx.quick ? 5 : 15, rawMs: ctx.quick ? 3000 : 8000, goal: 0.5 }),
+};
+
+export const hotRoom: Scenario = {
+  name: 'hot-room',
+  summary: 'sequential commands per second on one room vs raw sequential expected-sequence publishes on one subject',
+  run: (ctx) => runCommands(ctx, { name: 'hot-room', rooms: 1, connections: 1, durationS: ctx.quick ? 5 : 10, rawMs: ctx.quick ? 3000 : 5000, goal: 0.7 }),
+};

@@ -1,0 +1,106 @@
+// `npm run bench [-- <scenario>…] [--quick] [--no-profile]`: runs the scenarios, prints the
+// results table (peekd's number, the ceiling measured in the same run, the ratio, the
+// goal), the cores each side had and, for every goal missed, where the time goes; writes
+// bench/results/<date>-<scenario>.json and bench/results/latest.md.
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { hotRoom, manyRooms } from './commands';
+import { federation } from './federation';
+import { coresReport, log, machineInfo, RESULTS_DIR, Services, tableMarkdown, writeResult, type Row, type ScenarioResult } from './harness';
+import { memory } from './memory';
+import { rebuild } from './rebuild';
+import type { Scenario } from './scenario';
+import { wakeUp } from './wakeup';
+
+const SCENARIOS: Scenario[] = [manyRooms, hotRoom, rebuild, wakeUp, memory, federation];
+
+function usage(): string {
+  return [
+    'usage: npm run bench [-- [scenario…] [--quick] [--no-profile]]',
+    '',
+    'scenarios (default: all, in this order):',
+    ...SCENARIOS.map((s) => `  ${s.name.padEnd(12)} ${s.summary}`),
+    '',
+    '  --quick       scaled-down sizes (a smoke run; do not publish its numbers)',
+    '  --no-profile  do not profile peekd when a goal is missed',
+    '',
+    'Services: NATS_URL and DATABASE_URL when set; otherwise a throwaway nats-server and PGlite.',
+    'BENCH_PIN=1 pins peekd to CPU 0 and the load generator to CPU 1 (taskset).',
+  ].join('\n');
+}
+
+async function main(): Promise<number> {
+  const args = process.argv.slice(2);
+  if (args.includes('--help') || args.includes('-h')) {
+    console.log(usage());
+    return 0;
+  }
+  const quick = args.includes('--quick');
+  const profile = !args.includes('--no-profile');
+  const names = args.filter((a) => !a.startsWith('--'));
+  const unknown = names.filter((n) => n !== 'all' && !SCENARIOS.some((s) => s.name === n));
+  if (unknown.length > 0) {
+    console.error(`unknown scenario ${unknown.join(', ')}\n\n${usage()}`);
+    return 2;
+  }
+  const selected = names.length === 0 || names.includes('all') ? SCENARIOS : SCENARIOS.filter((s) => names.includes(s.name));
+
+  const started = new Date();
+  const services = await Services.open();
+  const machine = { ...machineInfo(), nats: services.natsKind, database: services.dbKind === 'postgres' ? 'DATABASE_URL (Postgres)' : 'PGlite (embedded)' };
+  log(`peekd bench: ${selected.map((s) => s.name).join(', ')}${quick ? ' (quick)' : ''} on ${machine.cpu}, ${machine.cores} cores; NATS: ${machine.nats}; database: ${machine.database}`);
+  let closing = false;
+  const onSignal = () => {
+    if (closing) process.exit(130);
+    closing = true;
+    log('interrupted: cleaning up (Ctrl-C again to quit at once)');
+    void services.close().finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const results: ScenarioResult[] = [];
+  const failures: string[] = [];
+  try {
+    for (const s of selected) {
+      const t0 = Date.now();
+      log(`=== ${s.name}: ${s.summary}`);
+      try {
+        const result = await s.run({ services, quick, profile });
+        const file = writeResult(result, { date: started.toISOString(), quick, machine, durationS: Math.round((Date.now() - t0) / 1000) });
+        log(`=== ${s.name} done in ${Math.round((Date.now() - t0) / 1000)} s → ${file}`);
+        results.push(result);
+      } catch (err) {
+        log(`=== ${s.name} FAILED: ${(err as Error).stack ?? err}`);
+        failures.push(`${s.name}: ${(err as Error).message.split('\n')[0]}`);
+      }
+    }
+  } finally {
+    await services.close();
+  }
+
+  const rows: Row[] = results.flatMap((r) => r.rows);
+  const cores = results.map((r) => `- ${r.scenario}: peekd ${r.cores.server}; load ${r.cores.load}`);
+  const notes = results.flatMap((r) => r.notes.map((n) => `- ${n.replace(/\n/g, '\n  ')}`));
+  const missed = rows.filter((r) => r.met === false).map((r) => `${r.scenario} (${r.goal})`);
+  const text = [
+    `## peekd bench — ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC${quick ? ' (--quick: scaled-down sizes)' : ''}`,
+    '',
+    `Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.os}, Node ${machine.node}. NATS: ${machine.nats}. Database: ${machine.database}.`,
+    '',
+    tableMarkdown(rows),
+    '',
+    `Cores per side (${coresReport(undefined, undefined).note}):`,
+    ...cores,
+    '',
+    missed.length > 0 ? `Goals missed: ${missed.join(', ')}. Where the time goes:` : 'Every goal met. Notes:',
+    ...notes,
+    ...(failures.length > 0 ? ['', 'Scenarios that failed to run:', ...failures.map((f) => `- ${f}`)] : []),
+    '',
+  ].join('\n');
+  console.log(text);
+  if (!quick && results.length > 0) writeFileSync(join(RESULTS_DIR, 'latest.md'), text);
+  return failures.length > 0 ? 1 : 0;
+}
+
+process.exitCode = await main();

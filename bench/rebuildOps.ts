@@ -1,0 +1,267 @@
+// The rebuild scenario's work, run in the bench's client-side process: fill a fresh
+// PEEKS/ROOMS pair with realistic events, measure the raw ceilings (ordered-consumer
+// read rate, batched multi-row INSERT rate into copies of the projection tables), then
+// replay the projections with peekd's own replayProjection.
+import { randomBytes } from 'node:crypto';
+import { jetstream } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { encodePeekEvent, type PeekEvent } from '../src/events/peekEvents';
+import { encodeRoomEvent, type RoomEvent } from '../src/events/roomEvents';
+import { Naming } from '../src/events/subjects';
+import { connectNats } from '../src/nats/connection';
+import { deleteStreams, ensureStreams } from '../src/nats/streams';
+import { federationPeeksProjection } from '../src/projections/federationPeeks';
+import type { Projection } from '../src/projections/projection';
+import { replayProjection, streamLastSeq } from '../src/projections/rebuild';
+import { syncPeeksProjection } from '../src/projections/syncPeeks';
+import { syncRoomsProjection } from '../src/projections/syncRooms';
+import { openDatabase, rowsOf, type Database } from '../src/store/db';
+import { sql } from 'drizzle-orm';
+
+const b64 = (n: number) => randomBytes(n).toString('base64').replace(/=+$/, '');
+const b64url = (n: number) => randomBytes(n).toString('base64url');
+
+/** The rows a projection's main table gets, one per event, for the raw INSERT ceiling. */
+type RawRow = Record<string, unknown>;
+
+interface Generated {
+  naming: Naming;
+  nc: NatsConnection;
+  database: Database;
+  roomEvents: number;
+  peekEvents: number;
+  rows: { syncapi_room_events: RawRow[]; syncapi_peeks: RawRow[]; federationsender_inbound_peeks: RawRow[] };
+}
+
+let current: Generated | undefined;
+
+export interface GenerateArgs {
+  natsUrl: string;
+  databaseUrl?: string;
+  dataDir: string;
+  prefix: string;
+  rooms: number;
+  roomEvents: number;
+  peekEvents: number;
+}
+
+/** Publishes with at most `window` acks outstanding (a bulk load, not what is measured). */
+async function bulkPublish(nc: NatsConnection, items: { subject: string; data: Uint8Array }[], window = 512): Promise<void> {
+  const js = jetstream(nc);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: window }, async () => {
+      for (;;) {
+        const i = next++;
+        if (i >= items.length) return;
+        await js.publish(items[i]!.subject, items[i]!.data);
+      }
+    }),
+  );
+}
+
+export async function generate(args: GenerateArgs): Promise<{ roomEvents: number; peekEvents: number; roomBytes: number; peekBytes: number; ms: number }> {
+  const t0 = Date.now();
+  const nc = await connectNats(args.natsUrl, 'peekd-bench-rebuild');
+  const naming = new Naming(args.prefix, 64);
+  await ensureStreams(nc, naming);
+  const database = await openDatabase({ url: args.databaseUrl, dataDir: args.dataDir, maxConnections: 10 });
+  const server = 'origin.bench';
+  const roomIds = Array.from({ length: args.rooms }, () => `!${b64url(9)}:${server}`);
+  const users = Array.from({ length: 200 }, (_, i) => `@user${i}:${server}`);
+  const now = Date.now();
+  const rows: Generated['rows'] = { syncapi_room_events: [], syncapi_peeks: [], federationsender_inbound_peeks: [] };
+
+  // ROOMS: interleaved rooms; one event in ten is a state event (a membership).
+  const roomItems: { subject: string; data: Uint8Array }[] = [];
+  const depth = new Map<string, number>();
+  const prev = new Map<string, string>();
+  let roomBytes = 0;
+  for (let i = 0; i < args.roomEvents; i++) {
+    const roomId = roomIds[i % roomIds.length]!;
+    const sender = users[i % users.length]!;
+    const d = (depth.get(roomId) ?? 0) + 1;
+    depth.set(roomId, d);
+    const eventId = `$${b64url(32)}`;
+    const isState = i % 10 === 0;
+    const pdu = {
+      type: isState ? 'm.room.member' : 'm.room.message',
+      room_id: roomId,
+      sender,
+      content: isState ? { membership: 'join', displayname: `User ${i % users.length}` } : { msgtype: 'm.text', body: `bench message ${i}: ${'lorem ipsum '.repeat(6)}` },
+      ...(isState ? { state_key: sender } : {}),
+      origin_server_ts: now + i,
+      depth: d,
+      prev_events: prev.has(roomId) ? [prev.get(roomId)!] : [],
+      auth_events: [`$${b64url(32)}`, `$${b64url(32)}`, `$${b64url(32)}`],
+      hashes: { sha256: b64(32) },
+      signatures: { [server]: { 'ed25519:a_bench': b64(64) } },
+    };
+    prev.set(roomId, eventId);
+    const event: RoomEvent = { type: 'RoomPdu', v: 1, roomId, eventId, roomVersion: '10', pdu, origin: 'federation' };
+    const data = encodeRoomEvent(event);
+    roomBytes += data.length;
+    roomItems.push({ subject: naming.roomSubject('rooms', roomId), data });
+    rows.syncapi_room_events.push({
+      seq: i + 1,
+      room_id: roomId,
+      event_id: eventId,
+      type: pdu.type,
+      state_key: isState ? sender : null,
+      sender,
+      origin_server_ts: pdu.origin_server_ts,
+      pdu: JSON.stringify(pdu),
+    });
+  }
+
+  // PEEKS: device peeks (70%) and inbound federation peeks (30%), each started, renewed, ended.
+  const peekItems: { subject: string; data: Uint8Array }[] = [];
+  let peekBytes = 0;
+  for (let i = 0; peekItems.length < args.peekEvents; i++) {
+    const roomId = roomIds[i % roomIds.length]!;
+    const device = i % 10 < 7;
+    const peek = device
+      ? ({ kind: 'device', userId: users[i % users.length]!, deviceId: `DEV${i}` } as const)
+      : ({ kind: 'inbound', server: `peer${i % 50}.bench`, peekId: b64url(6).slice(0, 8) } as const);
+    const at = now + i;
+    const lifecycle: PeekEvent[] = [
+      { type: 'PeekStarted', v: 1, roomId, peek, at, expiresAt: at + 3_600_000, ...(device ? {} : { renewalIntervalMs: 3_600_000 }), roomSeq: i },
+      { type: 'PeekRenewed', v: 1, roomId, peek, at: at + 1, expiresAt: at + 3_600_001, ...(device ? {} : { renewalIntervalMs: 3_600_000 }) },
+      { type: 'PeekExpired', v: 1, roomId, peek, at: at + 2, reason: device ? 'unpeeked' : 'remote_deleted' },
+    ];
+    for (const event of lifecycle) {
+      if (peekItems.length >= args.peekEvents) break;
+      const data = encodePeekEvent(event);
+      peekBytes += data.length;
+      peekItems.push({ subject: naming.roomSubject('peeks', roomId), data });
+      const seq = peekItems.length;
+      const shard = naming.shardOf(roomId);
+      // Distinct keys: the raw ceiling is plain INSERTs of one row per event.
+      if (peek.kind === 'device') {
+        rows.syncapi_peeks.push({ room_id: roomId, user_id: peek.userId, device_id: `${peek.deviceId}_${seq}`, shard, started_seq: seq, started_at: at, renewed_at: at, expires_at: at + 3_600_000, room_seq: i, updated_seq: seq });
+      } else {
+        rows.federationsender_inbound_peeks.push({ room_id: roomId, server_name: peek.server, peek_id: `${seq}`, shard, created_at: at, renewed_at: at, renewal_interval_ms: 3_600_000, expires_at: at + 3_600_000, room_seq: i, started_seq: seq });
+      }
+    }
+  }
+  await bulkPublish(nc, roomItems);
+  await bulkPublish(nc, peekItems);
+  current = { naming, nc, database, roomEvents: roomItems.length, peekEvents: peekItems.length, rows };
+  return { roomEvents: roomItems.length, peekEvents: peekItems.length, roomBytes, peekBytes, ms: Date.now() - t0 };
+}
+
+function need(): Generated {
+  if (!current) throw new Error('generate first');
+  return current;
+}
+
+/** Reads a whole stream with an ordered consumer, as the projection runners do; msgs/s. */
+export async function rawRead({ kind }: { kind: 'rooms' | 'peeks' }): Promise<{ messages: number; bytes: number; seconds: number; perSecond: number }> {
+  const g = need();
+  const js = jetstream(g.nc);
+  const t0 = process.hrtime.bigint();
+  const consumer = await js.consumers.get(g.naming.streamName(kind), { filter_subjects: g.naming.allSubjects(kind) });
+  const messages = await consumer.consume({ max_messages: 2000 });
+  let n = 0;
+  let bytes = 0;
+  for await (const m of messages) {
+    n++;
+    bytes += m.data.length;
+    if (m.info.pending === 0) break;
+  }
+  await messages.close();
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  return { messages: n, bytes, seconds, perSecond: n / seconds };
+}
+
+interface Column {
+  name: string;
+  type: string;
+  nullable: boolean;
+}
+
+type RawClient = {
+  unsafe?: (text: string, params: unknown[]) => Promise<unknown>;
+  begin?: (fn: (tx: { unsafe(text: string, params: unknown[]): Promise<unknown> }) => Promise<unknown>) => Promise<unknown>;
+  query?: (text: string, params: unknown[]) => Promise<unknown>;
+  transaction?: (fn: (tx: { query(text: string, params: unknown[]): Promise<unknown> }) => Promise<unknown>) => Promise<unknown>;
+};
+
+/** The driver under drizzle: postgres.js or PGlite; one parameterised statement per transaction. */
+async function rawTransaction(database: Database, text: string, params: unknown[]): Promise<void> {
+  const client = (database.db as unknown as { $client: RawClient }).$client;
+  if (database.kind === 'postgres') await client.begin!((tx) => tx.unsafe(text, params));
+  else await client.transaction!((tx) => tx.query(text, params));
+}
+
+function defaultFor(c: Column): unknown {
+  if (c.nullable) return null;
+  if (c.type.includes('int') || c.type === 'numeric') return 0;
+  if (c.type.startsWith('json')) return '{}';
+  return '';
+}
+
+/**
+ * Batched multi-row INSERTs (one statement and one transaction per `batch` rows, as a
+ * replay batch) of one row per event into a copy of `table` with its indexes; rows/s.
+ */
+export async function rawInsert({ table, batch = 1000 }: { table: keyof Generated['rows']; batch?: number }): Promise<{ rows: number; seconds: number; perSecond: number }> {
+  const g = need();
+  const db = g.database.db;
+  const cols = rowsOf<{ column_name: string; data_type: string; is_nullable: string }>(
+    await db.execute(sql`select column_name, data_type, is_nullable from information_schema.columns where table_schema = 'public' and table_name = ${table} order by ordinal_position`),
+  ).map((c) => ({ name: c.column_name, type: c.data_type, nullable: c.is_nullable === 'YES' }));
+  await db.execute(sql.raw('drop schema if exists bench_raw cascade'));
+  await db.execute(sql.raw('create schema bench_raw'));
+  await db.execute(sql.raw(`create table bench_raw."${table}" (like public."${table}" including all)`));
+  const rows = g.rows[table];
+  const casts = cols.map((c) => (c.type === 'bigint' ? '::bigint' : c.type === 'integer' ? '::integer' : c.type === 'jsonb' ? '::jsonb' : '::text'));
+  const head = `insert into bench_raw."${table}" (${cols.map((c) => `"${c.name}"`).join(', ')}) values `;
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < rows.length; i += batch) {
+    const part = rows.slice(i, i + batch);
+    const params: unknown[] = [];
+    const tuples: string[] = [];
+    for (const row of part) {
+      const ph: string[] = [];
+      for (const [j, c] of cols.entries()) {
+        const v = c.name in row ? row[c.name] : defaultFor(c);
+        params.push(v === null ? null : String(v));
+        ph.push(`$${params.length}${casts[j]}`);
+      }
+      tuples.push(`(${ph.join(', ')})`);
+    }
+    await rawTransaction(g.database, head + tuples.join(', '), params);
+  }
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  await db.execute(sql.raw('drop schema if exists bench_raw cascade'));
+  return { rows: rows.length, seconds, perSecond: rows.length / seconds };
+}
+
+const PROJECTIONS: Record<string, Projection<unknown>> = {
+  sync_rooms: syncRoomsProjection as Projection<unknown>,
+  sync_peeks: syncPeeksProjection as Projection<unknown>,
+  federation_peeks: federationPeeksProjection as Projection<unknown>,
+};
+
+/** peekd's replay (shadow tables, catch-up, atomic swap) of one projection from sequence 1. */
+export async function replay({ projection }: { projection: string }): Promise<{ events: number; seconds: number; perSecond: number; rows: number }> {
+  const g = need();
+  const p = PROJECTIONS[projection];
+  if (!p) throw new Error(`unknown projection ${projection}`);
+  const events = await streamLastSeq(g.nc, g.naming, p.stream);
+  const t0 = process.hrtime.bigint();
+  await replayProjection({ db: g.database.db, nc: g.nc, naming: g.naming }, p);
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const [row] = rowsOf<{ n: string | number }>(await g.database.db.execute(sql.raw(`select count(*) as n from public."${p.tables[0]}"`)));
+  return { events, seconds, perSecond: events / seconds, rows: Number(row?.n ?? 0) };
+}
+
+export async function cleanup(): Promise<void> {
+  const g = current;
+  current = undefined;
+  if (!g) return;
+  await deleteStreams(g.nc, g.naming).catch(() => undefined);
+  await g.nc.drain().catch(() => undefined);
+  await g.database.close().catch(() => undefined);
+}
