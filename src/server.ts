@@ -6,6 +6,7 @@ import { ActorHost } from './actors/actorHost';
 import { LocalCommandBus, type CommandBus } from './actors/commandBus';
 import { systemClock, type Clock } from './actors/roomActor';
 import { DeadlineScheduler } from './actors/scheduler';
+import { KvSnapshotStore } from './actors/snapshots';
 import type { Config } from './config';
 import { loadOrCreateSigningKeyFile, type SigningKey } from './crypto';
 import { Naming } from './events/subjects';
@@ -137,7 +138,9 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
         peekLifetimeMs: config.peekLifetimeMs,
         inboundRenewalIntervalMs: config.inboundRenewalIntervalMs,
         maxConflictRetries: 16,
+        snapshotInterval: config.snapshotInterval,
       },
+      snapshots: config.snapshotInterval > 0 ? await KvSnapshotStore.open(nc, naming) : undefined,
     });
     cleanups.push(() => host.stop());
     const bus = new LocalCommandBus(host);
