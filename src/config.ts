@@ -34,6 +34,7 @@ export interface Config {
   maxClientBodyBytes: number;
   maxFederationBodyBytes: number;
   snapshotInterval: number;
+  leaseTtlMs: number;
 }
 
 interface Setting {
@@ -68,6 +69,7 @@ export const SETTINGS: Setting[] = [
   { env: 'PEEKD_REGISTRATION_RATE_PER_SECOND', key: 'registrationRatePerSecond', help: 'registrations per second per client address', default: '100' },
   { env: 'PEEKD_MAX_CLIENT_BODY_BYTES', key: 'maxClientBodyBytes', help: 'largest client API request body', default: '1048576' },
   { env: 'PEEKD_SNAPSHOT_INTERVAL', key: 'snapshotInterval', help: 'room actor snapshot every this many events (0: off)', default: '500' },
+  { env: 'PEEKD_LEASE_TTL_MS', key: 'leaseTtlMs', help: 'with roles split: how long a room host holds a shard lease without renewing it', default: '10000' },
   { env: 'PEEKD_MAX_FEDERATION_BODY_BYTES', key: 'maxFederationBodyBytes', help: 'largest federation request body', default: '16777216' },
 ];
 
@@ -160,6 +162,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, configFile = en
     maxClientBodyBytes: positiveInt('PEEKD_MAX_CLIENT_BODY_BYTES', value('PEEKD_MAX_CLIENT_BODY_BYTES')),
     maxFederationBodyBytes: positiveInt('PEEKD_MAX_FEDERATION_BODY_BYTES', value('PEEKD_MAX_FEDERATION_BODY_BYTES')),
     snapshotInterval: nonNegativeInt('PEEKD_SNAPSHOT_INTERVAL', value('PEEKD_SNAPSHOT_INTERVAL')),
+    leaseTtlMs: positiveInt('PEEKD_LEASE_TTL_MS', value('PEEKD_LEASE_TTL_MS')),
   };
 }
 

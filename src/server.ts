@@ -7,6 +7,13 @@ import { LocalCommandBus, type CommandBus } from './actors/commandBus';
 import { systemClock, type Clock } from './actors/roomActor';
 import { DeadlineScheduler } from './actors/scheduler';
 import { KvSnapshotStore } from './actors/snapshots';
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { ALL_ROLES } from './config';
+import { NatsCommandBus } from './cluster/natsCommandBus';
+import { CommandServer } from './cluster/commandServer';
+import { ShardLeases } from './cluster/shardLeases';
+import { RemotePositions, peekBatchOf, roomBatchOf, wakeMessage } from './cluster/wakeups';
 import type { Config } from './config';
 import { loadOrCreateSigningKeyFile, type SigningKey } from './crypto';
 import { Naming } from './events/subjects';
@@ -55,7 +62,7 @@ export interface Infrastructure {
  * NATS (NATS_URL, or a nats-server started on the data dir), the streams, and the
  * migrated database: what `serve` and the operator commands (replay, verify, audit) share.
  */
-export async function openInfrastructure(config: Config, logger: Logger): Promise<Infrastructure> {
+export async function openInfrastructure(config: Config, logger: Logger, shared?: Database): Promise<Infrastructure> {
   const closers: (() => Promise<unknown>)[] = [];
   const close = async () => {
     for (const c of closers.reverse()) await c().catch((err) => logger.warn({ err }, 'shutdown step failed'));
@@ -72,8 +79,8 @@ export async function openInfrastructure(config: Config, logger: Logger): Promis
     closers.push(() => nc.drain());
     const naming = new Naming(config.streamPrefix, config.shards);
     await ensureStreams(nc, naming);
-    const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
-    closers.push(() => database.close());
+    const database = shared ?? (await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir }));
+    if (!shared) closers.push(() => database.close());
     return { nc, naming, database, close };
   } catch (err) {
     await close();
@@ -86,6 +93,8 @@ export interface StartOptions {
   logger?: Logger;
   /** Start HTTP (default: when the `http` role is on). */
   http?: boolean;
+  /** Use this (already migrated) database instead of opening one: several in-process instances share it in tests. */
+  database?: Database;
 }
 
 export interface Peekd {
@@ -96,10 +105,13 @@ export interface Peekd {
   log: EventLog;
   database: Database;
   bus: CommandBus;
-  host: ActorHost;
+  /** The local actor host (rooms role), if this process has one. */
+  host?: ActorHost;
   signingKey: SigningKey;
   projections: Map<string, ProjectionRunner>;
-  scheduler: DeadlineScheduler;
+  scheduler?: DeadlineScheduler;
+  /** With roles split: the shard leases this room host holds. */
+  leases?: ShardLeases;
   http?: HttpApp;
   client: ClientContext;
   federation: FederationContext;
@@ -121,7 +133,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
     for (const c of cleanups.reverse()) await c().catch((err) => logger.warn({ err }, 'shutdown step failed'));
   };
   try {
-    const infra = await openInfrastructure(config, logger);
+    const infra = await openInfrastructure(config, logger, options.database);
     cleanups.push(() => infra.close());
     const { nc, naming, database } = infra;
     const log = await EventLog.open(nc, naming);
@@ -129,21 +141,31 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
     const { key: signingKey, created } = await loadOrCreateSigningKeyFile(config.signingKeyPath);
     if (created) logger.info({ keyId: signingKey.keyId, path: config.signingKeyPath }, 'generated a new signing key');
 
-    const host = new ActorHost({
-      log,
-      clock,
-      pduFactory: new SigningPduFactory(config.serverName, signingKey),
-      settings: {
-        serverName: config.serverName,
-        peekLifetimeMs: config.peekLifetimeMs,
-        inboundRenewalIntervalMs: config.inboundRenewalIntervalMs,
-        maxConflictRetries: 16,
-        snapshotInterval: config.snapshotInterval,
-      },
-      snapshots: config.snapshotInterval > 0 ? await KvSnapshotStore.open(nc, naming) : undefined,
-    });
-    cleanups.push(() => host.stop());
-    const bus = new LocalCommandBus(host);
+    const roles = new Set(config.roles);
+    const allInOne = ALL_ROLES.every((r) => roles.has(r));
+
+    // The rooms role: the actor host. All in one process it is called directly; with
+    // roles split it serves the shards it holds leases for over NATS request/reply.
+    let host: ActorHost | undefined;
+    let leases: ShardLeases | undefined;
+    if (roles.has('rooms')) {
+      const h = new ActorHost({
+        log,
+        clock,
+        pduFactory: new SigningPduFactory(config.serverName, signingKey),
+        settings: {
+          serverName: config.serverName,
+          peekLifetimeMs: config.peekLifetimeMs,
+          inboundRenewalIntervalMs: config.inboundRenewalIntervalMs,
+          maxConflictRetries: 16,
+          snapshotInterval: config.snapshotInterval,
+        },
+        snapshots: config.snapshotInterval > 0 ? await KvSnapshotStore.open(nc, naming) : undefined,
+      });
+      host = h;
+      cleanups.push(() => h.stop());
+    }
+    const bus: CommandBus = allInOne ? new LocalCommandBus(host!) : new NatsCommandBus(nc, naming);
 
     const notifier = new SyncNotifier();
     // The federation role: keys, the signed client, the sender and outbound peeks.
@@ -151,35 +173,73 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
     const federationClient = new FederationClient(config.serverName, signingKey, resolver);
     const ownKeys = new OwnKeys(config.serverName, signingKey, await loadOldKeys(config.signingKeyPath), () => clock.now());
     const keyRing = new KeyRing(resolver, () => clock.now(), { serverName: config.serverName, keys: new Map([[signingKey.keyId, signingKey.publicKey]]) });
-    const federationOn = config.roles.includes('federation');
+    const federationOn = roles.has('federation');
     const sender = new FederationSender(database.db, federationClient, config.serverName, () => clock.now(), logger.child({ component: 'federation-sender' }));
     const wakeSender = (discover: boolean) => {
       if (federationOn) sender.wake(discover).catch((err) => logger.warn({ err }, 'federation sender wake failed'));
     };
-    const wakeups: Record<string, RunnerOptions['onCommitted']> = {
-      [syncRoomsProjection.name]: (_seq, batch) => {
+    /** What a committed batch of each projection wakes, wherever the projection ran. */
+    const onCommittedLocally = (projection: string, batch: Projected<unknown>[]) => {
+      if (projection === syncRoomsProjection.name) {
         notifier.onRoomEvents(batch as Projected<RoomEvent>[]);
         wakeSender(false);
-      },
-      [syncPeeksProjection.name]: (_seq, batch) => notifier.onPeekEvents(batch as Projected<PeekEvent>[]),
-      [federationPeeksProjection.name]: () => wakeSender(true),
-      [federationOutboxProjection.name]: () => wakeSender(true),
+      } else if (projection === syncPeeksProjection.name) {
+        notifier.onPeekEvents(batch as Projected<PeekEvent>[]);
+      } else if (projection === federationPeeksProjection.name || projection === federationOutboxProjection.name) {
+        wakeSender(true);
+      }
     };
+
+    // The projections role: runners (announcing their batches on NATS when roles are split).
     const projections = new Map<string, ProjectionRunner>();
-    for (const p of PROJECTIONS) {
-      const runner = new ProjectionRunner(database.db, nc, naming, p, { logger, onCommitted: wakeups[p.name] });
-      await runner.start();
-      projections.set(p.name, runner);
-      cleanups.push(() => runner.stop());
+    if (roles.has('projections')) {
+      for (const p of PROJECTIONS) {
+        const runner = new ProjectionRunner(database.db, nc, naming, p, {
+          logger,
+          onCommitted: (seq, batch) => {
+            onCommittedLocally(p.name, batch);
+            if (!allInOne) nc.publish(naming.wakeSubject(), JSON.stringify(wakeMessage(p.name, p.stream, seq, batch)));
+          },
+        });
+        await runner.start();
+        projections.set(p.name, runner);
+        cleanups.push(() => runner.stop());
+      }
     }
-
-    const scheduler = new DeadlineScheduler(database.db, bus, clock, { logger });
-    scheduler.start();
-    cleanups.push(() => scheduler.stop());
-
+    let remote: RemotePositions | undefined;
+    if (!roles.has('projections')) {
+      const r = new RemotePositions(nc, naming, database.db, PROJECTIONS, (msg) => {
+        if (msg.stream === 'rooms') onCommittedLocally(msg.projection, roomBatchOf(msg));
+        else onCommittedLocally(msg.projection, peekBatchOf(msg));
+      });
+      await r.start();
+      remote = r;
+      cleanups.push(async () => r.stop());
+    }
+    const committed = (name: string) => (remote ? remote.committed(name) : (projections.get(name)?.committed ?? 0));
     const waitForProjections = async (stream: 'peeks' | 'rooms', seq: number) => {
+      if (remote) return remote.waitFor(stream, seq);
       await Promise.all([...projections.values()].filter((r) => r.projection.stream === stream).map((r) => r.waitFor(seq)));
     };
+
+    if (host && !allInOne) {
+      const server = new CommandServer(nc, naming, host, logger);
+      const hostId = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+      const l = new ShardLeases(nc, naming, hostId, { acquired: (k) => server.serve(k), released: (k) => server.release(k) }, config.leaseTtlMs, logger);
+      await l.start();
+      leases = l;
+      cleanups.push(() => server.stop());
+      cleanups.push(() => l.stop());
+      logger.info({ hostId, shards: l.shards.length }, 'room host holds its shards');
+    }
+
+    let scheduler: DeadlineScheduler | undefined;
+    if (host) {
+      const s = new DeadlineScheduler(database.db, bus, clock, { logger, shards: leases ? () => leases!.shards : undefined });
+      s.start();
+      scheduler = s;
+      cleanups.push(() => s.stop());
+    }
 
     const rooms = new RoomReader(database.db);
     const peeks = new PeekReader(database.db);
@@ -197,7 +257,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
         peeks,
         notifier,
         now: () => clock.now(),
-        positions: () => ({ rooms: projections.get(syncRoomsProjection.name)!.committed, peeks: projections.get(syncPeeksProjection.name)!.committed }),
+        positions: () => ({ rooms: committed(syncRoomsProjection.name), peeks: committed(syncPeeksProjection.name) }),
       }),
     };
 
@@ -248,6 +308,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
       signingKey,
       projections,
       scheduler,
+      leases,
       waitForProjections,
       close: closeAll,
     };

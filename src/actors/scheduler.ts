@@ -1,6 +1,6 @@
 // Wakes rooms whose peeks are due, including passivated ones: reads the earliest
 // deadlines from the projection tables and sends each due room a Tick.
-import { and, isNull, lte, min, inArray, type SQL } from 'drizzle-orm';
+import { and, isNull, lte, min, inArray, sql, type SQL } from 'drizzle-orm';
 import type { PgColumn } from 'drizzle-orm/pg-core';
 import type { Logger } from 'pino';
 import type { Db } from '../store/db';
@@ -9,8 +9,8 @@ import type { CommandBus } from './commandBus';
 import type { Clock } from './roomActor';
 
 export interface SchedulerOptions {
-  /** Shards this host owns (undefined: all). */
-  shards?: number[];
+  /** Shards this host owns, read at every look (undefined: all). */
+  shards?: () => number[];
   /** Longest sleep between looks at the tables. */
   pollMs?: number;
   logger?: Logger;
@@ -73,7 +73,9 @@ export class DeadlineScheduler {
   }
 
   private shardFilter(column: PgColumn): SQL | undefined {
-    return this.options.shards ? inArray(column, this.options.shards) : undefined;
+    if (!this.options.shards) return undefined;
+    const shards = this.options.shards();
+    return shards.length > 0 ? inArray(column, shards) : sql`false`;
   }
 
   async dueRooms(now: number): Promise<Set<string>> {

@@ -3,7 +3,7 @@
 // device keeps syncing, ends it (and the host is sent a DELETE) when no local device
 // needs it, and starts it again when such a device syncs again.
 import { randomBytes } from 'node:crypto';
-import { and, eq, isNull } from 'drizzle-orm';
+import { and, eq, isNull, notLike } from 'drizzle-orm';
 import type { Logger } from 'pino';
 import type { CommandBus } from '../actors/commandBus';
 import type { ReceivedPdu } from '../actors/commands';
@@ -76,9 +76,18 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
     this.startedAt = deps.clock.now();
   }
 
-  start(periodMs = 500): void {
+  /**
+   * Renewals are looked at every `periodMs` (they may be due within a second: the host's
+   * interval can be that short); what local devices need, every `devicesEvery` periods.
+   */
+  start(periodMs = 250, devicesEvery = 4): void {
+    let n = 0;
     this.timer = setInterval(() => {
-      if (!this.ticking) this.ticking = this.tick().catch((err) => this.deps.logger?.warn({ err }, 'outbound peek upkeep failed')).finally(() => (this.ticking = undefined));
+      if (this.ticking) return;
+      const devices = n++ % devicesEvery === 0;
+      this.ticking = this.tick(devices)
+        .catch((err) => this.deps.logger?.warn({ err }, 'outbound peek upkeep failed'))
+        .finally(() => (this.ticking = undefined));
     }, periodMs);
     this.timer.unref();
   }
@@ -265,41 +274,53 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
     return now - seen < this.deps.outboundIdleMs;
   }
 
-  /** Renews, ends or keeps each live outbound peek; restarts the ones devices still need. */
-  async tick(): Promise<void> {
+  /**
+   * Renews each live outbound peek a third of the way into its interval (the host's
+   * deadline and ours are the interval itself: there is time for two more tries); with
+   * `devices`, also ends the ones no local device needs (or none has synced for the idle
+   * window) and restarts the ones devices still need.
+   */
+  async tick(devices = true): Promise<void> {
     const now = this.deps.clock.now();
     const outbound = await this.deps.db.select().from(federationsenderOutboundPeeks);
-    const withOutbound = new Set(outbound.map((r) => r.roomId));
-    for (const row of outbound) {
-      if (this.inflight.has(row.roomId)) continue;
-      const devices = await this.deps.db
-        .select()
+    const ended = new Set<string>();
+    if (devices) {
+      // Live device peeks of rooms hosted elsewhere, by room.
+      const rows = await this.deps.db
+        .select({ roomId: syncapiPeeks.roomId, userId: syncapiPeeks.userId, deviceId: syncapiPeeks.deviceId, renewedAt: syncapiPeeks.renewedAt })
         .from(syncapiPeeks)
-        .where(and(eq(syncapiPeeks.roomId, row.roomId), isNull(syncapiPeeks.endedSeq)));
-      // A fresh outbound peek precedes its device peek: give that a moment to be recorded.
-      const settling = now - row.createdAt < START_GRACE_MS;
-      if (devices.length === 0 && !settling) {
-        await this.end(row.roomId, row.serverName, 'unpeeked');
-      } else if (devices.length > 0 && !settling && !devices.some((d) => this.isActive(d.userId, d.deviceId, d.renewedAt, now))) {
-        await this.end(row.roomId, row.serverName, 'no_active_peekers');
-      } else if (now >= row.renewedAt + row.renewalIntervalMs / 2 && (this.retry.get(row.roomId)?.at ?? 0) <= now) {
+        .where(and(isNull(syncapiPeeks.endedSeq), notLike(syncapiPeeks.roomId, `%:${this.deps.serverName}`)));
+      const byRoom = new Map<string, typeof rows>();
+      for (const r of rows) byRoom.set(r.roomId, [...(byRoom.get(r.roomId) ?? []), r]);
+      for (const row of outbound) {
+        if (this.inflight.has(row.roomId)) continue;
+        const peeking = byRoom.get(row.roomId) ?? [];
+        // A fresh outbound peek precedes its device peek: give that a moment to be recorded.
+        if (now - row.createdAt < START_GRACE_MS) continue;
+        if (peeking.length === 0) {
+          await this.end(row.roomId, row.serverName, 'unpeeked');
+          ended.add(row.roomId);
+        } else if (!peeking.some((d) => this.isActive(d.userId, d.deviceId, d.renewedAt, now))) {
+          await this.end(row.roomId, row.serverName, 'no_active_peekers');
+          ended.add(row.roomId);
+        }
+      }
+      // Device peeks whose federated peek is gone without a DELETE of ours (it timed out
+      // here while the host was unreachable, the host expired or forgot it): while a
+      // peeking device is active, peek again.
+      const withOutbound = new Set(outbound.map((r) => r.roomId));
+      for (const [roomId, peeking] of byRoom) {
+        if (withOutbound.has(roomId) || this.inflight.has(roomId)) continue;
+        if ((this.retry.get(roomId)?.at ?? 0) > now || !peeking.some((d) => this.isActive(d.userId, d.deviceId, d.renewedAt, now))) continue;
+        this.restart(roomId);
+      }
+    }
+    for (const row of outbound) {
+      if (ended.has(row.roomId) || this.inflight.has(row.roomId)) continue;
+      if (now >= row.renewedAt + row.renewalIntervalMs / 3 && (this.retry.get(row.roomId)?.at ?? 0) <= now) {
         await this.renew(row.roomId, row.serverName, row.peekId, row.renewalIntervalMs);
       }
     }
-    // Device peeks of remote rooms whose federated peek is gone without a DELETE of ours
-    // (it timed out here while the host was unreachable, the host expired it, the host
-    // forgot it): while a peeking device is active, peek again.
-    const orphaned = await this.deps.db
-      .select({ roomId: syncapiPeeks.roomId, userId: syncapiPeeks.userId, deviceId: syncapiPeeks.deviceId, renewedAt: syncapiPeeks.renewedAt })
-      .from(syncapiPeeks)
-      .where(isNull(syncapiPeeks.endedSeq));
-    const due = new Set<string>();
-    for (const d of orphaned) {
-      if (withOutbound.has(d.roomId) || this.inflight.has(d.roomId) || serverOf(d.roomId) === this.deps.serverName) continue;
-      if ((this.retry.get(d.roomId)?.at ?? 0) > now || !this.isActive(d.userId, d.deviceId, d.renewedAt, now)) continue;
-      due.add(d.roomId);
-    }
-    for (const roomId of due) this.restart(roomId);
   }
 
   /** Starts the federated peek of `roomId` again in the background, backing off on failure. */

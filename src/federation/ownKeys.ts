@@ -31,7 +31,11 @@ export async function rotateSigningKey(signingKeyPath: string, current: SigningK
   old.push({ keyId: current.keyId, publicKey: encodeBase64Unpadded(current.publicKey), expiredTs: now });
   const json: Record<string, { key: string; expired_ts: number }> = {};
   for (const k of old) json[k.keyId] = { key: k.publicKey, expired_ts: k.expiredTs };
-  await writeFile(oldKeysPath(signingKeyPath), JSON.stringify(json, null, 2), { mode: 0o600 });
+  // Old keys first (atomically): a crash before the new key is written leaves the current
+  // key listed twice, never a retired key missing from old_verify_keys.
+  const oldTmp = `${oldKeysPath(signingKeyPath)}.tmp`;
+  await writeFile(oldTmp, JSON.stringify(json, null, 2), { mode: 0o600 });
+  await rename(oldTmp, oldKeysPath(signingKeyPath));
   const next = generateSigningKey();
   const tmp = `${signingKeyPath}.tmp`;
   await writeFile(tmp, formatSigningKeyFile(next), { mode: 0o600 });
@@ -55,7 +59,7 @@ export class OwnKeys {
     if (this.cached && this.cached.until > now) return this.cached.body;
     const validUntil = now + KEY_RESPONSE_LIFETIME_MS;
     const oldVerify: Record<string, { key: string; expired_ts: number }> = {};
-    for (const k of this.old) oldVerify[k.keyId] = { key: k.publicKey, expired_ts: k.expiredTs };
+    for (const k of this.old) if (k.keyId !== this.current.keyId) oldVerify[k.keyId] = { key: k.publicKey, expired_ts: k.expiredTs };
     const body = signJson(
       {
         server_name: this.serverName,

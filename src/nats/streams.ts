@@ -51,7 +51,7 @@ async function streamInfo(jsm: JetStreamManager, name: string) {
 /** Removes this deployment's streams and KV buckets (tests, and `peekd reset`). */
 export async function deleteStreams(nc: NatsConnection, naming: Naming): Promise<void> {
   const jsm = await jetstreamManager(nc);
-  const names = [...STREAM_KINDS.map((k) => naming.streamName(k)), `KV_${naming.kvBucket('snapshots')}`];
+  const names = [...STREAM_KINDS.map((k) => naming.streamName(k)), `KV_${naming.kvBucket('snapshots')}`, `KV_${naming.kvBucket('leases')}`];
   for (const name of names) {
     try {
       await jsm.streams.delete(name);

@@ -2,15 +2,15 @@
 import type { Config } from '../config';
 import { createLogger } from '../logger';
 import { queryAudit, type AuditEntry, type AuditQuery } from '../projections/auditQuery';
-import { replayProjection, verifyProjection, type VerifyResult } from '../projections/rebuild';
-import { readModels } from '../projections/index';
+import { replayProjection, selectReadModels, verifyProjection, type VerifyResult } from '../projections/rebuild';
 import { openInfrastructure } from '../server';
 import { progressReporter } from './progress';
 
 export async function runReplay(config: Config, projection: string | undefined, out = process.stdout): Promise<void> {
+  const models = selectReadModels(projection);
   const infra = await openInfrastructure(config, createLogger('warn', 'peekd-replay'));
   try {
-    for (const p of readModels(projection)) {
+    for (const p of models) {
       const progress = progressReporter(`replay ${p.name}`);
       const r = await replayProjection({ db: infra.database.db, nc: infra.nc, naming: infra.naming }, p, (d, t) => progress.update(d, t));
       progress.stop();
@@ -32,10 +32,11 @@ export function formatVerify(r: VerifyResult): string {
 
 /** Returns true when every verified projection equals its rebuild. */
 export async function runVerify(config: Config, projection: string | undefined, out = process.stdout): Promise<boolean> {
+  const models = selectReadModels(projection);
   const infra = await openInfrastructure(config, createLogger('warn', 'peekd-verify'));
   let ok = true;
   try {
-    for (const p of readModels(projection)) {
+    for (const p of models) {
       const progress = progressReporter(`verify ${p.name}`);
       const r = await verifyProjection({ db: infra.database.db, nc: infra.nc, naming: infra.naming }, p, (d, t) => progress.update(d, t));
       progress.stop();

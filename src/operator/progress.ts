@@ -28,17 +28,28 @@ export function progressReporter(label: string, stream: NodeJS.WriteStream = pro
       stop: () => bar.stop(),
     };
   }
+  // The last update not printed yet (rate-limited), so that `stop` can print where it ended.
   let last = 0;
+  let unprinted: [number, number] | undefined;
+  const print = (done: number, total: number, now: number) => {
+    last = now;
+    unprinted = undefined;
+    const secs = Math.max(0.001, (now - started) / 1000);
+    const rate = done / secs;
+    const eta = rate > 0 ? Math.max(0, (total - done) / rate) : 0;
+    stream.write(`${label}: ${done}/${total} events, ${Math.round(rate)} ev/s, ETA ${Math.round(eta)} s\n`);
+  };
   return {
     update(done, total) {
       const now = Date.now();
-      if (now - last < 2000 && done < total) return;
-      last = now;
-      const secs = Math.max(0.001, (now - started) / 1000);
-      const rate = done / secs;
-      const eta = rate > 0 ? Math.max(0, (total - done) / rate) : 0;
-      stream.write(`${label}: ${done}/${total} events, ${Math.round(rate)} ev/s, ETA ${Math.round(eta)} s\n`);
+      if (now - last < 2000 && done < total) {
+        unprinted = [done, total];
+        return;
+      }
+      print(done, total, now);
     },
-    stop: () => undefined,
+    stop() {
+      if (unprinted) print(unprinted[0], unprinted[1], Date.now());
+    },
   };
 }

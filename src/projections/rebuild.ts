@@ -5,9 +5,11 @@ import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { getTableConfig, PgTable } from 'drizzle-orm/pg-core';
 import { is as isEntity, sql } from 'drizzle-orm';
+import { InvalidInputError } from '../actors/errors';
 import type { Naming } from '../events/subjects';
 import { rowsOf, type Db, type Tx } from '../store/db';
 import * as schema from '../store/schema';
+import { readModels } from './index';
 import type { Projected, Projection } from './projection';
 import { commitBatch, readCheckpoint, useSchema } from './runner';
 
@@ -31,6 +33,15 @@ export function primaryKeyOf(table: string): string[] {
   return composite ?? cfg.columns.filter((c) => c.primary).map((c) => c.name);
 }
 
+/** The read models `name` selects (one projection, or `all` / none for every one). */
+export function selectReadModels(name: string | undefined): Projection<unknown>[] {
+  const all = readModels('all');
+  if (name && name !== 'all' && !all.some((p) => p.name === name)) {
+    throw new InvalidInputError(`unknown projection ${name}; one of: ${all.map((p) => p.name).join(', ')}, all`);
+  }
+  return readModels(name);
+}
+
 export interface Progress {
   (doneSeq: number, totalSeq: number): void;
 }
@@ -46,11 +57,41 @@ export async function streamLastSeq(nc: NatsConnection, naming: Naming, kind: 'p
   return (await jsm.streams.info(naming.streamName(kind))).state.last_seq;
 }
 
+/**
+ * A schema holding empty copies of the projection's tables. Constraints and indexes keep
+ * the live tables' names (names are per schema), so a swapped-in table is exactly what
+ * the migrations made and later migrations can still name its indexes.
+ */
 async function createShadow(db: Db, shadow: string, projection: Projection<unknown>): Promise<void> {
   await db.execute(sql.raw(`DROP SCHEMA IF EXISTS ${shadow} CASCADE`));
   await db.execute(sql.raw(`CREATE SCHEMA ${shadow}`));
   for (const t of [...projection.tables, 'projection_checkpoints']) {
-    await db.execute(sql.raw(`CREATE TABLE ${shadow}."${t}" (LIKE ${LIVE}."${t}" INCLUDING ALL)`));
+    await db.execute(
+      sql.raw(
+        `CREATE TABLE ${shadow}."${t}" (LIKE ${LIVE}."${t}" INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING IDENTITY INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMMENTS)`,
+      ),
+    );
+    const constraints = rowsOf<{ name: string; def: string }>(
+      await db.execute(sql`
+        select c.conname as name, pg_get_constraintdef(c.oid) as def
+        from pg_constraint c join pg_class r on r.oid = c.conrelid join pg_namespace n on n.oid = r.relnamespace
+        where n.nspname = ${LIVE} and r.relname = ${t} and c.contype in ('p', 'u', 'x')
+        order by c.conname`),
+    );
+    for (const c of constraints) await db.execute(sql.raw(`ALTER TABLE ${shadow}."${t}" ADD CONSTRAINT "${c.name}" ${c.def}`));
+    const indexes = rowsOf<{ def: string }>(
+      await db.execute(sql`
+        select pg_get_indexdef(ix.indexrelid) as def
+        from pg_index ix join pg_class r on r.oid = ix.indrelid join pg_namespace n on n.oid = r.relnamespace
+        where n.nspname = ${LIVE} and r.relname = ${t}
+          and not exists (select 1 from pg_constraint c where c.conindid = ix.indexrelid)
+        order by ix.indexrelid`),
+    );
+    for (const { def } of indexes) {
+      const on = ` ON ${LIVE}.`;
+      if (!def.includes(on)) throw new Error(`cannot copy index of ${t}: ${def}`);
+      await db.execute(sql.raw(def.replace(on, ` ON ${shadow}.`)));
+    }
   }
 }
 
@@ -103,6 +144,8 @@ export async function catchUp(
       if (batch.length >= batchSize || m.seq >= toSeq || m.info.pending === 0) await flush();
       if (m.seq >= toSeq || m.info.pending === 0) break;
     }
+    // A gap in the sequences (deleted messages) can end the loop with a batch not yet written.
+    if (last > done) await flush();
   } finally {
     await messages.close();
   }
@@ -183,7 +226,7 @@ async function compareTable(tx: Tx, table: string, shadow: string): Promise<Tabl
   const pk = primaryKeyOf(table).map((c) => `"${c}"`).join(', ');
   const stats = async (s: string) => {
     const [row] = rowsOf<{ n: string | number; h: string | null }>(
-      await tx.execute(sql.raw(`select count(*) as n, md5(coalesce(string_agg(t::text, E'\\n' order by ${pk}), '')) as h from ${s}."${table}" t`)),
+      await tx.execute(sql.raw(`select count(*) as n, md5(coalesce(string_agg(md5(t::text), '' order by ${pk}), '')) as h from ${s}."${table}" t`)),
     );
     return { n: Number(row?.n ?? 0), h: row?.h ?? '' };
   };
@@ -209,6 +252,7 @@ async function compareTable(tx: Tx, table: string, shadow: string): Promise<Tabl
 
 /** Rebuilds into a scratch schema and compares with the live tables at one checkpoint. */
 export async function verifyProjection(deps: RebuildDeps, projection: Projection<unknown>, onProgress?: Progress): Promise<VerifyResult> {
+  if (projection.delivery) throw new Error(`${projection.name} is a delivery queue, not a read model: it is never verified`);
   const shadow = `peekd_verify_${projection.name}`;
   const { db } = deps;
   await createShadow(db, shadow, projection);

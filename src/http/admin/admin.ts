@@ -5,8 +5,7 @@ import type { Peekd } from '../../server';
 import { MatrixError, badJson } from '../errors';
 import { bearerToken, secretsEqual } from '../secrets';
 import { queryAudit, parseAuditQuery } from '../../projections/auditQuery';
-import { replayProjection, verifyProjection } from '../../projections/rebuild';
-import { readModels } from '../../projections/index';
+import { replayProjection, selectReadModels, verifyProjection } from '../../projections/rebuild';
 
 export function registerAdmin(app: FastifyInstance, peekd: Peekd): void {
   const token = peekd.config.adminToken;
@@ -39,7 +38,7 @@ export function registerAdmin(app: FastifyInstance, peekd: Peekd): void {
     const { projection } = (req.query as { projection?: string }) ?? {};
     const deps = { db: peekd.database.db, nc: peekd.nc, naming: peekd.naming };
     const results = [];
-    for (const p of readModels(projection)) results.push(await replayProjection(deps, p));
+    for (const p of selectReadModels(projection)) results.push(await replayProjection(deps, p));
     return { replayed: results };
   });
 
@@ -47,7 +46,7 @@ export function registerAdmin(app: FastifyInstance, peekd: Peekd): void {
     const { projection } = (req.query as { projection?: string }) ?? {};
     const deps = { db: peekd.database.db, nc: peekd.nc, naming: peekd.naming };
     const results = [];
-    for (const p of readModels(projection)) results.push(await verifyProjection(deps, p));
+    for (const p of selectReadModels(projection)) results.push(await verifyProjection(deps, p));
     const equal = results.every((r) => r.equal);
     return reply.code(200).send({ equal, projections: results });
   });
