@@ -1,6 +1,7 @@
 // federationsender_inbound_peeks and federationsender_outbound_peeks: the live MSC2444
 // peeks, in both directions. Ended peeks are deleted; their history is in peek_audit.
-import { decodePeekEvent, type PeekEvent } from '../events/peekEvents';
+import type { PgColumn, PgTable } from 'drizzle-orm/pg-core';
+import { decodePeekEvent, type PeekEvent, type PeekStarted } from '../events/peekEvents';
 import { federationsenderInboundPeeks, federationsenderOutboundPeeks } from '../store/schema';
 import { chunks, excludedAll, tupleIn } from '../store/sqlHelpers';
 import type { Tx } from '../store/db';
@@ -8,6 +9,52 @@ import type { PeekProjection, Projected } from './projection';
 
 type InboundRow = typeof federationsenderInboundPeeks.$inferSelect;
 type OutboundRow = typeof federationsenderOutboundPeeks.$inferSelect;
+type ServerPeek = { kind: 'inbound' | 'outbound'; server: string; peekId: string };
+
+/** One live-peek table: which peeks it holds, its key, and the row a start makes. */
+interface PeekTable<R extends { renewedAt: number; renewalIntervalMs: number; expiresAt: number }> {
+  kind: 'inbound' | 'outbound';
+  table: PgTable;
+  keyColumns: PgColumn[];
+  /** Key fields of a peek event / of a row, in keyColumns order. */
+  eventKey(roomId: string, peek: ServerPeek): string[];
+  rowKey(row: R): string[];
+  started(e: PeekStarted & { peek: ServerPeek }, seq: number, shard: number): R;
+}
+
+const inbound: PeekTable<InboundRow> = {
+  kind: 'inbound',
+  table: federationsenderInboundPeeks,
+  keyColumns: [federationsenderInboundPeeks.roomId, federationsenderInboundPeeks.serverName, federationsenderInboundPeeks.peekId],
+  eventKey: (roomId, p) => [roomId, p.server, p.peekId],
+  rowKey: (r) => [r.roomId, r.serverName, r.peekId],
+  started: (e, seq, shard) => ({ ...common(e, seq, shard), roomSeq: e.roomSeq ?? 0 }),
+};
+
+// One outbound peek per (room, target server), whatever its peek ID.
+const outbound: PeekTable<OutboundRow> = {
+  kind: 'outbound',
+  table: federationsenderOutboundPeeks,
+  keyColumns: [federationsenderOutboundPeeks.roomId, federationsenderOutboundPeeks.serverName],
+  eventKey: (roomId, p) => [roomId, p.server],
+  rowKey: (r) => [r.roomId, r.serverName],
+  started: (e, seq, shard) => common(e, seq, shard),
+};
+
+function common(e: PeekStarted & { peek: ServerPeek }, seq: number, shard: number) {
+  const interval = e.renewalIntervalMs ?? 0;
+  return {
+    roomId: e.roomId,
+    serverName: e.peek.server,
+    peekId: e.peek.peekId,
+    shard,
+    createdAt: e.at,
+    renewedAt: e.at,
+    renewalIntervalMs: interval,
+    expiresAt: e.expiresAt ?? e.at + interval,
+    startedSeq: seq,
+  };
+}
 
 export const federationPeeksProjection: PeekProjection = {
   name: 'federation_peeks',
@@ -15,126 +62,57 @@ export const federationPeeksProjection: PeekProjection = {
   tables: ['federationsender_inbound_peeks', 'federationsender_outbound_peeks'],
   decode: decodePeekEvent,
   async apply(tx: Tx, batch: Projected<PeekEvent>[]): Promise<void> {
-    await applyInbound(tx, batch.filter((b) => b.event.peek.kind === 'inbound'));
-    await applyOutbound(tx, batch.filter((b) => b.event.peek.kind === 'outbound'));
+    await applyTo(tx, inbound, batch);
+    await applyTo(tx, outbound, batch);
   },
 };
 
-async function applyInbound(tx: Tx, batch: Projected<PeekEvent>[]): Promise<void> {
-  if (batch.length === 0) return;
-  const t = federationsenderInboundPeeks;
-  const k = (e: PeekEvent) => (e.peek.kind === 'inbound' ? `${e.roomId}\u0000${e.peek.server}\u0000${e.peek.peekId}` : '');
-  const tuple = (e: PeekEvent): [string, string, string] =>
-    e.peek.kind === 'inbound' ? [e.roomId, e.peek.server, e.peek.peekId] : ['', '', ''];
-  const rows = await loadPrior(tx, batch, k, async (part) => {
-    const found = await tx.select().from(t).where(tupleIn([t.roomId, t.serverName, t.peekId], part.map(tuple)));
-    return found.map((r) => [`${r.roomId}\u0000${r.serverName}\u0000${r.peekId}`, r] as const);
-  });
-  for (const { seq, shard, event } of batch) {
-    if (event.peek.kind !== 'inbound') continue;
-    const key = k(event);
-    const row = rows.get(key);
-    if (event.type === 'PeekStarted') {
-      const interval = event.renewalIntervalMs ?? 0;
-      rows.set(key, {
-        roomId: event.roomId,
-        serverName: event.peek.server,
-        peekId: event.peek.peekId,
-        shard,
-        createdAt: event.at,
-        renewedAt: event.at,
-        renewalIntervalMs: interval,
-        expiresAt: event.expiresAt ?? event.at + interval,
-        roomSeq: event.roomSeq ?? 0,
-        startedSeq: seq,
-      });
-    } else if (event.type === 'PeekRenewed' && row) {
-      rows.set(key, {
-        ...row,
-        renewedAt: event.at,
-        renewalIntervalMs: event.renewalIntervalMs ?? row.renewalIntervalMs,
-        expiresAt: event.expiresAt ?? event.at + (event.renewalIntervalMs ?? row.renewalIntervalMs),
-      });
-    } else if (event.type === 'PeekExpired') {
-      rows.set(key, null);
-    }
-  }
-  await write(rows, async (live) => {
-    await tx.insert(t).values(live).onConflictDoUpdate({ target: [t.roomId, t.serverName, t.peekId], set: excludedAll(t, ['roomId', 'serverName', 'peekId']) });
-  }, async (gone) => {
-    await tx.delete(t).where(tupleIn([t.roomId, t.serverName, t.peekId], gone.map((g) => g.split('\u0000'))));
-  });
-}
-
-async function applyOutbound(tx: Tx, batch: Projected<PeekEvent>[]): Promise<void> {
-  if (batch.length === 0) return;
-  const t = federationsenderOutboundPeeks;
-  const k = (e: PeekEvent) => (e.peek.kind === 'outbound' ? `${e.roomId}\u0000${e.peek.server}` : '');
-  const rows = await loadPrior(tx, batch, k, async (part) => {
-    const found = await tx
-      .select()
-      .from(t)
-      .where(tupleIn([t.roomId, t.serverName], part.map((e) => [e.roomId, e.peek.kind === 'outbound' ? e.peek.server : ''])));
-    return found.map((r) => [`${r.roomId}\u0000${r.serverName}`, r] as const);
-  });
-  for (const { seq, shard, event } of batch) {
-    if (event.peek.kind !== 'outbound') continue;
-    const key = k(event);
-    const row = rows.get(key);
-    if (event.type === 'PeekStarted') {
-      const interval = event.renewalIntervalMs ?? 0;
-      rows.set(key, {
-        roomId: event.roomId,
-        serverName: event.peek.server,
-        peekId: event.peek.peekId,
-        shard,
-        createdAt: event.at,
-        renewedAt: event.at,
-        renewalIntervalMs: interval,
-        expiresAt: event.expiresAt ?? event.at + interval,
-        startedSeq: seq,
-      });
-    } else if (event.type === 'PeekRenewed' && row) {
-      rows.set(key, {
-        ...row,
-        renewedAt: event.at,
-        renewalIntervalMs: event.renewalIntervalMs ?? row.renewalIntervalMs,
-        expiresAt: event.expiresAt ?? event.at + (event.renewalIntervalMs ?? row.renewalIntervalMs),
-      });
-    } else if (event.type === 'PeekExpired') {
-      rows.set(key, null);
-    }
-  }
-  await write(rows, async (live) => {
-    await tx.insert(t).values(live).onConflictDoUpdate({ target: [t.roomId, t.serverName], set: excludedAll(t, ['roomId', 'serverName']) });
-  }, async (gone) => {
-    await tx.delete(t).where(tupleIn([t.roomId, t.serverName], gone.map((g) => g.split('\u0000'))));
-  });
-}
-
-/** Loads the current rows of peeks this batch renews or ends without starting them. */
-async function loadPrior<R>(
+/** Folds the batch's peeks of `spec.kind` into the live rows: upsert what lives, delete what ended. */
+async function applyTo<R extends { renewedAt: number; renewalIntervalMs: number; expiresAt: number }>(
   tx: Tx,
-  batch: Projected<PeekEvent>[],
-  keyOf: (e: PeekEvent) => string,
-  load: (events: PeekEvent[]) => Promise<(readonly [string, R])[]>,
-): Promise<Map<string, R | null>> {
-  void tx;
+  spec: PeekTable<R>,
+  all: Projected<PeekEvent>[],
+): Promise<void> {
+  const batch = all.filter((b) => b.event.peek.kind === spec.kind);
+  if (batch.length === 0) return;
+  const keyOf = (e: PeekEvent) => spec.eventKey(e.roomId, e.peek as ServerPeek);
+  const joined = (k: string[]) => k.join('\u0000');
+
+  // The current rows of peeks this batch renews or ends without starting them.
   const startedHere = new Set<string>();
-  const needed = new Map<string, PeekEvent>();
+  const needed = new Map<string, string[]>();
   for (const { event } of batch) {
-    const key = keyOf(event);
-    if (event.type === 'PeekStarted') startedHere.add(key);
-    else if (!startedHere.has(key)) needed.set(key, event);
+    const k = keyOf(event);
+    if (event.type === 'PeekStarted') startedHere.add(joined(k));
+    else if (!startedHere.has(joined(k))) needed.set(joined(k), k);
   }
   const rows = new Map<string, R | null>();
-  for (const part of chunks([...needed.values()], 500)) for (const [key, row] of await load(part)) rows.set(key, row);
-  return rows;
-}
+  for (const part of chunks([...needed.values()], 500)) {
+    const found = (await tx.select().from(spec.table).where(tupleIn(spec.keyColumns, part))) as R[];
+    for (const r of found) rows.set(joined(spec.rowKey(r)), r);
+  }
 
-async function write<R>(rows: Map<string, R | null>, upsert: (live: R[]) => Promise<void>, remove: (keys: string[]) => Promise<void>) {
+  for (const { seq, shard, event } of batch) {
+    const key = joined(keyOf(event));
+    const row = rows.get(key);
+    if (event.type === 'PeekStarted') {
+      rows.set(key, spec.started(event as PeekStarted & { peek: ServerPeek }, seq, shard));
+    } else if (event.type === 'PeekRenewed' && row) {
+      const interval = event.renewalIntervalMs ?? row.renewalIntervalMs;
+      rows.set(key, { ...row, renewedAt: event.at, renewalIntervalMs: interval, expiresAt: event.expiresAt ?? event.at + interval });
+    } else if (event.type === 'PeekExpired') {
+      rows.set(key, null);
+    }
+  }
+
   const live = [...rows.values()].filter((r): r is R => r !== null);
-  const gone = [...rows.entries()].filter(([, r]) => r === null).map(([key]) => key);
-  for (const part of chunks(live, 400)) await upsert(part);
-  for (const part of chunks(gone, 500)) await remove(part);
+  const gone = [...rows.entries()].filter(([, r]) => r === null).map(([k]) => k.split('\u0000'));
+  const keyNames = spec.keyColumns.map((c) => Object.entries(spec.table).find(([, v]) => v === c)![0]);
+  for (const part of chunks(live, 400)) {
+    await tx
+      .insert(spec.table)
+      .values(part as never)
+      .onConflictDoUpdate({ target: spec.keyColumns, set: excludedAll(spec.table, keyNames) });
+  }
+  for (const part of chunks(gone, 500)) await tx.delete(spec.table).where(tupleIn(spec.keyColumns, part));
 }
