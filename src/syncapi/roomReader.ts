@@ -5,6 +5,7 @@ import type { Pdu } from '../events/roomEvents';
 import { rowsOf, type Db } from '../store/db';
 import { syncapiCurrentState, syncapiRoomEvents } from '../store/schema';
 import { toClientEvent, type ClientEvent } from './clientEvents';
+import { ImmutableReadCache } from './memo';
 
 export interface StoredEvent {
   seq: number;
@@ -96,7 +97,15 @@ export class RoomReader {
   }
 
   /** The newest events with afterSeq < seq ≤ uptoSeq, at most `limit`, oldest first. */
-  async timeline(roomId: string, afterSeq: number, uptoSeq: number, limit: number): Promise<TimelineSlice> {
+  private readonly timelines = new ImmutableReadCache<TimelineSlice>();
+  private readonly states = new ImmutableReadCache<StoredEvent[]>();
+
+  /** The newest events with afterSeq < seq ≤ uptoSeq (uptoSeq committed), at most `limit`, oldest first. */
+  timeline(roomId: string, afterSeq: number, uptoSeq: number, limit: number): Promise<TimelineSlice> {
+    return this.timelines.get(`${roomId}\u0000${afterSeq}\u0000${uptoSeq}\u0000${limit}`, () => this.readTimeline(roomId, afterSeq, uptoSeq, limit));
+  }
+
+  private async readTimeline(roomId: string, afterSeq: number, uptoSeq: number, limit: number): Promise<TimelineSlice> {
     const rows = await this.db
       .select(EVENT_COLUMNS)
       .from(syncapiRoomEvents)
@@ -118,7 +127,11 @@ export class RoomReader {
   }
 
   /** The room's state just before `beforeSeq` (exclusive), optionally only entries set after `sinceSeq`. */
-  async stateBefore(roomId: string, beforeSeq: number, sinceSeq = 0): Promise<StoredEvent[]> {
+  stateBefore(roomId: string, beforeSeq: number, sinceSeq = 0): Promise<StoredEvent[]> {
+    return this.states.get(`${roomId}\u0000${beforeSeq}\u0000${sinceSeq}`, () => this.readStateBefore(roomId, beforeSeq, sinceSeq));
+  }
+
+  private async readStateBefore(roomId: string, beforeSeq: number, sinceSeq: number): Promise<StoredEvent[]> {
     const result = await this.db.execute(sql`
       select seq, event_id as "eventId", pdu from (
         select distinct on (type, state_key) seq, event_id, pdu
