@@ -118,8 +118,8 @@ export interface Peekd {
   notifier: SyncNotifier;
   /** Base URL the HTTP server listens on, when it does. */
   url?: string;
-  /** Resolves once every projection reading `stream` has committed `seq`. */
-  waitForProjections(stream: 'peeks' | 'rooms', seq: number): Promise<void>;
+  /** Resolves once the sync projection of `stream` (or, with 'all', every one) has committed `seq`. */
+  waitForProjections(stream: 'peeks' | 'rooms', seq: number, which?: 'sync' | 'all'): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -217,9 +217,15 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
       cleanups.push(async () => r.stop());
     }
     const committed = (name: string) => (remote ? remote.committed(name) : (projections.get(name)?.committed ?? 0));
-    const waitForProjections = async (stream: 'peeks' | 'rooms', seq: number) => {
-      if (remote) return remote.waitFor(stream, seq);
-      await Promise.all([...projections.values()].filter((r) => r.projection.stream === stream).map((r) => r.waitFor(seq)));
+    /**
+     * Resolves once `seq` is committed by the sync projection of `stream` (what a client's
+     * next /sync reads: read your writes), or with `which = 'all'` by every projection of it.
+     */
+    const waitForProjections = async (stream: 'peeks' | 'rooms', seq: number, which: 'sync' | 'all' = 'sync') => {
+      const syncName = stream === 'rooms' ? syncRoomsProjection.name : syncPeeksProjection.name;
+      const names = PROJECTIONS.filter((p) => p.stream === stream && (which === 'all' || p.name === syncName)).map((p) => p.name);
+      if (remote) return remote.waitFor(names, seq);
+      await Promise.all(names.map((n) => projections.get(n)?.waitFor(seq)));
     };
 
     if (host && !allInOne) {

@@ -97,12 +97,10 @@ export class RemotePositions {
     return this.positions.get(projection) ?? 0;
   }
 
-  /** Resolves once every projection reading `stream` has committed `seq`. */
-  async waitFor(stream: 'peeks' | 'rooms', seq: number): Promise<void> {
+  /** Resolves once each named projection has committed `seq`. */
+  async waitFor(names: string[], seq: number): Promise<void> {
     await Promise.all(
-      this.projections
-        .filter((p) => p.stream === stream)
-        .map((p) => (this.committed(p.name) >= seq ? undefined : new Promise<void>((resolve) => this.waiters.push({ projection: p.name, seq, resolve })))),
+      names.map((name) => (this.committed(name) >= seq ? undefined : new Promise<void>((resolve) => this.waiters.push({ projection: name, seq, resolve })))),
     );
   }
 

@@ -24,6 +24,6 @@ export interface FederationContext {
   keyRing: KeyRing;
   client: FederationClient;
   ownKeys: OwnKeys;
-  waitForProjections(stream: 'peeks' | 'rooms', seq: number): Promise<void>;
+  waitForProjections(stream: 'peeks' | 'rooms', seq: number, which?: 'sync' | 'all'): Promise<void>;
   outbound?: OutboundHooks;
 }

@@ -126,6 +126,11 @@ export class ProjectionRunner<E = unknown> {
     }
   }
 
+  /**
+   * Reads the stream and commits in groups: while one transaction is in flight, what
+   * arrives meanwhile gathers into the next one, so a busy stream makes big batches and a
+   * quiet one commits each event at once.
+   */
   private async consumeOnce(): Promise<void> {
     const { projection, naming } = this;
     const start = this.position + 1;
@@ -139,20 +144,43 @@ export class ProjectionRunner<E = unknown> {
       await messages.close();
     };
     if (this.stopped) await messages.close();
-    let batch: Projected<E>[] = [];
-    let lastSeq = this.position;
-    for await (const m of messages) {
-      if (m.seq <= this.position) continue;
-      lastSeq = m.seq;
-      const parsed = naming.parseRoomSubject(m.subject);
-      const event = projection.decode(m.data);
-      if (parsed && event !== null) batch.push({ seq: m.seq, roomId: parsed.roomId, shard: parsed.shard, event });
-      if (batch.length >= this.batchSize || m.info.pending === 0) {
-        await this.commit(batch, lastSeq);
-        batch = [];
+    let pending: Projected<E>[] = [];
+    let pendingLast = this.position;
+    let committing: Promise<void> | undefined;
+    let failure: unknown;
+    const drain = async () => {
+      while (pendingLast > this.position && failure === undefined) {
+        const take = pending.length > this.batchSize ? pending.splice(0, this.batchSize) : pending.splice(0);
+        const last = pending.length > 0 ? take.at(-1)!.seq : pendingLast;
+        await this.commit(take, last);
       }
-      if (this.stopped) break;
+    };
+    const kick = () => {
+      committing ??= drain()
+        .catch((err) => {
+          failure = err;
+        })
+        .finally(() => {
+          committing = undefined;
+        });
+    };
+    try {
+      for await (const m of messages) {
+        if (failure !== undefined) throw failure;
+        if (m.seq <= pendingLast) continue;
+        pendingLast = m.seq;
+        const parsed = naming.parseRoomSubject(m.subject);
+        const event = projection.decode(m.data);
+        if (parsed && event !== null) pending.push({ seq: m.seq, roomId: parsed.roomId, shard: parsed.shard, event });
+        kick();
+        // Back-pressure: do not read far ahead of what is committed.
+        if (pending.length >= this.batchSize * 4) await committing;
+        if (this.stopped) break;
+      }
+    } finally {
+      await committing;
     }
+    if (failure !== undefined) throw failure;
   }
 
   private async commit(batch: Projected<E>[], lastSeq: number): Promise<void> {

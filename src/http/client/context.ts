@@ -27,6 +27,6 @@ export interface ClientContext {
   sync: SyncService;
   bus: CommandBus;
   clock: Clock;
-  waitForProjections(stream: 'peeks' | 'rooms', seq: number): Promise<void>;
+  waitForProjections(stream: 'peeks' | 'rooms', seq: number, which?: 'sync' | 'all'): Promise<void>;
   remote?: RemoteRooms;
 }
