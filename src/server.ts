@@ -33,6 +33,7 @@ import { SyncNotifier } from './syncapi/notifier';
 import { RoomReader } from './syncapi/roomReader';
 import { PeekReader } from './syncapi/peekReader';
 import { SyncService } from './syncapi/sync';
+import { SyncCache } from './syncapi/syncCache';
 import { AccountStore } from './clientapi/accounts';
 import type { ClientContext } from './http/client/context';
 import { syncPeeksProjection } from './projections/syncPeeks';
@@ -168,6 +169,8 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
     const bus: CommandBus = allInOne ? new LocalCommandBus(host!) : new NatsCommandBus(nc, naming);
 
     const notifier = new SyncNotifier();
+    // Per-user and per-device sync reads stay in memory where the sync projections run here.
+    const syncCache = roles.has('projections') ? new SyncCache() : undefined;
     // The federation role: keys, the signed client, the sender and outbound peeks.
     const resolver = new ServerResolver(config.federationDestinations, () => clock.now());
     const federationClient = new FederationClient(config.serverName, signingKey, resolver);
@@ -181,9 +184,11 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
     /** What a committed batch of each projection wakes, wherever the projection ran. */
     const onCommittedLocally = (projection: string, batch: Projected<unknown>[]) => {
       if (projection === syncRoomsProjection.name) {
+        syncCache?.onRoomEvents(batch as Projected<RoomEvent>[]);
         notifier.onRoomEvents(batch as Projected<RoomEvent>[]);
         wakeSender(false);
       } else if (projection === syncPeeksProjection.name) {
+        syncCache?.onPeekEvents(batch as Projected<PeekEvent>[]);
         notifier.onPeekEvents(batch as Projected<PeekEvent>[]);
       } else if (projection === federationPeeksProjection.name || projection === federationOutboxProjection.name) {
         wakeSender(true);
@@ -263,6 +268,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
         peeks,
         notifier,
         now: () => clock.now(),
+        cache: syncCache,
         positions: () => ({ rooms: committed(syncRoomsProjection.name), peeks: committed(syncPeeksProjection.name) }),
       }),
     };

@@ -116,9 +116,17 @@ export class RoomReader {
     return { events: (rows.slice(0, limit) as StoredEvent[]).reverse(), limited };
   }
 
-  /** Rooms among `roomIds` with events in (afterSeq, uptoSeq]. */
-  async roomsWithEvents(roomIds: string[], afterSeq: number, uptoSeq: number): Promise<Set<string>> {
-    if (roomIds.length === 0 || afterSeq >= uptoSeq) return new Set();
+  private readonly withEvents = new ImmutableReadCache<Set<string>>();
+
+  /** Rooms among `roomIds` with events in (afterSeq, uptoSeq] (uptoSeq committed: the answer never changes). */
+  roomsWithEvents(roomIds: string[], afterSeq: number, uptoSeq: number): Promise<Set<string>> {
+    if (roomIds.length === 0 || afterSeq >= uptoSeq) return Promise.resolve(new Set());
+    if (roomIds.length > 20) return this.readRoomsWithEvents(roomIds, afterSeq, uptoSeq);
+    const key = `${[...roomIds].sort().join('\u0001')}\u0000${afterSeq}\u0000${uptoSeq}`;
+    return this.withEvents.get(key, () => this.readRoomsWithEvents(roomIds, afterSeq, uptoSeq));
+  }
+
+  private async readRoomsWithEvents(roomIds: string[], afterSeq: number, uptoSeq: number): Promise<Set<string>> {
     const rows = await this.db
       .selectDistinct({ roomId: syncapiRoomEvents.roomId })
       .from(syncapiRoomEvents)
@@ -147,7 +155,15 @@ export class RoomReader {
    * peek may see — history visibility no longer `world_readable`, or encryption turned on.
    * Rooms without one are left out of the answer.
    */
-  async peekHorizons(rooms: { roomId: string; afterSeq: number }[], uptoSeq: number): Promise<Map<string, number>> {
+  private readonly horizons = new ImmutableReadCache<Map<string, number>>();
+
+  peekHorizons(rooms: { roomId: string; afterSeq: number }[], uptoSeq: number): Promise<Map<string, number>> {
+    if (rooms.length === 0 || rooms.length > 20) return this.readPeekHorizons(rooms, uptoSeq);
+    const key = `${rooms.map((r) => `${r.roomId}\u0001${r.afterSeq}`).sort().join('\u0002')}\u0000${uptoSeq}`;
+    return this.horizons.get(key, () => this.readPeekHorizons(rooms, uptoSeq));
+  }
+
+  private async readPeekHorizons(rooms: { roomId: string; afterSeq: number }[], uptoSeq: number): Promise<Map<string, number>> {
     const out = new Map<string, number>();
     if (rooms.length === 0) return out;
     const after = new Map(rooms.map((r) => [r.roomId, r.afterSeq]));

@@ -7,6 +7,7 @@ import { clientEvents, type RoomReader, type StoredEvent, type Viewer } from './
 import { withoutRoomId } from './clientEvents';
 import type { DevicePeekRow, PeekReader } from './peekReader';
 import type { SyncNotifier } from './notifier';
+import type { SyncCache } from './syncCache';
 import { formatSyncToken, formatTopologicalToken, type SyncPosition } from './syncToken';
 
 export const DEFAULT_TIMELINE_LIMIT = 20;
@@ -47,6 +48,8 @@ export interface SyncDeps {
   /** Committed positions of the sync projections. */
   positions(): SyncPosition;
   now(): number;
+  /** Set where the sync projections run in this process (see syncCache.ts). */
+  cache?: SyncCache;
 }
 
 export class SyncService {
@@ -81,9 +84,16 @@ export class SyncService {
       device_lists: { changed: [], left: [] },
       device_one_time_keys_count: {},
     };
-    const memberships = await rooms.membershipsOf(req.userId);
+    const { cache } = this.deps;
+    const memberships = cache
+      ? ((await cache.memberships.get(req.userId, () => rooms.membershipsOf(req.userId))) as Awaited<ReturnType<RoomReader['membershipsOf']>>)
+      : await rooms.membershipsOf(req.userId);
+    const deviceKey = `${req.userId}\u0000${req.deviceId}`;
+    const devicePeeks = cache
+      ? ((await cache.devicePeeks.get(deviceKey, () => this.deps.peeks.ofDevice(req.userId, req.deviceId))) as DevicePeekRow[])
+      : await this.deps.peeks.ofDevice(req.userId, req.deviceId);
     const peekRows = new Map<string, DevicePeekRow>();
-    for (const row of await this.deps.peeks.ofDevice(req.userId, req.deviceId)) peekRows.set(row.roomId, row);
+    for (const row of devicePeeks) peekRows.set(row.roomId, row);
     const joined = memberships.filter((m) => m.membership === 'join' && m.seq <= upto.rooms);
     const joinedIds = new Set(joined.map((m) => m.roomId));
 

@@ -1,0 +1,55 @@
+// Per-user memberships and per-device peeks, kept in memory between syncs and dropped the
+// moment a committed batch touches them (before any long-poll is woken). A burst of woken
+// devices then reads no database at all for what is theirs. Only used where the sync
+// projections run in this process, so no change can reach a sync without passing here.
+import type { PeekEvent } from '../events/peekEvents';
+import type { RoomEvent } from '../events/roomEvents';
+import type { Projected } from '../projections/projection';
+
+const MAX_ENTRIES = 100_000;
+
+class InvalidatedCache<V> {
+  private readonly values = new Map<string, V>();
+  private readonly generations = new Map<string, number>();
+  private generation = 0;
+
+  async get(key: string, load: () => Promise<V>): Promise<V> {
+    const hit = this.values.get(key);
+    if (hit !== undefined) return hit;
+    const before = this.generations.get(key) ?? this.generation;
+    const value = await load();
+    // Only keep it if nothing invalidated the key while it was being read.
+    if ((this.generations.get(key) ?? this.generation) === before) {
+      if (this.values.size >= MAX_ENTRIES) this.values.clear();
+      this.values.set(key, value);
+    }
+    return value;
+  }
+
+  invalidate(key: string): void {
+    this.values.delete(key);
+    this.generations.set(key, ++this.generation);
+    if (this.generations.size > MAX_ENTRIES) {
+      // Forget old generations; a read in flight across this just is not cached.
+      this.generations.clear();
+      this.values.clear();
+    }
+  }
+}
+
+export class SyncCache {
+  readonly memberships = new InvalidatedCache<unknown>();
+  readonly devicePeeks = new InvalidatedCache<unknown>();
+
+  onRoomEvents(batch: Projected<RoomEvent>[]): void {
+    for (const { event } of batch) {
+      if (event.pdu.type === 'm.room.member' && typeof event.pdu.state_key === 'string') this.memberships.invalidate(event.pdu.state_key);
+    }
+  }
+
+  onPeekEvents(batch: Projected<PeekEvent>[]): void {
+    for (const { event } of batch) {
+      if (event.peek.kind === 'device') this.devicePeeks.invalidate(`${event.peek.userId}\u0000${event.peek.deviceId}`);
+    }
+  }
+}
