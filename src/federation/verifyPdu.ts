@@ -31,6 +31,8 @@ function isPduShape(v: unknown): v is Pdu {
 export async function checkPdu(raw: unknown, roomVersion: string, keyRing: KeyRing): Promise<PduCheck> {
   if (!isPduShape(raw)) return { ok: false, error: 'not a PDU' };
   const pdu = raw;
+  // Postgres cannot store U+0000; such an event could never be projected.
+  if (JSON.stringify(pdu).includes('\\u0000')) return { ok: false, error: 'U+0000 characters are not supported' };
   if (!checkContentHash(pdu)) return { ok: false, error: 'content hash mismatch' };
   const server = serverOf(pdu.sender);
   const sigs = pdu.signatures[server];

@@ -36,9 +36,12 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
 
   // Every body is JSON, whatever the client says its type is; malformed JSON is M_NOT_JSON.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => {
+  app.addContentTypeParser('*', { parseAs: 'string' }, (req, body, done) => {
     const text = typeof body === 'string' ? body : body.toString('utf8');
     if (text.trim() === '') return done(null, undefined);
+    // Postgres cannot store U+0000 in text or jsonb: refuse it at the edge rather than let
+    // an event that can never be projected into the log. (Federation checks each PDU.)
+    if (req.url.startsWith('/_matrix/client') && /\\u0000/i.test(text)) return done(badJson('U+0000 characters are not supported'), undefined);
     try {
       done(null, JSON.parse(text));
     } catch {

@@ -2,12 +2,32 @@
 // each room's current state. /sync, /messages and the state endpoints read these.
 import { sql } from 'drizzle-orm';
 import { decodeRoomEvent, type RoomEvent } from '../events/roomEvents';
-import { syncapiCurrentState, syncapiRoomEvents } from '../store/schema';
-import { chunks } from '../store/sqlHelpers';
+import { chunks, columnList, jsonRecordset } from '../store/sqlHelpers';
 import type { Tx } from '../store/db';
 import type { Projected, RoomProjection } from './projection';
 
-type StateRow = typeof syncapiCurrentState.$inferInsert;
+const EVENT_COLUMNS: [string, string][] = [
+  ['seq', 'bigint'],
+  ['room_id', 'text'],
+  ['event_id', 'text'],
+  ['type', 'text'],
+  ['state_key', 'text'],
+  ['sender', 'text'],
+  ['origin_server_ts', 'bigint'],
+  ['pdu', 'jsonb'],
+  ['txn_device_id', 'text'],
+  ['txn_id', 'text'],
+];
+
+const STATE_COLUMNS: [string, string][] = [
+  ['room_id', 'text'],
+  ['type', 'text'],
+  ['state_key', 'text'],
+  ['event_id', 'text'],
+  ['seq', 'bigint'],
+  ['membership', 'text'],
+  ['content', 'jsonb'],
+];
 
 export const syncRoomsProjection: RoomProjection = {
   name: 'sync_rooms',
@@ -17,50 +37,42 @@ export const syncRoomsProjection: RoomProjection = {
   async apply(tx: Tx, batch: Projected<RoomEvent>[]): Promise<void> {
     const events = batch.map(({ seq, event }) => ({
       seq,
-      roomId: event.roomId,
-      eventId: event.eventId,
+      room_id: event.roomId,
+      event_id: event.eventId,
       type: event.pdu.type,
-      stateKey: typeof event.pdu.state_key === 'string' ? event.pdu.state_key : null,
+      state_key: typeof event.pdu.state_key === 'string' ? event.pdu.state_key : null,
       sender: event.pdu.sender,
-      originServerTs: event.pdu.origin_server_ts,
+      origin_server_ts: event.pdu.origin_server_ts,
       pdu: event.pdu,
-      txnDeviceId: event.txn?.deviceId ?? null,
-      txnId: event.txn?.txnId ?? null,
+      txn_device_id: event.txn?.deviceId ?? null,
+      txn_id: event.txn?.txnId ?? null,
     }));
-    for (const part of chunks(events, 300)) {
-      await tx.insert(syncapiRoomEvents).values(part).onConflictDoNothing();
+    for (const part of chunks(events, 1000)) {
+      await tx.execute(sql`insert into syncapi_room_events (${columnList(EVENT_COLUMNS)}) ${jsonRecordset(part, EVENT_COLUMNS)} on conflict do nothing`);
     }
     // Current state: the last state event per (room, type, state key) in this batch wins,
     // and never overwrites a later one (a replayed batch changes nothing).
-    const state = new Map<string, StateRow>();
+    const state = new Map<string, object>();
     for (const { seq, event } of batch) {
       const { pdu } = event;
       if (typeof pdu.state_key !== 'string') continue;
       const membership = pdu.type === 'm.room.member' && typeof pdu.content.membership === 'string' ? pdu.content.membership : null;
       state.set(`${event.roomId}\u0000${pdu.type}\u0000${pdu.state_key}`, {
-        roomId: event.roomId,
+        room_id: event.roomId,
         type: pdu.type,
-        stateKey: pdu.state_key,
-        eventId: event.eventId,
+        state_key: pdu.state_key,
+        event_id: event.eventId,
         seq,
         membership,
         content: pdu.content,
       });
     }
-    for (const part of chunks([...state.values()], 300)) {
-      await tx
-        .insert(syncapiCurrentState)
-        .values(part)
-        .onConflictDoUpdate({
-          target: [syncapiCurrentState.roomId, syncapiCurrentState.type, syncapiCurrentState.stateKey],
-          set: {
-            eventId: sql`excluded.event_id`,
-            seq: sql`excluded.seq`,
-            membership: sql`excluded.membership`,
-            content: sql`excluded.content`,
-          },
-          setWhere: sql`${syncapiCurrentState.seq} < excluded.seq`,
-        });
+    for (const part of chunks([...state.values()], 1000)) {
+      await tx.execute(sql`
+        insert into syncapi_current_state (${columnList(STATE_COLUMNS)}) ${jsonRecordset(part, STATE_COLUMNS)}
+        on conflict (room_id, type, state_key) do update
+          set event_id = excluded.event_id, seq = excluded.seq, membership = excluded.membership, content = excluded.content
+          where syncapi_current_state.seq < excluded.seq`);
     }
   },
 };

@@ -435,6 +435,16 @@ describe('bad input gets the right Matrix error and writes nothing', () => {
     expect(r.body.errcode).toBe('M_BAD_JSON');
   });
 
+  it('a U+0000 character in content is 400 M_BAD_JSON and nothing is written (Postgres cannot store it)', async () => {
+    const { room_id: roomId } = await alice.createWorldReadableRoom();
+    const before = await footprint();
+    const r = await request(url, 'PUT', v3(`/rooms/${enc(roomId)}/send/m.room.message/nul`), { token: alice.token, body: { msgtype: 'm.text', body: 'a\u0000b' } });
+    expectError(r, 400, 'M_BAD_JSON');
+    expect(await footprint()).toEqual(before);
+    // The room goes on working: the projection was never given an event it cannot store.
+    expect(typeof (await alice.send(roomId, 'after'))).toBe('string');
+  });
+
   it('a body over the limit is 413 M_TOO_LARGE', async () => {
     const { room_id: roomId } = await alice.createWorldReadableRoom();
     const before = await footprint();
