@@ -1,7 +1,7 @@
 // peek_audit: one row per peek event, keyed by its PEEKS stream sequence.
 import { decodePeekEvent, type PeekEvent } from '../events/peekEvents';
 import { peekAudit } from '../store/schema';
-import { chunks } from '../store/sqlHelpers';
+import { insertRows } from '../store/sqlHelpers';
 import type { Tx } from '../store/db';
 import type { PeekProjection, Projected } from './projection';
 
@@ -30,8 +30,6 @@ export const auditProjection: PeekProjection = {
   tables: ['peek_audit'],
   decode: decodePeekEvent,
   async apply(tx: Tx, batch: Projected<PeekEvent>[]): Promise<void> {
-    for (const part of chunks(batch, 500)) {
-      await tx.insert(peekAudit).values(part.map(auditRow)).onConflictDoNothing();
-    }
+    await insertRows(tx, peekAudit, batch.map(auditRow), { target: ['seq'], doNothing: true });
   },
 };

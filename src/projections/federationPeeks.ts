@@ -3,7 +3,7 @@
 import type { PgColumn, PgTable } from 'drizzle-orm/pg-core';
 import { decodePeekEvent, type PeekEvent, type PeekStarted } from '../events/peekEvents';
 import { federationsenderInboundPeeks, federationsenderOutboundPeeks } from '../store/schema';
-import { chunks, excludedAll, tupleIn } from '../store/sqlHelpers';
+import { chunks, insertRows, tupleIn } from '../store/sqlHelpers';
 import type { Tx } from '../store/db';
 import type { PeekProjection, Projected } from './projection';
 
@@ -107,12 +107,6 @@ async function applyTo<R extends { renewedAt: number; renewalIntervalMs: number;
 
   const live = [...rows.values()].filter((r): r is R => r !== null);
   const gone = [...rows.entries()].filter(([, r]) => r === null).map(([k]) => k.split('\u0000'));
-  const keyNames = spec.keyColumns.map((c) => Object.entries(spec.table).find(([, v]) => v === c)![0]);
-  for (const part of chunks(live, 400)) {
-    await tx
-      .insert(spec.table)
-      .values(part as never)
-      .onConflictDoUpdate({ target: spec.keyColumns, set: excludedAll(spec.table, keyNames) });
-  }
+  await insertRows(tx, spec.table, live as Record<string, unknown>[], { target: spec.keyColumns.map((c) => c.name) });
   for (const part of chunks(gone, 500)) await tx.delete(spec.table).where(tupleIn(spec.keyColumns, part));
 }

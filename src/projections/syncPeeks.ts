@@ -2,7 +2,7 @@
 // started, were renewed or ended after a device's position; the scheduler reads deadlines.
 import { decodePeekEvent, type PeekEvent } from '../events/peekEvents';
 import { syncapiPeeks } from '../store/schema';
-import { chunks, excludedAll, tupleIn } from '../store/sqlHelpers';
+import { chunks, insertRows, tupleIn } from '../store/sqlHelpers';
 import type { Tx } from '../store/db';
 import type { PeekProjection, Projected } from './projection';
 
@@ -72,14 +72,6 @@ export const syncPeeksProjection: PeekProjection = {
           break;
       }
     }
-    for (const part of chunks([...rows.values()], 400)) {
-      await tx
-        .insert(syncapiPeeks)
-        .values(part)
-        .onConflictDoUpdate({
-          target: [syncapiPeeks.roomId, syncapiPeeks.userId, syncapiPeeks.deviceId],
-          set: excludedAll(syncapiPeeks, ['roomId', 'userId', 'deviceId']),
-        });
-    }
+    await insertRows(tx, syncapiPeeks, [...rows.values()], { target: ['room_id', 'user_id', 'device_id'] });
   },
 };

@@ -1,15 +1,5 @@
-import { getTableColumns, sql, type SQL } from 'drizzle-orm';
+import { getTableColumns, getTableName, sql, type SQL } from 'drizzle-orm';
 import type { PgColumn, PgTable } from 'drizzle-orm/pg-core';
-
-/** `SET col = excluded.col` for every column of `table` but the listed ones (an upsert that overwrites). */
-export function excludedAll(table: PgTable, except: string[] = []): Record<string, SQL> {
-  const out: Record<string, SQL> = {};
-  for (const [key, column] of Object.entries(getTableColumns(table))) {
-    if (except.includes(key)) continue;
-    out[key] = sql.raw(`excluded."${(column as PgColumn).name}"`);
-  }
-  return out;
-}
 
 /** `(a, b) IN ((…), (…))` for composite keys. */
 export function tupleIn(columns: PgColumn[], keys: unknown[][]): SQL {
@@ -38,4 +28,35 @@ export function jsonRecordset(rows: object[], columns: [name: string, type: stri
 
 export function columnList(columns: [name: string, type: string][]): SQL {
   return sql.raw(columns.map(([n]) => `"${n}"`).join(', '));
+}
+
+/**
+ * Inserts drizzle-shaped rows of `table` through jsonb_to_recordset; with `conflict`, an
+ * upsert that overwrites every other column (`doNothing` to keep the existing row).
+ */
+export async function insertRows(
+  tx: { execute(query: SQL): Promise<unknown> },
+  table: PgTable,
+  rows: Record<string, unknown>[],
+  conflict?: { target: string[]; doNothing?: boolean },
+  chunkSize = 1000,
+): Promise<void> {
+  if (rows.length === 0) return;
+  const cols = Object.entries(getTableColumns(table)) as [string, PgColumn][];
+  const columns: [string, string][] = cols.map(([, c]) => [c.name, c.getSQLType()]);
+  const name = getTableName(table);
+  let onConflict = sql``;
+  if (conflict) {
+    const target = sql.raw(conflict.target.map((c) => `"${c}"`).join(', '));
+    const updates = columns.filter(([n]) => !conflict.target.includes(n)).map(([n]) => `"${n}" = excluded."${n}"`);
+    onConflict = conflict.doNothing || updates.length === 0 ? sql` on conflict (${target}) do nothing` : sql` on conflict (${target}) do update set ${sql.raw(updates.join(', '))}`;
+  }
+  for (const part of chunks(rows, chunkSize)) {
+    const json = part.map((r) => {
+      const o: Record<string, unknown> = {};
+      for (const [key, c] of cols) o[c.name] = r[key] ?? null;
+      return o;
+    });
+    await tx.execute(sql`insert into ${sql.raw(`"${name}"`)} (${columnList(columns)}) ${jsonRecordset(json, columns)}${onConflict}`);
+  }
 }
