@@ -1,6 +1,8 @@
 // Room actor snapshots: derived data that spares a long history's full read on activation.
 // A snapshot is the folded RoomState at two stream positions; activation reads it and the
 // tail after it. Deleting snapshots changes no outcome, only how much is read.
+import { promisify } from 'node:util';
+import { gunzip, gzip } from 'node:zlib';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { roomToken, type Naming } from '../events/subjects';
@@ -45,7 +47,19 @@ export function deserializeState(text: string): RoomState | null {
   };
 }
 
-/** Snapshots in a NATS KV bucket (one key per room, latest only). */
+const gzipAsync = promisify(gzip);
+const gunzipAsync = promisify(gunzip);
+
+/** gzip's magic bytes: a compressed snapshot (plain JSON starts with `{`). */
+function isGzip(data: Uint8Array): boolean {
+  return data.length > 2 && data[0] === 0x1f && data[1] === 0x8b;
+}
+
+/**
+ * Snapshots in a NATS KV bucket (one key per room, latest only), gzipped: one value must
+ * fit in one NATS message (max_payload, 1 MiB by default), and a room's state JSON passes
+ * that at about 1,400 members; compressed, at about 6,000.
+ */
 export class KvSnapshotStore implements SnapshotStore {
   private constructor(private readonly kv: KV) {}
 
@@ -57,12 +71,13 @@ export class KvSnapshotStore implements SnapshotStore {
   async load(roomId: string): Promise<RoomState | null> {
     const entry = await this.kv.get(roomToken(roomId));
     if (!entry || entry.operation !== 'PUT' || entry.length === 0) return null;
-    const state = deserializeState(entry.string());
+    const text = isGzip(entry.value) ? (await gunzipAsync(entry.value)).toString('utf8') : entry.string();
+    const state = deserializeState(text);
     return state && state.roomId === roomId ? state : null;
   }
 
   async save(state: RoomState): Promise<void> {
-    await this.kv.put(roomToken(state.roomId), serializeState(state));
+    await this.kv.put(roomToken(state.roomId), await gzipAsync(serializeState(state)));
   }
 
   async delete(roomId: string): Promise<void> {

@@ -6,7 +6,12 @@ import { replayProjection, selectReadModels, verifyProjection, type VerifyResult
 import { openInfrastructure } from '../server';
 import { progressReporter } from './progress';
 
-export async function runReplay(config: Config, projection: string | undefined, out = process.stdout): Promise<void> {
+/** Where a command writes its report (stdout; a buffer in tests). */
+export interface Output {
+  write(text: string): unknown;
+}
+
+export async function runReplay(config: Config, projection: string | undefined, out: Output = process.stdout): Promise<void> {
   const models = selectReadModels(projection);
   const infra = await openInfrastructure(config, createLogger('warn', 'peekd-replay'));
   try {
@@ -31,7 +36,7 @@ export function formatVerify(r: VerifyResult): string {
 }
 
 /** Returns true when every verified projection equals its rebuild. */
-export async function runVerify(config: Config, projection: string | undefined, out = process.stdout): Promise<boolean> {
+export async function runVerify(config: Config, projection: string | undefined, out: Output = process.stdout): Promise<boolean> {
   const models = selectReadModels(projection);
   const infra = await openInfrastructure(config, createLogger('warn', 'peekd-verify'));
   let ok = true;
@@ -66,7 +71,7 @@ export function formatAuditTable(entries: AuditEntry[]): string {
   return [line(head), ...rows.map(line)].join('\n');
 }
 
-export async function runAudit(config: Config, query: AuditQuery, format: 'table' | 'jsonl', out = process.stdout): Promise<number> {
+export async function runAudit(config: Config, query: AuditQuery, format: 'table' | 'jsonl', out: Output = process.stdout): Promise<number> {
   const infra = await openInfrastructure(config, createLogger('warn', 'peekd-audit'));
   let count = 0;
   try {

@@ -87,7 +87,7 @@ async function applyTo<R extends { renewedAt: number; renewalIntervalMs: number;
     else if (!startedHere.has(joined(k))) needed.set(joined(k), k);
   }
   const rows = new Map<string, R | null>();
-  for (const part of chunks([...needed.values()], 500)) {
+  for (const part of chunks([...needed.values()], 1000)) {
     const found = (await tx.select().from(spec.table).where(tupleIn(spec.keyColumns, part))) as R[];
     for (const r of found) rows.set(joined(spec.rowKey(r)), r);
   }

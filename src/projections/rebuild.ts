@@ -1,6 +1,7 @@
 // Replay and verify. Both rebuild a projection from sequence 1 into shadow tables (a
 // schema of their own, same table names): `replay` catches the shadow up with the live
 // stream and swaps it in atomically; `verify` compares it with the live tables.
+import { randomBytes } from 'node:crypto';
 import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { getTableConfig, PgTable } from 'drizzle-orm/pg-core';
@@ -60,11 +61,14 @@ export async function streamLastSeq(nc: NatsConnection, naming: Naming, kind: 'p
 /**
  * A schema holding empty copies of the projection's tables. Constraints and indexes keep
  * the live tables' names (names are per schema), so a swapped-in table is exactly what
- * the migrations made and later migrations can still name its indexes.
+ * the migrations made and later migrations can still name its indexes. Unique indexes
+ * exist from the start (ON CONFLICT in `apply` relies on them); the other indexes are
+ * returned, to be built once over the loaded rows rather than row by row.
  */
-async function createShadow(db: Db, shadow: string, projection: Projection<unknown>): Promise<void> {
+async function createShadow(db: Db, shadow: string, projection: Projection<unknown>): Promise<string[]> {
   await db.execute(sql.raw(`DROP SCHEMA IF EXISTS ${shadow} CASCADE`));
   await db.execute(sql.raw(`CREATE SCHEMA ${shadow}`));
+  const deferred: string[] = [];
   for (const t of [...projection.tables, 'projection_checkpoints']) {
     await db.execute(
       sql.raw(
@@ -79,20 +83,23 @@ async function createShadow(db: Db, shadow: string, projection: Projection<unkno
         order by c.conname`),
     );
     for (const c of constraints) await db.execute(sql.raw(`ALTER TABLE ${shadow}."${t}" ADD CONSTRAINT "${c.name}" ${c.def}`));
-    const indexes = rowsOf<{ def: string }>(
+    const indexes = rowsOf<{ def: string; unique: boolean }>(
       await db.execute(sql`
-        select pg_get_indexdef(ix.indexrelid) as def
+        select pg_get_indexdef(ix.indexrelid) as def, ix.indisunique as unique
         from pg_index ix join pg_class r on r.oid = ix.indrelid join pg_namespace n on n.oid = r.relnamespace
         where n.nspname = ${LIVE} and r.relname = ${t}
           and not exists (select 1 from pg_constraint c where c.conindid = ix.indexrelid)
         order by ix.indexrelid`),
     );
-    for (const { def } of indexes) {
+    for (const { def, unique } of indexes) {
       const on = ` ON ${LIVE}.`;
       if (!def.includes(on)) throw new Error(`cannot copy index of ${t}: ${def}`);
-      await db.execute(sql.raw(def.replace(on, ` ON ${shadow}.`)));
+      const shadowDef = def.replace(on, ` ON ${shadow}.`);
+      if (unique) await db.execute(sql.raw(shadowDef));
+      else deferred.push(shadowDef);
     }
   }
+  return deferred;
 }
 
 async function dropShadow(db: Db, shadow: string): Promise<void> {
@@ -166,9 +173,15 @@ export interface ReplayResult {
 export async function replayProjection(deps: RebuildDeps, projection: Projection<unknown>, onProgress?: Progress): Promise<ReplayResult> {
   if (projection.delivery) throw new Error(`${projection.name} is a delivery queue, not a read model: it is never replayed`);
   const started = Date.now();
-  const shadow = `peekd_replay_${projection.name}`;
+  // A schema of its own per run: two replays at once never share (or destroy) a shadow.
+  const shadow = `peekd_replay_${projection.name}_${randomBytes(4).toString('hex')}`;
   const { db } = deps;
-  await createShadow(db, shadow, projection);
+  // The swap holds the live runner still by locking its checkpoint row; a runner that has
+  // not committed yet has none, and a missing row locks nothing.
+  await db.execute(sql`
+    insert into ${sql.raw(LIVE)}.projection_checkpoints (projection, stream, seq) values (${projection.name}, ${projection.stream}, 0)
+    on conflict (projection, stream) do nothing`);
+  const deferredIndexes = await createShadow(db, shadow, projection);
   try {
     // Catch up with a moving target until the gap is small.
     const total = await streamLastSeq(deps.nc, deps.naming, projection.stream);
@@ -179,6 +192,7 @@ export async function replayProjection(deps: RebuildDeps, projection: Projection
       if (live - reached < 1000) break;
       target = live;
     }
+    for (const def of deferredIndexes) await db.execute(sql.raw(def));
     const seq = await db.transaction(async (tx) => {
       // Same lock order as a runner's commit (checkpoint row, then tables): no deadlock.
       const [liveRow] = rowsOf<{ seq: string | number }>(
@@ -253,9 +267,9 @@ async function compareTable(tx: Tx, table: string, shadow: string): Promise<Tabl
 /** Rebuilds into a scratch schema and compares with the live tables at one checkpoint. */
 export async function verifyProjection(deps: RebuildDeps, projection: Projection<unknown>, onProgress?: Progress): Promise<VerifyResult> {
   if (projection.delivery) throw new Error(`${projection.name} is a delivery queue, not a read model: it is never verified`);
-  const shadow = `peekd_verify_${projection.name}`;
+  const shadow = `peekd_verify_${projection.name}_${randomBytes(4).toString('hex')}`;
   const { db } = deps;
-  await createShadow(db, shadow, projection);
+  await createShadow(db, shadow, projection); // comparing needs no secondary indexes
   try {
     const target = await readCheckpoint(db, projection.name, projection.stream);
     await catchUp(deps, projection, shadow, target, { onProgress, total: target });

@@ -43,7 +43,11 @@ export async function writeCheckpoint(tx: Tx, projection: string, stream: string
   await tx
     .insert(projectionCheckpoints)
     .values({ projection, stream, seq })
-    .onConflictDoUpdate({ target: [projectionCheckpoints.projection, projectionCheckpoints.stream], set: { seq: sql`excluded.seq` } });
+    // Never backwards, whoever else writes it (a replay's swap, another process).
+    .onConflictDoUpdate({
+      target: [projectionCheckpoints.projection, projectionCheckpoints.stream],
+      set: { seq: sql`greatest(excluded.seq, ${projectionCheckpoints.seq})` },
+    });
 }
 
 /**
@@ -52,6 +56,8 @@ export async function writeCheckpoint(tx: Tx, projection: string, stream: string
  */
 export async function commitBatch<E>(tx: Tx, projection: Projection<E>, batch: Projected<E>[], lastSeq: number, schema?: string): Promise<number> {
   await useSchema(tx, schema);
+  // Make sure the row exists, so that FOR UPDATE has something to lock.
+  await tx.insert(projectionCheckpoints).values({ projection: projection.name, stream: projection.stream, seq: 0 }).onConflictDoNothing();
   const done = await readCheckpoint(tx, projection.name, projection.stream, true);
   if (lastSeq <= done) return done;
   const fresh = batch.filter((b) => b.seq > done);

@@ -29,7 +29,7 @@ export const syncPeeksProjection: PeekProjection = {
       if (!startedHere.has(k)) needed.set(k, [event.roomId, event.peek.userId, event.peek.deviceId]);
       if (event.type === 'PeekStarted') startedHere.add(k);
     }
-    for (const part of chunks([...needed.values()], 500)) {
+    for (const part of chunks([...needed.values()], 1000)) {
       const existing = await tx
         .select()
         .from(syncapiPeeks)

@@ -1,11 +1,16 @@
 import { getTableColumns, getTableName, sql, type SQL } from 'drizzle-orm';
 import type { PgColumn, PgTable } from 'drizzle-orm/pg-core';
 
-/** `(a, b) IN ((…), (…))` for composite keys. */
+/**
+ * `(a, b) IN (select … from jsonb_to_recordset($1))` for composite keys: the keys travel as
+ * one JSON parameter (a literal list of thousands of tuples is slow to plan, and too deep
+ * for PGlite's parser).
+ */
 export function tupleIn(columns: PgColumn[], keys: unknown[][]): SQL {
   const cols = sql.join(columns.map((c) => sql`${c}`), sql`, `);
-  const tuples = sql.join(keys.map((k) => sql`(${sql.join(k.map((v) => sql`${v}`), sql`, `)})`), sql`, `);
-  return sql`(${cols}) in (${tuples})`;
+  const defs: [string, string][] = columns.map((c, i) => [`k${i}`, c.getSQLType()]);
+  const rows = keys.map((k) => Object.fromEntries(k.map((v, i) => [`k${i}`, v])));
+  return sql`(${cols}) in (${jsonRecordset(rows, defs)})`;
 }
 
 /** Splits `items` into chunks of at most `size` (keeps statements under Postgres's parameter limit). */

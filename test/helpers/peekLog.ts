@@ -7,7 +7,8 @@ import type { PgColumn } from 'drizzle-orm/pg-core';
 import type { Clock } from '../../src/actors/roomActor';
 import type { PduDraft, RoomCommand } from '../../src/actors/commands';
 import { encodePeekEvent, type PeekEndReason, type PeekEvent, type PeekRef } from '../../src/events/peekEvents';
-import type { RoomPduAppended, StoredRoomEvent } from '../../src/events/roomEvents';
+import type { AuditEntry } from '../../src/projections/auditQuery';
+import type { StoredRoomEvent } from '../../src/events/roomEvents';
 import type { Naming } from '../../src/events/subjects';
 import type { EventLog } from '../../src/nats/eventLog';
 import type { Db, Tx } from '../../src/store/db';
@@ -158,8 +159,12 @@ export interface AppendOptions {
   concurrency?: number;
   /** Events per append call (each call publishes them one after another, expected-sequence checked). */
   chunk?: number;
-  /** Called after each appended chunk. */
-  onAppended?: (placed: Placed[]) => void;
+  /**
+   * Bulk mode: no stack traces while appending. The NATS client builds an Error (for its
+   * stack) with every publish; without the stack capture a bulk append is ~40% faster.
+   * Only for setup phases where nothing else runs.
+   */
+  bulk?: boolean;
 }
 
 /**
@@ -179,12 +184,17 @@ export async function appendHistories(log: EventLog, naming: Naming, histories: 
         const { seqs } = await log.append('peeks', roomId, part.map(encodeAny), expected, `gen:${randomUUID()}`);
         const mine = part.map((e, j): Placed => ({ seq: seqs[j]!, roomId, shard: naming.shardOf(roomId), event: isKnown(e) ? e : null }));
         placed.push(...mine);
-        options.onAppended?.(mine);
         expected = seqs.at(-1)!;
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.min(options.concurrency ?? 32, histories.size) }, worker));
+  const stackTraceLimit = Error.stackTraceLimit;
+  if (options.bulk) Error.stackTraceLimit = 0;
+  try {
+    await Promise.all(Array.from({ length: Math.min(options.concurrency ?? 32, histories.size) }, worker));
+  } finally {
+    Error.stackTraceLimit = stackTraceLimit;
+  }
   return placed.sort((a, b) => a.seq - b.seq);
 }
 
@@ -237,6 +247,22 @@ export function auditRowOf({ seq, roomId, shard, event: e }: Placed & { event: P
     expiresAt: e.type !== 'PeekExpired' && e.expiresAt !== undefined ? e.expiresAt : null,
     renewalIntervalMs: e.type !== 'PeekExpired' && e.renewalIntervalMs !== undefined ? e.renewalIntervalMs : null,
     reason: e.type === 'PeekExpired' ? e.reason : null,
+  };
+}
+
+/** The audit entry of one appended event: the contract of the admin endpoint and of `--format jsonl`. */
+export function auditEntryOf({ seq, roomId, event: e }: Placed & { event: PeekEvent }): AuditEntry {
+  const p = e.peek;
+  return {
+    seq,
+    room_id: roomId,
+    event: e.type,
+    kind: p.kind,
+    ...(p.kind === 'device' ? { user_id: p.userId, device_id: p.deviceId } : { server_name: p.server, peek_id: p.peekId }),
+    at: e.at,
+    ...(e.type !== 'PeekExpired' && e.expiresAt !== undefined ? { expires_at: e.expiresAt } : {}),
+    ...(e.type !== 'PeekExpired' && e.renewalIntervalMs !== undefined ? { renewal_interval_ms: e.renewalIntervalMs } : {}),
+    ...(e.type === 'PeekExpired' ? { reason: e.reason } : {}),
   };
 }
 
@@ -369,8 +395,4 @@ export function createRoomCommand(roomId: string, creator: string): RoomCommand 
     { type: 'm.room.history_visibility', sender: creator, state_key: '', content: { history_visibility: 'world_readable' } },
   ];
   return { type: 'CreateRoom', roomId, roomVersion: '10', events };
-}
-
-export function isRoomPdu(e: unknown): e is RoomPduAppended {
-  return (e as { type?: unknown }).type === 'RoomPdu';
 }
