@@ -107,7 +107,7 @@ export function impliedEndings(room: RoomFacts | null, state: RoomState, now: nu
   return out;
 }
 
-/** Grace after an inbound peek's renewal interval before it is expired. */
+/** Grace after a peek's renewal interval before it is taken for expired (both directions). */
 export function inboundGraceMs(intervalMs: number): number {
   return Math.min(Math.ceil(intervalMs / 2), 60_000);
 }
@@ -219,7 +219,8 @@ function startOutboundPeek(state: RoomState, cmd: StartOutboundPeek, ctx: Decide
     if (received.peeks.length === 0) return new ForbiddenError(refused === 'encrypted' ? 'the room is encrypted' : 'the room is not world_readable');
     return decision({ received: received.received, peeks: received.peeks });
   }
-  const expiresAt = ctx.now + cmd.renewalIntervalMs;
+  // The host forgets the peek only after its interval and a grace: so do we.
+  const expiresAt = ctx.now + cmd.renewalIntervalMs + inboundGraceMs(cmd.renewalIntervalMs);
   const { live, due } = liveOrDue(state, peek, ctx.now);
   const peekEvent: PeekEvent = live
     ? { type: 'PeekRenewed', v: 1, roomId: state.roomId, peek, at: ctx.now, expiresAt, renewalIntervalMs: cmd.renewalIntervalMs }
@@ -232,7 +233,7 @@ function renewOutboundPeek(state: RoomState, cmd: RenewOutboundPeek, ctx: Decide
   const live = state.peeks.get(peekKey(peek));
   if (!live || live.peek.kind !== 'outbound' || live.peek.peekId !== cmd.peekId) return new NotFoundError('unknown outbound peek');
   if (isDue(live, ctx.now)) return new NotFoundError('the outbound peek has expired');
-  const expiresAt = ctx.now + cmd.renewalIntervalMs;
+  const expiresAt = ctx.now + cmd.renewalIntervalMs + inboundGraceMs(cmd.renewalIntervalMs);
   return decision({
     peeks: [{ type: 'PeekRenewed', v: 1, roomId: state.roomId, peek, at: ctx.now, expiresAt, renewalIntervalMs: cmd.renewalIntervalMs }],
   });

@@ -9,7 +9,7 @@ import type { CommandBus } from '../actors/commandBus';
 import type { ReceivedPdu } from '../actors/commands';
 import { BadStateError, DomainError } from '../actors/errors';
 import type { Clock, CommandResult } from '../actors/roomActor';
-import { serverOf } from '../events/ids';
+import { isValidRoomId, isValidServerName, serverOf } from '../events/ids';
 import type { Pdu } from '../events/roomEvents';
 import type { Db } from '../store/db';
 import { federationsenderOutboundPeeks, syncapiPeeks } from '../store/schema';
@@ -56,7 +56,7 @@ export interface OutboundDeps {
   clock: Clock;
   serverName: string;
   outboundIdleMs: number;
-  waitForProjections(stream: 'peeks' | 'rooms', seq: number): Promise<void>;
+  waitForProjections(stream: 'peeks' | 'rooms', seq: number, which?: 'sync' | 'all'): Promise<void>;
   logger?: Logger;
 }
 
@@ -128,8 +128,10 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
       throw new MatrixError(502, 'M_UNKNOWN', `could not reach ${server} to resolve ${alias}: ${(err as Error).message}`);
     }
     if (res.status === 404) throw new MatrixError(404, 'M_NOT_FOUND', res.body.error ?? `unknown room alias ${alias}`);
-    if (res.status !== 200 || typeof res.body.room_id !== 'string') throw new MatrixError(502, 'M_UNKNOWN', `${server} could not resolve ${alias} (${res.status})`);
-    const servers = Array.isArray(res.body.servers) ? res.body.servers.filter((s): s is string => typeof s === 'string') : [];
+    if (res.status !== 200 || typeof res.body.room_id !== 'string' || !isValidRoomId(res.body.room_id)) {
+      throw new MatrixError(502, 'M_UNKNOWN', `${server} could not resolve ${alias} (${res.status})`);
+    }
+    const servers = Array.isArray(res.body.servers) ? res.body.servers.filter((s): s is string => typeof s === 'string' && isValidServerName(s)).slice(0, 20) : [];
     return { roomId: res.body.room_id, servers: servers.length ? servers : [server] };
   }
 
@@ -185,7 +187,7 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
   private async settle(result: CommandResult): Promise<void> {
     const rooms = result.roomEvents.at(-1)?.seq;
     const peeks = result.peekEvents.at(-1)?.seq;
-    await Promise.all([rooms ? this.deps.waitForProjections('rooms', rooms) : undefined, peeks ? this.deps.waitForProjections('peeks', peeks) : undefined]);
+    await Promise.all([rooms ? this.deps.waitForProjections('rooms', rooms) : undefined, peeks ? this.deps.waitForProjections('peeks', peeks, 'all') : undefined]);
   }
 
   private async startPeek(roomId: string, servers: string[], peekId = newPeekId()): Promise<void> {
@@ -327,7 +329,9 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
   private restart(roomId: string): void {
     const servers = [...(this.serversOf.get(roomId) ?? []), serverOf(roomId)];
     this.ensureOutboundPeek(roomId, servers).catch((err) => {
-      this.backOff(roomId);
+      // A host that refuses the room (403/404) is asked again only rarely.
+      if (err instanceof MatrixError && (err.status === 403 || err.status === 404)) this.retry.set(roomId, { at: this.deps.clock.now() + RETRY_MAX_MS, backoffMs: RETRY_MAX_MS });
+      else this.backOff(roomId);
       this.deps.logger?.warn({ roomId, err: (err as Error).message }, 'could not restart an outbound peek; will retry');
     });
   }
@@ -342,7 +346,7 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
     const path = `/_matrix/federation/v1/peek/${encodeURIComponent(roomId)}/${encodeURIComponent(peekId)}/renew`;
     let res;
     try {
-      res = await this.deps.client.request<{ renewal_interval?: unknown; errcode?: string }>(server, 'POST', path, {}, Math.max(1_000, intervalMs / 4));
+      res = await this.deps.client.request<{ renewal_interval?: unknown; errcode?: string }>(server, 'POST', path, {}, Math.min(30_000, Math.max(1_000, intervalMs / 4)));
     } catch (err) {
       // Try again soon, but well inside the interval the host granted.
       const backoffMs = Math.min(30_000, Math.max(250, intervalMs / 10));
@@ -394,8 +398,9 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
       .from(syncapiPeeks)
       .where(and(eq(syncapiPeeks.userId, userId), eq(syncapiPeeks.deviceId, deviceId), isNull(syncapiPeeks.endedSeq)));
     for (const { roomId } of rows) {
-      if (serverOf(roomId) === this.deps.serverName) continue;
-      await this.ensureOutboundPeek(roomId, [serverOf(roomId)]).catch((err) => this.deps.logger?.warn({ roomId, err: (err as Error).message }, 'outbound peek restart failed'));
+      if (serverOf(roomId) === this.deps.serverName || this.inflight.has(roomId)) continue;
+      if (await this.liveOutbound(roomId)) continue;
+      this.restart(roomId);
     }
   }
 }

@@ -21,6 +21,8 @@ const MAX_PDUS_PER_TXN = 50;
 const MAX_EDU_ITEMS_PER_TXN = 100;
 const MIN_BACKOFF_MS = 250;
 const MAX_BACKOFF_MS = 30_000;
+/** How long a room whose peeks ended keeps its cursor, waiting for the event that ended them. */
+const GONE_GRACE_MS = 10_000;
 
 interface EventRow {
   seq: string | number;
@@ -109,7 +111,9 @@ export class FederationSender {
     const peers = await this.db.selectDistinct({ d: federationsenderInboundPeeks.serverName }).from(federationsenderInboundPeeks);
     const outbox = await this.db.selectDistinct({ d: federationsenderOutbox.destination }).from(federationsenderOutbox);
     const pending = await this.db.select({ d: federationsenderPendingTxns.destination }).from(federationsenderPendingTxns);
-    for (const { d } of [...peers, ...outbox, ...pending]) {
+    // A cursor without a live peek may still have the event that ended the peek to relay.
+    const cursors = await this.db.selectDistinct({ d: federationsenderRoomCursors.destination }).from(federationsenderRoomCursors);
+    for (const { d } of [...peers, ...outbox, ...pending, ...cursors]) {
       if (this.stopped || this.queues.has(d)) continue;
       const q = new DestinationQueue(d, this.db, this.client, this.serverName, this.now, this.logger);
       this.queues.set(d, q);
@@ -127,6 +131,8 @@ class DestinationQueue {
   private dirty = true;
   /** Aborts the request in flight when the queue stops. */
   private readonly abort = new AbortController();
+  /** Rooms whose peeks by this destination all ended, and since when we have seen that. */
+  private readonly goneSince = new Map<string, number>();
 
   constructor(
     readonly destination: string,
@@ -254,19 +260,46 @@ class DestinationQueue {
       const candidates: EventRow[] = [];
       const drop: string[] = [];
       const rooms = [...fresh.map((f) => ({ roomId: f.roomId, sentSeq: f.sentSeq })), ...have.map((h) => ({ roomId: h.roomId, sentSeq: Number(h.sentSeq) }))];
+      // Rooms with nothing after their cursor need no closer look (the common case).
+      const busy = new Set(
+        rowsOf<{ room_id: string }>(
+          await tx.execute(sql`
+            select c.room_id from federationsender_room_cursors c
+            where c.destination = ${dest}
+              and exists (select 1 from syncapi_room_events e where e.room_id = c.room_id and e.seq > c.sent_seq)`),
+        ).map((r) => r.room_id),
+      );
+      const now = this.now();
+      // The peeks table and the room events are two projections: the event that ended a
+      // peek may be projected a moment after the peek's end is. A room whose peeks ended
+      // keeps its cursor for a grace period while no such event has shown up.
+      const dropGone = (roomId: string, ended: boolean) => {
+        const since = this.goneSince.get(roomId) ?? now;
+        this.goneSince.set(roomId, since);
+        if (ended || now - since >= GONE_GRACE_MS) {
+          drop.push(roomId);
+          this.goneSince.delete(roomId);
+        }
+      };
       for (const { roomId, sentSeq } of rooms) {
         const isLive = liveFrom.has(roomId);
+        if (isLive) this.goneSince.delete(roomId);
+        if (!busy.has(roomId)) {
+          if (!isLive) dropGone(roomId, false);
+          continue;
+        }
         // A cursor left behind by an ended peek never reaches below a newer peek's snapshot.
         const from = isLive ? Math.max(sentSeq, liveFrom.get(roomId)!) : sentSeq;
         if (!(await peekableAt(tx, roomId, from))) {
-          if (!isLive) drop.push(roomId);
+          // The ending event went out already: nothing more for this room.
+          if (!isLive) dropGone(roomId, true);
           continue;
         }
         let upto: number | undefined;
         if (!isLive) {
           upto = await firstEndingAfter(tx, roomId, from);
           if (upto === undefined) {
-            drop.push(roomId);
+            dropGone(roomId, false);
             continue;
           }
         }

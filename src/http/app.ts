@@ -29,6 +29,8 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
     bodyLimit: config.maxFederationBodyBytes,
     // Matrix IDs in paths (`!room:server`, `#alias:server`) must reach handlers intact.
     routerOptions: { maxParamLength: 1024, ignoreTrailingSlash: true },
+    // Shutdown must not wait for idle keep-alive connections of peers and clients.
+    forceCloseConnections: true,
     // Validation checks types; it never coerces or fills them in.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false } },
   });

@@ -9,7 +9,9 @@ import {
   canonicalJson,
   decodeBase64,
   encodeBase64Unpadded,
+  eventIdForPdu,
   generateSigningKey,
+  hashAndSignPdu,
   parseXMatrixHeader,
   signJson,
   signRequest,
@@ -58,6 +60,8 @@ export interface FedServer {
   port: number;
   /** http://127.0.0.1:<port> */
   url: string;
+  /** Its data directory (signing key file). */
+  dataDir: string;
   /** The running instance (throws when stopped). */
   readonly peekd: Peekd;
   readonly running: boolean;
@@ -156,13 +160,14 @@ async function startFedServer(name: string, port: number, env: Record<string, st
   const stop = async () => {
     const c = current;
     current = undefined;
-    await c?.close();
+    if (c) await whileClosing(c.peekd, () => c.close());
   };
   await start();
   return {
     name,
     port,
     url: `http://127.0.0.1:${port}`,
+    dataDir: dir.path,
     get peekd() {
       if (!current) throw new Error(`${name} is not running`);
       return current.peekd;
@@ -184,13 +189,28 @@ async function startFedServer(name: string, port: number, env: Record<string, st
       const c = current!;
       current = undefined;
       try {
-        await c.dropAll();
+        await whileClosing(c.peekd, () => c.dropAll());
       } finally {
         await db.drop();
         dir.remove();
       }
     },
   };
+}
+
+/**
+ * Runs `close` while closing the instance's idle HTTP connections every 100 ms. A peer's
+ * keep-alive connection that was busy when the server began closing and idles afterwards
+ * would otherwise hold `app.close()` open for Fastify's keepAliveTimeout (72 s).
+ */
+async function whileClosing(p: Peekd, close: () => Promise<void>): Promise<void> {
+  const server = p.http?.app.server;
+  const timer = setInterval(() => server?.closeIdleConnections(), 100);
+  try {
+    await close();
+  } finally {
+    clearInterval(timer);
+  }
 }
 
 // --- queries on a running instance -----------------------------------------------------
@@ -459,8 +479,31 @@ export class SyncFollower {
     readonly pollMs = 1_000,
   ) {}
 
-  /** One sync (long-poll of at most `timeoutMs`), folded into what was seen. */
-  async once(timeoutMs = this.pollMs): Promise<any> {
+  private chain: Promise<unknown> = Promise.resolve();
+
+  /** One sync (long-poll of at most `timeoutMs`), folded into what was seen. Calls queue up. */
+  once(timeoutMs = this.pollMs): Promise<any> {
+    const run = this.chain.then(() => this.syncOnce(timeoutMs));
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Keeps the device syncing in the background (short long-polls), as a running client
+   * does, so it never counts as idle; returns the function that stops it.
+   */
+  keepSyncing(pollMs = 250): () => Promise<void> {
+    let stopped = false;
+    const loop = (async () => {
+      while (!stopped) await this.once(pollMs).catch(() => new Promise((r) => setTimeout(r, 100)));
+    })();
+    return async () => {
+      stopped = true;
+      await loop;
+    };
+  }
+
+  private async syncOnce(timeoutMs: number): Promise<any> {
     const body = await this.user.sync({ since: this.since, timeout: this.since ? timeoutMs : 0 });
     this.bodies.push(body);
     this.since = body.next_batch;
@@ -492,4 +535,165 @@ export class SyncFollower {
   eventIds(roomId: string): string[] {
     return (this.peeked.get(roomId) ?? []).map((e) => e.event_id);
   }
+}
+
+// --- a room hosted by a fake server ----------------------------------------------------
+
+/**
+ * A room version 10 room hosted by a FakeServer: PDUs built, hashed and signed with our
+ * crypto module, and the peek snapshot the fake answers a PUT /peek with.
+ */
+export class FakeRoom {
+  readonly roomId: string;
+  readonly creator: string;
+  /** Every event, in room order. */
+  readonly events: { id: string; pdu: Record<string, any> }[] = [];
+  private readonly current = new Map<string, string>();
+
+  constructor(
+    readonly host: FakeServer,
+    opts: { visibility?: string; localpart?: string; roomServer?: string } = {},
+  ) {
+    this.roomId = `!${uniqueName('r')}:${opts.roomServer ?? host.name}`;
+    this.creator = `@${opts.localpart ?? 'creator'}:${host.name}`;
+    this.add('m.room.create', { creator: this.creator, room_version: '10' }, '');
+    this.add('m.room.member', { membership: 'join' }, this.creator);
+    this.add('m.room.power_levels', { users: { [this.creator]: 100 } }, '');
+    this.add('m.room.join_rules', { join_rule: 'public' }, '');
+    this.add('m.room.history_visibility', { history_visibility: opts.visibility ?? 'world_readable' }, '');
+    this.add('m.room.name', { name: 'A fake room' }, '');
+    this.add('m.room.message', { msgtype: 'm.text', body: 'hello from the fake' });
+  }
+
+  /** A new signed event (not yet part of the room unless `append`). */
+  build(type: string, content: Record<string, unknown>, stateKey?: string, opts: { sender?: string; key?: SigningKey; signer?: string } = {}): { id: string; pdu: Record<string, any> } {
+    const sender = opts.sender ?? this.creator;
+    const authIds = ['m.room.create\u0000', 'm.room.power_levels\u0000', `m.room.member\u0000${sender}`]
+      .map((k) => this.current.get(k))
+      .filter((id): id is string => id !== undefined && type !== 'm.room.create');
+    const last = this.events.at(-1);
+    const unsigned: Record<string, unknown> = {
+      type,
+      room_id: this.roomId,
+      sender,
+      content,
+      ...(stateKey !== undefined ? { state_key: stateKey } : {}),
+      origin_server_ts: Date.now(),
+      depth: this.events.length + 1,
+      prev_events: last ? [last.id] : [],
+      auth_events: authIds,
+    };
+    const pdu = hashAndSignPdu(unsigned, opts.signer ?? this.host.name, opts.key ?? this.host.key);
+    return { id: eventIdForPdu(pdu), pdu };
+  }
+
+  add(type: string, content: Record<string, unknown>, stateKey?: string): { id: string; pdu: Record<string, any> } {
+    const e = this.build(type, content, stateKey);
+    this.events.push(e);
+    if (stateKey !== undefined) this.current.set(`${type}\u0000${stateKey}`, e.id);
+    return e;
+  }
+
+  /** The snapshot of both MSC2444 drafts. */
+  snapshot(renewalIntervalMs: number): Record<string, unknown> {
+    const stateIds = new Set(this.current.values());
+    const state = this.events.filter((e) => stateIds.has(e.id));
+    const latest = this.events.at(-1)!;
+    const latestIsState = stateIds.has(latest.id);
+    return {
+      room_version: '10',
+      renewal_interval: renewalIntervalMs,
+      latest_event: latest.pdu,
+      state: state.map((e) => e.pdu),
+      auth_chain: [],
+      latest_event_state_ids: latestIsState ? [latest.id] : [],
+      common_state_ids: state.filter((e) => e.id !== latest.id).map((e) => e.id),
+      events: [...state, ...(latestIsState ? [] : [latest])].map((e) => e.pdu),
+    };
+  }
+}
+
+// --- an instance whose log lines a test can read ---------------------------------------
+
+export interface LoggedPeekd {
+  name: string;
+  dataDir: string;
+  /** Every log line (JSON text) written so far, across restarts. */
+  lines: string[];
+  readonly peekd: Peekd;
+  restart(): Promise<void>;
+  cleanup(): Promise<void>;
+}
+
+/** A peekd that logs at `trace` into memory (its own database, streams and data dir). */
+export async function startLoggedPeekd(env: Record<string, string> = {}): Promise<LoggedPeekd> {
+  const { pino } = await import('pino');
+  const { loadConfig } = await import('../../src/config');
+  const { startPeekd } = await import('../../src/server');
+  const { deleteStreams } = await import('../../src/nats/streams');
+  const { connectNats } = await import('../../src/nats/connection');
+  const { natsUrl } = await import('./services');
+  const name = `${uniqueName('logged')}.test`;
+  const db = await createTestDatabase();
+  const dir = tempDir();
+  const prefix = `${uniqueName()}_`;
+  const lines: string[] = [];
+  const logger = pino({ level: 'trace' }, { write: (line: string) => void lines.push(line) });
+  const config = loadConfig(
+    {
+      PEEKD_SERVER_NAME: name,
+      PEEKD_LISTEN: '127.0.0.1:0',
+      PEEKD_DATA_DIR: dir.path,
+      NATS_URL: natsUrl(),
+      ...(db.url ? { DATABASE_URL: db.url } : {}),
+      PEEKD_STREAM_PREFIX: prefix,
+      PEEKD_SHARDS: '8',
+      PEEKD_LOG_LEVEL: 'trace',
+      PEEKD_REGISTRATION_RATE_PER_SECOND: '10000',
+      ...env,
+    },
+    undefined,
+  );
+  let current: Peekd | undefined = await startPeekd(config, { logger });
+  return {
+    name,
+    dataDir: dir.path,
+    lines,
+    get peekd() {
+      if (!current) throw new Error('not running');
+      return current;
+    },
+    restart: async () => {
+      const p = current;
+      current = undefined;
+      if (p) await whileClosing(p, () => p.close());
+      current = await startPeekd(config, { logger });
+    },
+    cleanup: async () => {
+      const p = current;
+      current = undefined;
+      try {
+        if (p) {
+          await whileClosing(p, () => p.close());
+          const nc = await connectNats(natsUrl());
+          await deleteStreams(nc, p.naming);
+          await nc.close();
+        }
+      } finally {
+        await db.drop();
+        dir.remove();
+      }
+    },
+  };
+}
+
+/**
+ * The PeekExpired audit rows once there are at least `count` (the audit is its own
+ * projection: it may trail the peek tables a moment).
+ */
+export async function expiriesOnce(s: FedServer, roomId: string, kind: 'inbound' | 'outbound' | 'device', count = 1, timeoutMs = 5_000) {
+  return waitFor(`${count} ${kind} expiries of ${roomId} at ${s.name}`, async () => {
+    const rows = await expiries(s, roomId, kind);
+    return rows.length >= count ? rows : undefined;
+  }, timeoutMs);
 }

@@ -73,6 +73,7 @@ async function untouched(roomId: string) {
 }
 
 describe('request authentication', () => {
+  /** A room nobody ever peeks: every refused request below targets it. */
   let roomId: string;
   beforeAll(async () => {
     roomId = await worldReadableRoom();
@@ -81,15 +82,17 @@ describe('request authentication', () => {
   const put = (peekId: string) => peekPath(roomId, peekId);
 
   it('accepts a correctly signed request, and a header in any order, with any case and bare values', async () => {
-    const ok = await F.send(A.name, 'PUT', put('okay'), {});
+    const open = await worldReadableRoom();
+    const ok = await F.send(A.name, 'PUT', peekPath(open, 'okay'), {});
     expect(ok.status).toBe(200);
-    const uri = put('lenient');
+    const uri = peekPath(open, 'lenient');
     const signed = F.authorization(A.name, 'PUT', uri, {});
     const params = Object.fromEntries([...signed.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1]!, m[2]!]));
     const reordered = `x-matrix   SIG="${params.sig}" , Key="${params.key}",destination=${params.destination},ORIGIN=${params.origin}`;
     const r = await F.send(A.name, 'PUT', uri, {}, { authorization: reordered });
     expect(r.status).toBe(200);
-    expect((await inboundPeeks(A, roomId)).map((p) => p.peekId).sort()).toEqual(['lenient', 'okay']);
+    expect((await inboundPeeks(A, open)).map((p) => p.peekId).sort()).toEqual(['lenient', 'okay']);
+    for (const id of ['okay', 'lenient']) expect((await F.send(A.name, 'DELETE', peekPath(open, id, []))).status).toBe(200);
   });
 
   const cases: [string, () => Promise<{ status: number; body: any }>][] = [
@@ -124,30 +127,40 @@ describe('request authentication', () => {
   ];
 
   it.each(cases)('refuses %s with 401 M_UNAUTHORIZED and writes nothing', async (_what, attempt) => {
-    const seqBefore = await A.peekd.log.lastSeq('peeks', roomId);
     const r = await attempt();
     expect(r.status).toBe(401);
     expect(r.body.errcode).toBe('M_UNAUTHORIZED');
     expect(typeof r.body.error).toBe('string');
-    expect(await A.peekd.log.lastSeq('peeks', roomId)).toBe(seqBefore);
-    expect((await inboundPeeks(A, roomId)).map((p) => p.peekId).sort()).toEqual(['lenient', 'okay']);
+    await untouched(roomId);
   });
 
   it('refuses a forged /send (unsigned, replayed with other PDUs) and a forged DELETE', async () => {
-    const body = { origin: F.name, origin_server_ts: Date.now(), pdus: [], edus: [] };
-    const unsigned = await F.send(A.name, 'PUT', '/_matrix/federation/v1/send/t1', body, { authorization: null });
-    expect(unsigned.status).toBe(401);
-    const replayed = await F.send(A.name, 'PUT', '/_matrix/federation/v1/send/t2', body, {
-      authorization: F.authorization(A.name, 'PUT', '/_matrix/federation/v1/send/t2', body),
-      rawBody: JSON.stringify({ ...body, expired_peeks: [{ room_id: roomId, peek_id: 'okay' }] }),
-    });
-    expect(replayed.status).toBe(401);
-    const path = `/_matrix/federation/v1/peek/${enc(roomId)}/okay`;
-    const del = await F.send(A.name, 'DELETE', path, undefined, { authorization: F.authorization(A.name, 'DELETE', `/_matrix/federation/v1/peek/${enc(roomId)}/lenient`) });
-    expect(del.status).toBe(401);
-    const delByOther = await G.send(A.name, 'DELETE', path);
-    expect(delByOther.status).toBe(404); // G holds no such peek; F's is untouched
-    expect((await inboundPeeks(A, roomId)).map((p) => p.peekId).sort()).toEqual(['lenient', 'okay']);
+    const roomId = await worldReadableRoom();
+    for (const id of ['okay', 'lenient']) expect((await F.send(A.name, 'PUT', peekPath(roomId, id), {})).status).toBe(200);
+    const renewing = [F.keepRenewing(A.name, roomId, 'okay', 600), F.keepRenewing(A.name, roomId, 'lenient', 600)];
+    try {
+      const body = { origin: F.name, origin_server_ts: Date.now(), pdus: [], edus: [] };
+      const unsigned = await F.send(A.name, 'PUT', '/_matrix/federation/v1/send/t1', body, { authorization: null });
+      expect(unsigned.status).toBe(401);
+      const replayed = await F.send(A.name, 'PUT', '/_matrix/federation/v1/send/t2', body, {
+        authorization: F.authorization(A.name, 'PUT', '/_matrix/federation/v1/send/t2', body),
+        rawBody: JSON.stringify({ ...body, expired_peeks: [{ room_id: roomId, peek_id: 'okay' }] }),
+      });
+      expect(replayed.status).toBe(401);
+      const path = `/_matrix/federation/v1/peek/${enc(roomId)}/okay`;
+      const del = await F.send(A.name, 'DELETE', path, undefined, { authorization: F.authorization(A.name, 'DELETE', `/_matrix/federation/v1/peek/${enc(roomId)}/lenient`) });
+      expect(del.status).toBe(401);
+      const delByOther = await G.send(A.name, 'DELETE', path);
+      expect(delByOther.status).toBe(404); // G holds no such peek; F's is untouched
+      expect((await inboundPeeks(A, roomId)).map((p) => p.peekId).sort()).toEqual(['lenient', 'okay']);
+      expect((await auditRows(A, roomId)).filter((a) => a.eventType !== 'PeekRenewed').map((a) => [a.eventType, a.peekId])).toEqual([
+        ['PeekStarted', 'okay'],
+        ['PeekStarted', 'lenient'],
+      ]);
+    } finally {
+      await Promise.all(renewing.map((stop) => stop()));
+    }
+    for (const id of ['okay', 'lenient']) await F.send(A.name, 'DELETE', peekPath(roomId, id, []));
   });
 
   it('refuses a request whose origin serves keys without a valid self-signature', async () => {
@@ -410,7 +423,7 @@ describe('inbound peeks', () => {
 
     // Not renewed: gone within two intervals of its last renewal, reason timed_out.
     await waitFor('A expires the peek', async () => (await inboundPeeks(A, roomId)).length === 0, 3 * RENEWAL_MS);
-    const expiry = (await auditRows(A, roomId)).at(-1)!;
+    const expiry = (await waitFor('the expiry in the audit', async () => (await auditRows(A, roomId)).find((r) => r.eventType === 'PeekExpired'), 5_000))!;
     expect(expiry).toMatchObject({ eventType: 'PeekExpired', reason: 'timed_out', serverName: F.name, peekId: 'exp' });
     expect(expiry.at - row!.renewedAt).toBeLessThanOrEqual(2 * RENEWAL_MS);
     expect(expiry.at - row!.renewedAt).toBeGreaterThanOrEqual(RENEWAL_MS);

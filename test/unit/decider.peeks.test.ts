@@ -63,6 +63,8 @@ const deleteInbound = (server: string, peekId: string): RoomCommand => ({ type: 
 const tick = (roomId = ROOM): RoomCommand => ({ type: 'Tick', roomId });
 
 const OUT_INTERVAL = 300_000;
+/** Our deadline for an outbound peek: the host's interval plus the same grace it grants. */
+const OUT_GRACE = inboundGraceMs(OUT_INTERVAL);
 const startOutbound = (peekId: string, pdus = asReceived(remoteRoom()), server = REMOTE, roomId = REMOTE_ROOM): StartOutboundPeek => ({
   type: 'StartOutboundPeek',
   roomId,
@@ -434,7 +436,7 @@ describe('StartOutboundPeek / RenewOutboundPeek / EndOutboundPeek (MSC2444, we p
       .when(startOutbound('o1'))
       .then({
         received: snapshot,
-        peeks: [peekStarted(O1, T0, { expiresAt: T0 + OUT_INTERVAL, renewalIntervalMs: OUT_INTERVAL, roomId: REMOTE_ROOM })],
+        peeks: [peekStarted(O1, T0, { expiresAt: T0 + OUT_INTERVAL + OUT_GRACE, renewalIntervalMs: OUT_INTERVAL, roomId: REMOTE_ROOM })],
       });
   });
 
@@ -444,7 +446,7 @@ describe('StartOutboundPeek / RenewOutboundPeek / EndOutboundPeek (MSC2444, we p
       .when(startOutbound('o1'))
       .then({
         received: snapshot.slice(3),
-        peeks: [peekStarted(O1, T0, { expiresAt: T0 + OUT_INTERVAL, renewalIntervalMs: OUT_INTERVAL, roomId: REMOTE_ROOM })],
+        peeks: [peekStarted(O1, T0, { expiresAt: T0 + OUT_INTERVAL + OUT_GRACE, renewalIntervalMs: OUT_INTERVAL, roomId: REMOTE_ROOM })],
       });
   });
 
@@ -459,7 +461,7 @@ describe('StartOutboundPeek / RenewOutboundPeek / EndOutboundPeek (MSC2444, we p
       .when(startOutbound('o1'), { now: T0 + 1000 })
       .then({
         received: [],
-        peeks: [peekRenewed(O1, T0 + 1000, { expiresAt: T0 + 1000 + OUT_INTERVAL, renewalIntervalMs: OUT_INTERVAL, roomId: REMOTE_ROOM })],
+        peeks: [peekRenewed(O1, T0 + 1000, { expiresAt: T0 + 1000 + OUT_INTERVAL + OUT_GRACE, renewalIntervalMs: OUT_INTERVAL, roomId: REMOTE_ROOM })],
       });
   });
 
@@ -474,7 +476,7 @@ describe('StartOutboundPeek / RenewOutboundPeek / EndOutboundPeek (MSC2444, we p
       .then({
         peeks: [
           peekExpired(O1, now, 'timed_out', REMOTE_ROOM),
-          peekStarted(outbound(REMOTE, 'o2'), now, { expiresAt: now + OUT_INTERVAL, renewalIntervalMs: OUT_INTERVAL, roomId: REMOTE_ROOM }),
+          peekStarted(outbound(REMOTE, 'o2'), now, { expiresAt: now + OUT_INTERVAL + OUT_GRACE, renewalIntervalMs: OUT_INTERVAL, roomId: REMOTE_ROOM }),
         ],
       });
   });
@@ -482,7 +484,7 @@ describe('StartOutboundPeek / RenewOutboundPeek / EndOutboundPeek (MSC2444, we p
   it('a peek of the same room via another server is a separate peek', () => {
     given(peeking())
       .when(startOutbound('o1', [], 'third.org'), { now: T0 + 5 })
-      .then([peekStarted(outbound('third.org', 'o1'), T0 + 5, { expiresAt: T0 + 5 + OUT_INTERVAL, renewalIntervalMs: OUT_INTERVAL, roomId: REMOTE_ROOM })]);
+      .then([peekStarted(outbound('third.org', 'o1'), T0 + 5, { expiresAt: T0 + 5 + OUT_INTERVAL + OUT_GRACE, renewalIntervalMs: OUT_INTERVAL, roomId: REMOTE_ROOM })]);
   });
 
   it('renew of an unknown outbound peek → NotFoundError', () => {
@@ -500,7 +502,7 @@ describe('StartOutboundPeek / RenewOutboundPeek / EndOutboundPeek (MSC2444, we p
   it('renew of a live peek → PeekRenewed with the command interval', () => {
     given(peeking())
       .when(renewOut('o1', 120_000), { now: T0 + 200_000 })
-      .then([peekRenewed(O1, T0 + 200_000, { expiresAt: T0 + 320_000, renewalIntervalMs: 120_000, roomId: REMOTE_ROOM })]);
+      .then([peekRenewed(O1, T0 + 200_000, { expiresAt: T0 + 320_000 + inboundGraceMs(120_000), renewalIntervalMs: 120_000, roomId: REMOTE_ROOM })]);
   });
 
   // Regression (was a bug): RenewOutboundPeek does not check the deadline. A peek past its deadline "is dead,

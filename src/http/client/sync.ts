@@ -54,7 +54,7 @@ export function registerSyncRoutes(app: FastifyInstance, ctx: ClientContext): vo
       ctx.remote?.deviceSynced(userId, deviceId);
       const abort = new AbortController();
       req.raw.once('close', () => abort.abort());
-      return ctx.sync.sync({
+      const response = await ctx.sync.sync({
         userId,
         deviceId,
         since,
@@ -63,6 +63,9 @@ export function registerSyncRoutes(app: FastifyInstance, ctx: ClientContext): vo
         timelineLimit: timelineLimitOf(filter),
         signal: abort.signal,
       });
+      // A device that sat in a long-poll is active until it returns, not only when it began.
+      ctx.remote?.deviceSynced(userId, deviceId);
+      return response;
     },
   });
 

@@ -61,7 +61,8 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
     const event = result.peekEvents.at(-1);
     if (!room || !event || event.event.type === 'PeekExpired') throw new NotFoundError(`unknown room ${roomId}`);
     const roomSeq = event.event.type === 'PeekStarted' ? (event.event.roomSeq ?? room.latest.seq) : room.latest.seq;
-    await Promise.all([ctx.waitForProjections('rooms', roomSeq), ctx.waitForProjections('peeks', event.seq)]);
+    // The federation tables too (the cap, renew and DELETE read them): read your writes.
+    await Promise.all([ctx.waitForProjections('rooms', roomSeq), ctx.waitForProjections('peeks', event.seq, 'all')]);
     return buildSnapshot(ctx.db, roomId, room.roomVersion, roomSeq, ctx.config.inboundRenewalIntervalMs);
   });
 
@@ -71,7 +72,7 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
     await checkAcl(roomId, origin);
     const result = await ctx.bus.send({ type: 'RenewInboundPeek', roomId, server: origin, peekId });
     const last = result.peekEvents.at(-1);
-    if (last) await ctx.waitForProjections('peeks', last.seq);
+    if (last) await ctx.waitForProjections('peeks', last.seq, 'all');
     return { renewal_interval: ctx.config.inboundRenewalIntervalMs };
   });
 
@@ -80,7 +81,7 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
     const { roomId, peekId } = peekParams(req.params);
     const result = await ctx.bus.send({ type: 'DeleteInboundPeek', roomId, server: origin, peekId });
     const last = result.peekEvents.at(-1);
-    if (last) await ctx.waitForProjections('peeks', last.seq);
+    if (last) await ctx.waitForProjections('peeks', last.seq, 'all');
     return {};
   });
 
