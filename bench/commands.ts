@@ -18,6 +18,7 @@ import {
 } from './harness';
 import { describeProfile, profiled } from './profile';
 import type { BenchContext, Scenario } from './scenario';
+import { describeTrace, type TraceLine } from './trace';
 
 interface CycleResult {
   seconds: number;
@@ -57,7 +58,7 @@ async function runCommands(ctx: BenchContext, o: Options): Promise<ScenarioResul
     const creator = `@bench:${server.serverName}`;
     log(`${o.name}: creating ${o.rooms} world_readable rooms`);
     const t0 = Date.now();
-    const rooms = await server.child.call<string[]>('createRooms', { count: o.rooms, creator, concurrency: 64 }, 900_000);
+    const rooms = await server.child.call<string[]>('createRooms', { count: o.rooms, creator, concurrency: 128 }, 900_000);
     const setupMs = Date.now() - t0;
     log(`${o.name}: ${o.rooms} rooms in ${setupMs} ms; registering ${o.connections} devices`);
     const users = await load.call<{ userId: string; deviceId: string; token: string }[]>('register', { url: server.url, count: o.connections, prefix: 'c' });
@@ -104,11 +105,17 @@ async function runCommands(ctx: BenchContext, o: Options): Promise<ScenarioResul
     if (busOnly) notes.push(`${o.name}: the room actor alone (command bus in peekd's process, no HTTP, no wait for projections) runs ${fmtNum(busOnly.perSecond)} commands/s sequentially.`);
 
     let profile;
+    let trace: TraceLine[] | undefined;
     if (!met && ctx.profile) {
       log(`${o.name}: goal missed — profiling peekd for 5 s of the same load`);
+      await server.child.call('traceStart');
       const p = await profiled(server.child, profilePath(o.name), () => cycle(5));
+      trace = await server.child.call<TraceLine[]>('traceStop');
       profile = p.summary;
       notes.push(describeProfile(`${o.name} (peekd process)`, p.summary));
+      notes.push(
+        describeTrace(`${o.name} (peekd process, same 5 s; HTTP latency there p50 ${fmtNum(p.result.latency.p50)} ms, mean ${fmtNum(p.result.latency.mean)} ms)`, trace, p.result.ok, 'command', 24),
+      );
     }
 
     const rows: Row[] = [
@@ -133,7 +140,7 @@ async function runCommands(ctx: BenchContext, o: Options): Promise<ScenarioResul
       scenario: o.name,
       rows,
       cores: coresReport(server.child.pid, load.pid),
-      details: { options: o, setupMs, http, raw, payloadBytes, cpuCoresBusy: cpu, busOnly, profile },
+      details: { options: o, setupMs, http, raw, payloadBytes, cpuCoresBusy: cpu, busOnly, profile, trace },
       notes,
     };
   } finally {
@@ -145,7 +152,7 @@ async function runCommands(ctx: BenchContext, o: Options): Promise<ScenarioResul
 export const manyRooms: Scenario = {
   name: 'many-rooms',
   summary: 'peek/renew/unpeek commands per second through HTTP across 10,000 rooms vs raw expected-sequence JetStream publishes',
-  run: (ctx) => runCommands(ctx, { name: 'many-rooms', rooms: ctx.quick ? 1000 : 10_000, connections: 64, durationS: ctx.quick ? 5 : 15, rawMs: ctx.quick ? 3000 : 8000, goal: 0.5 }),
+  run: (ctx) => runCommands(ctx, { name: 'many-rooms', rooms: ctx.quick ? 1000 : 10_000, connections: 64, durationS: ctx.quick ? 5 : 10, rawMs: ctx.quick ? 3000 : 6000, goal: 0.5 }),
 };
 
 export const hotRoom: Scenario = {

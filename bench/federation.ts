@@ -2,7 +2,6 @@
 // events; events per second fanned out to 100 peeking servers (fake peers in their own
 // process that count what arrives); signature verifications per second through peekd's
 // verifiers against raw node:crypto and tweetnacl.
-import { join } from 'node:path';
 import { Child } from './ipc';
 import {
   coresReport,
@@ -10,6 +9,7 @@ import {
   cpuSample,
   fmtNum,
   log,
+  logPath,
   percentile,
   profilePath,
   round,
@@ -22,6 +22,7 @@ import {
 } from './harness';
 import { describeProfile, profiled } from './profile';
 import type { Scenario } from './scenario';
+import { describeTrace, type TraceLine } from './trace';
 
 interface PeekAnswer {
   status: number;
@@ -56,9 +57,9 @@ export const federation: Scenario = {
     const peerCount = ctx.quick ? 10 : 100;
     const stateEvents = ctx.quick ? 200 : 1000;
     const samples = ctx.quick ? 10 : 30;
-    const fanout = ctx.quick ? 50 : 200;
+    const fanout = ctx.quick ? 50 : 100;
     const tag = uniqueName('').slice(0, 8);
-    const peers = await Child.start({ module: 'peers', logFile: join(services.tmp, 'federation-peers.log') });
+    const peers = await Child.start({ module: 'peers', logFile: logPath('federation-peers') });
     const notes: string[] = [];
     let server: Awaited<ReturnType<typeof startPeekdChild>> | undefined;
     let load: Child | undefined;
@@ -98,25 +99,29 @@ export const federation: Scenario = {
       const eventsPerSecond = fanout / fanSeconds;
 
       let fanProfile;
+      let fanTrace: TraceLine[] | undefined;
       if (ctx.profile) {
         // No goal on this row, but the closing note says where its time goes.
-        await peers.call('expect', { count: 50 });
+        await peers.call('expect', { count: 25 });
+        await server.child.call('traceStart');
         const p = await profiled(server.child, profilePath('federation-fanout'), async () => {
-          await server!.child.call('sendEvents', { roomId: fanRoom, sender: creator, count: 50, perCommand: 1 }, 900_000);
-          await until('every peer has 50 more events', async () => (await peers.call<{ reached: number }>('counts')).reached >= peerCount, 600_000, 20);
+          await server!.child.call('sendEvents', { roomId: fanRoom, sender: creator, count: 25, perCommand: 1 }, 900_000);
+          await until('every peer has 25 more events', async () => (await peers.call<{ reached: number }>('counts')).reached >= peerCount, 600_000, 20);
         });
+        fanTrace = await server.child.call<TraceLine[]>('traceStop');
         fanProfile = p.summary;
         notes.push(describeProfile(`federation fan-out to ${peerCount} peers (peekd process)`, p.summary));
+        notes.push(describeTrace(`federation fan-out (peekd process, same window: 25 events to ${peerCount} peers)`, fanTrace, 25 * peerCount, 'PDU delivery', 14));
       }
 
       log('federation: signature verifications per second');
       load = await startLoadChild(services, 'federation');
-      const v = await load.call<VerifyOut>('verifyBench', { durationMs: ctx.quick ? 1000 : 2000 });
+      const v = await load.call<VerifyOut>('verifyBench', { durationMs: ctx.quick ? 500 : 1500 });
       const ratio = v.peekdPduVerifier.perSecond / v.nodeNative.perSecond;
       const met = ratio >= 0.8;
       let verifyProfile;
       if (!met && ctx.profile) {
-        const p = await profiled(load, profilePath('federation-verify'), () => load!.call('verifyBench', { durationMs: 1000 }));
+        const p = await profiled(load, profilePath('federation-verify'), () => load!.call('verifyBench', { durationMs: 2000, only: 'peekdPduVerifier' }));
         verifyProfile = p.summary;
         notes.push(describeProfile('signature verification (verifier micro-benchmark process)', p.summary));
       }
@@ -162,7 +167,7 @@ export const federation: Scenario = {
         scenario: 'federation',
         rows,
         cores: coresReport(server.child.pid, peers.pid, { server: 'peekd', load: 'fake peers' }),
-        details: { peerCount, stateEvents, putPeek: { ms: putMs, bytes: big[0]!.bytes, p50: percentile(putMs, 50), p99: percentile(putMs, 99) }, fanout: { events: fanout, seconds: fanSeconds, eventsPerSecond, txns: counts.txns, sent, cpuCoresBusy: cpu }, verify: v, fanProfile, verifyProfile },
+        details: { peerCount, stateEvents, putPeek: { ms: putMs, bytes: big[0]!.bytes, p50: percentile(putMs, 50), p99: percentile(putMs, 99) }, fanout: { events: fanout, seconds: fanSeconds, eventsPerSecond, txns: counts.txns, sent, cpuCoresBusy: cpu }, verify: v, fanProfile, fanTrace, verifyProfile },
         notes,
       };
     } finally {

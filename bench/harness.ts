@@ -3,7 +3,7 @@
 // the peekd and load-generator child processes, CPU accounting per process, statistics,
 // the results table and the JSON files.
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem, availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
@@ -13,11 +13,23 @@ import { connectNats } from '../src/nats/connection';
 import { startEmbeddedNats, freePort, type EmbeddedNats } from '../src/nats/embeddedServer';
 import { deleteStreams } from '../src/nats/streams';
 import { Naming } from '../src/events/subjects';
+import { jetstream } from '@nats-io/jetstream';
+import { encodePeekEvent, type PeekStarted } from '../src/events/peekEvents';
+import { EventLog } from '../src/nats/eventLog';
 import { Child } from './ipc';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const RESULTS_DIR = join(ROOT, 'bench', 'results');
 export const PROFILES_DIR = join(RESULTS_DIR, 'profiles');
+export const LOGS_DIR = join(RESULTS_DIR, 'logs');
+
+/** Where a child process's stdout/stderr go (kept after the run; git ignores them). */
+export function logPath(name: string): string {
+  mkdirSync(LOGS_DIR, { recursive: true });
+  const ignore = join(LOGS_DIR, '.gitignore');
+  if (!existsSync(ignore)) writeFileSync(ignore, '*\n');
+  return join(LOGS_DIR, `${new Date().toISOString().slice(0, 10)}-${name}.log`);
+}
 export const ADMIN_TOKEN = `bench-${randomBytes(12).toString('hex')}`;
 
 export function log(...parts: unknown[]): void {
@@ -192,7 +204,7 @@ export function cpuBetween(a: CpuSample, b: CpuSample, roles: Record<string, num
     const before = a.get(pid)?.ticks ?? 0;
     const d = (now.ticks - before) / CLK_TCK;
     if (d <= 0) continue;
-    const role = byPid.get(pid) ?? (now.comm.startsWith('postgres') ? 'postgres' : now.comm.startsWith('nats-server') ? 'nats-server' : 'other');
+    const role = byPid.get(pid) ?? (now.comm.startsWith('postgres') ? 'postgres' : now.comm.startsWith('nats-server') ? 'nats-server' : 'other processes');
     sums[role] = (sums[role] ?? 0) + d;
   }
   // Express as cores busy on average over the window.
@@ -227,7 +239,7 @@ export async function startPeekdChild(services: Services, options: PeekdOptions)
   const shards = 64;
   const port = await freePort();
   const serverName = options.serverName ?? `${uniqueName('hs')}.bench`;
-  const logFile = join(services.tmp, `${options.label}-peekd.log`);
+  const logFile = logPath(`${options.label}-peekd`);
   const env: Record<string, string> = {
     PEEKD_SERVER_NAME: serverName,
     PEEKD_LISTEN: `127.0.0.1:${port}`,
@@ -272,9 +284,54 @@ export async function startPeekdChild(services: Services, options: PeekdOptions)
   };
 }
 
+/**
+ * Live device peeks appended straight to peekd's log from the bench's own process: the
+ * PeekStarted events a room actor would append (same encoding, same subjects, the room's
+ * current ROOMS sequence as roomSeq), pipelined on one connection so each subject keeps
+ * its order. Passivate peekd's actors first (they rebuild from the log on their next
+ * command), and let its projections catch up before measuring anything.
+ */
+export async function appendPeeksToLog(
+  services: Services,
+  naming: Naming,
+  rooms: { roomId: string; peeks: { userId: string; deviceId: string }[] }[],
+  lifetimeMs = 3_600_000,
+): Promise<{ appended: number; ms: number }> {
+  const t0 = Date.now();
+  const log = await EventLog.open(services.nc, naming);
+  const js = jetstream(services.nc);
+  const now = Date.now();
+  const items: { subject: string; data: Uint8Array }[] = [];
+  let next = 0;
+  const roomSeqs = new Array<number>(rooms.length);
+  await Promise.all(
+    Array.from({ length: 64 }, async () => {
+      for (let i = next++; i < rooms.length; i = next++) roomSeqs[i] = await log.lastSeq('rooms', rooms[i]!.roomId);
+    }),
+  );
+  for (const [i, { roomId, peeks }] of rooms.entries()) {
+    const subject = naming.roomSubject('peeks', roomId);
+    for (const p of peeks) {
+      const e: PeekStarted = { type: 'PeekStarted', v: 1, roomId, peek: { kind: 'device', userId: p.userId, deviceId: p.deviceId }, at: now, expiresAt: now + lifetimeMs, roomSeq: roomSeqs[i]! };
+      items.push({ subject, data: encodePeekEvent(e) });
+    }
+  }
+  // A window of publishes in flight, resolved in order: the stream stores them in order.
+  const window: Promise<unknown>[] = [];
+  let failed: unknown;
+  for (const item of items) {
+    window.push(js.publish(item.subject, item.data).catch((err: unknown) => (failed ??= err)));
+    if (window.length >= 256) await window.shift();
+    if (failed) throw failed;
+  }
+  await Promise.all(window);
+  if (failed) throw failed;
+  return { appended: items.length, ms: Date.now() - t0 };
+}
+
 /** The load generator (and raw-ceiling client) in its own process. */
 export async function startLoadChild(services: Services, label: string): Promise<Child> {
-  const child = await Child.start({ module: 'loadgen', logFile: join(services.tmp, `${label}-loadgen.log`), nodeFlags: ['--expose-gc', '--max-old-space-size=8192'] });
+  const child = await Child.start({ module: 'loadgen', logFile: logPath(`${label}-loadgen`), nodeFlags: ['--expose-gc', '--max-old-space-size=8192'] });
   pin(child.pid, '1');
   return child;
 }
@@ -358,23 +415,29 @@ export function tableMarkdown(rows: Row[]): string {
     `|${head.map(() => '---').join('|')}|`,
     ...rows.map(
       (r) =>
-        `| ${[r.scenario, r.metric, r.value, r.ceiling, r.ratio === undefined ? '—' : r.ratio.toFixed(2), r.goal, r.met === undefined ? '—' : r.met ? 'yes' : '**no**'].join(' | ')} |`,
+        `| ${[r.scenario, r.metric, r.value, r.ceiling, r.ratio === undefined ? '—' : r.ratio.toFixed(r.ratio < 0.1 ? 3 : 2), r.goal, r.met === undefined ? '—' : r.met ? 'yes' : '**no**'].join(' | ')} |`,
     ),
   ];
   return lines.join('\n');
 }
 
+/** --quick runs name their files …-quick, so they never overwrite a full run's. */
+let suffix = '';
+export function markQuick(quick: boolean): void {
+  suffix = quick ? '-quick' : '';
+}
+
 export function writeResult(result: ScenarioResult, extra: Record<string, unknown>): string {
   mkdirSync(RESULTS_DIR, { recursive: true });
   const date = new Date().toISOString().slice(0, 10);
-  const file = join(RESULTS_DIR, `${date}-${result.scenario}.json`);
+  const file = join(RESULTS_DIR, `${date}-${result.scenario}${suffix}.json`);
   writeFileSync(file, `${JSON.stringify({ ...extra, ...result }, null, 2)}\n`);
   return file;
 }
 
 export function profilePath(name: string): string {
   mkdirSync(PROFILES_DIR, { recursive: true });
-  return join(PROFILES_DIR, `${new Date().toISOString().slice(0, 10)}-${name}.cpuprofile`);
+  return join(PROFILES_DIR, `${new Date().toISOString().slice(0, 10)}-${name}${suffix}.cpuprofile`);
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

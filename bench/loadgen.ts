@@ -20,6 +20,8 @@ const enc = encodeURIComponent;
 interface HttpResult {
   status: number;
   text: string;
+  /** hrtime (ns) when the response's head arrived. */
+  head: bigint;
   /** hrtime (ns) when the whole response had arrived. */
   end: bigint;
 }
@@ -42,9 +44,10 @@ function request(base: string, method: string, path: string, token?: string, bod
         timeout: timeoutMs,
       },
       (res) => {
+        const head = process.hrtime.bigint();
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8'), end: process.hrtime.bigint() }));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8'), head, end: process.hrtime.bigint() }));
         res.on('error', reject);
       },
     );
@@ -90,14 +93,15 @@ function fire(i: number): void {
       if (r.status === 200) {
         const body = JSON.parse(r.text) as { next_batch: string; rooms?: { peek?: Record<string, { timeline?: { events?: unknown[] } }> } };
         const woken = Object.values(body.rooms?.peek ?? {}).some((s) => (s.timeline?.events?.length ?? 0) > 0);
-        if (woken) p.arrivals.push(r.end);
+        if (woken) p.arrivals.push(r.head);
         p.since = body.next_batch;
       } else {
         polls.errors++;
         polls.lastError = `${r.status} ${r.text.slice(0, 200)}`;
       }
-      // A real client asks again at once.
-      fire(i);
+      // A real client asks again at once; after this turn of the event loop, so the other
+      // answers that arrived with this one are timestamped before any new request is built.
+      setImmediate(() => fire(i));
     },
     (err: Error) => {
       p.inflight = false;
@@ -274,6 +278,11 @@ serveIpc({
     polls.stopped = false;
     polls.list = tokens.map((token) => ({ token, since, inflight: false, arrivals: [] }));
     return polls.list.length;
+  },
+  /** Sets where devices [from, to) start from (before they are armed). */
+  pollSince: ({ from, to, since }: { from: number; to: number; since: string }) => {
+    for (let i = from; i < Math.min(to, polls.list.length); i++) if (!polls.list[i]!.inflight) polls.list[i]!.since = since;
+    return true;
   },
   /** Starts the long-polls of devices [from, to) (they re-poll on their own from then on). */
   pollArm: ({ from, to }: { from: number; to: number }) => {

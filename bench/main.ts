@@ -6,7 +6,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { hotRoom, manyRooms } from './commands';
 import { federation } from './federation';
-import { coresReport, log, machineInfo, RESULTS_DIR, Services, tableMarkdown, writeResult, type Row, type ScenarioResult } from './harness';
+import { coresReport, log, machineInfo, markQuick, RESULTS_DIR, Services, tableMarkdown, writeResult, type Row, type ScenarioResult } from './harness';
 import { memory } from './memory';
 import { rebuild } from './rebuild';
 import type { Scenario } from './scenario';
@@ -45,6 +45,7 @@ async function main(): Promise<number> {
   }
   const selected = names.length === 0 || names.includes('all') ? SCENARIOS : SCENARIOS.filter((s) => names.includes(s.name));
 
+  markQuick(quick);
   const started = new Date();
   const services = await Services.open();
   const machine = { ...machineInfo(), nats: services.natsKind, database: services.dbKind === 'postgres' ? 'DATABASE_URL (Postgres)' : 'PGlite (embedded)' };
@@ -80,7 +81,7 @@ async function main(): Promise<number> {
   }
 
   const rows: Row[] = results.flatMap((r) => r.rows);
-  const cores = results.map((r) => `- ${r.scenario}: peekd ${r.cores.server}; load ${r.cores.load}`);
+  const cores = results.map((r) => `- ${r.scenario}: server side ${r.cores.server}; load side ${r.cores.load}`);
   const notes = results.flatMap((r) => r.notes.map((n) => `- ${n.replace(/\n/g, '\n  ')}`));
   const missed = rows.filter((r) => r.met === false).map((r) => `${r.scenario} (${r.goal})`);
   const text = [

@@ -34,8 +34,8 @@ export const rebuild: Scenario = {
   summary: 'events per second replayed into the sync and federation projections vs min(raw ordered-consumer read, raw batched INSERT)',
   async run(ctx): Promise<ScenarioResult> {
     const { services } = ctx;
-    const roomEvents = ctx.quick ? 10_000 : 60_000;
-    const peekEvents = ctx.quick ? 10_000 : 60_000;
+    const roomEvents = ctx.quick ? 10_000 : 80_000;
+    const peekEvents = ctx.quick ? 10_000 : 80_000;
     const db = await services.database();
     const dataDir = services.tempDir('rebuild-');
     const load = await startLoadChild(services, 'rebuild');
@@ -54,8 +54,8 @@ export const rebuild: Scenario = {
         peeks: await load.call<Rate & { messages: number }>('rebuildRawRead', { kind: 'peeks' }),
       };
       log('rebuild: ceilings — batched INSERTs');
-      const insert: Record<string, Rate & { rows: number }> = {};
-      for (const t of TARGETS) insert[t.table] = await load.call<Rate & { rows: number }>('rebuildRawInsert', { table: t.table }, 900_000);
+      const insert: Record<string, Rate & { rows: number; methods: Record<string, number> }> = {};
+      for (const t of TARGETS) insert[t.table] = await load.call<Rate & { rows: number; methods: Record<string, number> }>('rebuildRawInsert', { table: t.table }, 900_000);
 
       const rows: Row[] = [];
       const replays: Record<string, unknown> = {};

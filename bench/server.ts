@@ -2,17 +2,21 @@
 // like `peekd serve`) in its own process, plus a few hooks the bench drives over IPC —
 // internal commands for setup, heap readings, notifier and actor counts, CPU profiles.
 import { randomBytes } from 'node:crypto';
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import type { PduDraft, RoomCommand } from '../src/actors/commands';
 import { loadConfig } from '../src/config';
 import { streamLastSeq } from '../src/projections/rebuild';
 import { startPeekd } from '../src/server';
-import { commonHandlers, heapAfterGc, nowNs, pool } from './childCommon';
+import { commonHandlers, nowNs, pool } from './childCommon';
 import { serveIpc } from './ipc';
 import { installTracing, traceStart, traceStop } from './trace';
 
 const config = loadConfig(process.env);
 const peekd = await startPeekd(config);
-const { bus, host, notifier, serverName } = { ...peekd, serverName: config.serverName };
+const { bus, notifier } = peekd;
+const serverName = config.serverName;
+if (!peekd.host) throw new Error('the bench runs peekd with every role in one process (it needs the local actor host)');
+const host = peekd.host;
 installTracing(peekd);
 
 /** A world_readable room in three events: create, the creator's join, history visibility. */
@@ -24,17 +28,52 @@ function benchRoomDrafts(creator: string): PduDraft[] {
   ];
 }
 
+/** Waits until every projection runner has committed everything now in its stream. */
 async function settle(): Promise<{ peeks: number; rooms: number }> {
   const [peeks, rooms] = await Promise.all([streamLastSeq(peekd.nc, peekd.naming, 'peeks'), streamLastSeq(peekd.nc, peekd.naming, 'rooms')]);
-  await Promise.all([peekd.waitForProjections('peeks', peeks), peekd.waitForProjections('rooms', rooms)]);
-  return { peeks, rooms };
+  const last = { peeks, rooms };
+  await Promise.all([...peekd.projections.values()].map((r) => r.waitFor(last[r.projection.stream])));
+  return last;
 }
 
 async function send(command: RoomCommand) {
   return bus.send(command);
 }
 
+let loopDelay: IntervalHistogram | undefined;
+let loopCpu: NodeJS.CpuUsage | undefined;
+/** hrtime (ns) at which peekd ended each /sync response (res.end), while recording. */
+let syncFinishes: bigint[] | undefined;
+peekd.http?.app.server.on('request', (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => {
+  if (!req.url?.includes('/sync')) return;
+  const end = res.end;
+  res.end = function (this: typeof res, ...args: unknown[]) {
+    syncFinishes?.push(process.hrtime.bigint());
+    return (end as (...a: unknown[]) => typeof res).apply(this, args);
+  } as typeof res.end;
+});
+
 serveIpc({
+  /** Event-loop delay over a window: how long ready work waited for the main thread. */
+  loopStart: () => {
+    loopDelay = monitorEventLoopDelay({ resolution: 5 });
+    loopDelay.enable();
+    loopCpu = process.cpuUsage();
+    syncFinishes = [];
+    return true;
+  },
+  /** Event-loop delay, this process's CPU seconds, and when its /sync responses left (ns). */
+  loopStop: () => {
+    const h = loopDelay;
+    loopDelay = undefined;
+    if (!h) return null;
+    h.disable();
+    const cpu = process.cpuUsage(loopCpu);
+    const finishes = (syncFinishes ?? []).map(String);
+    syncFinishes = undefined;
+    return { p50Ms: h.percentile(50) / 1e6, p99Ms: h.percentile(99) / 1e6, maxMs: h.max / 1e6, meanMs: h.mean / 1e6, cpuSeconds: (cpu.user + cpu.system) / 1e6, finishes };
+  },
+
   ...commonHandlers(() => peekd.close()),
   info: () => ({ url: peekd.url, serverName, pid: process.pid }),
 
@@ -112,6 +151,20 @@ serveIpc({
     return { done, lastSeq: last, appendedMs, projectedMs: Date.now() - t0 };
   },
 
+  /** Users with one device each, made in-process (no password: no scrypt); returns their sessions. */
+  createSessions: async ({ count, prefix, concurrency = 32 }: { count: number; prefix: string; concurrency?: number }) => {
+    const { accounts } = peekd.client;
+    return pool(
+      Array.from({ length: count }, (_, i) => i),
+      concurrency,
+      async (i) => {
+        const userId = await accounts.register(`${prefix}${i}`, undefined);
+        const s = await accounts.createSession(userId, undefined);
+        return { userId: s.userId, deviceId: s.deviceId, token: s.accessToken };
+      },
+    );
+  },
+
   /** Sends a Tick to each room: activates passivated actors (reload from the log). */
   activate: async ({ rooms, concurrency = 64 }: { rooms: string[]; concurrency?: number }) => {
     await pool(rooms, concurrency, (roomId) => send({ type: 'Tick', roomId }));
@@ -129,7 +182,6 @@ serveIpc({
   },
   waiting: () => notifier.waiting,
   settle,
-  heapNow: () => heapAfterGc(),
   traceStart,
   traceStop,
 

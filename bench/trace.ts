@@ -43,6 +43,16 @@ function natsName(subject: string): string {
   return 'nats: JetStream publish (append)';
 }
 
+/** A statement's shape: its first words, with the table it touches, quotes and spacing removed. */
+function sqlShape(text: unknown): string {
+  if (typeof text !== 'string') return 'statement';
+  const flat = text.replace(/"/g, '').replace(/\s+/g, ' ').trim();
+  const verb = flat.split(' ')[0]?.toLowerCase() ?? '';
+  const table = /\b(?:from|into|update|table)\s+([a-z_.]+)/i.exec(flat)?.[1] ?? '';
+  const shape = verb === 'select' ? `select … from ${table}${/ for update/i.test(flat) ? ' for update' : ''}` : `${verb} ${table}`.trim();
+  return shape.length > 0 ? shape : flat.slice(0, 40);
+}
+
 /** Wraps a postgres.js / PGlite client so its statements (and transactions) are timed. */
 function wrapSqlClient(client: Record<string, AnyFn>, inTx: boolean): void {
   for (const method of ['unsafe', 'query'] as const) {
@@ -55,7 +65,7 @@ function wrapSqlClient(client: Record<string, AnyFn>, inTx: boolean): void {
       // postgres.js queries are lazy thenables that run a microtask after .then(): the
       // caller's synchronous .values() still applies.
       if (q && typeof q.then === 'function') {
-        const name = `pg: statement${inTx ? ' (in a transaction)' : ''}`;
+        const name = `pg${inTx ? ' (tx)' : ''}: ${sqlShape(args[0])}`;
         q.then(
           () => record(name, t0),
           () => record(name, t0),
@@ -87,29 +97,32 @@ let installed = false;
 export function installTracing(peekd: Peekd): void {
   if (installed) return;
   installed = true;
+  // Every hook is optional: if peekd's internals move, the trace loses that line, not the run.
   const nc = peekd.nc as unknown as Record<string, AnyFn>;
-  const request = nc.request!;
-  nc.request = function (subject: string, ...rest: unknown[]) {
+  const request = nc.request;
+  if (typeof request === 'function') nc.request = function (subject: string, ...rest: unknown[]) {
     if (!on) return request.call(nc, subject, ...rest);
     return timedPromise(natsName(subject), () => request.call(nc, subject, ...rest));
   };
-  wrapSqlClient((peekd.database.db as unknown as { $client: Record<string, AnyFn> }).$client, false);
+  const client = (peekd.database.db as unknown as { $client?: Record<string, AnyFn> }).$client;
+  if (client) wrapSqlClient(client, false);
   for (const [name, runner] of peekd.projections) {
     const r = runner as unknown as Record<string, AnyFn>;
-    const commit = r.commit!;
+    const commit = r.commit;
+    const waitFor = r.waitFor;
+    if (typeof commit !== 'function' || typeof waitFor !== 'function') continue;
     r.commit = function (batch: unknown[], lastSeq: number) {
       if (!on) return commit.call(runner, batch, lastSeq);
       return timedPromise(`projection ${name}: commit (one transaction)`, () => commit.call(runner, batch, lastSeq));
     };
-    const waitFor = r.waitFor!;
     r.waitFor = function (seq: number) {
       if (!on) return waitFor.call(runner, seq);
       return timedPromise(`projection ${name}: a request waiting for it`, () => waitFor.call(runner, seq));
     };
   }
   const bus = peekd.bus as unknown as Record<string, AnyFn>;
-  const send = bus.send!;
-  bus.send = function (command: { type: string }, ...rest: unknown[]) {
+  const send = bus.send;
+  if (typeof send === 'function') bus.send = function (command: { type: string }, ...rest: unknown[]) {
     if (!on) return send.call(bus, command, ...rest);
     return timedPromise(`command bus: ${command.type} (actor mailbox + handle)`, () => send.call(bus, command, ...rest));
   };

@@ -30,6 +30,23 @@ const ANSI = /\u001b\[/;
 // Each test starts peekd processes (node + tsx, a few seconds each on a busy machine).
 describe('peekd CLI in a child process', { timeout: 120_000 }, () => {
   let t: Awaited<ReturnType<typeof startTestPeekd>>;
+  let first: Awaited<ReturnType<typeof startTestPeekd>>;
+  const clock = new ManualClock(T0 - 24 * HOUR);
+
+  /**
+   * With Postgres the CLI runs beside the serving peekd. With the embedded PGlite database
+   * (no DATABASE_URL: the tests' fallback) one process at a time may open it, so — as the
+   * README tells operators — peekd is stopped while the CLI runs, and started again after.
+   */
+  async function withCli<T>(fn: () => Promise<T>): Promise<T> {
+    if (t.databaseUrl) return fn();
+    await t.close();
+    try {
+      return await fn();
+    } finally {
+      t = await startTestPeekd({ clock, env: { PEEKD_ROLES: 'http,rooms,projections' }, serverName: first.serverName, reuse: { prefix: first.prefix, dataDir: first.dataDir } });
+    }
+  }
   const events: Known[] = [];
   const ROOM = '!cli.room:example.org';
 
@@ -37,8 +54,8 @@ describe('peekd CLI in a child process', { timeout: 120_000 }, () => {
   function peekd(...args: string[]): Promise<Run> {
     const env: NodeJS.ProcessEnv = {};
     for (const [k, v] of Object.entries(process.env)) if (!/^(VITEST|NODE_OPTIONS|PEEKD_|DATABASE_URL|NATS_URL)/.test(k)) env[k] = v;
+    if (t.databaseUrl) env.DATABASE_URL = t.databaseUrl;
     Object.assign(env, {
-      DATABASE_URL: t.databaseUrl,
       NATS_URL: natsUrl(),
       PEEKD_STREAM_PREFIX: t.prefix,
       PEEKD_SHARDS: '8',
@@ -61,7 +78,7 @@ describe('peekd CLI in a child process', { timeout: 120_000 }, () => {
   }
 
   beforeAll(async () => {
-    t = await startTestPeekd({ clock: new ManualClock(T0 - 24 * HOUR), env: { PEEKD_ROLES: 'http,rooms,projections' } });
+    t = first = await startTestPeekd({ clock, env: { PEEKD_ROLES: 'http,rooms,projections' } });
     const histories = new Map<string, object[]>();
     histories.set(ROOM, roomHistory(ROOM, 120, 11));
     for (let i = 0; i < 8; i++) histories.set(`!cli${i}:example.org`, roomHistory(`!cli${i}:example.org`, 150, 20 + i));
@@ -82,11 +99,12 @@ describe('peekd CLI in a child process', { timeout: 120_000 }, () => {
   });
 
   afterAll(async () => {
-    await t?.dropAll();
+    if (t !== first) await t?.close();
+    await first?.dropAll();
   });
 
   it('verify exits 0 on untouched tables, with plain progress lines on a pipe', async () => {
-    const r = await peekd('verify');
+    const r = await withCli(() => peekd('verify'));
     expect(r.code, r.stderr).toBe(0);
     const last = events.at(-1)!.seq;
     for (const p of readModels('all')) expect(r.stdout).toMatch(new RegExp(`^${p.name} at sequence \\d+: OK$`, 'm'));
@@ -105,7 +123,11 @@ describe('peekd CLI in a child process', { timeout: 120_000 }, () => {
     const row = referencePeekTables(events).syncapi_peeks.find((p) => p.roomId === ROOM && p.endedSeq === null)!;
     await db.execute(sql`update syncapi_peeks set end_reason = 'edited_by_hand' where room_id = ${row.roomId} and user_id = ${row.userId} and device_id = ${row.deviceId}`);
 
-    const bad = await peekd('verify', '--projection', 'sync_peeks');
+    const [bad, replay, good] = await withCli(async () => {
+      const b = await peekd('verify', '--projection', 'sync_peeks');
+      const r = await peekd('replay', '--projection', 'sync_peeks');
+      return [b, r, await peekd('verify', '--projection', 'sync_peeks')];
+    });
     expect(bad.code).toBe(1);
     expect(bad.stdout).toMatch(/^sync_peeks at sequence \d+: DIFFERENT$/m);
     expect(bad.stdout).toMatch(/^ {2}syncapi_peeks: live (\d+) rows [0-9a-f]{32}, rebuilt \1 rows [0-9a-f]{32} {2}<-- differs$/m);
@@ -119,13 +141,11 @@ describe('peekd CLI in a child process', { timeout: 120_000 }, () => {
     // Only the projection asked for.
     expect(bad.stdout).not.toContain('audit at sequence');
 
-    const replay = await peekd('replay', '--projection', 'sync_peeks');
     expect(replay.code, replay.stderr).toBe(0);
     expect(replay.stdout).toMatch(/^replayed sync_peeks up to sequence \d+ in \d+\.\d s; swapped in$/m);
     expect(replay.stderr).toMatch(/^replay sync_peeks: (\d+)\/\1 events, \d+ ev\/s, ETA 0 s$/m);
     expect(replay.stderr).not.toMatch(ANSI);
 
-    const good = await peekd('verify', '--projection', 'sync_peeks');
     expect(good.code, good.stdout).toBe(0);
     expect(good.stdout).toMatch(/^sync_peeks at sequence \d+: OK$/m);
   });
@@ -137,14 +157,14 @@ describe('peekd CLI in a child process', { timeout: 120_000 }, () => {
     const [since, until] = [times[20]!, times[90]!];
     const isDevice = (e: Known, user: string, device?: string) => e.event.peek.kind === 'device' && e.event.peek.userId === user && (device === undefined || e.event.peek.deviceId === device);
     const isServer = (e: Known, server: string) => e.event.peek.kind !== 'device' && e.event.peek.server === server;
-    const [room, user, device, server, table, empty] = await Promise.all([
+    const [room, user, device, server, table, empty] = await withCli(() => Promise.all([
       peekd('audit', '--room', ROOM, '--format', 'jsonl'),
       peekd('audit', '--user', '@ann:example.org', '--format', 'jsonl'),
       peekd('audit', '--user', '@bo:example.org', '--device', 'PHONE', '--since', String(since), '--until', new Date(until).toISOString(), '--format', 'jsonl'),
       peekd('audit', '--server', 'peer.example', '--since', String(since), '--until', String(until), '--format', 'jsonl'),
       peekd('audit', '--room', `!hosted:${t.serverName}`),
       peekd('audit', '--server', 'nobody.example', '--format', 'jsonl'),
-    ]);
+    ]));
     for (const r of [room, user, device, server, table, empty]) {
       expect(r.code, r.stderr).toBe(0);
       expect(r.stderr).toBe('');
