@@ -182,7 +182,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
       if (federationOn) sender.wake(discover).catch((err) => logger.warn({ err }, 'federation sender wake failed'));
     };
     /** What a committed batch of each projection wakes, wherever the projection ran. */
-    const onCommittedLocally = (projection: string, batch: Projected<unknown>[]) => {
+    const onCommittedLocally = (projection: string, batch: Projected<unknown>[], fromRemote = false) => {
       if (projection === syncRoomsProjection.name) {
         syncCache?.onRoomEvents(batch as Projected<RoomEvent>[]);
         notifier.onRoomEvents(batch as Projected<RoomEvent>[]);
@@ -191,7 +191,9 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
         syncCache?.onPeekEvents(batch as Projected<PeekEvent>[]);
         notifier.onPeekEvents(batch as Projected<PeekEvent>[]);
       } else if (projection === federationPeeksProjection.name || projection === federationOutboxProjection.name) {
-        wakeSender(true);
+        // Only peeks between servers give the sender new work (not device peeks).
+        // (A wake message from another process does not say which kinds it held: wake anyway.)
+        if (fromRemote || (batch as Projected<PeekEvent>[]).some((b) => b.event.peek.kind !== 'device')) wakeSender(true);
       }
     };
 
@@ -214,8 +216,8 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
     let remote: RemotePositions | undefined;
     if (!roles.has('projections')) {
       const r = new RemotePositions(nc, naming, database.db, PROJECTIONS, (msg) => {
-        if (msg.stream === 'rooms') onCommittedLocally(msg.projection, roomBatchOf(msg));
-        else onCommittedLocally(msg.projection, peekBatchOf(msg));
+        if (msg.stream === 'rooms') onCommittedLocally(msg.projection, roomBatchOf(msg), true);
+        else onCommittedLocally(msg.projection, peekBatchOf(msg), true);
       });
       await r.start();
       remote = r;
@@ -284,6 +286,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
         serverName: config.serverName,
         outboundIdleMs: config.outboundIdleMs,
         waitForProjections,
+        devicePeeks: (userId, deviceId) => client.sync.devicePeeks(userId, deviceId),
         logger: logger.child({ component: 'outbound-peeks' }),
       });
       client.remote = outbound;

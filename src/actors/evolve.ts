@@ -1,6 +1,8 @@
 // evolve: fold one stored event into the room state. Pure; returns a new state and
 // never mutates its input. Unknown events leave the state as it is, so old code can
-// replay a newer log.
+// replay a newer log. `inPlace` is for a state the caller alone holds (an actor folding
+// its history on activation): the same result without copying the maps per event, which
+// would make folding a long history quadratic.
 import { peekKey, type StoredPeekEvent } from '../events/peekEvents';
 import type { Pdu, StoredRoomEvent } from '../events/roomEvents';
 import { stateKey, txnKey, type LivePeek, type RoomFacts, type RoomState } from './state';
@@ -10,16 +12,16 @@ const MAX_TXNS = 1000;
 
 export type StoredEvent = ({ stream: 'peeks' } & StoredPeekEvent) | ({ stream: 'rooms' } & StoredRoomEvent);
 
-export function evolve(state: RoomState, stored: StoredEvent): RoomState {
+export function evolve(state: RoomState, stored: StoredEvent, inPlace = false): RoomState {
   if (stored.stream === 'rooms') {
     const { event, seq } = stored;
     if (event.type !== 'RoomPdu') return { ...state, roomsSeq: seq };
     const txn = event.txn ? txnKey(event.pdu.sender, event.txn.deviceId, event.txn.txnId) : undefined;
-    return { ...state, roomsSeq: seq, room: foldPdu(state.room, event.pdu, event.eventId, seq, event.roomVersion, txn) };
+    return { ...state, roomsSeq: seq, room: foldPdu(state.room, event.pdu, event.eventId, seq, event.roomVersion, txn, inPlace) };
   }
   const { event, seq } = stored;
   const key = peekKey(event.peek);
-  const peeks = new Map(state.peeks);
+  const peeks = inPlace ? (state.peeks as Map<string, LivePeek>) : new Map(state.peeks);
   switch (event.type) {
     case 'PeekStarted':
       peeks.set(key, {
@@ -61,6 +63,7 @@ export function foldPdu(
   seq: number,
   roomVersion: string,
   txnKey?: string,
+  inPlace = false,
 ): RoomFacts | null {
   if (room === null) {
     if (pdu.type !== 'm.room.create' || pdu.state_key !== '') return null; // nothing before the create event counts
@@ -76,13 +79,13 @@ export function foldPdu(
   }
   let state = room.state;
   if (typeof pdu.state_key === 'string') {
-    const next = new Map(state);
+    const next = inPlace ? (state as Map<string, { eventId: string; pdu: Pdu; seq: number }>) : new Map(state);
     next.set(stateKey(pdu.type, pdu.state_key), { eventId, pdu, seq });
     state = next;
   }
   let txns = room.txns;
   if (txnKey) {
-    const next = new Map(txns);
+    const next = inPlace ? (txns as Map<string, string>) : new Map(txns);
     next.set(txnKey, eventId);
     // Idempotency covers the recent transactions; the oldest are forgotten first.
     if (next.size > MAX_TXNS) next.delete(next.keys().next().value!);
@@ -93,11 +96,17 @@ export function foldPdu(
     state,
     txns,
     latest: { eventId, depth: Math.max(pdu.depth, room.latest.depth), seq },
-    recentEventIds: [...room.recentEventIds.slice(-(RECENT_EVENT_IDS - 1)), eventId],
+    recentEventIds: inPlace ? pushBounded(room.recentEventIds as string[], eventId) : [...room.recentEventIds.slice(-(RECENT_EVENT_IDS - 1)), eventId],
     eventCount: room.eventCount + 1,
   };
 }
 
 export function livePeeksOf(state: RoomState): LivePeek[] {
   return [...state.peeks.values()];
+}
+
+function pushBounded(ids: string[], id: string): string[] {
+  ids.push(id);
+  if (ids.length > RECENT_EVENT_IDS) ids.splice(0, ids.length - RECENT_EVENT_IDS);
+  return ids;
 }

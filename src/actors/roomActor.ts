@@ -83,11 +83,11 @@ export class RoomActor {
     const rooms = await log.read('rooms', this.roomId, state.roomsSeq + 1);
     for (const r of rooms) {
       const event = decodeRoomEvent(r.data);
-      state = event ? evolve(state, { stream: 'rooms', seq: r.seq, event }) : { ...state, roomsSeq: r.seq };
+      state = event ? evolve(state, { stream: 'rooms', seq: r.seq, event }, true) : { ...state, roomsSeq: r.seq };
     }
     for (const r of peeks) {
       const event = decodePeekEvent(r.data);
-      state = event ? evolve(state, { stream: 'peeks', seq: r.seq, event }) : { ...state, peeksSeq: r.seq };
+      state = event ? evolve(state, { stream: 'peeks', seq: r.seq, event }, true) : { ...state, peeksSeq: r.seq };
     }
     this.state = state;
     this.sinceSnapshot = rooms.length + peeks.length;

@@ -57,6 +57,8 @@ export interface OutboundDeps {
   serverName: string;
   outboundIdleMs: number;
   waitForProjections(stream: 'peeks' | 'rooms', seq: number, which?: 'sync' | 'all'): Promise<void>;
+  /** A device's peek rows, from the sync cache where there is one (default: the table). */
+  devicePeeks?(userId: string, deviceId: string): Promise<{ roomId: string; endedSeq: number | null }[]>;
   logger?: Logger;
 }
 
@@ -393,10 +395,12 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
 
   /** A device synced: restart outbound peeks its live peeks of remote rooms need. */
   private async restartFor(userId: string, deviceId: string): Promise<void> {
-    const rows = await this.deps.db
-      .select({ roomId: syncapiPeeks.roomId })
-      .from(syncapiPeeks)
-      .where(and(eq(syncapiPeeks.userId, userId), eq(syncapiPeeks.deviceId, deviceId), isNull(syncapiPeeks.endedSeq)));
+    const rows = this.deps.devicePeeks
+      ? (await this.deps.devicePeeks(userId, deviceId)).filter((r) => r.endedSeq === null)
+      : await this.deps.db
+          .select({ roomId: syncapiPeeks.roomId })
+          .from(syncapiPeeks)
+          .where(and(eq(syncapiPeeks.userId, userId), eq(syncapiPeeks.deviceId, deviceId), isNull(syncapiPeeks.endedSeq)));
     for (const { roomId } of rows) {
       if (serverOf(roomId) === this.deps.serverName || this.inflight.has(roomId)) continue;
       if (await this.liveOutbound(roomId)) continue;

@@ -56,9 +56,14 @@ export async function writeCheckpoint(tx: Tx, projection: string, stream: string
  */
 export async function commitBatch<E>(tx: Tx, projection: Projection<E>, batch: Projected<E>[], lastSeq: number, schema?: string): Promise<number> {
   await useSchema(tx, schema);
-  // Make sure the row exists, so that FOR UPDATE has something to lock.
-  await tx.insert(projectionCheckpoints).values({ projection: projection.name, stream: projection.stream, seq: 0 }).onConflictDoNothing();
-  const done = await readCheckpoint(tx, projection.name, projection.stream, true);
+  // One statement reads the checkpoint and locks its row (creating it if need be): a
+  // conflicting upsert takes the row lock, so concurrent writers of it go one at a time.
+  const [locked] = await tx
+    .insert(projectionCheckpoints)
+    .values({ projection: projection.name, stream: projection.stream, seq: 0 })
+    .onConflictDoUpdate({ target: [projectionCheckpoints.projection, projectionCheckpoints.stream], set: { seq: sql`${projectionCheckpoints.seq}` } })
+    .returning({ seq: projectionCheckpoints.seq });
+  const done = locked?.seq ?? 0;
   if (lastSeq <= done) return done;
   const fresh = batch.filter((b) => b.seq > done);
   if (fresh.length > 0) await projection.apply(tx, fresh);

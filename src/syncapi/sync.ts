@@ -55,6 +55,13 @@ export interface SyncDeps {
 export class SyncService {
   constructor(private readonly deps: SyncDeps) {}
 
+  /** A device's peek rows (live and ended), from memory where the cache runs. */
+  async devicePeeks(userId: string, deviceId: string): Promise<DevicePeekRow[]> {
+    const { cache, peeks } = this.deps;
+    if (!cache) return peeks.ofDevice(userId, deviceId);
+    return (await cache.devicePeeks.get(`${userId}\u0000${deviceId}`, () => peeks.ofDevice(userId, deviceId))) as DevicePeekRow[];
+  }
+
   async sync(req: SyncRequest): Promise<SyncResponse> {
     const deadline = this.deps.now() + req.timeoutMs;
     for (;;) {
@@ -88,10 +95,7 @@ export class SyncService {
     const memberships = cache
       ? ((await cache.memberships.get(req.userId, () => rooms.membershipsOf(req.userId))) as Awaited<ReturnType<RoomReader['membershipsOf']>>)
       : await rooms.membershipsOf(req.userId);
-    const deviceKey = `${req.userId}\u0000${req.deviceId}`;
-    const devicePeeks = cache
-      ? ((await cache.devicePeeks.get(deviceKey, () => this.deps.peeks.ofDevice(req.userId, req.deviceId))) as DevicePeekRow[])
-      : await this.deps.peeks.ofDevice(req.userId, req.deviceId);
+    const devicePeeks = await this.devicePeeks(req.userId, req.deviceId);
     const peekRows = new Map<string, DevicePeekRow>();
     for (const row of devicePeeks) peekRows.set(row.roomId, row);
     const joined = memberships.filter((m) => m.membership === 'join' && m.seq <= upto.rooms);

@@ -125,7 +125,7 @@ export function given(events: StoredEvent[]): When {
 
 /** initialState(roomId) with `events` folded in by evolve. */
 export function stateOf(roomId: string, events: StoredEvent[]): RoomState {
-  return events.reduce(evolve, initialState(roomId));
+  return events.reduce((s, e) => evolve(s, e), initialState(roomId));
 }
 
 /**

@@ -59,7 +59,8 @@ export function registerPeekRoutes(app: FastifyInstance, ctx: ClientContext): vo
         const servers = [...(body.servers ?? []), ...(q.server_name === undefined ? [] : Array.isArray(q.server_name) ? q.server_name : [q.server_name])];
         if (servers.some((s) => !isValidServerName(s))) throw invalidParam('servers must be server names');
         const { roomId, servers: candidates } = await resolveRoomIdOrAlias(ctx, raw, servers);
-        if (!(await ctx.peeks.isPeeking(roomId, userId, deviceId)) && (await ctx.peeks.liveCount(userId, deviceId)) >= ctx.config.maxPeeksPerDevice) {
+        const live = (await ctx.sync.devicePeeks(userId, deviceId)).filter((p) => p.endedSeq === null);
+        if (!live.some((p) => p.roomId === roomId) && live.length >= ctx.config.maxPeeksPerDevice) {
           throw limitExceeded(60_000, `a device may peek at most ${ctx.config.maxPeeksPerDevice} rooms`);
         }
         if (serverOf(roomId) !== ctx.config.serverName) {
