@@ -7,6 +7,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { asc, inArray, sql, type SQL } from 'drizzle-orm';
 import type { PgColumn } from 'drizzle-orm/pg-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { referencePeekTables, type PeekTables } from '../helpers/peekLog';
 import { encodePeekEvent, PEEK_END_REASONS, type PeekEndReason, type PeekEvent, type PeekRef } from '../../src/events/peekEvents';
 import type { Naming } from '../../src/events/subjects';
 import { EventLog } from '../../src/nats/eventLog';
@@ -174,96 +175,10 @@ async function appendHistories(log: EventLog, naming: Naming, histories: Map<str
   return placed.sort((a, b) => a.seq - b.seq);
 }
 
-// --- the reference tables, computed without the projection code -------------------------
+// --- the reference tables, computed without the projection code: test/helpers/peekLog.ts
 
-type SyncRow = typeof syncapiPeeks.$inferSelect;
-type InboundRow = typeof federationsenderInboundPeeks.$inferSelect;
-type OutboundRow = typeof federationsenderOutboundPeeks.$inferSelect;
-type AuditRow = typeof peekAudit.$inferSelect;
-
-interface Tables {
-  syncapi_peeks: SyncRow[];
-  federationsender_inbound_peeks: InboundRow[];
-  federationsender_outbound_peeks: OutboundRow[];
-  peek_audit: AuditRow[];
-}
-
-const cmp = (a: string | number, b: string | number) => (a < b ? -1 : a > b ? 1 : 0);
-const byKeys = <R>(...keys: (keyof R)[]) => (a: R, b: R) => {
-  for (const k of keys) {
-    const c = cmp(a[k] as string | number, b[k] as string | number);
-    if (c !== 0) return c;
-  }
-  return 0;
-};
-
-function referenceTables(placed: Placed[], upToSeq = Infinity): Tables {
-  const sync = new Map<string, SyncRow>();
-  const inbound = new Map<string, InboundRow>();
-  const outbound = new Map<string, OutboundRow>();
-  const audit: AuditRow[] = [];
-  for (const { seq, roomId, shard, event: e } of placed) {
-    if (seq > upToSeq || e === null) continue;
-    const p = e.peek;
-    audit.push({
-      seq,
-      roomId,
-      shard,
-      eventType: e.type,
-      kind: p.kind,
-      userId: p.kind === 'device' ? p.userId : null,
-      deviceId: p.kind === 'device' ? p.deviceId : null,
-      serverName: p.kind === 'device' ? null : p.server,
-      peekId: p.kind === 'device' ? null : p.peekId,
-      at: e.at,
-      expiresAt: e.type !== 'PeekExpired' && e.expiresAt !== undefined ? e.expiresAt : null,
-      renewalIntervalMs: e.type !== 'PeekExpired' && e.renewalIntervalMs !== undefined ? e.renewalIntervalMs : null,
-      reason: e.type === 'PeekExpired' ? e.reason : null,
-    });
-    if (p.kind === 'device') {
-      const k = `${roomId}|${p.userId}|${p.deviceId}`;
-      const row = sync.get(k);
-      if (e.type === 'PeekStarted') {
-        const replaced = row && row.endedSeq !== null ? row : undefined;
-        sync.set(k, {
-          roomId, userId: p.userId, deviceId: p.deviceId, shard,
-          startedSeq: seq, startedAt: e.at, renewedAt: e.at, expiresAt: e.expiresAt ?? null, roomSeq: e.roomSeq ?? 0,
-          updatedSeq: seq, endedSeq: null, endedAt: null, endReason: null, endedRoomSeq: null,
-          prevStartedSeq: replaced?.startedSeq ?? null, prevEndedSeq: replaced?.endedSeq ?? null,
-        });
-      } else if (row && e.type === 'PeekRenewed') {
-        sync.set(k, { ...row, renewedAt: e.at, expiresAt: e.expiresAt ?? null, updatedSeq: seq });
-      } else if (row && e.type === 'PeekExpired') {
-        sync.set(k, { ...row, endedSeq: seq, endedAt: e.at, endReason: e.reason, endedRoomSeq: e.roomSeq ?? null, updatedSeq: seq });
-      }
-    } else {
-      const table = p.kind === 'inbound' ? inbound : outbound;
-      const k = p.kind === 'inbound' ? `${roomId}|${p.server}|${p.peekId}` : `${roomId}|${p.server}`;
-      const row = table.get(k);
-      if (e.type === 'PeekStarted') {
-        const interval = e.renewalIntervalMs ?? 0;
-        const common = {
-          roomId, serverName: p.server, peekId: p.peekId, shard,
-          createdAt: e.at, renewedAt: e.at, renewalIntervalMs: interval, expiresAt: e.expiresAt ?? e.at + interval, startedSeq: seq,
-        };
-        if (p.kind === 'inbound') inbound.set(k, { ...common, roomSeq: e.roomSeq ?? 0 });
-        else outbound.set(k, common);
-      } else if (row && e.type === 'PeekRenewed') {
-        // No deadline given: the renewal plus the (new, else the current) interval.
-        const interval = e.renewalIntervalMs ?? row.renewalIntervalMs;
-        table.set(k, { ...row, renewedAt: e.at, renewalIntervalMs: interval, expiresAt: e.expiresAt ?? e.at + interval } as InboundRow & OutboundRow);
-      } else if (e.type === 'PeekExpired') {
-        table.delete(k);
-      }
-    }
-  }
-  return {
-    syncapi_peeks: [...sync.values()].sort(byKeys<SyncRow>('roomId', 'userId', 'deviceId')),
-    federationsender_inbound_peeks: [...inbound.values()].sort(byKeys<InboundRow>('roomId', 'serverName', 'peekId')),
-    federationsender_outbound_peeks: [...outbound.values()].sort(byKeys<OutboundRow>('roomId', 'serverName')),
-    peek_audit: audit.sort(byKeys<AuditRow>('seq')),
-  };
-}
+const referenceTables = referencePeekTables;
+type Tables = PeekTables;
 
 // --- reading the tables ------------------------------------------------------------------
 
