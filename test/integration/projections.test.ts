@@ -7,8 +7,8 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { asc, inArray, sql, type SQL } from 'drizzle-orm';
 import type { PgColumn } from 'drizzle-orm/pg-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { referencePeekTables, type PeekTables } from '../helpers/peekLog';
-import { encodePeekEvent, PEEK_END_REASONS, type PeekEndReason, type PeekEvent, type PeekRef } from '../../src/events/peekEvents';
+import { referencePeekTables, roomHistory, DEVICE_REASONS, INBOUND_REASONS, OUTBOUND_REASONS, type PeekTables } from '../helpers/peekLog';
+import { encodePeekEvent, PEEK_END_REASONS, type PeekEvent, type PeekRef } from '../../src/events/peekEvents';
 import type { Naming } from '../../src/events/subjects';
 import { EventLog } from '../../src/nats/eventLog';
 import { auditProjection } from '../../src/projections/audit';
@@ -34,98 +34,6 @@ interface Placed {
   event: PeekEvent | null;
 }
 
-/** Deterministic PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const DEVICE_REASONS: PeekEndReason[] = ['unpeeked', 'timed_out', 'joined', 'visibility_changed', 'encrypted', 'device_removed'];
-const INBOUND_REASONS: PeekEndReason[] = ['timed_out', 'remote_deleted', 'visibility_changed', 'encrypted', 'rejected'];
-const OUTBOUND_REASONS: PeekEndReason[] = ['no_active_peekers', 'remote_deleted', 'unpeeked', 'rejected', 'timed_out'];
-
-/**
- * A plausible history for one room, as its actor would write it: one live peek per
- * device / (server, peekId) / outbound server; renewals and expiries only of live peeks;
- * optional fields sometimes left out; now and then a message of an unknown shape.
- */
-function roomHistory(roomId: string, steps: number, seed: number): object[] {
-  const rnd = prng(seed);
-  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;
-  const chance = (p: number) => rnd() < p;
-  const live = new Map<string, { peek: PeekRef; interval?: number }>();
-  const out: object[] = [];
-  let at = T0 + seed * 7;
-  const devices: PeekRef[] = [];
-  for (const u of ['@ann:example.org', '@bo:example.org', '@cy:other.example', '@di:example.org']) {
-    for (const d of ['PHONE', 'LAPTOP']) devices.push({ kind: 'device', userId: u, deviceId: d });
-  }
-  const inbound: PeekRef[] = [];
-  for (const server of ['peer.example', 'peer2.example:8448', '[::1]:8449']) {
-    for (const peekId of ['p1', 'p2']) inbound.push({ kind: 'inbound', server, peekId });
-  }
-  const outboundServers = ['remote.example', 'remote2.example'];
-  const keyOf = (p: PeekRef) => (p.kind === 'device' ? `d ${p.userId} ${p.deviceId}` : p.kind === 'inbound' ? `i ${p.server} ${p.peekId}` : `o ${p.server}`);
-
-  for (let step = 0; step < steps; step++) {
-    at += 1000 + Math.floor(rnd() * 500);
-    const r = rnd();
-    if (r < 0.015) {
-      // A newer shape (v2) or an unknown type: readers skip it.
-      out.push(chance(0.5) ? { type: 'PeekStarted', v: 2, roomId, peek: pick(devices), at, lease: 'x' } : { type: 'PeekPaused', v: 1, roomId, peek: pick(devices), at });
-      continue;
-    }
-    let peek: PeekRef;
-    if (r < 0.6) peek = pick(devices);
-    else if (r < 0.85) peek = pick(inbound);
-    else {
-      const server = pick(outboundServers);
-      const current = live.get(`o ${server}`);
-      peek = current ? current.peek : { kind: 'outbound', server, peekId: pick(['o1', 'o2', 'o3']) };
-    }
-    const key = keyOf(peek);
-    const current = live.get(key);
-    if (!current) {
-      const base = { type: 'PeekStarted', v: 1, roomId, peek, at };
-      if (peek.kind === 'device') {
-        out.push({ ...base, ...(chance(0.9) ? { expiresAt: at + HOUR } : {}), ...(chance(0.9) ? { roomSeq: Math.floor(rnd() * 5000) } : {}) });
-        live.set(key, { peek });
-      } else {
-        const interval = pick([60_000, 600_000, HOUR]);
-        const withInterval = chance(0.95);
-        out.push({
-          ...base,
-          ...(withInterval ? { renewalIntervalMs: interval } : {}),
-          ...(chance(0.85) ? { expiresAt: at + interval + 30_000 } : {}),
-          ...(peek.kind === 'inbound' && chance(0.9) ? { roomSeq: Math.floor(rnd() * 5000) } : {}),
-        });
-        live.set(key, { peek, interval: withInterval ? interval : undefined });
-      }
-    } else if (chance(0.55)) {
-      const base = { type: 'PeekRenewed', v: 1, roomId, peek: current.peek, at };
-      if (peek.kind === 'device') out.push({ ...base, ...(chance(0.9) ? { expiresAt: at + HOUR } : {}) });
-      else {
-        // A renewal that changes the interval always names its deadline (see the BUG test below).
-        const interval = chance(0.7) ? pick([60_000, 600_000, HOUR]) : undefined;
-        const withDeadline = interval !== undefined || chance(0.6);
-        out.push({ ...base, ...(interval ? { renewalIntervalMs: interval } : {}), ...(withDeadline ? { expiresAt: at + (interval ?? 60_000) + 30_000 } : {}) });
-      }
-    } else {
-      const reason = pick(peek.kind === 'device' ? DEVICE_REASONS : peek.kind === 'inbound' ? INBOUND_REASONS : OUTBOUND_REASONS);
-      out.push({ type: 'PeekExpired', v: 1, roomId, peek: current.peek, at, reason });
-      live.delete(key);
-    }
-  }
-  return out;
-}
-
-/** A hand-written room whose table rows are spelled out literally in the tests. */
 const FIXTURE_ROOM = '!fixture.room.v1:example.org';
 const BOB_PHONE: PeekRef = { kind: 'device', userId: '@bob:example.org', deviceId: 'PHONE' };
 const CAROL_LAPTOP: PeekRef = { kind: 'device', userId: '@carol:example.org', deviceId: 'LAPTOP' };
