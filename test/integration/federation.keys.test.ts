@@ -41,7 +41,9 @@ function checkSelfSigned(body: any, serverName: string): string[] {
   return ids;
 }
 
-describe('the signing key file', () => {
+// Two peekd starts and a refused request whose key fetch must fail (DNS, on a threadpool
+// that scrypt and PGlite share): generous on a loaded machine.
+describe('the signing key file', { timeout: 180_000 }, () => {
   it('is generated on first start (mode 0600), served, kept across a restart, and never logged', async () => {
     const hs = await startLoggedPeekd();
     try {
