@@ -25,7 +25,7 @@ import { EventLog } from './nats/eventLog';
 import { ensureStreams } from './nats/streams';
 import { federationPeeksProjection } from './projections/federationPeeks';
 import { PROJECTIONS } from './projections/index';
-import { ProjectionRunner, type RunnerOptions } from './projections/runner';
+import { ProjectionRunner } from './projections/runner';
 import type { Projected } from './projections/projection';
 import type { PeekEvent } from './events/peekEvents';
 import type { RoomEvent } from './events/roomEvents';

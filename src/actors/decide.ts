@@ -1,12 +1,10 @@
 // decide: (state, command, context) → what happens, or a typed DomainError. Pure: no
 // I/O, no clock (time arrives in the context), nothing from nats, drizzle or HTTP.
-import { peekKey, type PeekEndReason, type PeekEvent, type PeekExpired, type PeekRef } from '../events/peekEvents';
+import { peekKey, type PeekEvent, type PeekExpired, type PeekRef } from '../events/peekEvents';
 import type {
   DecideContext,
   DeleteInboundPeek,
   EndOutboundPeek,
-  PduDraft,
-  ReceivedPdu,
   RenewInboundPeek,
   RenewOutboundPeek,
   RoomCommand,
@@ -23,24 +21,13 @@ import {
   IncompatibleRoomVersionError,
   NotFoundError,
 } from './errors';
+import { decision, endReasonFor, expired, impliedEndings, type Decision } from './decision';
 import { decideCreateRoom, decideReceivePdus, decideSendEvents, previewReceived } from './roomDecide';
 import { serverAclAllows } from './serverAcl';
 import { isEncrypted, isWorldReadable, membershipOf, roomServerOf, stateContent, type LivePeek, type RoomFacts, type RoomState } from './state';
 
-export interface Decision {
-  /** New local events to author, in order (the shell builds, hashes and signs them). */
-  drafts: PduDraft[];
-  /** Verified PDUs from federation to append as they are, in order. */
-  received: ReceivedPdu[];
-  /** Peek events, appended after the room events. */
-  peeks: PeekEvent[];
-  /** For an idempotent send that was already done: the event it produced. */
-  existingEventId?: string;
-}
 
-export function decision(partial: Partial<Decision>): Decision {
-  return { drafts: [], received: [], peeks: [], ...partial };
-}
+export { decision, endReasonFor, impliedEndings, type Decision };
 
 export function decide(state: RoomState, command: RoomCommand, ctx: DecideContext): Decision | DomainError {
   switch (command.type) {
@@ -84,28 +71,6 @@ export function isDue(peek: LivePeek, now: number): boolean {
   return peek.expiresAt !== undefined && now >= peek.expiresAt;
 }
 
-function expired(roomId: string, peek: PeekRef, at: number, reason: PeekEndReason): PeekExpired {
-  return { type: 'PeekExpired', v: 1, roomId, peek, at, reason };
-}
-
-/** Why the room's facts no longer allow this peek, or null when they do. */
-export function endReasonFor(room: RoomFacts | null, peek: PeekRef): PeekEndReason | null {
-  if (room === null) return null;
-  if (isEncrypted(room)) return 'encrypted';
-  if (!isWorldReadable(room)) return 'visibility_changed';
-  if (peek.kind === 'device' && membershipOf(room, peek.userId) === 'join') return 'joined';
-  return null;
-}
-
-/** PeekExpired events for every live peek the room's facts no longer allow. */
-export function impliedEndings(room: RoomFacts | null, state: RoomState, now: number): PeekExpired[] {
-  const out: PeekExpired[] = [];
-  for (const live of state.peeks.values()) {
-    const reason = endReasonFor(room, live.peek);
-    if (reason) out.push(expired(state.roomId, live.peek, now, reason));
-  }
-  return out;
-}
 
 /** Grace after a peek's renewal interval before it is taken for expired (both directions). */
 export function inboundGraceMs(intervalMs: number): number {

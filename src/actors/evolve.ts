@@ -101,9 +101,6 @@ export function foldPdu(
   };
 }
 
-export function livePeeksOf(state: RoomState): LivePeek[] {
-  return [...state.peeks.values()];
-}
 
 function pushBounded(ids: string[], id: string): string[] {
   ids.push(id);

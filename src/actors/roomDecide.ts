@@ -1,11 +1,10 @@
 // Room-event commands: create a room, send events, accept PDUs received over federation.
 // Each draft is authorised against the room as the drafts before it leave it, and the
 // peeks the new state no longer allows end in the same decision.
-import type { PeekExpired } from '../events/peekEvents';
 import type { Pdu } from '../events/roomEvents';
 import { authorize } from './authRules';
 import type { CreateRoom, DecideContext, PduDraft, ReceivedPdu, ReceivePdus, SendEvents } from './commands';
-import { decision, impliedEndings, type Decision } from './decide';
+import { decision, impliedEndings, type Decision } from './decision';
 import { BadStateError, ForbiddenError, InvalidInputError, NotFoundError, type DomainError } from './errors';
 import { foldPdu } from './evolve';
 import { roomServerOf, txnKey, type RoomFacts, type RoomState } from './state';
@@ -36,10 +35,6 @@ function draftAsPdu(roomId: string, draft: PduDraft, now: number, depth: number)
   };
 }
 
-function endings(state: RoomState, room: RoomFacts, now: number): PeekExpired[] {
-  return impliedEndings(room, state, now);
-}
-
 export function decideCreateRoom(state: RoomState, cmd: CreateRoom, ctx: DecideContext): Decision | DomainError {
   if (state.room) return new BadStateError(`room ${state.roomId} already exists`);
   const first = cmd.events[0];
@@ -60,7 +55,7 @@ export function decideSendEvents(state: RoomState, cmd: SendEvents, ctx: DecideC
   if (cmd.events.length === 0) return decision({});
   const room = preview(state, state.room.roomVersion, cmd.events, ctx.now);
   if ('code' in room) return room;
-  return decision({ drafts: cmd.events, peeks: endings(state, room, ctx.now) });
+  return decision({ drafts: cmd.events, peeks: impliedEndings(room, state, ctx.now) });
 }
 
 export function decideReceivePdus(state: RoomState, cmd: ReceivePdus, ctx: DecideContext): Decision | DomainError {
@@ -77,7 +72,7 @@ export function decideReceivePdus(state: RoomState, cmd: ReceivePdus, ctx: Decid
     known.add(item.eventId);
     received.push(item);
   }
-  return decision({ received, peeks: room ? endings(state, room, ctx.now) : [] });
+  return decision({ received, peeks: room ? impliedEndings(room, state, ctx.now) : [] });
 }
 
 /** The room as it will be once `received` is appended (for deciding on a snapshot). */

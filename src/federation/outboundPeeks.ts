@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { CommandBus } from '../actors/commandBus';
 import type { ReceivedPdu } from '../actors/commands';
 import { BadStateError, DomainError } from '../actors/errors';
-import type { Clock, CommandResult } from '../actors/roomActor';
+import type { Clock } from '../actors/roomActor';
 import { isValidRoomId, isValidServerName, serverOf } from '../events/ids';
 import type { Pdu } from '../events/roomEvents';
 import type { Db } from '../store/db';
@@ -19,6 +19,7 @@ import { FederationUnreachableError, type FederationClient } from './client';
 import type { OutboundHooks } from './context';
 import type { KeyRing } from './keyRing';
 import { checkPdu } from './verifyPdu';
+import { settled } from '../projections/settled';
 
 /** Room versions whose events we can check (reference-hash event IDs, known redaction rules). */
 export const SUPPORTED_ROOM_VERSIONS = ['10', '9', '8', '7', '6', '5', '4', '3'];
@@ -186,11 +187,7 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
     return rows.length > 0;
   }
 
-  private async settle(result: CommandResult): Promise<void> {
-    const rooms = result.roomEvents.at(-1)?.seq;
-    const peeks = result.peekEvents.at(-1)?.seq;
-    await Promise.all([rooms ? this.deps.waitForProjections('rooms', rooms) : undefined, peeks ? this.deps.waitForProjections('peeks', peeks, 'all') : undefined]);
-  }
+
 
   private async startPeek(roomId: string, servers: string[], peekId = newPeekId()): Promise<void> {
     const candidates = [...new Set([...servers, serverOf(roomId)])].filter((s) => s !== this.deps.serverName);
@@ -233,7 +230,7 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
     const renewalIntervalMs = clampRenewalInterval(res.body.renewal_interval, 60 * 60_000);
     try {
       const result = await this.deps.bus.send({ type: 'StartOutboundPeek', roomId, server, peekId, renewalIntervalMs, pdus });
-      await this.settle(result);
+      await settled(this.deps.waitForProjections, result, 'all');
     } catch (err) {
       if (err instanceof DomainError) throw new MatrixError(err.code === 'forbidden' ? 403 : 502, err.code === 'forbidden' ? 'M_FORBIDDEN' : 'M_UNKNOWN', err.message);
       throw err;
@@ -267,7 +264,7 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
   private async end(roomId: string, server: string, reason: 'unpeeked' | 'no_active_peekers' | 'remote_deleted' | 'rejected'): Promise<void> {
     try {
       const result = await this.deps.bus.send({ type: 'EndOutboundPeek', roomId, server, reason });
-      await this.settle(result);
+      await settled(this.deps.waitForProjections, result, 'all');
     } catch (err) {
       if (!(err instanceof BadStateError)) throw err;
     }
@@ -361,7 +358,7 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
       const renewalIntervalMs = clampRenewalInterval(res.body.renewal_interval, 60 * 60_000);
       try {
         const result = await this.deps.bus.send({ type: 'RenewOutboundPeek', roomId, server, peekId, renewalIntervalMs });
-        await this.settle(result);
+        await settled(this.deps.waitForProjections, result, 'all');
       } catch (err) {
         if (!(err instanceof DomainError)) throw err;
       }

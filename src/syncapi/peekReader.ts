@@ -1,4 +1,4 @@
-import { and, count, eq, isNull } from 'drizzle-orm';
+import { and, eq, isNull } from 'drizzle-orm';
 import type { Db } from '../store/db';
 import { syncapiPeeks } from '../store/schema';
 
@@ -12,13 +12,7 @@ export class PeekReader {
     return this.db.select().from(syncapiPeeks).where(and(eq(syncapiPeeks.userId, userId), eq(syncapiPeeks.deviceId, deviceId)));
   }
 
-  async liveCount(userId: string, deviceId: string): Promise<number> {
-    const [row] = await this.db
-      .select({ n: count() })
-      .from(syncapiPeeks)
-      .where(and(eq(syncapiPeeks.userId, userId), eq(syncapiPeeks.deviceId, deviceId), isNull(syncapiPeeks.endedSeq)));
-    return Number(row?.n ?? 0);
-  }
+
 
   async liveRoomsOfDevice(userId: string, deviceId: string): Promise<string[]> {
     const rows = await this.db
@@ -28,11 +22,5 @@ export class PeekReader {
     return rows.map((r) => r.r);
   }
 
-  async isPeeking(roomId: string, userId: string, deviceId: string): Promise<boolean> {
-    const rows = await this.db
-      .select({ r: syncapiPeeks.roomId })
-      .from(syncapiPeeks)
-      .where(and(eq(syncapiPeeks.roomId, roomId), eq(syncapiPeeks.userId, userId), eq(syncapiPeeks.deviceId, deviceId), isNull(syncapiPeeks.endedSeq)));
-    return rows.length > 0;
-  }
+
 }

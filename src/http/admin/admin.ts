@@ -6,6 +6,7 @@ import { MatrixError, badJson } from '../errors';
 import { bearerToken, secretsEqual } from '../secrets';
 import { queryAudit, parseAuditQuery } from '../../projections/auditQuery';
 import { replayProjection, selectReadModels, verifyProjection } from '../../projections/rebuild';
+import { settled } from '../../projections/settled';
 
 export function registerAdmin(app: FastifyInstance, peekd: Peekd): void {
   const token = peekd.config.adminToken;
@@ -24,8 +25,7 @@ export function registerAdmin(app: FastifyInstance, peekd: Peekd): void {
     }
     const { commandId, ...command } = body;
     const result = await peekd.bus.send(command as RoomCommand, commandId);
-    const lastPeek = result.peekEvents.at(-1)?.seq;
-    if (lastPeek) await peekd.waitForProjections('peeks', lastPeek, 'all');
+    await settled(peekd.waitForProjections, result, 'all');
     return {
       peek_events: result.peekEvents.map((e) => ({ seq: e.seq, ...e.event })),
       room_events: result.roomEvents.map((e) => ({ seq: e.seq, event_id: e.event.eventId, type: e.event.pdu.type })),

@@ -9,6 +9,7 @@ import type { ClientContext } from './context';
 import { PEEK_PREFIXES, clientRoute } from './prefixes';
 import { requireRoomId, resolveRoomIdOrAlias } from './resolveRoom';
 import { bearerToken } from '../secrets';
+import { settled } from '../../projections/settled';
 
 const peekBody = {
   type: 'object',
@@ -89,9 +90,7 @@ export function registerPeekRoutes(app: FastifyInstance, ctx: ClientContext): vo
       handler: async (req) => {
         const { userId, deviceId } = sessionOf(req);
         const roomId = requireRoomId((req.params as { roomId: string }).roomId);
-        const result = await ctx.bus.send({ type: 'StopDevicePeek', roomId, userId, deviceId, reason: 'unpeeked' });
-        const last = result.peekEvents.at(-1);
-        if (last) await ctx.waitForProjections('peeks', last.seq);
+        await settled(ctx.waitForProjections, await ctx.bus.send({ type: 'StopDevicePeek', roomId, userId, deviceId, reason: 'unpeeked' }));
         return {};
       },
     },

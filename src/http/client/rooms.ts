@@ -15,6 +15,7 @@ import { requireAuth, sessionOf } from './auth';
 import type { ClientContext } from './context';
 import { clientRoute } from './prefixes';
 import { requireRoomId, resolveRoomIdOrAlias } from './resolveRoom';
+import { settled } from '../../projections/settled';
 
 const createRoomBody = {
   type: 'object',
@@ -99,13 +100,6 @@ export function createRoomDrafts(creator: string, body: CreateRoomBody, alias?: 
   return drafts;
 }
 
-/** The room's events are in the sync tables once this resolves (read your writes). */
-async function settled(ctx: ClientContext, result: CommandResult): Promise<void> {
-  const rooms = result.roomEvents.at(-1)?.seq;
-  const peeks = result.peekEvents.at(-1)?.seq;
-  await Promise.all([rooms ? ctx.waitForProjections('rooms', rooms) : undefined, peeks ? ctx.waitForProjections('peeks', peeks) : undefined]);
-}
-
 function lastEventId(result: CommandResult): string {
   const id = result.existingEventId ?? result.roomEvents.at(-1)?.event.eventId;
   if (!id) throw new MatrixError(500, 'M_UNKNOWN', 'no event was written');
@@ -149,7 +143,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
       }
       try {
         const result = await ctx.bus.send({ type: 'CreateRoom', roomId, roomVersion: ROOM_VERSION, events: createRoomDrafts(userId, body, alias) });
-        await settled(ctx, result);
+        await settled(ctx.waitForProjections, result);
       } catch (err) {
         if (alias) await ctx.db.delete(roomAliases).where(eq(roomAliases.alias, alias));
         throw err;
@@ -174,7 +168,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
         events: [{ type: eventType, sender: userId, content: req.body as Record<string, unknown> }],
         txn: { deviceId, txnId },
       });
-      await settled(ctx, result);
+      await settled(ctx.waitForProjections, result);
       return { event_id: lastEventId(result) };
     },
   });
@@ -189,7 +183,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
       roomId,
       events: [{ type: eventType, sender: userId, state_key: stateKey ?? '', content: req.body as Record<string, unknown> }],
     });
-    await settled(ctx, result);
+    await settled(ctx.waitForProjections, result);
     return { event_id: lastEventId(result) };
   };
   clientRoute(app, { method: 'PUT', path: '/rooms/:roomId/state/:eventType', schema: { body: { type: 'object' } }, preHandler: auth, handler: putState });
@@ -317,7 +311,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
       roomId,
       events: [{ type: 'm.room.member', sender: userId, state_key: userId, content: { membership: membershipOf } }],
     });
-    await settled(ctx, result);
+    await settled(ctx.waitForProjections, result);
   };
   const join = membership('join');
   const leave = membership('leave');
@@ -377,7 +371,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
         roomId,
         events: [{ type: 'm.room.member', sender: userId, state_key: target, content: { membership: 'invite' } }],
       });
-      await settled(ctx, result);
+      await settled(ctx.waitForProjections, result);
       return {};
     },
   });

@@ -13,6 +13,7 @@ import { MatrixError, badJson, invalidParam, limitExceeded, notFound } from '../
 import { originOf, requireServerAuth } from './auth';
 import type { ReceivedPdu } from '../../actors/commands';
 import type { Pdu } from '../../events/roomEvents';
+import { settled } from '../../projections/settled';
 
 export const PEEKD_VERSION = '0.1.0';
 
@@ -70,18 +71,14 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
     const origin = originOf(req);
     const { roomId, peekId } = peekParams(req.params);
     await checkAcl(roomId, origin);
-    const result = await ctx.bus.send({ type: 'RenewInboundPeek', roomId, server: origin, peekId });
-    const last = result.peekEvents.at(-1);
-    if (last) await ctx.waitForProjections('peeks', last.seq, 'all');
+    await settled(ctx.waitForProjections, await ctx.bus.send({ type: 'RenewInboundPeek', roomId, server: origin, peekId }), 'all');
     return { renewal_interval: ctx.config.inboundRenewalIntervalMs };
   });
 
   app.delete('/_matrix/federation/v1/peek/:roomId/:peekId', { preValidation: auth }, async (req) => {
     const origin = originOf(req);
     const { roomId, peekId } = peekParams(req.params);
-    const result = await ctx.bus.send({ type: 'DeleteInboundPeek', roomId, server: origin, peekId });
-    const last = result.peekEvents.at(-1);
-    if (last) await ctx.waitForProjections('peeks', last.seq, 'all');
+    await settled(ctx.waitForProjections, await ctx.bus.send({ type: 'DeleteInboundPeek', roomId, server: origin, peekId }), 'all');
     return {};
   });
 
