@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import type { RoomCommand } from './commands';
 import { validateCommand } from './validateCommand';
 import { RoomActor, type ActorDeps, type CommandResult } from './roomActor';
+import type { RoomState } from './state';
 
 interface Entry {
   actor: RoomActor;
@@ -53,6 +54,11 @@ export class ActorHost {
       e.pending--;
       e.actor.lastUsedAt = this.deps.clock.now();
     });
+  }
+
+  /** The state of the room's actor, if it is active here (tests and diagnostics). */
+  state(roomId: string): RoomState | undefined {
+    return this.rooms.get(roomId)?.actor.current;
   }
 
   get activeRooms(): number {

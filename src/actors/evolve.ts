@@ -3,6 +3,7 @@
 // replay a newer log. `inPlace` is for a state the caller alone holds (an actor folding
 // its history on activation): the same result without copying the maps per event, which
 // would make folding a long history quadratic.
+import { seqOfPosition } from '../events/envelope';
 import { peekKey, type StoredPeekEvent } from '../events/peekEvents';
 import type { Pdu, StoredRoomEvent } from '../events/roomEvents';
 import { stateKey, txnKey, type LivePeek, type RoomFacts, type RoomState } from './state';
@@ -15,9 +16,9 @@ export type StoredEvent = ({ stream: 'peeks' } & StoredPeekEvent) | ({ stream: '
 export function evolve(state: RoomState, stored: StoredEvent, inPlace = false): RoomState {
   if (stored.stream === 'rooms') {
     const { event, seq } = stored;
-    if (event.type !== 'RoomPdu') return { ...state, roomsSeq: seq };
+    if (event.type !== 'RoomPdu') return { ...state, roomsSeq: seqOfPosition(seq) };
     const txn = event.txn ? txnKey(event.pdu.sender, event.txn.deviceId, event.txn.txnId) : undefined;
-    return { ...state, roomsSeq: seq, room: foldPdu(state.room, event.pdu, event.eventId, seq, event.roomVersion, txn, inPlace) };
+    return { ...state, roomsSeq: seqOfPosition(seq), room: foldPdu(state.room, event.pdu, event.eventId, seq, event.roomVersion, txn, inPlace) };
   }
   const { event, seq } = stored;
   const key = peekKey(event.peek);
@@ -50,9 +51,9 @@ export function evolve(state: RoomState, stored: StoredEvent, inPlace = false): 
       peeks.delete(key);
       break;
     default:
-      return { ...state, peeksSeq: seq };
+      return { ...state, peeksSeq: seqOfPosition(seq) };
   }
-  return { ...state, peeksSeq: seq, peeks };
+  return { ...state, peeksSeq: seqOfPosition(seq), peeks };
 }
 
 /** Folds one accepted PDU into the room's facts (copy-on-write of the state map). */

@@ -1,7 +1,8 @@
 // The room actor's shell: the only place where the log meets decide/evolve. Load the
 // room's two subjects, decide, append with the expected last subject sequence, fold.
-import { decodePeekEvent, encodePeekEvent, type PeekEvent, type StoredPeekEvent } from '../events/peekEvents';
-import { decodeRoomEvent, encodeRoomEvent, type RoomPduAppended, type StoredRoomEvent } from '../events/roomEvents';
+import { eachEvent, encodeEnvelope, position, storedEvents } from '../events/envelope';
+import { decodePeekEnvelope, type PeekEvent, type StoredPeekEvent } from '../events/peekEvents';
+import { decodeRoomEnvelope, type RoomPduAppended, type StoredRoomEvent } from '../events/roomEvents';
 import { ConcurrencyError } from '../nats/errors';
 import type { EventLog } from '../nats/eventLog';
 import type { DecideContext, PduDraft, ReceivedPdu, RoomCommand } from './commands';
@@ -10,7 +11,7 @@ import { ConflictError, DomainError } from './errors';
 import { evolve, type StoredEvent } from './evolve';
 import type { PduFactory } from './pduFactory';
 import type { SnapshotStore } from './snapshots';
-import { initialState, type RoomState } from './state';
+import { commandRecord, initialState, recordCommand, type CommandRecord, type RoomState } from './state';
 
 export interface Clock {
   now(): number;
@@ -36,12 +37,14 @@ export interface ActorDeps {
   snapshots?: SnapshotStore;
 }
 
+/** What a command's caller learns: the events it appended (with their positions), no more. */
 export interface CommandResult {
-  state: RoomState;
   peekEvents: StoredPeekEvent[];
   roomEvents: StoredRoomEvent[];
   /** Set when an idempotent send had already been done. */
   existingEventId?: string;
+  /** The room as the command left it: its version and its newest event's ROOMS position. */
+  room?: { roomVersion: string; latestSeq: number };
   /** How many conflicts were retried before the command went through. */
   conflicts: number;
 }
@@ -52,6 +55,8 @@ export class RoomActor {
   /** Events folded since the last snapshot (loaded or saved). */
   private sinceSnapshot = 0;
   private saving?: Promise<void>;
+  /** Set when an append failed in a way that leaves its outcome unknown: reload first. */
+  private uncertain = false;
 
   constructor(
     readonly roomId: string,
@@ -68,6 +73,7 @@ export class RoomActor {
   async activate(): Promise<void> {
     await this.reload();
     await this.heal();
+    this.uncertain = false;
   }
 
   private async reload(): Promise<void> {
@@ -81,16 +87,21 @@ export class RoomActor {
     // PEEKS first: every peek event we fold was caused by room events we then also fold.
     const peeks = await log.read('peeks', this.roomId, state.peeksSeq + 1);
     const rooms = await log.read('rooms', this.roomId, state.roomsSeq + 1);
+    let folded = 0;
     for (const r of rooms) {
-      const event = decodeRoomEvent(r.data);
-      state = event ? evolve(state, { stream: 'rooms', seq: r.seq, event }, true) : { ...state, roomsSeq: r.seq };
+      const { commandId, events } = decodeRoomEnvelope(r.data);
+      eachEvent(r.seq, events, (event, seq) => (state = evolve(state, { stream: 'rooms', seq, event }, true)));
+      state = { ...state, roomsSeq: r.seq, commands: recordCommand(state.commands, commandId, 'rooms', r.seq, true) };
+      folded += events.length;
     }
     for (const r of peeks) {
-      const event = decodePeekEvent(r.data);
-      state = event ? evolve(state, { stream: 'peeks', seq: r.seq, event }, true) : { ...state, peeksSeq: r.seq };
+      const { commandId, events } = decodePeekEnvelope(r.data);
+      eachEvent(r.seq, events, (event, seq) => (state = evolve(state, { stream: 'peeks', seq, event }, true)));
+      state = { ...state, peeksSeq: r.seq, commands: recordCommand(state.commands, commandId, 'peeks', r.seq, true) };
+      folded += events.length;
     }
     this.state = state;
-    this.sinceSnapshot = rooms.length + peeks.length;
+    this.sinceSnapshot = folded;
     this.maybeSnapshot();
   }
 
@@ -103,12 +114,15 @@ export class RoomActor {
     this.saving = this.deps.snapshots
       .save(state)
       .catch(() => undefined) // derived data: a failed save only means a longer read next time
-      .finally(() => (this.saving = undefined));
+      .finally(() => {
+        this.saving = undefined;
+        this.maybeSnapshot(); // what was folded meanwhile may be due already
+      });
   }
 
   /** Waits for a snapshot being saved (tests, shutdown). */
   async flushSnapshot(): Promise<void> {
-    await this.saving;
+    while (this.saving) await this.saving;
   }
 
   /**
@@ -117,7 +131,7 @@ export class RoomActor {
    */
   private async heal(): Promise<void> {
     for (let attempt = 0; ; attempt++) {
-      const endings = withEndSeq(impliedEndings(this.state.room, this.state, this.deps.clock.now()), this.state.roomsSeq);
+      const endings = withEndSeq(impliedEndings(this.state.room, this.state, this.deps.clock.now()), this.state);
       if (endings.length === 0) return;
       try {
         await this.appendPeeks(endings, `heal:${this.roomId}:${this.state.peeksSeq}`);
@@ -130,6 +144,18 @@ export class RoomActor {
   }
 
   async handle(command: RoomCommand, commandId: string): Promise<CommandResult> {
+    try {
+      if (this.uncertain) await this.activate();
+      return await this.decideAndAppend(command, commandId);
+    } catch (err) {
+      // A domain answer leaves the state as it was; anything else (a NATS timeout, a lost
+      // connection) may or may not have appended: read the log again before the next command.
+      if (!(err instanceof DomainError)) this.uncertain = true;
+      throw err;
+    }
+  }
+
+  private async decideAndAppend(command: RoomCommand, commandId: string): Promise<CommandResult> {
     const { settings, clock } = this.deps;
     let conflicts = 0;
     const conflict = async (err: unknown) => {
@@ -142,6 +168,10 @@ export class RoomActor {
       await this.reload();
     };
     for (;;) {
+      // A command this room has already taken (a retry after a lost reply, or a host that
+      // died after appending): answer with what the log holds, never decide it again.
+      const done = commandRecord(this.state, commandId);
+      if (done) return this.recorded(done, conflicts);
       const ctx: DecideContext = {
         now: clock.now(),
         serverName: settings.serverName,
@@ -158,13 +188,17 @@ export class RoomActor {
       }
       if (decided instanceof DomainError) throw decided;
       if (decided.existingEventId) {
-        return { state: this.state, peekEvents: [], roomEvents: [], existingEventId: decided.existingEventId, conflicts };
+        return { peekEvents: [], roomEvents: [], existingEventId: decided.existingEventId, room: this.roomSummary(), conflicts };
       }
-      // A retry after a conflict is a new attempt: it must not collide with the message IDs
-      // of a partly appended earlier attempt.
-      const attemptId = conflicts === 0 ? commandId : `${commandId}~${conflicts}`;
       try {
-        const roomEvents = await this.appendRoomEvents(decided.drafts, decided.received, command, attemptId, ctx.now);
+        const rooms = await this.appendRoomEvents(decided.drafts, decided.received, command, commandId, ctx.now);
+        if (rooms.duplicate) {
+          // Another attempt of this command (here or on another host) is in the log already.
+          await this.reload();
+          await this.heal();
+          return this.recorded(commandRecord(this.state, commandId) ?? { rooms: rooms.seq }, conflicts);
+        }
+        const roomEvents = rooms.stored;
         // Peek decisions read the room (visibility, membership, encryption): when only
         // PEEKS is appended, the room must not have moved under us.
         const startsPeek = roomEvents.length === 0 && decided.peeks.some((e) => e.type === 'PeekStarted' || e.type === 'PeekRenewed');
@@ -173,7 +207,12 @@ export class RoomActor {
         }
         let peekEvents: StoredPeekEvent[] = [];
         try {
-          peekEvents = await this.appendPeeks(withEndSeq(decided.peeks, this.state.roomsSeq), attemptId);
+          const peeks = await this.appendPeeks(withEndSeq(decided.peeks, this.state), commandId);
+          if (peeks.duplicate) {
+            await this.reload();
+            return this.recorded(commandRecord(this.state, commandId) ?? { peeks: peeks.seq }, conflicts);
+          }
+          peekEvents = peeks.stored;
         } catch (err) {
           // The room events are in; only the peek endings they imply are missing. Healing
           // re-derives exactly those from the reloaded room, so nothing is decided twice.
@@ -188,12 +227,26 @@ export class RoomActor {
           await this.reload();
           await this.heal();
         }
-        return { state: this.state, peekEvents, roomEvents, conflicts };
+        return { peekEvents, roomEvents, room: this.roomSummary(), conflicts };
       } catch (err) {
         if (!(err instanceof ConcurrencyError)) throw err;
         await conflict(err);
       }
     }
+  }
+
+  private roomSummary(): CommandResult['room'] {
+    const room = this.state.room;
+    return room ? { roomVersion: room.roomVersion, latestSeq: room.latest.seq } : undefined;
+  }
+
+  /** The answer to a command the log already holds, read back from its envelopes. */
+  private async recorded(done: CommandRecord, conflicts: number): Promise<CommandResult> {
+    const { log } = this.deps;
+    const [rooms, peeks] = await Promise.all([done.rooms ? log.get('rooms', done.rooms) : null, done.peeks ? log.get('peeks', done.peeks) : null]);
+    const roomEvents = rooms ? storedEvents(rooms.seq, decodeRoomEnvelope(rooms.data).events) : [];
+    const peekEvents = peeks ? storedEvents(peeks.seq, decodePeekEnvelope(peeks.data).events) : [];
+    return { roomEvents, peekEvents, room: this.roomSummary(), conflicts };
   }
 
   /** True when either of the room's subjects has moved past what this actor has folded. */
@@ -208,8 +261,8 @@ export class RoomActor {
     command: RoomCommand,
     commandId: string,
     now: number,
-  ): Promise<StoredRoomEvent[]> {
-    if (drafts.length === 0 && received.length === 0) return [];
+  ): Promise<Appended<StoredRoomEvent>> {
+    if (drafts.length === 0 && received.length === 0) return { stored: [], seq: 0, duplicate: false };
     const records: RoomPduAppended[] = [];
     let room = this.state.room;
     let scratch = this.state;
@@ -227,34 +280,43 @@ export class RoomActor {
         ...(i === 0 && command.type === 'SendEvents' && command.txn ? { txn: command.txn } : {}),
       };
       records.push(record);
-      scratch = evolve(scratch, { stream: 'rooms', seq: scratch.roomsSeq, event: record });
+      scratch = evolve(scratch, { stream: 'rooms', seq: position(scratch.roomsSeq, 0), event: record });
       room = scratch.room;
     }
     for (const item of received) {
       const version = room?.roomVersion ?? versionFromCreate(item.pdu) ?? '10';
       records.push({ type: 'RoomPdu', v: 1, roomId: this.roomId, eventId: item.eventId, roomVersion: version, pdu: item.pdu, origin: 'federation' });
-      scratch = evolve(scratch, { stream: 'rooms', seq: scratch.roomsSeq, event: records[records.length - 1]! });
+      scratch = evolve(scratch, { stream: 'rooms', seq: position(scratch.roomsSeq, 0), event: records[records.length - 1]! });
       room = scratch.room;
     }
-    const appended = await this.deps.log.append('rooms', this.roomId, records.map(encodeRoomEvent), this.state.roomsSeq, commandId);
-    const stored = records.map((event, i) => ({ seq: appended.seqs[i]!, event }));
-    if (appended.duplicate) await this.reload(); // a retried command: the log holds the first attempt's events
-    else for (const s of stored) this.state = evolve(this.state, { stream: 'rooms', ...s });
+    const appended = await this.deps.log.append('rooms', this.roomId, encodeEnvelope(commandId, records), this.state.roomsSeq, commandId);
+    if (appended.duplicate) return { stored: [], ...appended };
+    const stored = records.map((event, i) => ({ seq: position(appended.seq, i), event }));
+    for (const s of stored) this.state = evolve(this.state, { stream: 'rooms', ...s });
+    this.state = { ...this.state, roomsSeq: appended.seq, commands: recordCommand(this.state.commands, commandId, 'rooms', appended.seq) };
     this.sinceSnapshot += stored.length;
     this.maybeSnapshot();
-    return stored;
+    return { stored, ...appended };
   }
 
-  private async appendPeeks(events: PeekEvent[], commandId: string): Promise<StoredPeekEvent[]> {
-    if (events.length === 0) return [];
-    const appended = await this.deps.log.append('peeks', this.roomId, events.map(encodePeekEvent), this.state.peeksSeq, commandId);
-    const stored = events.map((event, i) => ({ seq: appended.seqs[i]!, event }));
-    if (appended.duplicate) await this.reload();
-    else for (const s of stored) this.state = evolve(this.state, { stream: 'peeks', ...s } as StoredEvent);
+  private async appendPeeks(events: PeekEvent[], commandId: string): Promise<Appended<StoredPeekEvent>> {
+    if (events.length === 0) return { stored: [], seq: 0, duplicate: false };
+    const appended = await this.deps.log.append('peeks', this.roomId, encodeEnvelope(commandId, events), this.state.peeksSeq, commandId);
+    if (appended.duplicate) return { stored: [], ...appended };
+    const stored = events.map((event, i) => ({ seq: position(appended.seq, i), event }));
+    for (const s of stored) this.state = evolve(this.state, { stream: 'peeks', ...s } as StoredEvent);
+    this.state = { ...this.state, peeksSeq: appended.seq, commands: recordCommand(this.state.commands, commandId, 'peeks', appended.seq) };
     this.sinceSnapshot += stored.length;
     this.maybeSnapshot();
-    return stored;
+    return { stored, ...appended };
   }
+}
+
+interface Appended<S> {
+  stored: S[];
+  /** Stream sequence of the envelope (of the earlier one, for a duplicate). */
+  seq: number;
+  duplicate: boolean;
 }
 
 function versionFromCreate(pdu: { type: string; content: Record<string, unknown> }): string | undefined {
@@ -263,10 +325,11 @@ function versionFromCreate(pdu: { type: string; content: Record<string, unknown>
 }
 
 /**
- * Stamps each PeekExpired with the ROOMS sequence the room had reached when the peek
+ * Stamps each PeekExpired with the ROOMS position the room had reached when the peek
  * ended — after this command's own room events, which only the shell knows — so that a
  * peer is still sent the event that ended its peek, and nothing after it.
  */
-function withEndSeq(events: PeekEvent[], roomSeq: number): PeekEvent[] {
+function withEndSeq(events: PeekEvent[], state: RoomState): PeekEvent[] {
+  const roomSeq = state.room?.latest.seq ?? 0;
   return events.map((e) => (e.type === 'PeekExpired' && roomSeq > 0 ? { ...e, roomSeq } : e));
 }

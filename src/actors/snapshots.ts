@@ -15,21 +15,24 @@ export interface SnapshotStore {
 }
 
 interface SerializedState {
-  v: 1;
+  v: 2;
   roomId: string;
   peeksSeq: number;
   roomsSeq: number;
   peeks: [string, LivePeek][];
+  /** Recent command IDs (absent in snapshots from before envelopes). */
+  commands?: { peeks: [string, number][]; rooms: [string, number][] };
   room: (Omit<RoomFacts, 'state' | 'txns'> & { state: [string, StateEntry][]; txns: [string, string][] }) | null;
 }
 
 export function serializeState(state: RoomState): string {
   const s: SerializedState = {
-    v: 1,
+    v: 2,
     roomId: state.roomId,
     peeksSeq: state.peeksSeq,
     roomsSeq: state.roomsSeq,
     peeks: [...state.peeks],
+    commands: { peeks: [...state.commands.peeks], rooms: [...state.commands.rooms] },
     room: state.room ? { ...state.room, state: [...state.room.state], txns: [...state.room.txns] } : null,
   };
   return JSON.stringify(s);
@@ -37,12 +40,13 @@ export function serializeState(state: RoomState): string {
 
 export function deserializeState(text: string): RoomState | null {
   const s = JSON.parse(text) as SerializedState;
-  if (s.v !== 1) return null;
+  if (s.v !== 2) return null; // v1: from before envelopes, in raw sequences: ignored (derived data)
   return {
     roomId: s.roomId,
     peeksSeq: s.peeksSeq,
     roomsSeq: s.roomsSeq,
     peeks: new Map(s.peeks),
+    commands: { peeks: new Map(s.commands?.peeks ?? []), rooms: new Map(s.commands?.rooms ?? []) },
     room: s.room ? { ...s.room, state: new Map(s.room.state), txns: new Map(s.room.txns) } : null,
   };
 }

@@ -9,14 +9,14 @@ export interface LivePeek {
   /** Deadline: a device peek expires here; an inbound peek expires here unless renewed. */
   expiresAt?: number;
   renewalIntervalMs?: number;
-  /** PEEKS sequence of the PeekStarted event. */
+  /** PEEKS position of the PeekStarted event. */
   startedSeq: number;
 }
 
 export interface StateEntry {
   eventId: string;
   pdu: Pdu;
-  /** ROOMS stream sequence of the event. */
+  /** ROOMS position of the event (envelope.ts). */
   seq: number;
 }
 
@@ -36,17 +36,55 @@ export interface RoomFacts {
 
 export interface RoomState {
   roomId: string;
-  /** Last PEEKS stream sequence on this room's subject (0: none). */
+  /** Last PEEKS stream sequence (envelope) on this room's subject (0: none). */
   peeksSeq: number;
   /** Last ROOMS stream sequence on this room's subject (0: none). */
   roomsSeq: number;
   /** null until the room's m.room.create is known. */
   room: RoomFacts | null;
   peeks: ReadonlyMap<string, LivePeek>;
+  /**
+   * The room's most recent commands per stream (bounded, in log order), command ID → the
+   * stream sequence of its envelope: a retried command is answered from the log, never
+   * decided twice.
+   */
+  commands: { peeks: ReadonlyMap<string, number>; rooms: ReadonlyMap<string, number> };
 }
 
+export interface CommandRecord {
+  /** Stream sequence of the command's PEEKS envelope, if it appended one. */
+  peeks?: number;
+  /** Stream sequence of the command's ROOMS envelope, if it appended one. */
+  rooms?: number;
+}
+
+/** How many recent command IDs a room remembers per stream (JetStream's duplicate window backs it up). */
+export const RECENT_COMMANDS = 128;
+
 export function initialState(roomId: string): RoomState {
-  return { roomId, peeksSeq: 0, roomsSeq: 0, room: null, peeks: new Map() };
+  return { roomId, peeksSeq: 0, roomsSeq: 0, room: null, peeks: new Map(), commands: { peeks: new Map(), rooms: new Map() } };
+}
+
+/** Where the log holds `commandId`'s envelopes, or undefined when this room has not seen it. */
+export function commandRecord(state: RoomState, commandId: string): CommandRecord | undefined {
+  const peeks = state.commands.peeks.get(commandId);
+  const rooms = state.commands.rooms.get(commandId);
+  return peeks === undefined && rooms === undefined ? undefined : { peeks, rooms };
+}
+
+/** Remembers that `commandId` appended its `stream` envelope at `seq` (copy-on-write unless inPlace). */
+export function recordCommand(
+  commands: RoomState['commands'],
+  commandId: string | undefined,
+  stream: 'peeks' | 'rooms',
+  seq: number,
+  inPlace = false,
+): RoomState['commands'] {
+  if (!commandId) return commands;
+  const next = inPlace ? (commands[stream] as Map<string, number>) : new Map(commands[stream]);
+  next.set(commandId, seq);
+  if (next.size > RECENT_COMMANDS) next.delete(next.keys().next().value!);
+  return inPlace ? commands : { ...commands, [stream]: next };
 }
 
 /** Idempotency key of a client transaction: device IDs are unique per user only. */

@@ -11,7 +11,6 @@ import {
   NotFoundError,
 } from '../actors/errors';
 import type { CommandResult } from '../actors/roomActor';
-import { deserializeState, serializeState } from '../actors/snapshots';
 
 export interface CommandRequest {
   command: RoomCommand;
@@ -19,14 +18,13 @@ export interface CommandRequest {
 }
 
 export type CommandReply =
-  | { ok: { state: string; peekEvents: CommandResult['peekEvents']; roomEvents: CommandResult['roomEvents']; existingEventId?: string; conflicts: number } }
+  | { ok: CommandResult }
   | { error: { code: DomainError['code']; message: string; roomVersion?: string; retryAfterMs?: number } }
   | { failure: string };
 
+/** A reply carries what the command appended and a two-field room summary, never the room's state. */
 export function encodeResult(r: CommandResult): CommandReply {
-  return {
-    ok: { state: serializeState(r.state), peekEvents: r.peekEvents, roomEvents: r.roomEvents, existingEventId: r.existingEventId, conflicts: r.conflicts },
-  };
+  return { ok: r };
 }
 
 export function encodeError(err: unknown): CommandReply {
@@ -45,11 +43,7 @@ export function encodeError(err: unknown): CommandReply {
 
 /** The result, or throws the domain error the room host raised. */
 export function decodeReply(reply: CommandReply): CommandResult {
-  if ('ok' in reply) {
-    const state = deserializeState(reply.ok.state);
-    if (!state) throw new Error('a room host answered with a state this version cannot read');
-    return { state, peekEvents: reply.ok.peekEvents, roomEvents: reply.ok.roomEvents, existingEventId: reply.ok.existingEventId, conflicts: reply.ok.conflicts };
-  }
+  if ('ok' in reply) return reply.ok;
   if ('error' in reply) {
     const { code, message } = reply.error;
     switch (code) {

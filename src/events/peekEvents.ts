@@ -1,6 +1,8 @@
 // The peek event contract (v1). Events are never edited: a new shape is a new `v`,
 // and readers keep reading the old ones. This file and subjects.ts are the whole
-// contract between the room actors and every projection.
+// contract between the room actors and every projection; envelope.ts says how events
+// travel in the log (one message per decision).
+import { decodeEnvelope, position, type Envelope } from './envelope';
 
 /** Who is peeking. */
 export type PeekRef =
@@ -30,7 +32,7 @@ export interface PeekStarted {
   at: number;
   expiresAt?: number;
   renewalIntervalMs?: number;
-  /** ROOMS stream sequence of the room's latest PDU when the peek started (0: none). */
+  /** ROOMS position of the room's latest PDU when the peek started (0: none). */
   roomSeq?: number;
 }
 
@@ -51,13 +53,13 @@ export interface PeekExpired {
   peek: PeekRef;
   at: number;
   reason: PeekEndReason;
-  /** ROOMS stream sequence of the room's latest PDU when the peek ended (incl. the PDU that ended it). */
+  /** ROOMS position of the room's latest PDU when the peek ended (incl. the PDU that ended it). */
   roomSeq?: number;
 }
 
 export type PeekEvent = PeekStarted | PeekRenewed | PeekExpired;
 
-/** A peek event as read back from the log, with its PEEKS stream sequence. */
+/** A peek event as read back from the log, with its PEEKS position (see envelope.ts). */
 export interface StoredPeekEvent {
   seq: number;
   event: PeekEvent;
@@ -76,14 +78,33 @@ export function peekKey(peek: PeekRef): string {
   }
 }
 
+/** One bare event, as written before envelopes (tests and benchmarks still write these). */
 export function encodePeekEvent(event: PeekEvent): Uint8Array {
   return Buffer.from(JSON.stringify(event), 'utf8');
 }
 
-/** Decodes a stored peek event; returns null for shapes this version does not know. */
-export function decodePeekEvent(data: Uint8Array): PeekEvent | null {
-  const value = JSON.parse(Buffer.from(data).toString('utf8')) as Partial<PeekEvent>;
-  if (value.v !== 1) return null;
-  if (value.type !== 'PeekStarted' && value.type !== 'PeekRenewed' && value.type !== 'PeekExpired') return null;
-  return value as PeekEvent;
+/**
+ * Checks one decoded peek event; null for shapes this version does not know. A bare
+ * (pre-envelope) event's `roomSeq` was a raw ROOMS sequence of a one-event message:
+ * it becomes that event's position.
+ */
+export function peekEventOf(value: unknown, legacy: boolean): PeekEvent | null {
+  const v = value as Partial<PeekEvent> | null;
+  if (v === null || typeof v !== 'object' || v.v !== 1) return null;
+  if (v.type !== 'PeekStarted' && v.type !== 'PeekRenewed' && v.type !== 'PeekExpired') return null;
+  if (legacy && v.type !== 'PeekRenewed') {
+    const e = v as PeekStarted | PeekExpired;
+    if (typeof e.roomSeq === 'number' && e.roomSeq > 0) return { ...e, roomSeq: position(e.roomSeq, 0) };
+  }
+  return v as PeekEvent;
+}
+
+/** The peek events of one PEEKS message (an envelope, or one bare event from before them). */
+export function decodePeekEnvelope(data: Uint8Array): Envelope<PeekEvent> {
+  return decodeEnvelope(data, peekEventOf);
+}
+
+/** The peek events of one PEEKS message by index (null: a shape this version does not know). */
+export function decodePeekEvents(data: Uint8Array): (PeekEvent | null)[] {
+  return decodePeekEnvelope(data).events;
 }

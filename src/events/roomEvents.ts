@@ -1,6 +1,8 @@
 // The ROOMS stream contract (v1): one record per accepted PDU, in room order.
 // Local rooms: written by their room actor. Peeked remote rooms: copies received over
-// federation, appended only after their hashes and signatures checked out.
+// federation, appended only after their hashes and signatures checked out. One decision's
+// events travel in one envelope (envelope.ts).
+import { decodeEnvelope, type Envelope } from './envelope';
 
 /** A room version 10 PDU as it travels over federation (no `event_id` field). */
 export interface Pdu {
@@ -35,17 +37,30 @@ export interface RoomPduAppended {
 
 export type RoomEvent = RoomPduAppended;
 
+/** A room event as read back from the log, with its ROOMS position (see envelope.ts). */
 export interface StoredRoomEvent {
   seq: number;
   event: RoomEvent;
 }
 
+/** One bare event, as written before envelopes (tests and benchmarks still write these). */
 export function encodeRoomEvent(event: RoomEvent): Uint8Array {
   return Buffer.from(JSON.stringify(event), 'utf8');
 }
 
-export function decodeRoomEvent(data: Uint8Array): RoomEvent | null {
-  const value = JSON.parse(Buffer.from(data).toString('utf8')) as Partial<RoomEvent>;
-  if (value.v !== 1 || value.type !== 'RoomPdu') return null;
-  return value as RoomEvent;
+/** Checks one decoded room event; null for shapes this version does not know. */
+export function roomEventOf(value: unknown): RoomEvent | null {
+  const v = value as Partial<RoomEvent> | null;
+  if (v === null || typeof v !== 'object' || v.v !== 1 || v.type !== 'RoomPdu') return null;
+  return v as RoomEvent;
+}
+
+/** The room events of one ROOMS message (an envelope, or one bare event from before them). */
+export function decodeRoomEnvelope(data: Uint8Array): Envelope<RoomEvent> {
+  return decodeEnvelope(data, roomEventOf);
+}
+
+/** The room events of one ROOMS message by index (null: a shape this version does not know). */
+export function decodeRoomEvents(data: Uint8Array): (RoomEvent | null)[] {
+  return decodeRoomEnvelope(data).events;
 }

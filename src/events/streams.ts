@@ -35,7 +35,7 @@ export function shardsFromDescription(description: string | undefined): number |
   return m ? Number(m[1]) : null;
 }
 
-/** `Nats-Msg-Id` for the i-th event of a command's result. */
-export function messageId(commandId: string, index: number): string {
-  return `${commandId}:${index}`;
+/** `Nats-Msg-Id` of a command's envelope on one stream: one envelope per command and stream. */
+export function messageId(kind: StreamKind, commandId: string): string {
+  return `${kind}:${commandId}`;
 }

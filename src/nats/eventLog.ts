@@ -12,9 +12,9 @@ export interface LogRecord {
 }
 
 export interface AppendResult {
-  /** Stream sequence of each appended message, in order. */
-  seqs: number[];
-  /** True when JetStream recognised a message ID as a retry of an earlier append. */
+  /** Stream sequence of the appended envelope (of the earlier one, for a duplicate). */
+  seq: number;
+  /** True when JetStream recognised the message ID as a retry of an earlier append. */
   duplicate: boolean;
 }
 
@@ -30,30 +30,31 @@ export class EventLog {
   }
 
   /**
-   * Appends `payloads` to the room's subject, the first expecting `expectedSeq` as the
-   * subject's last sequence (0: the subject is empty), each next one expecting the one
-   * before it. Throws ConcurrencyError when another writer got there first.
+   * Appends one envelope (a whole decision) to the room's subject, expecting `expectedSeq`
+   * as the subject's last sequence (0: the subject is empty). Throws ConcurrencyError when
+   * another writer got there first. The message ID is the command's: a retried command,
+   * whatever it decides the second time, is stored once; the answer then names the
+   * earlier envelope (`duplicate`), which the caller reads back with `get`.
    */
-  async append(kind: StreamKind, roomId: string, payloads: Uint8Array[], expectedSeq: number, commandId: string): Promise<AppendResult> {
+  async append(kind: StreamKind, roomId: string, envelope: Uint8Array, expectedSeq: number, commandId: string): Promise<AppendResult> {
     const subject = this.naming.roomSubject(kind, roomId);
-    const seqs: number[] = [];
-    let expected = expectedSeq;
-    let duplicate = false;
-    for (const [i, payload] of payloads.entries()) {
-      try {
-        const ack = await this.js.publish(subject, payload, {
-          msgID: messageId(`${kind}:${commandId}`, i),
-          expect: { lastSubjectSequence: expected },
-        });
-        duplicate ||= ack.duplicate;
-        seqs.push(ack.seq);
-        expected = ack.seq;
-      } catch (err) {
-        if (isWrongLastSequence(err)) throw new ConcurrencyError(subject, expected, { cause: err });
-        throw err;
-      }
+    try {
+      const ack = await this.js.publish(subject, envelope, {
+        msgID: messageId(kind, commandId),
+        expect: { lastSubjectSequence: expectedSeq },
+      });
+      return { seq: ack.seq, duplicate: ack.duplicate };
+    } catch (err) {
+      if (isWrongLastSequence(err)) throw new ConcurrencyError(subject, expectedSeq, { cause: err });
+      throw err;
     }
-    return { seqs, duplicate };
+  }
+
+  /** The message at stream sequence `seq`, or null when there is none. */
+  async get(kind: StreamKind, seq: number): Promise<LogRecord | null> {
+    if (!Number.isInteger(seq) || seq < 1) return null;
+    const msg = await this.jsm.direct.getMessage(this.naming.streamName(kind), { seq });
+    return msg ? { seq: msg.seq, data: msg.data } : null;
   }
 
   /** Stream sequence of the last message on the room's subject, 0 when it has none. */

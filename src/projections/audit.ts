@@ -1,5 +1,5 @@
 // peek_audit: one row per peek event, keyed by its PEEKS stream sequence.
-import { decodePeekEvent, type PeekEvent } from '../events/peekEvents';
+import { decodePeekEvents, type PeekEvent } from '../events/peekEvents';
 import { peekAudit } from '../store/schema';
 import { insertRows } from '../store/sqlHelpers';
 import type { Tx } from '../store/db';
@@ -28,7 +28,7 @@ export const auditProjection: PeekProjection = {
   name: 'audit',
   stream: 'peeks',
   tables: ['peek_audit'],
-  decode: decodePeekEvent,
+  decode: decodePeekEvents,
   async apply(tx: Tx, batch: Projected<PeekEvent>[]): Promise<void> {
     await insertRows(tx, peekAudit, batch.map(auditRow), { target: ['seq'], doNothing: true });
   },

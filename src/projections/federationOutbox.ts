@@ -1,7 +1,7 @@
 // federationsender_outbox: peek endings a peer must hear of. Our expiry of a remote
 // server's inbound peek becomes an `expired_peeks` entry for it; the end of our own
 // outbound peek (no local device needs it any more) becomes a DELETE to the host.
-import { decodePeekEvent, type PeekEvent } from '../events/peekEvents';
+import { decodePeekEvents, type PeekEvent } from '../events/peekEvents';
 import { federationsenderOutbox } from '../store/schema';
 import { chunks } from '../store/sqlHelpers';
 import type { Tx } from '../store/db';
@@ -15,7 +15,7 @@ export const federationOutboxProjection: PeekProjection = {
   stream: 'peeks',
   tables: ['federationsender_outbox'],
   delivery: true,
-  decode: decodePeekEvent,
+  decode: decodePeekEvents,
   async apply(tx: Tx, batch: Projected<PeekEvent>[]): Promise<void> {
     const rows: (typeof federationsenderOutbox.$inferInsert)[] = [];
     for (const { seq, event } of batch) {

@@ -1,7 +1,7 @@
 // federationsender_inbound_peeks and federationsender_outbound_peeks: the live MSC2444
 // peeks, in both directions. Ended peeks are deleted; their history is in peek_audit.
 import type { PgColumn, PgTable } from 'drizzle-orm/pg-core';
-import { decodePeekEvent, type PeekEvent, type PeekStarted } from '../events/peekEvents';
+import { decodePeekEvents, type PeekEvent, type PeekStarted } from '../events/peekEvents';
 import { federationsenderInboundPeeks, federationsenderOutboundPeeks } from '../store/schema';
 import { chunks, insertRows, tupleIn } from '../store/sqlHelpers';
 import type { Tx } from '../store/db';
@@ -60,7 +60,7 @@ export const federationPeeksProjection: PeekProjection = {
   name: 'federation_peeks',
   stream: 'peeks',
   tables: ['federationsender_inbound_peeks', 'federationsender_outbound_peeks'],
-  decode: decodePeekEvent,
+  decode: decodePeekEvents,
   async apply(tx: Tx, batch: Projected<PeekEvent>[]): Promise<void> {
     await applyTo(tx, inbound, batch);
     await applyTo(tx, outbound, batch);

@@ -7,11 +7,12 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { getTableConfig, PgTable } from 'drizzle-orm/pg-core';
 import { is as isEntity, sql } from 'drizzle-orm';
 import { InvalidInputError } from '../actors/errors';
+import { seqOfPosition, throughSeq } from '../events/envelope';
 import type { Naming } from '../events/subjects';
 import { rowsOf, type Db, type Tx } from '../store/db';
 import * as schema from '../store/schema';
 import { readModels } from './index';
-import type { Projected, Projection } from './projection';
+import { projectedOf, type Projected, type Projection } from './projection';
 import { commitBatch, readCheckpoint, useSchema } from './runner';
 
 const LIVE = 'public';
@@ -53,9 +54,10 @@ export interface RebuildDeps {
   naming: Naming;
 }
 
+/** The position through the stream's last envelope (what a caught-up projection's checkpoint reads). */
 export async function streamLastSeq(nc: NatsConnection, naming: Naming, kind: 'peeks' | 'rooms'): Promise<number> {
   const jsm = await jetstreamManager(nc);
-  return (await jsm.streams.info(naming.streamName(kind))).state.last_seq;
+  return throughSeq((await jsm.streams.info(naming.streamName(kind))).state.last_seq);
 }
 
 /**
@@ -128,8 +130,9 @@ export async function catchUp(
   const consumer = await js.consumers.get(naming.streamName(projection.stream), {
     filter_subjects: naming.allSubjects(projection.stream),
     deliver_policy: DeliverPolicy.StartSequence,
-    opt_start_seq: done + 1,
+    opt_start_seq: Math.max(1, seqOfPosition(done + 1)),
   });
+  const toEnvelope = seqOfPosition(toSeq);
   const batchSize = options.batchSize ?? 1000;
   const messages = await consumer.consume({ max_messages: batchSize * 2 });
   let batch: Projected<unknown>[] = [];
@@ -143,13 +146,11 @@ export async function catchUp(
   };
   try {
     for await (const m of messages) {
-      if (m.seq > toSeq) break;
-      last = m.seq;
-      const parsed = naming.parseRoomSubject(m.subject);
-      const event = projection.decode(m.data);
-      if (parsed && event !== null) batch.push({ seq: m.seq, roomId: parsed.roomId, shard: parsed.shard, event });
-      if (batch.length >= batchSize || m.seq >= toSeq || m.info.pending === 0) await flush();
-      if (m.seq >= toSeq || m.info.pending === 0) break;
+      if (m.seq > toEnvelope) break;
+      last = throughSeq(m.seq);
+      for (const p of projectedOf(projection, naming, m)) if (p.seq > done) batch.push(p);
+      if (batch.length >= batchSize || m.seq >= toEnvelope || m.info.pending === 0) await flush();
+      if (m.seq >= toEnvelope || m.info.pending === 0) break;
     }
     // A gap in the sequences (deleted messages) can end the loop with a batch not yet written.
     if (last > done) await flush();

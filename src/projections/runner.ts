@@ -7,10 +7,11 @@ import { DeliverPolicy, jetstream, type JetStreamClient } from '@nats-io/jetstre
 import type { NatsConnection } from '@nats-io/transport-node';
 import { and, eq, sql } from 'drizzle-orm';
 import type { Logger } from 'pino';
+import { seqOfPosition, throughSeq } from '../events/envelope';
 import type { Naming } from '../events/subjects';
 import type { Db, Tx } from '../store/db';
 import { projectionCheckpoints } from '../store/schema';
-import type { Projected, Projection } from './projection';
+import { projectedOf, type Projected, type Projection } from './projection';
 
 export interface RunnerOptions {
   batchSize?: number;
@@ -91,7 +92,7 @@ export class ProjectionRunner<E = unknown> {
     this.batchSize = options.batchSize ?? 500;
   }
 
-  /** The last stream sequence whose effects are committed. */
+  /** The position (envelope.ts) up to which every event's effects are committed. */
   get committed(): number {
     return this.position;
   }
@@ -144,7 +145,8 @@ export class ProjectionRunner<E = unknown> {
    */
   private async consumeOnce(): Promise<void> {
     const { projection, naming } = this;
-    const start = this.position + 1;
+    // The envelope holding the first event not yet committed (a batch may end inside one).
+    const start = seqOfPosition(this.position + 1);
     const consumer = await this.js.consumers.get(naming.streamName(projection.stream), {
       filter_subjects: naming.allSubjects(projection.stream),
       deliver_policy: start > 1 ? DeliverPolicy.StartSequence : DeliverPolicy.All,
@@ -162,6 +164,7 @@ export class ProjectionRunner<E = unknown> {
     const drain = async () => {
       while (pendingLast > this.position && failure === undefined) {
         const take = pending.length > this.batchSize ? pending.splice(0, this.batchSize) : pending.splice(0);
+        // A cut inside an envelope commits up to the last event taken; the rest follows.
         const last = pending.length > 0 ? take.at(-1)!.seq : pendingLast;
         await this.commit(take, last);
       }
@@ -178,11 +181,9 @@ export class ProjectionRunner<E = unknown> {
     try {
       for await (const m of messages) {
         if (failure !== undefined) throw failure;
-        if (m.seq <= pendingLast) continue;
-        pendingLast = m.seq;
-        const parsed = naming.parseRoomSubject(m.subject);
-        const event = projection.decode(m.data);
-        if (parsed && event !== null) pending.push({ seq: m.seq, roomId: parsed.roomId, shard: parsed.shard, event });
+        if (throughSeq(m.seq) <= pendingLast) continue;
+        for (const p of projectedOf(projection, naming, m)) if (p.seq > pendingLast) pending.push(p);
+        pendingLast = throughSeq(m.seq);
         kick();
         // Back-pressure: do not read far ahead of what is committed.
         if (pending.length >= this.batchSize * 4) await committing;

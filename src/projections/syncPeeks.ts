@@ -1,6 +1,6 @@
 // syncapi_peeks: every device peek (MSC2753), live and ended. /sync reads which peeks
 // started, were renewed or ended after a device's position; the scheduler reads deadlines.
-import { decodePeekEvent, type PeekEvent } from '../events/peekEvents';
+import { decodePeekEvents, type PeekEvent } from '../events/peekEvents';
 import { syncapiPeeks } from '../store/schema';
 import { chunks, insertRows, tupleIn } from '../store/sqlHelpers';
 import type { Tx } from '../store/db';
@@ -14,7 +14,7 @@ export const syncPeeksProjection: PeekProjection = {
   name: 'sync_peeks',
   stream: 'peeks',
   tables: ['syncapi_peeks'],
-  decode: decodePeekEvent,
+  decode: decodePeekEvents,
   async apply(tx: Tx, batch: Projected<PeekEvent>[]): Promise<void> {
     const mine = batch.filter((b) => b.event.peek.kind === 'device');
     if (mine.length === 0) return;

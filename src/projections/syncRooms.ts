@@ -1,7 +1,7 @@
 // syncapi_room_events and syncapi_current_state: every accepted PDU in ROOMS order, and
 // each room's current state. /sync, /messages and the state endpoints read these.
 import { sql } from 'drizzle-orm';
-import { decodeRoomEvent, type RoomEvent } from '../events/roomEvents';
+import { decodeRoomEvents, type RoomEvent } from '../events/roomEvents';
 import { chunks, columnList, jsonRecordset } from '../store/sqlHelpers';
 import type { Tx } from '../store/db';
 import type { Projected, RoomProjection } from './projection';
@@ -33,7 +33,7 @@ export const syncRoomsProjection: RoomProjection = {
   name: 'sync_rooms',
   stream: 'rooms',
   tables: ['syncapi_room_events', 'syncapi_current_state'],
-  decode: decodeRoomEvent,
+  decode: decodeRoomEvents,
   async apply(tx: Tx, batch: Projected<RoomEvent>[]): Promise<void> {
     const events = batch.map(({ seq, event }) => ({
       seq,

@@ -19,6 +19,9 @@ export interface Database {
 
 export const MIGRATIONS_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../drizzle');
 
+/** Advisory lock key that serialises migrations across processes ("peekd" in ASCII). */
+const MIGRATION_LOCK_KEY = 0x7065656b64;
+
 export interface OpenOptions {
   /** Postgres URL; unset = embedded PGlite under `dataDir`. */
   url?: string;
@@ -35,7 +38,18 @@ export async function openDatabase(options: OpenOptions): Promise<Database> {
     const { migrate } = await import('drizzle-orm/postgres-js/migrator');
     const client = postgres(options.url, { max: options.maxConnections ?? 20, onnotice: () => {} });
     const db = drizzle(client, { schema });
-    await migrate(db, { migrationsFolder: MIGRATIONS_DIR });
+    // Several processes may start at once on one database: one migrates, the others wait
+    // on a session advisory lock held on a connection of its own, then find nothing to do.
+    const lock = postgres(options.url, { max: 1, onnotice: () => {} });
+    try {
+      await lock`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`;
+      await migrate(db, { migrationsFolder: MIGRATIONS_DIR });
+    } catch (err) {
+      await client.end({ timeout: 5 });
+      throw err;
+    } finally {
+      await lock.end({ timeout: 5 }); // ending the session releases the lock
+    }
     return { db: db as unknown as Db, kind: 'postgres', close: () => client.end({ timeout: 5 }) };
   }
   const { PGlite } = await import('@electric-sql/pglite');

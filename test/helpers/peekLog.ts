@@ -6,6 +6,7 @@ import { asc, sql, type SQL } from 'drizzle-orm';
 import type { PgColumn } from 'drizzle-orm/pg-core';
 import type { Clock } from '../../src/actors/roomActor';
 import type { PduDraft, RoomCommand } from '../../src/actors/commands';
+import { encodeEnvelope, position } from '../../src/events/envelope';
 import { encodePeekEvent, type PeekEndReason, type PeekEvent, type PeekRef } from '../../src/events/peekEvents';
 import type { AuditEntry } from '../../src/projections/auditQuery';
 import type { StoredRoomEvent } from '../../src/events/roomEvents';
@@ -157,7 +158,7 @@ export function encodeAny(e: object): Uint8Array {
 export interface AppendOptions {
   /** Rooms appended at once. */
   concurrency?: number;
-  /** Events per append call (each call publishes them one after another, expected-sequence checked). */
+  /** Events per append call (one envelope, expected-sequence checked). */
   chunk?: number;
   /**
    * Bulk mode: no stack traces while appending. The NATS client builds an Error (for its
@@ -181,10 +182,11 @@ export async function appendHistories(log: EventLog, naming: Naming, histories: 
       let expected = await log.lastSeq('peeks', roomId);
       for (let i = 0; i < events.length; i += chunk) {
         const part = events.slice(i, i + chunk);
-        const { seqs } = await log.append('peeks', roomId, part.map(encodeAny), expected, `gen:${randomUUID()}`);
-        const mine = part.map((e, j): Placed => ({ seq: seqs[j]!, roomId, shard: naming.shardOf(roomId), event: isKnown(e) ? e : null }));
+        // One envelope per chunk: unknown shapes keep their index, as readers must.
+        const { seq } = await log.append('peeks', roomId, encodeEnvelope(`gen:${randomUUID()}`, part), expected, `gen:${randomUUID()}`);
+        const mine = part.map((e, j): Placed => ({ seq: position(seq, j), roomId, shard: naming.shardOf(roomId), event: isKnown(e) ? e : null }));
         placed.push(...mine);
-        expected = seqs.at(-1)!;
+        expected = seq;
       }
     }
   };

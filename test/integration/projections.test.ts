@@ -8,6 +8,7 @@ import { asc, inArray, sql, type SQL } from 'drizzle-orm';
 import type { PgColumn } from 'drizzle-orm/pg-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { referencePeekTables, roomHistory, DEVICE_REASONS, INBOUND_REASONS, OUTBOUND_REASONS, type PeekTables } from '../helpers/peekLog';
+import { encodeEnvelope, position, seqOfPosition, throughSeq } from '../../src/events/envelope';
 import { encodePeekEvent, PEEK_END_REASONS, type PeekEvent, type PeekRef } from '../../src/events/peekEvents';
 import type { Naming } from '../../src/events/subjects';
 import { EventLog } from '../../src/nats/eventLog';
@@ -69,15 +70,26 @@ function isKnown(value: object): value is PeekEvent {
   return v.v === 1 && (v.type === 'PeekStarted' || v.type === 'PeekRenewed' || v.type === 'PeekExpired');
 }
 
+/** A bare (pre-envelope) event as readers see it: its raw `roomSeq` read as a position. */
+function legacy(e: PeekEvent): PeekEvent {
+  return e.type !== 'PeekRenewed' && e.roomSeq ? { ...e, roomSeq: position(e.roomSeq, 0) } : e;
+}
+
 /** Appends every room's history (rooms in parallel, so the stream interleaves them). */
 async function appendHistories(log: EventLog, naming: Naming, histories: Map<string, object[]>): Promise<Placed[]> {
   const placed: Placed[] = [];
   await Promise.all(
     [...histories].map(async ([roomId, events]) => {
-      // Known events through the actors' own encoder; unknown shapes as raw JSON.
-      const payloads = events.map((e) => (isKnown(e) ? encodePeekEvent(e) : Buffer.from(JSON.stringify(e), 'utf8')));
-      const { seqs } = await log.append('peeks', roomId, payloads, await log.lastSeq('peeks', roomId), `gen:${randomUUID()}`);
-      events.forEach((e, i) => placed.push({ seq: seqs[i]!, roomId, shard: naming.shardOf(roomId), event: isKnown(e) ? e : null }));
+      // The whole history as one envelope (unknown shapes keep their index), but for the
+      // first event, which goes bare as a pre-envelope writer stored it: readers take both.
+      let expected = await log.lastSeq('peeks', roomId);
+      const [first, ...rest] = events;
+      const bare = await log.append('peeks', roomId, isKnown(first!) ? encodePeekEvent(first) : Buffer.from(JSON.stringify(first), 'utf8'), expected, `gen:${randomUUID()}`);
+      placed.push({ seq: position(bare.seq, 0), roomId, shard: naming.shardOf(roomId), event: isKnown(first!) ? legacy(first) : null });
+      expected = bare.seq;
+      if (rest.length === 0) return;
+      const { seq } = await log.append('peeks', roomId, encodeEnvelope(`gen:${randomUUID()}`, rest), expected, `gen:${randomUUID()}`);
+      rest.forEach((e, i) => placed.push({ seq: position(seq, i), roomId, shard: naming.shardOf(roomId), event: isKnown(e) ? e : null }));
     }),
   );
   return placed.sort((a, b) => a.seq - b.seq);
@@ -163,15 +175,15 @@ describe('peek projections over a generated log', () => {
     histories.set(FIXTURE_ROOM, fixtureHistory());
     placed = await appendHistories(log, streams.naming, histories);
     // The stream ends with a message this reader cannot decode: the checkpoint must still reach it.
-    const tail = await log.append('peeks', FIXTURE_ROOM, [Buffer.from(JSON.stringify({ type: 'PeekStarted', v: 3, roomId: FIXTURE_ROOM }))], placed.filter((p) => p.roomId === FIXTURE_ROOM).at(-1)!.seq, 'gen-tail');
-    placed.push({ seq: tail.seqs[0]!, roomId: FIXTURE_ROOM, shard: streams.naming.shardOf(FIXTURE_ROOM), event: null });
+    const tail = await log.append('peeks', FIXTURE_ROOM, Buffer.from(JSON.stringify({ type: 'PeekStarted', v: 3, roomId: FIXTURE_ROOM })), seqOfPosition(placed.filter((p) => p.roomId === FIXTURE_ROOM).at(-1)!.seq), 'gen-tail');
+    placed.push({ seq: position(tail.seq, 0), roomId: FIXTURE_ROOM, shard: streams.naming.shardOf(FIXTURE_ROOM), event: null });
     fixtureSeqs.push(...placed.filter((p) => p.roomId === FIXTURE_ROOM).map((p) => p.seq));
-    lastSeq = tail.seqs[0]!;
+    lastSeq = throughSeq(tail.seq);
     reference = referenceTables(placed);
 
     const info = await (await jetstreamManager(streams.nc)).streams.info(streams.naming.streamName('peeks'));
-    expect(info.state.last_seq).toBe(lastSeq);
-    expect(info.state.messages).toBe(placed.length);
+    expect(throughSeq(info.state.last_seq)).toBe(lastSeq);
+    expect(info.state.messages).toBe(new Set(placed.map((p) => seqOfPosition(p.seq))).size);
   });
 
   afterAll(async () => {
@@ -242,7 +254,7 @@ describe('peek projections over a generated log', () => {
     expect(mine(tables.syncapi_peeks)).toEqual([
       {
         roomId: FIXTURE_ROOM, userId: '@bob:example.org', deviceId: 'PHONE', shard,
-        startedSeq: s[0], startedAt: T0, renewedAt: T0 + 10, expiresAt: T0 + 10 + HOUR, roomSeq: 7,
+        startedSeq: s[0], startedAt: T0, renewedAt: T0 + 10, expiresAt: T0 + 10 + HOUR, roomSeq: position(7, 0), // bare: a raw sequence read as a position
         updatedSeq: s[5], endedSeq: s[5], endedAt: T0 + 50, endReason: 'joined',
         endedRoomSeq: null, prevStartedSeq: null, prevEndedSeq: null,
       },

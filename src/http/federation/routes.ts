@@ -58,10 +58,10 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
       }
     }
     const result = await ctx.bus.send({ type: 'StartInboundPeek', roomId, server: origin, peekId, roomVersions });
-    const room = result.state.room;
+    const room = result.room;
     const event = result.peekEvents.at(-1);
     if (!room || !event || event.event.type === 'PeekExpired') throw new NotFoundError(`unknown room ${roomId}`);
-    const roomSeq = event.event.type === 'PeekStarted' ? (event.event.roomSeq ?? room.latest.seq) : room.latest.seq;
+    const roomSeq = event.event.type === 'PeekStarted' ? (event.event.roomSeq ?? room.latestSeq) : room.latestSeq;
     // The federation tables too (the cap, renew and DELETE read them): read your writes.
     await Promise.all([ctx.waitForProjections('rooms', roomSeq), ctx.waitForProjections('peeks', event.seq, 'all')]);
     return buildSnapshot(ctx.db, roomId, room.roomVersion, roomSeq, ctx.config.inboundRenewalIntervalMs);
