@@ -29,19 +29,38 @@ program
   .command('serve')
   .description('run peekd (every role in one process unless PEEKD_ROLES says otherwise)')
   .action(async () => {
+    // Signals are taken from the first moment: a stop asked for while peekd is still
+    // starting waits for the start, then shuts down cleanly.
+    let peekd: Awaited<ReturnType<typeof import('./server').startPeekd>> | undefined;
+    let stopAsked: string | undefined;
+    let closing = false;
+    const shutdown = async (signal: string) => {
+      stopAsked ??= signal;
+      if (!peekd || closing) return;
+      closing = true;
+      peekd.logger.info({ signal }, 'shutting down');
+      await peekd.close();
+      process.exit(0);
+    };
+    process.on('SIGINT', () => void shutdown('SIGINT'));
+    process.on('SIGTERM', () => void shutdown('SIGTERM'));
+    // Nothing dies unnoticed: a stray rejection is logged with its context and peekd goes
+    // on (every task it runs has its own retry); a thrown callback leaves the process in an
+    // unknown state, so it is logged and peekd exits non-zero with one clear line.
+    process.on('unhandledRejection', (reason) => {
+      const log = peekd?.logger;
+      if (log) log.error({ err: reason }, 'unhandled promise rejection (peekd keeps running)');
+      else console.error('peekd: unhandled promise rejection:', reason);
+    });
+    process.on('uncaughtException', (err, origin) => {
+      peekd?.logger.fatal({ err, origin }, 'uncaught exception');
+      console.error(`peekd: stopping after an uncaught exception (${origin}): ${err instanceof Error ? err.message : String(err)}`);
+      process.exit(70);
+    });
     try {
       const { startPeekd } = await import('./server');
-      const peekd = await startPeekd(config());
-      let closing = false;
-      const shutdown = async (signal: string) => {
-        if (closing) return;
-        closing = true;
-        peekd.logger.info({ signal }, 'shutting down');
-        await peekd.close();
-        process.exit(0);
-      };
-      process.on('SIGINT', () => void shutdown('SIGINT'));
-      process.on('SIGTERM', () => void shutdown('SIGTERM'));
+      peekd = await startPeekd(config());
+      if (stopAsked) await shutdown(stopAsked);
     } catch (err) {
       fail(err);
     }

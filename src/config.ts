@@ -35,6 +35,8 @@ export interface Config {
   maxFederationBodyBytes: number;
   snapshotInterval: number;
   leaseTtlMs: number;
+  streamReplicas: number;
+  projectionWaitMs: number;
 }
 
 interface Setting {
@@ -70,6 +72,8 @@ export const SETTINGS: Setting[] = [
   { env: 'PEEKD_MAX_CLIENT_BODY_BYTES', key: 'maxClientBodyBytes', help: 'largest client API request body', default: '1048576' },
   { env: 'PEEKD_SNAPSHOT_INTERVAL', key: 'snapshotInterval', help: 'room actor snapshot every this many events (0: off)', default: '500' },
   { env: 'PEEKD_LEASE_TTL_MS', key: 'leaseTtlMs', help: 'with roles split: how long a room host holds a shard lease without renewing it', default: '10000' },
+  { env: 'PEEKD_STREAM_REPLICAS', key: 'streamReplicas', help: 'replicas of every stream and KV bucket peekd creates (3 on a three-node JetStream cluster)', default: '1' },
+  { env: 'PEEKD_PROJECTION_WAIT_MS', key: 'projectionWaitMs', help: 'longest a write waits for its change to reach the read models before answering 503 (the change is kept)', default: '10000' },
   { env: 'PEEKD_MAX_FEDERATION_BODY_BYTES', key: 'maxFederationBodyBytes', help: 'largest federation request body', default: '16777216' },
 ];
 
@@ -86,6 +90,12 @@ function positiveInt(name: string, raw: string): number {
 function nonNegativeInt(name: string, raw: string): number {
   const n = Number(raw);
   if (!Number.isInteger(n) || n < 0) throw new ConfigError(`${name} must be a non-negative integer, got ${JSON.stringify(raw)}`);
+  return n;
+}
+
+function replicas(raw: string): number {
+  const n = positiveInt('PEEKD_STREAM_REPLICAS', raw);
+  if (n > 5) throw new ConfigError(`PEEKD_STREAM_REPLICAS must be 1..5 (JetStream's limit), got ${n}`);
   return n;
 }
 
@@ -163,6 +173,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, configFile = en
     maxFederationBodyBytes: positiveInt('PEEKD_MAX_FEDERATION_BODY_BYTES', value('PEEKD_MAX_FEDERATION_BODY_BYTES')),
     snapshotInterval: nonNegativeInt('PEEKD_SNAPSHOT_INTERVAL', value('PEEKD_SNAPSHOT_INTERVAL')),
     leaseTtlMs: positiveInt('PEEKD_LEASE_TTL_MS', value('PEEKD_LEASE_TTL_MS')),
+    streamReplicas: replicas(value('PEEKD_STREAM_REPLICAS')),
+    projectionWaitMs: positiveInt('PEEKD_PROJECTION_WAIT_MS', value('PEEKD_PROJECTION_WAIT_MS')),
   };
 }
 

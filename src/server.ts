@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { ActorHost } from './actors/actorHost';
-import { LocalCommandBus, type CommandBus } from './actors/commandBus';
+import { LocalCommandBus, RetryingCommandBus, type CommandBus } from './actors/commandBus';
 import { systemClock, type Clock } from './actors/roomActor';
 import { DeadlineScheduler } from './actors/scheduler';
 import { KvSnapshotStore } from './actors/snapshots';
@@ -23,6 +23,7 @@ import { connectNats } from './nats/connection';
 import { startEmbeddedNats, type EmbeddedNats } from './nats/embeddedServer';
 import { EventLog } from './nats/eventLog';
 import { ensureStreams } from './nats/streams';
+import { ServiceUnavailableError } from './nats/errors';
 import { federationPeeksProjection } from './projections/federationPeeks';
 import { PROJECTIONS } from './projections/index';
 import { ProjectionRunner } from './projections/runner';
@@ -79,7 +80,7 @@ export async function openInfrastructure(config: Config, logger: Logger, shared?
     const nc = await connectNats(natsUrl, `peekd ${config.serverName}`);
     closers.push(() => nc.drain());
     const naming = new Naming(config.streamPrefix, config.shards);
-    await ensureStreams(nc, naming);
+    await ensureStreams(nc, naming, config.streamReplicas);
     const database = shared ?? (await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir }));
     if (!shared) closers.push(() => database.close());
     return { nc, naming, database, close };
@@ -161,12 +162,16 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
           maxConflictRetries: 16,
           snapshotInterval: config.snapshotInterval,
         },
-        snapshots: config.snapshotInterval > 0 ? await KvSnapshotStore.open(nc, naming) : undefined,
+        snapshots: config.snapshotInterval > 0 ? await KvSnapshotStore.open(nc, naming, config.streamReplicas) : undefined,
       });
       host = h;
       cleanups.push(() => h.stop());
     }
-    const bus: CommandBus = allInOne ? new LocalCommandBus(host!) : new NatsCommandBus(nc, naming);
+    // Every command rides out a shard changing owner or a NATS node going away: it is tried
+    // again with the same command ID until the lease TTL plus a margin, then answered 503.
+    const bus: CommandBus = new RetryingCommandBus(allInOne ? new LocalCommandBus(host!) : new NatsCommandBus(nc, naming), config.leaseTtlMs + 5_000, (err, command, attempt) =>
+      logger.debug({ err, room: command.roomId, command: command.type, attempt }, 'command retried'),
+    );
 
     const notifier = new SyncNotifier();
     // Per-user and per-device sync reads stay in memory where the sync projections run here.
@@ -231,14 +236,16 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
     const waitForProjections = async (stream: 'peeks' | 'rooms', seq: number, which: 'sync' | 'all' = 'sync') => {
       const syncName = stream === 'rooms' ? syncRoomsProjection.name : syncPeeksProjection.name;
       const names = PROJECTIONS.filter((p) => p.stream === stream && (which === 'all' || p.name === syncName)).map((p) => p.name);
-      if (remote) return remote.waitFor(names, seq);
-      await Promise.all(names.map((n) => projections.get(n)?.waitFor(seq)));
+      // Bounded: a projection that is behind (NATS recovering, Postgres slow) makes the
+      // request answer 503, never hang. The change itself is in the log and will show.
+      const waits = remote ? [remote.waitFor(names, seq)] : names.map((n) => projections.get(n)?.waitFor(seq));
+      await withDeadline(Promise.all(waits), config.projectionWaitMs, () => new ServiceUnavailableError(`the change is stored but not yet visible (${names.join(', ')} behind ${seq})`));
     };
 
     if (host && !allInOne) {
       const server = new CommandServer(nc, naming, host, logger);
       const hostId = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
-      const l = new ShardLeases(nc, naming, hostId, { acquired: (k) => server.serve(k), released: (k) => server.release(k) }, config.leaseTtlMs, logger);
+      const l = new ShardLeases(nc, naming, hostId, { acquired: (k) => server.serve(k), released: (k) => server.release(k) }, { ttlMs: config.leaseTtlMs, replicas: config.streamReplicas, logger });
       await l.start();
       leases = l;
       cleanups.push(() => server.stop());
@@ -343,5 +350,15 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
   } catch (err) {
     await closeAll();
     throw err;
+  }
+}
+
+/** `promise`, or `onTimeout()` thrown once `ms` have passed. */
+export async function withDeadline<T>(promise: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(onTimeout()), ms)))]);
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -67,8 +67,8 @@ function isGzip(data: Uint8Array): boolean {
 export class KvSnapshotStore implements SnapshotStore {
   private constructor(private readonly kv: KV) {}
 
-  static async open(nc: NatsConnection, naming: Naming): Promise<KvSnapshotStore> {
-    const kv = await new Kvm(nc).create(naming.kvBucket('snapshots'), { history: 1 });
+  static async open(nc: NatsConnection, naming: Naming, replicas = 1): Promise<KvSnapshotStore> {
+    const kv = await new Kvm(nc).create(naming.kvBucket('snapshots'), { history: 1, replicas });
     return new KvSnapshotStore(kv);
   }
 

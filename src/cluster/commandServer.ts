@@ -4,7 +4,7 @@ import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import type { ActorHost } from '../actors/actorHost';
 import type { Naming } from '../events/subjects';
-import { encodeError, encodeResult, type CommandRequest } from './wire';
+import { encodeError, encodeResult, type CommandReply, type CommandRequest } from './wire';
 
 export class CommandServer {
   private readonly subs = new Map<number, Subscription>();
@@ -25,14 +25,23 @@ export class CommandServer {
         try {
           request = JSON.parse(msg.string()) as CommandRequest;
         } catch {
-          msg.respond(JSON.stringify({ failure: 'malformed command request' }));
+          respondSafely(msg, { failure: 'malformed command request' });
           return;
         }
+        const respond = (reply: CommandReply) => {
+          try {
+            msg.respond(JSON.stringify(reply));
+          } catch (err) {
+            // A reply the connection cannot carry (closed, or over max_payload): the caller
+            // times out and retries with the same command ID, which the room answers from the log.
+            this.logger?.error({ err, room: request.command?.roomId, commandId: request.commandId }, 'could not send a command reply');
+          }
+        };
         this.host.send(request.command, request.commandId).then(
-          (result) => msg.respond(JSON.stringify(encodeResult(result))),
+          (result) => respond(encodeResult(result)),
           (error) => {
-            if (!(error instanceof Error && 'code' in error)) this.logger?.error({ err: error }, 'command failed');
-            msg.respond(JSON.stringify(encodeError(error)));
+            if (!(error instanceof Error && 'code' in error)) this.logger?.error({ err: error, room: request.command?.roomId }, 'command failed');
+            respond(encodeError(error));
           },
         );
       },
@@ -51,5 +60,13 @@ export class CommandServer {
 
   async stop(): Promise<void> {
     for (const shard of [...this.subs.keys()]) await this.release(shard);
+  }
+}
+
+function respondSafely(msg: { respond(data: string): boolean }, reply: CommandReply): void {
+  try {
+    msg.respond(JSON.stringify(reply));
+  } catch {
+    // the requester is gone or the connection is closing: it retries on its side
   }
 }

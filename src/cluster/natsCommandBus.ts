@@ -7,38 +7,40 @@ import type { RoomCommand } from '../actors/commands';
 import type { CommandResult } from '../actors/roomActor';
 import { validateCommand } from '../actors/validateCommand';
 import type { Naming } from '../events/subjects';
+import { ServiceUnavailableError } from '../nats/errors';
 import { decodeReply, type CommandReply, type CommandRequest } from './wire';
 
-export class NoRoomHostError extends Error {
+export class NoRoomHostError extends ServiceUnavailableError {
   override readonly name = 'NoRoomHostError';
 }
 
+/**
+ * One attempt per call: the command goes to whichever room host answers its shard's
+ * subject. No host (a lease being taken over) is NoRoomHostError; a host that does not
+ * answer within `requestTimeoutMs` (it died with the command in flight) is a timeout.
+ * Both are transient: RetryingCommandBus tries again with the same command ID.
+ */
 export class NatsCommandBus implements CommandBus {
   constructor(
     private readonly nc: NatsConnection,
     private readonly naming: Naming,
-    /** How long to keep asking while no host holds the shard (a lease is being taken over). */
-    private readonly waitForHostMs = 20_000,
+    private readonly requestTimeoutMs = 5_000,
   ) {}
 
   async send(command: RoomCommand, commandId: string = randomUUID()): Promise<CommandResult> {
     const invalid = validateCommand(command);
     if (invalid) throw invalid;
-    const subject = this.naming.commandSubject(this.naming.shardOf(command.roomId));
+    const shard = this.naming.shardOf(command.roomId);
     const payload = JSON.stringify({ command, commandId } satisfies CommandRequest);
-    const deadline = Date.now() + this.waitForHostMs;
-    for (let delay = 50; ; delay = Math.min(delay * 2, 1000)) {
-      try {
-        const msg = await this.nc.request(subject, payload, { timeout: 30_000 });
-        return decodeReply(JSON.parse(msg.string()) as CommandReply);
-      } catch (err) {
-        // No responders: no host holds this shard right now. The same command ID makes a
-        // retry safe even if an earlier attempt did run (JetStream dedupes the appends).
-        const noHost = err instanceof Error && /no responders|503/i.test(`${err.message} ${(err as { code?: unknown }).code ?? ''}`);
-        if (!noHost) throw err;
-        if (Date.now() + delay > deadline) throw new NoRoomHostError(`no room host serves shard ${this.naming.shardOf(command.roomId)}`);
-        await new Promise((r) => setTimeout(r, delay));
+    let msg;
+    try {
+      msg = await this.nc.request(this.naming.commandSubject(shard), payload, { timeout: this.requestTimeoutMs });
+    } catch (err) {
+      if (err instanceof Error && /no responders|503/i.test(`${err.message} ${(err as { code?: unknown }).code ?? ''}`)) {
+        throw new NoRoomHostError(`no room host serves shard ${shard}`, 1000, { cause: err });
       }
+      throw err;
     }
+    return decodeReply(JSON.parse(msg.string()) as CommandReply);
   }
 }

@@ -11,6 +11,7 @@ import {
   NotFoundError,
 } from '../actors/errors';
 import type { CommandResult } from '../actors/roomActor';
+import { isTransient, ServiceUnavailableError } from '../nats/errors';
 
 export interface CommandRequest {
   command: RoomCommand;
@@ -20,7 +21,7 @@ export interface CommandRequest {
 export type CommandReply =
   | { ok: CommandResult }
   | { error: { code: DomainError['code']; message: string; roomVersion?: string; retryAfterMs?: number } }
-  | { failure: string };
+  | { failure: string; transient?: boolean };
 
 /** A reply carries what the command appended and a two-field room summary, never the room's state. */
 export function encodeResult(r: CommandResult): CommandReply {
@@ -38,7 +39,7 @@ export function encodeError(err: unknown): CommandReply {
       },
     };
   }
-  return { failure: err instanceof Error ? err.message : String(err) };
+  return { failure: err instanceof Error ? err.message : String(err), ...(isTransient(err) ? { transient: true } : {}) };
 }
 
 /** The result, or throws the domain error the room host raised. */
@@ -63,5 +64,6 @@ export function decodeReply(reply: CommandReply): CommandResult {
         throw new LimitExceededError(message, reply.error.retryAfterMs);
     }
   }
+  if ('failure' in reply && reply.transient) throw new ServiceUnavailableError(`the room host could not finish: ${reply.failure}`);
   throw new Error(`the room host failed: ${'failure' in reply ? reply.failure : 'unknown reply'}`);
 }

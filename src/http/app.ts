@@ -1,6 +1,8 @@
 // The HTTP server: one Fastify app with the client API, the federation API and the admin
 // API registered as plugins, one error handler, JSON everywhere.
 import cors from '@fastify/cors';
+import { randomUUID } from 'node:crypto';
+import { enterRequest } from '../requestContext';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Peekd } from '../server';
 import rateLimit from '@fastify/rate-limit';
@@ -33,8 +35,14 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
     forceCloseConnections: true,
     // Validation checks types; it never coerces or fills them in.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false } },
+    genReqId: () => randomUUID(),
   });
   let ready = false;
+  // The request ID names the commands this request sends (their envelopes in the log).
+  app.addHook('onRequest', async (req, reply) => {
+    enterRequest(req.id);
+    reply.header('X-Request-Id', req.id);
+  });
 
   // Every body is JSON, whatever the client says its type is; malformed JSON is M_NOT_JSON.
   app.removeAllContentTypeParsers();

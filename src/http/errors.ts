@@ -2,6 +2,7 @@
 // the specification gives. Domain errors map by type, never by message.
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { DomainError } from '../actors/errors';
+import { isTransient, ServiceUnavailableError } from '../nats/errors';
 
 export class MatrixError extends Error {
   override readonly name = 'MatrixError';
@@ -49,6 +50,11 @@ export function domainToMatrix(err: DomainError): MatrixError {
 export function toMatrixError(err: unknown): MatrixError {
   if (err instanceof MatrixError) return err;
   if (err instanceof DomainError) return domainToMatrix(err);
+  if (isTransient(err)) {
+    // Nothing is lost: the request may be repeated as it is (commands are idempotent by ID).
+    const retryAfterMs = err instanceof ServiceUnavailableError ? err.retryAfterMs : 1000;
+    return new MatrixError(503, 'M_UNKNOWN', 'the server is busy recovering; try again shortly', { retry_after_ms: retryAfterMs });
+  }
   const fe = err as Partial<FastifyError>;
   switch (fe.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
@@ -66,11 +72,14 @@ export function toMatrixError(err: unknown): MatrixError {
 }
 
 export function sendMatrixError(reply: FastifyReply, err: MatrixError): FastifyReply {
+  const retryAfterMs = err.extra.retry_after_ms;
+  if ((err.status === 503 || err.status === 429) && typeof retryAfterMs === 'number') reply.header('Retry-After', String(Math.max(1, Math.ceil(retryAfterMs / 1000))));
   return reply.code(err.status).type('application/json').send({ errcode: err.errcode, error: err.message, ...err.extra });
 }
 
 export function matrixErrorHandler(err: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const m = toMatrixError(err);
-  if (m.status >= 500) request.log.error({ err }, 'request failed');
+  if (m.status === 503) request.log.warn({ err }, 'request answered 503 (transient)');
+  else if (m.status >= 500) request.log.error({ err }, 'request failed');
   return sendMatrixError(reply, m);
 }

@@ -29,3 +29,35 @@ export class ShardCountMismatchError extends Error {
     );
   }
 }
+
+/**
+ * peekd cannot serve this now, but may in a moment: no room host holds the shard, NATS or
+ * JetStream is unreachable or electing a leader, a projection is behind. HTTP answers 503
+ * with Retry-After; retrying the same request is safe.
+ */
+export class ServiceUnavailableError extends Error {
+  override readonly name: string = 'ServiceUnavailableError';
+  constructor(
+    message: string,
+    readonly retryAfterMs = 1000,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/**
+ * Whether `err` is a passing fault of the messaging layer, after which the same command
+ * (same command ID) may simply be tried again: a request timeout, no responders (no room
+ * host, or a JetStream stream without a leader), a JetStream "temporarily unavailable"
+ * (503, 10008), a connection closed or draining under us. Never a domain answer.
+ */
+export function isTransient(err: unknown): boolean {
+  if (err instanceof ServiceUnavailableError) return true;
+  if (!(err instanceof Error)) return false;
+  if (err instanceof JetStreamApiError) return err.status === 503 || err.code === 10008;
+  const text = `${err.name} ${err.message} ${(err as { code?: unknown }).code ?? ''}`;
+  if (/TimeoutError|timeout|no responders|503|JetStreamNotEnabled|jetstream is not enabled|ConnectionClosed|closed|disconnect|draining|reconnect/i.test(text)) return true;
+  const cause = (err as { cause?: unknown }).cause;
+  return cause !== undefined && cause !== err && isTransient(cause);
+}

@@ -4,7 +4,7 @@ import { DeliverPolicy, jetstream, jetstreamManager, type JetStreamClient, type 
 import type { NatsConnection } from '@nats-io/transport-node';
 import { messageId } from '../events/streams';
 import type { Naming, StreamKind } from '../events/subjects';
-import { ConcurrencyError, isWrongLastSequence } from './errors';
+import { ConcurrencyError, isWrongLastSequence, ServiceUnavailableError } from './errors';
 
 export interface LogRecord {
   seq: number;
@@ -19,6 +19,9 @@ export interface AppendResult {
 }
 
 export class EventLog {
+  /** How long a read may go without a message before it gives up. */
+  readStallMs = 10_000;
+
   private constructor(
     readonly naming: Naming,
     private readonly js: JetStreamClient,
@@ -80,16 +83,26 @@ export class EventLog {
       ...(fromSeq > 1 ? { opt_start_seq: fromSeq } : {}),
     });
     const out: LogRecord[] = [];
-    const messages = await consumer.consume({ max_messages: 1024 });
+    const messages = await consumer.consume({ max_messages: 1024, expires: 5_000 });
+    // Bounded: a read that stops making progress (a stream leader lost mid-read) gives up,
+    // so a room's mailbox never waits on it forever; the command is retried.
+    let stalled = false;
+    let timer = setTimeout(function stall() {
+      stalled = true;
+      void messages.close();
+    }, this.readStallMs);
     try {
       for await (const m of messages) {
+        timer.refresh();
         if (m.seq > untilSeq) break;
         out.push({ seq: m.seq, data: m.data });
         if (m.seq === untilSeq || m.info.pending === 0) break;
       }
     } finally {
+      clearTimeout(timer);
       await messages.close();
     }
+    if (stalled && out.at(-1)?.seq !== untilSeq) throw new ServiceUnavailableError(`reading ${filter} stalled at ${out.at(-1)?.seq ?? fromSeq - 1} of ${untilSeq}`);
     return out;
   }
 }

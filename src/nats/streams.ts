@@ -5,7 +5,11 @@ import { STREAM_KINDS, shardsFromDescription, streamSpec } from '../events/strea
 import type { Naming } from '../events/subjects';
 import { ShardCountMismatchError } from './errors';
 
-/** Creates PEEKS and ROOMS if missing; refuses a shard count that differs from the recorded one. */
+/**
+ * Creates PEEKS and ROOMS if missing, with `replicas` copies; refuses a shard count that
+ * differs from the recorded one. An existing stream keeps its replica count (raise it with
+ * `nats stream edit`; JetStream moves the data).
+ */
 export async function ensureStreams(nc: NatsConnection, naming: Naming, replicas = 1): Promise<void> {
   const jsm = await jetstreamManager(nc);
   for (const kind of STREAM_KINDS) {

@@ -152,7 +152,9 @@ export class ProjectionRunner<E = unknown> {
       deliver_policy: start > 1 ? DeliverPolicy.StartSequence : DeliverPolicy.All,
       ...(start > 1 ? { opt_start_seq: start } : {}),
     });
-    const messages = await consumer.consume({ max_messages: this.batchSize * 2 });
+    // Short pulls with heartbeats: a consumer lost with a NATS node is noticed and made
+    // again within seconds (ordered consumers reset themselves on missed heartbeats).
+    const messages = await consumer.consume({ max_messages: this.batchSize * 2, expires: 5_000 });
     this.closeCurrent = async () => {
       await messages.close();
     };
