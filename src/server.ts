@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { ALL_ROLES } from './config';
 import { NatsCommandBus } from './cluster/natsCommandBus';
 import { CommandServer } from './cluster/commandServer';
-import { ShardLeases } from './cluster/shardLeases';
+import { JobLeases, ShardLeases } from './cluster/shardLeases';
 import { RemotePositions, peekBatchOf, roomBatchOf, wakeMessage } from './cluster/wakeups';
 import type { Config } from './config';
 import { loadOrCreateSigningKeyFile, type SigningKey } from './crypto';
@@ -112,6 +112,8 @@ export interface Peekd {
   signingKey: SigningKey;
   projections: Map<string, ProjectionRunner>;
   scheduler?: DeadlineScheduler;
+  /** This process's ID in leases (shards and jobs). */
+  hostId: string;
   /** With roles split: the shard leases this room host holds. */
   leases?: ShardLeases;
   http?: HttpApp;
@@ -174,8 +176,9 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
     );
 
     const notifier = new SyncNotifier();
-    // Per-user and per-device sync reads stay in memory where the sync projections run here.
-    const syncCache = roles.has('projections') ? new SyncCache() : undefined;
+    // Per-user and per-device sync reads stay in memory when every projection runs here
+    // (split, the batches that would invalidate it arrive only as summaries).
+    const syncCache = allInOne ? new SyncCache() : undefined;
     // The federation role: keys, the signed client, the sender and outbound peeks.
     const resolver = new ServerResolver(config.federationDestinations, () => clock.now());
     const federationClient = new FederationClient(config.serverName, signingKey, resolver);
@@ -202,24 +205,28 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
       }
     };
 
-    // The projections role: runners (announcing their batches on NATS when roles are split).
+    // The projections role: runners. All in one process they run here; split, each runs in
+    // whichever projections process holds its job lease, and announces its batches on NATS.
     const projections = new Map<string, ProjectionRunner>();
     if (roles.has('projections')) {
       for (const p of PROJECTIONS) {
         const runner = new ProjectionRunner(database.db, nc, naming, p, {
           logger,
           onCommitted: (seq, batch) => {
-            onCommittedLocally(p.name, batch);
-            if (!allInOne) nc.publish(naming.wakeSubject(), JSON.stringify(wakeMessage(p.name, p.stream, seq, batch)));
+            if (allInOne) onCommittedLocally(p.name, batch);
+            else nc.publish(naming.wakeSubject(), JSON.stringify(wakeMessage(p.name, p.stream, seq, batch)));
           },
         });
-        await runner.start();
         projections.set(p.name, runner);
-        cleanups.push(() => runner.stop());
+        if (allInOne) {
+          await runner.start();
+          cleanups.push(() => runner.stop());
+        }
       }
     }
+    // Split, positions and wake-ups come from NATS (and the checkpoints), wherever the runners are.
     let remote: RemotePositions | undefined;
-    if (!roles.has('projections')) {
+    if (!allInOne) {
       const r = new RemotePositions(nc, naming, database.db, PROJECTIONS, (msg) => {
         if (msg.stream === 'rooms') onCommittedLocally(msg.projection, roomBatchOf(msg), true);
         else onCommittedLocally(msg.projection, peekBatchOf(msg), true);
@@ -242,10 +249,20 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
       await withDeadline(Promise.all(waits), config.projectionWaitMs, () => new ServiceUnavailableError(`the change is stored but not yet visible (${names.join(', ')} behind ${seq})`));
     };
 
+    const hostId = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+    const leaseOptions = { ttlMs: config.leaseTtlMs, replicas: config.streamReplicas, logger };
+    if (!allInOne && roles.has('projections')) {
+      const jobs = new JobLeases(nc, naming, hostId, 'projections', PROJECTIONS.map((p) => p.name), {
+        acquired: (name) => projections.get(name)!.start(),
+        released: (name) => projections.get(name)!.stop(),
+      }, leaseOptions);
+      await jobs.start();
+      cleanups.push(() => jobs.stop());
+      logger.info({ hostId, projections: jobs.held }, 'projections process holds its jobs');
+    }
     if (host && !allInOne) {
       const server = new CommandServer(nc, naming, host, logger);
-      const hostId = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
-      const l = new ShardLeases(nc, naming, hostId, { acquired: (k) => server.serve(k), released: (k) => server.release(k) }, { ttlMs: config.leaseTtlMs, replicas: config.streamReplicas, logger });
+      const l = new ShardLeases(nc, naming, hostId, { acquired: (k) => server.serve(k), released: (k) => server.release(k) }, leaseOptions);
       await l.start();
       leases = l;
       cleanups.push(() => server.stop());
@@ -282,9 +299,13 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
       }),
     };
 
+    // Outbound peeks: any process that serves HTTP starts them (a client's /peek) and
+    // checks /send against them; the upkeep (renewals, idle ends, restarts) and the sender
+    // run in one federation process at a time. Split, HTTP processes announce device syncs
+    // on NATS for that upkeep.
     let outbound: OutboundPeeks | undefined;
-    if (federationOn) {
-      outbound = new OutboundPeeks({
+    if (federationOn || roles.has('http')) {
+      const o = new OutboundPeeks({
         db: database.db,
         bus,
         client: federationClient,
@@ -293,15 +314,55 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
         serverName: config.serverName,
         outboundIdleMs: config.outboundIdleMs,
         waitForProjections,
-        devicePeeks: (userId, deviceId) => client.sync.devicePeeks(userId, deviceId),
+        devicePeeks: syncCache ? (userId, deviceId) => client.sync.devicePeeks(userId, deviceId) : undefined,
         logger: logger.child({ component: 'outbound-peeks' }),
       });
-      client.remote = outbound;
-      await sender.start();
-      cleanups.push(() => sender.stop());
-      outbound.start();
-      const o = outbound;
+      outbound = o;
       cleanups.push(() => o.stop());
+      client.remote = allInOne
+        ? o
+        : {
+            ensureOutboundPeek: (roomId, servers) => o.ensureOutboundPeek(roomId, servers),
+            resolveAlias: (alias) => o.resolveAlias(alias),
+            deviceSynced: (userId, deviceId) => announceActivity(userId, deviceId),
+          };
+    }
+    const lastAnnounced = new Map<string, number>();
+    const announceActivity = (userId: string, deviceId: string) => {
+      const key = `${userId}\u0000${deviceId}`;
+      const now = clock.now();
+      if (now - (lastAnnounced.get(key) ?? 0) < 1_000) return;
+      lastAnnounced.set(key, now);
+      if (lastAnnounced.size > 100_000) lastAnnounced.delete(lastAnnounced.keys().next().value!);
+      nc.publish(naming.activitySubject(), JSON.stringify([userId, deviceId]));
+    };
+    if (federationOn && outbound) {
+      const o = outbound;
+      if (allInOne) {
+        await sender.start();
+        cleanups.push(() => sender.stop());
+        o.start();
+      } else {
+        const activity = nc.subscribe(naming.activitySubject(), {
+          callback: (err, m) => {
+            if (err) return;
+            try {
+              const [userId, deviceId] = JSON.parse(m.string()) as [string, string];
+              if (typeof userId === 'string' && typeof deviceId === 'string') o.deviceSynced(userId, deviceId);
+            } catch {
+              // not ours
+            }
+          },
+        });
+        cleanups.push(async () => activity.unsubscribe());
+        const jobs = new JobLeases(nc, naming, hostId, 'federation', ['federation_sender', 'outbound_upkeep'], {
+          acquired: (job) => (job === 'federation_sender' ? sender.start() : o.start()),
+          released: (job) => (job === 'federation_sender' ? sender.stop() : o.stop()),
+        }, leaseOptions);
+        await jobs.start();
+        cleanups.push(() => jobs.stop());
+        logger.info({ hostId, jobs: jobs.held }, 'federation process holds its jobs');
+      }
     }
     const federation: FederationContext = {
       config,
@@ -331,6 +392,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
       projections,
       scheduler,
       leases,
+      hostId,
       waitForProjections,
       close: closeAll,
     };

@@ -1,10 +1,12 @@
-// Shard ownership for room hosts: leases in a NATS KV bucket whose entries expire unless
-// renewed. Each host heartbeats, counts the live hosts, and holds about its share of the
-// shards: it takes free ones (create = compare-and-set on an absent key), renews its own
-// (update with the revision it holds), and lets go of extras so a new host gets some.
-// A lease deleted by a host that stops is seen through a watch and taken at once.
-// Two hosts briefly both serving a shard is harmless: appends with the expected last
-// subject sequence, not leases, keep a room single-writer.
+// Ownership of work by leases in a NATS KV bucket whose entries expire unless renewed:
+// room hosts hold shards (`shard.<n>`), and the projections and federation roles hold
+// jobs (`job.<name>`: one projection runner, the federation sender, outbound upkeep), so
+// exactly one process runs each. Each holder heartbeats under its group, counts the live
+// holders, and holds about its share of the items: it takes free ones (create = compare-
+// and-set on an absent key), renews its own (update with the revision it holds), and lets
+// go of extras so a new process gets some. A lease deleted by a process that stops is seen
+// through a watch and taken at once. Two hosts briefly both serving a shard is harmless:
+// appends with the expected last subject sequence, not leases, keep a room single-writer.
 import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
 import { KvWatchInclude, Kvm, type KV, type KvWatchEntry } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
@@ -12,9 +14,9 @@ import type { Logger } from 'pino';
 import type { Naming } from '../events/subjects';
 import { isWrongLastSequence } from '../nats/errors';
 
-export interface LeaseEvents {
-  acquired(shard: number): void | Promise<void>;
-  released(shard: number): void | Promise<void>;
+export interface LeaseEvents<K> {
+  acquired(item: K): void | Promise<void>;
+  released(item: K): void | Promise<void>;
 }
 
 interface Held {
@@ -23,15 +25,23 @@ interface Held {
   renewedAt: number;
 }
 
-export interface ShardLeaseOptions {
+export interface LeaseOptions {
   ttlMs?: number;
   replicas?: number;
   logger?: Logger;
 }
 
-export class ShardLeases {
+/** What a lease group is made of: its items, and how an item is named in the bucket. */
+interface LeaseGroup<K> {
+  /** Heartbeat keys of this group's live holders are `<group>.<holder id>`. */
+  group: string;
+  items: readonly K[];
+  key(item: K): string;
+}
+
+export class Leases<K> {
   private kv?: KV;
-  private readonly owned = new Map<number, Held>();
+  private readonly owned = new Map<K, Held>();
   private timer?: NodeJS.Timeout;
   private running?: Promise<void>;
   private again = false;
@@ -44,15 +54,17 @@ export class ShardLeases {
     private readonly nc: NatsConnection,
     private readonly naming: Naming,
     readonly hostId: string,
-    private readonly events: LeaseEvents,
-    private readonly options: ShardLeaseOptions = {},
+    private readonly what: LeaseGroup<K>,
+    private readonly events: LeaseEvents<K>,
+    private readonly options: LeaseOptions = {},
   ) {
     this.ttlMs = options.ttlMs ?? 10_000;
     this.logger = options.logger;
   }
 
-  get shards(): number[] {
-    return [...this.owned.keys()].sort((a, b) => a - b);
+  /** The items held now. */
+  get held(): K[] {
+    return [...this.owned.keys()];
   }
 
   async start(): Promise<void> {
@@ -60,7 +72,7 @@ export class ShardLeases {
     await this.round();
     this.timer = setInterval(() => this.kick(), Math.max(200, Math.floor(this.ttlMs / 3)));
     this.timer.unref();
-    void this.watchReleases();
+    if (this.what.items.length > 0) void this.watchReleases();
   }
 
   /** Runs a round now, or right after the one in progress. */
@@ -85,7 +97,7 @@ export class ShardLeases {
   private async watchReleases(): Promise<void> {
     while (!this.stopped) {
       try {
-        const iter = await this.kv!.watch({ key: 'shard.>', include: KvWatchInclude.UpdatesOnly });
+        const iter = await this.kv!.watch({ key: `${this.what.key(this.what.items[0]!).split('.')[0]}.>`, include: KvWatchInclude.UpdatesOnly });
         this.watch = iter;
         for await (const e of iter as AsyncIterable<KvWatchEntry>) {
           if (this.stopped) break;
@@ -106,88 +118,111 @@ export class ShardLeases {
     this.watch?.stop();
     await this.running;
     if (!this.kv) return;
-    for (const [shard, held] of this.owned) {
-      await this.events.released(shard);
-      await this.kv.delete(this.key(shard), { previousSeq: held.revision }).catch(() => undefined);
+    for (const [item, held] of this.owned) {
+      await this.events.released(item);
+      await this.kv.delete(this.key(item), { previousSeq: held.revision }).catch(() => undefined);
     }
     this.owned.clear();
-    await this.kv.delete(`host.${this.hostId}`).catch(() => undefined);
+    await this.kv.delete(this.heartbeatKey).catch(() => undefined);
   }
 
-  private key(shard: number): string {
-    return `shard.${shard}`;
+  private key(item: K): string {
+    return this.what.key(item);
+  }
+
+  private get heartbeatKey(): string {
+    return `${this.what.group}.${this.hostId}`;
   }
 
   private async liveHosts(): Promise<number> {
     let n = 0;
-    for await (const k of await this.kv!.keys('host.*')) {
+    for await (const k of await this.kv!.keys(`${this.what.group}.*`)) {
       void k;
       n++;
     }
     return Math.max(1, n);
   }
 
-  private async lose(shard: number, why: string): Promise<void> {
-    this.owned.delete(shard);
-    this.logger?.info({ shard, why }, 'shard lease lost');
-    await this.events.released(shard);
+  private async lose(item: K, why: string): Promise<void> {
+    this.owned.delete(item);
+    this.logger?.info({ lease: this.key(item), why }, 'lease lost');
+    await this.events.released(item);
   }
 
   private async round(): Promise<void> {
     const kv = this.kv!;
     if (this.stopped) return;
     const now = Date.now();
-    await kv.put(`host.${this.hostId}`, String(now));
+    await kv.put(this.heartbeatKey, String(now));
     // Renew what we hold. Only a lease someone else wrote (a revision that moved on) is
     // lost at once; a timeout or a NATS hiccup is tried again next round, until the lease
     // would have lapsed anyway.
-    for (const [shard, held] of [...this.owned]) {
+    for (const [item, held] of [...this.owned]) {
       try {
-        this.owned.set(shard, { revision: await kv.update(this.key(shard), this.hostId, held.revision), renewedAt: Date.now() });
+        this.owned.set(item, { revision: await kv.update(this.key(item), this.hostId, held.revision), renewedAt: Date.now() });
       } catch (err) {
-        if (isWrongRevision(err)) await this.lose(shard, 'another host holds it');
-        else if (Date.now() - held.renewedAt >= this.ttlMs) await this.lose(shard, 'not renewed within its TTL');
-        else this.logger?.warn({ err, shard }, 'could not renew a shard lease; trying again');
+        if (isWrongRevision(err)) await this.lose(item, 'another process holds it');
+        else if (Date.now() - held.renewedAt >= this.ttlMs) await this.lose(item, 'not renewed within its TTL');
+        else this.logger?.warn({ err, lease: this.key(item) }, 'could not renew a lease; trying again');
       }
     }
-    const total = this.naming.shards;
+    const total = this.what.items.length;
     const target = Math.ceil(total / (await this.liveHosts()));
-    // Hand back extras so newly arrived hosts get their share.
+    // Hand back extras so newly arrived processes get their share.
     while (this.owned.size > target) {
-      const [shard, held] = [...this.owned].at(-1)!;
-      this.owned.delete(shard);
-      await this.events.released(shard);
-      await kv.delete(this.key(shard), { previousSeq: held.revision }).catch(() => undefined);
+      const [item, held] = [...this.owned].at(-1)!;
+      this.owned.delete(item);
+      await this.events.released(item);
+      await kv.delete(this.key(item), { previousSeq: held.revision }).catch(() => undefined);
     }
     if (this.owned.size >= target) return;
     const start = Math.floor(Math.random() * total);
     for (let i = 0; i < total && this.owned.size < target && !this.stopped; i++) {
-      const shard = (start + i) % total;
-      if (this.owned.has(shard)) continue;
-      const revision = await this.claim(shard);
+      const item = this.what.items[(start + i) % total]!;
+      if (this.owned.has(item)) continue;
+      const revision = await this.claim(item);
       if (revision === null) continue;
-      this.owned.set(shard, { revision, renewedAt: Date.now() });
-      await this.events.acquired(shard);
+      this.owned.set(item, { revision, renewedAt: Date.now() });
+      await this.events.acquired(item);
     }
   }
 
   /** Takes a free lease, or our own that we lost track of (a renewal whose answer was lost). */
-  private async claim(shard: number): Promise<number | null> {
+  private async claim(item: K): Promise<number | null> {
     const kv = this.kv!;
     try {
-      return await kv.create(this.key(shard), this.hostId);
+      return await kv.create(this.key(item), this.hostId);
     } catch (err) {
       if (!isWrongRevision(err)) throw err;
     }
-    const entry = await kv.get(this.key(shard));
+    const entry = await kv.get(this.key(item));
     if (entry && entry.operation === 'PUT' && entry.string() === this.hostId) {
       try {
-        return await kv.update(this.key(shard), this.hostId, entry.revision);
+        return await kv.update(this.key(item), this.hostId, entry.revision);
       } catch (err) {
         if (!isWrongRevision(err)) throw err;
       }
     }
     return null; // held by another host
+  }
+}
+
+/** Room hosts' shards. */
+export class ShardLeases extends Leases<number> {
+  constructor(nc: NatsConnection, naming: Naming, hostId: string, events: LeaseEvents<number>, options: LeaseOptions = {}) {
+    super(nc, naming, hostId, { group: 'host', items: Array.from({ length: naming.shards }, (_, i) => i), key: (shard) => `shard.${shard}` }, events, options);
+  }
+
+  get shards(): number[] {
+    return this.held.sort((a, b) => a - b);
+  }
+}
+
+/** Named jobs that exactly one process may run at a time (projections, federation sender and upkeep). */
+export class JobLeases extends Leases<string> {
+  /** `role`: the processes that may run these jobs share them (one group per role). */
+  constructor(nc: NatsConnection, naming: Naming, hostId: string, role: string, jobs: readonly string[], events: LeaseEvents<string>, options: LeaseOptions = {}) {
+    super(nc, naming, hostId, { group: `jobs_${role}`, items: jobs, key: (job) => `job.${job}` }, events, options);
   }
 }
 

@@ -90,6 +90,11 @@ export class Naming {
     return `${this.prefix}peekd.wake`;
   }
 
+  /** Core NATS subject on which HTTP processes announce device syncs (outbound peek upkeep). */
+  activitySubject(): string {
+    return `${this.prefix}peekd.activity`;
+  }
+
   kvBucket(name: 'meta' | 'leases' | 'snapshots'): string {
     return `${this.prefix}peekd_${name}`;
   }

@@ -30,6 +30,8 @@ const START_GRACE_MS = 5_000;
 const SYNC_CHECK_THROTTLE_MS = 2_000;
 const RETRY_MIN_MS = 1_000;
 const RETRY_MAX_MS = 60_000;
+/** Devices whose last sync is remembered (the oldest are forgotten first). */
+const MAX_TRACKED_DEVICES = 100_000;
 
 export function clampRenewalInterval(ms: unknown, fallback: number): number {
   const n = typeof ms === 'number' && Number.isFinite(ms) ? ms : fallback;
@@ -97,6 +99,7 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
+    this.timer = undefined;
     await this.ticking;
     await Promise.allSettled([...this.inflight.values()]);
   }
@@ -141,9 +144,14 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
   deviceSynced(userId: string, deviceId: string): void {
     const key = `${userId}\u0000${deviceId}`;
     const now = this.deps.clock.now();
+    this.lastSync.delete(key); // re-inserted: the map is in order of recency
     this.lastSync.set(key, now);
+    if (this.lastSync.size > MAX_TRACKED_DEVICES) this.lastSync.delete(this.lastSync.keys().next().value!);
+    // Restarts are the upkeep's business: only where it runs (split, one process at a time).
+    if (!this.timer) return;
     if (now - (this.lastSyncCheck.get(key) ?? 0) < SYNC_CHECK_THROTTLE_MS) return;
     this.lastSyncCheck.set(key, now);
+    if (this.lastSyncCheck.size > MAX_TRACKED_DEVICES) this.lastSyncCheck.delete(this.lastSyncCheck.keys().next().value!);
     void this.restartFor(userId, deviceId).catch((err) => this.deps.logger?.warn({ err }, 'could not restart an outbound peek'));
   }
 

@@ -76,7 +76,8 @@ interface PendingTxn {
 
 export class FederationSender {
   private readonly queues = new Map<string, DestinationQueue>();
-  private stopped = false;
+  /** Until start(): a process that does not hold the sender job never sends. */
+  private stopped = true;
 
   constructor(
     private readonly db: Db,
