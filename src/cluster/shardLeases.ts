@@ -42,6 +42,8 @@ interface LeaseGroup<K> {
 export class Leases<K> {
   private kv?: KV;
   private readonly owned = new Map<K, Held>();
+  /** Heartbeat key → when it was last seen written (local clock). */
+  private readonly seen = new Map<string, number>();
   private timer?: NodeJS.Timeout;
   private running?: Promise<void>;
   private again = false;
@@ -69,10 +71,13 @@ export class Leases<K> {
 
   async start(): Promise<void> {
     this.kv = await new Kvm(this.nc).create(this.naming.kvBucket('leases'), { history: 1, ttl: this.ttlMs, replicas: this.options.replicas ?? 1 });
+    // The live holders are followed through a watch on their heartbeats (no key listing
+    // each round), seeded once from the keys there are now.
+    for await (const k of await this.kv.keys(`${this.what.group}.*`)) this.seen.set(k, Date.now());
+    void this.follow();
     await this.round();
     this.timer = setInterval(() => this.kick(), Math.max(200, Math.floor(this.ttlMs / 3)));
     this.timer.unref();
-    if (this.what.items.length > 0) void this.watchReleases();
   }
 
   /** Runs a round now, or right after the one in progress. */
@@ -83,7 +88,7 @@ export class Leases<K> {
       return;
     }
     this.running = this.round()
-      .catch((err) => this.logger?.warn({ err }, 'shard lease round failed; trying again'))
+      .catch((err) => this.logger?.warn({ err }, 'lease round failed; trying again'))
       .finally(() => {
         this.running = undefined;
         if (this.again) {
@@ -93,15 +98,26 @@ export class Leases<K> {
       });
   }
 
-  /** A lease deleted (a host handing its shards over) is claimed at once, not a round later. */
-  private async watchReleases(): Promise<void> {
+  /**
+   * Follows the bucket: heartbeats of this group's holders (who is alive), and deleted
+   * leases of our items (a process handing its work over), which are claimed at once.
+   */
+  private async follow(): Promise<void> {
+    const heartbeat = `${this.what.group}.`;
+    const ours = new Set(this.what.items.map((i) => this.what.key(i)));
     while (!this.stopped) {
       try {
-        const iter = await this.kv!.watch({ key: `${this.what.key(this.what.items[0]!).split('.')[0]}.>`, include: KvWatchInclude.UpdatesOnly });
+        const iter = await this.kv!.watch({ key: '>', include: KvWatchInclude.UpdatesOnly });
         this.watch = iter;
         for await (const e of iter as AsyncIterable<KvWatchEntry>) {
           if (this.stopped) break;
-          if (e.operation === 'DEL' || e.operation === 'PURGE') this.kick();
+          const gone = e.operation === 'DEL' || e.operation === 'PURGE';
+          if (e.key.startsWith(heartbeat)) {
+            if (gone) this.seen.delete(e.key);
+            else this.seen.set(e.key, Date.now());
+          } else if (gone && ours.has(e.key)) {
+            this.kick();
+          }
         }
       } catch (err) {
         if (this.stopped) return;
@@ -116,7 +132,8 @@ export class Leases<K> {
     this.stopped = true;
     clearInterval(this.timer);
     this.watch?.stop();
-    await this.running;
+    // A round stuck on a NATS call must not hold the stop past a lease's lifetime.
+    await Promise.race([this.running, new Promise((r) => setTimeout(r, this.ttlMs).unref())]);
     if (!this.kv) return;
     for (const [item, held] of this.owned) {
       await this.events.released(item);
@@ -134,13 +151,16 @@ export class Leases<K> {
     return `${this.what.group}.${this.hostId}`;
   }
 
-  private async liveHosts(): Promise<number> {
+  /** Holders whose heartbeat was seen within the TTL (this one included). */
+  private liveHosts(): number {
+    const now = Date.now();
+    this.seen.set(this.heartbeatKey, now);
     let n = 0;
-    for await (const k of await this.kv!.keys(`${this.what.group}.*`)) {
-      void k;
-      n++;
+    for (const [key, at] of this.seen) {
+      if (now - at < this.ttlMs) n++;
+      else this.seen.delete(key);
     }
-    return Math.max(1, n);
+    return n;
   }
 
   private async lose(item: K, why: string): Promise<void> {
@@ -167,7 +187,7 @@ export class Leases<K> {
       }
     }
     const total = this.what.items.length;
-    const target = Math.ceil(total / (await this.liveHosts()));
+    const target = Math.ceil(total / this.liveHosts());
     // Hand back extras so newly arrived processes get their share.
     while (this.owned.size > target) {
       const [item, held] = [...this.owned].at(-1)!;
@@ -182,6 +202,10 @@ export class Leases<K> {
       if (this.owned.has(item)) continue;
       const revision = await this.claim(item);
       if (revision === null) continue;
+      if (this.stopped) {
+        await kv.delete(this.key(item), { previousSeq: revision }).catch(() => undefined);
+        return;
+      }
       this.owned.set(item, { revision, renewedAt: Date.now() });
       await this.events.acquired(item);
     }
