@@ -173,19 +173,35 @@ export class Leases<K> {
     const kv = this.kv!;
     if (this.stopped) return;
     const now = Date.now();
-    await kv.put(this.heartbeatKey, String(now));
-    // Renew what we hold. Only a lease someone else wrote (a revision that moved on) is
-    // lost at once; a timeout or a NATS hiccup is tried again next round, until the lease
-    // would have lapsed anyway.
-    for (const [item, held] of [...this.owned]) {
-      try {
-        this.owned.set(item, { revision: await kv.update(this.key(item), this.hostId, held.revision), renewedAt: Date.now() });
-      } catch (err) {
-        if (isWrongRevision(err)) await this.lose(item, 'another process holds it');
-        else if (Date.now() - held.renewedAt >= this.ttlMs) await this.lose(item, 'not renewed within its TTL');
-        else this.logger?.warn({ err, lease: this.key(item) }, 'could not renew a lease; trying again');
-      }
-    }
+    // Cut off from NATS, the heartbeat fails, and so will the renewals below; they still
+    // run, so that what can no longer be renewed is let go once its lease has lapsed (the
+    // federation sender, which needs only Postgres, must not go on beside a successor).
+    // Every call is bounded well inside the TTL, and they run side by side.
+    const timeout = Math.max(250, Math.floor(this.ttlMs / 4));
+    let reachable = true;
+    const heartbeat = kv.put(this.heartbeatKey, String(now), { timeout }).catch((err) => {
+      reachable = false;
+      this.logger?.warn({ err }, 'lease heartbeat failed');
+    });
+    // Renew what we hold. A lease someone else wrote (a revision that moved on) is lost at
+    // once. After a timeout or a NATS hiccup it is let go only once half its life is gone:
+    // rather a short gap than two holders (a later round takes our own key back if it is
+    // still ours).
+    await Promise.all([
+      heartbeat,
+      ...[...this.owned].map(async ([item, held]) => {
+        try {
+          const revision = await kv.update(this.key(item), this.hostId, held.revision, timeout);
+          if (this.owned.get(item) === held) this.owned.set(item, { revision, renewedAt: Date.now() });
+        } catch (err) {
+          if (this.owned.get(item) !== held) return;
+          if (isWrongRevision(err)) await this.lose(item, 'another process holds it');
+          else if (Date.now() - held.renewedAt >= this.ttlMs / 2) await this.lose(item, 'could not be renewed in time');
+          else this.logger?.warn({ err, lease: this.key(item) }, 'could not renew a lease; trying again');
+        }
+      }),
+    ]);
+    if (!reachable) return;
     const total = this.what.items.length;
     const target = Math.ceil(total / this.liveHosts());
     // Hand back extras so newly arrived processes get their share.
