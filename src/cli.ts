@@ -1,6 +1,6 @@
 // `peekd` command line: serve, keys, and the operator tools.
 import { Command } from 'commander';
-import { ConfigError, loadConfig, settingsHelp } from './config';
+import { ALL_ROLES, ConfigError, loadConfig, settingsHelp } from './config';
 import { NatsServerNotFoundError } from './nats/embeddedServer';
 import { ShardCountMismatchError } from './nats/errors';
 import { DomainError } from './actors/errors';
@@ -59,7 +59,12 @@ program
     });
     try {
       const { startPeekd } = await import('./server');
-      peekd = await startPeekd(config());
+      const cfg = config();
+      if (cfg.roles.length < ALL_ROLES.length && (!cfg.natsUrl || !cfg.databaseUrl)) {
+        // Each process would start its own nats-server and embedded database: nothing shared.
+        throw new ConfigError('PEEKD_ROLES splits the roles across processes: they must share one NATS (NATS_URL) and one Postgres (DATABASE_URL)');
+      }
+      peekd = await startPeekd(cfg);
       if (stopAsked) await shutdown(stopAsked);
     } catch (err) {
       fail(err);

@@ -207,6 +207,20 @@ describe('peekd CLI in a child process', { timeout: 120_000 }, () => {
       expect(r.stdout).toBe('');
     }
   });
+
+  it('refuses split roles without a shared NATS and Postgres, before starting anything', async () => {
+    const env: NodeJS.ProcessEnv = {};
+    for (const [k, v] of Object.entries(process.env)) if (!/^(VITEST|NODE_OPTIONS|PEEKD_|DATABASE_URL|NATS_URL)/.test(k)) env[k] = v;
+    Object.assign(env, { PEEKD_ROLES: 'rooms', NATS_URL: natsUrl(), PEEKD_DATA_DIR: t.dataDir });
+    const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, ['bin/peekd.mjs', 'serve'], { cwd: REPO, env, stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d) => (stderr += d));
+      child.on('close', (code) => resolve({ code, stderr }));
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim()).toBe('peekd: PEEKD_ROLES splits the roles across processes: they must share one NATS (NATS_URL) and one Postgres (DATABASE_URL)');
+  });
 });
 
 describe('progress reports', () => {
