@@ -37,7 +37,9 @@ export class RetryingCommandBus implements CommandBus {
     const deadline = Date.now() + this.deadlineMs;
     for (let attempt = 1, delayMs = 50; ; attempt++, delayMs = Math.min(delayMs * 2, 1000)) {
       try {
-        return await this.inner.send(command, commandId);
+        // The attempt in flight counts against the deadline too: past it the caller gets
+        // its 503 (the attempt may still land; a retry of the request finds it by its ID).
+        return await withTimeout(this.inner.send(command, commandId), deadline - Date.now());
       } catch (err) {
         if (err instanceof DomainError || !isTransient(err)) throw err;
         const wait = delayMs / 2 + Math.random() * (delayMs / 2);
@@ -49,4 +51,13 @@ export class RetryingCommandBus implements CommandBus {
       }
     }
   }
+}
+
+function withTimeout<T>(attempt: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new ServiceUnavailableError('no answer from the room within the retry window', 2000)), Math.max(0, ms));
+  });
+  attempt.catch(() => undefined); // an attempt that fails after the deadline is nobody's business
+  return Promise.race([attempt, expired]).finally(() => clearTimeout(timer));
 }

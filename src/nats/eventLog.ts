@@ -4,7 +4,7 @@ import { DeliverPolicy, jetstream, jetstreamManager, type JetStreamClient, type 
 import type { NatsConnection } from '@nats-io/transport-node';
 import { messageId } from '../events/streams';
 import type { Naming, StreamKind } from '../events/subjects';
-import { ConcurrencyError, isWrongLastSequence, ServiceUnavailableError } from './errors';
+import { ConcurrencyError, isTransient, isWrongLastSequence, ServiceUnavailableError } from './errors';
 
 export interface LogRecord {
   seq: number;
@@ -19,8 +19,8 @@ export interface AppendResult {
 }
 
 export class EventLog {
-  /** How long a read may go without a message before it gives up. */
-  readStallMs = 10_000;
+  /** How long a consumer read may go without a message before it falls back to direct gets. */
+  readStallMs = 3_000;
 
   private constructor(
     readonly naming: Naming,
@@ -75,19 +75,31 @@ export class EventLog {
     return this.readFiltered(kind, this.naming.roomSubject(kind, roomId), fromSeq, last);
   }
 
-  /** Messages matching `filter` from `fromSeq` up to and including `untilSeq`. */
+  /**
+   * Messages matching `filter` from `fromSeq` up to and including `untilSeq`: through an
+   * ordered consumer, or, when that cannot be had or stalls (a consumer placed on a NATS
+   * node that just died), message by message through direct gets, which any replica serves.
+   */
   async readFiltered(kind: StreamKind, filter: string, fromSeq: number, untilSeq: number): Promise<LogRecord[]> {
+    try {
+      return await this.readWithConsumer(kind, filter, fromSeq, untilSeq);
+    } catch (err) {
+      if (!isTransient(err)) throw err;
+      return this.readWithDirectGets(kind, filter, fromSeq, untilSeq);
+    }
+  }
+
+  private async readWithConsumer(kind: StreamKind, filter: string, fromSeq: number, untilSeq: number): Promise<LogRecord[]> {
     const consumer = await this.js.consumers.get(this.naming.streamName(kind), {
       filter_subjects: filter,
       deliver_policy: fromSeq > 1 ? DeliverPolicy.StartSequence : DeliverPolicy.All,
       ...(fromSeq > 1 ? { opt_start_seq: fromSeq } : {}),
     });
     const out: LogRecord[] = [];
-    const messages = await consumer.consume({ max_messages: 1024, expires: 5_000 });
-    // Bounded: a read that stops making progress (a stream leader lost mid-read) gives up,
-    // so a room's mailbox never waits on it forever; the command is retried.
+    const messages = await consumer.consume({ max_messages: 1024, expires: 2_000 });
+    // Bounded: a read that stops making progress gives up (the caller falls back).
     let stalled = false;
-    let timer = setTimeout(function stall() {
+    const timer = setTimeout(() => {
       stalled = true;
       void messages.close();
     }, this.readStallMs);
@@ -103,6 +115,17 @@ export class EventLog {
       await messages.close();
     }
     if (stalled && out.at(-1)?.seq !== untilSeq) throw new ServiceUnavailableError(`reading ${filter} stalled at ${out.at(-1)?.seq ?? fromSeq - 1} of ${untilSeq}`);
+    return out;
+  }
+
+  private async readWithDirectGets(kind: StreamKind, subject: string, fromSeq: number, untilSeq: number): Promise<LogRecord[]> {
+    const out: LogRecord[] = [];
+    for (let seq = Math.max(1, fromSeq); seq <= untilSeq; ) {
+      const msg = await this.jsm.direct.getMessage(this.naming.streamName(kind), { seq, next_by_subj: subject });
+      if (!msg || msg.seq > untilSeq) break;
+      out.push({ seq: msg.seq, data: msg.data });
+      seq = msg.seq + 1;
+    }
     return out;
   }
 }

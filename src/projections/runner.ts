@@ -132,7 +132,7 @@ export class ProjectionRunner<E = unknown> {
         if (this.stopped) break;
         this.options.logger?.error({ err, projection: this.projection.name }, 'projection failed; resuming from its checkpoint');
         await new Promise((r) => setTimeout(r, backoffMs));
-        backoffMs = Math.min(backoffMs * 2, 5000);
+        backoffMs = Math.min(backoffMs * 2, 2000);
         this.position = await this.readPosition().catch(() => this.position);
       }
     }
@@ -154,7 +154,7 @@ export class ProjectionRunner<E = unknown> {
     });
     // Short pulls with heartbeats: a consumer lost with a NATS node is noticed and made
     // again within seconds (ordered consumers reset themselves on missed heartbeats).
-    const messages = await consumer.consume({ max_messages: this.batchSize * 2, expires: 5_000 });
+    const messages = await consumer.consume({ max_messages: this.batchSize * 2, expires: 2_000 });
     this.closeCurrent = async () => {
       await messages.close();
     };

@@ -106,7 +106,7 @@ describe('audit', () => {
     await send({ type: 'StopDevicePeek', roomId: `!hosted1:${t.serverName}`, userId: zed, deviceId: 'TABLET', reason: 'unpeeked' });
     await send({ type: 'DeleteInboundPeek', roomId: `!hosted2:${t.serverName}`, server: 'both.example', peekId: 'in2' });
     events.sort((a, b) => a.seq - b.seq);
-    await t.peekd.waitForProjections('peeks', events.at(-1)!.seq);
+    await t.peekd.waitForProjections('peeks', events.at(-1)!.seq, 'all'); // audit included, not only what /sync reads
   });
 
   afterAll(async () => {
