@@ -3,66 +3,29 @@
 // 5,000 members works across the command bus (replies carry what was appended, never the
 // room's state).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config';
-import { connectNats } from '../../src/nats/connection';
-import { deleteStreams } from '../../src/nats/streams';
-import { startPeekd, type Peekd } from '../../src/server';
-import type { Database } from '../../src/store/db';
+import type { Peekd } from '../../src/server';
 import { waitFor } from '../helpers/federation';
 import { TestUser } from '../helpers/matrix';
-import { createTestDatabase, natsUrl, tempDir, uniqueName, type TestDatabase } from '../helpers/services';
+import { splitDeployment, type SplitDeployment } from '../helpers/splitDeployment';
 
 const SHARDS = 12;
 
 describe('room hosts joining and leaving, roles split', () => {
-  const serverName = `${uniqueName('ho')}.test`;
-  const prefix = `${uniqueName()}_`;
-  const dir = tempDir('peekd-handover-');
-  let db: TestDatabase;
-  let database: Database;
+  let split: SplitDeployment;
   let http: Peekd;
   let hostA: Peekd;
   let hostB: Peekd;
-  const instances: Peekd[] = [];
-
-  const start = async (roles: string) => {
-    const config = loadConfig(
-      {
-        PEEKD_SERVER_NAME: serverName,
-        PEEKD_LISTEN: '127.0.0.1:0',
-        PEEKD_DATA_DIR: dir.path,
-        NATS_URL: natsUrl(),
-        PEEKD_STREAM_PREFIX: prefix,
-        PEEKD_SHARDS: String(SHARDS),
-        PEEKD_ROLES: roles,
-        PEEKD_LEASE_TTL_MS: '3000',
-        PEEKD_LOG_LEVEL: process.env.PEEKD_TEST_LOG_LEVEL ?? 'silent',
-        PEEKD_REGISTRATION_RATE_PER_SECOND: '1000',
-        ...(db.url ? { DATABASE_URL: db.url } : {}),
-      },
-      undefined,
-    );
-    const p = await startPeekd(config, { database });
-    instances.push(p);
-    return p;
-  };
+  const start = (roles: string) => split.start(roles);
 
   beforeAll(async () => {
-    db = await createTestDatabase();
-    database = await db.open();
+    split = await splitDeployment({ shards: SHARDS, label: 'handover', env: { PEEKD_LEASE_TTL_MS: '3000' } });
     hostA = await start('rooms,projections,federation');
     hostB = await start('rooms');
     http = await start('http');
   }, 60_000);
 
   afterAll(async () => {
-    for (const p of instances.reverse()) await p.close().catch(() => undefined);
-    const nc = await connectNats(natsUrl());
-    await deleteStreams(nc, http.naming);
-    await nc.close();
-    await database.close();
-    await db.drop();
-    dir.remove();
+    await split?.close();
   });
 
   const covered = (...hosts: Peekd[]) => {
@@ -89,8 +52,7 @@ describe('room hosts joining and leaving, roles split', () => {
     })();
     await waitFor('some messages before the stop', () => statuses.length >= 20);
     const before = statuses.length;
-    await hostB.close();
-    instances.splice(instances.indexOf(hostB), 1);
+    await split.stop(hostB);
     await waitFor('A to hold every shard', () => hostA.leases!.shards.length === SHARDS, 10_000);
     await waitFor('messages after the handover', () => statuses.length >= before + 40, 20_000);
     sending = false;
@@ -109,7 +71,7 @@ describe('room hosts joining and leaving, roles split', () => {
     const roomId = (await alice.createWorldReadableRoom()).room_id as string;
     for (let i = 0; i < 5_000; i += 500) {
       const joins = Array.from({ length: 500 }, (_, k) => {
-        const userId = `@member${i + k}:${serverName}`;
+        const userId = `@member${i + k}:${split.serverName}`;
         return { type: 'm.room.member', sender: userId, state_key: userId, content: { membership: 'join' } };
       });
       const r = await http.bus.send({ type: 'SendEvents', roomId, events: joins });

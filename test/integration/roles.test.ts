@@ -3,13 +3,9 @@
 // wake-ups over NATS; when a room host dies its leases lapse and the other takes over,
 // rebuilding the rooms from the log.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config';
-import { connectNats } from '../../src/nats/connection';
-import { deleteStreams } from '../../src/nats/streams';
-import { startPeekd, type Peekd } from '../../src/server';
-import type { Database } from '../../src/store/db';
+import type { Peekd } from '../../src/server';
 import { TestUser, enc } from '../helpers/matrix';
-import { createTestDatabase, natsUrl, tempDir, uniqueName, type TestDatabase } from '../helpers/services';
+import { splitDeployment, type SplitDeployment } from '../helpers/splitDeployment';
 
 const SHARDS = 8;
 const LIFETIME_MS = 6_000;
@@ -25,54 +21,20 @@ async function until<T>(what: string, fn: () => Promise<T | undefined | false> |
 }
 
 describe('roles split across processes', () => {
-  const serverName = `${uniqueName('split')}.test`;
-  const prefix = `${uniqueName()}_`;
-  const dir = tempDir('peekd-roles-');
-  let db: TestDatabase;
-  let database: Database;
+  let split: SplitDeployment;
   let http: Peekd;
   let hostA: Peekd;
   let hostB: Peekd;
-  const instances: Peekd[] = [];
-
-  const start = async (roles: string) => {
-    const config = loadConfig(
-      {
-        PEEKD_SERVER_NAME: serverName,
-        PEEKD_LISTEN: '127.0.0.1:0',
-        PEEKD_DATA_DIR: dir.path,
-        NATS_URL: natsUrl(),
-        PEEKD_STREAM_PREFIX: prefix,
-        PEEKD_SHARDS: String(SHARDS),
-        PEEKD_ROLES: roles,
-        PEEKD_LEASE_TTL_MS: '1500',
-        PEEKD_PEEK_LIFETIME_MS: String(LIFETIME_MS),
-        PEEKD_LOG_LEVEL: 'silent',
-        PEEKD_REGISTRATION_RATE_PER_SECOND: '1000',
-      },
-      undefined,
-    );
-    const p = await startPeekd(config, { database });
-    instances.push(p);
-    return p;
-  };
 
   beforeAll(async () => {
-    db = await createTestDatabase();
-    database = await db.open();
-    hostA = await start('rooms,projections,federation');
-    hostB = await start('rooms');
-    http = await start('http');
+    split = await splitDeployment({ shards: SHARDS, label: 'roles', env: { PEEKD_LEASE_TTL_MS: '1500', PEEKD_PEEK_LIFETIME_MS: String(LIFETIME_MS) } });
+    hostA = await split.start('rooms,projections,federation');
+    hostB = await split.start('rooms');
+    http = await split.start('http');
   }, 60_000);
 
   afterAll(async () => {
-    for (const p of instances.reverse()) await p.close().catch(() => undefined);
-    const nc = await connectNats(natsUrl());
-    await deleteStreams(nc, hostA.naming);
-    await nc.close();
-    await database.close();
-    await db.drop();
-    dir.remove();
+    await split?.close();
   });
 
   it('divides the shards between the room hosts, serves the client API from the HTTP node, and survives a host dying', async () => {

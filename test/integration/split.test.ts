@@ -11,10 +11,10 @@ import { PROJECTIONS } from '../../src/projections/index';
 import { connectNats } from '../../src/nats/connection';
 import { deleteStreams } from '../../src/nats/streams';
 import { startPeekd, type Peekd } from '../../src/server';
-import type { Database } from '../../src/store/db';
 import { freePort } from '../helpers/natsCluster';
 import { TestUser, enc } from '../helpers/matrix';
 import { createTestDatabase, natsUrl, tempDir, uniqueName, type TestDatabase } from '../helpers/services';
+import { splitDeployment, type SplitDeployment } from '../helpers/splitDeployment';
 import { waitFor } from '../helpers/federation';
 
 const LEASE_TTL_MS = 1_500;
@@ -24,12 +24,9 @@ describe('a split deployment peeks a room on another server', () => {
   const nameA = `${uniqueName('spa')}.test`;
   const nameB = `${uniqueName('spb')}.test`;
   const prefixA = `${uniqueName()}_`;
-  const prefixB = `${uniqueName()}_`;
   const dirA = tempDir('peekd-split-a-');
-  const dirB = tempDir('peekd-split-b-');
   let dbA: TestDatabase;
-  let dbB: TestDatabase;
-  let databaseB: Database;
+  let B: SplitDeployment;
   let portA: number;
   let portB: number;
   let A: Peekd;
@@ -37,7 +34,6 @@ describe('a split deployment peeks a room on another server', () => {
   let rooms: Peekd;
   let projections: Peekd[];
   let federation: Peekd;
-  const instances: Peekd[] = [];
 
   const env = () => ({
     NATS_URL: natsUrl(),
@@ -49,23 +45,7 @@ describe('a split deployment peeks a room on another server', () => {
     PEEKD_INBOUND_RENEWAL_INTERVAL_MS: '60000',
     PEEKD_FEDERATION_DESTINATIONS: JSON.stringify({ [nameA]: `http://127.0.0.1:${portA}`, [nameB]: `http://127.0.0.1:${portB}` }),
   });
-  const startB = async (roles: string) => {
-    const config = loadConfig(
-      {
-        ...env(),
-        PEEKD_SERVER_NAME: nameB,
-        PEEKD_LISTEN: `127.0.0.1:${portB}`,
-        PEEKD_DATA_DIR: dirB.path, // one signing key for the whole of B
-        PEEKD_STREAM_PREFIX: prefixB,
-        PEEKD_ROLES: roles,
-        ...(dbB.url ? { DATABASE_URL: dbB.url } : {}),
-      },
-      undefined,
-    );
-    const p = await startPeekd(config, { database: databaseB });
-    instances.push(p);
-    return p;
-  };
+  const startB = (roles: string) => B.start(roles, roles === 'http' ? { PEEKD_LISTEN: `127.0.0.1:${portB}` } : {});
 
   /** Which process (by index in `candidates`) holds each job lease of B. */
   const jobHolders = async (jobs: string[]) => {
@@ -86,15 +66,13 @@ describe('a split deployment peeks a room on another server', () => {
   beforeAll(async () => {
     [portA, portB] = [await freePort(), await freePort()];
     dbA = await createTestDatabase();
-    dbB = await createTestDatabase();
-    databaseB = await dbB.open();
+    B = await splitDeployment({ shards: 8, serverName: nameB, label: 'split-b', env: env() });
     A = await startPeekd(
       loadConfig(
         { ...env(), PEEKD_SERVER_NAME: nameA, PEEKD_LISTEN: `127.0.0.1:${portA}`, PEEKD_DATA_DIR: dirA.path, PEEKD_STREAM_PREFIX: prefixA, ...(dbA.url ? { DATABASE_URL: dbA.url } : {}) },
         undefined,
       ),
     );
-    instances.push(A);
     rooms = await startB('rooms');
     projections = [await startB('projections'), await startB('projections')];
     federation = await startB('federation');
@@ -102,15 +80,13 @@ describe('a split deployment peeks a room on another server', () => {
   }, 90_000);
 
   afterAll(async () => {
-    for (const p of instances.reverse()) await p.close().catch(() => undefined);
+    await B?.close();
+    await A?.close();
     const nc = await connectNats(natsUrl());
-    for (const p of [A, http].filter(Boolean)) await deleteStreams(nc, p.naming).catch(() => undefined);
+    if (A) await deleteStreams(nc, A.naming).catch(() => undefined);
     await nc.close();
-    await databaseB?.close();
     await dbA?.drop();
-    await dbB?.drop();
     dirA.remove();
-    dirB.remove();
   });
 
   it('starts the federated peek from the HTTP process, delivers the host’s events, keeps it alive on device syncs, and moves jobs when a process goes', async () => {
@@ -160,9 +136,7 @@ describe('a split deployment peeks a room on another server', () => {
     // The projections process that runs sync_rooms goes away: the other takes it over, and
     // A's next message still reaches bob.
     const syncRoomsHolder = held.sync_rooms!;
-    const leaving = projections.find((p) => p.hostId === syncRoomsHolder)!;
-    await leaving.close();
-    instances.splice(instances.indexOf(leaving), 1);
+    await B.stop(projections.find((p) => p.hostId === syncRoomsHolder)!);
     await waitFor('sync_rooms to move', async () => {
       const h = await jobHolders(['sync_rooms']);
       return h.sync_rooms !== undefined && h.sync_rooms !== syncRoomsHolder;
