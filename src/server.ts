@@ -23,7 +23,7 @@ import { connectNats } from './nats/connection';
 import { startEmbeddedNats, type EmbeddedNats } from './nats/embeddedServer';
 import { EventLog } from './nats/eventLog';
 import { ensureStreams } from './nats/streams';
-import { ServiceUnavailableError } from './nats/errors';
+import { retryTransient, ServiceUnavailableError } from './nats/errors';
 import { federationPeeksProjection } from './projections/federationPeeks';
 import { PROJECTIONS } from './projections/index';
 import { ProjectionRunner } from './projections/runner';
@@ -80,7 +80,7 @@ export async function openInfrastructure(config: Config, logger: Logger, shared?
     const nc = await connectNats(natsUrl, `peekd ${config.serverName}`);
     closers.push(() => nc.drain());
     const naming = new Naming(config.streamPrefix, config.shards);
-    await ensureStreams(nc, naming, config.streamReplicas);
+    await retryTransient(() => ensureStreams(nc, naming, config.streamReplicas));
     const database = shared ?? (await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir }));
     if (!shared) closers.push(() => database.close());
     return { nc, naming, database, close };

@@ -4,6 +4,7 @@
 import { promisify } from 'node:util';
 import { gunzip, gzip } from 'node:zlib';
 import { Kvm, type KV } from '@nats-io/kv';
+import { retryTransient } from '../nats/errors';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { roomToken, type Naming } from '../events/subjects';
 import type { LivePeek, RoomFacts, RoomState, StateEntry } from './state';
@@ -68,7 +69,7 @@ export class KvSnapshotStore implements SnapshotStore {
   private constructor(private readonly kv: KV) {}
 
   static async open(nc: NatsConnection, naming: Naming, replicas = 1): Promise<KvSnapshotStore> {
-    const kv = await new Kvm(nc).create(naming.kvBucket('snapshots'), { history: 1, replicas });
+    const kv = await retryTransient(() => new Kvm(nc).create(naming.kvBucket('snapshots'), { history: 1, replicas }));
     return new KvSnapshotStore(kv);
   }
 

@@ -12,7 +12,7 @@ import { KvWatchInclude, Kvm, type KV, type KvWatchEntry } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import type { Naming } from '../events/subjects';
-import { isWrongLastSequence } from '../nats/errors';
+import { isWrongLastSequence, retryTransient } from '../nats/errors';
 
 export interface LeaseEvents<K> {
   acquired(item: K): void | Promise<void>;
@@ -70,7 +70,7 @@ export class Leases<K> {
   }
 
   async start(): Promise<void> {
-    this.kv = await new Kvm(this.nc).create(this.naming.kvBucket('leases'), { history: 1, ttl: this.ttlMs, replicas: this.options.replicas ?? 1 });
+    this.kv = await retryTransient(() => new Kvm(this.nc).create(this.naming.kvBucket('leases'), { history: 1, ttl: this.ttlMs, replicas: this.options.replicas ?? 1 }));
     // The live holders are followed through a watch on their heartbeats (no key listing
     // each round), seeded once from the keys there are now.
     for await (const k of await this.kv.keys(`${this.what.group}.*`)) this.seen.set(k, Date.now());

@@ -61,3 +61,19 @@ export function isTransient(err: unknown): boolean {
   const cause = (err as { cause?: unknown }).cause;
   return cause !== undefined && cause !== err && isTransient(cause);
 }
+
+/**
+ * Runs `fn` again while it fails transiently (several processes creating the same stream
+ * or bucket at once on a fresh cluster time out), for up to `withinMs`.
+ */
+export async function retryTransient<T>(fn: () => Promise<T>, withinMs = 30_000): Promise<T> {
+  const deadline = Date.now() + withinMs;
+  for (let delayMs = 100; ; delayMs = Math.min(delayMs * 2, 2_000)) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!isTransient(err) || Date.now() + delayMs > deadline) throw err;
+      await new Promise((r) => setTimeout(r, delayMs));
+    }
+  }
+}
