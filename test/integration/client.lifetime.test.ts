@@ -4,7 +4,7 @@
 // and data directory that keeps access tokens, sync tokens and live peeks valid.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestPeekd } from '../helpers/peekd';
-import { audit, auditUntil, roomsIn, TestUser } from '../helpers/matrix';
+import { auditUntil, roomsIn, TestUser } from '../helpers/matrix';
 
 const ADMIN = 'admin-secret-lifetime-tests';
 const LIFETIME_MS = 1500;
@@ -130,7 +130,7 @@ describe('restart', () => {
       expect(renewed.status).toBe(200);
       expect(renewed.body.peek_expiry_ts).toBeGreaterThan(p.body.peek_expiry_ts);
       expect((await bob2.login()).userId).toBe(bob.userId);
-      const a = await audit(hs.url, ADMIN, { room_id: roomId });
+      const a = await auditUntil(hs.url, ADMIN, { room_id: roomId }, (es) => es.length >= 2);
       expect(a.map((e) => e.event)).toEqual(['PeekStarted', 'PeekRenewed']);
     } finally {
       await hs.close().catch(() => undefined);

@@ -3,7 +3,7 @@
 // sections of /sync, exactly as MATRIX.md describes them.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestPeekd } from '../helpers/peekd';
-import { audit, enc, request, roomsIn, TestUser, timelineOf } from '../helpers/matrix';
+import { audit, auditUntil, enc, request, roomsIn, TestUser, timelineOf } from '../helpers/matrix';
 
 const ADMIN = 'admin-secret-peek-tests';
 let hs: Awaited<ReturnType<typeof startTestPeekd>>;
@@ -365,7 +365,7 @@ describe('ending a peek', () => {
     expect(roomsIn(s2, 'peek')).toEqual([]);
     // Unpeeking again is a bad state.
     expect((await bob.unpeek(roomId)).body.errcode).toBe('M_BAD_STATE');
-    const a = await audit(url, ADMIN, { room_id: roomId, user_id: bob.userId });
+    const a = await auditUntil(url, ADMIN, { room_id: roomId, user_id: bob.userId }, (es) => es.length >= 2);
     expect(a.map((e) => [e.event, e.reason])).toEqual([
       ['PeekStarted', undefined],
       ['PeekExpired', 'unpeeked'],
@@ -459,7 +459,8 @@ describe('ending a peek', () => {
     const l0 = await laptop.sync();
     expect((await phone.logout()).status).toBe(200);
     // A logged-out device cannot sync; the audit log shows how its peeks ended.
-    const ended = (await audit(url, ADMIN, { user_id: phone.userId, device_id: phone.deviceId })).filter((e) => e.event === 'PeekExpired');
+    // (The audit projection commits on its own schedule: wait for it.)
+    const ended = (await auditUntil(url, ADMIN, { user_id: phone.userId, device_id: phone.deviceId }, (es) => es.filter((e) => e.event === 'PeekExpired').length >= 2)).filter((e) => e.event === 'PeekExpired');
     expect(ended.map((e) => [e.room_id, e.reason]).sort()).toEqual(
       [
         [r1, 'device_removed'],
@@ -517,7 +518,8 @@ describe('ending a peek', () => {
     const again = await bob.peek(roomId);
     expect(again.status).toBe(403);
     expect(again.body.errcode).toBe('M_FORBIDDEN');
-    const reasons = (await audit(url, ADMIN, { room_id: roomId })).filter((e) => e.event === 'PeekExpired').map((e) => e.reason);
+    const expiredOf = (es: any[]) => es.filter((e) => e.event === 'PeekExpired');
+    const reasons = expiredOf(await auditUntil(url, ADMIN, { room_id: roomId }, (es) => expiredOf(es).length >= 2)).map((e) => e.reason);
     expect(reasons).toEqual(['visibility_changed', 'visibility_changed']);
   });
 
@@ -527,7 +529,7 @@ describe('ending a peek', () => {
     const { body } = await bob.syncUntil(since, (b) => roomId in b.rooms.leave);
     expect(roomsIn(body, 'peek')).toEqual([]);
     expect(timelineOf(body.rooms.leave[roomId]).at(-1)?.type).toBe('m.room.encryption');
-    const reasons = (await audit(url, ADMIN, { room_id: roomId, user_id: bob.userId })).map((e) => e.reason ?? e.event);
+    const reasons = (await auditUntil(url, ADMIN, { room_id: roomId, user_id: bob.userId }, (es) => es.length >= 2)).map((e) => e.reason ?? e.event);
     expect(reasons).toEqual(['PeekStarted', 'encrypted']);
     expect((await bob.peek(roomId)).body.errcode).toBe('M_FORBIDDEN');
   });
@@ -562,7 +564,7 @@ describe('joining a peeked room', () => {
     expect(roomsIn(s2, 'peek')).toEqual([]);
     expect(s2.rooms.join[roomId].timeline.events.map((e: any) => e.event_id)).toEqual([id]);
     expect((await bob.peek(roomId)).body.errcode).toBe('M_BAD_STATE');
-    const a = await audit(url, ADMIN, { room_id: roomId, user_id: bob.userId });
+    const a = await auditUntil(url, ADMIN, { room_id: roomId, user_id: bob.userId }, (es) => es.some((e) => e.event === 'PeekExpired'));
     expect(a.filter((e) => e.event === 'PeekExpired').map((e) => e.reason)).toEqual(['joined']);
   });
 
