@@ -253,6 +253,8 @@ export async function startPeekdChild(services: Services, options: PeekdOptions)
     PEEKD_PEEK_RATE_PER_SECOND: '1000000',
     PEEKD_PEEK_RATE_BURST: '1000000',
     PEEKD_MAX_PEEKS_PER_DEVICE: '1000000',
+    // Bulk setup (100,000 peeks at once) waits on the projections far longer than a client should.
+    PEEKD_PROJECTION_WAIT_MS: '600000',
     PEEKD_MAX_INBOUND_PEEKS_PER_SERVER: '1000000',
     PEEKD_REGISTRATION_RATE_PER_SECOND: '1000000',
     ...(options.env ?? {}),
