@@ -23,7 +23,7 @@ import { connectNats } from './nats/connection';
 import { startEmbeddedNats, type EmbeddedNats } from './nats/embeddedServer';
 import { EventLog } from './nats/eventLog';
 import { ensureStreams } from './nats/streams';
-import { retryTransient, ServiceUnavailableError } from './nats/errors';
+import { retryTransient, ServiceUnavailableError, withDeadline } from './nats/errors';
 import { federationPeeksProjection } from './projections/federationPeeks';
 import { PROJECTIONS } from './projections/index';
 import { ProjectionRunner } from './projections/runner';
@@ -415,12 +415,3 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
   }
 }
 
-/** `promise`, or `onTimeout()` thrown once `ms` have passed. */
-export async function withDeadline<T>(promise: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(onTimeout()), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
-}

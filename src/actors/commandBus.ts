@@ -1,7 +1,7 @@
 // The one way HTTP handlers and federation code reach room actors. In one process it
 // calls the local ActorHost; with roles split it is NATS request/reply to the shard owner.
 import { nextCommandId } from '../requestContext';
-import { isTransient, ServiceUnavailableError } from '../nats/errors';
+import { isTransient, ServiceUnavailableError, withDeadline } from '../nats/errors';
 import type { RoomCommand } from './commands';
 import { DomainError } from './errors';
 import type { ActorHost } from './actorHost';
@@ -39,7 +39,7 @@ export class RetryingCommandBus implements CommandBus {
       try {
         // The attempt in flight counts against the deadline too: past it the caller gets
         // its 503 (the attempt may still land; a retry of the request finds it by its ID).
-        return await withTimeout(this.inner.send(command, commandId), deadline - Date.now());
+        return await withDeadline(this.inner.send(command, commandId), deadline - Date.now(), () => new ServiceUnavailableError('no answer from the room within the retry window', 2000));
       } catch (err) {
         if (err instanceof DomainError || !isTransient(err)) throw err;
         const wait = delayMs / 2 + Math.random() * (delayMs / 2);
@@ -53,11 +53,3 @@ export class RetryingCommandBus implements CommandBus {
   }
 }
 
-function withTimeout<T>(attempt: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new ServiceUnavailableError('no answer from the room within the retry window', 2000)), Math.max(0, ms));
-  });
-  attempt.catch(() => undefined); // an attempt that fails after the deadline is nobody's business
-  return Promise.race([attempt, expired]).finally(() => clearTimeout(timer));
-}

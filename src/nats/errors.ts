@@ -77,3 +77,17 @@ export async function retryTransient<T>(fn: () => Promise<T>, withinMs = 30_000)
     }
   }
 }
+
+/**
+ * `promise`, or `onTimeout()` thrown once `ms` have passed. The promise itself goes on (its
+ * late failure is swallowed): callers use this where the work is safe to finish unseen.
+ */
+export async function withDeadline<T>(promise: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
+  promise.catch(() => undefined);
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(onTimeout()), Math.max(0, ms))))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
