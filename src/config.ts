@@ -2,10 +2,47 @@
 // an optional JSON config file may set the same keys, and the environment wins.
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import ipaddr from 'ipaddr.js';
 import { isValidServerName } from './events/ids';
 
 export const ALL_ROLES = ['http', 'rooms', 'projections', 'federation'] as const;
 export type Role = (typeof ALL_ROLES)[number];
+
+/**
+ * Addresses outbound federation refuses by default (Synapse's default
+ * ip_range_blacklist): loopback, private, CGNAT, link-local, multicast, documentation,
+ * benchmarking and other reserved ranges, IPv4 and IPv6.
+ */
+export const DEFAULT_IP_DENYLIST = [
+  '0.0.0.0/8',
+  '10.0.0.0/8',
+  '100.64.0.0/10',
+  '127.0.0.0/8',
+  '169.254.0.0/16',
+  '172.16.0.0/12',
+  '192.0.0.0/24',
+  '192.0.2.0/24',
+  '192.88.99.0/24',
+  '192.168.0.0/16',
+  '198.18.0.0/15',
+  '198.51.100.0/24',
+  '203.0.113.0/24',
+  '224.0.0.0/4',
+  '240.0.0.0/4',
+  '255.255.255.255/32',
+  '::/128',
+  '::1/128',
+  '::ffff:0:0/96',
+  '64:ff9b::/96',
+  '100::/64',
+  '2001::/23',
+  '2001:db8::/32',
+  '2002::/16',
+  'fc00::/7',
+  'fe80::/10',
+  'fec0::/10',
+  'ff00::/8',
+];
 
 export interface Config {
   serverName: string;
@@ -37,6 +74,20 @@ export interface Config {
   leaseTtlMs: number;
   streamReplicas: number;
   projectionWaitMs: number;
+  /** CIDR ranges outbound federation never connects to (unless the destination is configured). */
+  federationIpDenylist: string[];
+  /** CIDR ranges exempt from the denylist. */
+  federationIpAllowlist: string[];
+  /** Largest federation response body peekd reads (key responses have a smaller, fixed cap). */
+  maxFederationResponseBytes: number;
+  registration: 'open' | 'closed';
+  /** Failed logins allowed in a burst, per account and per client address. */
+  loginFailureBurst: number;
+  /** One more failed login is allowed every this many ms. */
+  loginFailureRefillMs: number;
+  /** Password hashes computed at once; further logins queue (and past the queue get 429). */
+  passwordHashConcurrency: number;
+  maxFiltersPerUser: number;
 }
 
 interface Setting {
@@ -75,6 +126,14 @@ export const SETTINGS: Setting[] = [
   { env: 'PEEKD_STREAM_REPLICAS', key: 'streamReplicas', help: 'replicas of every stream and KV bucket peekd creates (3 on a three-node JetStream cluster)', default: '1' },
   { env: 'PEEKD_PROJECTION_WAIT_MS', key: 'projectionWaitMs', help: 'longest a write waits for its change to reach the read models before answering 503 (the change is kept)', default: '10000' },
   { env: 'PEEKD_MAX_FEDERATION_BODY_BYTES', key: 'maxFederationBodyBytes', help: 'largest federation request body', default: '16777216' },
+  { env: 'PEEKD_MAX_FEDERATION_RESPONSE_BYTES', key: 'maxFederationResponseBytes', help: 'largest federation response body peekd reads from a peer', default: '16777216' },
+  { env: 'PEEKD_FEDERATION_IP_DENYLIST', key: 'federationIpDenylist', help: 'comma-separated CIDR ranges outbound federation never connects to, unless the server is in PEEKD_FEDERATION_DESTINATIONS (default: loopback, private, link-local and reserved ranges)', default: DEFAULT_IP_DENYLIST.join(',') },
+  { env: 'PEEKD_FEDERATION_IP_ALLOWLIST', key: 'federationIpAllowlist', help: 'comma-separated CIDR ranges exempt from the denylist', default: '' },
+  { env: 'PEEKD_REGISTRATION', key: 'registration', help: 'open: anyone may register an account; closed: /register answers 403', default: 'open' },
+  { env: 'PEEKD_LOGIN_FAILURE_BURST', key: 'loginFailureBurst', help: 'failed logins allowed in a burst, per account and per client address, before 429', default: '5' },
+  { env: 'PEEKD_LOGIN_FAILURE_REFILL_MS', key: 'loginFailureRefillMs', help: 'after the burst, one more failed login is allowed every this many ms', default: '6000' },
+  { env: 'PEEKD_PASSWORD_HASH_CONCURRENCY', key: 'passwordHashConcurrency', help: 'password hashes computed at once (each takes 16 MiB); more wait in a bounded queue', default: '2' },
+  { env: 'PEEKD_MAX_FILTERS_PER_USER', key: 'maxFiltersPerUser', help: 'stored sync filters per user', default: '100' },
 ];
 
 export class ConfigError extends Error {
@@ -115,6 +174,26 @@ function readConfigFile(path: string | undefined): Record<string, string> {
     out[k] = typeof v === 'string' ? v : JSON.stringify(v);
   }
   return out;
+}
+
+function cidrList(name: string, raw: string): string[] {
+  const list = raw
+    .split(',')
+    .map((r) => r.trim())
+    .filter(Boolean);
+  for (const cidr of list) {
+    try {
+      ipaddr.parseCIDR(cidr);
+    } catch {
+      throw new ConfigError(`${name} must be comma-separated CIDR ranges (like 10.0.0.0/8), got ${JSON.stringify(cidr)}`);
+    }
+  }
+  return list;
+}
+
+function oneOf<T extends string>(name: string, raw: string, allowed: readonly T[]): T {
+  if (!(allowed as readonly string[]).includes(raw)) throw new ConfigError(`${name} must be one of ${allowed.join(', ')}, got ${JSON.stringify(raw)}`);
+  return raw as T;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, configFile = env.PEEKD_CONFIG): Config {
@@ -175,6 +254,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, configFile = en
     leaseTtlMs: positiveInt('PEEKD_LEASE_TTL_MS', value('PEEKD_LEASE_TTL_MS')),
     streamReplicas: replicas(value('PEEKD_STREAM_REPLICAS')),
     projectionWaitMs: positiveInt('PEEKD_PROJECTION_WAIT_MS', value('PEEKD_PROJECTION_WAIT_MS')),
+    federationIpDenylist: cidrList('PEEKD_FEDERATION_IP_DENYLIST', env.PEEKD_FEDERATION_IP_DENYLIST ?? file.PEEKD_FEDERATION_IP_DENYLIST ?? dflt('PEEKD_FEDERATION_IP_DENYLIST')),
+    federationIpAllowlist: cidrList('PEEKD_FEDERATION_IP_ALLOWLIST', value('PEEKD_FEDERATION_IP_ALLOWLIST')),
+    maxFederationResponseBytes: positiveInt('PEEKD_MAX_FEDERATION_RESPONSE_BYTES', value('PEEKD_MAX_FEDERATION_RESPONSE_BYTES')),
+    registration: oneOf('PEEKD_REGISTRATION', value('PEEKD_REGISTRATION'), ['open', 'closed'] as const),
+    loginFailureBurst: positiveInt('PEEKD_LOGIN_FAILURE_BURST', value('PEEKD_LOGIN_FAILURE_BURST')),
+    loginFailureRefillMs: positiveInt('PEEKD_LOGIN_FAILURE_REFILL_MS', value('PEEKD_LOGIN_FAILURE_REFILL_MS')),
+    passwordHashConcurrency: positiveInt('PEEKD_PASSWORD_HASH_CONCURRENCY', value('PEEKD_PASSWORD_HASH_CONCURRENCY')),
+    maxFiltersPerUser: positiveInt('PEEKD_MAX_FILTERS_PER_USER', value('PEEKD_MAX_FILTERS_PER_USER')),
   };
 }
 
