@@ -12,7 +12,8 @@ export type DomainErrorCode =
   | 'bad_state'
   | 'conflict'
   | 'incompatible_room_version'
-  | 'limit_exceeded';
+  | 'limit_exceeded'
+  | 'too_large';
 
 /** A malformed identifier or argument, refused before anything is appended. */
 export class InvalidInputError extends DomainError {
@@ -59,6 +60,12 @@ export class LimitExceededError extends DomainError {
   ) {
     super(message);
   }
+}
+
+/** An event whose canonical form would exceed the Matrix PDU size limit (65,536 bytes). */
+export class TooLargeError extends DomainError {
+  override readonly name = 'TooLargeError';
+  readonly code = 'too_large' as const;
 }
 
 export function isDomainError(err: unknown): err is DomainError {

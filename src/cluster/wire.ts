@@ -9,6 +9,7 @@ import {
   InvalidInputError,
   LimitExceededError,
   NotFoundError,
+  TooLargeError,
 } from '../actors/errors';
 import type { CommandResult } from '../actors/roomActor';
 import { isTransient, ServiceUnavailableError } from '../nats/errors';
@@ -62,6 +63,8 @@ export function decodeReply(reply: CommandReply): CommandResult {
         throw new IncompatibleRoomVersionError(reply.error.roomVersion ?? '');
       case 'limit_exceeded':
         throw new LimitExceededError(message, reply.error.retryAfterMs);
+      case 'too_large':
+        throw new TooLargeError(message);
     }
   }
   if ('failure' in reply && reply.transient) throw new ServiceUnavailableError(`the room host could not finish: ${reply.failure}`);

@@ -6,11 +6,13 @@ import { enterRequest } from '../requestContext';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Peekd } from '../server';
 import rateLimit from '@fastify/rate-limit';
-import { badJson, limitExceeded, matrixErrorHandler, notJson, sendMatrixError, MatrixError } from './errors';
+import { badJson, limitExceeded, matrixClientErrorHandler, matrixErrorHandler, notJson, sendMatrixError, MatrixError } from './errors';
+import { parseJsonBody } from './jsonBody';
 import { registerAccountRoutes } from './client/account';
 import { registerDirectoryRoutes } from './client/directory';
 import { registerMiscRoutes } from './client/misc';
 import { registerPeekRoutes } from './client/peek';
+import { registerHistoryRoutes } from './client/history';
 import { registerRoomRoutes } from './client/rooms';
 import { registerSyncRoutes } from './client/sync';
 import { registerVersions } from './client/versions';
@@ -30,7 +32,9 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.maxFederationBodyBytes,
     // Matrix IDs in paths (`!room:server`, `#alias:server`) must reach handlers intact.
-    routerOptions: { maxParamLength: 1024, ignoreTrailingSlash: true },
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH, ignoreTrailingSlash: true },
+    // Headers (or a request line) past Node's limit: a Matrix error, not Fastify's own body.
+    clientErrorHandler: matrixClientErrorHandler,
     // Shutdown must not wait for idle keep-alive connections of peers and clients.
     forceCloseConnections: true,
     // Validation checks types; it never coerces or fills them in.
@@ -44,32 +48,43 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
     reply.header('X-Request-Id', req.id);
   });
 
-  // Every body is JSON, whatever the client says its type is; malformed JSON is M_NOT_JSON.
+  // Every body is JSON, whatever the client says its type is: strict UTF-8, valid JSON,
+  // bounded nesting (src/http/jsonBody.ts).
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'string' }, (req, body, done) => {
-    const text = typeof body === 'string' ? body : body.toString('utf8');
-    if (text.trim() === '') return done(null, undefined);
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (req, body, done) => {
+    const parsed = parseJsonBody(body as Buffer);
+    if (!parsed.ok) return done(parsed.error, undefined);
     // Postgres cannot store U+0000 in text or jsonb: refuse it at the edge rather than let
     // an event that can never be projected into the log. (Federation checks each PDU.)
-    if (req.url.startsWith('/_matrix/client') && /\\u0000/i.test(text)) return done(badJson('U+0000 characters are not supported'), undefined);
-    try {
-      done(null, JSON.parse(text));
-    } catch {
-      done(notJson(), undefined);
-    }
+    if (req.url.startsWith('/_matrix/client') && /\\u0000/i.test(parsed.text)) return done(badJson('U+0000 characters are not supported'), undefined);
+    done(null, parsed.value);
+  });
+  // Matrix responses are `application/json` exactly: Fastify would add `; charset=utf-8`,
+  // which some established client test suites refuse.
+  app.addHook('onSend', async (_req, reply, payload) => {
+    const type = reply.getHeader('content-type');
+    if (typeof type === 'string' && type.startsWith('application/json')) reply.header('content-type', 'application/json');
+    return payload;
   });
   await app.register(cors, { origin: '*', methods: ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS'], allowedHeaders: ['X-Requested-With', 'Content-Type', 'Authorization'] });
   app.setErrorHandler(matrixErrorHandler);
-  app.setNotFoundHandler((_req, reply) => sendMatrixError(reply, new MatrixError(404, 'M_UNRECOGNIZED', 'unrecognized request')));
+  app.setNotFoundHandler((req, reply) =>
+    // A path segment longer than any router parameter can be is an over-long ID, not an unknown endpoint.
+    hasOverlongSegment(req.url)
+      ? sendMatrixError(reply, new MatrixError(414, 'M_TOO_LARGE', `a path segment is longer than ${MAX_PARAM_LENGTH} characters`))
+      : sendMatrixError(reply, new MatrixError(404, 'M_UNRECOGNIZED', 'unrecognized request')),
+  );
 
   // Client API bodies have their own, smaller limit.
   app.addHook('onRoute', (route) => {
     if (route.url.startsWith('/_matrix/client') && route.bodyLimit === undefined) route.bodyLimit = config.maxClientBodyBytes;
   });
-  // A route with a body schema gets a JSON object: no body at all is M_NOT_JSON, other JSON M_BAD_JSON.
+  // Every body is a JSON object (no Matrix endpoint takes anything else), checked before
+  // any handler looks at state: other JSON is M_BAD_JSON, and a route with a body schema
+  // that gets no body at all answers M_NOT_JSON.
   app.addHook('preValidation', async (req) => {
-    if (!req.routeOptions.schema?.body) return;
     if (req.body === undefined) {
+      if (!req.routeOptions.schema?.body) return;
       if (req.method === 'POST' && isLenientEmptyBody(req.url)) {
         req.body = {};
         return;
@@ -85,6 +100,7 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
     registerAccountRoutes(app, peekd.client);
     registerPeekRoutes(app, peekd.client);
     registerRoomRoutes(app, peekd.client);
+    registerHistoryRoutes(app, peekd.client);
     registerDirectoryRoutes(app, peekd.client);
     registerSyncRoutes(app, peekd.client);
     registerMiscRoutes(app, peekd.client);
@@ -92,6 +108,14 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
   registerFederationRoutes(app, peekd.federation);
   registerAdmin(app, peekd);
   return { app, markReady: () => (ready = true) };
+}
+
+/** The longest path parameter (an ID) the router matches; Matrix IDs are at most 255 bytes. */
+const MAX_PARAM_LENGTH = 1024;
+
+function hasOverlongSegment(url: string): boolean {
+  const path = url.split('?', 1)[0]!;
+  return path.split('/').some((segment) => segment.length > MAX_PARAM_LENGTH);
 }
 
 /** POSTs whose body may be left out entirely (clients send none for these). */

@@ -1,5 +1,7 @@
 // One place that turns errors into Matrix error bodies: {errcode, error} with the status
 // the specification gives. Domain errors map by type, never by message.
+import type { Socket } from 'node:net';
+import { STATUS_CODES } from 'node:http';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { DomainError } from '../actors/errors';
 import { isTransient, ServiceUnavailableError } from '../nats/errors';
@@ -40,6 +42,8 @@ export function domainToMatrix(err: DomainError): MatrixError {
       return new MatrixError(409, 'M_UNKNOWN', err.message);
     case 'incompatible_room_version':
       return new MatrixError(400, 'M_INCOMPATIBLE_ROOM_VERSION', err.message, { room_version: (err as { roomVersion?: string }).roomVersion });
+    case 'too_large':
+      return new MatrixError(413, 'M_TOO_LARGE', err.message);
     case 'limit_exceeded': {
       const retry = (err as { retryAfterMs?: number }).retryAfterMs;
       return new MatrixError(429, 'M_LIMIT_EXCEEDED', err.message, retry !== undefined ? { retry_after_ms: retry } : {});
@@ -82,4 +86,22 @@ export function matrixErrorHandler(err: unknown, request: FastifyRequest, reply:
   if (m.status === 503) request.log.warn({ err }, 'request answered 503 (transient)');
   else if (m.status >= 500) request.log.error({ err }, 'request failed');
   return sendMatrixError(reply, m);
+}
+
+/**
+ * Errors Node's HTTP parser raises before Fastify sees a request (headers or request line
+ * too large, malformed HTTP, timeouts), answered with a Matrix error body.
+ */
+export function matrixClientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  let status = 400;
+  let errcode = 'M_UNKNOWN';
+  let message = 'malformed HTTP request';
+  if (err.code === 'HPE_HEADER_OVERFLOW') [status, errcode, message] = [431, 'M_TOO_LARGE', 'the request line or headers are too large'];
+  else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') [status, errcode, message] = [408, 'M_UNKNOWN', 'the request took too long to arrive'];
+  const body = JSON.stringify({ errcode, error: message });
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  }
+  socket.destroy(err);
 }

@@ -7,8 +7,12 @@ export function secretsEqual(a: string, b: string): boolean {
   return timingSafeEqual(ha, hb);
 }
 
-/** The bearer token of a request: `Authorization: Bearer …` or `?access_token=…`. */
-export function bearerToken(headers: Record<string, string | string[] | undefined>, query: unknown): string | undefined {
+/**
+ * The bearer token of a request: `Authorization: Bearer …`, or `?access_token=…` when the
+ * query is given (the client API allows it, as the Matrix specification does; the admin API
+ * does not).
+ */
+export function bearerToken(headers: Record<string, string | string[] | undefined>, query?: unknown): string | undefined {
   const auth = headers.authorization;
   if (typeof auth === 'string') {
     const m = auth.match(/^Bearer\s+(.+)$/i);

@@ -3,7 +3,8 @@
 import type { PduDraft } from '../actors/commands';
 import type { BuiltPdu, PduFactory } from '../actors/pduFactory';
 import { stateKey, type RoomFacts } from '../actors/state';
-import { eventIdForPdu, hashAndSignPdu, type SigningKey } from '../crypto';
+import { TooLargeError } from '../actors/errors';
+import { canonicalJson, eventIdForPdu, hashAndSignPdu, type SigningKey } from '../crypto';
 import type { Pdu } from '../events/roomEvents';
 
 /** The auth events a draft cites (room version 10 "auth events selection"). */
@@ -23,6 +24,14 @@ export function selectAuthEvents(room: RoomFacts | null, draft: PduDraft): strin
     if (membership === 'join' || membership === 'invite' || membership === 'knock') add('m.room.join_rules');
   }
   return [...ids];
+}
+
+/** The Matrix limit on a PDU: its canonical JSON, signatures and hashes included. */
+export const MAX_PDU_BYTES = 65_536;
+
+/** The size of a PDU as the limit counts it: the UTF-8 bytes of its canonical JSON. */
+export function pduSize(pdu: object): number {
+  return Buffer.byteLength(canonicalJson(pdu), 'utf8');
 }
 
 export class SigningPduFactory implements PduFactory {
@@ -45,6 +54,8 @@ export class SigningPduFactory implements PduFactory {
       auth_events: selectAuthEvents(room, draft),
     };
     const pdu = hashAndSignPdu(unsigned, this.serverName, this.key, undefined, roomVersion) as unknown as Pdu;
+    const size = pduSize(pdu);
+    if (size > MAX_PDU_BYTES) throw new TooLargeError(`the event would be ${size} bytes; the limit is ${MAX_PDU_BYTES}`);
     return { pdu, eventId: eventIdForPdu(pdu, roomVersion) };
   }
 }

@@ -6,6 +6,7 @@ import { rowsOf, type Db } from '../store/db';
 import { syncapiCurrentState, syncapiRoomEvents } from '../store/schema';
 import { toClientEvent, type ClientEvent } from './clientEvents';
 import { ImmutableReadCache } from './memo';
+import { visibilityJudge, visibilityOf, type VisibilityFacts } from './visibility';
 
 export interface StoredEvent {
   seq: number;
@@ -232,6 +233,44 @@ export class RoomReader {
       .orderBy(dir === 'b' ? desc(syncapiRoomEvents.seq) : asc(syncapiRoomEvents.seq))
       .limit(limit);
     return rows as StoredEvent[];
+  }
+
+  private readonly facts = new ImmutableReadCache<VisibilityFacts>(5000);
+
+  /**
+   * What history visibility is judged on (src/syncapi/visibility.ts): the room's
+   * m.room.history_visibility changes and the viewer's membership changes. With `uptoSeq`
+   * (a committed position) only changes up to it, and the answer is cached; without, all.
+   */
+  visibilityFacts(roomId: string, viewer: string | null, uptoSeq?: number): Promise<VisibilityFacts> {
+    if (uptoSeq === undefined) return this.readVisibilityFacts(roomId, viewer, undefined);
+    return this.facts.get(`${roomId}\u0000${viewer ?? ''}\u0000${uptoSeq}`, () => this.readVisibilityFacts(roomId, viewer, uptoSeq));
+  }
+
+  private async readVisibilityFacts(roomId: string, viewer: string | null, uptoSeq: number | undefined): Promise<VisibilityFacts> {
+    const which =
+      viewer === null
+        ? sql`(type = 'm.room.history_visibility' and state_key = '')`
+        : sql`((type = 'm.room.history_visibility' and state_key = '') or (type = 'm.room.member' and state_key = ${viewer}))`;
+    const result = await this.db.execute(sql`
+      select seq, type, pdu->'content' as content from syncapi_room_events
+      where room_id = ${roomId} and state_key is not null and ${which}
+        ${uptoSeq === undefined ? sql`` : sql`and seq <= ${uptoSeq}`}
+      order by seq`);
+    const facts: { visibility: VisibilityFacts['visibility'][number][]; membership: VisibilityFacts['membership'][number][] } = { visibility: [], membership: [] };
+    for (const r of rowsOf<{ seq: string | number; type: string; content: Record<string, unknown> | null }>(result)) {
+      const seq = Number(r.seq);
+      if (r.type === 'm.room.history_visibility') facts.visibility.push({ seq, value: visibilityOf(r.content) });
+      else facts.membership.push({ seq, membership: typeof r.content?.membership === 'string' ? r.content.membership : 'leave' });
+    }
+    return { ...facts, viewer };
+  }
+
+  /** The events of `events` (all of `roomId`) that `viewer` may see, judged at each event. */
+  async visibleTo<E extends StoredEvent>(roomId: string, viewer: string | null, events: E[], uptoSeq?: number): Promise<E[]> {
+    if (events.length === 0) return events;
+    const judge = visibilityJudge(await this.visibilityFacts(roomId, viewer, uptoSeq));
+    return events.filter(judge);
   }
 
   /** The sequence of the room's newest event (0: none). */

@@ -3,7 +3,7 @@
 // peeking user who joins moves from `peek` to `join` without the state again. A peek
 // never shows an event past its horizon (the event that ended world_readable or turned
 // on encryption), whichever of the two sync projections has caught up first.
-import { clientEvents, type RoomReader, type StoredEvent, type Viewer } from './roomReader';
+import { clientEvents, type RoomReader, type StoredEvent, type TimelineSlice, type Viewer } from './roomReader';
 import { withoutRoomId } from './clientEvents';
 import type { DevicePeekRow, PeekReader } from './peekReader';
 import type { SyncNotifier } from './notifier';
@@ -179,20 +179,31 @@ export class SyncService {
     };
   }
 
+  /**
+   * The timeline slice in (after, upto], less what the viewer may not see (history
+   * visibility, judged at each event). `hidden` says events were left out: the state
+   * section then carries what they changed.
+   */
+  private async visibleTimeline(roomId: string, after: number, upto: number, limit: number, view: View): Promise<TimelineSlice & { hidden: boolean }> {
+    const slice = await this.deps.rooms.timeline(roomId, after, upto, limit);
+    const events = await this.deps.rooms.visibleTo(roomId, view.viewer.userId, slice.events, upto);
+    return { events, limited: slice.limited, hidden: events.length < slice.events.length };
+  }
+
   /** Like a new join: the latest events, and the state before the first of them. */
   private async fullRoom(roomId: string, upto: number, limit: number, view: View): Promise<RoomSection> {
-    const { events, limited } = await this.deps.rooms.timeline(roomId, 0, upto, limit);
+    const { events, limited } = await this.visibleTimeline(roomId, 0, upto, limit, view);
     const first = events[0];
     const state = first ? await this.deps.rooms.stateBefore(roomId, first.seq) : await this.deps.rooms.stateBefore(roomId, upto + 1);
     return this.section(state, events, limited, first?.seq ?? upto + 1, view);
   }
 
   private async incrementalRoom(roomId: string, after: number, upto: number, limit: number, fullState: boolean, view: View): Promise<RoomSection> {
-    const { events, limited } = await this.deps.rooms.timeline(roomId, after, upto, limit);
+    const { events, limited, hidden } = await this.visibleTimeline(roomId, after, upto, limit, view);
     const first = events[0];
     let state: StoredEvent[] = [];
     if (fullState) state = await this.deps.rooms.stateBefore(roomId, first?.seq ?? upto + 1);
-    else if (limited && first) state = await this.deps.rooms.stateBefore(roomId, first.seq, after);
+    else if (limited || hidden) state = await this.deps.rooms.stateBefore(roomId, first?.seq ?? upto + 1, after);
     return this.section(state, events, limited, first?.seq ?? upto + 1, view);
   }
 
@@ -210,7 +221,7 @@ export class SyncService {
       upto = Math.min(upto, await this.deps.rooms.lastSeqAtOrBefore(peek.roomId, after, bound, endedAt));
     }
     if (upto <= after) return {};
-    const { events, limited } = await this.deps.rooms.timeline(peek.roomId, after, upto, limit);
+    const { events, limited } = await this.visibleTimeline(peek.roomId, after, upto, limit, view);
     if (events.length === 0) return {};
     return {
       state: { events: [] },
@@ -232,7 +243,7 @@ export class SyncService {
   }
 
   private async leftRoom(roomId: string, after: number, leaveSeq: number, limit: number, view: View): Promise<RoomSection> {
-    const { events, limited } = await this.deps.rooms.timeline(roomId, after, leaveSeq, limit);
+    const { events, limited } = await this.visibleTimeline(roomId, after, leaveSeq, limit, view);
     return {
       state: { events: [] },
       timeline: { events: clientEvents(events, view.now, view.viewer).map(withoutRoomId), limited, prev_batch: formatTopologicalToken(events[0]?.seq ?? leaveSeq) },

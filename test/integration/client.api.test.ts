@@ -284,9 +284,12 @@ describe('rooms', () => {
     expect(typeof page1.end).toBe('string');
     const page2 = await bob.ok('GET', v3(`/rooms/${enc(roomId)}/messages?dir=b&limit=2&from=${enc(page1.end)}`));
     expect(page2.chunk.map((e: any) => e.event_id)).toEqual([ids[1], ids[0]]);
-    // Forwards from the start of the room: m.room.create first.
+    // Forwards from the start of the room: a member sees m.room.create first; a non-member
+    // starts where the room became world_readable (history visibility judged per event).
+    const fwdMember = await alice.ok('GET', v3(`/rooms/${enc(roomId)}/messages?dir=f&limit=1&from=t0`));
+    expect(fwdMember.chunk[0].type).toBe('m.room.create');
     const fwd = await bob.ok('GET', v3(`/rooms/${enc(roomId)}/messages?dir=f&limit=1&from=t0`));
-    expect(fwd.chunk[0].type).toBe('m.room.create');
+    expect(fwd.chunk[0]).toMatchObject({ type: 'm.room.history_visibility', content: { history_visibility: 'world_readable' } });
     // A sync token is a valid pagination token.
     const s = await bob.sync();
     const fromSync = await bob.ok('GET', v3(`/rooms/${enc(roomId)}/messages?dir=b&limit=1&from=${enc(s.next_batch)}`));

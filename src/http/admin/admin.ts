@@ -12,8 +12,12 @@ export function registerAdmin(app: FastifyInstance, peekd: Peekd): void {
   const token = peekd.config.adminToken;
   const guard = async (req: FastifyRequest) => {
     if (!token) throw new MatrixError(404, 'M_UNRECOGNIZED', 'the admin API is off (set PEEKD_ADMIN_TOKEN)');
-    const given = bearerToken(req.headers, req.query);
-    if (!given) throw new MatrixError(401, 'M_MISSING_TOKEN', 'missing admin token');
+    // The header only: a token in the query string ends up in proxies' access logs.
+    const given = bearerToken(req.headers);
+    if (!given) {
+      const inQuery = typeof (req.query as Record<string, unknown> | undefined)?.access_token === 'string';
+      throw new MatrixError(401, 'M_MISSING_TOKEN', inQuery ? 'the admin API takes its token from the Authorization header only' : 'missing admin token');
+    }
     if (!secretsEqual(given, token)) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'unknown admin token');
   };
 

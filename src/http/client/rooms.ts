@@ -8,8 +8,6 @@ import type { CommandResult } from '../../actors/roomActor';
 import { isValidRoomAlias, isValidUserId, serverOf } from '../../events/ids';
 import { roomAliases } from '../../store/schema';
 import { clientEvents } from '../../syncapi/roomReader';
-import { toClientEvent } from '../../syncapi/clientEvents';
-import { formatTopologicalToken, parsePaginationToken } from '../../syncapi/syncToken';
 import { MatrixError, badJson, forbidden, invalidParam, notFound } from '../errors';
 import { requireAuth, sessionOf } from './auth';
 import type { ClientContext } from './context';
@@ -212,59 +210,6 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
   };
   clientRoute(app, { method: 'GET', path: '/rooms/:roomId/state/:eventType', preHandler: auth, handler: getState });
   clientRoute(app, { method: 'GET', path: '/rooms/:roomId/state/:eventType/:stateKey', preHandler: auth, handler: getState });
-
-  clientRoute(app, {
-    method: 'GET',
-    path: '/rooms/:roomId/event/:eventId',
-    preHandler: auth,
-    handler: async (req) => {
-      const { userId } = sessionOf(req);
-      const { roomId, eventId } = req.params as { roomId: string; eventId: string };
-      requireRoomId(roomId);
-      await requireReadable(ctx, roomId, userId);
-      const e = await ctx.rooms.eventById(eventId);
-      if (!e || e.pdu.room_id !== roomId) throw notFound('no such event');
-      return toClientEvent(e.eventId, e.pdu, ctx.clock.now());
-    },
-  });
-
-  clientRoute(app, {
-    method: 'GET',
-    path: '/rooms/:roomId/messages',
-    preHandler: auth,
-    handler: async (req) => {
-      const { userId } = sessionOf(req);
-      const roomId = requireRoomId((req.params as { roomId: string }).roomId);
-      const q = req.query as { from?: string; to?: string; dir?: string; limit?: string };
-      const dir = q.dir ?? 'b';
-      if (dir !== 'b' && dir !== 'f') throw invalidParam('dir must be b or f');
-      const limit = q.limit === undefined ? 10 : Number(q.limit);
-      if (!Number.isInteger(limit) || limit < 0) throw invalidParam('limit must be a non-negative integer');
-      await requireReadable(ctx, roomId, userId);
-      let from: number;
-      if (q.from !== undefined) {
-        const parsed = parsePaginationToken(q.from);
-        if (parsed === null) throw invalidParam('unknown from token');
-        from = parsed;
-      } else {
-        from = dir === 'b' ? (await ctx.rooms.latestSeq(roomId)) + 1 : 0;
-      }
-      let to: number | undefined;
-      if (q.to !== undefined) {
-        const parsed = parsePaginationToken(q.to);
-        if (parsed === null) throw invalidParam('unknown to token');
-        to = dir === 'b' ? parsed - 1 : parsed - 1;
-      }
-      const events = await ctx.rooms.page(roomId, from, dir, Math.min(limit, 1000), to);
-      const last = events.at(-1);
-      return {
-        chunk: clientEvents(events, ctx.clock.now(), sessionOf(req)),
-        start: q.from ?? formatTopologicalToken(from),
-        ...(last && events.length === limit ? { end: formatTopologicalToken(dir === 'b' ? last.seq : last.seq + 1) } : {}),
-        state: [],
-      };
-    },
-  });
 
   clientRoute(app, {
     method: 'GET',

@@ -1,11 +1,12 @@
 // GET /sync and the filter endpoints.
 import { randomBytes } from 'node:crypto';
-import { and, eq } from 'drizzle-orm';
+import { and, eq, sql } from 'drizzle-orm';
 import type { FastifyInstance } from 'fastify';
+import { rowsOf } from '../../store/db';
 import { filters } from '../../store/schema';
 import { DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT } from '../../syncapi/sync';
 import { parseSyncToken } from '../../syncapi/syncToken';
-import { badJson, forbidden, invalidParam, notFound, notJson } from '../errors';
+import { badJson, forbidden, invalidParam, MatrixError, notFound, notJson } from '../errors';
 import { requireAuth, sessionOf } from './auth';
 import type { ClientContext } from './context';
 import { clientRoute } from './prefixes';
@@ -78,9 +79,30 @@ export function registerSyncRoutes(app: FastifyInstance, ctx: ClientContext): vo
       const { userId } = sessionOf(req);
       if ((req.params as { userId: string }).userId !== userId) throw forbidden('you can only create filters for yourself');
       timelineLimitOf(req.body);
-      const filterId = String(parseInt(randomBytes(4).toString('hex'), 16));
-      await ctx.db.insert(filters).values({ userId, filterId, filter: req.body });
-      return { filter_id: filterId };
+      // Clients upload the same filter at every start: an identical one answers its ID again.
+      const body = JSON.stringify(req.body);
+      const same = await ctx.db
+        .select({ filterId: filters.filterId })
+        .from(filters)
+        .where(and(eq(filters.userId, userId), sql`${filters.filter} = ${body}::jsonb`))
+        .limit(1);
+      if (same[0]) return { filter_id: same[0].filterId };
+      for (let attempt = 0; attempt < 5; attempt++) {
+        const filterId = String(parseInt(randomBytes(4).toString('hex'), 16));
+        // One statement counts and inserts, so a burst of uploads cannot pass the cap by much.
+        const inserted = await ctx.db.execute(sql`
+          INSERT INTO ${filters} (user_id, filter_id, filter)
+          SELECT ${userId}, ${filterId}, ${body}::jsonb
+          WHERE (SELECT count(*) FROM ${filters} WHERE user_id = ${userId}) < ${ctx.config.maxFiltersPerUser}
+          ON CONFLICT DO NOTHING
+          RETURNING filter_id`);
+        if (rowsOf(inserted).length === 1) return { filter_id: filterId };
+        const n = Number(rowsOf<{ n: number }>(await ctx.db.execute(sql`SELECT count(*)::int AS n FROM ${filters} WHERE user_id = ${userId}`))[0]?.n ?? 0);
+        if (n >= ctx.config.maxFiltersPerUser) {
+          throw new MatrixError(403, 'M_RESOURCE_LIMIT_EXCEEDED', `a user may store at most ${ctx.config.maxFiltersPerUser} filters`);
+        }
+      }
+      throw new MatrixError(503, 'M_UNKNOWN', 'could not allocate a filter ID; try again', { retry_after_ms: 100 });
     },
   });
 
