@@ -6,7 +6,7 @@ import { enterRequest } from '../requestContext';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Peekd } from '../server';
 import rateLimit from '@fastify/rate-limit';
-import { badJson, limitExceeded, matrixClientErrorHandler, matrixErrorHandler, notJson, sendMatrixError, MatrixError } from './errors';
+import { badJson, limitExceeded, matrixClientErrorHandler, matrixErrorHandler, notJson, sendMatrixError, toMatrixError, MatrixError } from './errors';
 import { parseJsonBody } from './jsonBody';
 import { registerAccountRoutes } from './client/account';
 import { registerDirectoryRoutes } from './client/directory';
@@ -35,6 +35,12 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH, ignoreTrailingSlash: true },
     // Headers (or a request line) past Node's limit: a Matrix error, not Fastify's own body.
     clientErrorHandler: matrixClientErrorHandler,
+    // The router's own refusals (an ID past MAX_PARAM_LENGTH, a malformed %-escape): Matrix errors too.
+    frameworkErrors: (err, _req, reply) => {
+      if (err.code === 'FST_ERR_MAX_PARAM_LENGTH') return sendMatrixError(reply, new MatrixError(414, 'M_TOO_LARGE', `a path parameter is longer than ${MAX_PARAM_LENGTH} characters`));
+      if (err.code === 'FST_ERR_BAD_URL') return sendMatrixError(reply, new MatrixError(400, 'M_INVALID_PARAM', 'the path is not a valid URL'));
+      return sendMatrixError(reply, toMatrixError(err));
+    },
     // Shutdown must not wait for idle keep-alive connections of peers and clients.
     forceCloseConnections: true,
     // Validation checks types; it never coerces or fills them in.
@@ -68,12 +74,7 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
   });
   await app.register(cors, { origin: '*', methods: ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS'], allowedHeaders: ['X-Requested-With', 'Content-Type', 'Authorization'] });
   app.setErrorHandler(matrixErrorHandler);
-  app.setNotFoundHandler((req, reply) =>
-    // A path segment longer than any router parameter can be is an over-long ID, not an unknown endpoint.
-    hasOverlongSegment(req.url)
-      ? sendMatrixError(reply, new MatrixError(414, 'M_TOO_LARGE', `a path segment is longer than ${MAX_PARAM_LENGTH} characters`))
-      : sendMatrixError(reply, new MatrixError(404, 'M_UNRECOGNIZED', 'unrecognized request')),
-  );
+  app.setNotFoundHandler((_req, reply) => sendMatrixError(reply, new MatrixError(404, 'M_UNRECOGNIZED', 'unrecognized request')));
 
   // Client API bodies have their own, smaller limit.
   app.addHook('onRoute', (route) => {
@@ -112,11 +113,6 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
 
 /** The longest path parameter (an ID) the router matches; Matrix IDs are at most 255 bytes. */
 const MAX_PARAM_LENGTH = 1024;
-
-function hasOverlongSegment(url: string): boolean {
-  const path = url.split('?', 1)[0]!;
-  return path.split('/').some((segment) => segment.length > MAX_PARAM_LENGTH);
-}
 
 /** POSTs whose body may be left out entirely (clients send none for these). */
 function isLenientEmptyBody(url: string): boolean {

@@ -78,7 +78,14 @@ export function toMatrixError(err: unknown): MatrixError {
 export function sendMatrixError(reply: FastifyReply, err: MatrixError): FastifyReply {
   const retryAfterMs = err.extra.retry_after_ms;
   if ((err.status === 503 || err.status === 429) && typeof retryAfterMs === 'number') reply.header('Retry-After', String(Math.max(1, Math.ceil(retryAfterMs / 1000))));
-  return reply.code(err.status).type('application/json').send({ errcode: err.errcode, error: err.message, ...err.extra });
+  // Serialized here, so that Fastify leaves the type as given: `application/json` exactly
+  // (it appends `; charset=utf-8` to JSON it serializes itself). Replies built outside the
+  // request lifecycle (the router's own errors) skip the onSend hook that does this for the rest.
+  return reply
+    .code(err.status)
+    .type('application/json')
+    .serializer((payload) => JSON.stringify(payload))
+    .send({ errcode: err.errcode, error: err.message, ...err.extra });
 }
 
 export function matrixErrorHandler(err: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {

@@ -1,0 +1,187 @@
+// Malformed and oversized input, met at the edge: each answers the Matrix error the
+// specification names, with a Matrix body and `Content-Type: application/json` exactly,
+// and writes nothing.
+import { connect } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MAX_JSON_DEPTH } from '../../src/http/jsonBody';
+import { MAX_PDU_BYTES, pduSize } from '../../src/matrix/pduFactory';
+import { startTestPeekd } from '../helpers/peekd';
+import { enc, request, TestUser, type MatrixResponse } from '../helpers/matrix';
+
+const ADMIN = 'input-test-admin-token';
+let hs: Awaited<ReturnType<typeof startTestPeekd>>;
+let alice: TestUser;
+let roomId: string;
+
+beforeAll(async () => {
+  hs = await startTestPeekd({ env: { PEEKD_MAX_FILTERS_PER_USER: '3', PEEKD_ADMIN_TOKEN: ADMIN } });
+  alice = await TestUser.register(hs.url, 'alice');
+  roomId = (await alice.createWorldReadableRoom()).room_id;
+}, 60_000);
+afterAll(() => hs?.dropAll());
+
+const v3 = (p: string) => `/_matrix/client/v3${p}`;
+
+function expectMatrixError(r: MatrixResponse, status: number, errcode: string) {
+  expect({ status: r.status, errcode: r.body?.errcode }).toEqual({ status, errcode });
+  expect(typeof r.body.error).toBe('string');
+  expect(r.headers.get('content-type')).toBe('application/json');
+}
+
+/** Sends raw bytes as a request body. */
+async function rawRequest(method: string, path: string, bytes: Uint8Array, token?: string): Promise<MatrixResponse> {
+  const res = await fetch(hs.url + path, {
+    method,
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: bytes,
+  });
+  const text = await res.text();
+  return { status: res.status, body: JSON.parse(text), headers: res.headers };
+}
+
+/** One HTTP/1.1 exchange over a raw socket (for requests fetch would refuse to send). */
+function rawHttp(head: string): Promise<{ status: number; headers: string; body: string }> {
+  const { hostname, port } = new URL(hs.url);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname, () => socket.write(head));
+    let data = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (d) => (data += d));
+    socket.on('error', reject);
+    socket.on('close', () => {
+      const [headers = '', body = ''] = data.split('\r\n\r\n');
+      resolve({ status: Number(headers.split(' ')[1]), headers, body });
+    });
+  });
+}
+
+async function timelineLength(): Promise<number> {
+  const r = await alice.ok('GET', v3(`/rooms/${enc(roomId)}/messages?dir=b&limit=1000`));
+  return r.chunk.length;
+}
+
+describe('bodies', () => {
+  const invalidUtf8 = [
+    Uint8Array.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xc3, 0x28, 0x22, 0x7d]), // {"a":"\xC3("}
+    Uint8Array.from([0x7b, 0x7d, 0xff]),
+    Uint8Array.from([0x7b, 0x22, 0xed, 0xa0, 0x80, 0x22, 0x3a, 0x31, 0x7d]), // a CESU-encoded lone surrogate as a key
+  ];
+
+  it('answers M_NOT_JSON to a body that is not valid UTF-8, on /peek and /register alike', async () => {
+    for (const bytes of invalidUtf8) {
+      expectMatrixError(await rawRequest('POST', v3(`/peek/${enc(roomId)}`), bytes, alice.token), 400, 'M_NOT_JSON');
+      expectMatrixError(await rawRequest('POST', v3('/register'), bytes), 400, 'M_NOT_JSON');
+      expectMatrixError(await rawRequest('PUT', v3(`/rooms/${enc(roomId)}/send/m.room.message/utf8-${bytes[bytes.length - 1]}`), bytes, alice.token), 400, 'M_NOT_JSON');
+    }
+    // Nothing was peeked: an unpeek finds no peek of this device.
+    expectMatrixError(await alice.req('POST', v3(`/rooms/${enc(roomId)}/unpeek`), {}), 400, 'M_BAD_STATE');
+  });
+
+  it('checks the body shape before the state: /unpeek without a peek and with a non-object body is M_BAD_JSON', async () => {
+    for (const body of ['[]', '"x"', '42', 'null', 'true']) {
+      const r = await request(hs.url, 'POST', v3(`/rooms/${enc(roomId)}/unpeek`), { token: alice.token, rawBody: body });
+      expectMatrixError(r, 400, 'M_BAD_JSON');
+    }
+    const r = await request(hs.url, 'POST', v3(`/rooms/${enc(roomId)}/unpeek`), { token: alice.token, rawBody: '{"a":' });
+    expectMatrixError(r, 400, 'M_NOT_JSON');
+  });
+
+  it('limits nesting depth: deeper content is M_BAD_JSON and creates no room; content at the limit is fine', async () => {
+    // As text: JSON.stringify itself cannot write 10,000 levels.
+    const nested = (depth: number) => '{"k":'.repeat(depth) + '"leaf"' + '}'.repeat(depth);
+    const before = (await alice.ok('GET', v3('/joined_rooms'))).joined_rooms.length;
+    for (const depth of [MAX_JSON_DEPTH, 1_000, 10_000]) {
+      const r = await request(hs.url, 'POST', v3('/createRoom'), { token: alice.token, rawBody: `{"creation_content":${nested(depth)}}` });
+      expectMatrixError(r, 400, 'M_BAD_JSON');
+    }
+    expect((await alice.ok('GET', v3('/joined_rooms'))).joined_rooms.length).toBe(before);
+    // A body of exactly MAX_JSON_DEPTH levels is accepted (and signed, and stored).
+    const ok = await request(hs.url, 'PUT', v3(`/rooms/${enc(roomId)}/send/org.example.deep/deep-ok`), { token: alice.token, rawBody: nested(MAX_JSON_DEPTH) });
+    expect(ok.status).toBe(200);
+  });
+
+  it('refuses events over 65,536 bytes with 413 M_TOO_LARGE, counting the canonical form, and writes nothing', async () => {
+    const count = await timelineLength();
+    const big = await alice.req('PUT', v3(`/rooms/${enc(roomId)}/send/m.room.message/big`), { msgtype: 'm.text', body: 'x'.repeat(70_000) });
+    expectMatrixError(big, 413, 'M_TOO_LARGE');
+    // The body itself is under the limit; the signed PDU around it is not.
+    const content = { msgtype: 'm.text', body: 'y'.repeat(MAX_PDU_BYTES - 200) };
+    expect(Buffer.byteLength(JSON.stringify(content))).toBeLessThan(MAX_PDU_BYTES);
+    const near = await alice.req('PUT', v3(`/rooms/${enc(roomId)}/send/m.room.message/near`), content);
+    expectMatrixError(near, 413, 'M_TOO_LARGE');
+    // Characters outside ASCII count as their UTF-8 bytes (and \u escapes as their canonical form).
+    const wide = await alice.req('PUT', v3(`/rooms/${enc(roomId)}/state/org.example.wide/`), { v: '\u00e9'.repeat(33_000) });
+    expectMatrixError(wide, 413, 'M_TOO_LARGE');
+    expect(await timelineLength()).toBe(count);
+    // Just under: accepted, and what was stored is within the limit.
+    const fits = await alice.ok('PUT', v3(`/rooms/${enc(roomId)}/send/m.room.message/fits`), { msgtype: 'm.text', body: 'z'.repeat(MAX_PDU_BYTES - 2_000) });
+    const stored = await hs.peekd.client!.rooms.eventById(fits.event_id);
+    expect(pduSize(stored!.pdu)).toBeLessThanOrEqual(MAX_PDU_BYTES);
+    expect(await timelineLength()).toBe(count + 1);
+  });
+
+  it('answers 413 M_TOO_LARGE to a body over the client limit', async () => {
+    const r = await alice.req('PUT', v3(`/rooms/${enc(roomId)}/send/m.room.message/huge`), { body: 'x'.repeat(hs.peekd.config.maxClientBodyBytes + 10) });
+    expectMatrixError(r, 413, 'M_TOO_LARGE');
+  });
+});
+
+describe('URLs and headers', () => {
+  it('answers an over-long ID in a path with a Matrix error', async () => {
+    const longId = `!${'a'.repeat(3_000)}:x`;
+    const r = await alice.req('GET', v3(`/rooms/${enc(longId)}/messages`));
+    expectMatrixError(r, 414, 'M_TOO_LARGE');
+    expectMatrixError(await alice.req('GET', v3(`/rooms/${enc(roomId)}/event/%E0%A4%A`)), 400, 'M_INVALID_PARAM');
+  });
+
+  it('answers a request line or headers past the limit with 431 and a Matrix error body', async () => {
+    const longId = `!${'a'.repeat(20_000)}:x`;
+    const line = await rawHttp(`GET ${v3(`/rooms/${enc(longId)}/messages`)} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    expect(line.status).toBe(431);
+    expect(line.headers).toMatch(/\r\ncontent-type: application\/json\r\n/i);
+    expect(JSON.parse(line.body)).toMatchObject({ errcode: 'M_TOO_LARGE', error: expect.any(String) });
+    const header = await rawHttp(`GET ${v3('/versions')} HTTP/1.1\r\nHost: x\r\nX-Big: ${'b'.repeat(40_000)}\r\n\r\n`);
+    expect(header.status).toBe(431);
+    expect(JSON.parse(header.body).errcode).toBe('M_TOO_LARGE');
+  });
+
+  it('answers exactly application/json, on success and on error', async () => {
+    const ok = await request(hs.url, 'GET', v3('/versions'));
+    expect(ok.headers.get('content-type')).toBe('application/json');
+    const whoami = await alice.req('GET', v3('/account/whoami'));
+    expect(whoami.headers.get('content-type')).toBe('application/json');
+    const missing = await request(hs.url, 'GET', '/_matrix/client/v3/nothing-here');
+    expectMatrixError(missing, 404, 'M_UNRECOGNIZED');
+  });
+});
+
+describe('filters', () => {
+  it('caps stored filters per user; an identical filter answers its ID again', async () => {
+    const bob = await TestUser.register(hs.url, 'bob-filters');
+    const path = v3(`/user/${enc(bob.userId)}/filter`);
+    const ids = [];
+    for (let i = 1; i <= 3; i++) ids.push((await bob.ok('POST', path, { room: { timeline: { limit: i } } })).filter_id);
+    expect(new Set(ids).size).toBe(3);
+    // The same filter again (keys in another order): the same ID, nothing new stored.
+    const again = await bob.ok('POST', path, { room: { timeline: { limit: 2 } } });
+    expect(again.filter_id).toBe(ids[1]);
+    expectMatrixError(await bob.req('POST', path, { room: { timeline: { limit: 4 } } }), 403, 'M_RESOURCE_LIMIT_EXCEEDED');
+    // Each stored filter still reads back.
+    expect(await bob.ok('GET', `${path}/${ids[2]}`)).toEqual({ room: { timeline: { limit: 3 } } });
+    // Another user's cap is their own.
+    const carol = await TestUser.register(hs.url, 'carol-filters');
+    expect((await carol.req('POST', v3(`/user/${enc(carol.userId)}/filter`), { room: { timeline: { limit: 4 } } })).status).toBe(200);
+  });
+});
+
+describe('the admin API', () => {
+  it('takes its token from the Authorization header only', async () => {
+    const inQuery = await request(hs.url, 'GET', `/_peekd/admin/v1/audit?room_id=${enc(roomId)}&access_token=${ADMIN}`);
+    expectMatrixError(inQuery, 401, 'M_MISSING_TOKEN');
+    expect(JSON.stringify(inQuery.body)).not.toContain(ADMIN);
+    const wrong = await request(hs.url, 'GET', `/_peekd/admin/v1/audit?room_id=${enc(roomId)}`, { token: 'not-the-token' });
+    expectMatrixError(wrong, 401, 'M_UNKNOWN_TOKEN');
+    const ok = await request(hs.url, 'GET', `/_peekd/admin/v1/audit?room_id=${enc(roomId)}`, { token: ADMIN });
+    expect(ok.status).toBe(200);
+  });
+});
