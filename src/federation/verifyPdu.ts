@@ -4,6 +4,7 @@ import { checkContentHash, eventIdForPdu, verifyPduSignature } from '../crypto';
 import { serverOf } from '../events/ids';
 import type { Pdu } from '../events/roomEvents';
 import type { KeyRing } from './keyRing';
+import { MAX_PDU_BYTES, pduSize } from '../matrix/pduFactory';
 
 export type PduCheck = { ok: true; eventId: string; pdu: Pdu } | { ok: false; error: string };
 
@@ -33,6 +34,14 @@ export async function checkPdu(raw: unknown, roomVersion: string, keyRing: KeyRi
   const pdu = raw;
   // Postgres cannot store U+0000; such an event could never be projected.
   if (JSON.stringify(pdu).includes('\\u0000')) return { ok: false, error: 'U+0000 characters are not supported' };
+  // The Matrix size limit, checked before any key is fetched for it.
+  let size: number;
+  try {
+    size = pduSize(pdu);
+  } catch (err) {
+    return { ok: false, error: `not canonical JSON: ${(err as Error).message}` };
+  }
+  if (size > MAX_PDU_BYTES) return { ok: false, error: `the PDU is ${size} bytes; the limit is ${MAX_PDU_BYTES}` };
   if (!checkContentHash(pdu)) return { ok: false, error: 'content hash mismatch' };
   const server = serverOf(pdu.sender);
   const sigs = pdu.signatures[server];
