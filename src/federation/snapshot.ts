@@ -20,7 +20,11 @@ export interface PeekSnapshot {
   latest_event_id: string;
   state: Pdu[];
   auth_chain: Pdu[];
-  latest_event_state_ids: string[];
+  /**
+   * The current draft's shape: each forward extremity's event ID → the IDs of the state
+   * after it, less `common_state_ids`. A room hosted here has one extremity, its latest event.
+   */
+  latest_event_state_ids: Record<string, string[]>;
   common_state_ids: string[];
   events: Pdu[];
 }
@@ -65,7 +69,7 @@ export async function buildSnapshot(db: Db, roomId: string, roomVersion: string,
     latest_event_id: latest.eventId,
     state: state.map((s) => s.pdu),
     auth_chain: authChain.map((a) => a.pdu),
-    latest_event_state_ids: latestIsState ? [latest.eventId] : [],
+    latest_event_state_ids: { [latest.eventId]: latestIsState ? [latest.eventId] : [] },
     common_state_ids: state.filter((s) => s.eventId !== latest.eventId).map((s) => s.eventId),
     events: events.map((e) => e.pdu),
   };

@@ -6,6 +6,7 @@ import { rowsOf, type Db } from '../store/db';
 import { syncapiCurrentState, syncapiRoomEvents } from '../store/schema';
 import { toClientEvent, type ClientEvent } from './clientEvents';
 import { ImmutableReadCache } from './memo';
+import { positionAfter, type PaginationToken, type TopoPosition } from './syncToken';
 import { visibilityJudge, visibilityOf, type VisibilityFacts } from './visibility';
 
 export interface StoredEvent {
@@ -220,19 +221,53 @@ export class RoomReader {
     return rows.length > 0;
   }
 
-  /** Pagination for /messages from the position just before event `fromSeq`: older events (b) or it and newer (f). */
-  async page(roomId: string, fromSeq: number, dir: 'b' | 'f', limit: number, toSeq?: number): Promise<StoredEvent[]> {
+  /**
+   * Pagination for /messages in topological order (depth, then sequence): from the
+   * position `from`, older events (b, newest first) or it and newer (f, oldest first);
+   * `to` bounds the walk (b: events at or after it; f: events before it).
+   */
+  async page(roomId: string, from: TopoPosition, dir: 'b' | 'f', limit: number, to?: TopoPosition): Promise<StoredEvent[]> {
+    const depth = sql`(${syncapiRoomEvents.pdu}->>'depth')::bigint`;
+    const at = (p: TopoPosition) => sql`(${p.depth}::bigint, ${p.seq}::bigint)`;
+    const pos = sql`(${depth}, ${syncapiRoomEvents.seq})`;
     const where =
       dir === 'b'
-        ? and(eq(syncapiRoomEvents.roomId, roomId), lt(syncapiRoomEvents.seq, fromSeq), toSeq !== undefined ? gt(syncapiRoomEvents.seq, toSeq) : undefined)
-        : and(eq(syncapiRoomEvents.roomId, roomId), gte(syncapiRoomEvents.seq, fromSeq), toSeq !== undefined ? lte(syncapiRoomEvents.seq, toSeq) : undefined);
+        ? and(eq(syncapiRoomEvents.roomId, roomId), sql`${pos} < ${at(from)}`, to ? sql`${pos} >= ${at(to)}` : undefined)
+        : and(eq(syncapiRoomEvents.roomId, roomId), sql`${pos} >= ${at(from)}`, to ? sql`${pos} < ${at(to)}` : undefined);
     const rows = await this.db
       .select(EVENT_COLUMNS)
       .from(syncapiRoomEvents)
       .where(where)
-      .orderBy(dir === 'b' ? desc(syncapiRoomEvents.seq) : asc(syncapiRoomEvents.seq))
+      .orderBy(...(dir === 'b' ? [desc(depth), desc(syncapiRoomEvents.seq)] : [asc(depth), asc(syncapiRoomEvents.seq)]))
       .limit(limit);
     return rows as StoredEvent[];
+  }
+
+  /**
+   * A pagination token as a topological position: a stream position (everything with a
+   * lower sequence is before it) becomes the place just after the newest such event.
+   */
+  async positionOf(roomId: string, token: PaginationToken): Promise<TopoPosition> {
+    if ('topo' in token) return token.topo;
+    const [row] = await this.db
+      .select({ seq: syncapiRoomEvents.seq, pdu: syncapiRoomEvents.pdu })
+      .from(syncapiRoomEvents)
+      .where(and(eq(syncapiRoomEvents.roomId, roomId), lt(syncapiRoomEvents.seq, token.stream)))
+      .orderBy(desc(syncapiRoomEvents.seq))
+      .limit(1);
+    return row ? positionAfter({ seq: row.seq, pdu: row.pdu as Pdu }) : { depth: 0, seq: 0 };
+  }
+
+  /** The position after the room's last event in topological order (where backwards paging starts). */
+  async endPosition(roomId: string): Promise<TopoPosition> {
+    const depth = sql`(${syncapiRoomEvents.pdu}->>'depth')::bigint`;
+    const [row] = await this.db
+      .select({ seq: syncapiRoomEvents.seq, pdu: syncapiRoomEvents.pdu })
+      .from(syncapiRoomEvents)
+      .where(eq(syncapiRoomEvents.roomId, roomId))
+      .orderBy(desc(depth), desc(syncapiRoomEvents.seq))
+      .limit(1);
+    return row ? positionAfter({ seq: row.seq, pdu: row.pdu as Pdu }) : { depth: 0, seq: 0 };
   }
 
   private readonly facts = new ImmutableReadCache<VisibilityFacts>(5000);

@@ -8,7 +8,7 @@ import { withoutRoomId } from './clientEvents';
 import type { DevicePeekRow, PeekReader } from './peekReader';
 import type { SyncNotifier } from './notifier';
 import type { SyncCache } from './syncCache';
-import { formatSyncToken, formatTopologicalToken, type SyncPosition } from './syncToken';
+import { formatSyncToken, formatTopologicalToken, positionOf, type SyncPosition } from './syncToken';
 
 export const DEFAULT_TIMELINE_LIMIT = 20;
 export const MAX_TIMELINE_LIMIT = 1000;
@@ -168,10 +168,15 @@ export class SyncService {
     return { response, roomIds };
   }
 
-  private section(state: StoredEvent[], timeline: StoredEvent[], limited: boolean, prevSeq: number, view: View): RoomSection {
+  /** Where a timeline's `prev_batch` points: before its first event, or (none) the sync position. */
+  private prevBatch(first: StoredEvent | undefined, upto: number): string {
+    return first ? formatTopologicalToken(positionOf(first)) : formatSyncToken({ rooms: upto, peeks: 0 });
+  }
+
+  private section(state: StoredEvent[], timeline: StoredEvent[], limited: boolean, prevBatch: string, view: View): RoomSection {
     return {
       state: { events: clientEvents(state, view.now, view.viewer).map(withoutRoomId) },
-      timeline: { events: clientEvents(timeline, view.now, view.viewer).map(withoutRoomId), limited, prev_batch: formatTopologicalToken(prevSeq) },
+      timeline: { events: clientEvents(timeline, view.now, view.viewer).map(withoutRoomId), limited, prev_batch: prevBatch },
       ephemeral: { events: [] },
       account_data: { events: [] },
       unread_notifications: { highlight_count: 0, notification_count: 0 },
@@ -195,7 +200,7 @@ export class SyncService {
     const { events, limited } = await this.visibleTimeline(roomId, 0, upto, limit, view);
     const first = events[0];
     const state = first ? await this.deps.rooms.stateBefore(roomId, first.seq) : await this.deps.rooms.stateBefore(roomId, upto + 1);
-    return this.section(state, events, limited, first?.seq ?? upto + 1, view);
+    return this.section(state, events, limited, this.prevBatch(first, upto), view);
   }
 
   private async incrementalRoom(roomId: string, after: number, upto: number, limit: number, fullState: boolean, view: View): Promise<RoomSection> {
@@ -204,7 +209,7 @@ export class SyncService {
     let state: StoredEvent[] = [];
     if (fullState) state = await this.deps.rooms.stateBefore(roomId, first?.seq ?? upto + 1);
     else if (limited || hidden) state = await this.deps.rooms.stateBefore(roomId, first?.seq ?? upto + 1, after);
-    return this.section(state, events, limited, first?.seq ?? upto + 1, view);
+    return this.section(state, events, limited, this.prevBatch(first, upto), view);
   }
 
   /**
@@ -225,7 +230,7 @@ export class SyncService {
     if (events.length === 0) return {};
     return {
       state: { events: [] },
-      timeline: { events: clientEvents(events, view.now, view.viewer).map(withoutRoomId), limited, prev_batch: formatTopologicalToken(events[0]!.seq) },
+      timeline: { events: clientEvents(events, view.now, view.viewer).map(withoutRoomId), limited, prev_batch: this.prevBatch(events[0], upto) },
       account_data: { events: [] },
     };
   }
@@ -246,7 +251,7 @@ export class SyncService {
     const { events, limited } = await this.visibleTimeline(roomId, after, leaveSeq, limit, view);
     return {
       state: { events: [] },
-      timeline: { events: clientEvents(events, view.now, view.viewer).map(withoutRoomId), limited, prev_batch: formatTopologicalToken(events[0]?.seq ?? leaveSeq) },
+      timeline: { events: clientEvents(events, view.now, view.viewer).map(withoutRoomId), limited, prev_batch: this.prevBatch(events[0], leaveSeq) },
       account_data: { events: [] },
     };
   }

@@ -14,15 +14,44 @@ export function parseSyncToken(token: string): SyncPosition | null {
   return m ? { rooms: Number(m[1]), peeks: Number(m[2]) } : null;
 }
 
-/** Pagination tokens for /messages: `t<seq>` is the position just before event seq. */
-export function formatTopologicalToken(seq: number): string {
-  return `t${seq}`;
+/**
+ * A place in a room's history. /messages walks a room in topological order — depth, then
+ * ROOMS sequence — so that history fetched later from another server (backfill, with
+ * older depths but newer sequences) still reads in order. A position is "just before
+ * the event (depth, seq)".
+ */
+export interface TopoPosition {
+  depth: number;
+  seq: number;
 }
 
-/** A pagination token: a `t<seq>` or a sync token (its ROOMS position + 1). */
-export function parsePaginationToken(token: string): number | null {
-  const t = /^t(\d{1,15})$/.exec(token);
-  if (t) return Number(t[1]);
+/** Where an event is: going backwards from here starts with the event before it. */
+export function positionOf(e: { seq: number; pdu: { depth: number } }): TopoPosition {
+  return { depth: e.pdu.depth, seq: e.seq };
+}
+
+/** Just after an event: going backwards from here starts with the event itself. */
+export function positionAfter(e: { seq: number; pdu: { depth: number } }): TopoPosition {
+  return { depth: e.pdu.depth, seq: e.seq + 1 };
+}
+
+/** Pagination tokens for /messages: `t<depth>_<seq>`. */
+export function formatTopologicalToken(p: TopoPosition): string {
+  return `t${p.depth}_${p.seq}`;
+}
+
+/**
+ * A pagination token: a topological position, or a stream position (from a sync token:
+ * everything up to its ROOMS sequence is before it) that the reader turns into one.
+ */
+export type PaginationToken = { topo: TopoPosition } | { stream: number };
+
+export function parsePaginationToken(token: string): PaginationToken | null {
+  const t = /^t(\d{1,15})_(\d{1,15})$/.exec(token);
+  if (t) return { topo: { depth: Number(t[1]), seq: Number(t[2]) } };
+  // The older `t<seq>` tokens (before topological order) still work: a stream position.
+  const legacy = /^t(\d{1,15})$/.exec(token);
+  if (legacy) return { stream: Number(legacy[1]) };
   const s = parseSyncToken(token);
-  return s ? s.rooms + 1 : null;
+  return s ? { stream: s.rooms + 1 } : null;
 }

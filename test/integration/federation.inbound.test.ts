@@ -248,14 +248,16 @@ describe('inbound peeks', () => {
 
     // latest_event is the room's newest event.
     expect(eventIdForPdu(s.latest_event)).toBe(newest);
-    // common_state_ids ∪ latest_event_state_ids name exactly the state; disjoint.
+    // latest_event_state_ids is an object keyed by the forward extremity (the current draft);
+    // common_state_ids plus its values name exactly the state, disjoint.
     const stateIds = (s.state as any[]).map((p) => eventIdForPdu(p));
     expect(new Set(stateIds).size).toBe(stateIds.length);
+    expect(Object.keys(s.latest_event_state_ids)).toEqual([newest]);
     const common = new Set<string>(s.common_state_ids);
-    const latest = new Set<string>(s.latest_event_state_ids);
+    const latest = new Set<string>(Object.values(s.latest_event_state_ids as Record<string, string[]>).flat());
     expect([...common].filter((id) => latest.has(id))).toEqual([]);
     expect([...common, ...latest].sort()).toEqual([...stateIds].sort());
-    expect(s.common_state_ids.length + s.latest_event_state_ids.length).toBe(stateIds.length);
+    expect(s.common_state_ids.length + latest.size).toBe(stateIds.length);
     // The state is A's current state.
     const current = (await alice.ok('GET', `/_matrix/client/v3/rooms/${enc(roomId)}/state`)).map((e: any) => e.event_id);
     expect([...stateIds].sort()).toEqual([...current].sort());
@@ -281,10 +283,10 @@ describe('inbound peeks', () => {
     const topic = await alice.setState(roomId, 'm.room.topic', { topic: 'changed' });
     const r2 = await F.send(A.name, 'PUT', peekPath(roomId, 'snap2'), {});
     expect(eventIdForPdu(r2.body.latest_event)).toBe(topic);
-    expect(r2.body.latest_event_state_ids).toEqual([topic]);
+    expect(r2.body.latest_event_state_ids).toEqual({ [topic]: [topic] });
     expect(r2.body.common_state_ids).not.toContain(topic);
     const ids2 = (r2.body.state as any[]).map((p) => eventIdForPdu(p)).sort();
-    expect([...r2.body.common_state_ids, ...r2.body.latest_event_state_ids].sort()).toEqual(ids2);
+    expect([...r2.body.common_state_ids, ...r2.body.latest_event_state_ids[topic]].sort()).toEqual(ids2);
   });
 
   it('renews through a repeated PUT (full snapshot again) and through /renew, with exactly the configured interval', async () => {

@@ -5,7 +5,7 @@
 import type { FastifyInstance } from 'fastify';
 import { clientEvents, type StoredEvent } from '../../syncapi/roomReader';
 import { toClientEvent } from '../../syncapi/clientEvents';
-import { formatTopologicalToken, parsePaginationToken } from '../../syncapi/syncToken';
+import { formatTopologicalToken, parsePaginationToken, positionAfter, positionOf, type PaginationToken, type TopoPosition } from '../../syncapi/syncToken';
 import { mayOpenRoom, visibilityJudge, type EventRef } from '../../syncapi/visibility';
 import { forbidden, invalidParam, notFound } from '../errors';
 import { requireAuth, sessionOf } from './auth';
@@ -37,7 +37,7 @@ function parseLimit(raw: string | undefined, fallback: number): number {
   return Math.min(limit, MAX_PAGE);
 }
 
-function parseToken(raw: string, name: string): number {
+function parseToken(raw: string, name: string): PaginationToken {
   const parsed = parsePaginationToken(raw);
   if (parsed === null) throw invalidParam(`unknown ${name} token`);
   return parsed;
@@ -72,10 +72,11 @@ export function registerHistoryRoutes(app: FastifyInstance, ctx: ClientContext):
       const dir = q.dir ?? 'b';
       if (dir !== 'b' && dir !== 'f') throw invalidParam('dir must be b or f');
       const limit = parseLimit(q.limit, 10);
-      let from = q.from !== undefined ? parseToken(q.from, 'from') : undefined;
-      const to = q.to !== undefined ? parseToken(q.to, 'to') - 1 : undefined;
+      const fromToken = q.from !== undefined ? parseToken(q.from, 'from') : undefined;
+      const toToken = q.to !== undefined ? parseToken(q.to, 'to') : undefined;
       const visible = await readerOf(ctx, roomId, userId);
-      from ??= dir === 'b' ? (await ctx.rooms.latestSeq(roomId)) + 1 : 0;
+      const from: TopoPosition = fromToken ? await ctx.rooms.positionOf(roomId, fromToken) : dir === 'b' ? await ctx.rooms.endPosition(roomId) : { depth: 0, seq: 0 };
+      const to = toToken ? await ctx.rooms.positionOf(roomId, toToken) : undefined;
       // Read pages until `limit` visible events are found, the room runs out, or enough
       // pages were all hidden; `end` continues after the last event read, shown or not.
       const chunk: StoredEvent[] = [];
@@ -87,7 +88,7 @@ export function registerHistoryRoutes(app: FastifyInstance, ctx: ClientContext):
         for (const e of page) if (visible(e)) chunk.push(e);
         more = page.length === want;
         const last = page.at(-1);
-        if (last) cursor = dir === 'b' ? last.seq : last.seq + 1;
+        if (last) cursor = dir === 'b' ? positionOf(last) : positionAfter(last);
       }
       return {
         chunk: clientEvents(chunk, ctx.clock.now(), sessionOf(req)),
@@ -112,8 +113,8 @@ export function registerHistoryRoutes(app: FastifyInstance, ctx: ClientContext):
       if (!event || event.pdu.room_id !== roomId || !visible(event)) throw notFound('no such event');
       const beforeCount = Math.floor(limit / 2);
       const afterCount = limit - beforeCount;
-      const before = beforeCount > 0 ? await ctx.rooms.page(roomId, event.seq, 'b', beforeCount) : [];
-      const after = afterCount > 0 ? await ctx.rooms.page(roomId, event.seq + 1, 'f', afterCount) : [];
+      const before = beforeCount > 0 ? await ctx.rooms.page(roomId, positionOf(event), 'b', beforeCount) : [];
+      const after = afterCount > 0 ? await ctx.rooms.page(roomId, positionAfter(event), 'f', afterCount) : [];
       const now = ctx.clock.now();
       const viewer = sessionOf(req);
       const shownBefore = before.filter(visible);
@@ -124,8 +125,8 @@ export function registerHistoryRoutes(app: FastifyInstance, ctx: ClientContext):
         events_before: clientEvents(shownBefore, now, viewer),
         events_after: clientEvents(shownAfter, now, viewer),
         // Paginating on continues past everything read, shown or not.
-        start: formatTopologicalToken(before.at(-1)?.seq ?? event.seq),
-        end: formatTopologicalToken((after.at(-1) ?? event).seq + 1),
+        start: formatTopologicalToken(positionOf(before.at(-1) ?? event)),
+        end: formatTopologicalToken(positionAfter(after.at(-1) ?? event)),
         // The state at the last event returned.
         state: clientEvents(await ctx.rooms.stateBefore(roomId, (shownAfter.at(-1) ?? event).seq + 1), now),
       };
