@@ -44,6 +44,7 @@ import { ServerResolver } from './federation/resolver';
 import { FederationClient } from './federation/client';
 import { OwnKeys, loadOldKeys } from './federation/ownKeys';
 import { KeyRing } from './federation/keyRing';
+import { SafeFetcher } from './federation/safeFetch';
 import { FederationSender } from './federation/sender';
 import { OutboundPeeks } from './federation/outboundPeeks';
 import type { FederationContext } from './federation/context';
@@ -180,10 +181,11 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
     // (split, the batches that would invalidate it arrive only as summaries).
     const syncCache = allInOne ? new SyncCache() : undefined;
     // The federation role: keys, the signed client, the sender and outbound peeks.
-    const resolver = new ServerResolver(config.federationDestinations, () => clock.now());
-    const federationClient = new FederationClient(config.serverName, signingKey, resolver);
+    const fetcher = new SafeFetcher({ ipDenylist: config.federationIpDenylist, ipAllowlist: config.federationIpAllowlist, maxResponseBytes: config.maxFederationResponseBytes });
+    const resolver = new ServerResolver(config.federationDestinations, () => clock.now(), fetcher);
+    const federationClient = new FederationClient(config.serverName, signingKey, resolver, fetcher);
     const ownKeys = new OwnKeys(config.serverName, signingKey, await loadOldKeys(config.signingKeyPath), () => clock.now());
-    const keyRing = new KeyRing(resolver, () => clock.now(), { serverName: config.serverName, keys: new Map([[signingKey.keyId, signingKey.publicKey]]) });
+    const keyRing = new KeyRing(resolver, () => clock.now(), { serverName: config.serverName, keys: new Map([[signingKey.keyId, signingKey.publicKey]]) }, { fetcher });
     const federationOn = roles.has('federation');
     const sender = new FederationSender(database.db, federationClient, config.serverName, () => clock.now(), logger.child({ component: 'federation-sender' }));
     const wakeSender = (discover: boolean) => {

@@ -1,13 +1,15 @@
-// Outgoing federation requests, signed with X-Matrix.
+// Outgoing federation requests, signed with X-Matrix, through the outbound guards of
+// safeFetch (address check, no redirects, capped body, bounded time).
 import { canonicalJson, signRequest, type SigningKey } from '../crypto';
 import type { ServerResolver } from './resolver';
+import { defaultSafeFetcher, type SafeFetcher } from './safeFetch';
 
 export interface FederationResponse<T = unknown> {
   status: number;
   body: T;
 }
 
-/** The peer could not be reached or did not answer in time. */
+/** The peer could not be reached, did not answer in time, or answered in a way we refuse. */
 export class FederationUnreachableError extends Error {
   override readonly name = 'FederationUnreachableError';
 }
@@ -17,29 +19,28 @@ export class FederationClient {
     readonly serverName: string,
     private readonly key: SigningKey,
     readonly resolver: ServerResolver,
+    private readonly fetcher: SafeFetcher = defaultSafeFetcher(),
   ) {}
 
   /** Sends a signed request; `path` includes the query string exactly as it goes on the wire. */
   async request<T = unknown>(destination: string, method: string, path: string, body?: unknown, timeoutMs = 30_000, signal?: AbortSignal): Promise<FederationResponse<T>> {
-    const base = await this.resolver.baseUrl(destination);
+    const { base, trusted } = await this.resolver.resolve(destination);
     const authorization = signRequest({ method, uri: path, origin: this.serverName, destination, content: body }, this.key);
-    let res: Response;
+    let res;
     try {
-      res = await fetch(base + path, {
+      res = await this.fetcher.fetch(base + path, {
+        destination,
         method,
         headers: { authorization, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
         body: body !== undefined ? canonicalJson(body) : undefined,
-        signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]) : AbortSignal.timeout(timeoutMs),
+        trusted,
+        timeoutMs,
+        signal,
       });
     } catch (err) {
-      throw new FederationUnreachableError(`${destination} is unreachable: ${(err as Error).message}`, { cause: err });
+      throw new FederationUnreachableError(`${method} ${path.split('?')[0]} to ${(err as Error).message}`, { cause: err });
     }
-    let text: string;
-    try {
-      text = await res.text();
-    } catch (err) {
-      throw new FederationUnreachableError(`${destination} broke off its answer: ${(err as Error).message}`, { cause: err });
-    }
+    const text = res.body.toString('utf8');
     let parsed: unknown;
     try {
       parsed = text === '' ? {} : JSON.parse(text);

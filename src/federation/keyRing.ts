@@ -1,10 +1,29 @@
 // Remote servers' signing keys: fetched from their /_matrix/key/v2/server, accepted only
-// with a valid self-signature, cached until min(valid_until_ts, now + 7 days).
+// with a valid self-signature, cached until min(valid_until_ts, now + 7 days). A key ID
+// we do not know makes us look again (the server may have rotated), but at most once per
+// origin per `refetchIntervalMs`: a flood of requests naming made-up key IDs costs the
+// origin one fetch, not one each.
 import { decodeBase64, verifyJsonSignature } from '../crypto';
 import type { ServerResolver } from './resolver';
+import { defaultSafeFetcher, type SafeFetcher } from './safeFetch';
 
 const MAX_CACHE_MS = 7 * 24 * 60 * 60_000;
 const FAILURE_CACHE_MS = 5_000;
+/** A key response is a few keys and signatures; anything near this is not one. */
+export const MAX_KEY_RESPONSE_BYTES = 1024 * 1024;
+export const KEY_FETCH_TIMEOUT_MS = 10_000;
+export const KEY_REFETCH_INTERVAL_MS = 30_000;
+/** Servers whose keys (or failures, or last refetch) are remembered; the oldest go first. */
+const MAX_REMEMBERED_SERVERS = 10_000;
+
+export interface KeyRingOptions {
+  fetcher?: SafeFetcher;
+  /** Bound on one key fetch. */
+  fetchTimeoutMs?: number;
+  /** Least time between two refetches of one origin's keys caused by an unknown key ID. */
+  refetchIntervalMs?: number;
+  maxResponseBytes?: number;
+}
 
 interface ServerKeys {
   /** Current keys: valid for requests and events. */
@@ -25,19 +44,31 @@ interface KeyResponse {
 export class KeyRing {
   private readonly cache = new Map<string, ServerKeys | { failedUntil: number }>();
   private readonly inflight = new Map<string, Promise<ServerKeys | null>>();
+  /** When each origin's keys were last refetched for an unknown key ID. */
+  private readonly lastRefetch = new Map<string, number>();
+  private readonly fetcher: SafeFetcher;
+  private readonly fetchTimeoutMs: number;
+  private readonly refetchIntervalMs: number;
+  private readonly maxResponseBytes: number;
 
   constructor(
     private readonly resolver: ServerResolver,
     private readonly now: () => number = Date.now,
     /** Our own keys, answered without a fetch. */
     private readonly own?: { serverName: string; keys: Map<string, Uint8Array> },
-  ) {}
+    options: KeyRingOptions = {},
+  ) {
+    this.fetcher = options.fetcher ?? defaultSafeFetcher();
+    this.fetchTimeoutMs = options.fetchTimeoutMs ?? KEY_FETCH_TIMEOUT_MS;
+    this.refetchIntervalMs = options.refetchIntervalMs ?? KEY_REFETCH_INTERVAL_MS;
+    this.maxResponseBytes = options.maxResponseBytes ?? MAX_KEY_RESPONSE_BYTES;
+  }
 
   /** A current verify key of `server`, or null when there is none we trust. */
   async requestKey(server: string, keyId: string): Promise<Uint8Array | null> {
     if (this.own && server === this.own.serverName) return this.own.keys.get(keyId) ?? null;
     let keys = await this.keysOf(server);
-    if (keys && !keys.verify.has(keyId)) keys = await this.keysOf(server, true); // rotated since we looked
+    if (keys && !keys.verify.has(keyId) && this.mayRefetch(server)) keys = await this.keysOf(server, true); // rotated since we looked
     return keys?.verify.get(keyId) ?? null;
   }
 
@@ -49,7 +80,17 @@ export class KeyRing {
     if (current) return current;
     const old = keys?.old.get(keyId);
     if (old && eventTs < old.expiredTs) return old.key;
+    if (!this.mayRefetch(server)) return null;
     return (await this.keysOf(server, true))?.verify.get(keyId) ?? null;
+  }
+
+  /** Whether an unknown key ID may make us fetch `server`'s keys again now (and if so, counts it). */
+  private mayRefetch(server: string): boolean {
+    const now = this.now();
+    const last = this.lastRefetch.get(server);
+    if (last !== undefined && now - last < this.refetchIntervalMs) return false;
+    remember(this.lastRefetch, server, now);
+    return true;
   }
 
   private async keysOf(server: string, refresh = false): Promise<ServerKeys | null> {
@@ -69,18 +110,33 @@ export class KeyRing {
 
   private async fetchKeys(server: string): Promise<ServerKeys | null> {
     try {
-      const base = await this.resolver.baseUrl(server);
-      const res = await fetch(`${base}/_matrix/key/v2/server`, { signal: AbortSignal.timeout(10_000) });
-      if (!res.ok) throw new Error(`status ${res.status}`);
-      const keys = parseKeyResponse(server, (await res.json()) as KeyResponse, this.now());
+      const { base, trusted } = await this.resolver.resolve(server);
+      const res = await this.fetcher.fetch(`${base}/_matrix/key/v2/server`, {
+        destination: server,
+        trusted,
+        timeoutMs: this.fetchTimeoutMs,
+        maxResponseBytes: this.maxResponseBytes,
+      });
+      if (res.status !== 200) throw new Error(`status ${res.status}`);
+      const keys = parseKeyResponse(server, JSON.parse(res.body.toString('utf8')) as KeyResponse, this.now());
       if (!keys) throw new Error('invalid key response');
-      this.cache.set(server, keys);
+      remember(this.cache, server, keys);
       return keys;
     } catch {
-      this.cache.set(server, { failedUntil: this.now() + FAILURE_CACHE_MS });
+      // A failed refetch does not forget keys that are still valid.
+      const held = this.cache.get(server);
+      if (held && !('failedUntil' in held) && held.until > this.now()) return held;
+      remember(this.cache, server, { failedUntil: this.now() + FAILURE_CACHE_MS });
       return null;
     }
   }
+}
+
+/** Sets `key` as the newest entry of a map kept to MAX_REMEMBERED_SERVERS entries. */
+function remember<V>(map: Map<string, V>, key: string, value: V): void {
+  map.delete(key);
+  map.set(key, value);
+  if (map.size > MAX_REMEMBERED_SERVERS) map.delete(map.keys().next().value!);
 }
 
 /** Checks a key response's shape and self-signature; null when it does not hold. */

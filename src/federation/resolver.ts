@@ -1,39 +1,75 @@
 // Server discovery: a configured map of server name → base URL first (loopback tests,
 // private deployments), then /.well-known/matrix/server, then https://<name>:8448.
 // A name with an explicit port, or an IP literal, is used as it is (no well-known).
+// Only configured destinations are `trusted` (exempt from the outbound address check).
 import { isValidServerName } from '../events/ids';
+import { defaultSafeFetcher, SafeFetcher } from './safeFetch';
 
 const WELL_KNOWN_CACHE_MS = 60 * 60_000;
 const WELL_KNOWN_TIMEOUT_MS = 5_000;
+/** A .well-known answer is a tiny JSON object. */
+const WELL_KNOWN_MAX_BYTES = 64 * 1024;
+const MAX_CACHED_NAMES = 10_000;
+
+export interface ResolvedServer {
+  /** Base URL without a trailing slash. */
+  base: string;
+  /** Configured by the operator: the outbound address check does not apply. */
+  trusted: boolean;
+}
+
+type WellKnownFetch = (url: string, serverName: string) => Promise<{ ok: boolean; text: string }>;
 
 export class ServerResolver {
   private readonly wellKnown = new Map<string, { base: string; until: number }>();
+  private readonly fetchWellKnown: WellKnownFetch;
 
+  /**
+   * `fetcher` makes the .well-known requests; a plain fetch function is accepted for
+   * tests that script the answers (it bypasses the outbound guards).
+   */
   constructor(
     private readonly destinations: Record<string, string>,
     private readonly now: () => number = Date.now,
-    private readonly fetchImpl: typeof fetch = (input, init) => fetch(input, init),
-  ) {}
+    fetcher: SafeFetcher | typeof fetch = defaultSafeFetcher(),
+  ) {
+    this.fetchWellKnown =
+      fetcher instanceof SafeFetcher
+        ? async (url, serverName) => {
+            const res = await fetcher.fetch(url, { destination: serverName, timeoutMs: WELL_KNOWN_TIMEOUT_MS, maxResponseBytes: WELL_KNOWN_MAX_BYTES });
+            return { ok: res.status >= 200 && res.status < 300, text: res.body.toString('utf8') };
+          }
+        : async (url) => {
+            const res = await fetcher(url, { signal: AbortSignal.timeout(WELL_KNOWN_TIMEOUT_MS), redirect: 'manual' });
+            return { ok: res.ok, text: await res.text() };
+          };
+  }
 
   async baseUrl(serverName: string): Promise<string> {
+    return (await this.resolve(serverName)).base;
+  }
+
+  async resolve(serverName: string): Promise<ResolvedServer> {
     const configured = Object.hasOwn(this.destinations, serverName) ? this.destinations[serverName] : undefined;
-    if (configured) return configured.replace(/\/+$/, '');
-    if (hasPort(serverName) || isIpLiteral(serverName)) return defaultBase(serverName);
+    if (configured) return { base: configured.replace(/\/+$/, ''), trusted: true };
+    if (hasPort(serverName) || isIpLiteral(serverName)) return { base: defaultBase(serverName), trusted: false };
     const cached = this.wellKnown.get(serverName);
-    if (cached && cached.until > this.now()) return cached.base;
+    if (cached && cached.until > this.now()) return { base: cached.base, trusted: false };
     let base = defaultBase(serverName);
     try {
-      const res = await this.fetchImpl(`https://${serverName}/.well-known/matrix/server`, { signal: AbortSignal.timeout(WELL_KNOWN_TIMEOUT_MS) });
+      const res = await this.fetchWellKnown(`https://${serverName}/.well-known/matrix/server`, serverName);
       if (res.ok) {
-        const body = (await res.json()) as { 'm.server'?: unknown };
-        const delegated = body['m.server'];
+        const body = JSON.parse(res.text) as { 'm.server'?: unknown };
+        const delegated = body?.['m.server'];
         if (typeof delegated === 'string' && isValidServerName(delegated)) base = defaultBase(delegated);
       }
     } catch {
       // no well-known: the default applies
     }
+    this.wellKnown.delete(serverName);
     this.wellKnown.set(serverName, { base, until: this.now() + WELL_KNOWN_CACHE_MS });
-    return base;
+    if (this.wellKnown.size > MAX_CACHED_NAMES) this.wellKnown.delete(this.wellKnown.keys().next().value!);
+    return { base, trusted: false };
   }
 }
 

@@ -1,8 +1,8 @@
 // X-Matrix request authentication for the federation API. Missing, malformed or wrong
-// signatures, unknown keys, and a destination that is not this server are 401
-// M_UNAUTHORIZED — checked before the handler runs, so nothing is written.
+// signatures, unknown keys, and a missing destination or one that is not this server are
+// 401 M_UNAUTHORIZED — checked before the handler runs, so nothing is written.
 import type { FastifyRequest } from 'fastify';
-import { parseXMatrixHeader, verifyRequestSignature } from '../../crypto';
+import { decodeBase64, parseXMatrixHeader, verifyRequestSignature } from '../../crypto';
 import { isValidServerName } from '../../events/ids';
 import type { FederationContext } from '../../federation/context';
 import { unauthorized } from '../errors';
@@ -13,6 +13,8 @@ declare module 'fastify' {
   }
 }
 
+const KEY_ID = /^ed25519:[a-zA-Z0-9_]+$/;
+
 export function requireServerAuth(ctx: FederationContext) {
   return async (req: FastifyRequest): Promise<void> => {
     const header = req.headers.authorization;
@@ -20,8 +22,13 @@ export function requireServerAuth(ctx: FederationContext) {
     const auth = parseXMatrixHeader(header);
     if (!auth) throw unauthorized('malformed X-Matrix authorization');
     if (!isValidServerName(auth.origin)) throw unauthorized('malformed origin');
-    if (auth.destination !== undefined && auth.destination !== ctx.config.serverName) throw unauthorized('the request is for another server');
+    // Everything that can be judged without the origin's keys is judged first: a request
+    // that fails here never makes us fetch anything (nor connect anywhere).
+    if (auth.destination === undefined) throw unauthorized('the X-Matrix header names no destination');
+    if (auth.destination !== ctx.config.serverName) throw unauthorized('the request is for another server');
     if (auth.origin === ctx.config.serverName) throw unauthorized('requests from ourselves are not accepted');
+    if (!KEY_ID.test(auth.key)) throw unauthorized(`unsupported key ID ${JSON.stringify(auth.key.slice(0, 64))}`);
+    if (!isSignature(auth.sig)) throw unauthorized('the X-Matrix sig is not an ed25519 signature');
     const key = await ctx.keyRing.requestKey(auth.origin, auth.key);
     if (!key) throw unauthorized(`unknown key ${auth.key} of ${auth.origin}`);
     const ok = verifyRequestSignature(
@@ -32,6 +39,14 @@ export function requireServerAuth(ctx: FederationContext) {
     if (!ok) throw unauthorized('bad X-Matrix signature');
     req.origin = auth.origin;
   };
+}
+
+function isSignature(sig: string): boolean {
+  try {
+    return decodeBase64(sig).length === 64;
+  } catch {
+    return false;
+  }
 }
 
 export function originOf(req: FastifyRequest): string {

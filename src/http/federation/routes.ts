@@ -6,6 +6,7 @@ import { isValidPeekId, isValidRoomAlias, isValidRoomId, serverOf } from '../../
 import type { FederationContext } from '../../federation/context';
 import { buildSnapshot } from '../../federation/snapshot';
 import { checkPdu } from '../../federation/verifyPdu';
+import { eventIdForPdu } from '../../crypto';
 import { serverAclAllows } from '../../actors/serverAcl';
 import { RoomReader } from '../../syncapi/roomReader';
 import { federationsenderInboundPeeks, roomAliases } from '../../store/schema';
@@ -22,6 +23,15 @@ function peekParams(params: unknown): { roomId: string; peekId: string } {
   if (!isValidRoomId(roomId)) throw invalidParam(`malformed room ID ${roomId}`);
   if (!isValidPeekId(peekId, roomId)) throw new MatrixError(400, 'M_UNRECOGNIZED', 'peek IDs are 1–8 characters of [0-9A-Za-z.=_-]');
   return { roomId, peekId };
+}
+
+/** The event ID a PDU would have (nothing verified): to key a refusal in the /send answer. */
+function unverifiedEventId(raw: unknown, roomVersion: string): string | undefined {
+  try {
+    return eventIdForPdu(raw as object, roomVersion);
+  } catch {
+    return undefined;
+  }
 }
 
 function versionsOf(ver: unknown): string[] {
@@ -123,14 +133,18 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
           const create = await rooms.stateContent(roomId, 'm.room.create');
           versions.set(roomId, typeof create?.room_version === 'string' ? create.room_version : '10');
         }
+        // Unwanted PDUs are refused before checkPdu: checking a signature may fetch the
+        // signer's keys, and a PDU we would drop anyway must not make us fetch anything.
+        if (!accepted.get(roomId)) {
+          results[unverifiedEventId(raw, versions.get(roomId)!) ?? `unknown-${Object.keys(results).length}`] = {
+            error: `${ctx.config.serverName} does not peek ${roomId} through ${origin}`,
+          };
+          continue;
+        }
         const checked = await checkPdu(raw, versions.get(roomId)!, ctx.keyRing);
         if (!checked.ok) {
           const id = `unknown-${Object.keys(results).length}`;
           results[id] = { error: checked.error };
-          continue;
-        }
-        if (!accepted.get(roomId)) {
-          results[checked.eventId] = { error: `${ctx.config.serverName} does not peek ${roomId} through ${origin}` };
           continue;
         }
         results[checked.eventId] = {};
