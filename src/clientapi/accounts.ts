@@ -1,10 +1,10 @@
 // Accounts, devices and access tokens. Tokens are 256 random bits, stored only as their
 // SHA-256; a small in-memory cache spares the database on every request.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { and, eq } from 'drizzle-orm';
+import { and, DrizzleQueryError, eq } from 'drizzle-orm';
 import type { Db } from '../store/db';
 import { accessTokens, accounts, devices } from '../store/schema';
-import { hashPassword, verifyPassword } from './passwords';
+import { UNMATCHABLE_HASH, type PasswordHasher } from './passwords';
 
 export interface Session {
   userId: string;
@@ -38,6 +38,20 @@ export function generateDeviceId(): string {
   return randomBytes(6).toString('hex').toUpperCase();
 }
 
+/**
+ * Runs a query whose parameters hold a secret (a password hash, a token hash). Drizzle's
+ * error message lists the parameters, and a failed request's error is logged: rethrow
+ * without them, keeping the driver's error as the cause (transient-error checks read it).
+ */
+async function withheldParams<T>(what: string, query: () => Promise<T>): Promise<T> {
+  try {
+    return await query();
+  } catch (err) {
+    if (err instanceof DrizzleQueryError) throw new Error(`${what} failed (query parameters withheld)`, { cause: err.cause });
+    throw err;
+  }
+}
+
 export class AccountStore {
   private readonly cache = new Map<string, Session & { at: number }>();
   private static readonly CACHE_TTL_MS = 60_000;
@@ -58,28 +72,37 @@ export class AccountStore {
     return rows.length > 0;
   }
 
-  /** Creates the account; throws UserInUseError when the user ID is taken. */
-  async register(localpart: string | undefined, password: string | undefined): Promise<string> {
+  /**
+   * Creates the account; throws UserInUseError when the user ID is taken. A password is
+   * hashed on `hasher` (which throws PasswordHasherBusyError when its queue is full).
+   */
+  register(localpart: string | undefined, password: undefined): Promise<string>;
+  register(localpart: string | undefined, password: string | undefined, hasher: PasswordHasher): Promise<string>;
+  async register(localpart: string | undefined, password: string | undefined, hasher?: PasswordHasher): Promise<string> {
     const userId = this.userIdFor(localpart ?? `u${randomBytes(6).toString('hex')}`);
-    const passwordHash = password !== undefined ? await hashPassword(password) : null;
-    const inserted = await this.db
-      .insert(accounts)
-      .values({ userId, passwordHash, createdAt: this.now() })
-      .onConflictDoNothing()
-      .returning({ userId: accounts.userId });
+    let passwordHash: string | null = null;
+    if (password !== undefined) {
+      if (!hasher) throw new TypeError('register: a password needs a PasswordHasher');
+      passwordHash = await hasher.hash(password);
+    }
+    const inserted = await withheldParams('inserting the account', () =>
+      this.db.insert(accounts).values({ userId, passwordHash, createdAt: this.now() }).onConflictDoNothing().returning({ userId: accounts.userId }),
+    );
     if (inserted.length === 0) throw new UserInUseError(`${userId} is taken`);
     return userId;
   }
 
-  /** Null when the user does not exist or the password is wrong. */
-  async checkPassword(userId: string, password: string): Promise<boolean> {
+  /**
+   * False when the user does not exist, has no password, or the password is wrong. Every
+   * call computes exactly one hash on `hasher`, so timing does not reveal which users exist.
+   */
+  async checkPassword(userId: string, password: string, hasher: PasswordHasher): Promise<boolean> {
     const [row] = await this.db.select({ hash: accounts.passwordHash }).from(accounts).where(eq(accounts.userId, userId));
     if (!row?.hash) {
-      // Spend the same effort as a real check, so timing does not reveal which users exist.
-      await verifyPassword(password, 'scrypt$14$8$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=');
+      await hasher.verify(password, UNMATCHABLE_HASH);
       return false;
     }
-    return verifyPassword(password, row.hash);
+    return hasher.verify(password, row.hash);
   }
 
   /**
@@ -91,14 +114,17 @@ export class AccountStore {
     const device = deviceId ?? generateDeviceId();
     const now = this.now();
     const accessToken = `pkd_${randomId(32)}`;
-    await this.db.transaction(async (tx) => {
-      await tx
-        .insert(devices)
-        .values({ userId, deviceId: device, displayName: displayName ?? null, createdAt: now, lastSeenAt: now })
-        .onConflictDoUpdate({ target: [devices.userId, devices.deviceId], set: { lastSeenAt: now } });
-      if (deviceId !== undefined) await tx.delete(accessTokens).where(and(eq(accessTokens.userId, userId), eq(accessTokens.deviceId, device)));
-      await tx.insert(accessTokens).values({ tokenHash: tokenHash(accessToken), userId, deviceId: device, createdAt: now });
-    });
+    // The token hash is a secret's digest: keep it out of error messages (and so out of logs).
+    await withheldParams('creating the session', () =>
+      this.db.transaction(async (tx) => {
+        await tx
+          .insert(devices)
+          .values({ userId, deviceId: device, displayName: displayName ?? null, createdAt: now, lastSeenAt: now })
+          .onConflictDoUpdate({ target: [devices.userId, devices.deviceId], set: { lastSeenAt: now } });
+        if (deviceId !== undefined) await tx.delete(accessTokens).where(and(eq(accessTokens.userId, userId), eq(accessTokens.deviceId, device)));
+        await tx.insert(accessTokens).values({ tokenHash: tokenHash(accessToken), userId, deviceId: device, createdAt: now });
+      }),
+    );
     if (deviceId !== undefined) this.forgetDevice(userId, device);
     return { userId, deviceId: device, accessToken };
   }
@@ -111,7 +137,7 @@ export class AccountStore {
     const hash = tokenHash(token);
     const cached = this.cache.get(hash);
     if (cached && this.now() - cached.at < AccountStore.CACHE_TTL_MS) return { userId: cached.userId, deviceId: cached.deviceId };
-    const [row] = await this.db.select().from(accessTokens).where(eq(accessTokens.tokenHash, hash));
+    const [row] = await withheldParams('looking up the access token', () => this.db.select().from(accessTokens).where(eq(accessTokens.tokenHash, hash)));
     // The lookup is by hash; compare the hashes in constant time all the same.
     if (!row || !timingSafeEqual(Buffer.from(row.tokenHash), Buffer.from(hash))) return null;
     if (this.cache.size >= AccountStore.CACHE_MAX) this.cache.clear();

@@ -2,8 +2,10 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { isValidNewLocalpart, UserInUseError } from '../../clientapi/accounts';
+import { accountKey, addressKey, LoginLimiter } from '../../clientapi/loginLimiter';
+import { PasswordHasher, PasswordHasherBusyError } from '../../clientapi/passwords';
 import { isValidUserId, localpartOf, serverOf } from '../../events/ids';
-import { MatrixError } from '../errors';
+import { forbidden, limitExceeded, MatrixError } from '../errors';
 import { requireAuth, sessionOf } from './auth';
 import type { ClientContext } from './context';
 import { clientRoute } from './prefixes';
@@ -33,8 +35,19 @@ const loginBody = {
   },
 } as const;
 
+/** A full hashing queue is a 429 like any other limit; other errors pass unchanged. */
+function hashingBusy(err: unknown): unknown {
+  return err instanceof PasswordHasherBusyError ? limitExceeded(err.retryAfterMs, 'the server is busy checking passwords; try again shortly') : err;
+}
+
+const registrationClosed = () => forbidden('registration is disabled on this server');
+
 export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext): void {
   const auth = requireAuth(ctx.accounts);
+  // Both live as long as this HTTP server: the hashing pool bounds this process's scrypt
+  // memory (16 MiB a hash), the limiter the guesses per account and per client address.
+  const hasher = PasswordHasher.fromConfig(ctx.config);
+  const loginLimiter = LoginLimiter.fromConfig(ctx.config);
 
   clientRoute(app, {
     method: 'POST',
@@ -44,6 +57,8 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext):
     handler: async (req, reply) => {
       const q = req.query as { kind?: string };
       if (q.kind === 'guest') throw new MatrixError(403, 'M_GUEST_ACCESS_FORBIDDEN', 'guest accounts are not supported');
+      // Closed: every call answers 403, including the first one that asks for the flows.
+      if (ctx.config.registration === 'closed') throw registrationClosed();
       const body = req.body as { username?: string; password?: string; device_id?: string; initial_device_display_name?: string; inhibit_login?: boolean; auth?: { type?: unknown; session?: unknown } };
       if (body.username !== undefined && !isValidNewLocalpart(body.username, ctx.config.serverName)) {
         throw new MatrixError(400, 'M_INVALID_USERNAME', 'user names may contain only a-z, 0-9, and . _ = - / +');
@@ -59,10 +74,10 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext):
       if (body.auth.type !== 'm.login.dummy') throw new MatrixError(401, 'M_UNRECOGNIZED', 'only m.login.dummy is offered', uia);
       let userId: string;
       try {
-        userId = await ctx.accounts.register(body.username, body.password);
+        userId = await ctx.accounts.register(body.username, body.password, hasher);
       } catch (err) {
         if (err instanceof UserInUseError) throw new MatrixError(400, 'M_USER_IN_USE', 'that user ID is taken');
-        throw err;
+        throw hashingBusy(err);
       }
       if (body.inhibit_login) return { user_id: userId, home_server: ctx.config.serverName };
       const s = await ctx.accounts.createSession(userId, body.device_id, body.initial_device_display_name);
@@ -74,6 +89,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext):
     method: 'GET',
     path: '/register/available',
     handler: async (req) => {
+      if (ctx.config.registration === 'closed') throw registrationClosed();
       const username = (req.query as { username?: string }).username ?? '';
       if (!isValidNewLocalpart(username, ctx.config.serverName)) throw new MatrixError(400, 'M_INVALID_USERNAME', 'invalid user name');
       if (await ctx.accounts.exists(ctx.accounts.userIdFor(username))) throw new MatrixError(400, 'M_USER_IN_USE', 'that user ID is taken');
@@ -97,9 +113,25 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext):
       if (typeof who !== 'string' || typeof body.password !== 'string') throw new MatrixError(400, 'M_BAD_JSON', 'user and password are required');
       // Localparts are case-insensitive at login (this server only hands out lowercase ones).
       const userId = who.startsWith('@') ? `@${localpartOf(who).toLowerCase()}:${serverOf(who)}` : ctx.accounts.userIdFor(who.toLowerCase());
-      if (!isValidUserId(userId) || serverOf(userId) !== ctx.config.serverName || !(await ctx.accounts.checkPassword(userId, body.password))) {
-        throw new MatrixError(403, 'M_FORBIDDEN', 'invalid user name or password');
+      // Limits first, so a refused guess costs no hash. Unknown and malformed user names
+      // count like real ones: the answers must not tell them apart.
+      const account = accountKey(userId);
+      const address = addressKey(req.ip);
+      const gate = loginLimiter.begin(account, address);
+      if (!gate.allowed) throw limitExceeded(gate.retryAfterMs, 'too many failed logins; try again later');
+      let ok: boolean;
+      try {
+        // No account can exist under a malformed or foreign user ID, so nothing to hide by hashing.
+        ok = isValidUserId(userId) && serverOf(userId) === ctx.config.serverName && (await ctx.accounts.checkPassword(userId, body.password, hasher));
+      } catch (err) {
+        loginLimiter.abandoned(account, address);
+        throw hashingBusy(err);
       }
+      if (!ok) {
+        loginLimiter.failed(account, address);
+        throw forbidden('invalid user name or password');
+      }
+      loginLimiter.succeeded(account, address);
       const s = await ctx.accounts.createSession(userId, body.device_id, body.initial_device_display_name);
       return { user_id: userId, access_token: s.accessToken, device_id: s.deviceId, home_server: ctx.config.serverName };
     },

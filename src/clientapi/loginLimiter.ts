@@ -1,0 +1,145 @@
+// Failed-login limits (password guessing): a token bucket per account and one per client
+// address. Each login attempt takes a token from both before its password is hashed, so a
+// burst of concurrent guesses cannot all slip through before the first one fails; a
+// success gives its tokens back. With either bucket empty the attempt is refused without
+// hashing. Pure: time comes from the injected clock.
+import { createHash } from 'node:crypto';
+import ipaddr from 'ipaddr.js';
+
+export interface LoginLimiterOptions {
+  /** Failed logins allowed in a burst (PEEKD_LOGIN_FAILURE_BURST). */
+  burst: number;
+  /** One token comes back every this many ms (PEEKD_LOGIN_FAILURE_REFILL_MS). */
+  refillMs: number;
+  /** Most buckets kept per kind (accounts, addresses); past it the least recently used goes. */
+  maxEntries?: number;
+  /** Milliseconds on a clock that does not go backwards. */
+  now?: () => number;
+}
+
+export type LoginGate = { allowed: true } | { allowed: false; retryAfterMs: number };
+
+/** Refill arithmetic in floating point: a level this close to a whole token is one. */
+const EPSILON = 1e-9;
+
+/** Token buckets by key. Absent means full; the Map's order is least recently changed first. */
+class Buckets {
+  private readonly levels = new Map<string, { tokens: number; atMs: number }>();
+
+  constructor(
+    private readonly burst: number,
+    private readonly refillMs: number,
+    private readonly maxEntries: number,
+  ) {}
+
+  get size(): number {
+    return this.levels.size;
+  }
+
+  level(key: string, nowMs: number): number {
+    const b = this.levels.get(key);
+    if (!b) return this.burst;
+    return Math.min(this.burst, b.tokens + Math.max(0, nowMs - b.atMs) / this.refillMs);
+  }
+
+  /** ms until the bucket holds a whole token (0 if it does). */
+  waitMs(key: string, nowMs: number): number {
+    const missing = 1 - this.level(key, nowMs);
+    return missing <= EPSILON ? 0 : Math.max(1, Math.ceil(missing * this.refillMs - 1e-6));
+  }
+
+  /** Adds `delta` tokens (negative to take), then forgets buckets that are full again. */
+  add(key: string, delta: number, nowMs: number): void {
+    const tokens = Math.min(this.burst, this.level(key, nowMs) + delta);
+    this.levels.delete(key);
+    if (tokens < this.burst - EPSILON) this.levels.set(key, { tokens, atMs: nowMs });
+    this.prune(nowMs);
+  }
+
+  /**
+   * Drops buckets from the old end while they have refilled (a full bucket is the same as
+   * none), then the least recently changed ones past the cap. Amortised O(1) per change.
+   */
+  private prune(nowMs: number): void {
+    for (const [key, b] of this.levels) {
+      if (this.levels.size <= this.maxEntries && b.tokens + (nowMs - b.atMs) / this.refillMs < this.burst - EPSILON) break;
+      this.levels.delete(key);
+    }
+  }
+}
+
+export class LoginLimiter {
+  private readonly accounts: Buckets;
+  private readonly addresses: Buckets;
+  private readonly now: () => number;
+
+  constructor(options: LoginLimiterOptions) {
+    const { burst, refillMs, maxEntries = 50_000 } = options;
+    if (!(burst >= 1) || !(refillMs > 0) || !(maxEntries >= 1)) throw new RangeError('burst, refillMs and maxEntries must be positive');
+    this.accounts = new Buckets(burst, refillMs, maxEntries);
+    this.addresses = new Buckets(burst, refillMs, maxEntries);
+    this.now = options.now ?? (() => performance.now());
+  }
+
+  /** Built from the config settings (PEEKD_LOGIN_FAILURE_BURST, PEEKD_LOGIN_FAILURE_REFILL_MS). */
+  static fromConfig(config: { loginFailureBurst: number; loginFailureRefillMs: number }, now?: () => number): LoginLimiter {
+    return new LoginLimiter({ burst: config.loginFailureBurst, refillMs: config.loginFailureRefillMs, now });
+  }
+
+  /** Buckets held (for the bound on memory). */
+  get size(): { accounts: number; addresses: number } {
+    return { accounts: this.accounts.size, addresses: this.addresses.size };
+  }
+
+  /**
+   * Before checking a password: takes a token from the account's bucket and the address's,
+   * or, if either is empty, takes none and says how long to wait for both to hold one.
+   * The attempt then ends in exactly one of succeeded, failed or abandoned.
+   */
+  begin(account: string, address: string): LoginGate {
+    const nowMs = this.now();
+    const waitMs = Math.max(this.accounts.waitMs(account, nowMs), this.addresses.waitMs(address, nowMs));
+    if (waitMs > 0) return { allowed: false, retryAfterMs: waitMs };
+    this.accounts.add(account, -1, nowMs);
+    this.addresses.add(address, -1, nowMs);
+    return { allowed: true };
+  }
+
+  /** The password was right: a success costs nothing, so both tokens come back. */
+  succeeded(account: string, address: string): void {
+    this.giveBack(account, address);
+  }
+
+  /** The password was wrong: the tokens stay spent. */
+  failed(_account: string, _address: string): void {}
+
+  /** The password was never checked (the hashing queue was full, the server failed). */
+  abandoned(account: string, address: string): void {
+    this.giveBack(account, address);
+  }
+
+  private giveBack(account: string, address: string): void {
+    const nowMs = this.now();
+    this.accounts.add(account, 1, nowMs);
+    this.addresses.add(address, 1, nowMs);
+  }
+}
+
+/**
+ * The key a client address is limited under: IPv4 as it is (IPv4-mapped IPv6 too), IPv6
+ * by its /64, since one host commonly holds a whole /64 and could otherwise rotate through
+ * addresses without end.
+ */
+export function addressKey(ip: string): string {
+  if (!ipaddr.isValid(ip)) return ip;
+  let addr = ipaddr.parse(ip);
+  if (addr.kind() === 'ipv6' && (addr as ipaddr.IPv6).isIPv4MappedAddress()) addr = (addr as ipaddr.IPv6).toIPv4Address();
+  if (addr.kind() === 'ipv4') return addr.toString();
+  const parts = (addr as ipaddr.IPv6).parts.slice(0, 4);
+  return `${new ipaddr.IPv6([...parts, 0, 0, 0, 0]).toString()}/64`;
+}
+
+/** The key an account is limited under; an over-long name (no valid user ID is) by its digest. */
+export function accountKey(userId: string): string {
+  return Buffer.byteLength(userId, 'utf8') <= 255 ? userId : `sha256:${createHash('sha256').update(userId).digest('base64url')}`;
+}
