@@ -195,21 +195,37 @@ export class SyncService {
     return { events, limited: slice.limited, hidden: events.length < slice.events.length };
   }
 
+  /**
+   * The state section for a timeline over (after, upto] (after = 0: a full room). When
+   * nothing was hidden: the state before the first event (only what changed since `after`
+   * for an incremental, limited timeline). When events were hidden, their state changes
+   * must still reach the client: the state at `upto` (or what changed since `after`), less
+   * the entries the visible timeline itself carries.
+   */
+  private async stateFor(roomId: string, after: number, upto: number, slice: TimelineSlice & { hidden: boolean }, fullState: boolean): Promise<StoredEvent[]> {
+    const { events, limited, hidden } = slice;
+    const first = events[0];
+    const since = fullState ? 0 : after;
+    if (hidden) {
+      const inTimeline = new Set(events.map((e) => e.eventId));
+      return (await this.deps.rooms.stateBefore(roomId, upto + 1, since)).filter((e) => !inTimeline.has(e.eventId));
+    }
+    if (since === 0) return this.deps.rooms.stateBefore(roomId, first?.seq ?? upto + 1);
+    if (limited) return this.deps.rooms.stateBefore(roomId, first?.seq ?? upto + 1, since);
+    return [];
+  }
+
   /** Like a new join: the latest events, and the state before the first of them. */
   private async fullRoom(roomId: string, upto: number, limit: number, view: View): Promise<RoomSection> {
-    const { events, limited } = await this.visibleTimeline(roomId, 0, upto, limit, view);
-    const first = events[0];
-    const state = first ? await this.deps.rooms.stateBefore(roomId, first.seq) : await this.deps.rooms.stateBefore(roomId, upto + 1);
-    return this.section(state, events, limited, this.prevBatch(first, upto), view);
+    const slice = await this.visibleTimeline(roomId, 0, upto, limit, view);
+    const state = await this.stateFor(roomId, 0, upto, slice, true);
+    return this.section(state, slice.events, slice.limited, this.prevBatch(slice.events[0], upto), view);
   }
 
   private async incrementalRoom(roomId: string, after: number, upto: number, limit: number, fullState: boolean, view: View): Promise<RoomSection> {
-    const { events, limited, hidden } = await this.visibleTimeline(roomId, after, upto, limit, view);
-    const first = events[0];
-    let state: StoredEvent[] = [];
-    if (fullState) state = await this.deps.rooms.stateBefore(roomId, first?.seq ?? upto + 1);
-    else if (limited || hidden) state = await this.deps.rooms.stateBefore(roomId, first?.seq ?? upto + 1, after);
-    return this.section(state, events, limited, this.prevBatch(first, upto), view);
+    const slice = await this.visibleTimeline(roomId, after, upto, limit, view);
+    const state = await this.stateFor(roomId, after, upto, slice, fullState);
+    return this.section(state, slice.events, slice.limited, this.prevBatch(slice.events[0], upto), view);
   }
 
   /**
@@ -248,10 +264,11 @@ export class SyncService {
   }
 
   private async leftRoom(roomId: string, after: number, leaveSeq: number, limit: number, view: View): Promise<RoomSection> {
-    const { events, limited } = await this.visibleTimeline(roomId, after, leaveSeq, limit, view);
+    const slice = await this.visibleTimeline(roomId, after, leaveSeq, limit, view);
+    const state = await this.stateFor(roomId, after, leaveSeq, slice, false);
     return {
-      state: { events: [] },
-      timeline: { events: clientEvents(events, view.now, view.viewer).map(withoutRoomId), limited, prev_batch: this.prevBatch(events[0], leaveSeq) },
+      state: { events: clientEvents(state, view.now, view.viewer).map(withoutRoomId) },
+      timeline: { events: clientEvents(slice.events, view.now, view.viewer).map(withoutRoomId), limited: slice.limited, prev_batch: this.prevBatch(slice.events[0], leaveSeq) },
       account_data: { events: [] },
     };
   }
