@@ -214,6 +214,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
       for (const p of PROJECTIONS) {
         const runner = new ProjectionRunner(database.db, nc, naming, p, {
           logger,
+          waitTimeoutMs: config.projectionWaitMs,
           onCommitted: (seq, batch) => {
             if (allInOne) onCommittedLocally(p.name, batch);
             else nc.publish(naming.wakeSubject(), JSON.stringify(wakeMessage(p.name, p.stream, seq, batch)));
@@ -247,7 +248,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
       const names = PROJECTIONS.filter((p) => p.stream === stream && (which === 'all' || p.name === syncName)).map((p) => p.name);
       // Bounded: a projection that is behind (NATS recovering, Postgres slow) makes the
       // request answer 503, never hang. The change itself is in the log and will show.
-      const waits = remote ? [remote.waitFor(names, seq)] : names.map((n) => projections.get(n)?.waitFor(seq));
+      const waits = remote ? [remote.waitFor(names, seq, config.projectionWaitMs)] : names.map((n) => projections.get(n)?.waitFor(seq));
       await withDeadline(Promise.all(waits), config.projectionWaitMs, () => new ServiceUnavailableError(`the change is stored but not yet visible (${names.join(', ')} behind ${seq})`));
     };
 

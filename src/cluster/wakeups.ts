@@ -9,6 +9,7 @@ import type { Naming } from '../events/subjects';
 import type { Projected } from '../projections/projection';
 import { readCheckpoint } from '../projections/runner';
 import type { Db } from '../store/db';
+import { ServiceUnavailableError } from '../nats/errors';
 
 export interface WakeMessage {
   projection: string;
@@ -97,10 +98,31 @@ export class RemotePositions {
     return this.positions.get(projection) ?? 0;
   }
 
-  /** Resolves once each named projection has committed `seq`. */
-  async waitFor(names: string[], seq: number): Promise<void> {
+  /**
+   * Resolves once each named projection has committed `seq`; rejects with a retryable
+   * ServiceUnavailableError after `timeoutMs`, and forgets the waiter then.
+   */
+  async waitFor(names: string[], seq: number, timeoutMs = 120_000): Promise<void> {
     await Promise.all(
-      names.map((name) => (this.committed(name) >= seq ? undefined : new Promise<void>((resolve) => this.waiters.push({ projection: name, seq, resolve })))),
+      names.map((name) =>
+        this.committed(name) >= seq
+          ? undefined
+          : new Promise<void>((resolve, reject) => {
+              const waiter = {
+                projection: name,
+                seq,
+                resolve: () => {
+                  clearTimeout(timer);
+                  resolve();
+                },
+              };
+              const timer = setTimeout(() => {
+                this.waiters = this.waiters.filter((w) => w !== waiter);
+                reject(new ServiceUnavailableError(`projection ${name} has not reached ${seq} within ${timeoutMs} ms`));
+              }, timeoutMs);
+              this.waiters.push(waiter);
+            }),
+      ),
     );
   }
 

@@ -32,6 +32,9 @@ export function formatVerify(r: VerifyResult): string {
     lines.push(`  ${t.table}: live ${t.liveRows} rows ${t.liveHash}, rebuilt ${t.rebuiltRows} rows ${t.rebuiltHash}${t.equal ? '' : '  <-- differs'}`);
     for (const d of t.differences) lines.push(`    ${d.side === 'live' ? '- live   ' : '+ rebuilt'} ${d.row}`);
   }
+  const q = r.quarantine;
+  lines.push(`  projection_quarantine: live ${q.liveRows} rows, rebuilt ${q.rebuiltRows} rows${q.equal ? '' : '  <-- differs'}`);
+  for (const d of q.differences) lines.push(`    ${d.side === 'live' ? '- live   ' : '+ rebuilt'} ${d.stream} seq ${d.streamSeq}`);
   return lines.join('\n');
 }
 

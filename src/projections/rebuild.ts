@@ -1,21 +1,26 @@
 // Replay and verify. Both rebuild a projection from sequence 1 into shadow tables (a
 // schema of their own, same table names): `replay` catches the shadow up with the live
 // stream and swaps it in atomically; `verify` compares it with the live tables.
+// Undecodable messages are quarantined as the live runner does: into the shadow's own
+// projection_quarantine, merged into the live one (this projection's rows) at the swap.
 import { randomBytes } from 'node:crypto';
 import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { getTableConfig, PgTable } from 'drizzle-orm/pg-core';
 import { is as isEntity, sql } from 'drizzle-orm';
 import { InvalidInputError } from '../actors/errors';
-import { seqOfPosition, throughSeq } from '../events/envelope';
+import { MAX_EVENTS_PER_ENVELOPE, seqOfPosition, throughSeq } from '../events/envelope';
 import type { Naming } from '../events/subjects';
 import { rowsOf, type Db, type Tx } from '../store/db';
 import * as schema from '../store/schema';
 import { readModels } from './index';
-import { projectedOf, type Projected, type Projection } from './projection';
-import { commitBatch, readCheckpoint, useSchema } from './runner';
+import type { Logger } from '../logger';
+import { decodeMessage, type Projected, type Projection, type Quarantined } from './projection';
+import { commitBatch, defaultProjectionLogger, readCheckpoint, reportQuarantined, useSchema } from './runner';
 
 const LIVE = 'public';
+/** Shared by every projection; each rebuild copies and merges only its own rows. */
+const QUARANTINE = 'projection_quarantine';
 
 const is =
   <T>(cls: new (...args: any[]) => T) =>
@@ -52,6 +57,8 @@ export interface RebuildDeps {
   db: Db;
   nc: NatsConnection;
   naming: Naming;
+  /** Where a replay reports the messages it newly quarantined (default: a warn-level logger). */
+  logger?: Logger;
 }
 
 /** The position through the stream's last envelope (what a caught-up projection's checkpoint reads). */
@@ -71,7 +78,7 @@ async function createShadow(db: Db, shadow: string, projection: Projection<unkno
   await db.execute(sql.raw(`DROP SCHEMA IF EXISTS ${shadow} CASCADE`));
   await db.execute(sql.raw(`CREATE SCHEMA ${shadow}`));
   const deferred: string[] = [];
-  for (const t of [...projection.tables, 'projection_checkpoints']) {
+  for (const t of [...projection.tables, 'projection_checkpoints', QUARANTINE]) {
     await db.execute(
       sql.raw(
         `CREATE TABLE ${shadow}."${t}" (LIKE ${LIVE}."${t}" INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING IDENTITY INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMMENTS)`,
@@ -136,11 +143,14 @@ export async function catchUp(
   const batchSize = options.batchSize ?? 1000;
   const messages = await consumer.consume({ max_messages: batchSize * 2 });
   let batch: Projected<unknown>[] = [];
+  let quarantined: Quarantined[] = [];
   let last = done;
   const flush = async () => {
     const items = batch;
+    const quarantine = quarantined;
     batch = [];
-    done = await run((tx) => commitBatch(tx, projection, items, last, target));
+    quarantined = [];
+    done = (await run((tx) => commitBatch(tx, projection, items, last, target, quarantine))).seq;
     if (options.tx) await useSchema(options.tx, LIVE);
     options.onProgress?.(done, options.total ?? toSeq);
   };
@@ -148,8 +158,10 @@ export async function catchUp(
     for await (const m of messages) {
       if (m.seq > toEnvelope) break;
       last = throughSeq(m.seq);
-      for (const p of projectedOf(projection, naming, m)) if (p.seq > done) batch.push(p);
-      if (batch.length >= batchSize || m.seq >= toEnvelope || m.info.pending === 0) await flush();
+      const decoded = decodeMessage(projection, naming, m);
+      for (const p of decoded.events) if (p.seq > done) batch.push(p);
+      if (decoded.quarantined) quarantined.push(decoded.quarantined);
+      if (batch.length + quarantined.length >= batchSize || m.seq >= toEnvelope || m.info.pending === 0) await flush();
       if (m.seq >= toEnvelope || m.info.pending === 0) break;
     }
     // A gap in the sequences (deleted messages) can end the loop with a batch not yet written.
@@ -177,6 +189,7 @@ export async function replayProjection(deps: RebuildDeps, projection: Projection
   // A schema of its own per run: two replays at once never share (or destroy) a shadow.
   const shadow = `peekd_replay_${projection.name}_${randomBytes(4).toString('hex')}`;
   const { db } = deps;
+  let merged: QuarantineRow[] = [];
   // The swap holds the live runner still by locking its checkpoint row; a runner that has
   // not committed yet has none, and a missing row locks nothing.
   await db.execute(sql`
@@ -211,12 +224,45 @@ export async function replayProjection(deps: RebuildDeps, projection: Projection
       await tx.execute(sql`
         insert into ${sql.raw(LIVE)}.projection_checkpoints (projection, stream, seq) values (${projection.name}, ${projection.stream}, ${seq})
         on conflict (projection, stream) do update set seq = excluded.seq`);
+      merged = await mergeQuarantine(tx, projection.name, shadow);
       return seq;
     });
+    reportQuarantined(deps.logger ?? defaultProjectionLogger(), projection.name, merged);
     return { projection: projection.name, seq, durationMs: Date.now() - started };
   } finally {
     await dropShadow(db, shadow);
   }
+}
+
+interface QuarantineRow {
+  stream: string;
+  streamSeq: number;
+  subject: string;
+  reason: string;
+}
+
+const QUARANTINE_COLUMNS = 'projection, stream, stream_seq, subject, payload, payload_bytes, error, quarantined_at';
+
+/**
+ * Makes the projection's live quarantine what the rebuild found: rows it no longer
+ * quarantines go (a newer version reads them), new ones come; rows in both keep their
+ * first time. Returns the rows new to the live table.
+ */
+async function mergeQuarantine(tx: Tx, projection: string, shadow: string): Promise<QuarantineRow[]> {
+  const live = sql.raw(`${LIVE}.${QUARANTINE}`);
+  const rebuilt = sql.raw(`${shadow}.${QUARANTINE}`);
+  await tx.execute(sql`
+    delete from ${live} l where l.projection = ${projection}
+      and not exists (select 1 from ${rebuilt} r where r.projection = l.projection and r.stream = l.stream and r.stream_seq = l.stream_seq)`);
+  const added = rowsOf<{ stream: string; stream_seq: string | number; subject: string; error: string }>(
+    await tx.execute(sql`
+      insert into ${live} (${sql.raw(QUARANTINE_COLUMNS)})
+      select ${sql.raw(QUARANTINE_COLUMNS)} from ${rebuilt} where projection = ${projection}
+      order by stream, stream_seq
+      on conflict do nothing
+      returning stream, stream_seq, subject, error`),
+  );
+  return added.map((r) => ({ stream: r.stream, streamSeq: Number(r.stream_seq), subject: r.subject, reason: r.error }));
 }
 
 export interface TableComparison {
@@ -230,10 +276,21 @@ export interface TableComparison {
   differences: { side: 'live' | 'rebuilt'; row: string }[];
 }
 
+/** The messages the live projection quarantined against those a rebuild quarantines. */
+export interface QuarantineComparison {
+  liveRows: number;
+  rebuiltRows: number;
+  equal: boolean;
+  /** The first messages quarantined on one side only. */
+  differences: { side: 'live' | 'rebuilt'; stream: string; streamSeq: number }[];
+}
+
 export interface VerifyResult {
   projection: string;
   seq: number;
   tables: TableComparison[];
+  quarantine: QuarantineComparison;
+  /** Every table and the quarantine equal. */
   equal: boolean;
 }
 
@@ -265,6 +322,26 @@ async function compareTable(tx: Tx, table: string, shadow: string): Promise<Tabl
   return { table, liveRows: live.n, rebuiltRows: rebuilt.n, liveHash: live.h, rebuiltHash: rebuilt.h, equal, differences };
 }
 
+/** Compares the messages quarantined in live and rebuilt, among those both have passed (through `live`). */
+async function compareQuarantine(tx: Tx, projection: string, shadow: string, live: number): Promise<QuarantineComparison> {
+  // A message counts once the checkpoint is past all of it (its quarantine row is written then).
+  const passed = sql`stream_seq * ${MAX_EVENTS_PER_ENVELOPE} + ${MAX_EVENTS_PER_ENVELOPE - 1} <= ${live}`;
+  const keys = (s: string) => sql`select stream, stream_seq from ${sql.raw(`${s}.${QUARANTINE}`)} where projection = ${projection} and ${passed}`;
+  const count = async (s: string) => Number(rowsOf<{ n: string | number }>(await tx.execute(sql`select count(*) as n from (${keys(s)}) k`))[0]?.n ?? 0);
+  const liveRows = await count(LIVE);
+  const rebuiltRows = await count(shadow);
+  const diff = rowsOf<{ side: 'live' | 'rebuilt'; stream: string; stream_seq: string | number }>(
+    await tx.execute(sql`
+      select * from (
+        (select 'live' as side, * from (${keys(LIVE)} except ${keys(shadow)}) a)
+        union all
+        (select 'rebuilt' as side, * from (${keys(shadow)} except ${keys(LIVE)}) b)
+      ) d order by stream, stream_seq, side limit 10`),
+  );
+  const differences = diff.map((d) => ({ side: d.side, stream: d.stream, streamSeq: Number(d.stream_seq) }));
+  return { liveRows, rebuiltRows, equal: differences.length === 0, differences };
+}
+
 /** Rebuilds into a scratch schema and compares with the live tables at one checkpoint. */
 export async function verifyProjection(deps: RebuildDeps, projection: Projection<unknown>, onProgress?: Progress): Promise<VerifyResult> {
   if (projection.delivery) throw new Error(`${projection.name} is a delivery queue, not a read model: it is never verified`);
@@ -285,7 +362,8 @@ export async function verifyProjection(deps: RebuildDeps, projection: Projection
       await useSchema(tx, LIVE);
       const tables: TableComparison[] = [];
       for (const t of projection.tables) tables.push(await compareTable(tx, t, shadow));
-      return { projection: projection.name, seq: live, tables, equal: tables.every((t) => t.equal) };
+      const quarantine = await compareQuarantine(tx, projection.name, shadow, live);
+      return { projection: projection.name, seq: live, tables, quarantine, equal: tables.every((t) => t.equal) && quarantine.equal };
     });
   } finally {
     await dropShadow(db, shadow);

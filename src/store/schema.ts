@@ -1,8 +1,9 @@
 // The Postgres read models (drizzle schema). Every table here is derived from the
 // streams and can be rebuilt by replaying them. Times are ms since the epoch.
-import { bigint, index, integer, jsonb, pgTable, primaryKey, text, uniqueIndex } from 'drizzle-orm/pg-core';
+import { bigint, customType, index, integer, jsonb, pgTable, primaryKey, text, uniqueIndex } from 'drizzle-orm/pg-core';
 
 const ms = (name: string) => bigint(name, { mode: 'number' });
+const bytea = customType<{ data: Uint8Array; driverData: Uint8Array }>({ dataType: () => 'bytea' });
 
 /** Where each projection has read up to, per stream; written in the same transaction as its rows. */
 export const projectionCheckpoints = pgTable(
@@ -13,6 +14,29 @@ export const projectionCheckpoints = pgTable(
     seq: ms('seq').notNull(),
   },
   (t) => [primaryKey({ columns: [t.projection, t.stream] })],
+);
+
+/**
+ * Log messages a projection could not decode (not JSON, an unknown envelope version, an
+ * event of a shape this version does not know). Written in the transaction that moves the
+ * projection's checkpoint past the message: passed over, never silently skipped.
+ */
+export const projectionQuarantine = pgTable(
+  'projection_quarantine',
+  {
+    projection: text('projection').notNull(),
+    /** The JetStream stream's name (with the deployment's prefix): `nats stream get <stream> <seq>` finds the message. */
+    stream: text('stream').notNull(),
+    streamSeq: ms('stream_seq').notNull(),
+    subject: text('subject').notNull(),
+    /** The message's first bytes (runner.ts QUARANTINE_PAYLOAD_MAX_BYTES at most). */
+    payload: bytea('payload').notNull(),
+    /** The message's whole size. */
+    payloadBytes: integer('payload_bytes').notNull(),
+    error: text('error').notNull(),
+    quarantinedAt: ms('quarantined_at').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.projection, t.stream, t.streamSeq] })],
 );
 
 /** Device peeks (MSC2753), live and ended: /sync reads starts, renewals and ends by sequence. */
