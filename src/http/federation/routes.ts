@@ -54,11 +54,32 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
   app.get('/_matrix/key/v2/server/:keyId', async () => ctx.ownKeys.response());
   app.get('/_matrix/federation/v1/version', async () => ({ server: { name: 'peekd', version: PEEKD_VERSION } }));
 
+  /**
+   * New peeks of one server start one at a time, so that the per-server cap holds against a
+   * concurrent burst: each one counts the peeks the ones before it made. (Within this
+   * process; with several HTTP processes each holds the line for what reaches it.)
+   */
+  const peekStarts = new Map<string, Promise<unknown>>();
+  const oneAtATime = <T>(origin: string, run: () => Promise<T>): Promise<T> => {
+    const before = peekStarts.get(origin) ?? Promise.resolve();
+    const mine = before.catch(() => undefined).then(run);
+    const tail = mine.catch(() => undefined);
+    peekStarts.set(origin, tail);
+    void tail.then(() => {
+      if (peekStarts.get(origin) === tail) peekStarts.delete(origin);
+    });
+    return mine;
+  };
+
   app.put('/_matrix/federation/v1/peek/:roomId/:peekId', { preValidation: auth }, async (req) => {
     const origin = originOf(req);
     const { roomId, peekId } = peekParams(req.params);
     const roomVersions = versionsOf((req.query as { ver?: unknown }).ver);
     await checkAcl(roomId, origin);
+    return oneAtATime(origin, () => startOrRenewPeek(origin, roomId, peekId, roomVersions));
+  });
+
+  async function startOrRenewPeek(origin: string, roomId: string, peekId: string, roomVersions: string[]) {
     const t = federationsenderInboundPeeks;
     const [own] = await ctx.db.select({ n: count() }).from(t).where(and(eq(t.roomId, roomId), eq(t.serverName, origin), eq(t.peekId, peekId)));
     if (Number(own?.n ?? 0) === 0) {
@@ -75,7 +96,7 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
     // The federation tables too (the cap, renew and DELETE read them): read your writes.
     await Promise.all([ctx.waitForProjections('rooms', roomSeq), ctx.waitForProjections('peeks', event.seq, 'all')]);
     return buildSnapshot(ctx.db, roomId, room.roomVersion, roomSeq, ctx.config.inboundRenewalIntervalMs);
-  });
+  }
 
   app.post('/_matrix/federation/v1/peek/:roomId/:peekId/renew', { preValidation: auth }, async (req) => {
     const origin = originOf(req);
