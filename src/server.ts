@@ -47,6 +47,7 @@ import { KeyRing } from './federation/keyRing';
 import { SafeFetcher } from './federation/safeFetch';
 import { FederationSender } from './federation/sender';
 import { OutboundPeeks } from './federation/outboundPeeks';
+import { RemoteHistory } from './federation/remoteHistory';
 import type { FederationContext } from './federation/context';
 import { openDatabase, type Database } from './store/db';
 import { buildHttpApp, type HttpApp } from './http/app';
@@ -330,6 +331,12 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
             deviceSynced: (userId, deviceId) => announceActivity(userId, deviceId),
           };
     }
+    // History of peeked rooms (backfill for /messages, gaps in /send): wherever HTTP is served.
+    const remoteHistory =
+      federationOn || roles.has('http')
+        ? new RemoteHistory({ db: database.db, bus, client: federationClient, keyRing, waitForProjections, logger: logger.child({ component: 'remote-history' }) })
+        : undefined;
+    client.history = remoteHistory;
     const lastAnnounced = new Map<string, number>();
     const announceActivity = (userId: string, deviceId: string) => {
       const key = `${userId}\u0000${deviceId}`;
@@ -377,6 +384,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
       ownKeys,
       waitForProjections,
       outbound,
+      history: remoteHistory,
     };
 
     const peekd: Peekd = {

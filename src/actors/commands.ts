@@ -85,11 +85,15 @@ export interface SendEvents extends Base {
 export interface ReceivedPdu {
   eventId: string;
   pdu: Pdu;
+  /** History from backfill: stored, never folded into the room's current state. */
+  history?: boolean;
 }
 export interface ReceivePdus extends Base {
   type: 'ReceivePdus';
   origin: string;
   pdus: ReceivedPdu[];
+  /** History (backfill): events older than what the room holds; appended as origin 'backfill'. */
+  history?: boolean;
 }
 
 export type RoomCommand =

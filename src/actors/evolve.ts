@@ -16,7 +16,8 @@ export type StoredEvent = ({ stream: 'peeks' } & StoredPeekEvent) | ({ stream: '
 export function evolve(state: RoomState, stored: StoredEvent, inPlace = false): RoomState {
   if (stored.stream === 'rooms') {
     const { event, seq } = stored;
-    if (event.type !== 'RoomPdu') return { ...state, roomsSeq: seqOfPosition(seq) };
+    // History (backfill) is older than the room's state: it moves the position only.
+    if (event.type !== 'RoomPdu' || event.origin === 'backfill') return { ...state, roomsSeq: seqOfPosition(seq) };
     const txn = event.txn ? txnKey(event.pdu.sender, event.txn.deviceId, event.txn.txnId) : undefined;
     return { ...state, roomsSeq: seqOfPosition(seq), room: foldPdu(state.room, event.pdu, event.eventId, seq, event.roomVersion, txn, inPlace) };
   }

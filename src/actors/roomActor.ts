@@ -285,7 +285,7 @@ export class RoomActor {
     }
     for (const item of received) {
       const version = room?.roomVersion ?? versionFromCreate(item.pdu) ?? '10';
-      records.push({ type: 'RoomPdu', v: 1, roomId: this.roomId, eventId: item.eventId, roomVersion: version, pdu: item.pdu, origin: 'federation' });
+      records.push({ type: 'RoomPdu', v: 1, roomId: this.roomId, eventId: item.eventId, roomVersion: version, pdu: item.pdu, origin: item.history ? 'backfill' : 'federation' });
       scratch = evolve(scratch, { stream: 'rooms', seq: position(scratch.roomsSeq, 0), event: records[records.length - 1]! });
       room = scratch.room;
     }

@@ -63,6 +63,17 @@ export function decideReceivePdus(state: RoomState, cmd: ReceivePdus, ctx: Decid
   let room = state.room;
   const known = new Set(room ? [...room.recentEventIds, ...[...room.state.values()].map((e) => e.eventId)] : []);
   const received = [];
+  if (cmd.history) {
+    // History fills in what came before: the room must be known, and its state stays as it is.
+    if (!room) return new BadStateError(`${state.roomId} is not known here; history needs the room first`);
+    for (const item of cmd.pdus) {
+      if (item.pdu.room_id !== state.roomId) return new InvalidInputError(`event ${item.eventId} is for another room`);
+      if (known.has(item.eventId)) continue;
+      known.add(item.eventId);
+      received.push({ ...item, history: true });
+    }
+    return decision({ received });
+  }
   for (const item of cmd.pdus) {
     if (item.pdu.room_id !== state.roomId) return new InvalidInputError(`event ${item.eventId} is for another room`);
     if (known.has(item.eventId)) continue;

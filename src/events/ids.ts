@@ -46,6 +46,14 @@ export function isValidUserId(id: string): boolean {
   return parts !== null && USER_LOCALPART.test(parts.local);
 }
 
+/**
+ * Event IDs: `$` and an opaque rest (room version 3+ IDs are a URL-safe base64 hash; older
+ * ones carry `:server`), at most 255 bytes, no whitespace or NUL.
+ */
+export function isValidEventId(id: string): boolean {
+  return typeof id === 'string' && id.length > 1 && id.startsWith('$') && byteLength(id) <= MAX_ID_BYTES && !/[\s\0]/.test(id);
+}
+
 /** Device IDs are opaque; we only bound them. */
 export function isValidDeviceId(id: string): boolean {
   return typeof id === 'string' && id.length > 0 && byteLength(id) <= MAX_ID_BYTES && !/[\s\0]/.test(id);

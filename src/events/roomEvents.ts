@@ -29,8 +29,13 @@ export interface RoomPduAppended {
   eventId: string;
   roomVersion: string;
   pdu: Pdu;
-  /** 'local': created by this server's room actor; 'federation': received from a peer. */
-  origin: 'local' | 'federation';
+  /**
+   * 'local': created by this server's room actor; 'federation': received from a peer as
+   * the room went on; 'backfill': history fetched from a peer, older than what was held —
+   * it is read by /messages but never changes the room's current state, and /sync never
+   * shows it as new.
+   */
+  origin: 'local' | 'federation' | 'backfill';
   /** For local events: the sending device and transaction ID (idempotent sends). */
   txn?: { deviceId: string; txnId: string };
 }

@@ -5,6 +5,7 @@ import type { Db } from '../store/db';
 import type { FederationClient } from './client';
 import type { KeyRing } from './keyRing';
 import type { OwnKeys } from './ownKeys';
+import type { RemoteHistory } from './remoteHistory';
 
 /** Hooks the federation routes call into the outbound side (peeks this server makes). */
 export interface OutboundHooks {
@@ -26,4 +27,6 @@ export interface FederationContext {
   ownKeys: OwnKeys;
   waitForProjections(stream: 'peeks' | 'rooms', seq: number, which?: 'sync' | 'all'): Promise<void>;
   outbound?: OutboundHooks;
+  /** History of peeked rooms from their hosts (gaps in /send). */
+  history?: RemoteHistory;
 }

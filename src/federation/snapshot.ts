@@ -1,7 +1,8 @@
 // The room snapshot an inbound peek answers with: state after the latest event at the
 // snapshot's ROOMS sequence, the auth chain of that state, and the latest event. Fields of
 // both MSC2444 drafts are filled, so either kind of peer reads it.
-import { and, eq, inArray, lte, desc } from 'drizzle-orm';
+import { and, eq, lte, desc } from 'drizzle-orm';
+import { authChain } from './authChain';
 import type { Pdu } from '../events/roomEvents';
 import { rowsOf, type Db } from '../store/db';
 import { syncapiRoomEvents } from '../store/schema';
@@ -48,27 +49,16 @@ export async function buildSnapshot(db: Db, roomId: string, roomVersion: string,
   const stateIds = new Set(state.map((s) => s.eventId));
 
   // The auth chain: every event the state's auth_events reach, not already in the state.
-  const chain = new Map<string, Row>();
-  let frontier = [...new Set(state.flatMap((s) => s.pdu.auth_events))].filter((id) => !stateIds.has(id));
-  while (frontier.length > 0) {
-    const rows = (await db
-      .select({ seq: syncapiRoomEvents.seq, eventId: syncapiRoomEvents.eventId, pdu: syncapiRoomEvents.pdu })
-      .from(syncapiRoomEvents)
-      .where(inArray(syncapiRoomEvents.eventId, frontier))) as Row[];
-    for (const r of rows) chain.set(r.eventId, r);
-    frontier = [...new Set(rows.flatMap((r) => r.pdu.auth_events))].filter((id) => !stateIds.has(id) && !chain.has(id));
-  }
-  // Also the auth events of the state events that are themselves in the state are covered.
-  const authChain = [...chain.values()].sort((a, b) => a.seq - b.seq);
+  const chain: Row[] = await authChain(db, state, stateIds);
   const latestIsState = stateIds.has(latest.eventId);
-  const events = [...new Map([...authChain, ...state, latest as Row].sort((a, b) => a.seq - b.seq).map((r) => [r.eventId, r])).values()];
+  const events = [...new Map([...chain, ...state, latest as Row].sort((a, b) => a.seq - b.seq).map((r) => [r.eventId, r])).values()];
   return {
     room_version: roomVersion,
     renewal_interval: renewalIntervalMs,
     latest_event: latest.pdu as Pdu,
     latest_event_id: latest.eventId,
     state: state.map((s) => s.pdu),
-    auth_chain: authChain.map((a) => a.pdu),
+    auth_chain: chain.map((a) => a.pdu),
     latest_event_state_ids: { [latest.eventId]: latestIsState ? [latest.eventId] : [] },
     common_state_ids: state.filter((s) => s.eventId !== latest.eventId).map((s) => s.eventId),
     events: events.map((e) => e.pdu),

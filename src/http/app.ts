@@ -18,6 +18,7 @@ import { registerSyncRoutes } from './client/sync';
 import { registerVersions } from './client/versions';
 import { registerAdmin } from './admin/admin';
 import { registerFederationRoutes } from './federation/routes';
+import { registerFederationHistoryRoutes } from './federation/history';
 
 export interface HttpApp {
   app: FastifyInstance;
@@ -107,6 +108,7 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
     registerMiscRoutes(app, peekd.client);
   }
   registerFederationRoutes(app, peekd.federation);
+  registerFederationHistoryRoutes(app, peekd.federation);
   registerAdmin(app, peekd);
   return { app, markReady: () => (ready = true) };
 }

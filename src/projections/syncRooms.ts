@@ -17,6 +17,8 @@ const EVENT_COLUMNS: [string, string][] = [
   ['pdu', 'jsonb'],
   ['txn_device_id', 'text'],
   ['txn_id', 'text'],
+  ['depth', 'bigint'],
+  ['backfilled', 'boolean'],
 ];
 
 const STATE_COLUMNS: [string, string][] = [
@@ -46,6 +48,8 @@ export const syncRoomsProjection: RoomProjection = {
       pdu: event.pdu,
       txn_device_id: event.txn?.deviceId ?? null,
       txn_id: event.txn?.txnId ?? null,
+      depth: Number.isSafeInteger(event.pdu.depth) ? event.pdu.depth : 0,
+      backfilled: event.origin === 'backfill',
     }));
     for (const part of chunks(events, 1000)) {
       await tx.execute(sql`insert into syncapi_room_events (${columnList(EVENT_COLUMNS)}) ${jsonRecordset(part, EVENT_COLUMNS)} on conflict do nothing`);
@@ -55,7 +59,8 @@ export const syncRoomsProjection: RoomProjection = {
     const state = new Map<string, object>();
     for (const { seq, event } of batch) {
       const { pdu } = event;
-      if (typeof pdu.state_key !== 'string') continue;
+      // History (backfill) is older than the state already held: it never changes it.
+      if (typeof pdu.state_key !== 'string' || event.origin === 'backfill') continue;
       const membership = pdu.type === 'm.room.member' && typeof pdu.content.membership === 'string' ? pdu.content.membership : null;
       state.set(`${event.roomId}\u0000${pdu.type}\u0000${pdu.state_key}`, {
         room_id: event.roomId,

@@ -1,6 +1,6 @@
 // The Postgres read models (drizzle schema). Every table here is derived from the
 // streams and can be rebuilt by replaying them. Times are ms since the epoch.
-import { bigint, customType, index, integer, jsonb, pgTable, primaryKey, text, uniqueIndex } from 'drizzle-orm/pg-core';
+import { bigint, boolean, customType, index, integer, jsonb, pgTable, primaryKey, text, uniqueIndex } from 'drizzle-orm/pg-core';
 
 const ms = (name: string) => bigint(name, { mode: 'number' });
 const bytea = customType<{ data: Uint8Array; driverData: Uint8Array }>({ dataType: () => 'bytea' });
@@ -213,9 +213,14 @@ export const syncapiRoomEvents = pgTable(
     /** For an event sent here with a transaction ID: the sending device and that ID. */
     txnDeviceId: text('txn_device_id'),
     txnId: text('txn_id'),
+    /** The PDU's depth: /messages walks a room in (depth, seq) order. */
+    depth: ms('depth').notNull().default(0),
+    /** History fetched later from another server (backfill): never new to /sync. */
+    backfilled: boolean('backfilled').notNull().default(false),
   },
   (t) => [
     index('syncapi_room_events_room_idx').on(t.roomId, t.seq),
+    index('syncapi_room_events_topo_idx').on(t.roomId, t.depth, t.seq),
     uniqueIndex('syncapi_room_events_event_idx').on(t.eventId),
   ],
 );

@@ -17,6 +17,9 @@ export interface StoredEvent {
   txnId?: string | null;
 }
 
+/** Events that arrived as the room went on (not history fetched later): what /sync shows. */
+const live = eq(syncapiRoomEvents.backfilled, false);
+
 const EVENT_COLUMNS = {
   seq: syncapiRoomEvents.seq,
   eventId: syncapiRoomEvents.eventId,
@@ -111,7 +114,7 @@ export class RoomReader {
     const rows = await this.db
       .select(EVENT_COLUMNS)
       .from(syncapiRoomEvents)
-      .where(and(eq(syncapiRoomEvents.roomId, roomId), gt(syncapiRoomEvents.seq, afterSeq), lte(syncapiRoomEvents.seq, uptoSeq)))
+      .where(and(eq(syncapiRoomEvents.roomId, roomId), gt(syncapiRoomEvents.seq, afterSeq), lte(syncapiRoomEvents.seq, uptoSeq), live))
       .orderBy(desc(syncapiRoomEvents.seq))
       .limit(limit + 1);
     const limited = rows.length > limit;
@@ -132,7 +135,7 @@ export class RoomReader {
     const rows = await this.db
       .selectDistinct({ roomId: syncapiRoomEvents.roomId })
       .from(syncapiRoomEvents)
-      .where(and(inArray(syncapiRoomEvents.roomId, roomIds), gt(syncapiRoomEvents.seq, afterSeq), lte(syncapiRoomEvents.seq, uptoSeq)));
+      .where(and(inArray(syncapiRoomEvents.roomId, roomIds), gt(syncapiRoomEvents.seq, afterSeq), lte(syncapiRoomEvents.seq, uptoSeq), live));
     return new Set(rows.map((r) => r.roomId));
   }
 
@@ -146,7 +149,7 @@ export class RoomReader {
       select seq, event_id as "eventId", pdu from (
         select distinct on (type, state_key) seq, event_id, pdu
         from syncapi_room_events
-        where room_id = ${roomId} and state_key is not null and seq < ${beforeSeq}
+        where room_id = ${roomId} and state_key is not null and seq < ${beforeSeq} and not backfilled
         order by type, state_key, seq desc
       ) s where seq > ${sinceSeq} order by seq`);
     return rowsOf<{ seq: string | number; eventId: string; pdu: Pdu }>(result).map((r) => ({ seq: Number(r.seq), eventId: r.eventId, pdu: r.pdu }));
@@ -180,6 +183,7 @@ export class RoomReader {
           lte(syncapiRoomEvents.seq, uptoSeq),
           eq(syncapiRoomEvents.stateKey, ''),
           inArray(syncapiRoomEvents.type, ['m.room.history_visibility', 'm.room.encryption']),
+          live,
         ),
       )
       .orderBy(asc(syncapiRoomEvents.seq));
@@ -195,7 +199,7 @@ export class RoomReader {
     const [row] = await this.db
       .select({ seq: syncapiRoomEvents.seq })
       .from(syncapiRoomEvents)
-      .where(and(eq(syncapiRoomEvents.roomId, roomId), gt(syncapiRoomEvents.seq, afterSeq), lte(syncapiRoomEvents.seq, uptoSeq), lte(syncapiRoomEvents.originServerTs, ts)))
+      .where(and(eq(syncapiRoomEvents.roomId, roomId), gt(syncapiRoomEvents.seq, afterSeq), lte(syncapiRoomEvents.seq, uptoSeq), lte(syncapiRoomEvents.originServerTs, ts), live))
       .orderBy(desc(syncapiRoomEvents.seq))
       .limit(1);
     return row?.seq ?? afterSeq;
@@ -215,6 +219,7 @@ export class RoomReader {
           gt(syncapiRoomEvents.seq, afterSeq),
           lte(syncapiRoomEvents.seq, uptoSeq),
           sql`${syncapiRoomEvents.pdu}->'content'->>'membership' = 'join'`,
+          live,
         ),
       )
       .limit(1);
@@ -227,7 +232,7 @@ export class RoomReader {
    * `to` bounds the walk (b: events at or after it; f: events before it).
    */
   async page(roomId: string, from: TopoPosition, dir: 'b' | 'f', limit: number, to?: TopoPosition): Promise<StoredEvent[]> {
-    const depth = sql`(${syncapiRoomEvents.pdu}->>'depth')::bigint`;
+    const depth = syncapiRoomEvents.depth;
     const at = (p: TopoPosition) => sql`(${p.depth}::bigint, ${p.seq}::bigint)`;
     const pos = sql`(${depth}, ${syncapiRoomEvents.seq})`;
     const where =
@@ -252,7 +257,7 @@ export class RoomReader {
     const [row] = await this.db
       .select({ seq: syncapiRoomEvents.seq, pdu: syncapiRoomEvents.pdu })
       .from(syncapiRoomEvents)
-      .where(and(eq(syncapiRoomEvents.roomId, roomId), lt(syncapiRoomEvents.seq, token.stream)))
+      .where(and(eq(syncapiRoomEvents.roomId, roomId), lt(syncapiRoomEvents.seq, token.stream), live))
       .orderBy(desc(syncapiRoomEvents.seq))
       .limit(1);
     return row ? positionAfter({ seq: row.seq, pdu: row.pdu as Pdu }) : { depth: 0, seq: 0 };
@@ -260,7 +265,7 @@ export class RoomReader {
 
   /** The position after the room's last event in topological order (where backwards paging starts). */
   async endPosition(roomId: string): Promise<TopoPosition> {
-    const depth = sql`(${syncapiRoomEvents.pdu}->>'depth')::bigint`;
+    const depth = syncapiRoomEvents.depth;
     const [row] = await this.db
       .select({ seq: syncapiRoomEvents.seq, pdu: syncapiRoomEvents.pdu })
       .from(syncapiRoomEvents)
@@ -288,15 +293,15 @@ export class RoomReader {
         ? sql`(type = 'm.room.history_visibility' and state_key = '')`
         : sql`((type = 'm.room.history_visibility' and state_key = '') or (type = 'm.room.member' and state_key = ${viewer}))`;
     const result = await this.db.execute(sql`
-      select seq, type, pdu->'content' as content from syncapi_room_events
+      select seq, depth, type, pdu->'content' as content from syncapi_room_events
       where room_id = ${roomId} and state_key is not null and ${which}
         ${uptoSeq === undefined ? sql`` : sql`and seq <= ${uptoSeq}`}
-      order by seq`);
+      order by depth, seq`);
     const facts: { visibility: VisibilityFacts['visibility'][number][]; membership: VisibilityFacts['membership'][number][] } = { visibility: [], membership: [] };
-    for (const r of rowsOf<{ seq: string | number; type: string; content: Record<string, unknown> | null }>(result)) {
-      const seq = Number(r.seq);
-      if (r.type === 'm.room.history_visibility') facts.visibility.push({ seq, value: visibilityOf(r.content) });
-      else facts.membership.push({ seq, membership: typeof r.content?.membership === 'string' ? r.content.membership : 'leave' });
+    for (const r of rowsOf<{ seq: string | number; depth: string | number; type: string; content: Record<string, unknown> | null }>(result)) {
+      const place = { seq: Number(r.seq), depth: Number(r.depth) };
+      if (r.type === 'm.room.history_visibility') facts.visibility.push({ ...place, value: visibilityOf(r.content) });
+      else facts.membership.push({ ...place, membership: typeof r.content?.membership === 'string' ? r.content.membership : 'leave' });
     }
     return { ...facts, viewer };
   }
@@ -306,6 +311,17 @@ export class RoomReader {
     if (events.length === 0) return events;
     const judge = visibilityJudge(await this.visibilityFacts(roomId, viewer, uptoSeq));
     return events.filter(judge);
+  }
+
+  /** The room's newest event as it went on (not history fetched later), if any. */
+  async newestLiveEvent(roomId: string): Promise<StoredEvent | undefined> {
+    const [row] = await this.db
+      .select(EVENT_COLUMNS)
+      .from(syncapiRoomEvents)
+      .where(and(eq(syncapiRoomEvents.roomId, roomId), live))
+      .orderBy(desc(syncapiRoomEvents.seq))
+      .limit(1);
+    return row as StoredEvent | undefined;
   }
 
   /** The sequence of the room's newest event (0: none). */

@@ -25,11 +25,21 @@ export function visibilityOf(content: unknown): HistoryVisibility {
   return typeof v === 'string' && KNOWN.has(v) ? (v as HistoryVisibility) : 'shared';
 }
 
+/**
+ * Where an event is in the room's order: depth, then stream sequence (topological order,
+ * so that history fetched later still sits where it belongs). Without a depth, the
+ * sequence alone orders.
+ */
+export interface Place {
+  seq: number;
+  depth?: number;
+}
+
 export interface VisibilityFacts {
-  /** The room's history visibility changes, in stream order. */
-  visibility: readonly { seq: number; value: HistoryVisibility }[];
-  /** The viewer's own membership changes, in stream order (empty for a non-member). */
-  membership: readonly { seq: number; membership: string }[];
+  /** The room's history visibility changes, in room order. */
+  visibility: readonly (Place & { value: HistoryVisibility })[];
+  /** The viewer's own membership changes, in room order (empty for a non-member). */
+  membership: readonly (Place & { membership: string })[];
   /** The viewer (a user ID), or null for a reader with no membership (a peeking server). */
   viewer: string | null;
 }
@@ -37,16 +47,21 @@ export interface VisibilityFacts {
 /** What the rule needs of an event. */
 export interface EventRef {
   seq: number;
-  pdu: { type: string; state_key?: string; content?: Record<string, unknown> };
+  pdu: { type: string; state_key?: string; content?: Record<string, unknown>; depth?: number };
 }
 
-/** The last value at a sequence strictly below `seq`, by binary search over a sorted list. */
-function before<T extends { seq: number }>(list: readonly T[], seq: number): T | undefined {
+/** Compares two places in room order. */
+function compare(a: Place, b: Place): number {
+  return (a.depth ?? 0) - (b.depth ?? 0) || a.seq - b.seq;
+}
+
+/** The last entry strictly before `at`, by binary search over a list in room order. */
+function before<T extends Place>(list: readonly T[], at: Place): T | undefined {
   let lo = 0;
-  let hi = list.length; // first index with list[i].seq >= seq
+  let hi = list.length; // first index at or after `at`
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (list[mid]!.seq < seq) lo = mid + 1;
+    if (compare(list[mid]!, at) < 0) lo = mid + 1;
     else hi = mid;
   }
   return lo > 0 ? list[lo - 1] : undefined;
@@ -62,13 +77,14 @@ function allows(vis: HistoryVisibility, membership: string | undefined, joinedAt
 
 /** A judge for one viewer over one room's facts: call `visible(event)` per event. */
 export function visibilityJudge(facts: VisibilityFacts): (event: EventRef) => boolean {
-  // The sequence of the viewer's last join: "joined at any point at or after E" is lastJoin >= E.
-  let lastJoin = -1;
-  for (const m of facts.membership) if (m.membership === 'join') lastJoin = m.seq;
+  // The viewer's last join: "joined at any point at or after E" is lastJoin >= E.
+  let lastJoin: Place | undefined;
+  for (const m of facts.membership) if (m.membership === 'join') lastJoin = m;
   return (event) => {
-    const visBefore = before(facts.visibility, event.seq)?.value ?? 'shared';
-    const memBefore = before(facts.membership, event.seq)?.membership;
-    const joinedLater = lastJoin >= event.seq;
+    const at: Place = { seq: event.seq, depth: event.pdu.depth };
+    const visBefore = before(facts.visibility, at)?.value ?? 'shared';
+    const memBefore = before(facts.membership, at)?.membership;
+    const joinedLater = lastJoin !== undefined && compare(lastJoin, at) >= 0;
     const { type, state_key: stateKey, content } = event.pdu;
     const visCandidates: HistoryVisibility[] = [visBefore];
     if (type === 'm.room.history_visibility' && stateKey === '') visCandidates.push(visibilityOf(content));

@@ -339,8 +339,11 @@ export function referenceRoomTables(stored: StoredRoomEvent[]): RoomTables {
       pdu,
       txnDeviceId: event.txn?.deviceId ?? null,
       txnId: event.txn?.txnId ?? null,
+      depth: pdu.depth,
+      backfilled: event.origin === 'backfill',
     });
-    if (typeof pdu.state_key !== 'string') continue;
+    // History from backfill never changes the current state.
+    if (typeof pdu.state_key !== 'string' || event.origin === 'backfill') continue;
     state.set(`${event.roomId}|${pdu.type}|${pdu.state_key}`, {
       roomId: event.roomId,
       type: pdu.type,

@@ -7,6 +7,7 @@ import type { Db } from '../../store/db';
 import type { PeekReader } from '../../syncapi/peekReader';
 import type { RoomReader } from '../../syncapi/roomReader';
 import type { SyncService } from '../../syncapi/sync';
+import type { RemoteHistory } from '../../federation/remoteHistory';
 
 /** Peeking rooms hosted elsewhere (MSC2444, outbound); absent until federation is on. */
 export interface RemoteRooms {
@@ -29,4 +30,6 @@ export interface ClientContext {
   clock: Clock;
   waitForProjections(stream: 'peeks' | 'rooms', seq: number, which?: 'sync' | 'all'): Promise<void>;
   remote?: RemoteRooms;
+  /** History of peeked remote rooms from their hosts (backfill); absent until federation is on. */
+  history?: RemoteHistory;
 }

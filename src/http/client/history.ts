@@ -12,6 +12,10 @@ import { requireAuth, sessionOf } from './auth';
 import type { ClientContext } from './context';
 import { clientRoute } from './prefixes';
 import { requireRoomId } from './resolveRoom';
+import { serverOf } from '../../events/ids';
+import { eventsByIds } from '../../federation/authChain';
+import { FederationUnreachableError } from '../../federation/client';
+import type { RemoteHistory } from '../../federation/remoteHistory';
 
 /** The most events one /messages or /context answer holds. */
 const MAX_PAGE = 1000;
@@ -41,6 +45,54 @@ function parseToken(raw: string, name: string): PaginationToken {
   const parsed = parsePaginationToken(raw);
   if (parsed === null) throw invalidParam(`unknown ${name} token`);
   return parsed;
+}
+
+/** Backfill rounds one /messages request may make. */
+const MAX_BACKFILL_ROUNDS = 3;
+/** Events asked for per backfill request, at least. */
+const MIN_BACKFILL = 20;
+/** Gaps the host had nothing more for (its history before them is not for us): not asked again. */
+const exhaustedGaps = new Set<string>();
+const MAX_EXHAUSTED_GAPS = 10_000;
+
+function comparePositions(a: TopoPosition, b: TopoPosition): number {
+  return a.depth - b.depth || a.seq - b.seq;
+}
+
+/**
+ * The newest event at or below `from` (looking at `scan` events) whose prev_events we do
+ * not all hold: where the history we have of a remote room has a gap.
+ */
+async function gapBelow(ctx: ClientContext, roomId: string, from: TopoPosition, scan: number): Promise<StoredEvent | undefined> {
+  const events = await ctx.rooms.page(roomId, { depth: from.depth, seq: from.seq + 1 }, 'b', scan);
+  const prevs = [...new Set(events.flatMap((e) => e.pdu.prev_events ?? []))];
+  const held = new Set((await eventsByIds(ctx.db, prevs)).map((e) => e.eventId));
+  return events.find((e) => !exhaustedGaps.has(e.eventId) && (e.pdu.prev_events ?? []).some((id) => !held.has(id)));
+}
+
+/**
+ * Fills gaps below `from` from the room's host, a few rounds at most. Returns how many
+ * events were stored, and the gap that is left (if any) — where the page must stop.
+ */
+async function backfillBelow(ctx: ClientContext, history: RemoteHistory, roomId: string, from: TopoPosition, limit: number): Promise<{ stored: number; gap?: StoredEvent }> {
+  let stored = 0;
+  for (let round = 0; round < MAX_BACKFILL_ROUNDS; round++) {
+    const gap = await gapBelow(ctx, roomId, from, limit + 1);
+    if (!gap) return { stored };
+    let got: number;
+    try {
+      got = await history.backfill(roomId, [gap.eventId], Math.max(limit, MIN_BACKFILL));
+    } catch (err) {
+      if (!(err instanceof FederationUnreachableError)) throw err;
+      return { stored, gap };
+    }
+    if (got === 0) {
+      exhaustedGaps.add(gap.eventId);
+      if (exhaustedGaps.size > MAX_EXHAUSTED_GAPS) exhaustedGaps.delete(exhaustedGaps.values().next().value!);
+    }
+    stored += got;
+  }
+  return { stored, gap: await gapBelow(ctx, roomId, from, limit + 1) };
 }
 
 export function registerHistoryRoutes(app: FastifyInstance, ctx: ClientContext): void {
@@ -74,9 +126,19 @@ export function registerHistoryRoutes(app: FastifyInstance, ctx: ClientContext):
       const limit = parseLimit(q.limit, 10);
       const fromToken = q.from !== undefined ? parseToken(q.from, 'from') : undefined;
       const toToken = q.to !== undefined ? parseToken(q.to, 'to') : undefined;
-      const visible = await readerOf(ctx, roomId, userId);
+      let visible = await readerOf(ctx, roomId, userId);
       const from: TopoPosition = fromToken ? await ctx.rooms.positionOf(roomId, fromToken) : dir === 'b' ? await ctx.rooms.endPosition(roomId) : { depth: 0, seq: 0 };
-      const to = toToken ? await ctx.rooms.positionOf(roomId, toToken) : undefined;
+      let to = toToken ? await ctx.rooms.positionOf(roomId, toToken) : undefined;
+      // A room peeked on another server: history we lack below `from` is fetched from its
+      // host first. A gap that stays (host unreachable, or more gaps than one request
+      // fills) bounds this page, and `end` lets the client come back for the rest.
+      let gap: StoredEvent | undefined;
+      if (dir === 'b' && ctx.history && serverOf(roomId) !== ctx.config.serverName && limit > 0) {
+        const filled = await backfillBelow(ctx, ctx.history, roomId, from, limit);
+        gap = filled.gap;
+        if (filled.stored > 0) visible = await readerOf(ctx, roomId, userId);
+        if (gap && (!to || comparePositions(positionOf(gap), to) > 0)) to = positionOf(gap);
+      }
       // Read pages until `limit` visible events are found, the room runs out, or enough
       // pages were all hidden; `end` continues after the last event read, shown or not.
       const chunk: StoredEvent[] = [];
@@ -89,6 +151,11 @@ export function registerHistoryRoutes(app: FastifyInstance, ctx: ClientContext):
         more = page.length === want;
         const last = page.at(-1);
         if (last) cursor = dir === 'b' ? positionOf(last) : positionAfter(last);
+      }
+      // Stopped at a gap: there is more, once the host answers.
+      if (gap) {
+        more = true;
+        cursor = positionOf(gap);
       }
       return {
         chunk: clientEvents(chunk, ctx.clock.now(), sessionOf(req)),

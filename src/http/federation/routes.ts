@@ -5,6 +5,7 @@ import { DomainError, NotFoundError } from '../../actors/errors';
 import { isValidPeekId, isValidRoomAlias, isValidRoomId, serverOf } from '../../events/ids';
 import type { FederationContext } from '../../federation/context';
 import { buildSnapshot } from '../../federation/snapshot';
+import { eventsByIds } from '../../federation/authChain';
 import { checkPdu } from '../../federation/verifyPdu';
 import { eventIdForPdu } from '../../crypto';
 import { serverAclAllows } from '../../actors/serverAcl';
@@ -17,6 +18,10 @@ import type { Pdu } from '../../events/roomEvents';
 import { settled } from '../../projections/settled';
 
 export const PEEKD_VERSION = '0.1.0';
+/** A gap in what a host sent is filled with at most this many events… */
+const MISSING_EVENTS_LIMIT = 20;
+/** …asked for within this long. */
+const MISSING_EVENTS_TIMEOUT_MS = 5_000;
 
 function peekParams(params: unknown): { roomId: string; peekId: string } {
   const { roomId, peekId } = params as { roomId: string; peekId: string };
@@ -53,6 +58,30 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
   app.get('/_matrix/key/v2/server', async () => ctx.ownKeys.response());
   app.get('/_matrix/key/v2/server/:keyId', async () => ctx.ownKeys.response());
   app.get('/_matrix/federation/v1/version', async () => ({ server: { name: 'peekd', version: PEEKD_VERSION } }));
+
+  /**
+   * PDUs whose prev_events we do not hold follow a gap in what the host sent: the events
+   * between are asked for with get_missing_events (at most MISSING_EVENTS_LIMIT, within
+   * MISSING_EVENTS_TIMEOUT_MS) and go in before them. If the host cannot fill it, the PDUs
+   * go in anyway; /messages backfills the gap later.
+   */
+  const withMissingEvents = async (roomId: string, origin: string, pdus: ReceivedPdu[]): Promise<ReceivedPdu[]> => {
+    if (!ctx.history) return pdus;
+    const inBatch = new Set(pdus.map((p) => p.eventId));
+    const prevs = [...new Set(pdus.flatMap((p) => p.pdu.prev_events))].filter((id) => !inBatch.has(id));
+    if (prevs.length === 0) return pdus;
+    const held = new Set((await eventsByIds(ctx.db, prevs)).map((e) => e.eventId));
+    const after = pdus.filter((p) => p.pdu.prev_events.some((id) => !inBatch.has(id) && !held.has(id)));
+    if (after.length === 0) return pdus;
+    const newest = await rooms.newestLiveEvent(roomId);
+    if (!newest) return pdus;
+    try {
+      const missing = await ctx.history.missingEvents(roomId, origin, [newest.eventId], after.map((p) => p.eventId), MISSING_EVENTS_LIMIT, MISSING_EVENTS_TIMEOUT_MS);
+      return [...missing.filter((m) => !inBatch.has(m.eventId)), ...pdus];
+    } catch {
+      return pdus;
+    }
+  };
 
   /**
    * New peeks of one server start one at a time, so that the per-server cap holds against a
@@ -173,7 +202,8 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
         list.push({ eventId: checked.eventId, pdu: checked.pdu as Pdu });
         byRoom.set(roomId, list);
       }
-      for (const [roomId, pdus] of byRoom) {
+      for (const [roomId, received] of byRoom) {
+        const pdus = await withMissingEvents(roomId, origin, received);
         try {
           const r = await ctx.bus.send({ type: 'ReceivePdus', roomId, origin, pdus });
           const last = r.roomEvents.at(-1);

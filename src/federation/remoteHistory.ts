@@ -1,0 +1,127 @@
+// History of rooms this server peeks on another server (MSC2444, outbound): backfill for
+// /messages that runs past what is held, and get_missing_events for a gap in what the
+// host sent. Every event fetched is checked (belongs to the room, content hash, the
+// sender's server's signature) before it is appended, and appended once: events already
+// held are left out. Backfilled events are appended as history (origin 'backfill'): they
+// never change the room's state nor show in /sync as new.
+import { and, eq } from 'drizzle-orm';
+import type { CommandBus } from '../actors/commandBus';
+import type { ReceivedPdu } from '../actors/commands';
+import { serverOf } from '../events/ids';
+import type { Pdu } from '../events/roomEvents';
+import type { Logger } from '../logger';
+import type { Db } from '../store/db';
+import { federationsenderOutboundPeeks, syncapiCurrentState } from '../store/schema';
+import { eventsByIds } from './authChain';
+import { FederationUnreachableError, type FederationClient } from './client';
+import type { KeyRing } from './keyRing';
+import { checkPdu } from './verifyPdu';
+
+/** The most events one backfill or get_missing_events request asks for. */
+export const MAX_FETCH = 100;
+/** How long one history request to the host may take. */
+const FETCH_TIMEOUT_MS = 10_000;
+
+export interface RemoteHistoryDeps {
+  db: Db;
+  bus: CommandBus;
+  client: FederationClient;
+  keyRing: KeyRing;
+  waitForProjections(stream: 'peeks' | 'rooms', seq: number, which?: 'sync' | 'all'): Promise<void>;
+  logger?: Logger;
+}
+
+export class RemoteHistory {
+  constructor(private readonly deps: RemoteHistoryDeps) {}
+
+  /** The server a room's history comes from: the one we peek it through, else the room ID's server. */
+  private async hostOf(roomId: string): Promise<string> {
+    const [row] = await this.deps.db
+      .select({ server: federationsenderOutboundPeeks.serverName })
+      .from(federationsenderOutboundPeeks)
+      .where(eq(federationsenderOutboundPeeks.roomId, roomId))
+      .limit(1);
+    return row?.server ?? serverOf(roomId);
+  }
+
+  private async roomVersion(roomId: string): Promise<string> {
+    const [row] = await this.deps.db
+      .select({ content: syncapiCurrentState.content })
+      .from(syncapiCurrentState)
+      .where(and(eq(syncapiCurrentState.roomId, roomId), eq(syncapiCurrentState.type, 'm.room.create'), eq(syncapiCurrentState.stateKey, '')));
+    const v = (row?.content as { room_version?: unknown } | undefined)?.room_version;
+    return typeof v === 'string' ? v : '1';
+  }
+
+  /** Checks fetched PDUs; returns those of the room that pass and are not yet held, oldest first. */
+  private async accept(roomId: string, raw: unknown, host: string): Promise<ReceivedPdu[]> {
+    if (!Array.isArray(raw)) throw new FederationUnreachableError(`${host} answered without a list of events`);
+    const version = await this.roomVersion(roomId);
+    const byId = new Map<string, ReceivedPdu>();
+    for (const item of raw.slice(0, MAX_FETCH)) {
+      if ((item as { room_id?: unknown } | null)?.room_id !== roomId) {
+        this.deps.logger?.warn({ roomId, host }, 'history from the host holds an event of another room; left out');
+        continue;
+      }
+      const checked = await checkPdu(item, version, this.deps.keyRing);
+      if (!checked.ok) {
+        this.deps.logger?.warn({ roomId, host, reason: checked.error }, 'an event of fetched history failed its checks; left out');
+        continue;
+      }
+      byId.set(checked.eventId, { eventId: checked.eventId, pdu: checked.pdu as Pdu });
+    }
+    const held = new Set((await eventsByIds(this.deps.db, [...byId.keys()])).map((e) => e.eventId));
+    return [...byId.values()].filter((p) => !held.has(p.eventId)).sort((a, b) => a.pdu.depth - b.pdu.depth);
+  }
+
+  /**
+   * Fetches history before (and including) `from` from the room's host and appends what is
+   * new as history. Returns how many events were stored; throws FederationUnreachableError
+   * when the host cannot be asked or refuses.
+   */
+  async backfill(roomId: string, from: string[], limit: number): Promise<number> {
+    const host = await this.hostOf(roomId);
+    try {
+      return await this.fetchHistory(roomId, host, from, limit);
+    } catch (err) {
+      this.deps.logger?.warn({ roomId, host, err: (err as Error).message }, 'backfill failed; /messages answers with what is held');
+      throw err;
+    }
+  }
+
+  private async fetchHistory(roomId: string, host: string, from: string[], limit: number): Promise<number> {
+    const query = [...from.map((v) => `v=${encodeURIComponent(v)}`), `limit=${Math.min(Math.max(limit, 1), MAX_FETCH)}`].join('&');
+    const res = await this.deps.client.request<{ pdus?: unknown; errcode?: string }>(
+      host,
+      'GET',
+      `/_matrix/federation/v1/backfill/${encodeURIComponent(roomId)}?${query}`,
+      undefined,
+      FETCH_TIMEOUT_MS,
+    );
+    if (res.status !== 200) throw new FederationUnreachableError(`${host} answered backfill of ${roomId} with ${res.status} ${res.body.errcode ?? ''}`.trim());
+    const fresh = await this.accept(roomId, res.body.pdus, host);
+    if (fresh.length === 0) return 0;
+    const result = await this.deps.bus.send({ type: 'ReceivePdus', roomId, origin: host, pdus: fresh, history: true });
+    const last = result.roomEvents.at(-1);
+    if (last) await this.deps.waitForProjections('rooms', last.seq);
+    this.deps.logger?.debug({ roomId, host, stored: result.roomEvents.length }, 'backfilled');
+    return result.roomEvents.length;
+  }
+
+  /**
+   * The events between what we hold (`earliest`) and PDUs whose prev_events we lack
+   * (`latest`), from `origin`, checked and not yet held, oldest first. At most `limit`;
+   * bounded in time. They are returned, not appended: they go in with the PDUs they precede.
+   */
+  async missingEvents(roomId: string, origin: string, earliest: string[], latest: string[], limit = 10, timeoutMs = 5_000): Promise<ReceivedPdu[]> {
+    const res = await this.deps.client.request<{ events?: unknown; errcode?: string }>(
+      origin,
+      'POST',
+      `/_matrix/federation/v1/get_missing_events/${encodeURIComponent(roomId)}`,
+      { earliest_events: earliest, latest_events: latest, limit: Math.min(limit, MAX_FETCH), min_depth: 0 },
+      timeoutMs,
+    );
+    if (res.status !== 200) throw new FederationUnreachableError(`${origin} answered get_missing_events of ${roomId} with ${res.status} ${res.body.errcode ?? ''}`.trim());
+    return this.accept(roomId, res.body.events, origin);
+  }
+}
