@@ -51,9 +51,27 @@ function parseToken(raw: string, name: string): PaginationToken {
 const MAX_BACKFILL_ROUNDS = 3;
 /** Events asked for per backfill request, at least. */
 const MIN_BACKFILL = 20;
-/** Gaps the host had nothing more for (its history before them is not for us): not asked again. */
-const exhaustedGaps = new Set<string>();
+/** A gap the host had nothing more for (its history there is not for us) is not asked about again for this long. */
+const EXHAUSTED_GAP_MS = 10 * 60_000;
 const MAX_EXHAUSTED_GAPS = 10_000;
+
+/** Gaps the host had nothing for, each with when to ask again (bounded; oldest dropped first). */
+class ExhaustedGaps {
+  private readonly until = new Map<string, number>();
+  constructor(private readonly now: () => number) {}
+  has(eventId: string): boolean {
+    const t = this.until.get(eventId);
+    if (t === undefined) return false;
+    if (t > this.now()) return true;
+    this.until.delete(eventId);
+    return false;
+  }
+  add(eventId: string): void {
+    this.until.delete(eventId);
+    this.until.set(eventId, this.now() + EXHAUSTED_GAP_MS);
+    if (this.until.size > MAX_EXHAUSTED_GAPS) this.until.delete(this.until.keys().next().value!);
+  }
+}
 
 function comparePositions(a: TopoPosition, b: TopoPosition): number {
   return a.depth - b.depth || a.seq - b.seq;
@@ -63,7 +81,7 @@ function comparePositions(a: TopoPosition, b: TopoPosition): number {
  * The newest event at or below `from` (looking at `scan` events) whose prev_events we do
  * not all hold: where the history we have of a remote room has a gap.
  */
-async function gapBelow(ctx: ClientContext, roomId: string, from: TopoPosition, scan: number): Promise<StoredEvent | undefined> {
+async function gapBelow(ctx: ClientContext, exhaustedGaps: ExhaustedGaps, roomId: string, from: TopoPosition, scan: number): Promise<StoredEvent | undefined> {
   const events = await ctx.rooms.page(roomId, { depth: from.depth, seq: from.seq + 1 }, 'b', scan);
   const prevs = [...new Set(events.flatMap((e) => e.pdu.prev_events ?? []))];
   const held = new Set((await eventsByIds(ctx.db, prevs)).map((e) => e.eventId));
@@ -74,10 +92,17 @@ async function gapBelow(ctx: ClientContext, roomId: string, from: TopoPosition, 
  * Fills gaps below `from` from the room's host, a few rounds at most. Returns how many
  * events were stored, and the gap that is left (if any) — where the page must stop.
  */
-async function backfillBelow(ctx: ClientContext, history: RemoteHistory, roomId: string, from: TopoPosition, limit: number): Promise<{ stored: number; gap?: StoredEvent }> {
+async function backfillBelow(
+  ctx: ClientContext,
+  history: RemoteHistory,
+  exhaustedGaps: ExhaustedGaps,
+  roomId: string,
+  from: TopoPosition,
+  limit: number,
+): Promise<{ stored: number; gap?: StoredEvent }> {
   let stored = 0;
   for (let round = 0; round < MAX_BACKFILL_ROUNDS; round++) {
-    const gap = await gapBelow(ctx, roomId, from, limit + 1);
+    const gap = await gapBelow(ctx, exhaustedGaps, roomId, from, limit + 1);
     if (!gap) return { stored };
     let got: number;
     try {
@@ -86,17 +111,15 @@ async function backfillBelow(ctx: ClientContext, history: RemoteHistory, roomId:
       if (!(err instanceof FederationUnreachableError)) throw err;
       return { stored, gap };
     }
-    if (got === 0) {
-      exhaustedGaps.add(gap.eventId);
-      if (exhaustedGaps.size > MAX_EXHAUSTED_GAPS) exhaustedGaps.delete(exhaustedGaps.values().next().value!);
-    }
+    if (got === 0) exhaustedGaps.add(gap.eventId);
     stored += got;
   }
-  return { stored, gap: await gapBelow(ctx, roomId, from, limit + 1) };
+  return { stored, gap: await gapBelow(ctx, exhaustedGaps, roomId, from, limit + 1) };
 }
 
 export function registerHistoryRoutes(app: FastifyInstance, ctx: ClientContext): void {
   const auth = requireAuth(ctx.accounts);
+  const exhaustedGaps = new ExhaustedGaps(() => ctx.clock.now());
 
   clientRoute(app, {
     method: 'GET',
@@ -134,7 +157,7 @@ export function registerHistoryRoutes(app: FastifyInstance, ctx: ClientContext):
       // fills) bounds this page, and `end` lets the client come back for the rest.
       let gap: StoredEvent | undefined;
       if (dir === 'b' && ctx.history && serverOf(roomId) !== ctx.config.serverName && limit > 0) {
-        const filled = await backfillBelow(ctx, ctx.history, roomId, from, limit);
+        const filled = await backfillBelow(ctx, ctx.history, exhaustedGaps, roomId, from, limit);
         gap = filled.gap;
         if (filled.stored > 0) visible = await readerOf(ctx, roomId, userId);
         if (gap && (!to || comparePositions(positionOf(gap), to) > 0)) to = positionOf(gap);
@@ -152,11 +175,9 @@ export function registerHistoryRoutes(app: FastifyInstance, ctx: ClientContext):
         const last = page.at(-1);
         if (last) cursor = dir === 'b' ? positionOf(last) : positionAfter(last);
       }
-      // Stopped at a gap: there is more, once the host answers.
-      if (gap) {
-        more = true;
-        cursor = positionOf(gap);
-      }
+      // Bounded by a gap: there is more, once the host answers. (The cursor is where
+      // reading stopped: at the gap's event when the page reached it, above it otherwise.)
+      if (gap) more = true;
       return {
         chunk: clientEvents(chunk, ctx.clock.now(), sessionOf(req)),
         start: q.from ?? formatTopologicalToken(from),
