@@ -13,7 +13,8 @@ export type DomainErrorCode =
   | 'conflict'
   | 'incompatible_room_version'
   | 'limit_exceeded'
-  | 'too_large';
+  | 'too_large'
+  | 'bad_json';
 
 /** A malformed identifier or argument, refused before anything is appended. */
 export class InvalidInputError extends DomainError {
@@ -66,6 +67,12 @@ export class LimitExceededError extends DomainError {
 export class TooLargeError extends DomainError {
   override readonly name = 'TooLargeError';
   readonly code = 'too_large' as const;
+}
+
+/** Event content that is JSON but not canonical JSON (floats, integers past 2^53, …). */
+export class BadJsonError extends DomainError {
+  override readonly name = 'BadJsonError';
+  readonly code = 'bad_json' as const;
 }
 
 export function isDomainError(err: unknown): err is DomainError {

@@ -10,6 +10,7 @@ import {
   LimitExceededError,
   NotFoundError,
   TooLargeError,
+  BadJsonError,
 } from '../actors/errors';
 import type { CommandResult } from '../actors/roomActor';
 import { isTransient, ServiceUnavailableError } from '../nats/errors';
@@ -65,6 +66,8 @@ export function decodeReply(reply: CommandReply): CommandResult {
         throw new LimitExceededError(message, reply.error.retryAfterMs);
       case 'too_large':
         throw new TooLargeError(message);
+      case 'bad_json':
+        throw new BadJsonError(message);
     }
   }
   if ('failure' in reply && reply.transient) throw new ServiceUnavailableError(`the room host could not finish: ${reply.failure}`);

@@ -8,24 +8,35 @@ import { MAX_PDU_BYTES, pduSize } from '../matrix/pduFactory';
 
 export type PduCheck = { ok: true; eventId: string; pdu: Pdu } | { ok: false; error: string };
 
+/** Room version 10's bounds, as Synapse applies them. */
+const MAX_PREV_EVENTS = 20;
+const MAX_AUTH_EVENTS = 10;
+const MAX_NAME_BYTES = 255;
+
+const isName = (v: unknown, allowEmpty: boolean): v is string =>
+  typeof v === 'string' && (allowEmpty || v !== '') && Buffer.byteLength(v, 'utf8') <= MAX_NAME_BYTES;
+const isIdList = (v: unknown, max: number): v is string[] => Array.isArray(v) && v.length <= max && v.every((id) => typeof id === 'string' && id.startsWith('$') && id.length <= MAX_NAME_BYTES);
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+
 function isPduShape(v: unknown): v is Pdu {
+  if (!isObject(v)) return false;
   const p = v as Partial<Pdu>;
   return (
-    !!p &&
-    typeof p === 'object' &&
-    typeof p.type === 'string' &&
-    typeof p.room_id === 'string' &&
-    typeof p.sender === 'string' &&
-    !!p.content &&
-    typeof p.content === 'object' &&
-    Number.isInteger(p.depth) &&
-    Number.isInteger(p.origin_server_ts) &&
-    Array.isArray(p.prev_events) &&
-    Array.isArray(p.auth_events) &&
-    !!p.hashes &&
+    isName(p.type, false) &&
+    isName(p.room_id, false) &&
+    isName(p.sender, false) &&
+    (p.state_key === undefined || isName(p.state_key, true)) &&
+    (p.redacts === undefined || isName(p.redacts, false)) &&
+    isObject(p.content) &&
+    Number.isSafeInteger(p.depth) &&
+    (p.depth as number) >= 1 &&
+    Number.isSafeInteger(p.origin_server_ts) &&
+    (p.origin_server_ts as number) >= 0 &&
+    isIdList(p.prev_events, MAX_PREV_EVENTS) &&
+    isIdList(p.auth_events, MAX_AUTH_EVENTS) &&
+    isObject(p.hashes) &&
     typeof p.hashes.sha256 === 'string' &&
-    !!p.signatures &&
-    typeof p.signatures === 'object'
+    isObject(p.signatures)
   );
 }
 

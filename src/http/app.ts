@@ -6,8 +6,8 @@ import { enterRequest } from '../requestContext';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Peekd } from '../server';
 import rateLimit from '@fastify/rate-limit';
-import { badJson, limitExceeded, matrixClientErrorHandler, matrixErrorHandler, notJson, sendMatrixError, toMatrixError, MatrixError } from './errors';
-import { parseJsonBody } from './jsonBody';
+import { badJson, invalidParam, limitExceeded, matrixClientErrorHandler, matrixErrorHandler, notJson, sendMatrixError, toMatrixError, MatrixError } from './errors';
+import { parseJsonBody, unstorableString } from './jsonBody';
 import { registerAccountRoutes } from './client/account';
 import { registerDirectoryRoutes } from './client/directory';
 import { registerMiscRoutes } from './client/misc';
@@ -61,9 +61,13 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (req, body, done) => {
     const parsed = parseJsonBody(body as Buffer);
     if (!parsed.ok) return done(parsed.error, undefined);
-    // Postgres cannot store U+0000 in text or jsonb: refuse it at the edge rather than let
-    // an event that can never be projected into the log. (Federation checks each PDU.)
-    if (req.url.startsWith('/_matrix/client') && /\\u0000/i.test(parsed.text)) return done(badJson('U+0000 characters are not supported'), undefined);
+    // Postgres cannot store U+0000 nor a lone surrogate in text or jsonb: refuse them at the
+    // edge rather than let something that can never be projected into the log. (Federation
+    // checks each PDU on its own.)
+    if (!req.url.startsWith('/_matrix/federation')) {
+      const bad = unstorableString(parsed.value);
+      if (bad) return done(badJson(`the body holds ${bad}, which is not supported`), undefined);
+    }
     done(null, parsed.value);
   });
   // Matrix responses are `application/json` exactly: Fastify would add `; charset=utf-8`,
@@ -85,6 +89,17 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
   // any handler looks at state: other JSON is M_BAD_JSON, and a route with a body schema
   // that gets no body at all answers M_NOT_JSON.
   app.addHook('preValidation', async (req) => {
+    // Path parameters are IDs, types and keys: none may hold U+0000 (it could never be stored).
+    for (const [name, value] of Object.entries((req.params ?? {}) as Record<string, unknown>)) {
+      if (typeof value === 'string' && value.includes('\u0000')) throw invalidParam(`the path parameter ${name} holds U+0000`);
+    }
+    // The client and admin APIs take every query parameter once; a repeated one is refused
+    // rather than read as an array by code that expects a string.
+    if (!req.url.startsWith('/_matrix/federation') && !req.url.startsWith('/_matrix/key')) {
+      for (const [name, value] of Object.entries((req.query ?? {}) as Record<string, unknown>)) {
+        if (Array.isArray(value)) throw invalidParam(`the query parameter ${name} is given more than once`);
+      }
+    }
     if (req.body === undefined) {
       if (!req.routeOptions.schema?.body) return;
       if (req.method === 'POST' && isLenientEmptyBody(req.url)) {

@@ -44,6 +44,8 @@ export function domainToMatrix(err: DomainError): MatrixError {
       return new MatrixError(400, 'M_INCOMPATIBLE_ROOM_VERSION', err.message, { room_version: (err as { roomVersion?: string }).roomVersion });
     case 'too_large':
       return new MatrixError(413, 'M_TOO_LARGE', err.message);
+    case 'bad_json':
+      return new MatrixError(400, 'M_BAD_JSON', err.message);
     case 'limit_exceeded': {
       const retry = (err as { retryAfterMs?: number }).retryAfterMs;
       return new MatrixError(429, 'M_LIMIT_EXCEEDED', err.message, retry !== undefined ? { retry_after_ms: retry } : {});

@@ -7,6 +7,7 @@ import { bearerToken, secretsEqual } from '../secrets';
 import { queryAudit, parseAuditQuery } from '../../projections/auditQuery';
 import { replayProjection, selectReadModels, verifyProjection } from '../../projections/rebuild';
 import { settled } from '../../projections/settled';
+import { validateCommand } from '../../actors/validateCommand';
 
 export function registerAdmin(app: FastifyInstance, peekd: Peekd): void {
   const token = peekd.config.adminToken;
@@ -28,6 +29,15 @@ export function registerAdmin(app: FastifyInstance, peekd: Peekd): void {
       throw badJson('a command needs a string `type` and `roomId`');
     }
     const { commandId, ...command } = body;
+    if (commandId !== undefined && (typeof commandId !== 'string' || commandId === '' || commandId.length > 255)) throw badJson('commandId must be a non-empty string');
+    // The command comes as JSON, not from typed code: a shape the checks cannot even read is M_BAD_JSON.
+    let invalid;
+    try {
+      invalid = validateCommand(command as RoomCommand);
+    } catch {
+      throw badJson(`a ${body.type} command of the wrong shape`);
+    }
+    if (invalid) throw invalid;
     const result = await peekd.bus.send(command as RoomCommand, commandId);
     await settled(peekd.waitForProjections, result, 'all');
     return {

@@ -1,6 +1,7 @@
 // What real clients ask for at start-up: capabilities, push rules, account data, TURN.
 import type { FastifyInstance } from 'fastify';
-import { notFound } from '../errors';
+import { invalidParam, notFound } from '../errors';
+import { isValidUserId } from '../../events/ids';
 import { requireAuth } from './auth';
 import type { ClientContext } from './context';
 import { clientRoute } from './prefixes';
@@ -32,7 +33,8 @@ export function registerMiscRoutes(app: FastifyInstance, ctx: ClientContext): vo
     method: 'GET',
     path: '/user/:userId/account_data/:type',
     preHandler: auth,
-    handler: async () => {
+    handler: async (req) => {
+      if (!isValidUserId((req.params as { userId: string }).userId)) throw invalidParam('malformed user ID');
       throw notFound('no account data of that type');
     },
   });

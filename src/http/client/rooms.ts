@@ -15,6 +15,11 @@ import { clientRoute } from './prefixes';
 import { requireRoomId, resolveRoomIdOrAlias } from './resolveRoom';
 import { settled } from '../../projections/settled';
 
+/** The most invites, and the most initial_state entries, one createRoom takes. */
+const MAX_CREATE_ROOM_LIST = 200;
+/** A power level: an integer canonical JSON can carry. */
+const powerLevel = { type: 'integer', minimum: -(2 ** 53 - 1), maximum: 2 ** 53 - 1 } as const;
+
 const createRoomBody = {
   type: 'object',
   properties: {
@@ -22,14 +27,30 @@ const createRoomBody = {
     room_alias_name: { type: 'string', minLength: 1, maxLength: 200 },
     name: { type: 'string' },
     topic: { type: 'string' },
-    invite: { type: 'array', items: { type: 'string' } },
+    // Every invite and initial state entry is an event of the one createRoom decision.
+    invite: { type: 'array', maxItems: MAX_CREATE_ROOM_LIST, items: { type: 'string' } },
     preset: { type: 'string', enum: ['private_chat', 'public_chat', 'trusted_private_chat'] },
     room_version: { type: 'string' },
-    creation_content: { type: 'object' },
-    power_level_content_override: { type: 'object' },
+    creation_content: { type: 'object', properties: { 'm.federate': { type: 'boolean' } } },
+    power_level_content_override: {
+      type: 'object',
+      properties: {
+        ban: powerLevel,
+        kick: powerLevel,
+        redact: powerLevel,
+        invite: powerLevel,
+        events_default: powerLevel,
+        state_default: powerLevel,
+        users_default: powerLevel,
+        events: { type: 'object', additionalProperties: powerLevel },
+        users: { type: 'object', additionalProperties: powerLevel },
+        notifications: { type: 'object', additionalProperties: powerLevel },
+      },
+    },
     is_direct: { type: 'boolean' },
     initial_state: {
       type: 'array',
+      maxItems: MAX_CREATE_ROOM_LIST,
       items: {
         type: 'object',
         required: ['type', 'content'],

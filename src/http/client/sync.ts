@@ -3,6 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { and, eq, sql } from 'drizzle-orm';
 import type { FastifyInstance } from 'fastify';
 import { rowsOf } from '../../store/db';
+import { isValidUserId } from '../../events/ids';
+import { filterProblem } from '../../syncapi/filterShape';
 import { filters } from '../../store/schema';
 import { DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT } from '../../syncapi/sync';
 import { parseSyncToken } from '../../syncapi/syncToken';
@@ -26,11 +28,15 @@ export function registerSyncRoutes(app: FastifyInstance, ctx: ClientContext): vo
   async function loadFilter(userId: string, raw: string | undefined): Promise<unknown> {
     if (raw === undefined || raw === '') return null;
     if (raw.trim().startsWith('{')) {
+      let inline: unknown;
       try {
-        return JSON.parse(raw);
+        inline = JSON.parse(raw);
       } catch {
         throw notJson('filter is not valid JSON');
       }
+      const problem = filterProblem(inline);
+      if (problem) throw badJson(`filter: ${problem}`);
+      return inline;
     }
     const [row] = await ctx.db.select().from(filters).where(and(eq(filters.userId, userId), eq(filters.filterId, raw)));
     if (!row) throw invalidParam(`unknown filter ${raw}`);
@@ -77,7 +83,11 @@ export function registerSyncRoutes(app: FastifyInstance, ctx: ClientContext): vo
     preHandler: auth,
     handler: async (req) => {
       const { userId } = sessionOf(req);
-      if ((req.params as { userId: string }).userId !== userId) throw forbidden('you can only create filters for yourself');
+      const target = (req.params as { userId: string }).userId;
+      if (!isValidUserId(target)) throw invalidParam('malformed user ID');
+      if (target !== userId) throw forbidden('you can only create filters for yourself');
+      const problem = filterProblem(req.body);
+      if (problem) throw badJson(`filter: ${problem}`);
       timelineLimitOf(req.body);
       // Clients upload the same filter at every start: an identical one answers its ID again.
       const body = JSON.stringify(req.body);
@@ -113,6 +123,7 @@ export function registerSyncRoutes(app: FastifyInstance, ctx: ClientContext): vo
     handler: async (req) => {
       const { userId } = sessionOf(req);
       const p = req.params as { userId: string; filterId: string };
+      if (!isValidUserId(p.userId)) throw invalidParam('malformed user ID');
       if (p.userId !== userId) throw forbidden('you can only read your own filters');
       const [row] = await ctx.db.select().from(filters).where(and(eq(filters.userId, userId), eq(filters.filterId, p.filterId)));
       if (!row) throw notFound('no such filter');

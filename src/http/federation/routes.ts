@@ -156,9 +156,26 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
     {
       preValidation: auth,
       schema: {
+        // The whole transaction is checked before any of it is taken: a bad entry anywhere
+        // refuses it all, so nothing is half-written.
         body: {
           type: 'object',
-          properties: { pdus: { type: 'array', maxItems: 50 }, edus: { type: 'array', maxItems: 100 }, expired_peeks: { type: 'array' } },
+          required: ['origin', 'origin_server_ts', 'pdus'],
+          properties: {
+            origin: { type: 'string', minLength: 1, maxLength: 255 },
+            origin_server_ts: { type: 'integer', minimum: 0 },
+            pdus: { type: 'array', maxItems: 50 },
+            edus: { type: 'array', maxItems: 100 },
+            expired_peeks: {
+              type: 'array',
+              maxItems: 1000,
+              items: {
+                type: 'object',
+                required: ['room_id', 'peek_id'],
+                properties: { room_id: { type: 'string', maxLength: 255 }, peek_id: { type: 'string', maxLength: 255 } },
+              },
+            },
+          },
         },
       },
     },

@@ -1,0 +1,611 @@
+// Hostile input on every client-server and admin endpoint (issue 10, point 7): fast-check
+// mutates a request that would succeed — its body (bytes, invalid UTF-8, broken JSON,
+// JSON of the wrong shape, wrong field types, huge strings and arrays, deep nesting,
+// duplicate keys, values no event may hold), its path parameters (bad, over-long and
+// %-garbled IDs), its query and its credentials — and every answer must keep the rules of
+// test/helpers/hostile.ts: never a 5xx, always `application/json`, errors as Matrix
+// {errcode, error}, the status and errcode the specification gives where it gives one, and
+// nothing written by a refused request. At the end the main room's timeline and state
+// and the peek audit must hold exactly what the accepted requests wrote.
+//
+// The figures (inputs tried, refusals per errcode, 5xx, rows written by refused requests)
+// are printed once at the end, for docs/security.md.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { and, eq } from 'drizzle-orm';
+import { startTestPeekd } from '../helpers/peekd';
+import { enc, request, TestUser } from '../helpers/matrix';
+import { auditRows, type FedServer } from '../helpers/federation';
+import { syncapiPeeks } from '../../src/store/schema';
+import {
+  attackEndpoint,
+  formatFailures,
+  HostileHttp,
+  HostileLedger,
+  HOSTILE_SCALE,
+  printLedger,
+  baselineFailures,
+  projectionsCaughtUp,
+  runOne,
+  sweepKind,
+  WriteCounter,
+  type Endpoint,
+  type GenContext,
+  type MutationKind,
+  type RunContext,
+  type SegClass,
+  type WireResponse,
+} from '../helpers/hostile';
+
+const ADMIN_TOKEN = 'hostile-admin-token';
+const CLIENT = ['/_matrix/client/v3', '/_matrix/client/r0'];
+const PEEK = [...CLIENT, '/_matrix/client/unstable/org.matrix.msc2753'];
+const ADMIN = ['/_peekd/admin/v1'];
+/** HOSTILE_SCALE=10 searches ten times as long (and prints every distinct violation found). */
+const SCALE = HOSTILE_SCALE;
+/** Runs per (endpoint, kind); the per-kind sweeps add SWEEP_RUNS per kind across endpoints. */
+const RUNS = 3 * SCALE;
+const SWEEP_RUNS = 40 * SCALE;
+/** Path parameters have many kinds of bad value: more runs. */
+const PARAM_RUNS = 8 * SCALE;
+
+let p: Awaited<ReturnType<typeof startTestPeekd>>;
+let server: string;
+let http: HostileHttp;
+const ledger = new HostileLedger();
+let ctx: RunContext;
+
+let alice: TestUser; // creates and administers the rooms
+let peeker: TestUser; // peeks the main room (never joins it)
+let joiner: TestUser; // joins and leaves the join room
+let leaver: TestUser;
+let loginUser: TestUser; // logs in with a password
+/** The main room: world_readable; sends, state and peeks target it. */
+let mainRoom: string;
+let mainAlias: string;
+/** A public room for join, leave and invite. */
+let joinRoom: string;
+/** A room only the admin command API touches. */
+let adminRoom: string;
+let messageId: string;
+let filterId: string;
+
+/** Event IDs the main room held before the sweep, and those accepted requests created since. */
+const mainRoomBefore = new Set<string>();
+const mainRoomAccepted = new Set<string>();
+/** Accepted /peek and /unpeek calls on the main room, by the peeking device. */
+const peekLedger = { peeks: 0, unpeeks: 0, live: false };
+
+/** A user with no password (no scrypt): for the endpoints that end a session. */
+async function quickUser(): Promise<{ userId: string; token: string }> {
+  const r = await request(p.url, 'POST', '/_matrix/client/v3/register', { body: { auth: { type: 'm.login.dummy' } } });
+  if (r.status !== 200) throw new Error(`register: ${r.status} ${JSON.stringify(r.body)}`);
+  return { userId: r.body.user_id, token: r.body.access_token };
+}
+
+/** Keys sorted: compares what was sent with what was stored. */
+function stable(v: unknown): string {
+  return JSON.stringify(v, (_k, x) => (x && typeof x === 'object' && !Array.isArray(x) ? Object.fromEntries(Object.entries(x).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : x));
+}
+
+const ok = (res: WireResponse) => res.status >= 200 && res.status < 300;
+
+/** An accepted event in the main room: recorded, and its stored content must be what JSON.parse read. */
+async function acceptedEvent(res: WireResponse, roomId: string | undefined, parsed: unknown): Promise<void> {
+  if (!ok(res) || roomId !== mainRoom) return;
+  const eventId = (res.json as { event_id?: string }).event_id;
+  if (typeof eventId !== 'string') throw new Error(`accepted without an event_id: ${res.text}`);
+  mainRoomAccepted.add(eventId);
+  if (parsed === undefined) return;
+  const stored = await alice.req('GET', `/_matrix/client/v3/rooms/${enc(mainRoom)}/event/${enc(eventId)}`);
+  if (stored.status !== 200) throw new Error(`accepted event ${eventId} cannot be read back: ${stored.status} ${JSON.stringify(stored.body)}`);
+  // A repeated transaction ID answers the earlier event: compare only the first answer.
+  if (compared.has(eventId)) return;
+  compared.add(eventId);
+  if (stable(stored.body.content) !== stable(parsed)) {
+    throw new Error(`stored content differs from what JSON.parse reads: sent ${stable(parsed).slice(0, 200)}, stored ${stable(stored.body.content).slice(0, 200)}`);
+  }
+}
+const compared = new Set<string>();
+
+function roomParam(base: { params?: Record<string, string> }, sentPath: string): string | undefined {
+  // The room the request really named: the baseline's, unless a mutation replaced the segment.
+  const id = base.params?.roomId;
+  return id !== undefined && sentPath.includes(`/rooms/${enc(id)}/`) ? id : undefined;
+}
+
+// --- the endpoint table: every route src/http registers that takes a body, path
+// parameters or a query, with a request that succeeds ----------------------------------
+//
+// Routes (all client routes also under /_matrix/client/r0; the two peek routes also under
+// /_matrix/client/unstable/org.matrix.msc2753):
+//   GET  /_matrix/client/versions                   versions.ts
+//   POST /register, GET /register/available, GET|POST /login, POST /logout, /logout/all,
+//   GET  /account/whoami, /profile/{userId}        account.ts
+//   POST /peek/{roomIdOrAlias}, /rooms/{roomId}/unpeek                       peek.ts
+//   POST /createRoom, PUT /rooms/{roomId}/send/{type}/{txnId},
+//   PUT  /rooms/{roomId}/state/{type}[/{stateKey}], GET /rooms/{roomId}/state[/{type}[/{stateKey}]],
+//   GET  /rooms/{roomId}/event/{eventId}, /messages, /joined_members, /members, /joined_rooms,
+//   POST /join/{roomIdOrAlias}, /rooms/{roomId}/join, /leave, /invite          rooms.ts
+//   GET|PUT|DELETE /directory/room/{alias}                                    directory.ts
+//   GET  /sync, POST /user/{userId}/filter, GET /user/{userId}/filter/{filterId} sync.ts
+//   GET  /capabilities, /pushrules/, /user/{userId}/account_data/{type}, /voip/turnServer misc.ts
+//   POST /_peekd/admin/v1/commands, /replay, /verify; GET /_peekd/admin/v1/audit admin.ts
+// (The federation and key routes are in hostile.federation.test.ts; there is no
+// /.well-known route.)
+
+function endpoints(): Endpoint[] {
+  // The admin API is not the client API: it takes the server-wide (federation) body limit,
+  // and U+0000 in a field it ignores is no harm (validateCommand checks the IDs it uses).
+  const adminBody = { bodyLimit: 16_777_216, edgeNul: false };
+  const roomRead = (name: string, path: string, extra: Partial<Endpoint> = {}, params: (n: number) => Record<string, string> = () => ({ roomId: mainRoom })): Endpoint => ({
+    name,
+    method: 'GET',
+    prefixes: CLIENT,
+    path,
+    params: { roomId: 'roomId' },
+    auth: 'user',
+    // Alternate a member and a stranger reading a world_readable room.
+    baseline: (n) => ({ params: params(n), token: n % 2 ? alice.token : peeker.token }),
+    ...extra,
+  });
+  return [
+    { name: 'GET /versions', method: 'GET', prefixes: [''], path: '/_matrix/client/versions', auth: 'none', baseline: () => ({}) },
+    {
+      name: 'POST /register',
+      method: 'POST',
+      prefixes: CLIENT,
+      path: '/register',
+      query: ['kind'],
+      auth: 'none',
+      uia: true,
+      rateLimited: true,
+      fields: [
+        { path: ['username'], type: 'string' },
+        { path: ['password'], type: 'string' },
+        { path: ['device_id'], type: 'string' },
+        { path: ['initial_device_display_name'], type: 'string' },
+        { path: ['inhibit_login'], type: 'boolean' },
+        { path: ['auth'], type: 'object' },
+      ],
+      baseline: (n) => ({ body: { username: `hreg${n}`, auth: { type: 'm.login.dummy' }, inhibit_login: true } }),
+    },
+    { name: 'GET /register/available', method: 'GET', prefixes: CLIENT, path: '/register/available', query: ['username'], auth: 'none', baseline: (n) => ({ query: [['username', `hav${n}`]] }) },
+    { name: 'GET /login', method: 'GET', prefixes: CLIENT, path: '/login', auth: 'none', baseline: () => ({}) },
+    {
+      name: 'POST /login',
+      method: 'POST',
+      prefixes: CLIENT,
+      path: '/login',
+      auth: 'none',
+      rateLimited: true,
+      fields: [
+        { path: ['type'], type: 'string' },
+        { path: ['identifier'], type: 'object' },
+        { path: ['identifier', 'type'], type: 'string' },
+        { path: ['identifier', 'user'], type: 'string' },
+        { path: ['user'], type: 'string' },
+        { path: ['password'], type: 'string' },
+        { path: ['device_id'], type: 'string' },
+        { path: ['initial_device_display_name'], type: 'string' },
+      ],
+      required: [['type'], ['password']],
+      // The specification's own example: an unknown (or absent) login type is 400 M_UNKNOWN.
+      shapeErrcodes: ['M_UNKNOWN'],
+      baseline: () => ({ body: { type: 'm.login.password', identifier: { type: 'm.id.user', user: loginUser.userId }, password: 'correct horse' } }),
+    },
+    { name: 'POST /logout', method: 'POST', prefixes: CLIENT, path: '/logout', auth: 'user', baseline: async () => ({ body: {}, token: (await quickUser()).token }) },
+    { name: 'POST /logout/all', method: 'POST', prefixes: CLIENT, path: '/logout/all', auth: 'user', baseline: async () => ({ body: {}, token: (await quickUser()).token }) },
+    { name: 'GET /account/whoami', method: 'GET', prefixes: CLIENT, path: '/account/whoami', auth: 'user', baseline: () => ({ token: alice.token }) },
+    { name: 'GET /profile/{userId}', method: 'GET', prefixes: CLIENT, path: '/profile/{userId}', params: { userId: 'userId' }, auth: 'none', baseline: () => ({ params: { userId: alice.userId } }) },
+    {
+      name: 'POST /peek/{roomIdOrAlias}',
+      method: 'POST',
+      prefixes: PEEK,
+      path: '/peek/{roomIdOrAlias}',
+      params: { roomIdOrAlias: 'roomIdOrAlias' },
+      query: ['server_name'],
+      auth: 'user',
+      rateLimited: true,
+      fields: [{ path: ['servers'], type: 'stringArray', item: (i) => `s${i}.example` }],
+      baseline: (n) => ({ params: { roomIdOrAlias: n % 2 ? mainRoom : mainAlias }, body: n % 3 ? {} : { servers: [server] }, token: peeker.token }),
+      after: (res) => {
+        if (ok(res) && (res.json as { room_id?: string }).room_id === mainRoom) {
+          peekLedger.peeks++;
+          peekLedger.live = true;
+        }
+      },
+    },
+    {
+      name: 'POST /rooms/{roomId}/unpeek',
+      method: 'POST',
+      prefixes: PEEK,
+      path: '/rooms/{roomId}/unpeek',
+      params: { roomId: 'roomId' },
+      auth: 'user',
+      baseline: () => ({ params: { roomId: mainRoom }, body: {}, token: peeker.token }),
+      after: (res, base, sent) => {
+        if (ok(res) && roomParam(base, sent.req.path) === mainRoom) {
+          peekLedger.unpeeks++;
+          peekLedger.live = false;
+        }
+      },
+    },
+    {
+      name: 'POST /createRoom',
+      method: 'POST',
+      prefixes: CLIENT,
+      path: '/createRoom',
+      auth: 'user',
+      fields: [
+        { path: ['visibility'], type: 'string' },
+        { path: ['room_alias_name'], type: 'string' },
+        { path: ['name'], type: 'string' },
+        { path: ['topic'], type: 'string' },
+        { path: ['invite'], type: 'stringArray', item: (i) => `@hinv${i}:${server}` },
+        { path: ['preset'], type: 'string' },
+        { path: ['room_version'], type: 'string' },
+        { path: ['creation_content'], type: 'object' },
+        { path: ['creation_content', 'm.federate'], type: 'boolean' },
+        { path: ['power_level_content_override'], type: 'object' },
+        { path: ['power_level_content_override', 'users'], type: 'object' },
+        { path: ['power_level_content_override', 'events_default'], type: 'integer' },
+        { path: ['power_level_content_override', 'state_default'], type: 'integer' },
+        { path: ['power_level_content_override', 'ban'], type: 'integer' },
+        { path: ['is_direct'], type: 'boolean' },
+        { path: ['initial_state'], type: 'objectArray', item: (i) => ({ type: 'org.example.bulk', state_key: String(i), content: {} }) },
+        { path: ['initial_state', 0, 'type'], type: 'string' },
+        { path: ['initial_state', 0, 'state_key'], type: 'string' },
+        { path: ['initial_state', 0, 'content'], type: 'object' },
+      ],
+      contentPaths: [['creation_content'], ['power_level_content_override'], ['initial_state', 0, 'content']],
+      eventContents: (b) => [
+        b.creation_content,
+        b.power_level_content_override,
+        ...(Array.isArray(b.initial_state) ? b.initial_state.map((s: any) => s?.content) : []),
+        typeof b.name === 'string' ? { name: b.name } : undefined,
+        typeof b.topic === 'string' ? { topic: b.topic } : undefined,
+      ],
+      baseline: (n) => ({
+        token: alice.token,
+        body: {
+          preset: 'public_chat',
+          visibility: 'public',
+          name: `hostile ${n}`,
+          topic: 'a topic',
+          room_alias_name: `hcr${n}`,
+          invite: [joiner.userId],
+          is_direct: false,
+          creation_content: {},
+          power_level_content_override: {},
+          initial_state: [{ type: 'm.room.history_visibility', state_key: '', content: { history_visibility: 'world_readable' } }],
+        },
+      }),
+    },
+    {
+      name: 'PUT /rooms/{roomId}/send/{eventType}/{txnId}',
+      method: 'PUT',
+      prefixes: CLIENT,
+      path: '/rooms/{roomId}/send/{eventType}/{txnId}',
+      params: { roomId: 'roomId', eventType: 'eventType', txnId: 'txnId' },
+      storedParams: ['eventType', 'txnId'],
+      auth: 'user',
+      contentPaths: [[]],
+      baseline: (n) => ({ params: { roomId: mainRoom, eventType: 'm.room.message', txnId: `htx${n}` }, body: { msgtype: 'm.text', body: `hostile ${n}` }, token: alice.token }),
+      allowedWrites: () => 1,
+      after: (res, base, sent) => acceptedEvent(res, roomParam(base, sent.req.path), sent.parsed),
+    },
+    {
+      name: 'PUT /rooms/{roomId}/state/{eventType}/{stateKey}',
+      method: 'PUT',
+      prefixes: CLIENT,
+      path: '/rooms/{roomId}/state/{eventType}/{stateKey}',
+      params: { roomId: 'roomId', eventType: 'eventType', stateKey: 'stateKey' },
+      storedParams: ['eventType', 'stateKey'],
+      auth: 'user',
+      contentPaths: [[]],
+      baseline: (n) => ({ params: { roomId: mainRoom, eventType: 'org.example.hostile', stateKey: `k${n % 7}` }, body: { value: n }, token: alice.token }),
+      allowedWrites: () => 1,
+      after: (res, base, sent) => acceptedEvent(res, roomParam(base, sent.req.path), sent.parsed),
+    },
+    {
+      name: 'PUT /rooms/{roomId}/state/{eventType}',
+      method: 'PUT',
+      prefixes: CLIENT,
+      path: '/rooms/{roomId}/state/{eventType}',
+      params: { roomId: 'roomId', eventType: 'eventType' },
+      storedParams: ['eventType'],
+      auth: 'user',
+      contentPaths: [[]],
+      baseline: (n) => ({ params: { roomId: mainRoom, eventType: 'org.example.hostile.empty' }, body: { value: n }, token: alice.token }),
+      allowedWrites: () => 1,
+      after: (res, base, sent) => acceptedEvent(res, roomParam(base, sent.req.path), sent.parsed),
+    },
+    roomRead('GET /rooms/{roomId}/state', '/rooms/{roomId}/state'),
+    roomRead('GET /rooms/{roomId}/state/{eventType}/{stateKey}', '/rooms/{roomId}/state/{eventType}/{stateKey}', { params: { roomId: 'roomId', eventType: 'eventType', stateKey: 'stateKey' } }, () => ({
+      roomId: mainRoom,
+      eventType: 'm.room.history_visibility',
+      stateKey: '',
+    })),
+    roomRead('GET /rooms/{roomId}/state/{eventType}', '/rooms/{roomId}/state/{eventType}', { params: { roomId: 'roomId', eventType: 'eventType' } }, () => ({ roomId: mainRoom, eventType: 'm.room.create' })),
+    roomRead('GET /rooms/{roomId}/event/{eventId}', '/rooms/{roomId}/event/{eventId}', { params: { roomId: 'roomId', eventId: 'eventId' } }, () => ({ roomId: mainRoom, eventId: messageId })),
+    roomRead('GET /rooms/{roomId}/messages', '/rooms/{roomId}/messages', {
+      query: ['from', 'to', 'dir', 'limit'],
+      baseline: (n) => ({ params: { roomId: mainRoom }, query: [['dir', 'b'], ['limit', '5']], token: n % 2 ? alice.token : peeker.token }),
+    }),
+    roomRead('GET /rooms/{roomId}/joined_members', '/rooms/{roomId}/joined_members'),
+    roomRead('GET /rooms/{roomId}/members', '/rooms/{roomId}/members'),
+    { name: 'GET /joined_rooms', method: 'GET', prefixes: CLIENT, path: '/joined_rooms', auth: 'user', baseline: () => ({ token: alice.token }) },
+    {
+      name: 'POST /join/{roomIdOrAlias}',
+      method: 'POST',
+      prefixes: CLIENT,
+      path: '/join/{roomIdOrAlias}',
+      params: { roomIdOrAlias: 'roomIdOrAlias' },
+      query: ['server_name'],
+      auth: 'user',
+      baseline: () => ({ params: { roomIdOrAlias: joinRoom }, body: {}, token: joiner.token }),
+    },
+    { name: 'POST /rooms/{roomId}/join', method: 'POST', prefixes: CLIENT, path: '/rooms/{roomId}/join', params: { roomId: 'roomId' }, auth: 'user', baseline: () => ({ params: { roomId: joinRoom }, body: {}, token: joiner.token }) },
+    {
+      name: 'POST /rooms/{roomId}/leave',
+      method: 'POST',
+      prefixes: CLIENT,
+      path: '/rooms/{roomId}/leave',
+      params: { roomId: 'roomId' },
+      auth: 'user',
+      baseline: async () => {
+        await leaver.ok('POST', `/_matrix/client/v3/rooms/${enc(joinRoom)}/join`, {});
+        return { params: { roomId: joinRoom }, body: {}, token: leaver.token };
+      },
+    },
+    {
+      name: 'POST /rooms/{roomId}/invite',
+      method: 'POST',
+      prefixes: CLIENT,
+      path: '/rooms/{roomId}/invite',
+      params: { roomId: 'roomId' },
+      auth: 'user',
+      fields: [{ path: ['user_id'], type: 'string' }],
+      required: [['user_id']],
+      baseline: (n) => ({ params: { roomId: joinRoom }, body: { user_id: `@hinvite${n}:${server}` }, token: alice.token }),
+    },
+    { name: 'GET /directory/room/{alias}', method: 'GET', prefixes: CLIENT, path: '/directory/room/{alias}', params: { alias: 'alias' }, auth: 'none', baseline: () => ({ params: { alias: mainAlias } }) },
+    {
+      name: 'PUT /directory/room/{alias}',
+      method: 'PUT',
+      prefixes: CLIENT,
+      path: '/directory/room/{alias}',
+      params: { alias: 'alias' },
+      auth: 'user',
+      fields: [{ path: ['room_id'], type: 'string' }],
+      required: [['room_id']],
+      baseline: (n) => ({ params: { alias: `#hdir${n}:${server}` }, body: { room_id: mainRoom }, token: alice.token }),
+    },
+    {
+      name: 'DELETE /directory/room/{alias}',
+      method: 'DELETE',
+      prefixes: CLIENT,
+      path: '/directory/room/{alias}',
+      params: { alias: 'alias' },
+      auth: 'user',
+      baseline: async (n) => {
+        const alias = `#hdel${n}:${server}`;
+        await alice.ok('PUT', `/_matrix/client/v3/directory/room/${enc(alias)}`, { room_id: mainRoom });
+        return { params: { alias }, token: alice.token };
+      },
+    },
+    {
+      name: 'GET /sync',
+      method: 'GET',
+      prefixes: CLIENT,
+      path: '/sync',
+      query: ['since', 'timeout', 'full_state', 'filter', 'set_presence'],
+      auth: 'user',
+      // The peeker: alice's initial sync grows with every room the sweep creates.
+      baseline: () => ({ query: [['timeout', '0']], token: peeker.token }),
+    },
+    {
+      name: 'POST /user/{userId}/filter',
+      method: 'POST',
+      prefixes: CLIENT,
+      path: '/user/{userId}/filter',
+      params: { userId: 'userId' },
+      auth: 'user',
+      fields: [
+        { path: ['room'], type: 'object' },
+        { path: ['room', 'timeline'], type: 'object' },
+        { path: ['room', 'timeline', 'limit'], type: 'integer' },
+        { path: ['room', 'rooms'], type: 'stringArray' },
+        { path: ['event_fields'], type: 'stringArray' },
+        { path: ['event_format'], type: 'string' },
+        { path: ['presence'], type: 'object' },
+        { path: ['account_data'], type: 'object' },
+      ],
+      baseline: (n) => ({ params: { userId: alice.userId }, body: { room: { timeline: { limit: (n % 50) + 1 } } }, token: alice.token }),
+    },
+    {
+      name: 'GET /user/{userId}/filter/{filterId}',
+      method: 'GET',
+      prefixes: CLIENT,
+      path: '/user/{userId}/filter/{filterId}',
+      params: { userId: 'userId', filterId: 'filterId' },
+      auth: 'user',
+      baseline: () => ({ params: { userId: alice.userId, filterId }, token: alice.token }),
+    },
+    { name: 'GET /capabilities', method: 'GET', prefixes: CLIENT, path: '/capabilities', auth: 'user', baseline: () => ({ token: alice.token }) },
+    { name: 'GET /pushrules/', method: 'GET', prefixes: CLIENT, path: '/pushrules/', auth: 'user', baseline: () => ({ token: alice.token }) },
+    {
+      name: 'GET /user/{userId}/account_data/{type}',
+      method: 'GET',
+      prefixes: CLIENT,
+      path: '/user/{userId}/account_data/{type}',
+      params: { userId: 'userId', type: 'eventType' },
+      auth: 'user',
+      // There is no account data: 404 M_NOT_FOUND is this endpoint's "success".
+      baseline: () => ({ params: { userId: alice.userId, type: 'm.push_rules' }, token: alice.token }),
+    },
+    { name: 'GET /voip/turnServer', method: 'GET', prefixes: CLIENT, path: '/voip/turnServer', auth: 'user', baseline: () => ({ token: alice.token }) },
+    {
+      name: 'POST /_peekd/admin/v1/commands',
+      method: 'POST',
+      prefixes: ADMIN,
+      path: '/commands',
+      auth: 'admin',
+      ...adminBody,
+      fields: [
+        { path: ['type'], type: 'string' },
+        { path: ['roomId'], type: 'string' },
+        { path: ['userId'], type: 'string' },
+        { path: ['deviceId'], type: 'string' },
+        { path: ['commandId'], type: 'string' },
+      ],
+      required: [['type'], ['roomId']],
+      baseline: () => ({ token: ADMIN_TOKEN, body: { type: 'StartDevicePeek', roomId: adminRoom, userId: peeker.userId, deviceId: peeker.deviceId } }),
+    },
+    { name: 'POST /_peekd/admin/v1/replay', method: 'POST', prefixes: ADMIN, path: '/replay', query: ['projection'], auth: 'admin', ...adminBody, baseline: () => ({ token: ADMIN_TOKEN, query: [['projection', 'audit']] }) },
+    { name: 'POST /_peekd/admin/v1/verify', method: 'POST', prefixes: ADMIN, path: '/verify', query: ['projection'], auth: 'admin', ...adminBody, baseline: () => ({ token: ADMIN_TOKEN, query: [['projection', 'sync_peeks']] }) },
+    {
+      name: 'GET /_peekd/admin/v1/audit',
+      method: 'GET',
+      prefixes: ADMIN,
+      path: '/audit',
+      query: ['room_id', 'user_id', 'device_id', 'server_name', 'since', 'until', 'from', 'limit'],
+      auth: 'admin',
+      baseline: () => ({ token: ADMIN_TOKEN, query: [['room_id', mainRoom]] }),
+    },
+  ];
+}
+
+function genContext(): GenContext {
+  return { serverName: server, nulInStoredParams: false, maxQueryNumber: 50 };
+}
+
+/** Built at load time: the baselines read the users and rooms only when they run. */
+const table: Endpoint[] = endpoints();
+
+beforeAll(async () => {
+  p = await startTestPeekd({
+    env: {
+      PEEKD_ADMIN_TOKEN: ADMIN_TOKEN,
+      PEEKD_PEEK_RATE_BURST: '1000000',
+      PEEKD_PEEK_RATE_PER_SECOND: '1000000',
+      PEEKD_MAX_PEEKS_PER_DEVICE: '100000',
+      PEEKD_MAX_FILTERS_PER_USER: '100000',
+    },
+  });
+  server = p.serverName;
+  http = new HostileHttp(p.url);
+  ctx = {
+    http,
+    ledger,
+    writes: new WriteCounter(() => p.peekd),
+    gen: genContext(),
+    bodyLimit: p.peekd.config.maxClientBodyBytes,
+    clientEdgeNul: true,
+  };
+  [alice, peeker, joiner, leaver, loginUser] = (await Promise.all(['alice', 'peeker', 'joiner', 'leaver', 'loginuser'].map((n) => TestUser.register(p.url, n)))) as [TestUser, TestUser, TestUser, TestUser, TestUser];
+  mainRoom = (await alice.createWorldReadableRoom({ name: 'hostile main', room_alias_name: 'hostile-main' })).room_id;
+  mainAlias = `#hostile-main:${server}`;
+  messageId = await alice.send(mainRoom, 'before the storm');
+  joinRoom = (await alice.createWorldReadableRoom({ name: 'hostile join' })).room_id;
+  adminRoom = (await alice.createWorldReadableRoom({ name: 'hostile admin' })).room_id;
+  filterId = (await alice.ok('POST', `/_matrix/client/v3/user/${enc(alice.userId)}/filter`, { room: { timeline: { limit: 7 } } })).filter_id;
+  for (const e of await alice.messages(mainRoom, 1000)) mainRoomBefore.add(e.event_id);
+}, 120_000);
+
+afterAll(async () => {
+  printLedger(ledger, 'client-server and admin API', 'hostile.client');
+  http?.close();
+  await p?.dropAll();
+});
+
+describe('the endpoint table', () => {
+  it('every baseline request succeeds, so the generators mutate requests that would pass', async () => {
+    const failures = await baselineFailures(table, ctx, (ep, res) => {
+      const fine = ep.name === 'GET /user/{userId}/account_data/{type}' ? res.status === 404 : ok(res);
+      return fine ? [] : [`${res.status} ${res.text.slice(0, 300)}`];
+    });
+    expect(failures).toEqual([]);
+  });
+});
+
+/** Each endpoint, each kind of hostile input that applies to it: a few runs, shrunk on failure. */
+describe('hostile input per endpoint', () => {
+  for (const ep of table) {
+    it(ep.name, async () => {
+      const failures = await attackEndpoint(ep, ctx, (kind) => (kind === 'param' ? PARAM_RUNS : RUNS), 8_000 * SCALE);
+      if (failures.length > 0) throw new Error(formatFailures(failures));
+    }, 120_000 * SCALE);
+  }
+});
+
+/** One property per kind across every endpoint it applies to. */
+describe('per-kind sweep across all endpoints', () => {
+  const kinds: MutationKind[] = ['bytes', 'invalidUtf8', 'notJson', 'nonObject', 'fieldType', 'oddString', 'missing', 'huge', 'deep', 'dupKeys', 'values', 'contentType', 'query', 'auth'];
+  const segClasses: SegClass[][] = [['overlong'], ['veryLong'], ['malformed'], ['badEncoding'], ['nul'], ['traversal', 'empty', 'rawBytes'], ['random']];
+  const sweeps: { label: string; kind: MutationKind; classes?: SegClass[] }[] = [
+    ...kinds.map((kind) => ({ label: kind, kind })),
+    ...segClasses.map((classes) => ({ label: `param: ${classes.join(', ')}`, kind: 'param' as const, classes })),
+  ];
+  for (const { label, kind, classes } of sweeps) {
+    it(label, async () => {
+      const f = await sweepKind(label, table, kind, ctx, { ...genContext(), segClasses: classes }, { numRuns: SWEEP_RUNS, timeLimitMs: 15_000 * SCALE });
+      if (f) throw new Error(formatFailures([f]));
+    }, 120_000 * SCALE);
+  }
+});
+
+describe('never a partial write', () => {
+  it('the main room holds exactly the events of accepted requests, and the peek audit matches the accepted peeks', async () => {
+    await projectionsCaughtUp(p.peekd);
+    // Timeline: every event is from before the sweep or from an accepted request, and
+    // every accepted request's event is there.
+    const timeline: string[] = [];
+    let from: string | undefined;
+    for (;;) {
+      const r = await alice.ok('GET', `/_matrix/client/v3/rooms/${enc(mainRoom)}/messages?dir=f&limit=1000${from ? `&from=${enc(from)}` : ''}`);
+      timeline.push(...r.chunk.map((e: { event_id: string }) => e.event_id));
+      if (!r.end || r.chunk.length === 0) break;
+      from = r.end;
+    }
+    const known = new Set([...mainRoomBefore, ...mainRoomAccepted]);
+    expect(timeline.filter((id) => !known.has(id))).toEqual([]);
+    expect([...mainRoomAccepted].filter((id) => !timeline.includes(id))).toEqual([]);
+    const state = await alice.ok('GET', `/_matrix/client/v3/rooms/${enc(mainRoom)}/state`);
+    expect(state.map((e: { event_id: string }) => e.event_id).filter((id: string) => !known.has(id))).toEqual([]);
+
+    // Peeks: one PeekStarted/PeekRenewed per accepted /peek, one PeekExpired per accepted /unpeek.
+    const rows = (await auditRows({ peekd: p.peekd } as unknown as FedServer, mainRoom)).filter((r) => r.kind === 'device');
+    const byPeeker = rows.filter((r) => r.userId === peeker.userId && r.deviceId === peeker.deviceId);
+    expect(rows.length).toBe(byPeeker.length);
+    expect(byPeeker.filter((r) => r.eventType === 'PeekStarted' || r.eventType === 'PeekRenewed').length).toBe(peekLedger.peeks);
+    expect(byPeeker.filter((r) => r.eventType === 'PeekExpired' && r.reason === 'unpeeked').length).toBe(peekLedger.unpeeks);
+    expect(byPeeker.filter((r) => r.eventType === 'PeekExpired' && r.reason !== 'unpeeked')).toEqual([]);
+    const [peekRow] = await p.peekd.database.db
+      .select()
+      .from(syncapiPeeks)
+      .where(and(eq(syncapiPeeks.roomId, mainRoom), eq(syncapiPeeks.userId, peeker.userId), eq(syncapiPeeks.deviceId, peeker.deviceId)));
+    expect(peekRow ? peekRow.endedSeq === null : false).toBe(peekLedger.live);
+  }, 60_000);
+
+  it('over the whole sweep: no 5xx, no answer missing, no row written by a refused request', () => {
+    expect({ fiveXx: ledger.fiveXx, noAnswer: ledger.noAnswer, rowsWrittenByRefused: ledger.rowsWrittenByRefused }).toEqual({ fiveXx: 0, noAnswer: 0, rowsWrittenByRefused: 0 });
+  });
+});
+
+/**
+ * Runs last: a value in a path parameter that becomes part of a stored event and that the
+ * read models cannot store (U+0000 in Postgres text) must be refused up front. Were it
+ * taken, the projection could not go past it and every later write would answer 503 —
+ * which is why the sweeps above leave NUL out of those parameters, and why this test stops
+ * at the first failure (after it, every write fails whatever its input).
+ */
+describe('path parameters no read model can store (last: a failure wedges the server)', () => {
+  it('U+0000 in an event type, state key or transaction ID is refused with 400', async () => {
+    for (const ep of table) {
+      for (const param of ep.storedParams ?? []) {
+        await runOne(ep, { kind: 'param', param, seg: { wire: 'a%00b', cls: 'nul' } }, ctx);
+      }
+    }
+  }, 120_000);
+});
