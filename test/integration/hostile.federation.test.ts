@@ -68,6 +68,8 @@ let alice: TestUser;
 let hostedRoom: string;
 let hostedAlias: string;
 let hostedEventsBefore: string[];
+/** A message of the hosted room, sent while it was world_readable (the history endpoints' anchor). */
+let hostedMessage: string;
 /** A room hosted by F that A peeks: F's PDUs for it are accepted. */
 let remote: FakeRoom;
 const remoteAccepted = new Set<string>();
@@ -274,6 +276,77 @@ function endpoints(): Endpoint[] {
         }
       },
     }),
+    // History for servers not in the room (MSC2444): reads, nothing written.
+    {
+      name: 'GET /state_ids/{roomId}',
+      method: 'GET',
+      prefixes: [FED],
+      path: '/state_ids/{roomId}',
+      params: { roomId: 'roomId' },
+      query: ['event_id'],
+      auth: 'server',
+      baseline: () => ({ params: { roomId: hostedRoom }, query: [['event_id', hostedMessage]] }),
+      allowedWrites: () => 0,
+    },
+    {
+      name: 'GET /state/{roomId}',
+      method: 'GET',
+      prefixes: [FED],
+      path: '/state/{roomId}',
+      params: { roomId: 'roomId' },
+      query: ['event_id'],
+      auth: 'server',
+      baseline: () => ({ params: { roomId: hostedRoom }, query: [['event_id', hostedMessage]] }),
+      allowedWrites: () => 0,
+    },
+    {
+      name: 'GET /event/{eventId}',
+      method: 'GET',
+      prefixes: [FED],
+      path: '/event/{eventId}',
+      params: { eventId: 'eventId' },
+      auth: 'server',
+      baseline: () => ({ params: { eventId: hostedMessage } }),
+      allowedWrites: () => 0,
+    },
+    {
+      name: 'GET /event_auth/{roomId}/{eventId}',
+      method: 'GET',
+      prefixes: [FED],
+      path: '/event_auth/{roomId}/{eventId}',
+      params: { roomId: 'roomId', eventId: 'eventId' },
+      auth: 'server',
+      baseline: () => ({ params: { roomId: hostedRoom, eventId: hostedMessage } }),
+      allowedWrites: () => 0,
+    },
+    {
+      name: 'GET /backfill/{roomId}',
+      method: 'GET',
+      prefixes: [FED],
+      path: '/backfill/{roomId}',
+      params: { roomId: 'roomId' },
+      query: ['v', 'limit'],
+      auth: 'server',
+      baseline: () => ({ params: { roomId: hostedRoom }, query: [['v', hostedMessage], ['limit', '10']] }),
+      allowedWrites: () => 0,
+    },
+    {
+      name: 'POST /get_missing_events/{roomId}',
+      method: 'POST',
+      prefixes: [FED],
+      path: '/get_missing_events/{roomId}',
+      params: { roomId: 'roomId' },
+      auth: 'server',
+      fields: [
+        { path: ['earliest_events'], type: 'stringArray' },
+        { path: ['latest_events'], type: 'stringArray' },
+        { path: ['limit'], type: 'integer' },
+        { path: ['min_depth'], type: 'integer' },
+      ],
+      required: [['earliest_events'], ['latest_events']],
+      baseline: () => ({ params: { roomId: hostedRoom }, body: { earliest_events: [], latest_events: [hostedMessage], limit: 10 } }),
+      allowedWrites: () => 0,
+    },
     {
       name: 'GET /query/directory',
       method: 'GET',
@@ -474,7 +547,7 @@ beforeAll(async () => {
   alice = await TestUser.register(A.url, 'alice');
   hostedRoom = (await alice.createWorldReadableRoom({ name: 'hostile hosted', room_alias_name: 'hostile-hosted' })).room_id;
   hostedAlias = `#hostile-hosted:${A.name}`;
-  await alice.send(hostedRoom, 'hello');
+  hostedMessage = await alice.send(hostedRoom, 'hello');
   hostedEventsBefore = (await alice.messages(hostedRoom, 1000)).map((e) => e.event_id).sort();
   const live = await F.send(A.name, 'PUT', peekPath(hostedRoom, 'live1'), {});
   if (live.status !== 200) throw new Error(`PUT peek: ${live.status} ${JSON.stringify(live.body)}`);
