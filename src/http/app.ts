@@ -93,11 +93,12 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
     for (const [name, value] of Object.entries((req.params ?? {}) as Record<string, unknown>)) {
       if (typeof value === 'string' && value.includes('\u0000')) throw invalidParam(`the path parameter ${name} holds U+0000`);
     }
-    // The client and admin APIs take every query parameter once; a repeated one is refused
-    // rather than read as an array by code that expects a string.
+    // The client and admin APIs take every query parameter once, except the lists the
+    // specification gives (`server_name`, `via`); a repeated one is refused rather than
+    // read as an array by code that expects a string.
     if (!req.url.startsWith('/_matrix/federation') && !req.url.startsWith('/_matrix/key')) {
       for (const [name, value] of Object.entries((req.query ?? {}) as Record<string, unknown>)) {
-        if (Array.isArray(value)) throw invalidParam(`the query parameter ${name} is given more than once`);
+        if (Array.isArray(value) && !REPEATABLE_QUERY.has(name)) throw invalidParam(`the query parameter ${name} is given more than once`);
       }
     }
     if (req.body === undefined) {
@@ -127,6 +128,9 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
   registerAdmin(app, peekd);
   return { app, markReady: () => (ready = true) };
 }
+
+/** Client API query parameters that are lists (given once per item). */
+const REPEATABLE_QUERY: ReadonlySet<string> = new Set(['server_name', 'via']);
 
 /** The longest path parameter (an ID) the router matches; Matrix IDs are at most 255 bytes. */
 const MAX_PARAM_LENGTH = 1024;

@@ -100,8 +100,22 @@ export interface FederationOptions {
   extraDestinations?: Record<string, string>;
 }
 
-/** Starts `servers` peekd instances and `fakes` fake servers that all know each other. */
+/**
+ * Starts `servers` peekd instances and `fakes` fake servers that all know each other.
+ * Ports are picked free before anything listens (the destinations name them), so another
+ * test file can take one in between: on EADDRINUSE everything starts again on new ports.
+ */
 export async function startFederation(options: FederationOptions): Promise<Federation> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startFederationOnce(options);
+    } catch (err) {
+      if (attempt >= 3 || !String((err as Error)?.message ?? err).includes('EADDRINUSE')) throw err;
+    }
+  }
+}
+
+async function startFederationOnce(options: FederationOptions): Promise<Federation> {
   const tag = uniqueName('').slice(0, 10);
   const letters = 'abcdefgh';
   const plans: { name: string; port: number }[] = [];
