@@ -32,6 +32,15 @@ const STANDARD_OR_URL = /^[A-Za-z0-9+/_-]*$/;
  * @throws {Base64Error} on any other malformed input.
  */
 export function decodeBase64(s: string): Uint8Array {
+  // Copy out of Node's shared buffer pool into a plain Uint8Array.
+  return new Uint8Array(decodeBase64ToBuffer(s));
+}
+
+/**
+ * {@link decodeBase64} without the copy: a Buffer that may be a view of Node's shared
+ * pool, for bytes used at once (a signature about to be verified, a hash compared).
+ */
+export function decodeBase64ToBuffer(s: string): Buffer {
   if (typeof s !== 'string') throw new Base64Error('base64 input must be a string');
   let body = s;
   const firstPad = s.indexOf('=');
@@ -51,9 +60,7 @@ export function decodeBase64(s: string): Uint8Array {
   const hasUrl = body.includes('-') || body.includes('_');
   if (hasStandard && hasUrl) throw new Base64Error('base64 mixes standard and URL-safe alphabets');
   if (body.length % 4 === 1) throw new Base64Error('invalid base64 length');
-  const buf = Buffer.from(body, hasUrl ? 'base64url' : 'base64');
-  // Copy out of Node's shared buffer pool into a plain Uint8Array.
-  return new Uint8Array(buf);
+  return Buffer.from(body, hasUrl ? 'base64url' : 'base64');
 }
 
 function stripPadding(s: string): string {

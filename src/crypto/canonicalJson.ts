@@ -20,9 +20,11 @@ const MAX_INT = Number.MAX_SAFE_INTEGER; // 2^53 - 1
 
 /** Encodes `value` as canonical JSON text. */
 export function canonicalJson(value: unknown): string {
-  const ctx: Context = { out: [], path: [], stack: new Set<object>() };
-  writeValue(value, ctx);
-  return ctx.out.join('');
+  const fast = canonicalJsonOrUndefined(value);
+  if (fast !== undefined) return fast;
+  // The fast writer gave up: the checked writer throws the precise error (or, for a
+  // structure nested deeper than the fast writer goes, writes it).
+  return canonicalJsonChecked(value);
 }
 
 const utf8 = new TextEncoder();
@@ -30,6 +32,32 @@ const utf8 = new TextEncoder();
 /** Canonical JSON as UTF-8 bytes (what gets signed and hashed). */
 export function canonicalJsonBytes(value: unknown): Uint8Array {
   return utf8.encode(canonicalJson(value));
+}
+
+/**
+ * Canonical JSON text, or undefined when `value` is not representable (or nests deeper
+ * than the fast writer goes): the hot path of signing and verification, without the
+ * bookkeeping that only an error message needs. Where it returns a string,
+ * {@link canonicalJson} returns the same string.
+ */
+export function canonicalJsonOrUndefined(value: unknown): string | undefined {
+  try {
+    return writeFast(value, 0);
+  } catch (err) {
+    if (err === GIVE_UP) return undefined;
+    throw err; // e.g. a RangeError from a getter; the checked writer would meet it too
+  }
+}
+
+/** UTF-8 bytes of canonical JSON text, in a Buffer (Node's pool: cheaper than TextEncoder for small texts). */
+export function utf8Bytes(json: string): Buffer {
+  return Buffer.from(json, 'utf8');
+}
+
+function canonicalJsonChecked(value: unknown): string {
+  const ctx: Context = { out: [], path: [], stack: new Set<object>() };
+  writeValue(value, ctx);
+  return ctx.out.join('');
 }
 
 /**
@@ -155,6 +183,13 @@ const SHORT_ESCAPES: Record<number, string> = {
 };
 
 function encodeString(s: string, ctx: Context): string {
+  const encoded = quoteString(s);
+  if (encoded === undefined) fail('string contains a lone surrogate (not valid UTF-8)', ctx);
+  return encoded;
+}
+
+/** `s` as a canonical JSON string literal; undefined if it holds a lone surrogate. */
+function quoteString(s: string): string | undefined {
   if (!NEEDS_WORK.test(s)) return `"${s}"`;
   let out = '"';
   let start = 0;
@@ -166,7 +201,7 @@ function encodeString(s: string, ctx: Context): string {
         i++; // a well-formed surrogate pair is emitted raw
         continue;
       }
-      fail('string contains a lone surrogate (not valid UTF-8)', ctx);
+      return undefined;
     }
     if (c >= 0x20 && c !== 0x22 && c !== 0x5c) continue;
     out += s.slice(start, i);
@@ -174,4 +209,62 @@ function encodeString(s: string, ctx: Context): string {
     start = i + 1;
   }
   return out + s.slice(start) + '"';
+}
+
+// ------------------------------------------------------------------ fast writer
+//
+// The same output as writeValue for plain JSON data, without a path, a cycle set or an
+// output array: it gives up (throws GIVE_UP) on anything writeValue would reject, and on
+// nesting deeper than MAX_FAST_DEPTH, which is how a cycle shows here. The caller then
+// runs writeValue, which finds the error and its path.
+
+/** Deeper than any event (the spec caps PDUs at 65,536 bytes), shallow enough for any stack. */
+const MAX_FAST_DEPTH = 128;
+
+const GIVE_UP: unique symbol = Symbol('canonical JSON: use the checked writer');
+
+function writeFast(value: unknown, depth: number): string {
+  switch (typeof value) {
+    case 'string': {
+      const encoded = quoteString(value);
+      if (encoded === undefined) throw GIVE_UP;
+      return encoded;
+    }
+    case 'number':
+      // Integers in [-(2^53-1), 2^53-1]; String(-0) is "0", as encodeNumber writes it.
+      if (!Number.isSafeInteger(value)) throw GIVE_UP;
+      return String(value);
+    case 'boolean':
+      return value ? 'true' : 'false';
+    case 'object':
+      if (value === null) return 'null';
+      if (depth >= MAX_FAST_DEPTH) throw GIVE_UP;
+      return Array.isArray(value) ? writeArrayFast(value, depth + 1) : writeObjectFast(value, depth + 1);
+    default:
+      throw GIVE_UP;
+  }
+}
+
+function writeArrayFast(arr: readonly unknown[], depth: number): string {
+  if (arr.length === 0) return '[]';
+  let out = `[${writeFast(arr[0], depth)}`;
+  for (let i = 1; i < arr.length; i++) out += `,${writeFast(arr[i], depth)}`;
+  return `${out}]`;
+}
+
+function writeObjectFast(obj: object, depth: number): string {
+  const proto = Object.getPrototypeOf(obj) as unknown;
+  if (proto !== Object.prototype && proto !== null) throw GIVE_UP;
+  const record = obj as Record<string, unknown>;
+  const keys = Object.keys(record);
+  if (keys.length === 0) return '{}';
+  if (keys.length > 1) keys.sort(compareCodePoints);
+  let out = '{';
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i] as string;
+    const quoted = quoteString(key);
+    if (quoted === undefined) throw GIVE_UP;
+    out += `${i > 0 ? ',' : ''}${quoted}:${writeFast(record[key], depth)}`;
+  }
+  return `${out}}`;
 }

@@ -148,8 +148,23 @@ function privateKeyObject(seed: Uint8Array): KeyObject {
   return key;
 }
 
+/**
+ * The key of the latest verify (a copy of its bytes) and its KeyObject: PDUs mostly come
+ * in runs from one server, and comparing 32 bytes is cheaper than the cache's string key.
+ * Always the most recently used entry of publicKeyCache, so skipping the cache's recency
+ * update on a hit changes no eviction.
+ */
+let latestPublicKey: { bytes: Uint8Array; key: KeyObject } | undefined;
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /** Returns undefined when OpenSSL refuses the key bytes. */
 function publicKeyObject(publicKey: Uint8Array): KeyObject | undefined {
+  if (latestPublicKey !== undefined && sameBytes(latestPublicKey.bytes, publicKey)) return latestPublicKey.key;
   const cacheKey = Buffer.from(publicKey.buffer, publicKey.byteOffset, publicKey.byteLength).toString('base64');
   let key = publicKeyCache.get(cacheKey);
   if (key === undefined) {
@@ -160,6 +175,7 @@ function publicKeyObject(publicKey: Uint8Array): KeyObject | undefined {
     }
     publicKeyCache.set(cacheKey, key);
   }
+  latestPublicKey = { bytes: new Uint8Array(publicKey), key };
   return key;
 }
 
@@ -195,6 +211,7 @@ export function nodeEd25519CacheSizes(): { privateKeys: number; publicKeys: numb
 export function clearNodeEd25519Caches(): void {
   privateKeyCache.clear();
   publicKeyCache.clear();
+  latestPublicKey = undefined;
 }
 
 export const defaultEd25519: Ed25519 = nodeEd25519;

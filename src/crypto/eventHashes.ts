@@ -6,10 +6,10 @@
  * algorithms for room versions 1 to 10.
  */
 import { createHash } from 'node:crypto';
-import { decodeBase64, encodeBase64Unpadded, encodeBase64UrlUnpadded } from './base64';
-import { canonicalJsonBytes } from './canonicalJson';
+import { decodeBase64ToBuffer, encodeBase64Unpadded, encodeBase64UrlUnpadded } from './base64';
+import { canonicalJson, canonicalJsonBytes, canonicalJsonOrUndefined, compareCodePoints, utf8Bytes } from './canonicalJson';
 import { defaultEd25519, type Ed25519 } from './ed25519';
-import { signJson, verifyJsonSignature, type Signatures } from './signJson';
+import { signJson, verifyJsonSignature, verifySignatureOver, type Signatures } from './signJson';
 import type { SigningKey } from './signingKey';
 
 /** A PDU as a JSON object. Only the fields this module reads are typed. */
@@ -34,6 +34,10 @@ function sha256(bytes: Uint8Array): Uint8Array {
   return new Uint8Array(createHash('sha256').update(bytes).digest());
 }
 
+function sha256OfText(text: string): Buffer {
+  return createHash('sha256').update(text, 'utf8').digest();
+}
+
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
@@ -48,7 +52,11 @@ function omit(obj: object, keys: readonly string[]): Record<string, unknown> {
 
 /** Unpadded base64 sha256 of the canonical event without `unsigned`, `signatures`, `hashes`. */
 export function computeContentHash(pdu: object): string {
-  return encodeBase64Unpadded(sha256(canonicalJsonBytes(omit(pdu, ['unsigned', 'signatures', 'hashes']))));
+  return encodeBase64Unpadded(contentHashBytes(pdu));
+}
+
+function contentHashBytes(pdu: object): Buffer {
+  return sha256OfText(canonicalJson(omit(pdu, ['unsigned', 'signatures', 'hashes'])));
 }
 
 /** A copy of `pdu` with `hashes: { sha256: <content hash> }`. */
@@ -61,9 +69,10 @@ export function checkContentHash(pdu: object): boolean {
   const hashes = (pdu as Pdu)['hashes'];
   if (!isPlainObject(hashes) || typeof hashes['sha256'] !== 'string') return false;
   try {
-    const expected = decodeBase64(hashes['sha256']);
-    const actual = decodeBase64(computeContentHash(pdu));
-    return expected.length === actual.length && Buffer.from(expected).equals(Buffer.from(actual));
+    const expected = decodeBase64ToBuffer(hashes['sha256']);
+    // Compared as bytes: decoding the hash's own base64 would give back these bytes.
+    const actual = contentHashBytes(pdu);
+    return expected.length === actual.length && actual.equals(expected);
   } catch {
     return false;
   }
@@ -134,10 +143,54 @@ export function redactPdu<T extends object>(pdu: T, roomVersion = '10'): Pdu {
   return structuredClone(out);
 }
 
+/** The kept top-level keys but `signatures`, in canonical (code point) order. */
+const SIGNED_TOP_LEVEL: readonly string[] = KEPT_TOP_LEVEL_V1_V10.filter((k) => k !== 'signatures').sort(compareCodePoints);
+
+/**
+ * Canonical JSON of the redacted `pdu` without `signatures` (redaction keeps no
+ * `unsigned` or `age_ts`): the text the event's signatures cover and its reference hash
+ * is taken of. Written straight from the PDU's own fields, without redactPdu's deep copy
+ * or any intermediate object. Undefined when a kept field (`signatures` included) holds
+ * anything but plain JSON data: the caller then takes the long way (redactPdu and
+ * canonical JSON), which decides such an event exactly as it always has.
+ */
+function redactedSignedJson(source: Pdu, v: number): string | undefined {
+  let out = '{';
+  for (const key of SIGNED_TOP_LEVEL) {
+    let json: string | undefined;
+    if (key === 'content') json = redactedContentJson(source, v);
+    else if (Object.hasOwn(source, key)) json = canonicalJsonOrUndefined(source[key]);
+    else continue;
+    if (json === undefined) return undefined;
+    out += `${out.length > 1 ? ',' : ''}"${key}":${json}`;
+  }
+  // Not written, but redactPdu's structuredClone must get through it as well.
+  if (Object.hasOwn(source, 'signatures') && canonicalJsonOrUndefined(source['signatures']) === undefined) return undefined;
+  return `${out}}`;
+}
+
+/** The `content` of redactPdu's output as canonical JSON, or undefined (see redactedSignedJson). */
+function redactedContentJson(source: Pdu, v: number): string | undefined {
+  const content = source['content'];
+  if (!isPlainObject(content)) return '{}';
+  const keys = keptContentKeys(source['type'], v);
+  if (keys.length === 0) return '{}';
+  const kept = keys.filter((k) => Object.hasOwn(content, k)).sort(compareCodePoints);
+  let out = '{';
+  for (const key of kept) {
+    const json = canonicalJsonOrUndefined(content[key]);
+    if (json === undefined) return undefined;
+    out += `${out.length > 1 ? ',' : ''}"${key}":${json}`;
+  }
+  return `${out}}`;
+}
+
 // ---------------------------------------------------- reference hash, event ID
 
 /** sha256 of the canonical redacted event without `signatures`, `unsigned`, `age_ts`. */
 export function referenceHash(pdu: object, roomVersion = '10'): Uint8Array {
+  const signed = redactedSignedJson(pdu as Pdu, roomVersionNumber(roomVersion));
+  if (signed !== undefined) return new Uint8Array(sha256OfText(signed));
   const redacted = omit(redactPdu(pdu, roomVersion), ['signatures', 'unsigned', 'age_ts']);
   return sha256(canonicalJsonBytes(redacted));
 }
@@ -196,6 +249,17 @@ export function verifyPduSignature(
   ed: Ed25519 = defaultEd25519,
   roomVersion = '10',
 ): boolean {
+  let signed: string | undefined;
+  try {
+    signed = redactedSignedJson(pdu as Pdu, roomVersionNumber(roomVersion));
+  } catch {
+    return false;
+  }
+  if (signed !== undefined) {
+    // redactPdu copies `signatures` only when it is the PDU's own.
+    if (!Object.hasOwn(pdu, 'signatures')) return false;
+    return verifySignatureOver(pdu, signed, serverName, keyId, publicKey, ed);
+  }
   let redacted: Pdu;
   try {
     redacted = redactPdu(pdu, roomVersion);

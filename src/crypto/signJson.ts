@@ -1,8 +1,8 @@
 /**
  * Signing and verifying JSON objects (spec appendix "Signing JSON").
  */
-import { decodeBase64, encodeBase64Unpadded } from './base64';
-import { canonicalJsonBytes } from './canonicalJson';
+import { decodeBase64ToBuffer, encodeBase64Unpadded } from './base64';
+import { canonicalJson, utf8Bytes } from './canonicalJson';
 import { defaultEd25519, type Ed25519 } from './ed25519';
 import type { SigningKey } from './signingKey';
 
@@ -37,7 +37,7 @@ export function signJson<T extends object>(
   if (existing !== undefined && !isPlainObject(existing)) {
     throw new TypeError('existing "signatures" must be an object');
   }
-  const signature = encodeBase64Unpadded(ed.sign(key.seed, canonicalJsonBytes(signableJson(obj))));
+  const signature = encodeBase64Unpadded(ed.sign(key.seed, utf8Bytes(canonicalJson(signableJson(obj)))));
 
   const signatures: Signatures = {};
   if (existing !== undefined) {
@@ -78,15 +78,37 @@ export function verifyJsonSignature(
   ed: Ed25519 = defaultEd25519,
 ): boolean {
   if (!isPlainObject(obj)) return false;
-  const encoded = getSignature(obj, serverName, keyId);
-  if (encoded === undefined) return false;
-  let signature: Uint8Array;
-  let message: Uint8Array;
+  if (getSignature(obj, serverName, keyId) === undefined) return false;
+  let signedJson: string;
   try {
-    signature = decodeBase64(encoded);
-    message = canonicalJsonBytes(signableJson(obj));
+    signedJson = canonicalJson(signableJson(obj));
   } catch {
     return false;
   }
-  return ed.verify(publicKey, message, signature);
+  return verifySignatureOver(obj, signedJson, serverName, keyId, publicKey, ed);
+}
+
+/**
+ * Checks `serverName`'s signature with `keyId` in `obj.signatures` against
+ * `signedJson`, the canonical JSON text it should cover (the caller has built it:
+ * for a PDU, from the redacted event). False when the signature is missing, not
+ * base64 or does not verify. Never throws.
+ */
+export function verifySignatureOver(
+  obj: object,
+  signedJson: string,
+  serverName: string,
+  keyId: string,
+  publicKey: Uint8Array,
+  ed: Ed25519 = defaultEd25519,
+): boolean {
+  const encoded = getSignature(obj, serverName, keyId);
+  if (encoded === undefined) return false;
+  let signature: Uint8Array;
+  try {
+    signature = decodeBase64ToBuffer(encoded);
+  } catch {
+    return false;
+  }
+  return ed.verify(publicKey, utf8Bytes(signedJson), signature);
 }

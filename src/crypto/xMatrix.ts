@@ -2,8 +2,8 @@
  * Federation request authentication: the `X-Matrix` Authorization scheme
  * (server-server API, "Request Authentication").
  */
-import { decodeBase64 } from './base64';
-import { canonicalJsonBytes } from './canonicalJson';
+import { decodeBase64ToBuffer } from './base64';
+import { canonicalJson, utf8Bytes } from './canonicalJson';
 import { defaultEd25519, type Ed25519 } from './ed25519';
 import { signJson } from './signJson';
 import type { SigningKey } from './signingKey';
@@ -157,8 +157,8 @@ export function verifyRequestSignature(
   let message: Uint8Array;
   let signature: Uint8Array;
   try {
-    signature = decodeBase64(header.sig);
-    message = canonicalJsonBytes(buildRequestSigningJson(req));
+    signature = decodeBase64ToBuffer(header.sig);
+    message = utf8Bytes(canonicalJson(buildRequestSigningJson(req)));
   } catch {
     return false;
   }

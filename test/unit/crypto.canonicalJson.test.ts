@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { CanonicalJsonError, canonicalJson, canonicalJsonBytes, compareCodePoints } from '../../src/crypto/canonicalJson';
+import { createHash } from 'node:crypto';
+import {
+  CanonicalJsonError,
+  canonicalJson,
+  canonicalJsonBytes,
+  canonicalJsonOrUndefined,
+  compareCodePoints,
+} from '../../src/crypto/canonicalJson';
 
 /**
  * Every example from the Matrix spec, appendices "Canonical JSON" > "Examples"
@@ -195,5 +202,103 @@ describe('canonicalJson: numbers and other values', () => {
   it('matches JSON.stringify for plain ASCII data without control characters', () => {
     const value = { z: [1, 2, { b: 'x', a: null }], m: 'hello', a: true };
     expect(canonicalJson(value)).toBe(JSON.stringify({ a: true, m: 'hello', z: [1, 2, { a: null, b: 'x' }] }));
+  });
+});
+
+/**
+ * canonicalJson tries a fast writer first and falls back to the checked writer (which
+ * keeps a path and a cycle set for its error messages) when the fast one gives up.
+ */
+describe('canonicalJson: the fast writer and the checked writer agree', () => {
+  /**
+   * The spec's definition by other means: JSON.stringify for the scalars (its escapes are
+   * canonical JSON's for well-formed strings), keys sorted by code point. (Not
+   * JSON.stringify of a sorted copy: integer-like keys would come first.)
+   */
+  function reference(value: unknown): string {
+    if (Array.isArray(value)) return `[${value.map(reference).join(',')}]`;
+    if (value !== null && typeof value === 'object') {
+      const record = value as Record<string, unknown>;
+      const keys = Object.keys(record).sort(compareCodePoints);
+      return `{${keys.map((k) => `${JSON.stringify(k)}:${reference(record[k])}`).join(',')}}`;
+    }
+    return JSON.stringify(value);
+  }
+
+  /** Random JSON values: astral and control characters, escapes, safe integers, nesting. */
+  function randomJson(seed: string): () => unknown {
+    let counter = 0;
+    let pool = Buffer.alloc(0);
+    const byte = (): number => {
+      if (pool.length === 0) pool = createHash('sha256').update(`${seed}/${counter++}`).digest();
+      const b = pool[0]!;
+      pool = pool.subarray(1);
+      return b;
+    };
+    const CHARS = ['a', 'b', 'Z', '0', ' ', '"', '\\', '/', '\n', '\t', '\u0000', '\u001f', '\u007f', '\u00e9', '\u2028', '\u4e2d', '\ue000', '\uffff', '\u{1F600}', '\u{10000}', '\u{10FFFF}'];
+    const str = (): string => Array.from({ length: byte() % 6 }, () => CHARS[byte() % CHARS.length]).join('');
+    const value = (depth: number): unknown => {
+      const kind = byte() % (depth > 3 ? 5 : 7);
+      switch (kind) {
+        case 0: return str();
+        case 1: return ((byte() << 16) | (byte() << 8) | byte()) * (byte() % 2 ? -1 : 1) * (byte() % 3 === 0 ? 2 ** 29 : 1);
+        case 2: return byte() % 2 === 0;
+        case 3: return null;
+        case 4: return byte() % 2 ? Number.MAX_SAFE_INTEGER : -Number.MAX_SAFE_INTEGER;
+        case 5: return Array.from({ length: byte() % 4 }, () => value(depth + 1));
+        default: return Object.fromEntries(Array.from({ length: byte() % 5 }, () => [str(), value(depth + 1)]));
+      }
+    };
+    return () => value(0);
+  }
+
+  it('writes what the reference writes for 2,000 random values', () => {
+    const next = randomJson('canonical-fast');
+    for (let i = 0; i < 2000; i++) {
+      const v = next();
+      const expected = reference(v);
+      expect(canonicalJson(v)).toBe(expected);
+      expect(canonicalJsonOrUndefined(v)).toBe(expected);
+      expect(Buffer.from(canonicalJsonBytes(v)).toString('utf8')).toBe(expected);
+    }
+  });
+
+  it('writes structures nested deeper than the fast writer goes (the checked writer takes over)', () => {
+    let arrays: unknown = 1;
+    let objects: unknown = 'x';
+    for (let i = 0; i < 300; i++) {
+      arrays = [arrays];
+      objects = { b: objects, a: i };
+    }
+    expect(canonicalJsonOrUndefined(arrays)).toBeUndefined();
+    expect(canonicalJson(arrays)).toBe(`${'['.repeat(300)}1${']'.repeat(300)}`);
+    expect(canonicalJson(objects)).toBe(reference(objects));
+  });
+
+  it('gives up, and canonicalJson reports the precise error, for everything it rejects', () => {
+    const cyclic: Record<string, unknown> = { a: { list: [1, {}] } };
+    ((cyclic['a'] as { list: Record<string, unknown>[] }).list[1] as Record<string, unknown>)['back'] = cyclic;
+    const cases: [unknown, string][] = [
+      [{ a: { b: [1, 2.5] } }, '$.a.b[1]'],
+      [{ a: { b: [1, 2 ** 53] } }, '$.a.b[1]'],
+      [{ a: [{ x: undefined }] }, '$.a[0].x'],
+      [{ a: [, 1] }, '$.a[0]'], // a hole
+      [{ a: 'ok', b: 'lone \ud800' }, '$.b'],
+      [{ ['\udc00']: 1 }, '$.\udc00'],
+      [{ when: new Date(0) }, '$.when'],
+      [{ n: 1n }, '$.n'],
+      [cyclic, '$.a.list[1].back'],
+    ];
+    for (const [value, path] of cases) {
+      expect(canonicalJsonOrUndefined(value)).toBeUndefined();
+      let err: unknown;
+      try {
+        canonicalJson(value);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(CanonicalJsonError);
+      expect((err as CanonicalJsonError).path).toBe(path);
+    }
   });
 });

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import {
   NODE_ED25519_CACHE_LIMITS,
+  clearNodeEd25519Caches,
   defaultEd25519,
   nodeEd25519,
   nodeEd25519CacheSizes,
@@ -186,6 +187,62 @@ describe('ed25519 node: key cache', () => {
     const sizes = nodeEd25519CacheSizes();
     expect(sizes.publicKeys).toBeLessThanOrEqual(NODE_ED25519_CACHE_LIMITS.publicKeys);
     expect(sizes.privateKeys).toBeLessThanOrEqual(NODE_ED25519_CACHE_LIMITS.privateKeys);
+  });
+
+  it('is correct per key when keys alternate, repeat, or fall out of the cache', () => {
+    const rand = drbg('cache-per-key');
+    const msg = rand(100);
+    const keys = Array.from({ length: 12 }, () => {
+      const seed = rand(32);
+      return { pk: nodeEd25519.publicKeyFromSeed(seed), sig: nodeEd25519.sign(seed, msg) };
+    });
+    clearNodeEd25519Caches();
+    // Runs of one key (the latest-key shortcut), alternation, and every wrong pairing.
+    const order = [0, 0, 0, 1, 0, 1, 1, 2, 11, 2, 5, 5, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0, 11];
+    for (const i of order) {
+      for (let j = 0; j < keys.length; j++) {
+        expect(nodeEd25519.verify(keys[i]!.pk, msg, keys[j]!.sig), `key ${i}, signature ${j}`).toBe(i === j);
+        expect(nodeEd25519.verify(keys[i]!.pk, msg, keys[i]!.sig)).toBe(true);
+      }
+    }
+    expect(nodeEd25519CacheSizes().publicKeys).toBe(keys.length);
+    // Evicted by many other keys, then used again.
+    for (let n = 0; n < NODE_ED25519_CACHE_LIMITS.publicKeys; n++) nodeEd25519.verify(rand(32), msg, keys[0]!.sig);
+    expect(nodeEd25519CacheSizes().publicKeys).toBeLessThanOrEqual(NODE_ED25519_CACHE_LIMITS.publicKeys);
+    for (const [i, k] of keys.entries()) {
+      expect(nodeEd25519.verify(k.pk, msg, k.sig), `key ${i} after eviction`).toBe(true);
+      expect(nodeEd25519.verify(k.pk, msg, keys[(i + 1) % keys.length]!.sig)).toBe(false);
+    }
+  });
+
+  it('a run of verifies with one key adds one cache entry, and clearing forgets it', () => {
+    clearNodeEd25519Caches();
+    const v = RFC8032[1]!;
+    const pk = nodeEd25519.publicKeyFromSeed(hex(v.seed));
+    for (let i = 0; i < 50; i++) expect(nodeEd25519.verify(pk, hex(v.message), hex(v.signature))).toBe(true);
+    expect(nodeEd25519CacheSizes().publicKeys).toBe(1);
+    clearNodeEd25519Caches();
+    expect(nodeEd25519CacheSizes().publicKeys).toBe(0);
+    expect(nodeEd25519.verify(new Uint8Array(pk), hex(v.message), hex(v.signature))).toBe(true);
+    expect(nodeEd25519CacheSizes().publicKeys).toBe(1);
+  });
+
+  it('compares the bytes, not the array: a key array changed in place is a different key', () => {
+    const v = RFC8032[2]!;
+    const pk = nodeEd25519.publicKeyFromSeed(hex(v.seed));
+    const msg = hex(v.message);
+    const sig = hex(v.signature);
+    expect(nodeEd25519.verify(pk, msg, sig)).toBe(true);
+    pk[5]! ^= 0x40;
+    expect(nodeEd25519.verify(pk, msg, sig)).toBe(false);
+    pk[5]! ^= 0x40;
+    expect(nodeEd25519.verify(pk, msg, sig)).toBe(true);
+    // The same bytes at another offset of a bigger buffer are the same key.
+    const bigger = new Uint8Array(40);
+    bigger.set(pk, 8);
+    expect(nodeEd25519.verify(bigger.subarray(8), msg, sig)).toBe(true);
+    bigger[8]! ^= 1;
+    expect(nodeEd25519.verify(bigger.subarray(8), msg, sig)).toBe(false);
   });
 
   it('gives correct results for a cached key after the caller mutates its input array', () => {

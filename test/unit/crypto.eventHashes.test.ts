@@ -1,5 +1,7 @@
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { decodeBase64, encodeBase64Unpadded } from '../../src/crypto/base64';
+import { CanonicalJsonError, canonicalJsonBytes } from '../../src/crypto/canonicalJson';
 import { nodeEd25519, tweetnaclEd25519, type Ed25519 } from '../../src/crypto/ed25519';
 import {
   UnsupportedRoomVersionError,
@@ -13,6 +15,7 @@ import {
   verifyPduSignature,
   withContentHash,
 } from '../../src/crypto/eventHashes';
+import { signableJson, verifyJsonSignature } from '../../src/crypto/signJson';
 import { generateSigningKey, signingKeyFromSeed } from '../../src/crypto/signingKey';
 
 // ---------------------------------------------------------------------------
@@ -443,5 +446,128 @@ describe('signPdu / verifyPduSignature', () => {
     expect(verifyPduSignature(v8, 'peekd.test', key.keyId, key.publicKey, undefined, '9')).toBe(false);
     const moved = { ...v9, content: { ...v9.content, join_authorised_via_users_server: '@eve:peekd.test' } };
     expect(verifyPduSignature(moved, 'peekd.test', key.keyId, key.publicKey, undefined, '9')).toBe(false);
+  });
+});
+
+// ---------------------------------------------------------------------------
+/**
+ * verifyPduSignature and referenceHash write the redacted event's canonical JSON straight
+ * from the PDU's fields; "the long way" is the algorithm as the spec states it, built from
+ * redactPdu (a deep copy) and canonical JSON. Both must decide every event alike.
+ */
+describe('verifyPduSignature / referenceHash: the direct path agrees with the long way', () => {
+  const key = generateSigningKey('a_Long');
+  const other = generateSigningKey('a_Othr');
+
+  const longVerify = (pdu: object, server: string, keyId: string, publicKey: Uint8Array, v = '10'): boolean => {
+    try {
+      return verifyJsonSignature(redactPdu(pdu, v), server, keyId, publicKey);
+    } catch {
+      return false;
+    }
+  };
+  const longReferenceHash = (pdu: object, v = '10'): Uint8Array => {
+    const { signatures: _s, unsigned: _u, age_ts: _a, ...rest } = redactPdu(pdu, v);
+    return new Uint8Array(createHash('sha256').update(canonicalJsonBytes(rest)).digest());
+  };
+  const expectSameVerdict = (pdu: object, expected: boolean, v = '10'): void => {
+    expect(longVerify(pdu, 'peekd.test', key.keyId, key.publicKey, v)).toBe(expected);
+    expect(verifyPduSignature(pdu, 'peekd.test', key.keyId, key.publicKey, undefined, v)).toBe(expected);
+  };
+
+  const base = {
+    auth_events: ['$create', '$power'],
+    depth: 7,
+    event_id: '$legacy:peekd.test',
+    membership: 'join',
+    origin: 'peekd.test',
+    origin_server_ts: 1700000000000,
+    prev_events: ['$prev'],
+    prev_state: [],
+    room_id: '!room:peekd.test',
+    sender: '@alice:peekd.test',
+    unsigned: { age_ts: 5, 'x\u0000': [1.5] },
+    age_ts: 9,
+    extra: { ignored: 0.5 }, // not kept by redaction, and not canonical: must not matter
+    hashes: { sha256: 'not checked here' },
+  };
+  const contents: [string, Record<string, unknown>][] = [
+    ['m.room.message', { msgtype: 'm.text', body: 'h\u00e9llo "\\" \n \u{1F600}' }],
+    ['m.room.member', { membership: 'join', join_authorised_via_users_server: '@bob:peekd.test', displayname: 'A' }],
+    ['m.room.create', { creator: '@alice:peekd.test', room_version: '10' }],
+    ['m.room.join_rules', { join_rule: 'restricted', allow: [{ type: 'm.room_membership', room_id: '!x:y' }] }],
+    ['m.room.power_levels', { ban: 50, events: { 'm.room.name': 50 }, events_default: 0, kick: 50, redact: 50, state_default: 50, users: { '@alice:peekd.test': 100, '\u{1F600}': 1, '\uFB01': 2 }, users_default: 0, notifications: { room: 50 } }],
+    ['m.room.history_visibility', { history_visibility: 'world_readable' }],
+    ['m.room.aliases', { aliases: ['#a:peekd.test'] }],
+  ];
+
+  it('for every redaction rule and room version 1-10: same verdicts, same reference hash, same event ID', () => {
+    for (const version of ['1', '2', '3', '4', '5', '6', '7', '8', '9', '10']) {
+      for (const [type, content] of contents) {
+        const event = { ...base, type, state_key: type === 'm.room.message' ? undefined : '', content };
+        if (event.state_key === undefined) delete (event as { state_key?: string }).state_key;
+        const signed = signPdu(signPdu(event, 'other.test', other, undefined, version), 'peekd.test', key, undefined, version);
+        const label = `${type} v${version}`;
+        expect(verifyPduSignature(signed, 'peekd.test', key.keyId, key.publicKey, undefined, version), label).toBe(true);
+        expect(verifyPduSignature(signed, 'other.test', other.keyId, other.publicKey, undefined, version), label).toBe(true);
+        expect(referenceHash(signed, version), label).toEqual(longReferenceHash(signed, version));
+        if (Number(version) >= 3) {
+          const hash = longReferenceHash(signed, version);
+          const encoded = Buffer.from(hash).toString(version === '3' ? 'base64' : 'base64url').replace(/=+$/, '');
+          expect(eventIdForPdu(signed, version), label).toBe(`$${encoded}`);
+        }
+        // Every kept field is covered: change one and both ways refuse.
+        for (const field of ['auth_events', 'depth', 'event_id', 'membership', 'origin', 'origin_server_ts', 'prev_events', 'prev_state', 'room_id', 'sender', 'hashes']) {
+          expectSameVerdict({ ...signed, [field]: 'changed' }, false, version);
+        }
+      }
+    }
+  });
+
+  it('a PDU with a null prototype verifies; an inherited `signatures` does not count', () => {
+    const signed = signPdu({ ...base, type: 'm.room.message', content: { body: 'x' } }, 'peekd.test', key);
+    expectSameVerdict(Object.assign(Object.create(null) as object, signed), true);
+    const { signatures, ...unsignedPart } = signed;
+    expectSameVerdict(Object.assign(Object.create({ signatures }) as object, unsignedPart), false);
+  });
+
+  it('falls back to the long way for fields that are not plain JSON data, and decides as it does', () => {
+    const powerLevels = { ...base, type: 'm.room.power_levels', state_key: '', content: { users: { '@alice:peekd.test': 100 }, ban: 50 } };
+    const signed = signPdu(powerLevels, 'peekd.test', key);
+    class Users {
+      '@alice:peekd.test' = 100;
+    }
+    let deep: unknown = { 'm.room.name': 50 };
+    for (let i = 0; i < 200; i++) deep = { nested: deep };
+    const deeplySigned = signPdu({ ...powerLevels, content: { ...powerLevels.content, events: deep } }, 'peekd.test', key);
+    const cyclic: Record<string, unknown> = {};
+    cyclic['self'] = cyclic;
+
+    // A class instance: redactPdu's structuredClone makes a plain object of it, which verifies.
+    expectSameVerdict({ ...signed, content: { ...signed.content, users: new Users() } }, true);
+    // Nested deeper than the fast writer goes.
+    expectSameVerdict(deeplySigned, true);
+    expect(referenceHash(deeplySigned)).toEqual(longReferenceHash(deeplySigned));
+    // Other servers' signatures are not signed, but must survive the deep copy.
+    expectSameVerdict({ ...signed, signatures: { ...signed.signatures, 'x.test': { when: new Date(0) } } }, true);
+    expectSameVerdict({ ...signed, signatures: { ...signed.signatures, 'x.test': { f: () => 1 } } }, false);
+    // Not canonical JSON in a kept field.
+    expectSameVerdict({ ...signed, depth: 7.5 }, false);
+    expectSameVerdict({ ...signed, depth: 2 ** 53 }, false);
+    expectSameVerdict({ ...signed, depth: undefined }, false);
+    expectSameVerdict({ ...signed, depth: 7n }, false);
+    expectSameVerdict({ ...signed, room_id: '!\ud800:peekd.test' }, false);
+    expectSameVerdict({ ...signed, content: { ...signed.content, ban: cyclic } }, false);
+    expect(() => referenceHash({ ...signed, content: { ...signed.content, ban: cyclic } })).toThrow(CanonicalJsonError);
+    expect(() => longReferenceHash({ ...signed, content: { ...signed.content, ban: cyclic } })).toThrow(CanonicalJsonError);
+  });
+
+  it('signs exactly the bytes the long way signs (the spec vectors\' redacted forms)', () => {
+    for (const { output } of SPEC_EVENTS) {
+      const event = JSON.parse(output) as Record<string, unknown>;
+      const specKey = signingKeyFromSeed('1', SPEC_SEED);
+      expect(verifyPduSignature(event, 'domain', 'ed25519:1', specKey.publicKey)).toBe(true);
+      expect(nodeEd25519.verify(specKey.publicKey, canonicalJsonBytes(signableJson(redactPdu(event))), decodeBase64((event['signatures'] as Record<string, Record<string, string>>)['domain']!['ed25519:1']!))).toBe(true);
+    }
   });
 });
