@@ -29,6 +29,13 @@ type RoomSection = Record<string, unknown>;
 interface View {
   now: number;
   viewer: Viewer;
+  /**
+   * Rooms where the user has a membership (any: join, invite, leave, ban). Elsewhere the
+   * user has none, nor ever had one, and history visibility judges it as a stranger — the
+   * same judgement for every such user, so it is shared (one read per room and position
+   * when thousands of peeking devices wake at once).
+   */
+  memberOf: ReadonlySet<string>;
 }
 
 export interface SyncResponse {
@@ -81,7 +88,7 @@ export class SyncService {
   private async compute(req: SyncRequest, upto: SyncPosition): Promise<{ response: SyncResponse; roomIds: string[] }> {
     const { rooms } = this.deps;
     const since = req.since;
-    const view: View = { now: this.deps.now(), viewer: { userId: req.userId, deviceId: req.deviceId } };
+    const view: View = { now: this.deps.now(), viewer: { userId: req.userId, deviceId: req.deviceId }, memberOf: new Set() };
     const response: SyncResponse = {
       next_batch: formatSyncToken(since ? { rooms: Math.max(since.rooms, upto.rooms), peeks: Math.max(since.peeks, upto.peeks) } : upto),
       rooms: { join: {}, peek: {}, leave: {}, invite: {} },
@@ -95,6 +102,7 @@ export class SyncService {
     const memberships = cache
       ? ((await cache.memberships.get(req.userId, () => rooms.membershipsOf(req.userId))) as Awaited<ReturnType<RoomReader['membershipsOf']>>)
       : await rooms.membershipsOf(req.userId);
+    view.memberOf = new Set(memberships.map((m) => m.roomId));
     const devicePeeks = await this.devicePeeks(req.userId, req.deviceId);
     const peekRows = new Map<string, DevicePeekRow>();
     for (const row of devicePeeks) peekRows.set(row.roomId, row);
@@ -191,7 +199,8 @@ export class SyncService {
    */
   private async visibleTimeline(roomId: string, after: number, upto: number, limit: number, view: View): Promise<TimelineSlice & { hidden: boolean }> {
     const slice = await this.deps.rooms.timeline(roomId, after, upto, limit);
-    const events = await this.deps.rooms.visibleTo(roomId, view.viewer.userId, slice.events, upto);
+    const viewer = view.memberOf.has(roomId) ? view.viewer.userId : null;
+    const events = await this.deps.rooms.visibleTo(roomId, viewer, slice.events, upto);
     return { events, limited: slice.limited, hidden: events.length < slice.events.length };
   }
 
