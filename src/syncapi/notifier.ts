@@ -4,6 +4,9 @@ import type { PeekEvent } from '../events/peekEvents';
 import type { RoomEvent } from '../events/roomEvents';
 import type { Projected } from '../projections/projection';
 
+/** How many long-polls are woken before the event loop gets a turn. */
+const WAKE_SLICE = 200;
+
 export interface WaitInterest {
   userId: string;
   deviceId: string;
@@ -60,8 +63,21 @@ export class SyncNotifier {
     });
   }
 
+  /**
+   * Wakes a set of waiters in slices, yielding to the event loop between them, so that
+   * thousands of long-polls woken by one event do not hold it: the answers of one slice
+   * are written to their sockets before the next slice is computed.
+   */
   private wakeAll(set: Set<Waiter> | undefined) {
-    if (set) for (const w of [...set]) w.wake();
+    if (!set || set.size === 0) return;
+    const waiters = [...set];
+    let i = 0;
+    const slice = () => {
+      const end = Math.min(i + WAKE_SLICE, waiters.length);
+      for (; i < end; i++) waiters[i]!.wake();
+      if (i < waiters.length) setImmediate(slice);
+    };
+    slice();
   }
 
   onRoomEvents(batch: Projected<RoomEvent>[]): void {

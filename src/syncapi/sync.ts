@@ -8,6 +8,7 @@ import { withoutRoomId } from './clientEvents';
 import type { DevicePeekRow, PeekReader } from './peekReader';
 import type { SyncNotifier } from './notifier';
 import type { SyncCache } from './syncCache';
+import { ImmutableReadCache } from './memo';
 import { formatSyncToken, formatTopologicalToken, positionOf, type SyncPosition } from './syncToken';
 
 export const DEFAULT_TIMELINE_LIMIT = 20;
@@ -224,14 +225,36 @@ export class SyncService {
     return [];
   }
 
+  /**
+   * Room sections for readers with no membership in the room (peeking devices): the same
+   * for every such reader at the same positions (no transaction IDs of their own, history
+   * judged as a stranger's), so thousands of devices woken by one event share one.
+   */
+  private readonly strangerSections = new ImmutableReadCache<RoomSection>(2_000);
+
+  private shareable(roomId: string, view: View, key: string, make: () => Promise<RoomSection>): Promise<RoomSection> {
+    if (view.memberOf.has(roomId)) return make();
+    return this.strangerSections.get(`${roomId}\u0000${key}`, make);
+  }
+
   /** Like a new join: the latest events, and the state before the first of them. */
-  private async fullRoom(roomId: string, upto: number, limit: number, view: View): Promise<RoomSection> {
+  private fullRoom(roomId: string, upto: number, limit: number, view: View): Promise<RoomSection> {
+    return this.shareable(roomId, view, `full\u0000${upto}\u0000${limit}`, () => this.makeFullRoom(roomId, upto, limit, view));
+  }
+
+  private incrementalRoom(roomId: string, after: number, upto: number, limit: number, fullState: boolean, view: View): Promise<RoomSection> {
+    return this.shareable(roomId, view, `inc\u0000${after}\u0000${upto}\u0000${limit}\u0000${fullState}`, () =>
+      this.makeIncrementalRoom(roomId, after, upto, limit, fullState, view),
+    );
+  }
+
+  private async makeFullRoom(roomId: string, upto: number, limit: number, view: View): Promise<RoomSection> {
     const slice = await this.visibleTimeline(roomId, 0, upto, limit, view);
     const state = await this.stateFor(roomId, 0, upto, slice, true);
     return this.section(state, slice.events, slice.limited, this.prevBatch(slice.events[0], upto), view);
   }
 
-  private async incrementalRoom(roomId: string, after: number, upto: number, limit: number, fullState: boolean, view: View): Promise<RoomSection> {
+  private async makeIncrementalRoom(roomId: string, after: number, upto: number, limit: number, fullState: boolean, view: View): Promise<RoomSection> {
     const slice = await this.visibleTimeline(roomId, after, upto, limit, view);
     const state = await this.stateFor(roomId, after, upto, slice, fullState);
     return this.section(state, slice.events, slice.limited, this.prevBatch(slice.events[0], upto), view);
