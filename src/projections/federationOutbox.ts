@@ -3,7 +3,7 @@
 // outbound peek (no local device needs it any more) becomes a DELETE to the host.
 import { decodePeekEvents, type PeekEvent } from '../events/peekEvents';
 import { federationsenderOutbox } from '../store/schema';
-import { chunks } from '../store/sqlHelpers';
+import { chunks, pipelined } from '../store/sqlHelpers';
 import type { Tx } from '../store/db';
 import type { PeekProjection, Projected } from './projection';
 
@@ -27,6 +27,6 @@ export const federationOutboxProjection: PeekProjection = {
         rows.push({ seq, destination: p.server, kind: 'delete_peek', roomId: event.roomId, peekId: p.peekId });
       }
     }
-    for (const part of chunks(rows, 500)) await tx.insert(federationsenderOutbox).values(part).onConflictDoNothing();
+    await pipelined(chunks(rows, 500).map((part) => tx.insert(federationsenderOutbox).values(part).onConflictDoNothing()));
   },
 };

@@ -3,7 +3,7 @@
 import type { PgColumn, PgTable } from 'drizzle-orm/pg-core';
 import { decodePeekEvents, type PeekEvent, type PeekStarted } from '../events/peekEvents';
 import { federationsenderInboundPeeks, federationsenderOutboundPeeks } from '../store/schema';
-import { chunks, insertRows, tupleIn } from '../store/sqlHelpers';
+import { chunks, insertRows, pipelined, tupleIn } from '../store/sqlHelpers';
 import type { Tx } from '../store/db';
 import type { PeekProjection, Projected } from './projection';
 
@@ -62,8 +62,10 @@ export const federationPeeksProjection: PeekProjection = {
   tables: ['federationsender_inbound_peeks', 'federationsender_outbound_peeks'],
   decode: decodePeekEvents,
   async apply(tx: Tx, batch: Projected<PeekEvent>[]): Promise<void> {
-    await applyTo(tx, inbound, batch);
-    await applyTo(tx, outbound, batch);
+    const byKind: Record<ServerPeek['kind'], Projected<PeekEvent>[]> = { inbound: [], outbound: [] };
+    for (const b of batch) if (b.event.peek.kind !== 'device') byKind[b.event.peek.kind].push(b);
+    // Two tables, no row in common: their statements go out together.
+    await pipelined([applyTo(tx, inbound, byKind.inbound), applyTo(tx, outbound, byKind.outbound)]);
   },
 };
 
@@ -71,42 +73,45 @@ export const federationPeeksProjection: PeekProjection = {
 async function applyTo<R extends { renewedAt: number; renewalIntervalMs: number; expiresAt: number }>(
   tx: Tx,
   spec: PeekTable<R>,
-  all: Projected<PeekEvent>[],
+  batch: Projected<PeekEvent>[],
 ): Promise<void> {
-  const batch = all.filter((b) => b.event.peek.kind === spec.kind);
   if (batch.length === 0) return;
-  const keyOf = (e: PeekEvent) => spec.eventKey(e.roomId, e.peek as ServerPeek);
-  const joined = (k: string[]) => k.join('\u0000');
+  // Each event's key, once: its fields (for SQL) and joined (for maps).
+  const fields = batch.map(({ event }) => spec.eventKey(event.roomId, event.peek as ServerPeek));
+  const keys = fields.map((k) => k.join('\u0000'));
 
   // The current rows of peeks this batch renews or ends without starting them.
   const startedHere = new Set<string>();
   const needed = new Map<string, string[]>();
-  for (const { event } of batch) {
-    const k = keyOf(event);
-    if (event.type === 'PeekStarted') startedHere.add(joined(k));
-    else if (!startedHere.has(joined(k))) needed.set(joined(k), k);
-  }
+  batch.forEach(({ event }, i) => {
+    if (event.type === 'PeekStarted') startedHere.add(keys[i]!);
+    else if (!startedHere.has(keys[i]!)) needed.set(keys[i]!, fields[i]!);
+  });
   const rows = new Map<string, R | null>();
-  for (const part of chunks([...needed.values()], 1000)) {
-    const found = (await tx.select().from(spec.table).where(tupleIn(spec.keyColumns, part))) as R[];
-    for (const r of found) rows.set(joined(spec.rowKey(r)), r);
-  }
+  const found = await pipelined(chunks([...needed.values()], 1000).map((part) => tx.select().from(spec.table).where(tupleIn(spec.keyColumns, part))));
+  for (const r of found.flat() as R[]) rows.set(spec.rowKey(r).join('\u0000'), r);
 
-  for (const { seq, shard, event } of batch) {
-    const key = joined(keyOf(event));
+  const gone = new Map<string, string[]>();
+  batch.forEach(({ seq, shard, event }, i) => {
+    const key = keys[i]!;
     const row = rows.get(key);
     if (event.type === 'PeekStarted') {
       rows.set(key, spec.started(event as PeekStarted & { peek: ServerPeek }, seq, shard));
+      gone.delete(key);
     } else if (event.type === 'PeekRenewed' && row) {
       const interval = event.renewalIntervalMs ?? row.renewalIntervalMs;
       rows.set(key, { ...row, renewedAt: event.at, renewalIntervalMs: interval, expiresAt: event.expiresAt ?? event.at + interval });
     } else if (event.type === 'PeekExpired') {
       rows.set(key, null);
+      gone.set(key, fields[i]!);
     }
-  }
+  });
 
-  const live = [...rows.values()].filter((r): r is R => r !== null);
-  const gone = [...rows.entries()].filter(([, r]) => r === null).map(([k]) => k.split('\u0000'));
-  await insertRows(tx, spec.table, live as Record<string, unknown>[], { target: spec.keyColumns.map((c) => c.name) });
-  for (const part of chunks(gone, 500)) await tx.delete(spec.table).where(tupleIn(spec.keyColumns, part));
+  const live: R[] = [];
+  for (const r of rows.values()) if (r !== null) live.push(r);
+  // Different keys: the upserts and the deletes go out together.
+  await pipelined([
+    insertRows(tx, spec.table, live as Record<string, unknown>[], { target: spec.keyColumns.map((c) => c.name) }),
+    ...chunks([...gone.values()], 500).map((part) => tx.delete(spec.table).where(tupleIn(spec.keyColumns, part))),
+  ]);
 }

@@ -2,7 +2,7 @@
 // `apply` that folds a batch of events into those tables inside the runner's transaction.
 import type { PeekEvent } from '../events/peekEvents';
 import type { RoomEvent } from '../events/roomEvents';
-import { eachEvent, throughSeq } from '../events/envelope';
+import { position, throughSeq } from '../events/envelope';
 import type { Naming, StreamKind } from '../events/subjects';
 import type { Tx } from '../store/db';
 
@@ -58,31 +58,64 @@ export interface DecodedMessage<E> {
   quarantined?: Quarantined;
 }
 
+/** What decoding a message depends on: projections alike in both share one decoding of it. */
+export type Decoder<E> = Pick<Projection<E>, 'stream' | 'decode'>;
+
 /**
  * The events of one log message (positions, room and shard), and what of it cannot be read.
  * Never throws: a message that cannot be decoded is quarantined, so it can neither stall the
  * stream nor vanish without a trace. The events of an envelope that can be read are kept
  * even when others in it cannot (each event keeps its index, so positions stay put).
+ *
+ * The result depends only on the message and on `decoder`'s stream and decode function, never
+ * on the projection: one decoding serves every projection that reads the stream alike (the
+ * runners' shared feed, a rebuild of several projections). Readers must not change it.
  */
-export function decodeMessage<E>(projection: Projection<E>, naming: Naming, m: { seq: number; subject: string; data: Uint8Array }): DecodedMessage<E> {
-  const quarantine = (reason: string, events: Projected<E>[] = []): DecodedMessage<E> => ({
-    events,
-    quarantined: { seq: throughSeq(m.seq), stream: naming.streamName(projection.stream), streamSeq: m.seq, subject: m.subject, payload: m.data, reason },
-  });
-  const parsed = naming.parseRoomSubject(m.subject);
-  if (!parsed || parsed.kind !== projection.stream) return quarantine(`not a ${projection.stream} room subject`);
+export function decodeMessage<E>(decoder: Decoder<E>, naming: Naming, m: { seq: number; subject: string; data: Uint8Array }): DecodedMessage<E> {
+  const parsed = roomSubjectOf(naming, m.subject);
+  if (!parsed || parsed.kind !== decoder.stream) return quarantine(decoder, naming, m, `not a ${decoder.stream} room subject`);
   let decoded: (E | null)[];
   try {
-    decoded = projection.decode(m.data);
+    decoded = decoder.decode(m.data);
   } catch (err) {
-    return quarantine(`cannot decode: ${err instanceof Error ? err.message : String(err)}`);
+    return quarantine(decoder, naming, m, `cannot decode: ${err instanceof Error ? err.message : String(err)}`);
   }
-  if (decoded.length === 0) return quarantine('an envelope without events');
+  if (decoded.length === 0) return quarantine(decoder, naming, m, 'an envelope without events');
   const events: Projected<E>[] = [];
-  eachEvent(m.seq, decoded, (event, seq) => events.push({ seq, roomId: parsed.roomId, shard: parsed.shard, event }));
+  const { roomId, shard } = parsed;
+  // Positions as eachEvent (envelope.ts) gives them, without a closure per message.
+  for (let i = 0; i < decoded.length; i++) {
+    const event = decoded[i] as E | null;
+    if (event !== null) events.push({ seq: position(m.seq, i), roomId, shard, event });
+  }
   if (events.length === decoded.length) return { events };
   const unknown = decoded.flatMap((e, i) => (e === null ? [i] : []));
-  return quarantine(whyUnknown(m.data, unknown), events);
+  return quarantine(decoder, naming, m, whyUnknown(m.data, unknown), events);
+}
+
+function quarantine<E>(decoder: Decoder<E>, naming: Naming, m: { seq: number; subject: string; data: Uint8Array }, reason: string, events: Projected<E>[] = []): DecodedMessage<E> {
+  return {
+    events,
+    quarantined: { seq: throughSeq(m.seq), stream: naming.streamName(decoder.stream), streamSeq: m.seq, subject: m.subject, payload: m.data, reason },
+  };
+}
+
+type RoomSubject = NonNullable<ReturnType<Naming['parseRoomSubject']>>;
+/** Parsed subjects per naming: a stream has one subject per room, each parsed once (not per message). */
+const subjectCache = new WeakMap<Naming, Map<string, RoomSubject | null>>();
+/** Beyond this many rooms the cache starts over (bounded memory; a miss costs one parse). */
+const SUBJECT_CACHE_MAX = 50_000;
+
+function roomSubjectOf(naming: Naming, subject: string): RoomSubject | null {
+  let cache = subjectCache.get(naming);
+  if (!cache) subjectCache.set(naming, (cache = new Map()));
+  let parsed = cache.get(subject);
+  if (parsed === undefined) {
+    parsed = naming.parseRoomSubject(subject);
+    if (cache.size >= SUBJECT_CACHE_MAX) cache.clear();
+    cache.set(subject, parsed);
+  }
+  return parsed;
 }
 
 /** Says what is wrong with a message that parsed as JSON but held shapes the decoder refused. */

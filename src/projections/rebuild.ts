@@ -4,18 +4,20 @@
 // Undecodable messages are quarantined as the live runner does: into the shadow's own
 // projection_quarantine, merged into the live one (this projection's rows) at the swap.
 import { randomBytes } from 'node:crypto';
-import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { DeliverPolicy, jetstream, jetstreamManager, type ConsumerMessages, type FetchOptions, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { getTableConfig, PgTable } from 'drizzle-orm/pg-core';
 import { is as isEntity, sql } from 'drizzle-orm';
 import { InvalidInputError } from '../actors/errors';
 import { MAX_EVENTS_PER_ENVELOPE, seqOfPosition, throughSeq } from '../events/envelope';
-import type { Naming } from '../events/subjects';
+import type { Naming, StreamKind } from '../events/subjects';
 import { rowsOf, type Db, type Tx } from '../store/db';
+import { pipelined } from '../store/sqlHelpers';
 import * as schema from '../store/schema';
 import { readModels } from './index';
 import type { Logger } from '../logger';
-import { decodeMessage, type Projected, type Projection, type Quarantined } from './projection';
+import { CommitPipeline } from './pipeline';
+import { decodeMessage, type DecodedMessage, type Projection } from './projection';
 import { commitBatch, defaultProjectionLogger, readCheckpoint, reportQuarantined, useSchema } from './runner';
 
 const LIVE = 'public';
@@ -50,7 +52,8 @@ export function selectReadModels(name: string | undefined): Projection<unknown>[
 }
 
 export interface Progress {
-  (doneSeq: number, totalSeq: number): void;
+  /** `projection`: which one, where several are rebuilt together. */
+  (doneSeq: number, totalSeq: number, projection: string): void;
 }
 
 export interface RebuildDeps {
@@ -75,101 +78,264 @@ export async function streamLastSeq(nc: NatsConnection, naming: Naming, kind: 'p
  * returned, to be built once over the loaded rows rather than row by row.
  */
 async function createShadow(db: Db, shadow: string, projection: Projection<unknown>): Promise<string[]> {
-  await db.execute(sql.raw(`DROP SCHEMA IF EXISTS ${shadow} CASCADE`));
-  await db.execute(sql.raw(`CREATE SCHEMA ${shadow}`));
+  const tables = [...projection.tables, 'projection_checkpoints', QUARANTINE];
+  const [constraints, indexes] = await Promise.all([
+    db.execute(sql`
+      select r.relname as table, c.conname as name, pg_get_constraintdef(c.oid) as def
+      from pg_constraint c join pg_class r on r.oid = c.conrelid join pg_namespace n on n.oid = r.relnamespace
+      where n.nspname = ${LIVE} and r.relname in ${tables} and c.contype in ('p', 'u', 'x')
+      order by c.conname`),
+    db.execute(sql`
+      select r.relname as table, pg_get_indexdef(ix.indexrelid) as def, ix.indisunique as unique
+      from pg_index ix join pg_class r on r.oid = ix.indrelid join pg_namespace n on n.oid = r.relnamespace
+      where n.nspname = ${LIVE} and r.relname in ${tables}
+        and not exists (select 1 from pg_constraint c where c.conindid = ix.indexrelid)
+      order by ix.indexrelid`),
+  ]);
+  const ddl = [`DROP SCHEMA IF EXISTS ${shadow} CASCADE`, `CREATE SCHEMA ${shadow}`];
   const deferred: string[] = [];
-  for (const t of [...projection.tables, 'projection_checkpoints', QUARANTINE]) {
-    await db.execute(
-      sql.raw(
-        `CREATE TABLE ${shadow}."${t}" (LIKE ${LIVE}."${t}" INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING IDENTITY INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMMENTS)`,
-      ),
+  for (const t of tables) {
+    ddl.push(
+      `CREATE TABLE ${shadow}."${t}" (LIKE ${LIVE}."${t}" INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING IDENTITY INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMMENTS)`,
     );
-    const constraints = rowsOf<{ name: string; def: string }>(
-      await db.execute(sql`
-        select c.conname as name, pg_get_constraintdef(c.oid) as def
-        from pg_constraint c join pg_class r on r.oid = c.conrelid join pg_namespace n on n.oid = r.relnamespace
-        where n.nspname = ${LIVE} and r.relname = ${t} and c.contype in ('p', 'u', 'x')
-        order by c.conname`),
-    );
-    for (const c of constraints) await db.execute(sql.raw(`ALTER TABLE ${shadow}."${t}" ADD CONSTRAINT "${c.name}" ${c.def}`));
-    const indexes = rowsOf<{ def: string; unique: boolean }>(
-      await db.execute(sql`
-        select pg_get_indexdef(ix.indexrelid) as def, ix.indisunique as unique
-        from pg_index ix join pg_class r on r.oid = ix.indrelid join pg_namespace n on n.oid = r.relnamespace
-        where n.nspname = ${LIVE} and r.relname = ${t}
-          and not exists (select 1 from pg_constraint c where c.conindid = ix.indexrelid)
-        order by ix.indexrelid`),
-    );
-    for (const { def, unique } of indexes) {
+    for (const c of rowsOf<{ table: string; name: string; def: string }>(constraints)) {
+      if (c.table === t) ddl.push(`ALTER TABLE ${shadow}."${t}" ADD CONSTRAINT "${c.name}" ${c.def}`);
+    }
+    for (const { table, def, unique } of rowsOf<{ table: string; def: string; unique: boolean }>(indexes)) {
+      if (table !== t) continue;
       const on = ` ON ${LIVE}.`;
       if (!def.includes(on)) throw new Error(`cannot copy index of ${t}: ${def}`);
       const shadowDef = def.replace(on, ` ON ${shadow}.`);
-      if (unique) await db.execute(sql.raw(shadowDef));
+      if (unique) ddl.push(shadowDef);
       else deferred.push(shadowDef);
     }
   }
+  await runDdl(db, ddl);
   return deferred;
+}
+
+/** Runs DDL statements in order, in one transaction, sent together (one round trip, not one each). */
+async function runDdl(db: Db, statements: string[]): Promise<void> {
+  if (statements.length === 0) return;
+  await db.transaction((tx) => pipelined(statements.map((s) => tx.execute(sql.raw(s)))));
 }
 
 async function dropShadow(db: Db, shadow: string): Promise<void> {
   await db.execute(sql.raw(`DROP SCHEMA IF EXISTS ${shadow} CASCADE`));
 }
 
+/** One projection a catch-up brings up to `toSeq`, in the tables of schema `target`. */
+export interface CatchUpTarget {
+  projection: Projection<unknown>;
+  target: string;
+  toSeq: number;
+  /** The target's checkpoint, where the caller knows it (a shadow it alone writes): not read again. */
+  from?: number;
+}
+
+export interface CatchUpOptions {
+  /** Apply everything inside this transaction (one commit after another) instead of one transaction per batch. */
+  tx?: Tx;
+  /** The target's checkpoint, where known (see CatchUpTarget). */
+  from?: number;
+  batchSize?: number;
+  onProgress?: Progress;
+  /** What progress counts towards (default each target's `toSeq`). */
+  total?: number;
+}
+
+/** Events per catch-up transaction: big enough that per-transaction costs vanish, small enough to stay bounded. */
+export const CATCH_UP_BATCH = 5000;
+
 /**
  * Applies the stream's events after the shadow's checkpoint up to `toSeq` to the tables in
  * `target`, in batches (each its own transaction, or all inside `tx` when given).
  */
-export async function catchUp(
-  deps: RebuildDeps,
-  projection: Projection<unknown>,
-  target: string,
-  toSeq: number,
-  options: { tx?: Tx; batchSize?: number; onProgress?: Progress; total?: number } = {},
-): Promise<number> {
+export async function catchUp(deps: RebuildDeps, projection: Projection<unknown>, target: string, toSeq: number, options: CatchUpOptions = {}): Promise<number> {
+  const [done] = await catchUpAll(deps, [{ projection, target, toSeq, from: options.from }], options);
+  return done!;
+}
+
+/**
+ * Brings each target up to its `toSeq` (through the whole envelope holding it) from its own
+ * checkpoint, all of one stream, from one read of it: each message is fetched and decoded
+ * once for every target that reads it (once per decode function). Pipelined: while a batch
+ * commits, the next is read and decoded; the read waits (between pulls) once that next batch
+ * is full, so at most about two batches per target are held. Returns the checkpoint each
+ * target reached.
+ */
+export async function catchUpAll(deps: RebuildDeps, targets: CatchUpTarget[], options: CatchUpOptions = {}): Promise<number[]> {
   const { db, nc, naming } = deps;
-  const run = <T>(fn: (tx: Tx) => Promise<T>) => (options.tx ? fn(options.tx) : db.transaction(fn));
-  let done = await run(async (tx) => {
-    await useSchema(tx, target);
-    return readCheckpoint(tx, projection.name, projection.stream);
-  });
-  if (done >= toSeq) return done;
+  const stream = targets[0]?.projection.stream;
+  if (stream === undefined) return [];
+  if (targets.some((t) => t.projection.stream !== stream)) throw new Error('catchUpAll: every target must read the same stream');
+  const { tx } = options;
+  const batchSize = options.batchSize ?? CATCH_UP_BATCH;
+  // Inside one transaction the commits take turns (each sets its own search_path).
+  let turn: Promise<unknown> = Promise.resolve();
+  const run = <T>(fn: (tx: Tx) => Promise<T>): Promise<T> => {
+    if (!tx) return db.transaction(fn);
+    const mine = turn.then(() => fn(tx));
+    turn = mine.catch(() => undefined);
+    return mine;
+  };
+
+  interface Reader {
+    target: CatchUpTarget;
+    done: number;
+    /** The last envelope it takes: the one holding `toSeq`. */
+    toEnvelope: number;
+    pipeline?: CommitPipeline<unknown>;
+    finished: boolean;
+  }
+  const readers: Reader[] = [];
+  for (const t of targets) {
+    const done =
+      t.from ??
+      (await run(async (tx) => {
+        await useSchema(tx, t.target);
+        const seq = await readCheckpoint(tx, t.projection.name, t.projection.stream);
+        if (options.tx) await useSchema(tx, LIVE);
+        return seq;
+      }));
+    readers.push({ target: t, done, toEnvelope: seqOfPosition(t.toSeq), finished: done >= t.toSeq });
+  }
+  const active = readers.filter((r) => !r.finished);
+  if (active.length === 0) return readers.map((r) => r.done);
+
+  let failed: { error: unknown } | undefined;
+  for (const r of active) {
+    const { projection, target } = r.target;
+    r.pipeline = new CommitPipeline<unknown>(
+      r.done,
+      async (batch, lastSeq, quarantined) => {
+        const result = await run(async (tx) => {
+          const committed = await commitBatch(tx, projection, batch, lastSeq, target, quarantined);
+          if (options.tx) await useSchema(tx, LIVE);
+          return committed;
+        });
+        r.done = result.seq;
+        options.onProgress?.(r.done, options.total ?? r.target.toSeq, projection.name);
+      },
+      { batchSize, mode: 'full', limit: batchSize, onFailure: (error) => (failed ??= { error }) },
+    );
+  }
+
   const js = jetstream(nc);
-  const consumer = await js.consumers.get(naming.streamName(projection.stream), {
-    filter_subjects: naming.allSubjects(projection.stream),
-    deliver_policy: DeliverPolicy.StartSequence,
-    opt_start_seq: Math.max(1, seqOfPosition(done + 1)),
-  });
-  const toEnvelope = seqOfPosition(toSeq);
-  const batchSize = options.batchSize ?? 1000;
-  const messages = await consumer.consume({ max_messages: batchSize * 2 });
-  let batch: Projected<unknown>[] = [];
-  let quarantined: Quarantined[] = [];
-  let last = done;
-  const flush = async () => {
-    const items = batch;
-    const quarantine = quarantined;
-    batch = [];
-    quarantined = [];
-    done = (await run((tx) => commitBatch(tx, projection, items, last, target, quarantine))).seq;
-    if (options.tx) await useSchema(options.tx, LIVE);
-    options.onProgress?.(done, options.total ?? toSeq);
+  const lastEnvelope = Math.max(...active.map((r) => r.toEnvelope));
+  /** Position through the last message taken in (by every reader that wanted it). */
+  let read = Math.min(...active.map((r) => r.done));
+  // One decoding per decode function, shared by the readers that use it.
+  const decodes = [...new Set(active.map((r) => r.target.projection.decode))];
+  const decodeOf = active.map((r) => decodes.indexOf(r.target.projection.decode));
+  const decoded: (DecodedMessage<unknown> | undefined)[] = decodes.map(() => undefined);
+  const finishing: Promise<void>[] = [];
+  const finish = (r: Reader) => {
+    r.finished = true;
+    const flushed = r.pipeline!.flush();
+    flushed.catch(() => undefined); // awaited below; a failure meanwhile is not "unhandled"
+    finishing.push(flushed);
+  };
+  /** What to wait for before reading on: a pipeline that holds as much as it may. */
+  const backpressure = (): Promise<void> | undefined => {
+    for (const r of active) {
+      const wait = r.finished ? undefined : r.pipeline!.backpressure;
+      if (wait) return wait;
+    }
+    return undefined;
+  };
+  /** Takes one message in, synchronously; returns whether to stop reading (the end, or a failed commit). */
+  const take = (m: JsMsg): boolean => {
+    const seq = m.seq;
+    if (seq > lastEnvelope) return true;
+    const through = throughSeq(seq);
+    if (through <= read) return false;
+    const atEnd = seq >= lastEnvelope || m.info.pending === 0;
+    decoded.fill(undefined);
+    let open = 0;
+    for (let i = 0; i < active.length; i++) {
+      const r = active[i]!;
+      if (r.finished) continue;
+      if (seq <= r.toEnvelope) r.pipeline!.add(through, (decoded[decodeOf[i]!] ??= decodeMessage(r.target.projection, naming, m)));
+      if (seq >= r.toEnvelope || atEnd) finish(r);
+      else open++;
+    }
+    read = through;
+    return atEnd || open === 0 || failed !== undefined;
   };
   try {
-    for await (const m of messages) {
-      if (m.seq > toEnvelope) break;
-      last = throughSeq(m.seq);
-      const decoded = decodeMessage(projection, naming, m);
-      for (const p of decoded.events) if (p.seq > done) batch.push(p);
-      if (decoded.quarantined) quarantined.push(decoded.quarantined);
-      if (batch.length + quarantined.length >= batchSize || m.seq >= toEnvelope || m.info.pending === 0) await flush();
-      if (m.seq >= toEnvelope || m.info.pending === 0) break;
-    }
-    // A gap in the sequences (deleted messages) can end the loop with a batch not yet written.
-    if (last > done) await flush();
-  } finally {
-    await messages.close();
+    await readUntil(js, naming, stream, read, take, backpressure);
+    // A gap in the sequences (deleted messages) can end the read with a batch not yet written.
+    for (const r of active) if (!r.finished) finish(r);
+    await Promise.allSettled(finishing);
+  } catch (err) {
+    failed ??= { error: err };
+    await Promise.allSettled(finishing);
   }
-  return done;
+  if (failed) throw failed.error;
+  await Promise.all(finishing);
+  return readers.map((r) => r.done);
+}
+
+/** Messages one pull of a catch-up asks for. */
+const PULL_MESSAGES = 2000;
+
+/**
+ * Reads the stream after `after` (a position) with one ordered consumer, in pulls of
+ * PULL_MESSAGES, handing each message to `take` as it arrives, until `take` says stop. Before
+ * each pull it waits for `ready` (the pipelines have room): that bounds what is held.
+ */
+async function readUntil(
+  js: JetStreamClient,
+  naming: Naming,
+  stream: StreamKind,
+  after: number,
+  take: (m: JsMsg) => boolean,
+  ready: () => Promise<void> | undefined,
+): Promise<void> {
+  const consumer = await js.consumers.get(naming.streamName(stream), {
+    filter_subjects: naming.allSubjects(stream),
+    deliver_policy: DeliverPolicy.StartSequence,
+    opt_start_seq: Math.max(1, seqOfPosition(after + 1)),
+  });
+  let stopped = false;
+  try {
+    while (!stopped) {
+      const wait = ready();
+      if (wait) {
+        await wait;
+        continue;
+      }
+      let pulled: ConsumerMessages | undefined;
+      let taken = 0;
+      // A callback rather than an iterator: less work per message, and nothing queues up in
+      // front of the I/O (the answers to commits) while messages are being taken in. nats.js
+      // (3.4, pinned) takes `callback` in fetch as in consume, though only consume's type says
+      // so; were it ever ignored, the empty-pull check below fails the read loudly.
+      const callback = (m: JsMsg) => {
+        if (stopped) return;
+        taken++;
+        if (take(m)) {
+          stopped = true;
+          void pulled?.close().catch(() => undefined);
+        }
+      };
+      pulled = await consumer.fetch({ max_messages: PULL_MESSAGES, expires: 5_000, callback } as FetchOptions);
+      if (stopped) void pulled.close().catch(() => undefined);
+      const err = await pulled.closed();
+      if (err instanceof Error) throw err;
+      if (taken === 0 && !stopped) {
+        // An empty pull: nothing more in the stream (its last messages were deleted), which the
+        // consumer confirms; never a read cut short in silence.
+        const pending = (await consumer.info()).num_pending;
+        if (pending > 0) throw new Error(`catch-up: a pull of ${naming.streamName(stream)} delivered nothing while ${pending} messages are pending`);
+        stopped = true;
+      }
+    }
+  } finally {
+    // Its server side would linger (unused) until it times out.
+    void consumer.delete().catch(() => undefined);
+  }
 }
 
 export interface ReplayResult {
@@ -184,53 +350,108 @@ export interface ReplayResult {
  * going, then swaps them in atomically (one transaction: lock, final catch-up, rename).
  */
 export async function replayProjection(deps: RebuildDeps, projection: Projection<unknown>, onProgress?: Progress): Promise<ReplayResult> {
-  if (projection.delivery) throw new Error(`${projection.name} is a delivery queue, not a read model: it is never replayed`);
+  const [result] = await replayProjections(deps, [projection], onProgress);
+  return result!;
+}
+
+/** The projections by stream, in the order given. */
+function byStream(projections: Projection<unknown>[]): Projection<unknown>[][] {
+  const groups = new Map<string, Projection<unknown>[]>();
+  for (const p of projections) {
+    const group = groups.get(p.stream);
+    if (group) group.push(p);
+    else groups.set(p.stream, [p]);
+  }
+  return [...groups.values()];
+}
+
+/**
+ * Replays several projections as `replayProjection` does each, those of one stream together:
+ * one read and one decoding of the stream feeds all their shadows; each is then swapped in
+ * by a transaction of its own.
+ */
+export async function replayProjections(deps: RebuildDeps, projections: Projection<unknown>[], onProgress?: Progress): Promise<ReplayResult[]> {
+  for (const p of projections) {
+    if (p.delivery) throw new Error(`${p.name} is a delivery queue, not a read model: it is never replayed`);
+  }
+  const results = new Map<string, ReplayResult>();
+  for (const group of byStream(projections)) {
+    for (const r of await replayGroup(deps, group, onProgress)) results.set(r.projection, r);
+  }
+  return projections.map((p) => results.get(p.name)!);
+}
+
+async function replayGroup(deps: RebuildDeps, projections: Projection<unknown>[], onProgress?: Progress): Promise<ReplayResult[]> {
   const started = Date.now();
-  // A schema of its own per run: two replays at once never share (or destroy) a shadow.
-  const shadow = `peekd_replay_${projection.name}_${randomBytes(4).toString('hex')}`;
   const { db } = deps;
-  let merged: QuarantineRow[] = [];
-  // The swap holds the live runner still by locking its checkpoint row; a runner that has
-  // not committed yet has none, and a missing row locks nothing.
-  await db.execute(sql`
-    insert into ${sql.raw(LIVE)}.projection_checkpoints (projection, stream, seq) values (${projection.name}, ${projection.stream}, 0)
-    on conflict (projection, stream) do nothing`);
-  const deferredIndexes = await createShadow(db, shadow, projection);
+  const stream = projections[0]!.stream;
+  // A schema of its own per run: two replays at once never share (or destroy) a shadow.
+  const shadows = projections.map((projection) => ({
+    projection,
+    target: `peekd_replay_${projection.name}_${randomBytes(4).toString('hex')}`,
+    toSeq: 0,
+    /** The shadow's checkpoint: this replay alone writes it. */
+    from: 0,
+    deferredIndexes: [] as string[],
+  }));
   try {
-    // Catch up with a moving target until the gap is small.
-    const total = await streamLastSeq(deps.nc, deps.naming, projection.stream);
-    let target = Math.max(total, await readCheckpoint(db, projection.name, projection.stream));
-    for (let round = 0; round < 10; round++) {
-      const reached = await catchUp(deps, projection, shadow, target, { onProgress, total: target });
-      const live = await readCheckpoint(db, projection.name, projection.stream);
-      if (live - reached < 1000) break;
-      target = live;
+    for (const s of shadows) {
+      // The swap holds the live runner still by locking its checkpoint row; a runner that has
+      // not committed yet has none, and a missing row locks nothing.
+      await db.execute(sql`
+        insert into ${sql.raw(LIVE)}.projection_checkpoints (projection, stream, seq) values (${s.projection.name}, ${s.projection.stream}, 0)
+        on conflict (projection, stream) do nothing`);
+      s.deferredIndexes = await createShadow(db, s.target, s.projection);
     }
-    for (const def of deferredIndexes) await db.execute(sql.raw(def));
-    const seq = await db.transaction(async (tx) => {
-      // Same lock order as a runner's commit (checkpoint row, then tables): no deadlock.
-      const [liveRow] = rowsOf<{ seq: string | number }>(
-        await tx.execute(sql`select seq from ${sql.raw(LIVE)}.projection_checkpoints where projection = ${projection.name} and stream = ${projection.stream} for update`),
-      );
-      for (const t of projection.tables) await tx.execute(sql.raw(`LOCK TABLE ${LIVE}."${t}" IN ACCESS EXCLUSIVE MODE`));
-      const live = Number(liveRow?.seq ?? 0);
-      const reached = await catchUp(deps, projection, shadow, live, { tx });
-      await useSchema(tx, LIVE);
-      for (const t of projection.tables) {
-        await tx.execute(sql.raw(`DROP TABLE ${LIVE}."${t}"`));
-        await tx.execute(sql.raw(`ALTER TABLE ${shadow}."${t}" SET SCHEMA ${LIVE}`));
+    // Catch up with a moving target until the gap is small.
+    const total = await streamLastSeq(deps.nc, deps.naming, stream);
+    for (const s of shadows) s.toSeq = Math.max(total, await readCheckpoint(db, s.projection.name, s.projection.stream));
+    let behind = shadows;
+    for (let round = 0; round < 10 && behind.length > 0; round++) {
+      const reached = await catchUpAll(deps, behind, { onProgress });
+      const next: typeof shadows = [];
+      for (const [i, s] of behind.entries()) {
+        s.from = reached[i]!;
+        const live = await readCheckpoint(db, s.projection.name, s.projection.stream);
+        if (live - s.from < 1000) continue;
+        s.toSeq = live;
+        next.push(s);
       }
-      const seq = Math.max(live, reached);
-      await tx.execute(sql`
-        insert into ${sql.raw(LIVE)}.projection_checkpoints (projection, stream, seq) values (${projection.name}, ${projection.stream}, ${seq})
-        on conflict (projection, stream) do update set seq = excluded.seq`);
-      merged = await mergeQuarantine(tx, projection.name, shadow);
-      return seq;
-    });
-    reportQuarantined(deps.logger ?? defaultProjectionLogger(), projection.name, merged);
-    return { projection: projection.name, seq, durationMs: Date.now() - started };
+      behind = next;
+    }
+    const results: ReplayResult[] = [];
+    for (const s of shadows) {
+      const { projection, target: shadow } = s;
+      await runDdl(db, s.deferredIndexes);
+      let merged: QuarantineRow[] = [];
+      const seq = await db.transaction(async (tx) => {
+        // Same lock order as a runner's commit (checkpoint row, then tables): no deadlock.
+        const [liveRow] = rowsOf<{ seq: string | number }>(
+          await tx.execute(sql`select seq from ${sql.raw(LIVE)}.projection_checkpoints where projection = ${projection.name} and stream = ${projection.stream} for update`),
+        );
+        await pipelined(projection.tables.map((t) => tx.execute(sql.raw(`LOCK TABLE ${LIVE}."${t}" IN ACCESS EXCLUSIVE MODE`))));
+        const live = Number(liveRow?.seq ?? 0);
+        const reached = live > s.from ? await catchUp(deps, projection, shadow, live, { tx, from: s.from }) : s.from;
+        const seq = Math.max(live, reached);
+        // Every name qualified, so sent together (in this order): swap the tables, set the checkpoint, merge the quarantine.
+        const swapped = pipelined([
+          useSchema(tx, LIVE),
+          ...projection.tables.flatMap((t) => [tx.execute(sql.raw(`DROP TABLE ${LIVE}."${t}"`)), tx.execute(sql.raw(`ALTER TABLE ${shadow}."${t}" SET SCHEMA ${LIVE}`))]),
+          tx.execute(sql`
+            insert into ${sql.raw(LIVE)}.projection_checkpoints (projection, stream, seq) values (${projection.name}, ${projection.stream}, ${seq})
+            on conflict (projection, stream) do update set seq = excluded.seq`),
+        ]);
+        const merging = mergeQuarantine(tx, projection.name, shadow);
+        await pipelined<unknown>([swapped, merging]);
+        merged = await merging;
+        return seq;
+      });
+      reportQuarantined(deps.logger ?? defaultProjectionLogger(), projection.name, merged);
+      results.push({ projection: projection.name, seq, durationMs: Date.now() - started });
+    }
+    return results;
   } finally {
-    await dropShadow(db, shadow);
+    for (const s of shadows) await dropShadow(db, s.target);
   }
 }
 
@@ -251,17 +472,19 @@ const QUARANTINE_COLUMNS = 'projection, stream, stream_seq, subject, payload, pa
 async function mergeQuarantine(tx: Tx, projection: string, shadow: string): Promise<QuarantineRow[]> {
   const live = sql.raw(`${LIVE}.${QUARANTINE}`);
   const rebuilt = sql.raw(`${shadow}.${QUARANTINE}`);
-  await tx.execute(sql`
-    delete from ${live} l where l.projection = ${projection}
-      and not exists (select 1 from ${rebuilt} r where r.projection = l.projection and r.stream = l.stream and r.stream_seq = l.stream_seq)`);
-  const added = rowsOf<{ stream: string; stream_seq: string | number; subject: string; error: string }>(
-    await tx.execute(sql`
+  // The delete takes only rows the rebuild lacks, the insert only rows it has: either order, sent together.
+  const [, inserted] = await pipelined<unknown>([
+    tx.execute(sql`
+      delete from ${live} l where l.projection = ${projection}
+        and not exists (select 1 from ${rebuilt} r where r.projection = l.projection and r.stream = l.stream and r.stream_seq = l.stream_seq)`),
+    tx.execute(sql`
       insert into ${live} (${sql.raw(QUARANTINE_COLUMNS)})
       select ${sql.raw(QUARANTINE_COLUMNS)} from ${rebuilt} where projection = ${projection}
       order by stream, stream_seq
       on conflict do nothing
       returning stream, stream_seq, subject, error`),
-  );
+  ]);
+  const added = rowsOf<{ stream: string; stream_seq: string | number; subject: string; error: string }>(inserted);
   return added.map((r) => ({ stream: r.stream, streamSeq: Number(r.stream_seq), subject: r.subject, reason: r.error }));
 }
 
@@ -344,28 +567,52 @@ async function compareQuarantine(tx: Tx, projection: string, shadow: string, liv
 
 /** Rebuilds into a scratch schema and compares with the live tables at one checkpoint. */
 export async function verifyProjection(deps: RebuildDeps, projection: Projection<unknown>, onProgress?: Progress): Promise<VerifyResult> {
-  if (projection.delivery) throw new Error(`${projection.name} is a delivery queue, not a read model: it is never verified`);
-  const shadow = `peekd_verify_${projection.name}_${randomBytes(4).toString('hex')}`;
+  const [result] = await verifyProjections(deps, [projection], onProgress);
+  return result!;
+}
+
+/** Verifies several projections as `verifyProjection` does each, those of one stream from one read of it. */
+export async function verifyProjections(deps: RebuildDeps, projections: Projection<unknown>[], onProgress?: Progress): Promise<VerifyResult[]> {
+  for (const p of projections) {
+    if (p.delivery) throw new Error(`${p.name} is a delivery queue, not a read model: it is never verified`);
+  }
+  const results = new Map<string, VerifyResult>();
+  for (const group of byStream(projections)) {
+    for (const r of await verifyGroup(deps, group, onProgress)) results.set(r.projection, r);
+  }
+  return projections.map((p) => results.get(p.name)!);
+}
+
+async function verifyGroup(deps: RebuildDeps, projections: Projection<unknown>[], onProgress?: Progress): Promise<VerifyResult[]> {
   const { db } = deps;
-  await createShadow(db, shadow, projection); // comparing needs no secondary indexes
+  const shadows = projections.map((projection) => ({ projection, target: `peekd_verify_${projection.name}_${randomBytes(4).toString('hex')}`, toSeq: 0, from: 0 }));
   try {
-    const target = await readCheckpoint(db, projection.name, projection.stream);
-    await catchUp(deps, projection, shadow, target, { onProgress, total: target });
-    return await db.transaction(async (tx) => {
-      // Hold the live runner still at one checkpoint while comparing.
-      const [liveRow] = rowsOf<{ seq: string | number }>(
-        await tx.execute(sql`select seq from ${sql.raw(LIVE)}.projection_checkpoints where projection = ${projection.name} and stream = ${projection.stream} for update`),
+    for (const s of shadows) {
+      await createShadow(db, s.target, s.projection); // comparing needs no secondary indexes
+      s.toSeq = await readCheckpoint(db, s.projection.name, s.projection.stream);
+    }
+    const reached = await catchUpAll(deps, shadows, { onProgress });
+    const results: VerifyResult[] = [];
+    for (const [i, { projection, target: shadow }] of shadows.entries()) {
+      results.push(
+        await db.transaction(async (tx) => {
+          // Hold the live runner still at one checkpoint while comparing.
+          const [liveRow] = rowsOf<{ seq: string | number }>(
+            await tx.execute(sql`select seq from ${sql.raw(LIVE)}.projection_checkpoints where projection = ${projection.name} and stream = ${projection.stream} for update`),
+          );
+          await pipelined(projection.tables.map((t) => tx.execute(sql.raw(`LOCK TABLE ${LIVE}."${t}" IN SHARE MODE`))));
+          const live = Number(liveRow?.seq ?? 0);
+          if (live > reached[i]!) await catchUp(deps, projection, shadow, live, { tx, from: reached[i] });
+          await useSchema(tx, LIVE);
+          const tables: TableComparison[] = [];
+          for (const t of projection.tables) tables.push(await compareTable(tx, t, shadow));
+          const quarantine = await compareQuarantine(tx, projection.name, shadow, live);
+          return { projection: projection.name, seq: live, tables, quarantine, equal: tables.every((t) => t.equal) && quarantine.equal };
+        }),
       );
-      for (const t of projection.tables) await tx.execute(sql.raw(`LOCK TABLE ${LIVE}."${t}" IN SHARE MODE`));
-      const live = Number(liveRow?.seq ?? 0);
-      await catchUp(deps, projection, shadow, live, { tx });
-      await useSchema(tx, LIVE);
-      const tables: TableComparison[] = [];
-      for (const t of projection.tables) tables.push(await compareTable(tx, t, shadow));
-      const quarantine = await compareQuarantine(tx, projection.name, shadow, live);
-      return { projection: projection.name, seq: live, tables, quarantine, equal: tables.every((t) => t.equal) && quarantine.equal };
-    });
+    }
+    return results;
   } finally {
-    await dropShadow(db, shadow);
+    for (const s of shadows) await dropShadow(db, s.target);
   }
 }

@@ -1,4 +1,5 @@
-// Runs one projection: reads its stream from checkpoint + 1 with an ordered consumer,
+// Runs one projection: reads its stream from checkpoint + 1 with an ordered consumer (the
+// process's one shared read of the stream wherever that misses nothing, see feed.ts),
 // applies batches, and writes rows and checkpoint in one Postgres transaction, so a
 // crash loses nothing and redelivery doubles nothing. The checkpoint is re-read (locked)
 // in every transaction: a batch never re-applies what another writer (a replay's swap,
@@ -8,16 +9,19 @@
 // whether or not more events arrive); a message that cannot be decoded is quarantined
 // (a row, a log line, a metric) in the transaction that moves past it; a wait for a
 // position ends, at the latest after its timeout, in a retryable ServiceUnavailableError.
-import { DeliverPolicy, jetstream, type JetStreamClient } from '@nats-io/jetstream';
+import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { and, eq, sql } from 'drizzle-orm';
+import { and, eq, sql, type SQL } from 'drizzle-orm';
 import { createLogger, type Logger } from '../logger';
-import { seqOfPosition, throughSeq } from '../events/envelope';
+import { throughSeq } from '../events/envelope';
 import type { Naming } from '../events/subjects';
 import { projectionQuarantinedTotal } from '../metrics';
 import { ServiceUnavailableError } from '../nats/errors';
-import type { Db, Tx } from '../store/db';
+import { rowsOf, type Db, type Tx } from '../store/db';
+import { pipelined } from '../store/sqlHelpers';
 import { projectionCheckpoints, projectionQuarantine } from '../store/schema';
+import { openStream, sharedFeed, type FeedEnd, type FeedMember, type FeedMembership, type SharedFeed } from './feed';
+import { CommitPipeline, readSlices } from './pipeline';
 import { decodeMessage, type Projected, type Projection, type Quarantined } from './projection';
 
 export interface RunnerOptions {
@@ -95,6 +99,10 @@ export interface CommitResult {
  * Applies `batch` (events up to `lastSeq`) and advances the checkpoint, in one transaction,
  * skipping what the checkpoint already covers. The `quarantined` messages the checkpoint
  * moves past are recorded in the same transaction (a message recorded before is not again).
+ *
+ * Round trips, not rows, are what a commit mostly waits for: the checkpoint statements name
+ * their schema, so the lock goes out with the search_path and the new position with the
+ * rows (pipelined: one round trip each time, not two).
  */
 export async function commitBatch<E>(
   tx: Tx,
@@ -104,21 +112,29 @@ export async function commitBatch<E>(
   schema?: string,
   quarantined: Quarantined[] = [],
 ): Promise<CommitResult> {
-  await useSchema(tx, schema);
+  const checkpoints = checkpointsIn(schema);
   // One statement reads the checkpoint and locks its row (creating it if need be): a
   // conflicting upsert takes the row lock, so concurrent writers of it go one at a time.
-  const [locked] = await tx
-    .insert(projectionCheckpoints)
-    .values({ projection: projection.name, stream: projection.stream, seq: 0 })
-    .onConflictDoUpdate({ target: [projectionCheckpoints.projection, projectionCheckpoints.stream], set: { seq: sql`${projectionCheckpoints.seq}` } })
-    .returning({ seq: projectionCheckpoints.seq });
-  const done = locked?.seq ?? 0;
+  const lock = tx.execute(sql`
+    insert into ${checkpoints} as c (projection, stream, seq) values (${projection.name}, ${projection.stream}, 0)
+    on conflict (projection, stream) do update set seq = c.seq
+    returning c.seq`);
+  const [, locked] = await pipelined<unknown>([useSchema(tx, schema), lock]);
+  const done = Number(rowsOf<{ seq: string | number }>(locked)[0]?.seq ?? 0);
   if (lastSeq <= done) return { seq: done, quarantined: [] };
   const fresh = batch.filter((b) => b.seq > done);
-  if (fresh.length > 0) await projection.apply(tx, fresh);
-  const recorded = await recordQuarantined(tx, projection, quarantined.filter((q) => q.seq > done && q.seq <= lastSeq));
-  await writeCheckpoint(tx, projection.name, projection.stream, lastSeq);
-  return { seq: lastSeq, quarantined: recorded };
+  // The row is locked: writing the new position before the rows changes nothing but the wait.
+  const advance = tx.execute(sql`update ${checkpoints} set seq = greatest(seq, ${lastSeq}) where projection = ${projection.name} and stream = ${projection.stream}`);
+  const recorded = recordQuarantined(tx, projection, quarantined.filter((q) => q.seq > done && q.seq <= lastSeq));
+  await pipelined<unknown>([advance, recorded, ...(fresh.length > 0 ? [projection.apply(tx, fresh)] : [])]);
+  return { seq: lastSeq, quarantined: await recorded };
+}
+
+/** The checkpoint table of `schema` (unqualified: the search_path's, for the live tables). */
+function checkpointsIn(schema: string | undefined): SQL {
+  if (!schema) return sql.raw('projection_checkpoints');
+  if (!SCHEMA_NAME.test(schema)) throw new Error(`bad schema name ${schema}`);
+  return sql.raw(`${schema}.projection_checkpoints`);
 }
 
 /** Inserts quarantine rows; returns those not recorded before. */
@@ -177,13 +193,15 @@ export class ProjectionRunner<E = unknown> {
   private waiters: PositionWaiter[] = [];
   private retryDelayMs = RETRY_MIN_MS;
   private endRetryDelay?: () => void;
+  /** The first read after start(): it may join the shared read a little behind it. */
+  private starting = false;
   private readonly js: JetStreamClient;
   private readonly batchSize: number;
   private readonly logger: Logger;
 
   constructor(
     private readonly db: Db,
-    nc: NatsConnection,
+    private readonly nc: NatsConnection,
     private readonly naming: Naming,
     readonly projection: Projection<E>,
     private readonly options: RunnerOptions = {},
@@ -201,6 +219,7 @@ export class ProjectionRunner<E = unknown> {
   async start(): Promise<void> {
     this.position = await this.readPosition();
     this.stopped = false;
+    this.starting = true;
     this.loop = this.run();
   }
 
@@ -273,67 +292,78 @@ export class ProjectionRunner<E = unknown> {
   /**
    * Reads the stream and commits in groups: while one transaction is in flight, what
    * arrives meanwhile gathers into the next one, so a busy stream makes big batches and a
-   * quiet one commits each event at once.
+   * quiet one commits each event at once. The messages come from the process's shared read
+   * of the stream (feed.ts: fetched and decoded once for every runner of it), or, while this
+   * runner is behind that read, from a consumer of its own until it has caught up.
    */
   private async consumeOnce(): Promise<void> {
-    const { projection, naming } = this;
-    // The envelope holding the first event not yet committed (a batch may end inside one).
-    const start = seqOfPosition(this.position + 1);
-    const consumer = await this.js.consumers.get(naming.streamName(projection.stream), {
-      filter_subjects: naming.allSubjects(projection.stream),
-      deliver_policy: start > 1 ? DeliverPolicy.StartSequence : DeliverPolicy.All,
-      ...(start > 1 ? { opt_start_seq: start } : {}),
+    let stopReading = () => {};
+    const pipeline = new CommitPipeline<E>(this.position, (batch, lastSeq, quarantined) => this.commit(batch, lastSeq, quarantined), {
+      batchSize: this.batchSize,
+      mode: 'eager',
+      // Back-pressure: do not read far ahead of what is committed.
+      limit: this.batchSize * 4,
+      // Stop reading now: on a quiet stream no next message would come to notice it.
+      onFailure: () => stopReading(),
     });
-    // Short pulls with heartbeats: a consumer lost with a NATS node is noticed and made
-    // again within seconds (ordered consumers reset themselves on missed heartbeats).
-    const messages = await consumer.consume({ max_messages: this.batchSize * 2, expires: 2_000 });
+    const feed = sharedFeed(this.nc, this.naming, this.projection, this.batchSize);
+    const member: FeedMember<E> = {
+      offer: (through, decoded) => {
+        pipeline.add(through, decoded);
+        return pipeline.backpressure;
+      },
+    };
+    // Runners that start together share the read from the start (a short re-read at most).
+    let rewind = this.starting;
+    this.starting = false;
+    // Let go for holding the others back: read alone, at this runner's pace, until caught up.
+    let alone = false;
+    try {
+      while (!this.stopped && !pipeline.failed) {
+        const membership: FeedMembership | undefined = alone ? undefined : feed.join(pipeline.last, member, rewind);
+        rewind = false;
+        if (membership) {
+          stopReading = () => membership.leave();
+          this.closeCurrent = async () => membership.leave();
+          if (this.stopped) membership.leave();
+          const end: FeedEnd = await membership.ended;
+          if (end.reason === 'failed') throw end.error;
+          // Left (stopping, or a failed commit), or let go.
+          alone = end.reason === 'stalled';
+        } else {
+          alone = false;
+          await this.readAlone(pipeline, feed, (close) => (stopReading = close));
+        }
+      }
+    } finally {
+      await pipeline.idle();
+    }
+    if (pipeline.failed) throw pipeline.failure;
+  }
+
+  /** Reads with a consumer of its own, until the shared read can be joined without a gap. */
+  private async readAlone(pipeline: CommitPipeline<E>, feed: SharedFeed<E>, onClose: (close: () => void) => void): Promise<void> {
+    const messages = await openStream(this.js, this.naming, this.projection.stream, pipeline.last, this.batchSize);
+    const close = () => void messages.close().catch(() => undefined);
+    onClose(close);
     this.closeCurrent = async () => {
       await messages.close();
     };
-    if (this.stopped) await messages.close();
-    let pending: Projected<E>[] = [];
-    let pendingQuarantine: Quarantined[] = [];
-    let pendingLast = this.position;
-    let committing: Promise<void> | undefined;
-    let failure: unknown;
-    const drain = async () => {
-      while (pendingLast > this.position && failure === undefined) {
-        const take = pending.length > this.batchSize ? pending.splice(0, this.batchSize) : pending.splice(0);
-        // A cut inside an envelope commits up to the last event taken; the rest follows.
-        const last = pending.length > 0 ? take.at(-1)!.seq : pendingLast;
-        const quarantine = pendingQuarantine.filter((q) => q.seq <= last);
-        pendingQuarantine = pendingQuarantine.filter((q) => q.seq > last);
-        await this.commit(take, last, quarantine);
-      }
-    };
-    const kick = () => {
-      committing ??= drain()
-        .catch((err) => {
-          failure = err;
-          // Stop reading now: on a quiet stream no next message would come to notice it.
-          void messages.close().catch(() => undefined);
-        })
-        .finally(() => {
-          committing = undefined;
-        });
-    };
+    if (this.stopped || pipeline.failed) close();
+    const nextSlice = readSlices();
     try {
       for await (const m of messages) {
-        if (failure !== undefined) break;
-        if (throughSeq(m.seq) <= pendingLast) continue;
-        const { events, quarantined } = decodeMessage(projection, naming, m);
-        for (const p of events) if (p.seq > pendingLast) pending.push(p);
-        if (quarantined) pendingQuarantine.push(quarantined);
-        pendingLast = throughSeq(m.seq);
-        kick();
-        // Back-pressure: do not read far ahead of what is committed.
-        if (pending.length + pendingQuarantine.length >= this.batchSize * 4) await committing;
-        if (this.stopped || failure !== undefined) break;
+        if (this.stopped || pipeline.failed) break;
+        const through = throughSeq(m.seq);
+        if (through <= pipeline.last) continue;
+        pipeline.add(through, decodeMessage(this.projection, this.naming, m));
+        const wait = pipeline.backpressure ?? nextSlice();
+        if (wait) await wait;
+        if (this.stopped || pipeline.failed || feed.canJoinAt(pipeline.last)) break;
       }
     } finally {
-      await committing;
+      await messages.close().catch(() => undefined);
     }
-    if (failure !== undefined) throw failure;
   }
 
   private async commit(batch: Projected<E>[], lastSeq: number, quarantined: Quarantined[]): Promise<void> {

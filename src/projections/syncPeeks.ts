@@ -2,7 +2,7 @@
 // started, were renewed or ended after a device's position; the scheduler reads deadlines.
 import { decodePeekEvents, type PeekEvent } from '../events/peekEvents';
 import { syncapiPeeks } from '../store/schema';
-import { chunks, insertRows, tupleIn } from '../store/sqlHelpers';
+import { chunks, insertRows, pipelined, tupleIn } from '../store/sqlHelpers';
 import type { Tx } from '../store/db';
 import type { PeekProjection, Projected } from './projection';
 
@@ -29,13 +29,15 @@ export const syncPeeksProjection: PeekProjection = {
       if (!startedHere.has(k)) needed.set(k, [event.roomId, event.peek.userId, event.peek.deviceId]);
       if (event.type === 'PeekStarted') startedHere.add(k);
     }
-    for (const part of chunks([...needed.values()], 1000)) {
-      const existing = await tx
-        .select()
-        .from(syncapiPeeks)
-        .where(tupleIn([syncapiPeeks.roomId, syncapiPeeks.userId, syncapiPeeks.deviceId], part));
-      for (const r of existing) rows.set(key(r.roomId, r.userId, r.deviceId), r);
-    }
+    const existing = await pipelined(
+      chunks([...needed.values()], 1000).map((part) =>
+        tx
+          .select()
+          .from(syncapiPeeks)
+          .where(tupleIn([syncapiPeeks.roomId, syncapiPeeks.userId, syncapiPeeks.deviceId], part)),
+      ),
+    );
+    for (const r of existing.flat()) rows.set(key(r.roomId, r.userId, r.deviceId), r);
     for (const { seq, shard, event } of mine) {
       if (event.peek.kind !== 'device') continue;
       const k = key(event.roomId, event.peek.userId, event.peek.deviceId);

@@ -13,6 +13,24 @@ export function tupleIn(columns: PgColumn[], keys: unknown[][]): SQL {
   return sql`(${cols}) in (${jsonRecordset(rows, defs)})`;
 }
 
+/**
+ * Awaits statements issued together. On one connection (a transaction) they go out back to
+ * back and their answers come back in one round trip, not one round trip each; Postgres still
+ * runs them one after another, in the order issued. Rejects with the first failure, once every
+ * statement has settled (none is left running behind the caller's back).
+ */
+export async function pipelined<T>(statements: readonly PromiseLike<T>[]): Promise<T[]> {
+  const settled = await Promise.allSettled(statements);
+  const failed = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected');
+  // The statement that failed, rather than those refused after it ("transaction is aborted").
+  const cause = failed.find((f) => (f.reason as { code?: unknown } | null)?.code !== IN_FAILED_TRANSACTION) ?? failed[0];
+  if (cause) throw cause.reason;
+  return settled.map((s) => (s as PromiseFulfilledResult<T>).value);
+}
+
+/** SQLSTATE of a statement refused because an earlier one in its transaction failed. */
+const IN_FAILED_TRANSACTION = '25P02';
+
 /** Splits `items` into chunks of at most `size` (keeps statements under Postgres's parameter limit). */
 export function chunks<T>(items: T[], size: number): T[][] {
   const out: T[][] = [];
@@ -40,7 +58,7 @@ export function columnList(columns: [name: string, type: string][]): SQL {
  * upsert that overwrites every other column (`doNothing` to keep the existing row).
  */
 export async function insertRows(
-  tx: { execute(query: SQL): Promise<unknown> },
+  tx: { execute(query: SQL): PromiseLike<unknown> },
   table: PgTable,
   rows: Record<string, unknown>[],
   conflict?: { target: string[]; doNothing?: boolean },
@@ -56,12 +74,15 @@ export async function insertRows(
     const updates = columns.filter(([n]) => !conflict.target.includes(n)).map(([n]) => `"${n}" = excluded."${n}"`);
     onConflict = conflict.doNothing || updates.length === 0 ? sql` on conflict (${target}) do nothing` : sql` on conflict (${target}) do update set ${sql.raw(updates.join(', '))}`;
   }
-  for (const part of chunks(rows, chunkSize)) {
-    const json = part.map((r) => {
-      const o: Record<string, unknown> = {};
-      for (const [key, c] of cols) o[c.name] = r[key] ?? null;
-      return o;
-    });
-    await tx.execute(sql`insert into ${sql.raw(`"${name}"`)} (${columnList(columns)}) ${jsonRecordset(json, columns)}${onConflict}`);
-  }
+  const into = sql.raw(`"${name}"`);
+  await pipelined(
+    chunks(rows, chunkSize).map((part) => {
+      const json = part.map((r) => {
+        const o: Record<string, unknown> = {};
+        for (const [key, c] of cols) o[c.name] = r[key] ?? null;
+        return o;
+      });
+      return tx.execute(sql`insert into ${into} (${columnList(columns)}) ${jsonRecordset(json, columns)}${onConflict}`);
+    }),
+  );
 }
