@@ -10,6 +10,7 @@ import type { Projected } from '../projections/projection';
 import { readCheckpoint } from '../projections/runner';
 import type { Db } from '../store/db';
 import { ServiceUnavailableError } from '../nats/errors';
+import { waitWithTimeout } from '../projections/positionWait';
 
 export interface WakeMessage {
   projection: string;
@@ -107,21 +108,13 @@ export class RemotePositions {
       names.map((name) =>
         this.committed(name) >= seq
           ? undefined
-          : new Promise<void>((resolve, reject) => {
-              const waiter = {
-                projection: name,
-                seq,
-                resolve: () => {
-                  clearTimeout(timer);
-                  resolve();
-                },
-              };
-              const timer = setTimeout(() => {
-                this.waiters = this.waiters.filter((w) => w !== waiter);
-                reject(new ServiceUnavailableError(`projection ${name} has not reached ${seq} within ${timeoutMs} ms`));
-              }, timeoutMs);
-              this.waiters.push(waiter);
-            }),
+          : waitWithTimeout(
+              (resolve) => ({ projection: name, seq, resolve }),
+              (waiter) => this.waiters.push(waiter),
+              (waiter) => (this.waiters = this.waiters.filter((w) => w !== waiter)),
+              timeoutMs,
+              () => new ServiceUnavailableError(`projection ${name} has not reached ${seq} within ${timeoutMs} ms`),
+            ),
       ),
     );
   }

@@ -9,6 +9,7 @@
 // whether or not more events arrive); a message that cannot be decoded is quarantined
 // (a row, a log line, a metric) in the transaction that moves past it; a wait for a
 // position ends, at the latest after its timeout, in a retryable ServiceUnavailableError.
+import { waitWithTimeout } from './positionWait';
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { and, eq, sql, type SQL } from 'drizzle-orm';
@@ -236,20 +237,13 @@ export class ProjectionRunner<E = unknown> {
    */
   waitFor(seq: number, timeoutMs = this.options.waitTimeoutMs ?? DEFAULT_WAIT_TIMEOUT_MS): Promise<void> {
     if (this.position >= seq) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const waiter: PositionWaiter = {
-        seq,
-        resolve: () => {
-          clearTimeout(timer);
-          resolve();
-        },
-      };
-      const timer = setTimeout(() => {
-        this.waiters = this.waiters.filter((w) => w !== waiter);
-        reject(new ProjectionBehindError(this.projection.name, seq, this.position, timeoutMs));
-      }, Math.max(0, timeoutMs));
-      this.waiters.push(waiter);
-    });
+    return waitWithTimeout<PositionWaiter>(
+      (resolve) => ({ seq, resolve }),
+      (waiter) => this.waiters.push(waiter),
+      (waiter) => (this.waiters = this.waiters.filter((w) => w !== waiter)),
+      timeoutMs,
+      () => new ProjectionBehindError(this.projection.name, seq, this.position, timeoutMs),
+    );
   }
 
   private readPosition(): Promise<number> {
