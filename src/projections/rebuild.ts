@@ -160,9 +160,9 @@ export async function catchUp(deps: RebuildDeps, projection: Projection<unknown>
  * Brings each target up to its `toSeq` (through the whole envelope holding it) from its own
  * checkpoint, all of one stream, from one read of it: each message is fetched and decoded
  * once for every target that reads it (once per decode function). Pipelined: while a batch
- * commits, the next is read and decoded; the read waits (between pulls) once that next batch
- * is full, so at most about two batches per target are held. Returns the checkpoint each
- * target reached.
+ * commits, the next is read and decoded. No pull (half a batch) goes out while a target holds
+ * a batch and a half not yet committing, so none holds more than two batches besides the one
+ * in its commit. Returns the checkpoint each target reached.
  */
 export async function catchUpAll(deps: RebuildDeps, targets: CatchUpTarget[], options: CatchUpOptions = {}): Promise<number[]> {
   const { db, nc, naming } = deps;
@@ -217,7 +217,7 @@ export async function catchUpAll(deps: RebuildDeps, targets: CatchUpTarget[], op
         r.done = result.seq;
         options.onProgress?.(r.done, options.total ?? r.target.toSeq, projection.name);
       },
-      { batchSize, mode: 'full', limit: batchSize, onFailure: (error) => (failed ??= { error }) },
+      { batchSize, mode: 'full', limit: Math.ceil(batchSize * 1.5), onFailure: (error) => (failed ??= { error }) },
     );
   }
 
@@ -264,7 +264,7 @@ export async function catchUpAll(deps: RebuildDeps, targets: CatchUpTarget[], op
     return atEnd || open === 0 || failed !== undefined;
   };
   try {
-    await readUntil(js, naming, stream, read, take, backpressure);
+    await readUntil(js, naming, stream, read, Math.ceil(batchSize / 2), take, backpressure);
     // A gap in the sequences (deleted messages) can end the read with a batch not yet written.
     for (const r of active) if (!r.finished) finish(r);
     await Promise.allSettled(finishing);
@@ -277,19 +277,18 @@ export async function catchUpAll(deps: RebuildDeps, targets: CatchUpTarget[], op
   return readers.map((r) => r.done);
 }
 
-/** Messages one pull of a catch-up asks for. */
-const PULL_MESSAGES = 2000;
-
 /**
  * Reads the stream after `after` (a position) with one ordered consumer, in pulls of
- * PULL_MESSAGES, handing each message to `take` as it arrives, until `take` says stop. Before
- * each pull it waits for `ready` (the pipelines have room): that bounds what is held.
+ * `pullMessages`, handing each message to `take` as it arrives, until `take` says stop. Before
+ * each pull it waits for `ready` (the pipelines have room): that bounds what is held. Each pull
+ * costs a round trip before its first message, so pulls are big (half a batch).
  */
 async function readUntil(
   js: JetStreamClient,
   naming: Naming,
   stream: StreamKind,
   after: number,
+  pullMessages: number,
   take: (m: JsMsg) => boolean,
   ready: () => Promise<void> | undefined,
 ): Promise<void> {
@@ -320,7 +319,7 @@ async function readUntil(
           void pulled?.close().catch(() => undefined);
         }
       };
-      pulled = await consumer.fetch({ max_messages: PULL_MESSAGES, expires: 5_000, callback } as FetchOptions);
+      pulled = await consumer.fetch({ max_messages: pullMessages, expires: 5_000, callback } as FetchOptions);
       if (stopped) void pulled.close().catch(() => undefined);
       const err = await pulled.closed();
       if (err instanceof Error) throw err;
@@ -395,6 +394,8 @@ async function replayGroup(deps: RebuildDeps, projections: Projection<unknown>[]
     deferredIndexes: [] as string[],
   }));
   try {
+    const streamEnd = streamLastSeq(deps.nc, deps.naming, stream);
+    streamEnd.catch(() => undefined); // awaited below, after the shadows
     for (const s of shadows) {
       // The swap holds the live runner still by locking its checkpoint row; a runner that has
       // not committed yet has none, and a missing row locks nothing.
@@ -404,7 +405,7 @@ async function replayGroup(deps: RebuildDeps, projections: Projection<unknown>[]
       s.deferredIndexes = await createShadow(db, s.target, s.projection);
     }
     // Catch up with a moving target until the gap is small.
-    const total = await streamLastSeq(deps.nc, deps.naming, stream);
+    const total = await streamEnd;
     for (const s of shadows) s.toSeq = Math.max(total, await readCheckpoint(db, s.projection.name, s.projection.stream));
     let behind = shadows;
     for (let round = 0; round < 10 && behind.length > 0; round++) {
