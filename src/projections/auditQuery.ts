@@ -37,7 +37,8 @@ export const MAX_AUDIT_PAGE = 1000;
 /** Parses a time as ms since the epoch or an ISO 8601 date. */
 export function parseTime(raw: string, name: string): number {
   const n = /^\d+$/.test(raw) ? Number(raw) : Date.parse(raw);
-  if (!Number.isFinite(n)) throw new InvalidInputError(`${name} must be ms since the epoch or an ISO 8601 time`);
+  // A safe integer: anything larger cannot be a time and would overflow the bigint column.
+  if (!Number.isSafeInteger(n)) throw new InvalidInputError(`${name} must be ms since the epoch or an ISO 8601 time`);
   return n;
 }
 
@@ -61,8 +62,9 @@ export function parseAuditQuery(q: Record<string, string | undefined>): AuditQue
   if (q.since !== undefined) out.since = parseTime(q.since, 'since');
   if (q.until !== undefined) out.until = parseTime(q.until, 'until');
   if (q.from !== undefined) {
-    if (!/^\d+$/.test(q.from)) throw new InvalidInputError('from must be a next_batch value');
-    out.after = Number(q.from);
+    const after = /^\d+$/.test(q.from) ? Number(q.from) : NaN;
+    if (!Number.isSafeInteger(after)) throw new InvalidInputError('from must be a next_batch value');
+    out.after = after;
   }
   if (q.limit !== undefined) {
     const n = Number(q.limit);
