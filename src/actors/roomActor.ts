@@ -35,6 +35,13 @@ export interface ActorDeps {
   pduFactory: PduFactory;
   settings: ActorSettings;
   snapshots?: SnapshotStore;
+  /**
+   * True while this process is certainly the only writer of the room's subjects (all roles
+   * in one process, or the shard's lease held with time to spare). Then no freshness read
+   * is needed: nothing can have moved under the actor, and the expected-sequence append
+   * still refuses anything that did. Unset: another host may write, so check.
+   */
+  exclusive?: (roomId: string) => boolean;
 }
 
 /** What a command's caller learns: the events it appended (with their positions), no more. */
@@ -182,7 +189,7 @@ export class RoomActor {
       const appendsNothing = decided instanceof DomainError || (decided.drafts.length === 0 && decided.received.length === 0 && decided.peeks.length === 0);
       // An answer that appends nothing is never checked by an append: make sure it was not
       // decided on a stale copy of the room (another host may have written since).
-      if (appendsNothing && (await this.isStale())) {
+      if (appendsNothing && !this.exclusive() && (await this.isStale())) {
         await conflict(new ConcurrencyError(this.deps.log.naming.roomSubject('peeks', this.roomId), this.state.peeksSeq));
         continue;
       }
@@ -201,8 +208,9 @@ export class RoomActor {
         const roomEvents = rooms.stored;
         // Peek decisions read the room (visibility, membership, encryption): when only
         // PEEKS is appended, the room must not have moved under us.
-        const startsPeek = roomEvents.length === 0 && decided.peeks.some((e) => e.type === 'PeekStarted' || e.type === 'PeekRenewed');
-        if (startsPeek && (await this.deps.log.lastSeq('rooms', this.roomId)) !== this.state.roomsSeq) {
+        // (An exclusive writer knows it has not: it is the only one who writes there.)
+        const checkRooms = roomEvents.length === 0 && !this.exclusive() && decided.peeks.some((e) => e.type === 'PeekStarted' || e.type === 'PeekRenewed');
+        if (checkRooms && (await this.deps.log.lastSeq('rooms', this.roomId)) !== this.state.roomsSeq) {
           throw new ConcurrencyError(this.deps.log.naming.roomSubject('rooms', this.roomId), this.state.roomsSeq);
         }
         let peekEvents: StoredPeekEvent[] = [];
@@ -221,7 +229,7 @@ export class RoomActor {
           await this.reload();
           await this.heal();
         }
-        if (startsPeek && (await this.deps.log.lastSeq('rooms', this.roomId)) !== this.state.roomsSeq) {
+        if (checkRooms && (await this.deps.log.lastSeq('rooms', this.roomId)) !== this.state.roomsSeq) {
           // The room changed between our check and our append: fold it in and end what it
           // no longer allows, so no peek outlives the room's permission.
           await this.reload();
@@ -233,6 +241,10 @@ export class RoomActor {
         await conflict(err);
       }
     }
+  }
+
+  private exclusive(): boolean {
+    return this.deps.exclusive?.(this.roomId) ?? false;
   }
 
   private roomSummary(): CommandResult['room'] {

@@ -537,3 +537,70 @@ describe('two ActorHosts on one log', () => {
     for (const e of ended) expect(e.event).toMatchObject({ reason: 'visibility_changed' });
   });
 });
+
+describe('an exclusive host (all roles in one process, or a shard lease held firmly)', () => {
+  let streams: TestStreams;
+  let key: SigningKey;
+
+  beforeAll(async () => {
+    streams = await createTestStreams(8);
+    key = generateSigningKey();
+  });
+
+  afterAll(async () => {
+    await streams?.cleanup();
+  });
+
+  /** The real log, counting the freshness reads (`lastSeq`) the actor makes through it. */
+  async function countingLog(): Promise<{ log: EventLog; freshnessReads: () => number }> {
+    const real = await EventLog.open(streams.nc, streams.naming);
+    let reads = 0;
+    const log = new Proxy(real, {
+      get(target, prop, receiver) {
+        const value = Reflect.get(target, prop, receiver);
+        if (prop === 'lastSeq') return (...args: Parameters<EventLog['lastSeq']>) => (reads++, value.apply(target, args));
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    return { log, freshnessReads: () => reads };
+  }
+
+  async function peekCycle(exclusive: boolean) {
+    const { log, freshnessReads } = await countingLog();
+    const host = new ActorHost(
+      {
+        log,
+        clock: new ManualClock(T0),
+        pduFactory: new SigningPduFactory(SERVER, key),
+        settings: { serverName: SERVER, peekLifetimeMs: PEEK_LIFETIME_MS, inboundRenewalIntervalMs: 3_600_000, maxConflictRetries: 8 },
+        exclusive: () => exclusive,
+      },
+      { passivateAfterMs: 3_600_000 },
+    );
+    try {
+      const roomId = newRoomId('excl');
+      await host.send(createRoomCommand(roomId));
+      const before = freshnessReads();
+      const peek = { roomId, userId: BOB, deviceId: 'D' };
+      const started = await host.send({ type: 'StartDevicePeek', ...peek });
+      const renewed = await host.send({ type: 'StartDevicePeek', ...peek });
+      await host.send({ type: 'StopDevicePeek', ...peek, reason: 'unpeeked' });
+      const refused = await attempt(host.send({ type: 'StopDevicePeek', ...peek, reason: 'unpeeked' }));
+      expect(started.peekEvents.map((e) => e.event.type)).toEqual(['PeekStarted']);
+      expect(renewed.peekEvents.map((e) => e.event.type)).toEqual(['PeekRenewed']);
+      expect(refused.ok ? null : refused.error).toBeInstanceOf(BadStateError);
+      return freshnessReads() - before;
+    } finally {
+      await host.stop();
+    }
+  }
+
+  it('makes no freshness reads: one append per command is all it asks of NATS', async () => {
+    expect(await peekCycle(true)).toBe(0);
+  });
+
+  it('a host that may share the room checks the log before a peek-only append and before a refusal', async () => {
+    // start (before and after), renew (before and after), refused stop (both subjects).
+    expect(await peekCycle(false)).toBe(6);
+  });
+});
