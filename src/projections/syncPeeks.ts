@@ -8,6 +8,42 @@ import type { PeekProjection, Projected } from './projection';
 
 type Row = typeof syncapiPeeks.$inferSelect;
 
+/**
+ * A device peek's row after one more event about it (undefined: the event changes nothing).
+ * The projection folds with it, and so does the sync cache, so memory and table agree.
+ */
+export function foldDevicePeek(row: Row | undefined, { seq, shard, event }: Projected<PeekEvent>): Row | undefined {
+  if (event.peek.kind !== 'device') return undefined;
+  if (row && seq <= row.updatedSeq) return undefined; // already folded in: a replayed event changes nothing
+  switch (event.type) {
+    case 'PeekStarted': {
+      const replaced = row && row.endedSeq !== null ? row : undefined;
+      return {
+        roomId: event.roomId,
+        userId: event.peek.userId,
+        deviceId: event.peek.deviceId,
+        shard,
+        startedSeq: seq,
+        startedAt: event.at,
+        renewedAt: event.at,
+        expiresAt: event.expiresAt ?? null,
+        roomSeq: event.roomSeq ?? 0,
+        updatedSeq: seq,
+        endedSeq: null,
+        endedAt: null,
+        endReason: null,
+        endedRoomSeq: null,
+        prevStartedSeq: replaced?.startedSeq ?? null,
+        prevEndedSeq: replaced?.endedSeq ?? null,
+      };
+    }
+    case 'PeekRenewed':
+      return row ? { ...row, renewedAt: event.at, expiresAt: event.expiresAt ?? null, updatedSeq: seq } : undefined;
+    case 'PeekExpired':
+      return row ? { ...row, endedSeq: seq, endedAt: event.at, endReason: event.reason, endedRoomSeq: event.roomSeq ?? null, updatedSeq: seq } : undefined;
+  }
+}
+
 const key = (roomId: string, userId: string, deviceId: string) => `${roomId}\u0000${userId}\u0000${deviceId}`;
 
 export const syncPeeksProjection: PeekProjection = {
@@ -38,41 +74,11 @@ export const syncPeeksProjection: PeekProjection = {
       ),
     );
     for (const r of existing.flat()) rows.set(key(r.roomId, r.userId, r.deviceId), r);
-    for (const { seq, shard, event } of mine) {
-      if (event.peek.kind !== 'device') continue;
-      const k = key(event.roomId, event.peek.userId, event.peek.deviceId);
-      const row = rows.get(k);
-      if (row && seq <= row.updatedSeq) continue; // already folded in: a replayed event changes nothing
-      switch (event.type) {
-        case 'PeekStarted': {
-          const replaced = row && row.endedSeq !== null ? row : undefined;
-          rows.set(k, {
-            roomId: event.roomId,
-            userId: event.peek.userId,
-            deviceId: event.peek.deviceId,
-            shard,
-            startedSeq: seq,
-            startedAt: event.at,
-            renewedAt: event.at,
-            expiresAt: event.expiresAt ?? null,
-            roomSeq: event.roomSeq ?? 0,
-            updatedSeq: seq,
-            endedSeq: null,
-            endedAt: null,
-            endReason: null,
-            endedRoomSeq: null,
-            prevStartedSeq: replaced?.startedSeq ?? null,
-            prevEndedSeq: replaced?.endedSeq ?? null,
-          });
-          break;
-        }
-        case 'PeekRenewed':
-          if (row) rows.set(k, { ...row, renewedAt: event.at, expiresAt: event.expiresAt ?? null, updatedSeq: seq });
-          break;
-        case 'PeekExpired':
-          if (row) rows.set(k, { ...row, endedSeq: seq, endedAt: event.at, endReason: event.reason, endedRoomSeq: event.roomSeq ?? null, updatedSeq: seq });
-          break;
-      }
+    for (const p of mine) {
+      if (p.event.peek.kind !== 'device') continue;
+      const k = key(p.event.roomId, p.event.peek.userId, p.event.peek.deviceId);
+      const next = foldDevicePeek(rows.get(k), p);
+      if (next) rows.set(k, next);
     }
     await insertRows(tx, syncapiPeeks, [...rows.values()], { target: ['room_id', 'user_id', 'device_id'] });
   },

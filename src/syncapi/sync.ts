@@ -67,7 +67,7 @@ export class SyncService {
   async devicePeeks(userId: string, deviceId: string): Promise<DevicePeekRow[]> {
     const { cache, peeks } = this.deps;
     if (!cache) return peeks.ofDevice(userId, deviceId);
-    return (await cache.devicePeeks.get(`${userId}\u0000${deviceId}`, () => peeks.ofDevice(userId, deviceId))) as DevicePeekRow[];
+    return cache.devicePeeks.get(`${userId}\u0000${deviceId}`, () => peeks.ofDevice(userId, deviceId));
   }
 
   async sync(req: SyncRequest): Promise<SyncResponse> {

@@ -5,6 +5,8 @@
 import type { PeekEvent } from '../events/peekEvents';
 import type { RoomEvent } from '../events/roomEvents';
 import type { Projected } from '../projections/projection';
+import { foldDevicePeek } from '../projections/syncPeeks';
+import type { DevicePeekRow } from './peekReader';
 
 const MAX_ENTRIES = 100_000;
 
@@ -26,6 +28,16 @@ class InvalidatedCache<V> {
     return value;
   }
 
+  /**
+   * Changes a cached value in place (a read in flight is not kept, as for invalidate):
+   * what the next read would have loaded, without the load.
+   */
+  update(key: string, change: (value: V) => V): void {
+    const hit = this.values.get(key);
+    this.invalidate(key);
+    if (hit !== undefined) this.values.set(key, change(hit));
+  }
+
   invalidate(key: string): void {
     this.values.delete(key);
     this.generations.set(key, ++this.generation);
@@ -39,7 +51,7 @@ class InvalidatedCache<V> {
 
 export class SyncCache {
   readonly memberships = new InvalidatedCache<unknown>();
-  readonly devicePeeks = new InvalidatedCache<unknown>();
+  readonly devicePeeks = new InvalidatedCache<DevicePeekRow[]>();
 
   onRoomEvents(batch: Projected<RoomEvent>[]): void {
     for (const { event } of batch) {
@@ -47,9 +59,17 @@ export class SyncCache {
     }
   }
 
+  /** A device's peek rows follow its committed events by the projection's own fold. */
   onPeekEvents(batch: Projected<PeekEvent>[]): void {
-    for (const { event } of batch) {
-      if (event.peek.kind === 'device') this.devicePeeks.invalidate(`${event.peek.userId}\u0000${event.peek.deviceId}`);
+    for (const p of batch) {
+      const { event } = p;
+      if (event.peek.kind !== 'device') continue;
+      this.devicePeeks.update(`${event.peek.userId}\u0000${event.peek.deviceId}`, (rows) => {
+        const i = rows.findIndex((r) => r.roomId === event.roomId);
+        const next = foldDevicePeek(i < 0 ? undefined : rows[i], p);
+        if (!next) return rows;
+        return i < 0 ? [...rows, next] : rows.map((r, j) => (j === i ? next : r));
+      });
     }
   }
 }
