@@ -27,6 +27,7 @@ import { retryTransient, ServiceUnavailableError, withDeadline } from './nats/er
 import { federationPeeksProjection } from './projections/federationPeeks';
 import { PROJECTIONS } from './projections/index';
 import { ProjectionRunner } from './projections/runner';
+import { ReadBarrier } from './projections/readBarrier';
 import type { Projected } from './projections/projection';
 import type { PeekEvent } from './events/peekEvents';
 import type { RoomEvent } from './events/roomEvents';
@@ -167,6 +168,9 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
           snapshotInterval: config.snapshotInterval,
         },
         snapshots: config.snapshotInterval > 0 ? await KvSnapshotStore.open(nc, naming, config.streamReplicas) : undefined,
+        // All in one process, this is the only writer of every room (one such process per
+        // stream prefix); split, a room host is the only writer of the shards it firmly holds.
+        exclusive: allInOne ? () => true : (roomId) => leases?.holdsFirmly(naming.shardOf(roomId)) ?? false,
       });
       host = h;
       cleanups.push(() => h.stop());
@@ -247,6 +251,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
     const waitForProjections = async (stream: 'peeks' | 'rooms', seq: number, which: 'sync' | 'all' = 'sync') => {
       const syncName = stream === 'rooms' ? syncRoomsProjection.name : syncPeeksProjection.name;
       const names = PROJECTIONS.filter((p) => p.stream === stream && (which === 'all' || p.name === syncName)).map((p) => p.name);
+      if (names.every((n) => committed(n) >= seq)) return; // the common case: already visible, no timer
       // Bounded: a projection that is behind (NATS recovering, Postgres slow) makes the
       // request answer 503, never hang. The change itself is in the log and will show.
       const waits = remote ? [remote.waitFor(names, seq, config.projectionWaitMs)] : names.map((n) => projections.get(n)?.waitFor(seq));
@@ -293,6 +298,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
       bus,
       clock,
       waitForProjections,
+      barrier: new ReadBarrier(waitForProjections, () => ({ rooms: committed(syncRoomsProjection.name), peeks: committed(syncPeeksProjection.name) })),
       sync: new SyncService({
         rooms,
         peeks,

@@ -115,6 +115,14 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
 
   registerVersions(app, () => ready);
   if (peekd.client) {
+    // Read your writes (src/projections/readBarrier.ts): writes answer once the log has
+    // them; any other request first waits until every write this process acknowledged is in
+    // the tables it reads (almost always already true: a comparison, no wait). Routes that
+    // read no projection, or see to it themselves, say `config: { barrier: false }`.
+    const barrier = peekd.client.barrier;
+    app.addHook('preHandler', async (req) => {
+      if (req.url.startsWith('/_matrix/') && req.routeOptions.config?.barrier !== false) await barrier.forReads();
+    });
     registerAccountRoutes(app, peekd.client);
     registerPeekRoutes(app, peekd.client);
     registerRoomRoutes(app, peekd.client);
@@ -138,4 +146,11 @@ const MAX_PARAM_LENGTH = 1024;
 /** POSTs whose body may be left out entirely (clients send none for these). */
 function isLenientEmptyBody(url: string): boolean {
   return /\/(peek\/[^/]+|rooms\/[^/]+\/(join|leave|unpeek)|join\/[^/]+|logout(\/all)?)(\?|$)/.test(url);
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** false: the route reads no projection before it answers, or waits for what it needs itself (read your writes). */
+    barrier?: boolean;
+  }
 }

@@ -217,6 +217,11 @@ export class ProjectionRunner<E = unknown> {
     return this.position;
   }
 
+  /** How many callers wait for a position this runner has not committed yet. */
+  get waiting(): number {
+    return this.waiters.length;
+  }
+
   async start(): Promise<void> {
     this.position = await this.readPosition();
     this.stopped = false;

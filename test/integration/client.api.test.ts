@@ -30,6 +30,8 @@ afterAll(async () => {
 
 /** Row counts of every table a client request may write, and the message counts of both streams. */
 async function footprint(): Promise<Record<string, number>> {
+  // Everything acknowledged so far, projected (writes answer before their rows exist).
+  await hs.peekd.client!.barrier.forReads();
   const out: Record<string, number> = {};
   for (const t of ['accounts', 'devices', 'access_tokens', 'filters', 'room_aliases', 'syncapi_room_events', 'syncapi_peeks', 'peek_audit']) {
     const [row] = rowsOf<{ n: string | number }>(await hs.peekd.database.db.execute(sql.raw(`select count(*) as n from ${t}`)));

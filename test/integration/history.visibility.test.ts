@@ -63,6 +63,7 @@ interface RoomEvent {
 
 /** Every event of the room, in stream order, straight from the sync projection's table. */
 async function storedEvents(roomId: string): Promise<RoomEvent[]> {
+  await hs.peekd.client!.barrier.forReads(); // every write acknowledged so far, in the tables
   const rows = rowsOf<{ seq: string | number; event_id: string; pdu: RoomEvent['pdu'] }>(
     await hs.peekd.database.db.execute(sql`select seq, event_id, pdu from syncapi_room_events where room_id = ${roomId} order by seq`),
   );
@@ -247,7 +248,7 @@ async function buildScenario(setting: Setting): Promise<Scenario> {
   const whileInvited = { events: await storedEvents(roomId), backwards: await paginate(bob, roomId, 'b'), forwards: await paginate(bob, roomId, 'f') };
   expect((await bob.join(roomId)).status).toBe(200);
   message['while joined'] = await say('while joined');
-  // Writes answer once the projections have them: this sync already holds the message.
+  // A read waits for every write acknowledged before it: this sync already holds the message.
   const joinedSync = await bob.sync({ filter: BIG_TIMELINE });
   const joinedSyncSmall = await bob.sync({ filter: JSON.stringify({ room: { timeline: { limit: 3 } } }) });
   const atJoinedSync = await storedEvents(roomId);

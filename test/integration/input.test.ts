@@ -115,6 +115,7 @@ describe('bodies', () => {
     expect(await timelineLength()).toBe(count);
     // Just under: accepted, and what was stored is within the limit.
     const fits = await alice.ok('PUT', v3(`/rooms/${enc(roomId)}/send/m.room.message/fits`), { msgtype: 'm.text', body: 'z'.repeat(MAX_PDU_BYTES - 2_000) });
+    await hs.peekd.client!.barrier.forReads();
     const stored = await hs.peekd.client!.rooms.eventById(fits.event_id);
     expect(pduSize(stored!.pdu)).toBeLessThanOrEqual(MAX_PDU_BYTES);
     expect(await timelineLength()).toBe(count + 1);

@@ -53,7 +53,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext):
     method: 'POST',
     path: '/register',
     schema: { body: registerBody },
-    config: { rateLimit: { max: ctx.config.registrationRatePerSecond, timeWindow: 1000 } },
+    config: { barrier: false, rateLimit: { max: ctx.config.registrationRatePerSecond, timeWindow: 1000 } },
     handler: async (req, reply) => {
       const q = req.query as { kind?: string };
       if (q.kind === 'guest') throw new MatrixError(403, 'M_GUEST_ACCESS_FORBIDDEN', 'guest accounts are not supported');
@@ -102,6 +102,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext):
   clientRoute(app, {
     method: 'POST',
     path: '/login',
+    config: { barrier: false },
     schema: { body: loginBody },
     handler: async (req) => {
       const body = req.body as { type?: string; identifier?: { type?: string; user?: string }; user?: string; password?: string; device_id?: string; initial_device_display_name?: string };
@@ -140,6 +141,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext):
   clientRoute(app, {
     method: 'POST',
     path: '/logout',
+    config: { barrier: false },
     preHandler: auth,
     handler: async (req) => {
       const { userId, deviceId } = sessionOf(req);
@@ -152,6 +154,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext):
   clientRoute(app, {
     method: 'POST',
     path: '/logout/all',
+    config: { barrier: false },
     preHandler: auth,
     handler: async (req) => {
       const { userId } = sessionOf(req);

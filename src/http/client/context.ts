@@ -8,6 +8,7 @@ import type { PeekReader } from '../../syncapi/peekReader';
 import type { RoomReader } from '../../syncapi/roomReader';
 import type { SyncService } from '../../syncapi/sync';
 import type { RemoteHistory } from '../../federation/remoteHistory';
+import type { ReadBarrier } from '../../projections/readBarrier';
 
 /** Peeking rooms hosted elsewhere (MSC2444, outbound); absent until federation is on. */
 export interface RemoteRooms {
@@ -29,6 +30,8 @@ export interface ClientContext {
   bus: CommandBus;
   clock: Clock;
   waitForProjections(stream: 'peeks' | 'rooms', seq: number, which?: 'sync' | 'all'): Promise<void>;
+  /** Read your writes: writes record what they appended, reads wait for it (readBarrier.ts). */
+  barrier: ReadBarrier;
   remote?: RemoteRooms;
   /** History of peeked remote rooms from their hosts (backfill); absent until federation is on. */
   history?: RemoteHistory;

@@ -9,7 +9,6 @@ import type { ClientContext } from './context';
 import { PEEK_PREFIXES, clientRoute } from './prefixes';
 import { requireRoomId, resolveRoomIdOrAlias } from './resolveRoom';
 import { bearerToken } from '../secrets';
-import { settled } from '../../projections/settled';
 
 const peekBody = {
   type: 'object',
@@ -18,17 +17,34 @@ const peekBody = {
 
 /** Ends every live peek of a device (logout: `device_removed`). */
 export async function endDevicePeeks(ctx: ClientContext, userId: string, deviceId: string, reason: Extract<PeekEndReason, 'unpeeked' | 'device_removed'>): Promise<void> {
+  // The device's own peeks, its latest /peek included.
+  await ctx.barrier.forSession(userId, deviceId);
   const rooms = await ctx.peeks.liveRoomsOfDevice(userId, deviceId);
-  let last = 0;
   for (const roomId of rooms) {
     try {
-      const r = await ctx.bus.send({ type: 'StopDevicePeek', roomId, userId, deviceId, reason });
-      last = Math.max(last, r.peekEvents.at(-1)?.seq ?? 0);
+      ctx.barrier.wrote(await ctx.bus.send({ type: 'StopDevicePeek', roomId, userId, deviceId, reason }), { userId, deviceId });
     } catch (err) {
       if (!(err instanceof BadStateError)) throw err; // already ended: nothing to do
     }
   }
-  if (last) await ctx.waitForProjections('peeks', last);
+}
+
+/**
+ * A device may peek at most `maxPeeksPerDevice` rooms. The count is read without waiting
+ * for the device's latest peeks to be projected when even counting each of those as a new
+ * peek stays under the cap; only near the cap does it wait to count exactly.
+ */
+async function checkPeekCap(ctx: ClientContext, userId: string, deviceId: string, roomId: string): Promise<void> {
+  const cap = ctx.config.maxPeeksPerDevice;
+  const count = async () => {
+    const live = (await ctx.sync.devicePeeks(userId, deviceId)).filter((p) => p.endedSeq === null);
+    return live.some((p) => p.roomId === roomId) ? -1 : live.length;
+  };
+  const unseen = ctx.barrier.unseenPeekWrites(userId, deviceId);
+  const before = await count();
+  if (before < 0 || before + unseen < cap) return;
+  if (unseen > 0) await ctx.barrier.forSession(userId, deviceId);
+  if ((unseen > 0 ? await count() : before) >= cap) throw limitExceeded(60_000, `a device may peek at most ${cap} rooms`);
 }
 
 export function registerPeekRoutes(app: FastifyInstance, ctx: ClientContext): void {
@@ -50,7 +66,8 @@ export function registerPeekRoutes(app: FastifyInstance, ctx: ClientContext): vo
       method: 'POST',
       path: '/peek/:roomIdOrAlias',
       schema: { body: peekBody },
-      config: { rateLimit },
+      // Waits for the device's own writes only (the cap), not for everyone's.
+      config: { rateLimit, barrier: false },
       preHandler: auth,
       handler: async (req) => {
         const { userId, deviceId } = sessionOf(req);
@@ -60,10 +77,7 @@ export function registerPeekRoutes(app: FastifyInstance, ctx: ClientContext): vo
         const servers = [...(body.servers ?? []), ...(q.server_name === undefined ? [] : Array.isArray(q.server_name) ? q.server_name : [q.server_name])];
         if (servers.some((s) => !isValidServerName(s))) throw invalidParam('servers must be server names');
         const { roomId, servers: candidates } = await resolveRoomIdOrAlias(ctx, raw, servers);
-        const live = (await ctx.sync.devicePeeks(userId, deviceId)).filter((p) => p.endedSeq === null);
-        if (!live.some((p) => p.roomId === roomId) && live.length >= ctx.config.maxPeeksPerDevice) {
-          throw limitExceeded(60_000, `a device may peek at most ${ctx.config.maxPeeksPerDevice} rooms`);
-        }
+        await checkPeekCap(ctx, userId, deviceId, roomId);
         if (serverOf(roomId) !== ctx.config.serverName) {
           if (!ctx.remote) throw new MatrixError(404, 'M_NOT_FOUND', 'peeking rooms on other servers is not enabled');
           await ctx.remote.ensureOutboundPeek(roomId, candidates);
@@ -73,8 +87,8 @@ export function registerPeekRoutes(app: FastifyInstance, ctx: ClientContext): vo
         if (!last || last.event.type === 'PeekExpired' || last.event.expiresAt === undefined) {
           throw new MatrixError(500, 'M_UNKNOWN', 'the peek did not start');
         }
-        // Read your writes: the device's next /sync must show the room.
-        await ctx.waitForProjections('peeks', last.seq);
+        // Read your writes: the device's next /sync waits for this position (readBarrier.ts).
+        ctx.barrier.wrote(result, { userId, deviceId });
         return { room_id: roomId, peek_expiry_ts: last.event.expiresAt };
       },
     },
@@ -86,11 +100,12 @@ export function registerPeekRoutes(app: FastifyInstance, ctx: ClientContext): vo
     {
       method: 'POST',
       path: '/rooms/:roomId/unpeek',
+      config: { barrier: false },
       preHandler: auth,
       handler: async (req) => {
         const { userId, deviceId } = sessionOf(req);
         const roomId = requireRoomId((req.params as { roomId: string }).roomId);
-        await settled(ctx.waitForProjections, await ctx.bus.send({ type: 'StopDevicePeek', roomId, userId, deviceId, reason: 'unpeeked' }));
+        ctx.barrier.wrote(await ctx.bus.send({ type: 'StopDevicePeek', roomId, userId, deviceId, reason: 'unpeeked' }), { userId, deviceId });
         return {};
       },
     },

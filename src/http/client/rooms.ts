@@ -13,7 +13,6 @@ import { requireAuth, sessionOf } from './auth';
 import type { ClientContext } from './context';
 import { clientRoute } from './prefixes';
 import { requireRoomId, resolveRoomIdOrAlias } from './resolveRoom';
-import { settled } from '../../projections/settled';
 
 /** The most invites, and the most initial_state entries, one createRoom takes. */
 const MAX_CREATE_ROOM_LIST = 200;
@@ -143,6 +142,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
   clientRoute(app, {
     method: 'POST',
     path: '/createRoom',
+    config: { barrier: false },
     schema: { body: createRoomBody },
     preHandler: auth,
     handler: async (req) => {
@@ -162,7 +162,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
       }
       try {
         const result = await ctx.bus.send({ type: 'CreateRoom', roomId, roomVersion: ROOM_VERSION, events: createRoomDrafts(userId, body, alias) });
-        await settled(ctx.waitForProjections, result);
+        ctx.barrier.wrote(result, sessionOf(req));
       } catch (err) {
         if (alias) await ctx.db.delete(roomAliases).where(eq(roomAliases.alias, alias));
         throw err;
@@ -174,6 +174,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
   clientRoute(app, {
     method: 'PUT',
     path: '/rooms/:roomId/send/:eventType/:txnId',
+    config: { barrier: false },
     schema: { body: { type: 'object' } },
     preHandler: auth,
     handler: async (req) => {
@@ -187,7 +188,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
         events: [{ type: eventType, sender: userId, content: req.body as Record<string, unknown> }],
         txn: { deviceId, txnId },
       });
-      await settled(ctx.waitForProjections, result);
+      ctx.barrier.wrote(result, { userId, deviceId });
       return { event_id: lastEventId(result) };
     },
   });
@@ -202,11 +203,11 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
       roomId,
       events: [{ type: eventType, sender: userId, state_key: stateKey ?? '', content: req.body as Record<string, unknown> }],
     });
-    await settled(ctx.waitForProjections, result);
+    ctx.barrier.wrote(result, sessionOf(req));
     return { event_id: lastEventId(result) };
   };
-  clientRoute(app, { method: 'PUT', path: '/rooms/:roomId/state/:eventType', schema: { body: { type: 'object' } }, preHandler: auth, handler: putState });
-  clientRoute(app, { method: 'PUT', path: '/rooms/:roomId/state/:eventType/:stateKey', schema: { body: { type: 'object' } }, preHandler: auth, handler: putState });
+  clientRoute(app, { method: 'PUT', path: '/rooms/:roomId/state/:eventType', config: { barrier: false }, schema: { body: { type: 'object' } }, preHandler: auth, handler: putState });
+  clientRoute(app, { method: 'PUT', path: '/rooms/:roomId/state/:eventType/:stateKey', config: { barrier: false }, schema: { body: { type: 'object' } }, preHandler: auth, handler: putState });
 
   clientRoute(app, {
     method: 'GET',
@@ -270,14 +271,15 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
     },
   });
 
-  const membership = (membershipOf: 'join' | 'leave') => async (roomId: string, userId: string) => {
+  const membership = (membershipOf: 'join' | 'leave') => async (roomId: string, session: { userId: string; deviceId: string }) => {
     requireLocalRoom(ctx, roomId);
+    const { userId } = session;
     const result = await ctx.bus.send({
       type: 'SendEvents',
       roomId,
       events: [{ type: 'm.room.member', sender: userId, state_key: userId, content: { membership: membershipOf } }],
     });
-    await settled(ctx.waitForProjections, result);
+    ctx.barrier.wrote(result, session);
   };
   const join = membership('join');
   const leave = membership('leave');
@@ -285,12 +287,13 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
   clientRoute(app, {
     method: 'POST',
     path: '/join/:roomIdOrAlias',
+    config: { barrier: false },
     schema: { body: { type: 'object' } },
     preHandler: auth,
     handler: async (req) => {
       const { userId } = sessionOf(req);
       const { roomId } = await resolveRoomIdOrAlias(ctx, (req.params as { roomIdOrAlias: string }).roomIdOrAlias);
-      await join(roomId, userId);
+      await join(roomId, sessionOf(req));
       return { room_id: roomId };
     },
   });
@@ -298,12 +301,13 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
   clientRoute(app, {
     method: 'POST',
     path: '/rooms/:roomId/join',
+    config: { barrier: false },
     schema: { body: { type: 'object' } },
     preHandler: auth,
     handler: async (req) => {
       const { userId } = sessionOf(req);
       const roomId = requireRoomId((req.params as { roomId: string }).roomId);
-      await join(roomId, userId);
+      await join(roomId, sessionOf(req));
       return { room_id: roomId };
     },
   });
@@ -311,12 +315,13 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
   clientRoute(app, {
     method: 'POST',
     path: '/rooms/:roomId/leave',
+    config: { barrier: false },
     schema: { body: { type: 'object' } },
     preHandler: auth,
     handler: async (req) => {
       const { userId } = sessionOf(req);
       const roomId = requireRoomId((req.params as { roomId: string }).roomId);
-      await leave(roomId, userId);
+      await leave(roomId, sessionOf(req));
       return {};
     },
   });
@@ -324,6 +329,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
   clientRoute(app, {
     method: 'POST',
     path: '/rooms/:roomId/invite',
+    config: { barrier: false },
     schema: { body: { type: 'object', required: ['user_id'], properties: { user_id: { type: 'string' } } } },
     preHandler: auth,
     handler: async (req) => {
@@ -337,7 +343,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
         roomId,
         events: [{ type: 'm.room.member', sender: userId, state_key: target, content: { membership: 'invite' } }],
       });
-      await settled(ctx.waitForProjections, result);
+      ctx.barrier.wrote(result, sessionOf(req));
       return {};
     },
   });
