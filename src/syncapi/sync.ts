@@ -14,6 +14,7 @@ import { formatSyncToken, formatTopologicalToken, positionOf, type SyncPosition 
 export const DEFAULT_TIMELINE_LIMIT = 20;
 export const MAX_TIMELINE_LIMIT = 1000;
 
+/** What a /sync asks. Whatever here shapes the answer must also be in `shareKey` below. */
 export interface SyncRequest {
   userId: string;
   deviceId: string;
@@ -70,23 +71,62 @@ export class SyncService {
     return cache.devicePeeks.get(`${userId}\u0000${deviceId}`, () => peeks.ofDevice(userId, deviceId));
   }
 
-  async sync(req: SyncRequest): Promise<SyncResponse> {
+  /**
+   * A /sync answer. Devices that ask the same question at the same positions — no
+   * membership anywhere (peekers, strangers), the same `since`, filter limits and peeks —
+   * get one computed answer, serialised once (`json`), however many of them a new event
+   * woke at the same moment.
+   */
+  async sync(req: SyncRequest): Promise<SyncAnswer> {
     const deadline = this.deps.now() + req.timeoutMs;
     for (;;) {
       const upto = this.deps.positions();
-      const { response, roomIds } = await this.compute(req, upto);
+      const answer = await this.computeShared(req, upto);
       const remaining = deadline - this.deps.now();
-      if (!req.since || !isEmpty(response) || remaining <= 0 || req.signal?.aborted) return response;
+      if (!req.since || !isEmpty(answer.response) || remaining <= 0 || req.signal?.aborted) return answer;
       // Nothing new: wait for something that may concern this device, unless the
       // projections moved on while we computed (then look again at once).
       const moved = this.deps.positions();
       if (moved.rooms !== upto.rooms || moved.peeks !== upto.peeks) continue;
-      const woken = await this.deps.notifier.wait({ userId: req.userId, deviceId: req.deviceId, roomIds }, remaining, req.signal);
-      if (!woken) return response;
+      const woken = await this.deps.notifier.wait({ userId: req.userId, deviceId: req.deviceId, roomIds: answer.roomIds }, remaining, req.signal);
+      if (!woken) return answer;
     }
   }
 
-  private async compute(req: SyncRequest, upto: SyncPosition): Promise<{ response: SyncResponse; roomIds: string[] }> {
+  private async computeShared(req: SyncRequest, upto: SyncPosition): Promise<SyncAnswer> {
+    const memberships = await this.membershipsOf(req.userId);
+    const devicePeeks = await this.devicePeeks(req.userId, req.deviceId);
+    const key = memberships.length === 0 ? shareKey(req, devicePeeks) : undefined;
+    if (key === undefined) return answerOf(await this.compute(req, upto, memberships, devicePeeks));
+    const at = `${upto.rooms}_${upto.peeks}`;
+    if (this.shared.at !== at) this.shared = { at, answers: new Map() };
+    const answers = this.shared.answers;
+    let shared = answers.get(key);
+    if (!shared) {
+      shared = this.compute(req, upto, memberships, devicePeeks).then(answerOf);
+      if (answers.size < MAX_SHARED_ANSWERS) {
+        answers.set(key, shared);
+        shared.catch(() => answers.delete(key));
+      }
+    }
+    return shared;
+  }
+
+  private shared: { at: string; answers: Map<string, Promise<SyncAnswer>> } = { at: '', answers: new Map() };
+
+  private async membershipsOf(userId: string): Promise<Awaited<ReturnType<RoomReader['membershipsOf']>>> {
+    const { cache, rooms } = this.deps;
+    return cache
+      ? ((await cache.memberships.get(userId, () => rooms.membershipsOf(userId))) as Awaited<ReturnType<RoomReader['membershipsOf']>>)
+      : rooms.membershipsOf(userId);
+  }
+
+  private async compute(
+    req: SyncRequest,
+    upto: SyncPosition,
+    memberships: Awaited<ReturnType<RoomReader['membershipsOf']>>,
+    devicePeeks: DevicePeekRow[],
+  ): Promise<{ response: SyncResponse; roomIds: string[] }> {
     const { rooms } = this.deps;
     const since = req.since;
     const view: View = { now: this.deps.now(), viewer: { userId: req.userId, deviceId: req.deviceId }, memberOf: new Set() };
@@ -99,12 +139,7 @@ export class SyncService {
       device_lists: { changed: [], left: [] },
       device_one_time_keys_count: {},
     };
-    const { cache } = this.deps;
-    const memberships = cache
-      ? ((await cache.memberships.get(req.userId, () => rooms.membershipsOf(req.userId))) as Awaited<ReturnType<RoomReader['membershipsOf']>>)
-      : await rooms.membershipsOf(req.userId);
     view.memberOf = new Set(memberships.map((m) => m.roomId));
-    const devicePeeks = await this.devicePeeks(req.userId, req.deviceId);
     const peekRows = new Map<string, DevicePeekRow>();
     for (const row of devicePeeks) peekRows.set(row.roomId, row);
     const joined = memberships.filter((m) => m.membership === 'join' && m.seq <= upto.rooms);
@@ -318,4 +353,31 @@ export class SyncService {
 function isEmpty(r: SyncResponse): boolean {
   const { join, peek, leave, invite } = r.rooms;
   return Object.keys(join).length + Object.keys(peek).length + Object.keys(leave).length + Object.keys(invite).length === 0;
+}
+
+/** A /sync answer: the response, the rooms to wait on, and its JSON (made once, on first use). */
+export interface SyncAnswer {
+  response: SyncResponse;
+  roomIds: string[];
+  json(): string;
+}
+
+/** Distinct shared answers kept for one position; past this, answers are computed per request. */
+const MAX_SHARED_ANSWERS = 10_000;
+
+function answerOf(computed: { response: SyncResponse; roomIds: string[] }): SyncAnswer {
+  let json: string | undefined;
+  return { ...computed, json: () => (json ??= JSON.stringify(computed.response)) };
+}
+
+/**
+ * What a membership-less device's answer depends on besides the positions: its `since`,
+ * the filter's limits, and its peek rows. (Its user and device IDs do not show in it: a
+ * reader with no membership sent none of the events, so no transaction ID is its own.)
+ */
+function shareKey(req: SyncRequest, peeks: DevicePeekRow[]): string {
+  const parts = [req.since ? `${req.since.rooms}_${req.since.peeks}` : '-', req.timelineLimit, req.fullState ? 1 : 0];
+  const rows = peeks.length > 1 ? [...peeks].sort((a, b) => (a.roomId < b.roomId ? -1 : a.roomId > b.roomId ? 1 : 0)) : peeks;
+  for (const p of rows) parts.push(p.roomId, p.startedSeq, p.endedSeq ?? '', p.roomSeq, p.endedRoomSeq ?? '', p.prevStartedSeq ?? '', p.prevEndedSeq ?? '', p.endReason ?? '');
+  return parts.join('\u0000');
 }

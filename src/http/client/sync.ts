@@ -11,6 +11,7 @@ import { parseSyncToken } from '../../syncapi/syncToken';
 import { badJson, forbidden, invalidParam, MatrixError, notFound, notJson } from '../errors';
 import { requireAuth, sessionOf } from './auth';
 import type { ClientContext } from './context';
+import { writeSlot } from '../../syncapi/writeSlices';
 import { clientRoute } from './prefixes';
 
 const MAX_SYNC_TIMEOUT_MS = 5 * 60_000;
@@ -47,7 +48,7 @@ export function registerSyncRoutes(app: FastifyInstance, ctx: ClientContext): vo
     method: 'GET',
     path: '/sync',
     preHandler: auth,
-    handler: async (req) => {
+    handler: async (req, reply) => {
       const { userId, deviceId } = sessionOf(req);
       const q = req.query as { since?: string; timeout?: string; full_state?: string; filter?: string };
       let since;
@@ -61,7 +62,7 @@ export function registerSyncRoutes(app: FastifyInstance, ctx: ClientContext): vo
       ctx.remote?.deviceSynced(userId, deviceId);
       const abort = new AbortController();
       req.raw.once('close', () => abort.abort());
-      const response = await ctx.sync.sync({
+      const answer = await ctx.sync.sync({
         userId,
         deviceId,
         since,
@@ -72,7 +73,11 @@ export function registerSyncRoutes(app: FastifyInstance, ctx: ClientContext): vo
       });
       // A device that sat in a long-poll is active until it returns, not only when it began.
       ctx.remote?.deviceSynced(userId, deviceId);
-      return response;
+      // Serialised once for every device that shares the answer (src/syncapi/sync.ts), and
+      // written a slice per event-loop turn when many are ready at once.
+      const slot = writeSlot();
+      if (slot) await slot;
+      return reply.type('application/json').send(answer.json());
     },
   });
 

@@ -1,0 +1,46 @@
+// Devices that ask /sync the same question at the same positions share one computed answer
+// (src/syncapi/sync.ts). Sharing must never hand a device an answer that is not its own.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestPeekd } from '../helpers/peekd';
+import { roomsIn, TestUser } from '../helpers/matrix';
+
+let hs: Awaited<ReturnType<typeof startTestPeekd>>;
+let alice: TestUser;
+
+beforeAll(async () => {
+  hs = await startTestPeekd();
+  alice = await TestUser.register(hs.url, 'alice');
+});
+
+afterAll(async () => {
+  await hs?.dropAll();
+});
+
+describe('shared /sync answers', () => {
+  it('one event wakes peekers with the same question to the same answer, and each other device to its own', async () => {
+    const { room_id: room } = await alice.createWorldReadableRoom();
+    const { room_id: other } = await alice.createWorldReadableRoom();
+    await alice.send(other, 'only in the other room');
+    const [p1, p2, wide, member] = await Promise.all(['p1', 'p2', 'wide', 'member'].map((n) => TestUser.register(hs.url, n)));
+    for (const u of [p1!, p2!, wide!]) expect((await u.peek(room)).status).toBe(200);
+    expect((await wide!.peek(other)).status).toBe(200);
+    expect((await member!.join(room)).status).toBe(200);
+    // One position for everyone, then everyone long-polls from it.
+    const since = (await p1!.sync()).next_batch as string;
+    const polls = [p1!, p2!, wide!, member!].map((u) => u.sync({ since, timeout: 10_000 }));
+    for (const deadline = Date.now() + 10_000; hs.peekd.notifier.waiting < 4; ) {
+      if (Date.now() > deadline) throw new Error('the four long-polls never started waiting');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await alice.send(room, 'wake up');
+    const [a1, a2, aw, am] = await Promise.all(polls);
+    // Same question, same answer, to the byte (ages included: computed once).
+    expect(JSON.stringify(a1)).toBe(JSON.stringify(a2));
+    expect(a1.rooms.peek[room].timeline.events.map((e: any) => e.content.body)).toEqual(['wake up']);
+    // A device that peeks more rooms is not handed the narrower answer, nor a member the peekers'.
+    expect(roomsIn(aw, 'peek')).toEqual([room]);
+    expect(aw.rooms.peek[room].timeline.events.map((e: any) => e.content.body)).toEqual(['wake up']);
+    expect(roomsIn(am, 'join')).toEqual([room]);
+    expect(roomsIn(am, 'peek')).toEqual([]);
+  });
+});
