@@ -3,16 +3,17 @@
 // read rate, batched multi-row INSERT rate into copies of the projection tables), then
 // replay the projections with peekd's own replayProjection.
 import { randomBytes } from 'node:crypto';
-import { jetstream } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
+import { position } from '../src/events/envelope';
 import { encodePeekEvent, type PeekEvent } from '../src/events/peekEvents';
 import { encodeRoomEvent, type RoomEvent } from '../src/events/roomEvents';
-import { Naming } from '../src/events/subjects';
+import { Naming, type StreamKind } from '../src/events/subjects';
 import { connectNats } from '../src/nats/connection';
 import { deleteStreams, ensureStreams } from '../src/nats/streams';
 import { federationPeeksProjection } from '../src/projections/federationPeeks';
 import type { Projection } from '../src/projections/projection';
-import { replayProjection, streamLastSeq } from '../src/projections/rebuild';
+import { replayProjection } from '../src/projections/rebuild';
 import { syncPeeksProjection } from '../src/projections/syncPeeks';
 import { syncRoomsProjection } from '../src/projections/syncRooms';
 import { openDatabase, rowsOf, type Database } from '../src/store/db';
@@ -21,7 +22,11 @@ import { sql } from 'drizzle-orm';
 const b64 = (n: number) => randomBytes(n).toString('base64').replace(/=+$/, '');
 const b64url = (n: number) => randomBytes(n).toString('base64url');
 
-/** The rows a projection's main table gets, one per event, for the raw INSERT ceiling. */
+/**
+ * The rows a projection's main table gets, one per event, for the raw INSERT ceiling: every
+ * NOT NULL column of the live table, with the values the projection writes (sequences are
+ * positions, as in the projections; nullable columns left out are NULL, as for a fresh row).
+ */
 type RawRow = Record<string, unknown>;
 
 interface Generated {
@@ -103,7 +108,7 @@ export async function generate(args: GenerateArgs): Promise<{ roomEvents: number
     roomBytes += data.length;
     roomItems.push({ subject: naming.roomSubject('rooms', roomId), data });
     rows.syncapi_room_events.push({
-      seq: i + 1,
+      seq: position(i + 1, 0),
       room_id: roomId,
       event_id: eventId,
       type: pdu.type,
@@ -111,6 +116,10 @@ export async function generate(args: GenerateArgs): Promise<{ roomEvents: number
       sender,
       origin_server_ts: pdu.origin_server_ts,
       pdu: JSON.stringify(pdu),
+      txn_device_id: null,
+      txn_id: null,
+      depth: d,
+      backfilled: false,
     });
   }
 
@@ -135,12 +144,15 @@ export async function generate(args: GenerateArgs): Promise<{ roomEvents: number
       peekBytes += data.length;
       peekItems.push({ subject: naming.roomSubject('peeks', roomId), data });
       const seq = peekItems.length;
+      const pos = position(seq, 0);
+      // A bare event's roomSeq (a raw ROOMS sequence) is read as that message's position.
+      const roomSeq = position(i, 0);
       const shard = naming.shardOf(roomId);
       // Distinct keys: the raw ceiling is plain INSERTs of one row per event.
       if (peek.kind === 'device') {
-        rows.syncapi_peeks.push({ room_id: roomId, user_id: peek.userId, device_id: `${peek.deviceId}_${seq}`, shard, started_seq: seq, started_at: at, renewed_at: at, expires_at: at + 3_600_000, room_seq: i, updated_seq: seq });
+        rows.syncapi_peeks.push({ room_id: roomId, user_id: peek.userId, device_id: `${peek.deviceId}_${seq}`, shard, started_seq: pos, started_at: at, renewed_at: at, expires_at: at + 3_600_000, room_seq: roomSeq, updated_seq: pos });
       } else {
-        rows.federationsender_inbound_peeks.push({ room_id: roomId, server_name: peek.server, peek_id: `${seq}`, shard, created_at: at, renewed_at: at, renewal_interval_ms: 3_600_000, expires_at: at + 3_600_000, room_seq: i, started_seq: seq });
+        rows.federationsender_inbound_peeks.push({ room_id: roomId, server_name: peek.server, peek_id: `${seq}`, shard, created_at: at, renewed_at: at, renewal_interval_ms: 3_600_000, expires_at: at + 3_600_000, room_seq: roomSeq, started_seq: pos });
       }
     }
   }
@@ -194,11 +206,43 @@ async function rawTransaction(database: Database, text: string, params: unknown[
   else await client.transaction!((tx) => tx.query(text, params));
 }
 
-function defaultFor(c: Column): unknown {
-  if (c.nullable) return null;
-  if (c.type.includes('int') || c.type === 'numeric') return 0;
-  if (c.type.startsWith('json')) return '{}';
-  return '';
+/** Whether `v` is a value of the column's SQL type, as the projections write it (JSON as text here). */
+function fits(c: Column, v: unknown): boolean {
+  if (v === null) return c.nullable;
+  switch (c.type) {
+    case 'bigint':
+    case 'integer':
+    case 'smallint':
+      return Number.isSafeInteger(v);
+    case 'boolean':
+      return typeof v === 'boolean';
+    case 'text':
+    case 'character varying':
+      return typeof v === 'string';
+    case 'jsonb':
+    case 'json':
+      return typeof v === 'string';
+    default:
+      return false;
+  }
+}
+
+/**
+ * Fails unless every row has exactly the live table's shape: no column the table lacks,
+ * every NOT NULL column given, each value of its column's type. A migration that adds a
+ * column then shows up here, not as a ceiling measured on something else.
+ */
+function checkShape(table: string, cols: Column[], rows: RawRow[]): void {
+  if (cols.length === 0) throw new Error(`rawInsert: no table public.${table}`);
+  const names = new Set(cols.map((c) => c.name));
+  for (const row of rows) {
+    for (const k of Object.keys(row)) if (!names.has(k)) throw new Error(`rawInsert: ${table} has no column ${k}`);
+    for (const c of cols) {
+      if (!c.nullable && !(c.name in row)) throw new Error(`rawInsert: the rows for ${table} lack NOT NULL column ${c.name} (${c.type})`);
+      const v = row[c.name] ?? null;
+      if (!fits(c, v)) throw new Error(`rawInsert: ${table}.${c.name} is ${c.type}${c.nullable ? '' : ' not null'}, the rows give ${JSON.stringify(v)}`);
+    }
+  }
 }
 
 /**
@@ -215,8 +259,9 @@ export async function rawInsert({ table, batch = 1000, sample = 20_000 }: { tabl
     await db.execute(sql`select column_name, data_type, is_nullable from information_schema.columns where table_schema = 'public' and table_name = ${table} order by ordinal_position`),
   ).map((c) => ({ name: c.column_name, type: c.data_type, nullable: c.is_nullable === 'YES' }));
   const all = g.rows[table];
+  checkShape(table, cols, all);
   const rows = all.slice(0, sample);
-  const valueOf = (row: RawRow, c: Column) => (c.name in row ? row[c.name] : defaultFor(c));
+  const valueOf = (row: RawRow, c: Column) => row[c.name] ?? null;
   const fresh = async () => {
     await db.execute(sql.raw('drop schema if exists bench_raw cascade'));
     await db.execute(sql.raw('create schema bench_raw'));
@@ -232,7 +277,8 @@ export async function rawInsert({ table, batch = 1000, sample = 20_000 }: { tabl
     }
     return rows.length / (Number(process.hrtime.bigint() - t0) / 1e9);
   };
-  const casts = cols.map((c) => (c.type === 'bigint' ? '::bigint' : c.type === 'integer' ? '::integer' : c.type === 'jsonb' ? '::jsonb' : '::text'));
+  // Each parameter typed as its column (a parameter's type, not a conversion of a value).
+  const casts = cols.map((c) => `::${c.type}`);
   const methods: Record<string, number> = {};
   methods.values = await time((part) => {
     const params: unknown[] = [];
@@ -248,7 +294,7 @@ export async function rawInsert({ table, batch = 1000, sample = 20_000 }: { tabl
     }
     return { text: `insert into bench_raw."${table}" (${colList}) values ${tuples.join(', ')}`, params };
   });
-  const recordType = cols.map((c) => `"${c.name}" ${c.type === 'integer' || c.type === 'bigint' || c.type === 'jsonb' ? c.type : 'text'}`).join(', ');
+  const recordType = cols.map((c) => `"${c.name}" ${c.type}`).join(', ');
   methods.jsonb_to_recordset = await time((part) => {
     const json = part.map((row) => {
       const o: Record<string, unknown> = {};
@@ -271,12 +317,24 @@ const PROJECTIONS: Record<string, Projection<unknown>> = {
   federation_peeks: federationPeeksProjection as Projection<unknown>,
 };
 
-/** peekd's replay (shadow tables, catch-up, atomic swap) of one projection from sequence 1. */
+/**
+ * The events in a stream the bench generated: one bare event per message, so its message
+ * count. (Not its last sequence, nor a position: a position is sequence × 1000 + index.)
+ */
+async function streamEvents(g: Generated, kind: StreamKind): Promise<number> {
+  const jsm = await jetstreamManager(g.nc);
+  const { messages } = (await jsm.streams.info(g.naming.streamName(kind))).state;
+  const generated = kind === 'rooms' ? g.roomEvents : g.peekEvents;
+  if (messages !== generated) throw new Error(`rebuild: ${g.naming.streamName(kind)} holds ${messages} messages, ${generated} events were written`);
+  return messages;
+}
+
+/** peekd's replay (shadow tables, catch-up, atomic swap) of one projection from sequence 1; `events` is how many it replayed. */
 export async function replay({ projection }: { projection: string }): Promise<{ events: number; seconds: number; perSecond: number; rows: number }> {
   const g = need();
   const p = PROJECTIONS[projection];
   if (!p) throw new Error(`unknown projection ${projection}`);
-  const events = await streamLastSeq(g.nc, g.naming, p.stream);
+  const events = await streamEvents(g, p.stream);
   const t0 = process.hrtime.bigint();
   await replayProjection({ db: g.database.db, nc: g.nc, naming: g.naming }, p);
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
