@@ -1,25 +1,78 @@
 // The operator commands behind `peekd replay`, `peekd verify` and `peekd audit`.
+import cliProgress from 'cli-progress';
 import type { Config } from '../config';
 import { createLogger } from '../logger';
 import { queryAudit, type AuditEntry, type AuditQuery } from '../projections/auditQuery';
-import { replayProjection, selectReadModels, verifyProjection, type VerifyResult } from '../projections/rebuild';
+import type { Projection } from '../projections/projection';
+import { replayProjections, selectReadModels, verifyProjections, type Progress, type VerifyResult } from '../projections/rebuild';
 import { openInfrastructure } from '../server';
-import { progressReporter } from './progress';
+import { progressReporter, type ProgressReporter } from './progress';
 
 /** Where a command writes its report (stdout; a buffer in tests). */
 export interface Output {
   write(text: string): unknown;
 }
 
+/** The projections by stream, in the order given: each group is rebuilt from one read of its stream. */
+function byStream(models: Projection<unknown>[]): Projection<unknown>[][] {
+  const groups = new Map<string, Projection<unknown>[]>();
+  for (const p of models) groups.set(p.stream, [...(groups.get(p.stream) ?? []), p]);
+  return [...groups.values()];
+}
+
+/**
+ * One progress report per projection of a group rebuilt together (`${verb} ${name}`, as when
+ * they were rebuilt one at a time): plain lines on a pipe; on a terminal, one bar each, drawn
+ * together (bars of their own would overwrite each other's line).
+ */
+function groupProgress(verb: string, group: Projection<unknown>[], stream: NodeJS.WriteStream = process.stderr): { onProgress: Progress; stop(): void } {
+  let reporters: Map<string, ProgressReporter>;
+  let multi: cliProgress.MultiBar | undefined;
+  if (stream.isTTY && group.length > 1) {
+    const started = Date.now();
+    const bars = new cliProgress.MultiBar({ stream, hideCursor: true }, cliProgress.Presets.shades_classic);
+    multi = bars;
+    reporters = new Map(
+      group.map((p) => {
+        let bar: cliProgress.SingleBar | undefined;
+        const reporter: ProgressReporter = {
+          update(done, total) {
+            const rate = Math.round(done / Math.max(0.001, (Date.now() - started) / 1000));
+            bar ??= bars.create(Math.max(total, 1), done, { rate }, { format: `${verb} ${p.name} [{bar}] {percentage}% | {value}/{total} events | {rate} ev/s | ETA {eta_formatted}` });
+            bar.setTotal(Math.max(total, 1));
+            bar.update(done, { rate });
+          },
+          stop: () => undefined,
+        };
+        return [p.name, reporter];
+      }),
+    );
+  } else {
+    reporters = new Map(group.map((p) => [p.name, progressReporter(`${verb} ${p.name}`, stream)]));
+  }
+  return {
+    onProgress: (done, total, name) => reporters.get(name)?.update(done, total),
+    stop() {
+      for (const r of reporters.values()) r.stop();
+      multi?.stop();
+    },
+  };
+}
+
+/** Replays the read models `projection` selects; those of one stream from one read of it. */
 export async function runReplay(config: Config, projection: string | undefined, out: Output = process.stdout): Promise<void> {
   const models = selectReadModels(projection);
   const infra = await openInfrastructure(config, createLogger('warn', 'peekd-replay'));
   try {
-    for (const p of models) {
-      const progress = progressReporter(`replay ${p.name}`);
-      const r = await replayProjection({ db: infra.database.db, nc: infra.nc, naming: infra.naming }, p, (d, t) => progress.update(d, t));
-      progress.stop();
-      out.write(`replayed ${r.projection} up to sequence ${r.seq} in ${(r.durationMs / 1000).toFixed(1)} s; swapped in\n`);
+    for (const group of byStream(models)) {
+      const progress = groupProgress('replay', group);
+      let results;
+      try {
+        results = await replayProjections({ db: infra.database.db, nc: infra.nc, naming: infra.naming }, group, progress.onProgress);
+      } finally {
+        progress.stop();
+      }
+      for (const r of results) out.write(`replayed ${r.projection} up to sequence ${r.seq} in ${(r.durationMs / 1000).toFixed(1)} s; swapped in\n`);
     }
   } finally {
     await infra.close();
@@ -38,18 +91,24 @@ export function formatVerify(r: VerifyResult): string {
   return lines.join('\n');
 }
 
-/** Returns true when every verified projection equals its rebuild. */
+/** Verifies the read models `projection` selects (those of one stream from one read of it); true when every one equals its rebuild. */
 export async function runVerify(config: Config, projection: string | undefined, out: Output = process.stdout): Promise<boolean> {
   const models = selectReadModels(projection);
   const infra = await openInfrastructure(config, createLogger('warn', 'peekd-verify'));
   let ok = true;
   try {
-    for (const p of models) {
-      const progress = progressReporter(`verify ${p.name}`);
-      const r = await verifyProjection({ db: infra.database.db, nc: infra.nc, naming: infra.naming }, p, (d, t) => progress.update(d, t));
-      progress.stop();
-      out.write(`${formatVerify(r)}\n`);
-      ok &&= r.equal;
+    for (const group of byStream(models)) {
+      const progress = groupProgress('verify', group);
+      let results;
+      try {
+        results = await verifyProjections({ db: infra.database.db, nc: infra.nc, naming: infra.naming }, group, progress.onProgress);
+      } finally {
+        progress.stop();
+      }
+      for (const r of results) {
+        out.write(`${formatVerify(r)}\n`);
+        ok &&= r.equal;
+      }
     }
   } finally {
     await infra.close();

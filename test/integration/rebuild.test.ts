@@ -445,6 +445,16 @@ describe('verify against rows changed by hand', () => {
     expect(body.equal).toBe(false);
     expect(body.projections.map((p) => p.projection)).toEqual(['audit']);
     expect(body.projections[0]!.tables[0]!.differences).toEqual(deleted.differences);
+    // Every read model at once (each stream read once): the same findings, in readModels order.
+    const viaHttpAll = await admin('verify');
+    expect(viaHttpAll.status).toBe(200);
+    const bodyAll = (await viaHttpAll.json()) as { equal: boolean; projections: VerifyResult[] };
+    expect(bodyAll.equal).toBe(false);
+    expect(bodyAll.projections.map((p) => p.projection)).toEqual(readModels('all').map((p) => p.name));
+    for (const r of bodyAll.projections) {
+      expect(r.equal, r.projection).toBe(results[r.projection]!.equal);
+      expect(r.tables.map((x) => x.differences), r.projection).toEqual(results[r.projection]!.tables.map((x) => x.differences));
+    }
 
     // A replay (through the admin API for one, directly for the rest) repairs every table.
     const replayed = await admin('replay?projection=audit');
@@ -454,6 +464,15 @@ describe('verify against rows changed by hand', () => {
     ]);
     for (const name of ['sync_peeks', 'federation_peeks', 'sync_rooms']) await replayProjection(deps(), readModels(name)[0]!);
     for (const r of Object.values(await verifyAll())) expect(r.equal, r.projection).toBe(true);
+    // All at once through the admin API: one answer per read model, in readModels order; still equal.
+    const replayedAll = await admin('replay');
+    expect(replayedAll.status).toBe(200);
+    const lastPeeks = throughSeq(seqOfPosition(allPeeks().at(-1)!.seq));
+    expect(((await replayedAll.json()) as { replayed: { projection: string; seq: number }[] }).replayed).toEqual(
+      readModels('all').map((p) => expect.objectContaining({ projection: p.name, ...(p.stream === 'peeks' ? { seq: lastPeeks } : {}) })),
+    );
+    const verifiedAll = await admin('verify?projection=all');
+    expect(((await verifiedAll.json()) as { equal: boolean }).equal).toBe(true);
     expect(await readPeekTables(db)).toEqual(reference);
     expect(await readRoomTables(db)).toEqual(referenceRoomTables(actors.roomEvents));
   });

@@ -5,7 +5,7 @@ import type { Peekd } from '../../server';
 import { MatrixError, badJson } from '../errors';
 import { bearerToken, secretsEqual } from '../secrets';
 import { queryAudit, parseAuditQuery } from '../../projections/auditQuery';
-import { replayProjection, selectReadModels, verifyProjection } from '../../projections/rebuild';
+import { replayProjections, selectReadModels, verifyProjections } from '../../projections/rebuild';
 import { settled } from '../../projections/settled';
 import { validateCommand } from '../../actors/validateCommand';
 
@@ -47,20 +47,22 @@ export function registerAdmin(app: FastifyInstance, peekd: Peekd): void {
     };
   });
 
-  /** Replay or verify in this process (the way to do it with the embedded PGlite database). */
+  /**
+   * Replay or verify in this process (the way to do it with the embedded PGlite database).
+   * The projections of one stream are rebuilt together, from one read of it; the answer
+   * lists them in the order selected.
+   */
   app.post('/_peekd/admin/v1/replay', { preHandler: guard }, async (req) => {
     const { projection } = (req.query as { projection?: string }) ?? {};
     const deps = { db: peekd.database.db, nc: peekd.nc, naming: peekd.naming };
-    const results = [];
-    for (const p of selectReadModels(projection)) results.push(await replayProjection(deps, p));
+    const results = await replayProjections(deps, selectReadModels(projection));
     return { replayed: results };
   });
 
   app.post('/_peekd/admin/v1/verify', { preHandler: guard }, async (req, reply) => {
     const { projection } = (req.query as { projection?: string }) ?? {};
     const deps = { db: peekd.database.db, nc: peekd.nc, naming: peekd.naming };
-    const results = [];
-    for (const p of selectReadModels(projection)) results.push(await verifyProjection(deps, p));
+    const results = await verifyProjections(deps, selectReadModels(projection));
     const equal = results.every((r) => r.equal);
     return reply.code(200).send({ equal, projections: results });
   });
