@@ -96,7 +96,7 @@ export class SyncService {
   private async computeShared(req: SyncRequest, upto: SyncPosition): Promise<SyncAnswer> {
     const memberships = await this.membershipsOf(req.userId);
     const devicePeeks = await this.devicePeeks(req.userId, req.deviceId);
-    const key = memberships.length === 0 ? shareKey(req, devicePeeks) : undefined;
+    const key = memberships.length === 0 ? shareKey(req, upto, devicePeeks) : undefined;
     if (key === undefined) return answerOf(await this.compute(req, upto, memberships, devicePeeks));
     const at = `${upto.rooms}_${upto.peeks}`;
     if (this.shared.at !== at) this.shared = { at, answers: new Map() };
@@ -372,12 +372,22 @@ function answerOf(computed: { response: SyncResponse; roomIds: string[] }): Sync
 
 /**
  * What a membership-less device's answer depends on besides the positions: its `since`,
- * the filter's limits, and its peek rows. (Its user and device IDs do not show in it: a
- * reader with no membership sent none of the events, so no transaction ID is its own.)
+ * the filter's limits, and its peek rows — of which only how each start and end falls
+ * against `since` and `upto` (devices that began peeking at different moments get the
+ * same answer), where the room stood (`roomSeq`, for the peek's horizon) and, for a peek
+ * that ended in the window, how it ended. Its user and device IDs do not show in it: a
+ * reader with no membership sent none of the events, so no transaction ID is its own.
  */
-function shareKey(req: SyncRequest, peeks: DevicePeekRow[]): string {
-  const parts = [req.since ? `${req.since.rooms}_${req.since.peeks}` : '-', req.timelineLimit, req.fullState ? 1 : 0];
-  const rows = peeks.length > 1 ? [...peeks].sort((a, b) => (a.roomId < b.roomId ? -1 : a.roomId > b.roomId ? 1 : 0)) : peeks;
-  for (const p of rows) parts.push(p.roomId, p.startedSeq, p.endedSeq ?? '', p.roomSeq, p.endedRoomSeq ?? '', p.prevStartedSeq ?? '', p.prevEndedSeq ?? '', p.endReason ?? '');
+function shareKey(req: SyncRequest, upto: SyncPosition, peeks: DevicePeekRow[]): string {
+  const since = req.since;
+  const at = (seq: number | null) => (seq === null ? 'n' : since && seq <= since.peeks ? 'b' : seq <= upto.peeks ? 'w' : 'a');
+  const parts: (string | number)[] = [since ? `${since.rooms}_${since.peeks}` : '-', req.timelineLimit, req.fullState ? 1 : 0];
+  const rows = peeks.length > 1 ? [...peeks].sort((x, y) => (x.roomId < y.roomId ? -1 : x.roomId > y.roomId ? 1 : 0)) : peeks;
+  for (const p of rows) {
+    const ended = at(p.endedSeq);
+    const sawPrevious = since !== undefined && p.prevStartedSeq !== null && p.prevEndedSeq !== null && p.prevStartedSeq <= since.peeks && p.prevEndedSeq > since.peeks;
+    parts.push(p.roomId, at(p.startedSeq), ended, p.roomSeq, sawPrevious ? 1 : 0);
+    if (ended === 'w') parts.push(p.endReason ?? '', p.endedRoomSeq ?? '', p.endedAt ?? '', p.expiresAt ?? '');
+  }
   return parts.join('\u0000');
 }

@@ -21,12 +21,16 @@ describe('shared /sync answers', () => {
     const { room_id: room } = await alice.createWorldReadableRoom();
     const { room_id: other } = await alice.createWorldReadableRoom();
     await alice.send(other, 'only in the other room');
-    const [p1, p2, wide, member] = await Promise.all(['p1', 'p2', 'wide', 'member'].map((n) => TestUser.register(hs.url, n)));
+    const [p1, p2, wide, member, late] = await Promise.all(['p1', 'p2', 'wide', 'member', 'late'].map((n) => TestUser.register(hs.url, n)));
     for (const u of [p1!, p2!, wide!]) expect((await u.peek(room)).status).toBe(200);
     expect((await wide!.peek(other)).status).toBe(200);
     expect((await member!.join(room)).status).toBe(200);
     // One position for everyone, then everyone long-polls from it.
     const since = (await p1!.sync()).next_batch as string;
+    // A device whose peek starts after that position asks a different question (it has no state yet).
+    expect((await late!.peek(room)).status).toBe(200);
+    const lateAnswer = await late!.sync({ since });
+    expect(lateAnswer.rooms.peek[room].state.events.map((e: any) => e.type)).toContain('m.room.create');
     const polls = [p1!, p2!, wide!, member!].map((u) => u.sync({ since, timeout: 10_000 }));
     for (const deadline = Date.now() + 10_000; hs.peekd.notifier.waiting < 4; ) {
       if (Date.now() > deadline) throw new Error('the four long-polls never started waiting');
@@ -34,7 +38,8 @@ describe('shared /sync answers', () => {
     }
     await alice.send(room, 'wake up');
     const [a1, a2, aw, am] = await Promise.all(polls);
-    // Same question, same answer, to the byte (ages included: computed once).
+    // Same question, same answer, to the byte (ages included: computed once) — although
+    // p1 and p2 began peeking at different moments.
     expect(JSON.stringify(a1)).toBe(JSON.stringify(a2));
     expect(a1.rooms.peek[room].timeline.events.map((e: any) => e.content.body)).toEqual(['wake up']);
     // A device that peeks more rooms is not handed the narrower answer, nor a member the peekers'.

@@ -60,8 +60,12 @@ export function registerSyncRoutes(app: FastifyInstance, ctx: ClientContext): vo
       if (!Number.isFinite(timeoutMs) || timeoutMs < 0) throw invalidParam('timeout must be a non-negative number of ms');
       const filter = await loadFilter(userId, q.filter);
       ctx.remote?.deviceSynced(userId, deviceId);
+      // A client that goes away ends its long-poll. (Only then: aborting after every
+      // answer built a DOMException with a stack per /sync.)
       const abort = new AbortController();
-      req.raw.once('close', () => abort.abort());
+      reply.raw.once('close', () => {
+        if (!reply.raw.writableFinished) abort.abort();
+      });
       const answer = await ctx.sync.sync({
         userId,
         deviceId,
