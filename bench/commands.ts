@@ -120,6 +120,12 @@ async function runCommands(ctx: BenchContext, o: Options): Promise<ScenarioResul
       );
     }
 
+    // No regressions: the read models the load left behind equal a rebuild from the log.
+    const verified = await server.child.call<{ projection: string; equal: boolean }[]>('verify', {}, 600_000);
+    const unequal = verified.filter((v) => !v.equal).map((v) => v.projection);
+    notes.push(`${o.name}: peekd verify after the load: ${unequal.length === 0 ? `clean (${verified.map((v) => v.projection).join(', ')} equal to a rebuild from the log)` : `**differs** in ${unequal.join(', ')}`}.`);
+    if (unequal.length > 0) throw new Error(`${o.name}: verify after the load found differences in ${unequal.join(', ')}`);
+
     const rows: Row[] = [
       {
         scenario: o.name,

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import type { PduDraft, RoomCommand } from '../src/actors/commands';
 import { loadConfig } from '../src/config';
-import { streamLastSeq } from '../src/projections/rebuild';
+import { selectReadModels, streamLastSeq, verifyProjections } from '../src/projections/rebuild';
 import { startPeekd } from '../src/server';
 import { commonHandlers, nowNs, pool } from './childCommon';
 import { serveIpc } from './ipc';
@@ -182,6 +182,12 @@ serveIpc({
   },
   waiting: () => notifier.waiting,
   settle,
+  /** `peekd verify all` after the load: every read model rebuilt aside and compared with the live one. */
+  verify: async () => {
+    await settle();
+    const results = await verifyProjections({ db: peekd.database.db, nc: peekd.nc, naming: peekd.naming }, selectReadModels('all'));
+    return results.map((r) => ({ projection: r.projection, equal: r.equal }));
+  },
   traceStart,
   traceStop,
 
