@@ -124,7 +124,7 @@ export const SETTINGS: Setting[] = [
   { env: 'PEEKD_SNAPSHOT_INTERVAL', key: 'snapshotInterval', help: 'room actor snapshot every this many events (0: off)', default: '500' },
   { env: 'PEEKD_LEASE_TTL_MS', key: 'leaseTtlMs', help: 'with roles split: how long a room host holds a shard lease without renewing it', default: '10000' },
   { env: 'PEEKD_STREAM_REPLICAS', key: 'streamReplicas', help: 'replicas of every stream and KV bucket peekd creates (3 on a three-node JetStream cluster)', default: '1' },
-  { env: 'PEEKD_PROJECTION_WAIT_MS', key: 'projectionWaitMs', help: 'longest a write waits for its change to reach the read models before answering 503 (the change is kept)', default: '10000' },
+  { env: 'PEEKD_PROJECTION_WAIT_MS', key: 'projectionWaitMs', help: 'longest a request waits for the read models to show the writes this process acknowledged before it (read your writes) before answering 503; writes themselves answer once the log has them', default: '10000' },
   { env: 'PEEKD_MAX_FEDERATION_BODY_BYTES', key: 'maxFederationBodyBytes', help: 'largest federation request body', default: '16777216' },
   { env: 'PEEKD_MAX_FEDERATION_RESPONSE_BYTES', key: 'maxFederationResponseBytes', help: 'largest federation response body peekd reads from a peer', default: '16777216' },
   { env: 'PEEKD_FEDERATION_IP_DENYLIST', key: 'federationIpDenylist', help: 'comma-separated CIDR ranges outbound federation never connects to, unless the server is in PEEKD_FEDERATION_DESTINATIONS (default: loopback, private, link-local and reserved ranges)', default: DEFAULT_IP_DENYLIST.join(',') },

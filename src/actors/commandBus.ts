@@ -1,6 +1,6 @@
 // The one way HTTP handlers and federation code reach room actors. In one process it
 // calls the local ActorHost; with roles split it is NATS request/reply to the shard owner.
-import { nextCommandId } from '../requestContext';
+import { randomUUID } from 'node:crypto';
 import { isTransient, ServiceUnavailableError, withDeadline } from '../nats/errors';
 import type { RoomCommand } from './commands';
 import { DomainError } from './errors';
@@ -33,7 +33,7 @@ export class RetryingCommandBus implements CommandBus {
     private readonly onRetry?: (err: unknown, command: RoomCommand, attempt: number) => void,
   ) {}
 
-  async send(command: RoomCommand, commandId: string = nextCommandId()): Promise<CommandResult> {
+  async send(command: RoomCommand, commandId: string = randomUUID()): Promise<CommandResult> {
     const deadline = Date.now() + this.deadlineMs;
     for (let attempt = 1, delayMs = 50; ; attempt++, delayMs = Math.min(delayMs * 2, 1000)) {
       try {

@@ -2,7 +2,6 @@
 // API registered as plugins, one error handler, JSON everywhere.
 import cors from '@fastify/cors';
 import { randomUUID } from 'node:crypto';
-import { enterRequest } from '../requestContext';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Peekd } from '../server';
 import rateLimit from '@fastify/rate-limit';
@@ -51,7 +50,6 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
   let ready = false;
   // The request ID names the commands this request sends (their envelopes in the log).
   app.addHook('onRequest', async (req, reply) => {
-    enterRequest(req.id);
     reply.header('X-Request-Id', req.id);
   });
 

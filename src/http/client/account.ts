@@ -146,7 +146,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext):
     handler: async (req) => {
       const { userId, deviceId } = sessionOf(req);
       await ctx.accounts.removeDevice(userId, deviceId);
-      await endDevicePeeks(ctx, userId, deviceId, 'device_removed');
+      await endDevicePeeks(ctx, req, userId, deviceId, 'device_removed');
       return {};
     },
   });
@@ -160,7 +160,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext):
       const { userId } = sessionOf(req);
       for (const deviceId of await ctx.accounts.devicesOf(userId)) {
         await ctx.accounts.removeDevice(userId, deviceId);
-        await endDevicePeeks(ctx, userId, deviceId, 'device_removed');
+        await endDevicePeeks(ctx, req, userId, deviceId, 'device_removed');
       }
       return {};
     },

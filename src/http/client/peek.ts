@@ -1,5 +1,6 @@
 // MSC2753 peeking: POST /peek/{roomIdOrAlias} and POST /rooms/{roomId}/unpeek.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { commandIdFor } from '../../requestContext';
 import { BadStateError } from '../../actors/errors';
 import type { PeekEndReason } from '../../events/peekEvents';
 import { isValidServerName, serverOf } from '../../events/ids';
@@ -16,13 +17,13 @@ const peekBody = {
 } as const;
 
 /** Ends every live peek of a device (logout: `device_removed`). */
-export async function endDevicePeeks(ctx: ClientContext, userId: string, deviceId: string, reason: Extract<PeekEndReason, 'unpeeked' | 'device_removed'>): Promise<void> {
+export async function endDevicePeeks(ctx: ClientContext, req: { id: string }, userId: string, deviceId: string, reason: Extract<PeekEndReason, 'unpeeked' | 'device_removed'>): Promise<void> {
   // The device's own peeks, its latest /peek included.
   await ctx.barrier.forSession(userId, deviceId);
   const rooms = await ctx.peeks.liveRoomsOfDevice(userId, deviceId);
   for (const roomId of rooms) {
     try {
-      ctx.barrier.wrote(await ctx.bus.send({ type: 'StopDevicePeek', roomId, userId, deviceId, reason }), { userId, deviceId });
+      ctx.barrier.wrote(await ctx.bus.send({ type: 'StopDevicePeek', roomId, userId, deviceId, reason }, commandIdFor(req)), { userId, deviceId });
     } catch (err) {
       if (!(err instanceof BadStateError)) throw err; // already ended: nothing to do
     }
@@ -82,7 +83,7 @@ export function registerPeekRoutes(app: FastifyInstance, ctx: ClientContext): vo
           if (!ctx.remote) throw new MatrixError(404, 'M_NOT_FOUND', 'peeking rooms on other servers is not enabled');
           await ctx.remote.ensureOutboundPeek(roomId, candidates);
         }
-        const result = await ctx.bus.send({ type: 'StartDevicePeek', roomId, userId, deviceId });
+        const result = await ctx.bus.send({ type: 'StartDevicePeek', roomId, userId, deviceId }, commandIdFor(req));
         const last = result.peekEvents.at(-1);
         if (!last || last.event.type === 'PeekExpired' || last.event.expiresAt === undefined) {
           throw new MatrixError(500, 'M_UNKNOWN', 'the peek did not start');
@@ -105,7 +106,7 @@ export function registerPeekRoutes(app: FastifyInstance, ctx: ClientContext): vo
       handler: async (req) => {
         const { userId, deviceId } = sessionOf(req);
         const roomId = requireRoomId((req.params as { roomId: string }).roomId);
-        ctx.barrier.wrote(await ctx.bus.send({ type: 'StopDevicePeek', roomId, userId, deviceId, reason: 'unpeeked' }), { userId, deviceId });
+        ctx.barrier.wrote(await ctx.bus.send({ type: 'StopDevicePeek', roomId, userId, deviceId, reason: 'unpeeked' }, commandIdFor(req)), { userId, deviceId });
         return {};
       },
     },

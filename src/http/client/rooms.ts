@@ -12,6 +12,7 @@ import { MatrixError, badJson, forbidden, invalidParam, notFound } from '../erro
 import { requireAuth, sessionOf } from './auth';
 import type { ClientContext } from './context';
 import { clientRoute } from './prefixes';
+import { commandIdFor } from '../../requestContext';
 import { requireRoomId, resolveRoomIdOrAlias } from './resolveRoom';
 
 /** The most invites, and the most initial_state entries, one createRoom takes. */
@@ -161,7 +162,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
         if (inserted.length === 0) throw new MatrixError(400, 'M_ROOM_IN_USE', 'that room alias is taken');
       }
       try {
-        const result = await ctx.bus.send({ type: 'CreateRoom', roomId, roomVersion: ROOM_VERSION, events: createRoomDrafts(userId, body, alias) });
+        const result = await ctx.bus.send({ type: 'CreateRoom', roomId, roomVersion: ROOM_VERSION, events: createRoomDrafts(userId, body, alias) }, commandIdFor(req));
         ctx.barrier.wrote(result, sessionOf(req));
       } catch (err) {
         if (alias) await ctx.db.delete(roomAliases).where(eq(roomAliases.alias, alias));
@@ -187,7 +188,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
         roomId,
         events: [{ type: eventType, sender: userId, content: req.body as Record<string, unknown> }],
         txn: { deviceId, txnId },
-      });
+      }, commandIdFor(req));
       ctx.barrier.wrote(result, { userId, deviceId });
       return { event_id: lastEventId(result) };
     },
@@ -202,7 +203,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
       type: 'SendEvents',
       roomId,
       events: [{ type: eventType, sender: userId, state_key: stateKey ?? '', content: req.body as Record<string, unknown> }],
-    });
+    }, commandIdFor(req));
     ctx.barrier.wrote(result, sessionOf(req));
     return { event_id: lastEventId(result) };
   };
@@ -271,14 +272,14 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
     },
   });
 
-  const membership = (membershipOf: 'join' | 'leave') => async (roomId: string, session: { userId: string; deviceId: string }) => {
+  const membership = (membershipOf: 'join' | 'leave') => async (req: { id: string }, roomId: string, session: { userId: string; deviceId: string }) => {
     requireLocalRoom(ctx, roomId);
     const { userId } = session;
     const result = await ctx.bus.send({
       type: 'SendEvents',
       roomId,
       events: [{ type: 'm.room.member', sender: userId, state_key: userId, content: { membership: membershipOf } }],
-    });
+    }, commandIdFor(req));
     ctx.barrier.wrote(result, session);
   };
   const join = membership('join');
@@ -293,7 +294,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
     handler: async (req) => {
       const { userId } = sessionOf(req);
       const { roomId } = await resolveRoomIdOrAlias(ctx, (req.params as { roomIdOrAlias: string }).roomIdOrAlias);
-      await join(roomId, sessionOf(req));
+      await join(req, roomId, sessionOf(req));
       return { room_id: roomId };
     },
   });
@@ -307,7 +308,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
     handler: async (req) => {
       const { userId } = sessionOf(req);
       const roomId = requireRoomId((req.params as { roomId: string }).roomId);
-      await join(roomId, sessionOf(req));
+      await join(req, roomId, sessionOf(req));
       return { room_id: roomId };
     },
   });
@@ -321,7 +322,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
     handler: async (req) => {
       const { userId } = sessionOf(req);
       const roomId = requireRoomId((req.params as { roomId: string }).roomId);
-      await leave(roomId, sessionOf(req));
+      await leave(req, roomId, sessionOf(req));
       return {};
     },
   });
@@ -342,7 +343,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
         type: 'SendEvents',
         roomId,
         events: [{ type: 'm.room.member', sender: userId, state_key: target, content: { membership: 'invite' } }],
-      });
+      }, commandIdFor(req));
       ctx.barrier.wrote(result, sessionOf(req));
       return {};
     },

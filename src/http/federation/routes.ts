@@ -1,5 +1,6 @@
 // The server-server API: keys, version, MSC2444 peeks (inbound), /send, directory query.
 import type { FastifyInstance } from 'fastify';
+import { commandIdFor } from '../../requestContext';
 import { and, count, eq } from 'drizzle-orm';
 import { DomainError, NotFoundError } from '../../actors/errors';
 import { isValidPeekId, isValidRoomAlias, isValidRoomId, serverOf } from '../../events/ids';
@@ -105,10 +106,10 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
     const { roomId, peekId } = peekParams(req.params);
     const roomVersions = versionsOf((req.query as { ver?: unknown }).ver);
     await checkAcl(roomId, origin);
-    return oneAtATime(origin, () => startOrRenewPeek(origin, roomId, peekId, roomVersions));
+    return oneAtATime(origin, () => startOrRenewPeek(req, origin, roomId, peekId, roomVersions));
   });
 
-  async function startOrRenewPeek(origin: string, roomId: string, peekId: string, roomVersions: string[]) {
+  async function startOrRenewPeek(req: { id: string }, origin: string, roomId: string, peekId: string, roomVersions: string[]) {
     const t = federationsenderInboundPeeks;
     const [own] = await ctx.db.select({ n: count() }).from(t).where(and(eq(t.roomId, roomId), eq(t.serverName, origin), eq(t.peekId, peekId)));
     if (Number(own?.n ?? 0) === 0) {
@@ -117,7 +118,7 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
         throw limitExceeded(60_000, `${origin} holds ${ctx.config.maxInboundPeeksPerServer} peeks here already`);
       }
     }
-    const result = await ctx.bus.send({ type: 'StartInboundPeek', roomId, server: origin, peekId, roomVersions });
+    const result = await ctx.bus.send({ type: 'StartInboundPeek', roomId, server: origin, peekId, roomVersions }, commandIdFor(req));
     const room = result.room;
     const event = result.peekEvents.at(-1);
     if (!room || !event || event.event.type === 'PeekExpired') throw new NotFoundError(`unknown room ${roomId}`);
@@ -131,14 +132,14 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
     const origin = originOf(req);
     const { roomId, peekId } = peekParams(req.params);
     await checkAcl(roomId, origin);
-    await settled(ctx.waitForProjections, await ctx.bus.send({ type: 'RenewInboundPeek', roomId, server: origin, peekId }), 'all');
+    await settled(ctx.waitForProjections, await ctx.bus.send({ type: 'RenewInboundPeek', roomId, server: origin, peekId }, commandIdFor(req)), 'all');
     return { renewal_interval: ctx.config.inboundRenewalIntervalMs };
   });
 
   app.delete('/_matrix/federation/v1/peek/:roomId/:peekId', { preValidation: auth }, async (req) => {
     const origin = originOf(req);
     const { roomId, peekId } = peekParams(req.params);
-    await settled(ctx.waitForProjections, await ctx.bus.send({ type: 'DeleteInboundPeek', roomId, server: origin, peekId }), 'all');
+    await settled(ctx.waitForProjections, await ctx.bus.send({ type: 'DeleteInboundPeek', roomId, server: origin, peekId }, commandIdFor(req)), 'all');
     return {};
   });
 
@@ -222,7 +223,7 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
       for (const [roomId, received] of byRoom) {
         const pdus = await withMissingEvents(roomId, origin, received);
         try {
-          const r = await ctx.bus.send({ type: 'ReceivePdus', roomId, origin, pdus });
+          const r = await ctx.bus.send({ type: 'ReceivePdus', roomId, origin, pdus }, commandIdFor(req));
           const last = r.roomEvents.at(-1);
           if (last) await ctx.waitForProjections('rooms', last.seq);
         } catch (err) {
