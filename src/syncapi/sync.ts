@@ -355,19 +355,19 @@ function isEmpty(r: SyncResponse): boolean {
   return Object.keys(join).length + Object.keys(peek).length + Object.keys(leave).length + Object.keys(invite).length === 0;
 }
 
-/** A /sync answer: the response, the rooms to wait on, and its JSON (made once, on first use). */
+/** A /sync answer: the response, the rooms to wait on, and its UTF-8 JSON body (made once, on first use). */
 export interface SyncAnswer {
   response: SyncResponse;
   roomIds: string[];
-  json(): string;
+  body(): Buffer;
 }
 
 /** Distinct shared answers kept for one position; past this, answers are computed per request. */
 const MAX_SHARED_ANSWERS = 10_000;
 
 function answerOf(computed: { response: SyncResponse; roomIds: string[] }): SyncAnswer {
-  let json: string | undefined;
-  return { ...computed, json: () => (json ??= JSON.stringify(computed.response)) };
+  let body: Buffer | undefined;
+  return { ...computed, body: () => (body ??= Buffer.from(JSON.stringify(computed.response))) };
 }
 
 /**

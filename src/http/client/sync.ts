@@ -81,7 +81,7 @@ export function registerSyncRoutes(app: FastifyInstance, ctx: ClientContext): vo
       // written a slice per event-loop turn when many are ready at once.
       const slot = writeSlot();
       if (slot) await slot;
-      return reply.type('application/json').send(answer.json());
+      return reply.type('application/json').send(answer.body());
     },
   });
 
