@@ -113,6 +113,9 @@ export class EventLog {
     } finally {
       clearTimeout(timer);
       await messages.close();
+      // The server keeps a closed ordered consumer for five minutes: a host that takes over
+      // a thousand rooms would leave two thousand behind. Delete it now (in the background).
+      void consumer.delete().catch(() => undefined);
     }
     if (stalled && out.at(-1)?.seq !== untilSeq) throw new ServiceUnavailableError(`reading ${filter} stalled at ${out.at(-1)?.seq ?? fromSeq - 1} of ${untilSeq}`);
     return out;

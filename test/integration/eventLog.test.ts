@@ -56,6 +56,22 @@ describe('EventLog', () => {
     expect(await log.read('rooms', room)).toEqual([]);
   });
 
+  it('leaves no consumer behind after reading a room (a host taking over many rooms reads each once)', async () => {
+    const jsm = await jetstreamManager(streams.nc);
+    const stream = streams.naming.streamName('peeks');
+    const consumers = async () => (await jsm.streams.info(stream)).state.consumer_count;
+    const before = await consumers();
+    const rooms = Array.from({ length: 5 }, () => freshRoom('leftover'));
+    for (const room of rooms) await log.append('peeks', room, bytes('x'), 0, `cmd-${room}`);
+    for (const room of rooms) expect(await log.read('peeks', room)).toHaveLength(1);
+    // The deletes run in the background: wait until the server has them all.
+    for (const deadline = Date.now() + 10_000; (await consumers()) > before; ) {
+      if (Date.now() > deadline) throw new Error(`${(await consumers()) - before} consumers left behind`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(await consumers()).toBe(before);
+  });
+
   it('gets the exact message at a stream sequence, and null where there is none', async () => {
     const room = freshRoom('get');
     const a = await log.append('peeks', room, bytes('get-a'), 0, 'cmd-get-a');
