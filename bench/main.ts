@@ -10,9 +10,10 @@ import { coresReport, log, machineInfo, markQuick, RESULTS_DIR, Services, tableM
 import { memory } from './memory';
 import { rebuild } from './rebuild';
 import type { Scenario } from './scenario';
+import { scaleOut } from './scaleout';
 import { wakeUp } from './wakeup';
 
-const SCENARIOS: Scenario[] = [manyRooms, hotRoom, rebuild, wakeUp, memory, federation];
+const SCENARIOS: Scenario[] = [manyRooms, hotRoom, rebuild, wakeUp, memory, federation, scaleOut];
 
 function usage(): string {
   return [
