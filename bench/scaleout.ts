@@ -200,7 +200,16 @@ interface RunResult {
 async function runScaleOut(ctx: BenchContext, o: Options): Promise<ScenarioResult> {
   const name = 'scale-out';
   const { services } = ctx;
-  if (services.dbKind !== 'postgres') throw new Error('scale-out needs DATABASE_URL (Postgres): several peekd processes share one database');
+  if (services.dbKind !== 'postgres') {
+    // PGlite lives inside one process: several peekd processes cannot share it.
+    return {
+      scenario: name,
+      rows: [{ scenario: name, metric: 'room commands/s with one rooms process against two', value: 'skipped: needs DATABASE_URL (Postgres)', ceiling: '—', goal: '—' }],
+      cores: coresReport(undefined, undefined),
+      details: { skipped: 'no Postgres' },
+      notes: ['scale-out: skipped — several peekd processes must share one database; set DATABASE_URL to a Postgres.'],
+    };
+  }
 
   const prefix = `${uniqueName('bench')}_`;
   const naming = new Naming(prefix, SHARDS);
