@@ -111,9 +111,9 @@ export function installTracing(peekd: Peekd): void {
     const commit = r.commit;
     const waitFor = r.waitFor;
     if (typeof commit !== 'function' || typeof waitFor !== 'function') continue;
-    r.commit = function (batch: unknown[], lastSeq: number) {
-      if (!on) return commit.call(runner, batch, lastSeq);
-      return timedPromise(`projection ${name}: commit (one transaction)`, () => commit.call(runner, batch, lastSeq));
+    r.commit = function (...args: unknown[]) {
+      if (!on) return commit.apply(runner, args);
+      return timedPromise(`projection ${name}: commit (one transaction)`, () => commit.apply(runner, args));
     };
     r.waitFor = function (seq: number) {
       if (!on) return waitFor.call(runner, seq);

@@ -16,6 +16,7 @@ export const federationOutboxProjection: PeekProjection = {
   tables: ['federationsender_outbox'],
   delivery: true,
   decode: decodePeekEvents,
+  touches: (event: PeekEvent) => event.type === 'PeekExpired' && event.peek.kind !== 'device',
   async apply(tx: Tx, batch: Projected<PeekEvent>[]): Promise<void> {
     const rows: (typeof federationsenderOutbox.$inferInsert)[] = [];
     for (const { seq, event } of batch) {

@@ -61,6 +61,7 @@ export const federationPeeksProjection: PeekProjection = {
   stream: 'peeks',
   tables: ['federationsender_inbound_peeks', 'federationsender_outbound_peeks'],
   decode: decodePeekEvents,
+  touches: (event: PeekEvent) => event.peek.kind !== 'device',
   async apply(tx: Tx, batch: Projected<PeekEvent>[]): Promise<void> {
     const byKind: Record<ServerPeek['kind'], Projected<PeekEvent>[]> = { inbound: [], outbound: [] };
     for (const b of batch) if (b.event.peek.kind !== 'device') byKind[b.event.peek.kind].push(b);

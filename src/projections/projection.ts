@@ -31,6 +31,13 @@ export interface Projection<E = unknown> {
    */
   decode(data: Uint8Array): (E | null)[];
   apply(tx: Tx, batch: Projected<E>[]): Promise<void>;
+  /**
+   * False when `apply` would change nothing for this event (a federation projection and a
+   * device peek). A batch of only such events commits no transaction: the runner moves its
+   * position in memory and writes the checkpoint with its next write, or within
+   * CHECKPOINT_LAG_MS. Unset: every event may matter.
+   */
+  touches?(event: E): boolean;
 }
 
 export type PeekProjection = Projection<PeekEvent>;

@@ -38,6 +38,11 @@ export interface RunnerOptions {
 
 /** A `waitFor` without a timeout of its own gives up after this long. */
 export const DEFAULT_WAIT_TIMEOUT_MS = 120_000;
+/**
+ * How long a checkpoint may lag the position of a runner whose last batches touched nothing
+ * (Projection.touches): it is written with the next batch that does, or after this long.
+ */
+export const CHECKPOINT_LAG_MS = 1_000;
 /** Retry delays after a failure (a transaction refused, NATS gone): doubling from the first to the last. */
 export const RETRY_MIN_MS = 50;
 export const RETRY_MAX_MS = 2_000;
@@ -196,6 +201,9 @@ export class ProjectionRunner<E = unknown> {
   private endRetryDelay?: () => void;
   /** The first read after start(): it may join the shared read a little behind it. */
   private starting = false;
+  /** Set while the position is past the stored checkpoint (batches that touched nothing). */
+  private unsaved?: NodeJS.Timeout;
+  private saving?: Promise<void>;
   private readonly js: JetStreamClient;
   private readonly batchSize: number;
   private readonly logger: Logger;
@@ -234,6 +242,25 @@ export class ProjectionRunner<E = unknown> {
     this.endRetryDelay?.();
     await this.closeCurrent?.();
     await this.loop;
+    // A restart reads the checkpoint: let it not go back behind what this run reached.
+    await this.saveCheckpoint();
+  }
+
+  /** Writes the in-memory position as the checkpoint if batches that touched nothing moved it. */
+  private saveCheckpoint(): Promise<void> {
+    if (!this.unsaved) return this.saving ?? Promise.resolve();
+    clearTimeout(this.unsaved);
+    this.unsaved = undefined;
+    const seq = this.position;
+    const save = (this.saving ?? Promise.resolve())
+      .then(() => this.db.transaction((tx) => commitBatch(tx, this.projection, [], seq, this.options.schema)))
+      .then(() => undefined)
+      .catch((err: unknown) => this.logger.warn({ err, projection: this.projection.name, position: seq }, 'could not store the checkpoint; the next batch stores it'))
+      .finally(() => {
+        if (this.saving === save) this.saving = undefined;
+      });
+    this.saving = save;
+    return save;
   }
 
   /**
@@ -365,8 +392,23 @@ export class ProjectionRunner<E = unknown> {
     }
   }
 
-  private async commit(batch: Projected<E>[], lastSeq: number, quarantined: Quarantined[]): Promise<void> {
+  private async commit(batch: Projected<E>[], lastSeq: number, quarantined: Quarantined[] = []): Promise<void> {
     if (lastSeq <= this.position) return;
+    const touches = this.projection.touches;
+    if (touches && quarantined.length === 0 && !batch.some((p) => p.event !== null && touches(p.event))) {
+      // Nothing to write: the tables already are what they would be after these events.
+      this.position = lastSeq;
+      this.unsaved ??= setTimeout(() => void this.saveCheckpoint(), CHECKPOINT_LAG_MS);
+      this.unsaved.unref?.();
+      this.options.onCommitted?.(this.position, batch as Projected<unknown>[]);
+      this.wakeWaiters();
+      return;
+    }
+    if (this.unsaved) {
+      // This transaction stores the checkpoint anyway.
+      clearTimeout(this.unsaved);
+      this.unsaved = undefined;
+    }
     const result = await this.db.transaction((tx) => commitBatch(tx, this.projection, batch, lastSeq, this.options.schema, quarantined));
     this.retryDelayMs = RETRY_MIN_MS;
     this.position = Math.max(this.position, result.seq);
