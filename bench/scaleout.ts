@@ -189,7 +189,7 @@ interface RunResult {
   others: string[];
   /** Shards each rooms process held during the run. */
   shards: number[];
-  /** The fewest of them each held firmly (lease renewed within half its TTL), sampled every 500 ms. */
+  /** The fewest shards each held during the measured window, sampled every 500 ms. */
   firm: number[];
   /** How long the warm-up took (at least `warmupMs`, and until every room had a command). */
   warmupMs: number;
@@ -303,7 +303,7 @@ async function runScaleOut(ctx: BenchContext, o: Options): Promise<ScenarioResul
       const firm = hosts.map((_, i) => (firmSamples.length === 0 ? NaN : Math.min(...firmSamples.map((f) => f[i]!))));
       const { cores: cpu, others } = attributeCpu(c0, cpuSample(), roles, (Date.now() - w0) / 1000, dbName);
       const consumers = await consumerCount().catch(() => NaN);
-      log(`${name}: ${n} rooms process(es): ${fmtNum(result.perSecond)} commands/s, p50 ${fmtNum(result.latency.p50)} ms, p99 ${fmtNum(result.latency.p99)} ms; ${result.errors} errors, ${result.retries} retries; CPU ${JSON.stringify(cpu)}; fewest shards held firmly ${firm.join(' + ')}; JetStream consumers on PEEKS+ROOMS after it ${consumers}`);
+      log(`${name}: ${n} rooms process(es): ${fmtNum(result.perSecond)} commands/s, p50 ${fmtNum(result.latency.p50)} ms, p99 ${fmtNum(result.latency.p99)} ms; ${result.errors} errors, ${result.retries} retries; CPU ${JSON.stringify(cpu)}; fewest shards held ${firm.join(' + ')}; JetStream consumers on PEEKS+ROOMS after it ${consumers}`);
       // Let the projections catch up so the next run does not pay for this one's backlog.
       await projections.call('settle', {}, 600_000);
       return { processes: n, cycle: result, cpu, others, shards, firm, warmupMs, consumers };

@@ -26,8 +26,8 @@ if (mode === 'peekd') {
     info: () => ({ pid: process.pid, roles: config.roles, hostId: peekd.hostId }),
     /** The shards this room host holds leases for now (empty without the rooms role). */
     shards: () => peekd.leases?.shards ?? [],
-    /** Of the shards held, how many firmly (the actors then skip the log reads a non-exclusive writer makes). */
-    firm: () => (peekd.leases?.shards ?? []).filter((s) => peekd.leases!.holdsFirmly(s)).length,
+    /** How many shards it holds now (sampled through the measured window). */
+    firm: () => (peekd.leases?.shards ?? []).length,
     /** Projections process: waits until every runner it holds has committed all now in its stream. */
     settle: async ({ timeoutMs = 300_000 }: { timeoutMs?: number } = {}) => {
       const [peeks, rooms] = await Promise.all([streamLastSeq(peekd.nc, peekd.naming, 'peeks'), streamLastSeq(peekd.nc, peekd.naming, 'rooms')]);

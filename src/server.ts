@@ -28,6 +28,7 @@ import { federationPeeksProjection } from './projections/federationPeeks';
 import { PROJECTIONS } from './projections/index';
 import { ProjectionRunner } from './projections/runner';
 import { ReadBarrier } from './projections/readBarrier';
+import { streamLastSeq } from './projections/rebuild';
 import type { Projected } from './projections/projection';
 import type { PeekEvent } from './events/peekEvents';
 import type { RoomEvent } from './events/roomEvents';
@@ -169,8 +170,9 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
         },
         snapshots: config.snapshotInterval > 0 ? await KvSnapshotStore.open(nc, naming, config.streamReplicas) : undefined,
         // All in one process, this is the only writer of every room (one such process per
-        // stream prefix); split, a room host is the only writer of the shards it firmly holds.
-        exclusive: allInOne ? () => true : (roomId) => leases?.holdsFirmly(naming.shardOf(roomId)) ?? false,
+        // stream prefix). Split, a lease does not fence a host that paused past it and goes
+        // on appending, so room hosts keep checking the log.
+        exclusive: allInOne ? () => true : undefined,
       });
       host = h;
       cleanups.push(() => h.stop());
@@ -289,6 +291,8 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
 
     const rooms = new RoomReader(database.db);
     const peeks = new PeekReader(database.db);
+    const barrier = new ReadBarrier(waitForProjections, () => ({ rooms: committed(syncRoomsProjection.name), peeks: committed(syncPeeksProjection.name) }));
+    barrier.seed({ rooms: await streamLastSeq(nc, naming, 'rooms'), peeks: await streamLastSeq(nc, naming, 'peeks') });
     const client: ClientContext = {
       config,
       db: database.db,
@@ -298,7 +302,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
       bus,
       clock,
       waitForProjections,
-      barrier: new ReadBarrier(waitForProjections, () => ({ rooms: committed(syncRoomsProjection.name), peeks: committed(syncPeeksProjection.name) })),
+      barrier,
       sync: new SyncService({
         rooms,
         peeks,

@@ -37,9 +37,9 @@ export interface ActorDeps {
   snapshots?: SnapshotStore;
   /**
    * True while this process is certainly the only writer of the room's subjects (all roles
-   * in one process, or the shard's lease held with time to spare). Then no freshness read
-   * is needed: nothing can have moved under the actor, and the expected-sequence append
-   * still refuses anything that did. Unset: another host may write, so check.
+   * in one process). Then no freshness read is needed: nothing can have moved under the
+   * actor, and the expected-sequence append still refuses anything that did. Unset:
+   * another host may write (roles split: a lease does not fence a paused holder), so check.
    */
   exclusive?: (roomId: string) => boolean;
 }

@@ -69,16 +69,6 @@ export class Leases<K> {
     return [...this.owned.keys()];
   }
 
-  /**
-   * True while `item` is held with at least half its lifetime to spare since our last
-   * renewal: no other process can take it before it lapses, and this one lets go of it at
-   * half life when it cannot renew. The margin covers clock drift and a slow round.
-   */
-  holdsFirmly(item: K): boolean {
-    const held = this.owned.get(item);
-    return held !== undefined && !this.stopped && Date.now() - held.renewedAt < this.ttlMs / 2;
-  }
-
   async start(): Promise<void> {
     this.kv = await retryTransient(() => new Kvm(this.nc).create(this.naming.kvBucket('leases'), { history: 1, ttl: this.ttlMs, replicas: this.options.replicas ?? 1 }));
     // The live holders are followed through a watch on their heartbeats (no key listing

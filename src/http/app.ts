@@ -114,12 +114,14 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
   registerVersions(app, () => ready);
   if (peekd.client) {
     // Read your writes (src/projections/readBarrier.ts): writes answer once the log has
-    // them; any other request first waits until every write this process acknowledged is in
-    // the tables it reads (almost always already true: a comparison, no wait). Routes that
-    // read no projection, or see to it themselves, say `config: { barrier: false }`.
+    // them; any other client request first waits until every write this process
+    // acknowledged is in the tables it reads (almost always already true: a comparison, no
+    // wait). Client routes that read no projection, or see to it themselves, say
+    // `config: { barrier: false }`; other routes that read one (federation history) say
+    // `barrier: true`. Keys, versions and the rest never wait on a projection.
     const barrier = peekd.client.barrier;
     app.addHook('preHandler', async (req) => {
-      if (req.url.startsWith('/_matrix/') && req.routeOptions.config?.barrier !== false) await barrier.forReads();
+      if (req.routeOptions.config?.barrier ?? req.url.startsWith('/_matrix/client/')) await barrier.forReads();
     });
     registerAccountRoutes(app, peekd.client);
     registerPeekRoutes(app, peekd.client);

@@ -63,11 +63,21 @@ export class ReadBarrier {
    */
   unseenPeekWrites(userId: string, deviceId: string): number {
     const mine = this.sessions.get(sessionKey(userId, deviceId));
-    if (!mine) return 0;
     const seen = this.visible().peeks;
+    // Not remembered (evicted): any write not yet visible may be its own.
+    if (!mine) return this.written.peeks > seen ? Infinity : 0;
     if (mine.peeks <= seen) return 0;
     const unseen = mine.recentPeeks.filter((p) => p > seen).length;
     return unseen >= RECENT_PEEK_WRITES ? Infinity : unseen;
+  }
+
+  /**
+   * Counts everything in the log at start-up as acknowledged: a write answered just before
+   * a restart (by this process or another) is then visible to the first reads after it.
+   */
+  seed(p: Positions): void {
+    if (p.rooms > this.written.rooms) this.written.rooms = p.rooms;
+    if (p.peeks > this.written.peeks) this.written.peeks = p.peeks;
   }
 
   /** The positions a read must see: every write this process has acknowledged. */

@@ -380,14 +380,15 @@ function answerOf(computed: { response: SyncResponse; roomIds: string[] }): Sync
  */
 function shareKey(req: SyncRequest, upto: SyncPosition, peeks: DevicePeekRow[]): string {
   const since = req.since;
-  const at = (seq: number | null) => (seq === null ? 'n' : since && seq <= since.peeks ? 'b' : seq <= upto.peeks ? 'w' : 'a');
+  // Against both positions (since may be past upto when processes differ in how far they are).
+  const at = (seq: number | null) => (seq === null ? 'n' : `${since && seq <= since.peeks ? 'b' : 'B'}${seq <= upto.peeks ? 'u' : 'U'}`);
   const parts: (string | number)[] = [since ? `${since.rooms}_${since.peeks}` : '-', req.timelineLimit, req.fullState ? 1 : 0];
   const rows = peeks.length > 1 ? [...peeks].sort((x, y) => (x.roomId < y.roomId ? -1 : x.roomId > y.roomId ? 1 : 0)) : peeks;
   for (const p of rows) {
     const ended = at(p.endedSeq);
     const sawPrevious = since !== undefined && p.prevStartedSeq !== null && p.prevEndedSeq !== null && p.prevStartedSeq <= since.peeks && p.prevEndedSeq > since.peeks;
     parts.push(p.roomId, at(p.startedSeq), ended, p.roomSeq, sawPrevious ? 1 : 0);
-    if (ended === 'w') parts.push(p.endReason ?? '', p.endedRoomSeq ?? '', p.endedAt ?? '', p.expiresAt ?? '');
+    if (ended === 'Bu') parts.push(p.endReason ?? '', p.endedRoomSeq ?? '', p.endedAt ?? '', p.expiresAt ?? '');
   }
   return parts.join('\u0000');
 }

@@ -538,7 +538,7 @@ describe('two ActorHosts on one log', () => {
   });
 });
 
-describe('an exclusive host (all roles in one process, or a shard lease held firmly)', () => {
+describe('an exclusive host (all roles in one process)', () => {
   let streams: TestStreams;
   let key: SigningKey;
 

@@ -97,7 +97,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext):
     },
   });
 
-  clientRoute(app, { method: 'GET', path: '/login', handler: async () => ({ flows: [{ type: 'm.login.password' }] }) });
+  clientRoute(app, { method: 'GET', path: '/login', config: { barrier: false }, handler: async () => ({ flows: [{ type: 'm.login.password' }] }) });
 
   clientRoute(app, {
     method: 'POST',
@@ -169,6 +169,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext):
   clientRoute(app, {
     method: 'GET',
     path: '/account/whoami',
+    config: { barrier: false },
     preHandler: auth,
     handler: async (req) => {
       const { userId, deviceId } = sessionOf(req);

@@ -12,6 +12,7 @@ export function registerMiscRoutes(app: FastifyInstance, ctx: ClientContext): vo
   clientRoute(app, {
     method: 'GET',
     path: '/capabilities',
+    config: { barrier: false },
     preHandler: auth,
     handler: async () => ({
       capabilities: {
@@ -26,6 +27,7 @@ export function registerMiscRoutes(app: FastifyInstance, ctx: ClientContext): vo
   clientRoute(app, {
     method: 'GET',
     path: '/pushrules/',
+    config: { barrier: false },
     preHandler: auth,
     handler: async () => ({ global: { override: [], content: [], room: [], sender: [], underride: [] } }),
   });
@@ -38,5 +40,5 @@ export function registerMiscRoutes(app: FastifyInstance, ctx: ClientContext): vo
       throw notFound('no account data of that type');
     },
   });
-  clientRoute(app, { method: 'GET', path: '/voip/turnServer', preHandler: auth, handler: async () => ({}) });
+  clientRoute(app, { method: 'GET', path: '/voip/turnServer', config: { barrier: false }, preHandler: auth, handler: async () => ({}) });
 }

@@ -66,6 +66,7 @@ export function registerSyncRoutes(app: FastifyInstance, ctx: ClientContext): vo
       reply.raw.once('close', () => {
         if (!reply.raw.writableFinished) abort.abort();
       });
+      if (req.raw.socket?.destroyed) abort.abort(); // gone before the listener was there
       const answer = await ctx.sync.sync({
         userId,
         deviceId,

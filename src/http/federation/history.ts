@@ -77,7 +77,7 @@ export function registerFederationHistoryRoutes(app: FastifyInstance, ctx: Feder
     return { state, chain };
   }
 
-  app.get('/_matrix/federation/v1/state_ids/:roomId', { preValidation: auth }, async (req) => {
+  app.get('/_matrix/federation/v1/state_ids/:roomId', { preValidation: auth, config: { barrier: true } }, async (req) => {
     const roomId = roomIdParam(req);
     const eventId = eventIdParam((req.query as { event_id?: unknown }).event_id);
     const visible = await strangerView(roomId, originOf(req));
@@ -85,7 +85,7 @@ export function registerFederationHistoryRoutes(app: FastifyInstance, ctx: Feder
     return { pdu_ids: state.map((e) => e.eventId), auth_chain_ids: chain.map((e) => e.eventId) };
   });
 
-  app.get('/_matrix/federation/v1/state/:roomId', { preValidation: auth }, async (req) => {
+  app.get('/_matrix/federation/v1/state/:roomId', { preValidation: auth, config: { barrier: true } }, async (req) => {
     const roomId = roomIdParam(req);
     const eventId = eventIdParam((req.query as { event_id?: unknown }).event_id);
     const visible = await strangerView(roomId, originOf(req));
@@ -93,7 +93,7 @@ export function registerFederationHistoryRoutes(app: FastifyInstance, ctx: Feder
     return { pdus: state.map((e) => e.pdu), auth_chain: chain.map((e) => e.pdu) };
   });
 
-  app.get('/_matrix/federation/v1/event/:eventId', { preValidation: auth }, async (req) => {
+  app.get('/_matrix/federation/v1/event/:eventId', { preValidation: auth, config: { barrier: true } }, async (req) => {
     const eventId = eventIdParam((req.params as { eventId: string }).eventId, 'eventId');
     const e = await rooms.eventById(eventId);
     if (!e) throw notFound(`unknown event ${eventId}`);
@@ -102,7 +102,7 @@ export function registerFederationHistoryRoutes(app: FastifyInstance, ctx: Feder
     return envelope([e.pdu]);
   });
 
-  app.get('/_matrix/federation/v1/event_auth/:roomId/:eventId', { preValidation: auth }, async (req) => {
+  app.get('/_matrix/federation/v1/event_auth/:roomId/:eventId', { preValidation: auth, config: { barrier: true } }, async (req) => {
     const roomId = roomIdParam(req);
     const eventId = eventIdParam((req.params as { eventId: string }).eventId, 'eventId');
     const visible = await strangerView(roomId, originOf(req));
@@ -110,7 +110,7 @@ export function registerFederationHistoryRoutes(app: FastifyInstance, ctx: Feder
     return { auth_chain: (await authChain(ctx.db, [e])).map((a) => a.pdu) };
   });
 
-  app.get('/_matrix/federation/v1/backfill/:roomId', { preValidation: auth }, async (req) => {
+  app.get('/_matrix/federation/v1/backfill/:roomId', { preValidation: auth, config: { barrier: true } }, async (req) => {
     const roomId = roomIdParam(req);
     const q = req.query as { v?: unknown; limit?: unknown };
     if (q.v === undefined) throw missingParam('v');
@@ -141,6 +141,7 @@ export function registerFederationHistoryRoutes(app: FastifyInstance, ctx: Feder
     '/_matrix/federation/v1/get_missing_events/:roomId',
     {
       preValidation: auth,
+      config: { barrier: true },
       schema: {
         body: {
           type: 'object',

@@ -101,7 +101,7 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
     return mine;
   };
 
-  app.put('/_matrix/federation/v1/peek/:roomId/:peekId', { preValidation: auth }, async (req) => {
+  app.put('/_matrix/federation/v1/peek/:roomId/:peekId', { preValidation: auth, config: { barrier: true } }, async (req) => {
     const origin = originOf(req);
     const { roomId, peekId } = peekParams(req.params);
     const roomVersions = versionsOf((req.query as { ver?: unknown }).ver);
@@ -128,7 +128,7 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
     return buildSnapshot(ctx.db, roomId, room.roomVersion, roomSeq, ctx.config.inboundRenewalIntervalMs);
   }
 
-  app.post('/_matrix/federation/v1/peek/:roomId/:peekId/renew', { preValidation: auth }, async (req) => {
+  app.post('/_matrix/federation/v1/peek/:roomId/:peekId/renew', { preValidation: auth, config: { barrier: true } }, async (req) => {
     const origin = originOf(req);
     const { roomId, peekId } = peekParams(req.params);
     await checkAcl(roomId, origin);
@@ -143,7 +143,7 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
     return {};
   });
 
-  app.get('/_matrix/federation/v1/query/directory', { preValidation: auth }, async (req) => {
+  app.get('/_matrix/federation/v1/query/directory', { preValidation: auth, config: { barrier: true } }, async (req) => {
     const alias = (req.query as { room_alias?: string }).room_alias;
     if (typeof alias !== 'string' || !isValidRoomAlias(alias)) throw invalidParam('room_alias must be a room alias');
     if (serverOf(alias) !== ctx.config.serverName) throw notFound('that alias is not on this server');
