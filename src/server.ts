@@ -172,7 +172,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
         // All in one process, this is the only writer of every room (one such process per
         // stream prefix). Split, a lease does not fence a host that paused past it and goes
         // on appending, so room hosts keep checking the log.
-        exclusive: allInOne ? () => true : undefined,
+        exclusive: allInOne,
       });
       host = h;
       cleanups.push(() => h.stop());
@@ -292,7 +292,8 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
     const rooms = new RoomReader(database.db);
     const peeks = new PeekReader(database.db);
     const barrier = new ReadBarrier(waitForProjections, () => ({ rooms: committed(syncRoomsProjection.name), peeks: committed(syncPeeksProjection.name) }));
-    barrier.seed({ rooms: await streamLastSeq(nc, naming, 'rooms'), peeks: await streamLastSeq(nc, naming, 'peeks') });
+    const [roomsEnd, peeksEnd] = await Promise.all([streamLastSeq(nc, naming, 'rooms'), streamLastSeq(nc, naming, 'peeks')]);
+    barrier.seed({ rooms: roomsEnd, peeks: peeksEnd });
     const client: ClientContext = {
       config,
       db: database.db,

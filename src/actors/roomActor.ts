@@ -41,7 +41,7 @@ export interface ActorDeps {
    * actor, and the expected-sequence append still refuses anything that did. Unset:
    * another host may write (roles split: a lease does not fence a paused holder), so check.
    */
-  exclusive?: (roomId: string) => boolean;
+  exclusive?: boolean;
 }
 
 /** What a command's caller learns: the events it appended (with their positions), no more. */
@@ -189,7 +189,7 @@ export class RoomActor {
       const appendsNothing = decided instanceof DomainError || (decided.drafts.length === 0 && decided.received.length === 0 && decided.peeks.length === 0);
       // An answer that appends nothing is never checked by an append: make sure it was not
       // decided on a stale copy of the room (another host may have written since).
-      if (appendsNothing && !this.exclusive() && (await this.isStale())) {
+      if (appendsNothing && !this.deps.exclusive && (await this.isStale())) {
         await conflict(new ConcurrencyError(this.deps.log.naming.roomSubject('peeks', this.roomId), this.state.peeksSeq));
         continue;
       }
@@ -209,7 +209,7 @@ export class RoomActor {
         // Peek decisions read the room (visibility, membership, encryption): when only
         // PEEKS is appended, the room must not have moved under us.
         // (An exclusive writer knows it has not: it is the only one who writes there.)
-        const checkRooms = roomEvents.length === 0 && !this.exclusive() && decided.peeks.some((e) => e.type === 'PeekStarted' || e.type === 'PeekRenewed');
+        const checkRooms = roomEvents.length === 0 && !this.deps.exclusive && decided.peeks.some((e) => e.type === 'PeekStarted' || e.type === 'PeekRenewed');
         if (checkRooms && (await this.deps.log.lastSeq('rooms', this.roomId)) !== this.state.roomsSeq) {
           throw new ConcurrencyError(this.deps.log.naming.roomSubject('rooms', this.roomId), this.state.roomsSeq);
         }
@@ -241,10 +241,6 @@ export class RoomActor {
         await conflict(err);
       }
     }
-  }
-
-  private exclusive(): boolean {
-    return this.deps.exclusive?.(this.roomId) ?? false;
   }
 
   private roomSummary(): CommandResult['room'] {

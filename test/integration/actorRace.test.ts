@@ -573,7 +573,7 @@ describe('an exclusive host (all roles in one process)', () => {
         clock: new ManualClock(T0),
         pduFactory: new SigningPduFactory(SERVER, key),
         settings: { serverName: SERVER, peekLifetimeMs: PEEK_LIFETIME_MS, inboundRenewalIntervalMs: 3_600_000, maxConflictRetries: 8 },
-        exclusive: () => exclusive,
+        exclusive,
       },
       { passivateAfterMs: 3_600_000 },
     );

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rowsOf } from '../../src/store/db';
 import { startTestPeekd } from '../helpers/peekd';
 import { roomsIn, TestUser } from '../helpers/matrix';
+import { until } from '../helpers/until';
 
 let hs: Awaited<ReturnType<typeof startTestPeekd>>;
 let alice: TestUser;
@@ -42,14 +43,6 @@ async function holdingBack<T>(name: 'sync_rooms' | 'sync_peeks', during: () => P
  */
 function sendElsewhere(roomId: string, sender: string, type: string, stateKey: string, content: Record<string, unknown>) {
   return hs.peekd.bus.send({ type: 'SendEvents', roomId, events: [{ type, sender, state_key: stateKey, content }] });
-}
-
-async function until(what: string, check: () => Promise<boolean>, withinMs = 10_000): Promise<void> {
-  const deadline = Date.now() + withinMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 async function peekEndReason(roomId: string, u: TestUser): Promise<string | null> {

@@ -11,6 +11,7 @@ import { ConcurrencyError, ShardCountMismatchError } from '../../src/nats/errors
 import { EventLog, type LogRecord } from '../../src/nats/eventLog';
 import { deleteStreams, ensureStreams } from '../../src/nats/streams';
 import { createTestStreams, uniqueName, type TestStreams } from '../helpers/services';
+import { until } from '../helpers/until';
 
 const bytes = (s: string): Uint8Array => Buffer.from(s, 'utf8');
 const text = (r: LogRecord): string => Buffer.from(r.data).toString('utf8');
@@ -65,10 +66,7 @@ describe('EventLog', () => {
     for (const room of rooms) await log.append('peeks', room, bytes('x'), 0, `cmd-${room}`);
     for (const room of rooms) expect(await log.read('peeks', room)).toHaveLength(1);
     // The deletes run in the background: wait until the server has them all.
-    for (const deadline = Date.now() + 10_000; (await consumers()) > before; ) {
-      if (Date.now() > deadline) throw new Error(`${(await consumers()) - before} consumers left behind`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await until('every read consumer deleted', async () => (await consumers()) <= before);
     expect(await consumers()).toBe(before);
   });
 

@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestPeekd } from '../helpers/peekd';
 import { roomsIn, TestUser } from '../helpers/matrix';
+import { until } from '../helpers/until';
 
 let hs: Awaited<ReturnType<typeof startTestPeekd>>;
 let alice: TestUser;
@@ -35,14 +36,6 @@ async function heldBack<T>(name: 'sync_rooms' | 'sync_peeks', during: (release: 
     return await during(release);
   } finally {
     if (!started) await runner.start();
-  }
-}
-
-async function until(what: string, check: () => boolean, withinMs = 10_000): Promise<void> {
-  const deadline = Date.now() + withinMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
   }
 }
 

@@ -3,6 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestPeekd } from '../helpers/peekd';
 import { roomsIn, TestUser } from '../helpers/matrix';
+import { until } from '../helpers/until';
 
 let hs: Awaited<ReturnType<typeof startTestPeekd>>;
 let alice: TestUser;
@@ -32,10 +33,7 @@ describe('shared /sync answers', () => {
     const lateAnswer = await late!.sync({ since });
     expect(lateAnswer.rooms.peek[room].state.events.map((e: any) => e.type)).toContain('m.room.create');
     const polls = [p1!, p2!, wide!, member!].map((u) => u.sync({ since, timeout: 10_000 }));
-    for (const deadline = Date.now() + 10_000; hs.peekd.notifier.waiting < 4; ) {
-      if (Date.now() > deadline) throw new Error('the four long-polls never started waiting');
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    await until('the four long-polls to wait', () => hs.peekd.notifier.waiting >= 4);
     await alice.send(room, 'wake up');
     const [a1, a2, aw, am] = await Promise.all(polls);
     // Same question, same answer, to the byte (ages included: computed once) — although

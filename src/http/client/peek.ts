@@ -1,11 +1,11 @@
 // MSC2753 peeking: POST /peek/{roomIdOrAlias} and POST /rooms/{roomId}/unpeek.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { commandIdFor } from '../../requestContext';
 import { BadStateError } from '../../actors/errors';
 import type { PeekEndReason } from '../../events/peekEvents';
 import { isValidServerName, serverOf } from '../../events/ids';
 import { MatrixError, invalidParam, limitExceeded } from '../errors';
 import { requireAuth, sessionOf } from './auth';
+import { clientWrite } from './clientWrite';
 import type { ClientContext } from './context';
 import { PEEK_PREFIXES, clientRoute } from './prefixes';
 import { requireRoomId, resolveRoomIdOrAlias } from './resolveRoom';
@@ -24,7 +24,7 @@ export async function endDevicePeeks(ctx: ClientContext, req: { id: string }, us
   const rooms = await ctx.peeks.liveRoomsOfDevice(userId, deviceId);
   for (const roomId of rooms) {
     try {
-      ctx.barrier.wrote(await ctx.bus.send({ type: 'StopDevicePeek', roomId, userId, deviceId, reason }, commandIdFor(req)), { userId, deviceId });
+      await clientWrite(ctx, req, { userId, deviceId }, { type: 'StopDevicePeek', roomId, userId, deviceId, reason });
     } catch (err) {
       if (!(err instanceof BadStateError)) throw err; // already ended: nothing to do
     }
@@ -84,13 +84,12 @@ export function registerPeekRoutes(app: FastifyInstance, ctx: ClientContext): vo
           if (!ctx.remote) throw new MatrixError(404, 'M_NOT_FOUND', 'peeking rooms on other servers is not enabled');
           await ctx.remote.ensureOutboundPeek(roomId, candidates);
         }
-        const result = await ctx.bus.send({ type: 'StartDevicePeek', roomId, userId, deviceId }, commandIdFor(req));
+        // Read your writes: the device's next /sync waits for this position (readBarrier.ts).
+        const result = await clientWrite(ctx, req, { userId, deviceId }, { type: 'StartDevicePeek', roomId, userId, deviceId });
         const last = result.peekEvents.at(-1);
         if (!last || last.event.type === 'PeekExpired' || last.event.expiresAt === undefined) {
           throw new MatrixError(500, 'M_UNKNOWN', 'the peek did not start');
         }
-        // Read your writes: the device's next /sync waits for this position (readBarrier.ts).
-        ctx.barrier.wrote(result, { userId, deviceId });
         return { room_id: roomId, peek_expiry_ts: last.event.expiresAt };
       },
     },
@@ -107,7 +106,7 @@ export function registerPeekRoutes(app: FastifyInstance, ctx: ClientContext): vo
       handler: async (req) => {
         const { userId, deviceId } = sessionOf(req);
         const roomId = requireRoomId((req.params as { roomId: string }).roomId);
-        ctx.barrier.wrote(await ctx.bus.send({ type: 'StopDevicePeek', roomId, userId, deviceId, reason: 'unpeeked' }, commandIdFor(req)), { userId, deviceId });
+        await clientWrite(ctx, req, { userId, deviceId }, { type: 'StopDevicePeek', roomId, userId, deviceId, reason: 'unpeeked' });
         return {};
       },
     },

@@ -2,7 +2,7 @@
 // room's actor (command bus); every read comes from the sync projection.
 import { randomBytes } from 'node:crypto';
 import { eq } from 'drizzle-orm';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { PduDraft } from '../../actors/commands';
 import type { CommandResult } from '../../actors/roomActor';
 import { isValidRoomAlias, isValidUserId, serverOf } from '../../events/ids';
@@ -11,8 +11,8 @@ import { clientEvents } from '../../syncapi/roomReader';
 import { MatrixError, badJson, forbidden, invalidParam, notFound } from '../errors';
 import { requireAuth, sessionOf } from './auth';
 import type { ClientContext } from './context';
+import { clientWrite } from './clientWrite';
 import { clientRoute } from './prefixes';
-import { commandIdFor } from '../../requestContext';
 import { requireRoomId, resolveRoomIdOrAlias } from './resolveRoom';
 
 /** The most invites, and the most initial_state entries, one createRoom takes. */
@@ -162,8 +162,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
         if (inserted.length === 0) throw new MatrixError(400, 'M_ROOM_IN_USE', 'that room alias is taken');
       }
       try {
-        const result = await ctx.bus.send({ type: 'CreateRoom', roomId, roomVersion: ROOM_VERSION, events: createRoomDrafts(userId, body, alias) }, commandIdFor(req));
-        ctx.barrier.wrote(result, sessionOf(req));
+        await clientWrite(ctx, req, sessionOf(req), { type: 'CreateRoom', roomId, roomVersion: ROOM_VERSION, events: createRoomDrafts(userId, body, alias) });
       } catch (err) {
         if (alias) await ctx.db.delete(roomAliases).where(eq(roomAliases.alias, alias));
         throw err;
@@ -183,13 +182,12 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
       const { roomId, eventType, txnId } = req.params as { roomId: string; eventType: string; txnId: string };
       requireRoomId(roomId);
       requireLocalRoom(ctx, roomId);
-      const result = await ctx.bus.send({
+      const result = await clientWrite(ctx, req, { userId, deviceId }, {
         type: 'SendEvents',
         roomId,
         events: [{ type: eventType, sender: userId, content: req.body as Record<string, unknown> }],
         txn: { deviceId, txnId },
-      }, commandIdFor(req));
-      ctx.barrier.wrote(result, { userId, deviceId });
+      });
       return { event_id: lastEventId(result) };
     },
   });
@@ -199,12 +197,11 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
     const { roomId, eventType, stateKey } = req.params as { roomId: string; eventType: string; stateKey?: string };
     requireRoomId(roomId);
     requireLocalRoom(ctx, roomId);
-    const result = await ctx.bus.send({
+    const result = await clientWrite(ctx, req, sessionOf(req), {
       type: 'SendEvents',
       roomId,
       events: [{ type: eventType, sender: userId, state_key: stateKey ?? '', content: req.body as Record<string, unknown> }],
-    }, commandIdFor(req));
-    ctx.barrier.wrote(result, sessionOf(req));
+    });
     return { event_id: lastEventId(result) };
   };
   clientRoute(app, { method: 'PUT', path: '/rooms/:roomId/state/:eventType', config: { barrier: false }, schema: { body: { type: 'object' } }, preHandler: auth, handler: putState });
@@ -272,15 +269,15 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
     },
   });
 
-  const membership = (membershipOf: 'join' | 'leave') => async (req: { id: string }, roomId: string, session: { userId: string; deviceId: string }) => {
+  const membership = (membershipOf: 'join' | 'leave') => async (req: FastifyRequest, roomId: string) => {
     requireLocalRoom(ctx, roomId);
+    const session = sessionOf(req);
     const { userId } = session;
-    const result = await ctx.bus.send({
+    await clientWrite(ctx, req, session, {
       type: 'SendEvents',
       roomId,
       events: [{ type: 'm.room.member', sender: userId, state_key: userId, content: { membership: membershipOf } }],
-    }, commandIdFor(req));
-    ctx.barrier.wrote(result, session);
+    });
   };
   const join = membership('join');
   const leave = membership('leave');
@@ -292,9 +289,8 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
     schema: { body: { type: 'object' } },
     preHandler: auth,
     handler: async (req) => {
-      const { userId } = sessionOf(req);
       const { roomId } = await resolveRoomIdOrAlias(ctx, (req.params as { roomIdOrAlias: string }).roomIdOrAlias);
-      await join(req, roomId, sessionOf(req));
+      await join(req, roomId);
       return { room_id: roomId };
     },
   });
@@ -306,9 +302,8 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
     schema: { body: { type: 'object' } },
     preHandler: auth,
     handler: async (req) => {
-      const { userId } = sessionOf(req);
       const roomId = requireRoomId((req.params as { roomId: string }).roomId);
-      await join(req, roomId, sessionOf(req));
+      await join(req, roomId);
       return { room_id: roomId };
     },
   });
@@ -320,9 +315,8 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
     schema: { body: { type: 'object' } },
     preHandler: auth,
     handler: async (req) => {
-      const { userId } = sessionOf(req);
       const roomId = requireRoomId((req.params as { roomId: string }).roomId);
-      await leave(req, roomId, sessionOf(req));
+      await leave(req, roomId);
       return {};
     },
   });
@@ -339,12 +333,11 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
       const target = (req.body as { user_id: string }).user_id;
       if (!isValidUserId(target)) throw badJson('user_id must be a user ID');
       requireLocalRoom(ctx, roomId);
-      const result = await ctx.bus.send({
+      await clientWrite(ctx, req, sessionOf(req), {
         type: 'SendEvents',
         roomId,
         events: [{ type: 'm.room.member', sender: userId, state_key: target, content: { membership: 'invite' } }],
-      }, commandIdFor(req));
-      ctx.barrier.wrote(result, sessionOf(req));
+      });
       return {};
     },
   });
