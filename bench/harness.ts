@@ -232,21 +232,14 @@ export interface PeekdOptions {
 }
 
 /** Starts peekd (bench/server.ts → startPeekd) in its own process on a fresh database and stream prefix. */
-export async function startPeekdChild(services: Services, options: PeekdOptions): Promise<PeekdHandle> {
-  const db = await services.database();
-  const dataDir = services.tempDir(`${options.label}-`);
-  const prefix = `${uniqueName('bench')}_`;
-  const shards = 64;
-  const port = await freePort();
-  const serverName = options.serverName ?? `${uniqueName('hs')}.bench`;
-  const logFile = logPath(`${options.label}-peekd`);
-  const env: Record<string, string> = {
-    PEEKD_SERVER_NAME: serverName,
-    PEEKD_LISTEN: `127.0.0.1:${port}`,
-    PEEKD_DATA_DIR: dataDir,
-    NATS_URL: services.natsUrl,
-    PEEKD_STREAM_PREFIX: prefix,
-    PEEKD_SHARDS: String(shards),
+/** The environment every peekd the bench starts shares (add PEEKD_LISTEN, DATABASE_URL, roles). */
+export function benchPeekdEnv(o: { serverName: string; dataDir: string; natsUrl: string; prefix: string; shards: number }): Record<string, string> {
+  return {
+    PEEKD_SERVER_NAME: o.serverName,
+    PEEKD_DATA_DIR: o.dataDir,
+    NATS_URL: o.natsUrl,
+    PEEKD_STREAM_PREFIX: o.prefix,
+    PEEKD_SHARDS: String(o.shards),
     PEEKD_ADMIN_TOKEN: ADMIN_TOKEN,
     PEEKD_LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
     // The bench is its own abuse: lift the per-device and per-address limits.
@@ -257,6 +250,20 @@ export async function startPeekdChild(services: Services, options: PeekdOptions)
     PEEKD_PROJECTION_WAIT_MS: '600000',
     PEEKD_MAX_INBOUND_PEEKS_PER_SERVER: '1000000',
     PEEKD_REGISTRATION_RATE_PER_SECOND: '1000000',
+  };
+}
+
+export async function startPeekdChild(services: Services, options: PeekdOptions): Promise<PeekdHandle> {
+  const db = await services.database();
+  const dataDir = services.tempDir(`${options.label}-`);
+  const prefix = `${uniqueName('bench')}_`;
+  const shards = 64;
+  const port = await freePort();
+  const serverName = options.serverName ?? `${uniqueName('hs')}.bench`;
+  const logFile = logPath(`${options.label}-peekd`);
+  const env: Record<string, string> = {
+    ...benchPeekdEnv({ serverName, dataDir, natsUrl: services.natsUrl, prefix, shards }),
+    PEEKD_LISTEN: `127.0.0.1:${port}`,
     ...(options.env ?? {}),
   };
   if (db.url) env.DATABASE_URL = db.url;

@@ -49,8 +49,12 @@ export function serveIpc(handlers: Record<string, Handler>): void {
 }
 
 export interface ChildOptions {
-  /** bench module to run: server, loadgen or peers. */
-  module: 'server' | 'loadgen' | 'peers';
+  /** bench module to run: server, loadgen, peers, or scaleworker (the scale-out scenario's processes). */
+  module: 'server' | 'loadgen' | 'peers' | 'scaleworker';
+  /** Its name in errors (default: the module's). */
+  name?: string;
+  /** Called as soon as the process exists, before it is ready: a caller that must stop it whatever happens next registers it here. */
+  onSpawn?: (child: Child) => void;
   env?: NodeJS.ProcessEnv;
   /** Extra node flags (--expose-gc, --max-old-space-size=…). */
   nodeFlags?: string[];
@@ -102,11 +106,13 @@ export class Child {
     });
     proc.stdout!.pipe(log);
     proc.stderr!.pipe(log);
-    const child = new Child(proc, options.module, options.logFile);
+    const name = options.name ?? options.module;
+    const child = new Child(proc, name, options.logFile);
+    options.onSpawn?.(child);
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         proc.kill('SIGKILL');
-        reject(new Error(`${options.module} did not start within ${options.startTimeoutMs ?? 120_000} ms; see ${options.logFile}`));
+        reject(new Error(`${name} did not start within ${options.startTimeoutMs ?? 120_000} ms; see ${options.logFile}`));
       }, options.startTimeoutMs ?? 120_000);
       const onMessage = (m: unknown) => {
         if ((m as Hello)?.hello) {
@@ -118,7 +124,7 @@ export class Child {
       proc.on('message', onMessage);
       proc.once('exit', (code) => {
         clearTimeout(timer);
-        reject(new Error(`${options.module} exited with ${code} while starting; see ${options.logFile}`));
+        reject(new Error(`${name} exited with ${code} while starting; see ${options.logFile}`));
       });
     });
     return child;
@@ -149,9 +155,10 @@ export class Child {
 
   /** Asks the child to exit (op `exit`), then kills it if it does not. */
   async stop(timeoutMs = 30_000): Promise<void> {
-    if (this.exited) return;
+    if (this.exited || this.proc.exitCode !== null || this.proc.signalCode !== null) return;
     const gone = new Promise<void>((resolve) => this.proc.once('exit', () => resolve()));
-    this.call('exit', {}, timeoutMs).catch(() => undefined);
+    if (this.proc.connected) this.call('exit', {}, timeoutMs).catch(() => undefined);
+    else this.proc.kill('SIGTERM');
     const timer = setTimeout(() => this.proc.kill('SIGKILL'), timeoutMs);
     await gone;
     clearTimeout(timer);

@@ -4,14 +4,13 @@
 // the load side sends peek / renew / unpeek commands through a NatsCommandBus, as an HTTP
 // process would. First one rooms process holds every shard; then a second one starts, the
 // leases rebalance (32 + 32), and the same load runs again.
-import { fork, type ChildProcess } from 'node:child_process';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { createWriteStream, readFileSync, rmSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { readFileSync, rmSync } from 'node:fs';
 import { Naming } from '../src/events/subjects';
 import { freePort } from '../src/nats/embeddedServer';
 import { deleteStreams } from '../src/nats/streams';
-import { ADMIN_TOKEN, coresReport, cpuBetween, cpuSample, fmtNum, type CpuSample, log, logPath, round, sleep, uniqueName, type Row, type ScenarioResult, type TempDatabase } from './harness';
+import { benchPeekdEnv, coresReport, cpuBetween, cpuSample, fmtNum, type CpuSample, log, logPath, round, sleep, uniqueName, type Row, type ScenarioResult, type TempDatabase } from './harness';
+import { Child } from './ipc';
 import type { BenchContext, Scenario } from './scenario';
 
 const SHARDS = 64;
@@ -26,106 +25,9 @@ interface CycleResult {
   latency: { p50: number; p90: number; p99: number; mean: number; max: number };
 }
 
-/** A bench/scaleoutChild.ts process and a typed call() into it (bench/ipc.ts's protocol). */
-class ScaleChild {
-  private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; op: string }>();
-  private exited = false;
-
-  private constructor(
-    readonly proc: ChildProcess,
-    readonly name: string,
-    readonly logFile: string,
-  ) {
-    proc.on('message', (raw: unknown) => {
-      const res = raw as { id?: number; ok: boolean; result?: unknown; error?: string };
-      if (typeof res?.id !== 'number') return;
-      const p = this.pending.get(res.id);
-      if (!p) return;
-      this.pending.delete(res.id);
-      if (res.ok) p.resolve(res.result);
-      else p.reject(new Error(`${this.name}.${p.op}: ${res.error}`));
-    });
-    proc.on('exit', (code, signal) => {
-      this.exited = true;
-      for (const p of this.pending.values()) p.reject(new Error(`${this.name} exited (${code ?? signal}) during ${p.op}; see ${logFile}`));
-      this.pending.clear();
-    });
-  }
-
-  get pid(): number {
-    return this.proc.pid!;
-  }
-
-  static async start(name: string, env: Record<string, string>, onSpawn: (c: ScaleChild) => void, startTimeoutMs = 120_000): Promise<ScaleChild> {
-    const script = fileURLToPath(new URL('./scaleoutChild.ts', import.meta.url));
-    const logFile = logPath(`scale-out-${name}`);
-    const out = createWriteStream(logFile, { flags: 'a' });
-    const proc = fork(script, [], {
-      env: { ...process.env, ...env },
-      execArgv: ['--import', 'tsx', '--max-old-space-size=4096'],
-      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-      serialization: 'advanced',
-    });
-    proc.stdout!.pipe(out);
-    proc.stderr!.pipe(out);
-    const child = new ScaleChild(proc, name, logFile);
-    // Registered before it is ready, so the scenario's cleanup stops it whatever happens next.
-    onSpawn(child);
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        proc.kill('SIGKILL');
-        reject(new Error(`${name} did not start within ${startTimeoutMs} ms; see ${logFile}`));
-      }, startTimeoutMs);
-      const onMessage = (m: unknown) => {
-        if ((m as { hello?: boolean })?.hello) {
-          clearTimeout(timer);
-          proc.off('message', onMessage);
-          resolve();
-        }
-      };
-      proc.on('message', onMessage);
-      proc.once('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`${name} exited with ${code} while starting; see ${logFile}`));
-      });
-    });
-    return child;
-  }
-
-  call<T = unknown>(op: string, args: unknown = {}, timeoutMs = 600_000): Promise<T> {
-    if (this.exited) return Promise.reject(new Error(`${this.name} has exited; see ${this.logFile}`));
-    const id = this.nextId++;
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new Error(`${this.name}.${op} timed out after ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.pending.set(id, {
-        op,
-        resolve: (v) => {
-          clearTimeout(timer);
-          resolve(v as T);
-        },
-        reject: (e) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      });
-      this.proc.send({ id, op, args });
-    });
-  }
-
-  /** Asks the child to exit (op `exit`), then kills it if it does not. */
-  async stop(timeoutMs = 30_000): Promise<void> {
-    if (this.exited || this.proc.exitCode !== null || this.proc.signalCode !== null) return;
-    const gone = new Promise<void>((resolve) => this.proc.once('exit', () => resolve()));
-    if (this.proc.connected) this.call('exit', {}, timeoutMs).catch(() => undefined);
-    else this.proc.kill('SIGTERM');
-    const timer = setTimeout(() => this.proc.kill('SIGKILL'), timeoutMs);
-    await gone;
-    clearTimeout(timer);
-  }
+/** A bench/scaleworker.ts process (`name` in logs and errors), registered in `children` before it is ready. */
+function startWorker(name: string, env: Record<string, string>, children: Child[]): Promise<Child> {
+  return Child.start({ module: 'scaleworker', name, env, nodeFlags: ['--max-old-space-size=4096'], logFile: logPath(`scale-out-${name}`), onSpawn: (c) => children.push(c) });
 }
 
 function cmdlineOf(pid: number): string {
@@ -215,40 +117,29 @@ async function runScaleOut(ctx: BenchContext, o: Options): Promise<ScenarioResul
   const naming = new Naming(prefix, SHARDS);
   const serverName = `${uniqueName('hs')}.bench`;
   const dataDir = services.tempDir('scale-out-');
-  const children: ScaleChild[] = [];
+  const children: Child[] = [];
   let db: TempDatabase | undefined;
   const notes: string[] = [];
   try {
     db = await services.database();
     const dbName = new URL(db.url!).pathname.slice(1);
     const baseEnv: Record<string, string> = {
-      PEEKD_SERVER_NAME: serverName,
       // All processes share the data dir: the first one creates the signing key, the others load it.
-      PEEKD_DATA_DIR: dataDir,
+      ...benchPeekdEnv({ serverName, dataDir, natsUrl: services.natsUrl, prefix, shards: SHARDS }),
       DATABASE_URL: db.url!,
-      NATS_URL: services.natsUrl,
-      PEEKD_STREAM_PREFIX: prefix,
-      PEEKD_SHARDS: String(SHARDS),
-      PEEKD_ADMIN_TOKEN: ADMIN_TOKEN,
-      PEEKD_LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
-      PEEKD_PEEK_RATE_PER_SECOND: '1000000',
-      PEEKD_PEEK_RATE_BURST: '1000000',
-      PEEKD_MAX_PEEKS_PER_DEVICE: '1000000',
-      PEEKD_PROJECTION_WAIT_MS: '600000',
-      PEEKD_MAX_INBOUND_PEEKS_PER_SERVER: '1000000',
     };
     const peekdEnv = async (roles: string) => ({ ...baseEnv, SCALEOUT_MODE: 'peekd', PEEKD_ROLES: roles, PEEKD_LISTEN: `127.0.0.1:${await freePort()}` });
 
     // Started one after another: the first runs the migrations and creates the streams and the key.
     log(`${name}: starting the projections,federation process`);
-    const projections = await ScaleChild.start('projections', await peekdEnv('projections,federation'), (c) => children.push(c));
+    const projections = await startWorker('projections', await peekdEnv('projections,federation'), children);
     log(`${name}: starting rooms process #1`);
-    const rooms1 = await ScaleChild.start('rooms1', await peekdEnv('rooms'), (c) => children.push(c));
-    const load = await ScaleChild.start('load', { ...baseEnv, SCALEOUT_MODE: 'load' }, (c) => children.push(c));
+    const rooms1 = await startWorker('rooms1', await peekdEnv('rooms'), children);
+    const load = await startWorker('load', { ...baseEnv, SCALEOUT_MODE: 'load' }, children);
 
     const roomHosts = [rooms1];
     /** Waits until the room hosts hold every shard between them, each its share; returns the split and how long it took. */
-    const waitForLeases = async (hosts: ScaleChild[], timeoutMs = 120_000) => {
+    const waitForLeases = async (hosts: Child[], timeoutMs = 120_000) => {
       const t0 = Date.now();
       const share = Math.ceil(SHARDS / hosts.length);
       for (;;) {
@@ -279,7 +170,7 @@ async function runScaleOut(ctx: BenchContext, o: Options): Promise<ScenarioResul
       return n;
     };
 
-    const measure = async (hosts: ScaleChild[]): Promise<RunResult> => {
+    const measure = async (hosts: Child[]): Promise<RunResult> => {
       const n = hosts.length;
       log(`${name}: ${n} rooms process(es): warm-up, ${o.warmupMs / 1000} s and at least one command on every room`);
       const wu0 = Date.now();
@@ -313,7 +204,7 @@ async function runScaleOut(ctx: BenchContext, o: Options): Promise<ScenarioResul
 
     log(`${name}: starting rooms process #2 and waiting for the leases to rebalance`);
     const r0 = Date.now();
-    const rooms2 = await ScaleChild.start('rooms2', await peekdEnv('rooms'), (c) => children.push(c));
+    const rooms2 = await startWorker('rooms2', await peekdEnv('rooms'), children);
     const ready2Ms = Date.now() - r0;
     roomHosts.push(rooms2);
     const second = await waitForLeases(roomHosts);

@@ -4,20 +4,13 @@ import type { Config } from '../config';
 import { createLogger } from '../logger';
 import { queryAudit, type AuditEntry, type AuditQuery } from '../projections/auditQuery';
 import type { Projection } from '../projections/projection';
-import { replayProjections, selectReadModels, verifyProjections, type Progress, type VerifyResult } from '../projections/rebuild';
+import { byStream, replayProjections, selectReadModels, verifyProjections, type Progress, type RebuildDeps, type VerifyResult } from '../projections/rebuild';
 import { openInfrastructure } from '../server';
 import { progressReporter, type ProgressReporter } from './progress';
 
 /** Where a command writes its report (stdout; a buffer in tests). */
 export interface Output {
   write(text: string): unknown;
-}
-
-/** The projections by stream, in the order given: each group is rebuilt from one read of its stream. */
-function byStream(models: Projection<unknown>[]): Projection<unknown>[][] {
-  const groups = new Map<string, Projection<unknown>[]>();
-  for (const p of models) groups.set(p.stream, [...(groups.get(p.stream) ?? []), p]);
-  return [...groups.values()];
 }
 
 /**
@@ -59,24 +52,40 @@ function groupProgress(verb: string, group: Projection<unknown>[], stream: NodeJ
   };
 }
 
-/** Replays the read models `projection` selects; those of one stream from one read of it. */
-export async function runReplay(config: Config, projection: string | undefined, out: Output = process.stdout): Promise<void> {
+/**
+ * Runs `run` (replay or verify) on the read models `projection` selects, a stream at a time
+ * (its projections from one read of it), with progress, and hands each result to `each`.
+ */
+async function perStream<R>(
+  config: Config,
+  projection: string | undefined,
+  verb: 'replay' | 'verify',
+  run: (deps: RebuildDeps, group: Projection<unknown>[], onProgress: Progress) => Promise<R[]>,
+  each: (r: R) => void,
+): Promise<void> {
   const models = selectReadModels(projection);
-  const infra = await openInfrastructure(config, createLogger('warn', 'peekd-replay'));
+  const infra = await openInfrastructure(config, createLogger('warn', `peekd-${verb}`));
   try {
     for (const group of byStream(models)) {
-      const progress = groupProgress('replay', group);
-      let results;
+      const progress = groupProgress(verb, group);
+      let results: R[];
       try {
-        results = await replayProjections({ db: infra.database.db, nc: infra.nc, naming: infra.naming }, group, progress.onProgress);
+        results = await run({ db: infra.database.db, nc: infra.nc, naming: infra.naming }, group, progress.onProgress);
       } finally {
         progress.stop();
       }
-      for (const r of results) out.write(`replayed ${r.projection} up to sequence ${r.seq} in ${(r.durationMs / 1000).toFixed(1)} s; swapped in\n`);
+      for (const r of results) each(r);
     }
   } finally {
     await infra.close();
   }
+}
+
+/** Replays the read models `projection` selects; those of one stream from one read of it. */
+export async function runReplay(config: Config, projection: string | undefined, out: Output = process.stdout): Promise<void> {
+  await perStream(config, projection, 'replay', replayProjections, (r) =>
+    out.write(`replayed ${r.projection} up to sequence ${r.seq} in ${(r.durationMs / 1000).toFixed(1)} s; swapped in\n`),
+  );
 }
 
 export function formatVerify(r: VerifyResult): string {
@@ -93,26 +102,11 @@ export function formatVerify(r: VerifyResult): string {
 
 /** Verifies the read models `projection` selects (those of one stream from one read of it); true when every one equals its rebuild. */
 export async function runVerify(config: Config, projection: string | undefined, out: Output = process.stdout): Promise<boolean> {
-  const models = selectReadModels(projection);
-  const infra = await openInfrastructure(config, createLogger('warn', 'peekd-verify'));
   let ok = true;
-  try {
-    for (const group of byStream(models)) {
-      const progress = groupProgress('verify', group);
-      let results;
-      try {
-        results = await verifyProjections({ db: infra.database.db, nc: infra.nc, naming: infra.naming }, group, progress.onProgress);
-      } finally {
-        progress.stop();
-      }
-      for (const r of results) {
-        out.write(`${formatVerify(r)}\n`);
-        ok &&= r.equal;
-      }
-    }
-  } finally {
-    await infra.close();
-  }
+  await perStream(config, projection, 'verify', verifyProjections, (r) => {
+    out.write(`${formatVerify(r)}\n`);
+    ok &&= r.equal;
+  });
   return ok;
 }
 

@@ -353,8 +353,8 @@ export async function replayProjection(deps: RebuildDeps, projection: Projection
   return result!;
 }
 
-/** The projections by stream, in the order given. */
-function byStream(projections: Projection<unknown>[]): Projection<unknown>[][] {
+/** The projections by stream, in the order given: each group is rebuilt from one read of its stream. */
+export function byStream(projections: Projection<unknown>[]): Projection<unknown>[][] {
   const groups = new Map<string, Projection<unknown>[]>();
   for (const p of projections) {
     const group = groups.get(p.stream);

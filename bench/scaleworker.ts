@@ -1,5 +1,5 @@
-// The processes of the scale-out scenario (bench/scaleout.ts), started with
-// `node --import tsx bench/scaleoutChild.ts` and driven over IPC (bench/ipc.ts):
+// The processes of the scale-out scenario (bench/scaleout.ts), started
+// through bench/child.mjs (`Child.start({ module: 'scaleworker' })`) and driven over IPC (bench/ipc.ts):
 //  - SCALEOUT_MODE=peekd: a real peekd with the roles split (PEEKD_ROLES), configured from
 //    the environment like `peekd serve`;
 //  - SCALEOUT_MODE=load: the load side, which sends room commands through a NatsCommandBus
@@ -126,5 +126,5 @@ if (mode === 'peekd') {
     },
   });
 } else {
-  throw new Error(`scaleoutChild: SCALEOUT_MODE must be peekd or load, got ${mode}`);
+  throw new Error(`scaleworker: SCALEOUT_MODE must be peekd or load, got ${mode}`);
 }
