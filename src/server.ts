@@ -49,10 +49,13 @@ import { KeyRing } from './federation/keyRing';
 import { SafeFetcher } from './federation/safeFetch';
 import { FederationSender } from './federation/sender';
 import { OutboundPeeks } from './federation/outboundPeeks';
+import { OutboundUpkeep } from './federation/outboundUpkeep';
+import { LRUCache } from 'lru-cache';
 import { RemoteHistory } from './federation/remoteHistory';
 import type { FederationContext } from './federation/context';
 import { openDatabase, type Database } from './store/db';
-import { buildHttpApp, type HttpApp } from './http/app';
+import { buildHttpApp } from './http/app';
+import type { Peekd } from './peekd';
 import { fileURLToPath } from 'node:url';
 
 export const NATS_CONF = fileURLToPath(new URL('../nats.conf', import.meta.url));
@@ -103,33 +106,7 @@ export interface StartOptions {
   database?: Database;
 }
 
-export interface Peekd {
-  config: Config;
-  logger: Logger;
-  naming: Naming;
-  nc: NatsConnection;
-  log: EventLog;
-  database: Database;
-  bus: CommandBus;
-  /** The local actor host (rooms role), if this process has one. */
-  host?: ActorHost;
-  signingKey: SigningKey;
-  projections: Map<string, ProjectionRunner>;
-  scheduler?: DeadlineScheduler;
-  /** This process's ID in leases (shards and jobs). */
-  hostId: string;
-  /** With roles split: the shard leases this room host holds. */
-  leases?: ShardLeases;
-  http?: HttpApp;
-  client: ClientContext;
-  federation: FederationContext;
-  notifier: SyncNotifier;
-  /** Base URL the HTTP server listens on, when it does. */
-  url?: string;
-  /** Resolves once the sync projection of `stream` (or, with 'all', every one) has committed `seq`. */
-  waitForProjections(stream: 'peeks' | 'rooms', seq: number, which?: 'sync' | 'all'): Promise<void>;
-  close(): Promise<void>;
-}
+export type { Peekd, HttpApp } from './peekd';
 
 export { PROJECTIONS } from './projections/index';
 
@@ -319,6 +296,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
     // run in one federation process at a time. Split, HTTP processes announce device syncs
     // on NATS for that upkeep.
     let outbound: OutboundPeeks | undefined;
+    let upkeep: OutboundUpkeep | undefined;
     if (federationOn || roles.has('http')) {
       const o = new OutboundPeeks({
         db: database.db,
@@ -327,20 +305,26 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
         keyRing,
         clock,
         serverName: config.serverName,
-        outboundIdleMs: config.outboundIdleMs,
         waitForProjections,
-        devicePeeks: syncCache ? (userId, deviceId) => client.sync.devicePeeks(userId, deviceId) : undefined,
         logger: logger.child({ component: 'outbound-peeks' }),
       });
       outbound = o;
       cleanups.push(() => o.stop());
-      client.remote = allInOne
-        ? o
-        : {
-            ensureOutboundPeek: (roomId, servers) => o.ensureOutboundPeek(roomId, servers),
-            resolveAlias: (alias) => o.resolveAlias(alias),
-            deviceSynced: (userId, deviceId) => announceActivity(userId, deviceId),
-          };
+      const u = new OutboundUpkeep({
+        peeks: o,
+        db: database.db,
+        clock,
+        serverName: config.serverName,
+        outboundIdleMs: config.outboundIdleMs,
+        devicePeeks: syncCache ? (userId, deviceId) => client.sync.devicePeeks(userId, deviceId) : undefined,
+        logger: logger.child({ component: 'outbound-upkeep' }),
+      });
+      upkeep = u;
+      client.remote = {
+        ensureOutboundPeek: (roomId, servers) => o.ensureOutboundPeek(roomId, servers),
+        resolveAlias: (alias) => o.resolveAlias(alias),
+        deviceSynced: allInOne ? (userId, deviceId) => u.deviceSynced(userId, deviceId) : (userId, deviceId) => announceActivity(userId, deviceId),
+      };
     }
     // History of peeked rooms (backfill for /messages, gaps in /send): wherever HTTP is served.
     const remoteHistory =
@@ -348,28 +332,27 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
         ? new RemoteHistory({ db: database.db, bus, client: federationClient, keyRing, waitForProjections, logger: logger.child({ component: 'remote-history' }) })
         : undefined;
     client.history = remoteHistory;
-    const lastAnnounced = new Map<string, number>();
+    const lastAnnounced = new LRUCache<string, true>({ max: 100_000, ttl: 1_000 });
     const announceActivity = (userId: string, deviceId: string) => {
       const key = `${userId}\u0000${deviceId}`;
-      const now = clock.now();
-      if (now - (lastAnnounced.get(key) ?? 0) < 1_000) return;
-      lastAnnounced.set(key, now);
-      if (lastAnnounced.size > 100_000) lastAnnounced.delete(lastAnnounced.keys().next().value!);
+      if (lastAnnounced.has(key)) return;
+      lastAnnounced.set(key, true);
       nc.publish(naming.activitySubject(), JSON.stringify([userId, deviceId]));
     };
-    if (federationOn && outbound) {
-      const o = outbound;
+    if (federationOn && upkeep) {
+      const u = upkeep;
       if (allInOne) {
         await sender.start();
         cleanups.push(() => sender.stop());
-        o.start();
+        u.start();
+        cleanups.push(() => u.stop());
       } else {
         const activity = nc.subscribe(naming.activitySubject(), {
           callback: (err, m) => {
             if (err) return;
             try {
               const [userId, deviceId] = JSON.parse(m.string()) as [string, string];
-              if (typeof userId === 'string' && typeof deviceId === 'string') o.deviceSynced(userId, deviceId);
+              if (typeof userId === 'string' && typeof deviceId === 'string') u.deviceSynced(userId, deviceId);
             } catch {
               // not ours
             }
@@ -377,8 +360,8 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
         });
         cleanups.push(async () => activity.unsubscribe());
         const jobs = new JobLeases(nc, naming, hostId, 'federation', ['federation_sender', 'outbound_upkeep'], {
-          acquired: (job) => (job === 'federation_sender' ? sender.start() : o.start()),
-          released: (job) => (job === 'federation_sender' ? sender.stop() : o.stop()),
+          acquired: (job) => (job === 'federation_sender' ? sender.start() : u.start()),
+          released: (job) => (job === 'federation_sender' ? sender.stop() : u.stop()),
         }, leaseOptions);
         await jobs.start();
         cleanups.push(() => jobs.stop());

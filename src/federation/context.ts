@@ -30,3 +30,13 @@ export interface FederationContext {
   /** History of peeked rooms from their hosts (gaps in /send). */
   history?: RemoteHistory;
 }
+
+/** Peeking rooms hosted elsewhere (MSC2444, outbound); absent until federation is on. */
+export interface RemoteRooms {
+  /** Makes sure this server peeks the remote room, so a local device may peek it. */
+  ensureOutboundPeek(roomId: string, servers: string[]): Promise<void>;
+  /** Resolves a remote alias through the alias server's directory. */
+  resolveAlias(alias: string): Promise<{ roomId: string; servers: string[] }>;
+  /** A device that peeks rooms synced (keeps their outbound peeks alive). */
+  deviceSynced(userId: string, deviceId: string): void;
+}

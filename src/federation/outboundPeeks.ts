@@ -1,9 +1,10 @@
-// Outbound peeks (MSC2444): this server peeks a room hosted elsewhere because a local
-// device peeks it. Starts the peek (checking the snapshot), renews it while some peeking
-// device keeps syncing, ends it (and the host is sent a DELETE) when no local device
-// needs it, and starts it again when such a device syncs again.
+// Outbound peeks (MSC2444), one peek's lifecycle: this server peeks a room hosted
+// elsewhere because a local device peeks it. Starts the peek (checking the snapshot),
+// renews it, and ends it (the host is then sent a DELETE by the sender). When to renew,
+// end or restart a peek is the upkeep's business (outboundUpkeep.ts).
 import { randomBytes } from 'node:crypto';
-import { and, eq, isNull, notLike } from 'drizzle-orm';
+import { and, eq, isNull } from 'drizzle-orm';
+import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { CommandBus } from '../actors/commandBus';
 import type { ReceivedPdu } from '../actors/commands';
@@ -13,8 +14,7 @@ import { isValidRoomId, isValidServerName, serverOf } from '../events/ids';
 import type { Pdu } from '../events/roomEvents';
 import type { Db } from '../store/db';
 import { federationsenderOutboundPeeks, syncapiPeeks } from '../store/schema';
-import { MatrixError } from '../http/errors';
-import type { RemoteRooms } from '../http/client/context';
+import { MatrixError } from '../matrix/errors';
 import { FederationUnreachableError, type FederationClient } from './client';
 import type { OutboundHooks } from './context';
 import type { KeyRing } from './keyRing';
@@ -25,13 +25,8 @@ import { settled } from '../projections/settled';
 export const SUPPORTED_ROOM_VERSIONS = ['10', '9', '8', '7', '6', '5', '4', '3'];
 export const MIN_RENEWAL_INTERVAL_MS = 1_000;
 export const MAX_RENEWAL_INTERVAL_MS = 24 * 60 * 60_000;
-/** A fresh outbound peek is not ended for want of device peeks this soon after it started. */
-const START_GRACE_MS = 5_000;
-const SYNC_CHECK_THROTTLE_MS = 2_000;
-const RETRY_MIN_MS = 1_000;
-const RETRY_MAX_MS = 60_000;
-/** Devices whose last sync is remembered (the oldest are forgotten first). */
-const MAX_TRACKED_DEVICES = 100_000;
+/** Rooms whose last peeking server is remembered (the least recently used are forgotten first). */
+const MAX_TRACKED_ROOMS = 100_000;
 
 export function clampRenewalInterval(ms: unknown, fallback: number): number {
   const n = typeof ms === 'number' && Number.isFinite(ms) ? ms : fallback;
@@ -58,62 +53,49 @@ export interface OutboundDeps {
   keyRing: KeyRing;
   clock: Clock;
   serverName: string;
-  outboundIdleMs: number;
   waitForProjections(stream: 'peeks' | 'rooms', seq: number, which?: 'sync' | 'all'): Promise<void>;
-  /** A device's peek rows, from the sync cache where there is one (default: the table). */
-  devicePeeks?(userId: string, deviceId: string): Promise<{ roomId: string; endedSeq: number | null }[]>;
   logger?: Logger;
 }
 
-export class OutboundPeeks implements RemoteRooms, OutboundHooks {
+/** What became of a renewal: done, to be tried again after `retryInMs`, or the peek ended. */
+export type RenewOutcome = { renewed: true } | { renewed: false; retryInMs?: number };
+
+export class OutboundPeeks implements OutboundHooks {
+  /** Starts (and re-PUTs) in progress, by room: concurrent callers share one. */
   private readonly inflight = new Map<string, Promise<void>>();
-  private readonly lastSync = new Map<string, number>();
-  private readonly lastSyncCheck = new Map<string, number>();
   /** The servers a room was last peeked through (tried first when the peek restarts). */
-  private readonly serversOf = new Map<string, string[]>();
-  /** Per room: when a failed (re)start or renewal may be tried again, and the backoff. */
-  private readonly retry = new Map<string, { at: number; backoffMs: number }>();
-  private readonly startedAt: number;
-  private timer?: NodeJS.Timeout;
-  private ticking?: Promise<void>;
+  private readonly serversOf = new LRUCache<string, string[]>({ max: MAX_TRACKED_ROOMS });
 
-  constructor(private readonly deps: OutboundDeps) {
-    this.startedAt = deps.clock.now();
-  }
+  /** Called with the room each time a peek starts (the upkeep forgets its retry backoff). */
+  readonly started = new Set<(roomId: string) => void>();
 
-  /**
-   * Renewals are looked at every `periodMs` (they may be due within a second: the host's
-   * interval can be that short); what local devices need, every `devicesEvery` periods.
-   */
-  start(periodMs = 250, devicesEvery = 4): void {
-    let n = 0;
-    this.timer = setInterval(() => {
-      if (this.ticking) return;
-      const devices = n++ % devicesEvery === 0;
-      this.ticking = this.tick(devices)
-        .catch((err) => this.deps.logger?.warn({ err }, 'outbound peek upkeep failed'))
-        .finally(() => (this.ticking = undefined));
-    }, periodMs);
-    this.timer.unref();
-  }
+  constructor(private readonly deps: OutboundDeps) {}
 
+  /** Waits for the starts in progress. */
   async stop(): Promise<void> {
-    clearInterval(this.timer);
-    this.timer = undefined;
-    await this.ticking;
     await Promise.allSettled([...this.inflight.values()]);
   }
 
-  // --- RemoteRooms (client API side) ---------------------------------------------------
+  /** Whether a start (or a re-PUT) of `roomId`'s peek is in progress. */
+  starting(roomId: string): boolean {
+    return this.inflight.has(roomId);
+  }
+
+  /** The servers to ask when `roomId`'s peek starts again: the last one it went through, then the room's own. */
+  restartServers(roomId: string): string[] {
+    return [...(this.serversOf.get(roomId) ?? []), serverOf(roomId)];
+  }
+
+  // --- for the client API ---------------------------------------------------------------
 
   async ensureOutboundPeek(roomId: string, servers: string[]): Promise<void> {
     const running = this.inflight.get(roomId);
     if (running) return running;
     // Registered before the first await, so concurrent callers share one start.
     const p: Promise<void> = (async () => {
-      if (await this.liveOutbound(roomId)) return;
+      if (await this.live(roomId)) return;
       await this.startPeek(roomId, servers);
-      this.retry.delete(roomId);
+      for (const listener of this.started) listener(roomId);
     })().finally(() => {
       if (this.inflight.get(roomId) === p) this.inflight.delete(roomId);
     });
@@ -139,20 +121,6 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
     }
     const servers = Array.isArray(res.body.servers) ? res.body.servers.filter((s): s is string => typeof s === 'string' && isValidServerName(s)).slice(0, 20) : [];
     return { roomId: res.body.room_id, servers: servers.length ? servers : [server] };
-  }
-
-  deviceSynced(userId: string, deviceId: string): void {
-    const key = `${userId}\u0000${deviceId}`;
-    const now = this.deps.clock.now();
-    this.lastSync.delete(key); // re-inserted: the map is in order of recency
-    this.lastSync.set(key, now);
-    if (this.lastSync.size > MAX_TRACKED_DEVICES) this.lastSync.delete(this.lastSync.keys().next().value!);
-    // Restarts are the upkeep's business: only where it runs (split, one process at a time).
-    if (!this.timer) return;
-    if (now - (this.lastSyncCheck.get(key) ?? 0) < SYNC_CHECK_THROTTLE_MS) return;
-    this.lastSyncCheck.set(key, now);
-    if (this.lastSyncCheck.size > MAX_TRACKED_DEVICES) this.lastSyncCheck.delete(this.lastSyncCheck.keys().next().value!);
-    void this.restartFor(userId, deviceId).catch((err) => this.deps.logger?.warn({ err }, 'could not restart an outbound peek'));
   }
 
   // --- OutboundHooks (federation side) -------------------------------------------------
@@ -190,12 +158,11 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
     return row;
   }
 
-  private async liveOutbound(roomId: string): Promise<boolean> {
+  /** Whether this server peeks `roomId` over federation right now. */
+  async live(roomId: string): Promise<boolean> {
     const rows = await this.deps.db.select({ r: federationsenderOutboundPeeks.roomId }).from(federationsenderOutboundPeeks).where(eq(federationsenderOutboundPeeks.roomId, roomId));
     return rows.length > 0;
   }
-
-
 
   private async startPeek(roomId: string, servers: string[], peekId = newPeekId()): Promise<void> {
     const candidates = [...new Set([...servers, serverOf(roomId)])].filter((s) => s !== this.deps.serverName);
@@ -269,7 +236,8 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
     return pdus.sort((a, b) => rank(a) - rank(b));
   }
 
-  private async end(roomId: string, server: string, reason: 'unpeeked' | 'no_active_peekers' | 'remote_deleted' | 'rejected'): Promise<void> {
+  /** Ends this server's peek of `roomId` through `server` (already ended: nothing to do). */
+  async end(roomId: string, server: string, reason: 'unpeeked' | 'no_active_peekers' | 'remote_deleted' | 'rejected'): Promise<void> {
     try {
       const result = await this.deps.bus.send({ type: 'EndOutboundPeek', roomId, server, reason });
       await settled(this.deps.waitForProjections, result, 'all');
@@ -278,91 +246,23 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
     }
   }
 
-  private isActive(userId: string, deviceId: string, peekRenewedAt: number, now: number): boolean {
-    const seen = Math.max(this.lastSync.get(`${userId}\u0000${deviceId}`) ?? this.startedAt, peekRenewedAt);
-    return now - seen < this.deps.outboundIdleMs;
-  }
-
   /**
-   * Renews each live outbound peek a third of the way into its interval (the host's
-   * deadline and ours are the interval itself: there is time for two more tries); with
-   * `devices`, also ends the ones no local device needs (or none has synced for the idle
-   * window) and restarts the ones devices still need.
+   * Renews the peek of `roomId` through `server` (POST /renew, or a repeated PUT where the
+   * host knows only the older draft). A host that no longer has the peek, or refuses it,
+   * ends it here; a failure to reach it asks to be tried again well inside the interval.
    */
-  async tick(devices = true): Promise<void> {
-    const now = this.deps.clock.now();
-    const outbound = await this.deps.db.select().from(federationsenderOutboundPeeks);
-    const ended = new Set<string>();
-    if (devices) {
-      // Live device peeks of rooms hosted elsewhere, by room.
-      const rows = await this.deps.db
-        .select({ roomId: syncapiPeeks.roomId, userId: syncapiPeeks.userId, deviceId: syncapiPeeks.deviceId, renewedAt: syncapiPeeks.renewedAt })
-        .from(syncapiPeeks)
-        .where(and(isNull(syncapiPeeks.endedSeq), notLike(syncapiPeeks.roomId, `%:${this.deps.serverName}`)));
-      const byRoom = new Map<string, typeof rows>();
-      for (const r of rows) byRoom.set(r.roomId, [...(byRoom.get(r.roomId) ?? []), r]);
-      for (const row of outbound) {
-        if (this.inflight.has(row.roomId)) continue;
-        const peeking = byRoom.get(row.roomId) ?? [];
-        // A fresh outbound peek precedes its device peek: give that a moment to be recorded.
-        if (now - row.createdAt < START_GRACE_MS) continue;
-        if (peeking.length === 0) {
-          await this.end(row.roomId, row.serverName, 'unpeeked');
-          ended.add(row.roomId);
-        } else if (!peeking.some((d) => this.isActive(d.userId, d.deviceId, d.renewedAt, now))) {
-          await this.end(row.roomId, row.serverName, 'no_active_peekers');
-          ended.add(row.roomId);
-        }
-      }
-      // Device peeks whose federated peek is gone without a DELETE of ours (it timed out
-      // here while the host was unreachable, the host expired or forgot it): while a
-      // peeking device is active, peek again.
-      const withOutbound = new Set(outbound.map((r) => r.roomId));
-      for (const [roomId, peeking] of byRoom) {
-        if (withOutbound.has(roomId) || this.inflight.has(roomId)) continue;
-        if ((this.retry.get(roomId)?.at ?? 0) > now || !peeking.some((d) => this.isActive(d.userId, d.deviceId, d.renewedAt, now))) continue;
-        this.restart(roomId);
-      }
-    }
-    for (const row of outbound) {
-      if (ended.has(row.roomId) || this.inflight.has(row.roomId)) continue;
-      if (now >= row.renewedAt + row.renewalIntervalMs / 3 && (this.retry.get(row.roomId)?.at ?? 0) <= now) {
-        await this.renew(row.roomId, row.serverName, row.peekId, row.renewalIntervalMs);
-      }
-    }
-  }
-
-  /** Starts the federated peek of `roomId` again in the background, backing off on failure. */
-  private restart(roomId: string): void {
-    const servers = [...(this.serversOf.get(roomId) ?? []), serverOf(roomId)];
-    this.ensureOutboundPeek(roomId, servers).catch((err) => {
-      // A host that refuses the room (403/404) is asked again only rarely.
-      if (err instanceof MatrixError && (err.status === 403 || err.status === 404)) this.retry.set(roomId, { at: this.deps.clock.now() + RETRY_MAX_MS, backoffMs: RETRY_MAX_MS });
-      else this.backOff(roomId);
-      this.deps.logger?.warn({ roomId, err: (err as Error).message }, 'could not restart an outbound peek; will retry');
-    });
-  }
-
-  private backOff(roomId: string): void {
-    const prev = this.retry.get(roomId)?.backoffMs ?? 0;
-    const backoffMs = Math.min(RETRY_MAX_MS, Math.max(RETRY_MIN_MS, prev * 2));
-    this.retry.set(roomId, { at: this.deps.clock.now() + backoffMs, backoffMs });
-  }
-
-  private async renew(roomId: string, server: string, peekId: string, intervalMs: number): Promise<void> {
+  async renew(roomId: string, server: string, peekId: string, intervalMs: number): Promise<RenewOutcome> {
+    const retryInMs = Math.min(30_000, Math.max(250, intervalMs / 10));
     const path = `/_matrix/federation/v1/peek/${encodeURIComponent(roomId)}/${encodeURIComponent(peekId)}/renew`;
     let res;
     try {
       res = await this.deps.client.request<{ renewal_interval?: unknown; errcode?: string }>(server, 'POST', path, {}, Math.min(30_000, Math.max(1_000, intervalMs / 4)));
     } catch (err) {
       // Try again soon, but well inside the interval the host granted.
-      const backoffMs = Math.min(30_000, Math.max(250, intervalMs / 10));
-      this.retry.set(roomId, { at: this.deps.clock.now() + backoffMs, backoffMs });
       this.deps.logger?.warn({ roomId, server, err: (err as Error).message }, 'could not renew an outbound peek; will retry');
-      return;
+      return { renewed: false, retryInMs };
     }
     if (res.status === 200) {
-      this.retry.delete(roomId);
       const renewalIntervalMs = clampRenewalInterval(res.body.renewal_interval, 60 * 60_000);
       try {
         const result = await this.deps.bus.send({ type: 'RenewOutboundPeek', roomId, server, peekId, renewalIntervalMs });
@@ -370,7 +270,7 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
       } catch (err) {
         if (!(err instanceof DomainError)) throw err;
       }
-      return;
+      return { renewed: true };
     }
     const errcode = typeof res.body.errcode === 'string' ? res.body.errcode : undefined;
     if (res.status === 405 || (res.status === 404 && errcode !== 'M_NOT_FOUND')) {
@@ -381,35 +281,19 @@ export class OutboundPeeks implements RemoteRooms, OutboundHooks {
       });
       this.inflight.set(roomId, run.finally(() => this.inflight.delete(roomId)));
       await run;
-      return;
+      return { renewed: true };
     }
     if (res.status === 404) {
       // The host has no such peek any more (it expired it): end ours; the upkeep starts a
       // new one, under a new peek ID, while a peeking device is active.
       await this.end(roomId, server, 'remote_deleted');
-      return;
+      return { renewed: false };
     }
     if (res.status === 403) {
       await this.end(roomId, server, 'rejected');
-      return;
+      return { renewed: false };
     }
-    const backoffMs = Math.min(30_000, Math.max(250, intervalMs / 10));
-    this.retry.set(roomId, { at: this.deps.clock.now() + backoffMs, backoffMs });
     this.deps.logger?.warn({ roomId, server, status: res.status }, 'the host refused to renew an outbound peek; will retry');
-  }
-
-  /** A device synced: restart outbound peeks its live peeks of remote rooms need. */
-  private async restartFor(userId: string, deviceId: string): Promise<void> {
-    const rows = this.deps.devicePeeks
-      ? (await this.deps.devicePeeks(userId, deviceId)).filter((r) => r.endedSeq === null)
-      : await this.deps.db
-          .select({ roomId: syncapiPeeks.roomId })
-          .from(syncapiPeeks)
-          .where(and(eq(syncapiPeeks.userId, userId), eq(syncapiPeeks.deviceId, deviceId), isNull(syncapiPeeks.endedSeq)));
-    for (const { roomId } of rows) {
-      if (serverOf(roomId) === this.deps.serverName || this.inflight.has(roomId)) continue;
-      if (await this.liveOutbound(roomId)) continue;
-      this.restart(roomId);
-    }
+    return { renewed: false, retryInMs };
   }
 }

@@ -3,7 +3,7 @@
 import cors from '@fastify/cors';
 import { randomUUID } from 'node:crypto';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import type { Peekd } from '../server';
+import type { HttpApp, Peekd } from '../peekd';
 import rateLimit from '@fastify/rate-limit';
 import { badJson, invalidParam, limitExceeded, matrixClientErrorHandler, matrixErrorHandler, notJson, sendMatrixError, toMatrixError, MatrixError } from './errors';
 import { parseJsonBody, unstorableString } from './jsonBody';
@@ -19,11 +19,7 @@ import { registerAdmin } from './admin/admin';
 import { registerFederationRoutes } from './federation/routes';
 import { registerFederationHistoryRoutes } from './federation/history';
 
-export interface HttpApp {
-  app: FastifyInstance;
-  /** From now on /_matrix/client/versions answers (scripts wait on it). */
-  markReady(): void;
-}
+export type { HttpApp } from '../peekd';
 
 export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
   const { config } = peekd;

@@ -9,16 +9,9 @@ import type { RoomReader } from '../../syncapi/roomReader';
 import type { SyncService } from '../../syncapi/sync';
 import type { RemoteHistory } from '../../federation/remoteHistory';
 import type { ReadBarrier } from '../../projections/readBarrier';
+import type { RemoteRooms } from '../../federation/context';
 
-/** Peeking rooms hosted elsewhere (MSC2444, outbound); absent until federation is on. */
-export interface RemoteRooms {
-  /** Makes sure this server peeks the remote room, so a local device may peek it. */
-  ensureOutboundPeek(roomId: string, servers: string[]): Promise<void>;
-  /** Resolves a remote alias through the alias server's directory. */
-  resolveAlias(alias: string): Promise<{ roomId: string; servers: string[] }>;
-  /** A device that peeks rooms synced (keeps their outbound peeks alive). */
-  deviceSynced(userId: string, deviceId: string): void;
-}
+export type { RemoteRooms } from '../../federation/context';
 
 export interface ClientContext {
   config: Config;

@@ -1,0 +1,52 @@
+// What a running peekd is made of, as the parts that serve it (HTTP, the admin API, the
+// operator tools) see it. Types only: src/server.ts builds it.
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { FastifyInstance } from 'fastify';
+import type { ActorHost } from './actors/actorHost';
+import type { CommandBus } from './actors/commandBus';
+import type { DeadlineScheduler } from './actors/scheduler';
+import type { ShardLeases } from './cluster/shardLeases';
+import type { Config } from './config';
+import type { SigningKey } from './crypto';
+import type { Naming } from './events/subjects';
+import type { FederationContext } from './federation/context';
+import type { ClientContext } from './http/client/context';
+import type { Logger } from './logger';
+import type { EventLog } from './nats/eventLog';
+import type { ProjectionRunner } from './projections/runner';
+import type { Database } from './store/db';
+import type { SyncNotifier } from './syncapi/notifier';
+
+export interface HttpApp {
+  app: FastifyInstance;
+  /** From now on /_matrix/client/versions answers (scripts wait on it). */
+  markReady(): void;
+}
+
+export interface Peekd {
+  config: Config;
+  logger: Logger;
+  naming: Naming;
+  nc: NatsConnection;
+  log: EventLog;
+  database: Database;
+  bus: CommandBus;
+  /** The local actor host (rooms role), if this process has one. */
+  host?: ActorHost;
+  signingKey: SigningKey;
+  projections: Map<string, ProjectionRunner>;
+  scheduler?: DeadlineScheduler;
+  /** This process's ID in leases (shards and jobs). */
+  hostId: string;
+  /** With roles split: the shard leases this room host holds. */
+  leases?: ShardLeases;
+  http?: HttpApp;
+  client: ClientContext;
+  federation: FederationContext;
+  notifier: SyncNotifier;
+  /** Base URL the HTTP server listens on, when it does. */
+  url?: string;
+  /** Resolves once the sync projection of `stream` (or, with 'all', every one) has committed `seq`. */
+  waitForProjections(stream: 'peeks' | 'rooms', seq: number, which?: 'sync' | 'all'): Promise<void>;
+  close(): Promise<void>;
+}
