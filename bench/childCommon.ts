@@ -1,7 +1,7 @@
 // Handlers every bench child answers: CPU profiles of a time window, heap after GC, exit.
 import { Session } from 'node:inspector/promises';
 import { writeFileSync } from 'node:fs';
-import type { Handler } from './ipc';
+import type { Handler } from './ipc.ts';
 
 let session: Session | undefined;
 

@@ -1,7 +1,7 @@
 // The "many rooms" and "one hot room" scenarios: peek / renew / unpeek commands through
 // peekd's HTTP API (autocannon in the load-generator process), against raw JetStream
 // publishes with the expected last subject sequence at the same concurrency and payload size.
-import { encodePeekEvent } from '../src/events/peekEvents';
+import { encodePeekEvent } from '../src/events/peekEvents.ts';
 import {
   coresReport,
   cpuBetween,
@@ -15,10 +15,10 @@ import {
   uniqueName,
   type Row,
   type ScenarioResult,
-} from './harness';
-import { describeProfile, profiled } from './profile';
-import type { BenchContext, Scenario } from './scenario';
-import { describeTrace, type TraceLine } from './trace';
+} from './harness.ts';
+import { describeProfile, profiled } from './profile.ts';
+import type { BenchContext, Scenario } from './scenario.ts';
+import { describeTrace, type TraceLine } from './trace.ts';
 
 interface CycleResult {
   seconds: number;

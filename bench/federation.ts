@@ -2,7 +2,7 @@
 // events; events per second fanned out to 100 peeking servers (fake peers in their own
 // process that count what arrives); signature verifications per second through peekd's
 // verifiers against raw node:crypto and tweetnacl.
-import { Child } from './ipc';
+import { Child } from './ipc.ts';
 import {
   coresReport,
   cpuBetween,
@@ -19,10 +19,10 @@ import {
   until,
   type Row,
   type ScenarioResult,
-} from './harness';
-import { describeProfile, profiled } from './profile';
-import type { Scenario } from './scenario';
-import { describeTrace, type TraceLine } from './trace';
+} from './harness.ts';
+import { describeProfile, profiled } from './profile.ts';
+import type { Scenario } from './scenario.ts';
+import { describeTrace, type TraceLine } from './trace.ts';
 
 interface PeekAnswer {
   status: number;

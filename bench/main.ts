@@ -4,14 +4,14 @@
 // bench/results/<date>-<scenario>.json and bench/results/latest.md.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { hotRoom, manyRooms } from './commands';
-import { federation } from './federation';
-import { coresReport, log, machineInfo, markQuick, RESULTS_DIR, Services, tableMarkdown, writeResult, type Row, type ScenarioResult } from './harness';
-import { memory } from './memory';
-import { rebuild } from './rebuild';
-import type { Scenario } from './scenario';
-import { scaleOut } from './scaleout';
-import { wakeUp } from './wakeup';
+import { hotRoom, manyRooms } from './commands.ts';
+import { federation } from './federation.ts';
+import { coresReport, log, machineInfo, markQuick, RESULTS_DIR, Services, tableMarkdown, writeResult, type Row, type ScenarioResult } from './harness.ts';
+import { memory } from './memory.ts';
+import { rebuild } from './rebuild.ts';
+import type { Scenario } from './scenario.ts';
+import { scaleOut } from './scaleout.ts';
+import { wakeUp } from './wakeup.ts';
 
 const SCENARIOS: Scenario[] = [manyRooms, hotRoom, rebuild, wakeUp, memory, federation, scaleOut];
 

@@ -1,7 +1,7 @@
 // The "memory" scenario: heap per live peek and per active room actor, read in peekd's
 // own process (after forced GCs) at 100,000 live peeks created through the command bus.
-import { appendPeeksToLog, coresReport, fmtNum, log, round, type Row, type ScenarioResult, startPeekdChild } from './harness';
-import type { Scenario } from './scenario';
+import { appendPeeksToLog, coresReport, fmtNum, log, round, type Row, type ScenarioResult, startPeekdChild } from './harness.ts';
+import type { Scenario } from './scenario.ts';
 
 interface Mem {
   heapUsed: number;

@@ -3,10 +3,10 @@
 // requests with it (src/crypto), and otherwise verify nothing — they count the PDUs that
 // arrive in PUT /send and answer 200.
 import http from 'node:http';
-import { canonicalJson, encodeBase64Unpadded, generateSigningKey, signJson, signRequest, type SigningKey } from '../src/crypto';
-import { freePort } from '../src/nats/embeddedServer';
-import { commonHandlers, pool } from './childCommon';
-import { serveIpc } from './ipc';
+import { canonicalJson, encodeBase64Unpadded, generateSigningKey, signJson, signRequest, type SigningKey } from '../src/crypto/index.ts';
+import { freePort } from '../src/nats/embeddedServer.ts';
+import { commonHandlers, pool } from './childCommon.ts';
+import { serveIpc } from './ipc.ts';
 
 interface Peer {
   name: string;

@@ -3,7 +3,7 @@
 // time), and peekd functions and packages by inclusive time.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
-import { ROOT } from './harness';
+import { ROOT } from './harness.ts';
 
 interface CallFrame {
   functionName: string;

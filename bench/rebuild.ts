@@ -14,9 +14,9 @@ import {
   uniqueName,
   type Row,
   type ScenarioResult,
-} from './harness';
-import { describeProfile, profiled } from './profile';
-import type { Scenario } from './scenario';
+} from './harness.ts';
+import { describeProfile, profiled } from './profile.ts';
+import type { Scenario } from './scenario.ts';
 
 interface Rate {
   seconds: number;

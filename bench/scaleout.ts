@@ -6,12 +6,12 @@
 // leases rebalance (32 + 32), and the same load runs again.
 import { jetstreamManager } from '@nats-io/jetstream';
 import { readFileSync, rmSync } from 'node:fs';
-import { Naming } from '../src/events/subjects';
-import { freePort } from '../src/nats/embeddedServer';
-import { deleteStreams } from '../src/nats/streams';
-import { benchPeekdEnv, coresReport, cpuBetween, cpuSample, fmtNum, type CpuSample, log, logPath, round, sleep, uniqueName, type Row, type ScenarioResult, type TempDatabase } from './harness';
-import { Child } from './ipc';
-import type { BenchContext, Scenario } from './scenario';
+import { Naming } from '../src/events/subjects.ts';
+import { freePort } from '../src/nats/embeddedServer.ts';
+import { deleteStreams } from '../src/nats/streams.ts';
+import { benchPeekdEnv, coresReport, cpuBetween, cpuSample, fmtNum, type CpuSample, log, logPath, round, sleep, uniqueName, type Row, type ScenarioResult, type TempDatabase } from './harness.ts';
+import { Child } from './ipc.ts';
+import type { BenchContext, Scenario } from './scenario.ts';
 
 const SHARDS = 64;
 

@@ -5,16 +5,16 @@
 //  - SCALEOUT_MODE=load: the load side, which sends room commands through a NatsCommandBus
 //    (as an HTTP process with the roles split would), without HTTP.
 import { randomBytes, randomUUID } from 'node:crypto';
-import type { PduDraft, RoomCommand } from '../src/actors/commands';
-import { RetryingCommandBus } from '../src/actors/commandBus';
-import { NatsCommandBus } from '../src/cluster/natsCommandBus';
-import { loadConfig } from '../src/config';
-import { Naming } from '../src/events/subjects';
-import { connectNats } from '../src/nats/connection';
-import { streamLastSeq } from '../src/projections/rebuild';
-import { startPeekd } from '../src/server';
-import { commonHandlers, pool } from './childCommon';
-import { serveIpc } from './ipc';
+import type { PduDraft, RoomCommand } from '../src/actors/commands.ts';
+import { RetryingCommandBus } from '../src/actors/commandBus.ts';
+import { NatsCommandBus } from '../src/cluster/natsCommandBus.ts';
+import { loadConfig } from '../src/config.ts';
+import { Naming } from '../src/events/subjects.ts';
+import { connectNats } from '../src/nats/connection.ts';
+import { streamLastSeq } from '../src/projections/rebuild.ts';
+import { startPeekd } from '../src/server.ts';
+import { commonHandlers, pool } from './childCommon.ts';
+import { serveIpc } from './ipc.ts';
 
 const mode = process.env.SCALEOUT_MODE;
 

@@ -1,5 +1,5 @@
 // What every scenario gets and gives back.
-import type { ScenarioResult, Services } from './harness';
+import type { ScenarioResult, Services } from './harness.ts';
 
 export interface BenchContext {
   services: Services;

@@ -3,13 +3,13 @@
 // internal commands for setup, heap readings, notifier and actor counts, CPU profiles.
 import { randomBytes } from 'node:crypto';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
-import type { PduDraft, RoomCommand } from '../src/actors/commands';
-import { loadConfig } from '../src/config';
-import { selectReadModels, streamLastSeq, verifyProjections } from '../src/projections/rebuild';
-import { startPeekd } from '../src/server';
-import { commonHandlers, nowNs, pool } from './childCommon';
-import { serveIpc } from './ipc';
-import { installTracing, traceStart, traceStop } from './trace';
+import type { PduDraft, RoomCommand } from '../src/actors/commands.ts';
+import { loadConfig } from '../src/config.ts';
+import { selectReadModels, streamLastSeq, verifyProjections } from '../src/projections/rebuild.ts';
+import { startPeekd } from '../src/server.ts';
+import { commonHandlers, nowNs, pool } from './childCommon.ts';
+import { serveIpc } from './ipc.ts';
+import { installTracing, traceStart, traceStop } from './trace.ts';
 
 const config = loadConfig(process.env);
 const peekd = await startPeekd(config);

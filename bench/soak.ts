@@ -12,8 +12,8 @@
 // instead of a SIGKILL; invariant e through the admin API verify) — weaker, see
 // test/helpers/failoverScenarios.ts. FAILOVER_DUMP_DIR=<dir> keeps every run's records and
 // process logs there.
-import { formatViolations, INVARIANTS, type Invariant } from '../test/helpers/failoverLoad';
-import { formatScenario, nodeLossScenario, roomHostLossScenario, type ScenarioResult } from '../test/helpers/failoverScenarios';
+import { formatViolations, INVARIANTS, type Invariant } from '../test/helpers/failoverLoad.ts';
+import { formatScenario, nodeLossScenario, roomHostLossScenario, type ScenarioResult } from '../test/helpers/failoverScenarios.ts';
 
 function usage(): string {
   return [

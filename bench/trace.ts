@@ -3,7 +3,7 @@
 // every projection commit and wait — counted and timed while a trace window is open. It
 // wraps methods of peekd's live objects (the NATS connection, the database client, the
 // projection runners) from the outside; nothing in src/ changes.
-import type { Peekd } from '../src/server';
+import type { Peekd } from '../src/server.ts';
 
 interface Span {
   n: number;

@@ -16,9 +16,9 @@ import {
   signRequest,
   verifyPduSignature,
   verifyRequestSignature,
-} from '../src/crypto';
-import { checkPdu } from '../src/federation/verifyPdu';
-import type { KeyRing } from '../src/federation/keyRing';
+} from '../src/crypto/index.ts';
+import { checkPdu } from '../src/federation/verifyPdu.ts';
+import type { KeyRing } from '../src/federation/keyRing.ts';
 
 /**
  * Rates of several functions measured together: short slices of each in turn for

@@ -19,10 +19,10 @@ import {
   until,
   type Row,
   type ScenarioResult,
-} from './harness';
-import { describeProfile, profiled, type ProfileSummary } from './profile';
-import type { Scenario } from './scenario';
-import { describeTrace, type TraceLine } from './trace';
+} from './harness.ts';
+import { describeProfile, profiled, type ProfileSummary } from './profile.ts';
+import type { Scenario } from './scenario.ts';
+import { describeTrace, type TraceLine } from './trace.ts';
 
 interface Timed {
   tStart: string;

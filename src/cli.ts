@@ -1,9 +1,9 @@
 // `peekd` command line: serve, keys, and the operator tools.
 import { Command } from 'commander';
-import { ALL_ROLES, ConfigError, loadConfig, settingsHelp } from './config';
-import { NatsServerNotFoundError } from './nats/embeddedServer';
-import { ShardCountMismatchError } from './nats/errors';
-import { DomainError } from './actors/errors';
+import { ALL_ROLES, ConfigError, loadConfig, settingsHelp } from './config.ts';
+import { NatsServerNotFoundError } from './nats/embeddedServer.ts';
+import { ShardCountMismatchError } from './nats/errors.ts';
+import { DomainError } from './actors/errors.ts';
 
 const program = new Command('peekd')
   .description('A Matrix homeserver core for peeking (MSC2753 and MSC2444), event-sourced on NATS JetStream')
@@ -31,7 +31,7 @@ program
   .action(async () => {
     // Signals are taken from the first moment: a stop asked for while peekd is still
     // starting waits for the start, then shuts down cleanly.
-    let peekd: Awaited<ReturnType<typeof import('./server').startPeekd>> | undefined;
+    let peekd: Awaited<ReturnType<typeof import('./server.ts').startPeekd>> | undefined;
     let stopAsked: string | undefined;
     let closing = false;
     const shutdown = async (signal: string) => {
@@ -58,7 +58,7 @@ program
       process.exit(70);
     });
     try {
-      const { startPeekd } = await import('./server');
+      const { startPeekd } = await import('./server.ts');
       const cfg = config();
       if (cfg.roles.length < ALL_ROLES.length && (!cfg.natsUrl || !cfg.databaseUrl)) {
         // Each process would start its own nats-server and embedded database: nothing shared.
@@ -77,7 +77,7 @@ keys
   .description('generate the ed25519 signing key file (PEEKD_SIGNING_KEY) if it does not exist')
   .action(async () => {
     try {
-      const { loadOrCreateSigningKeyFile } = await import('./crypto');
+      const { loadOrCreateSigningKeyFile } = await import('./crypto/index.ts');
       const cfg = config();
       const { key, created } = await loadOrCreateSigningKeyFile(cfg.signingKeyPath);
       console.log(`${created ? 'generated' : 'kept existing'} ${key.keyId} in ${cfg.signingKeyPath}`);
@@ -91,8 +91,8 @@ keys
   .description('retire the current signing key (still listed under old_verify_keys) and generate a new one; restart peekd afterwards')
   .action(async () => {
     try {
-      const { loadOrCreateSigningKeyFile } = await import('./crypto');
-      const { rotateSigningKey } = await import('./federation/ownKeys');
+      const { loadOrCreateSigningKeyFile } = await import('./crypto/index.ts');
+      const { rotateSigningKey } = await import('./federation/ownKeys.ts');
       const cfg = config();
       const { key } = await loadOrCreateSigningKeyFile(cfg.signingKeyPath);
       const next = await rotateSigningKey(cfg.signingKeyPath, key, Date.now());
@@ -108,7 +108,7 @@ program
   .option('-p, --projection <name>', 'one projection, or all', 'all')
   .action(async (opts: { projection: string }) => {
     try {
-      const { runReplay } = await import('./operator/commands');
+      const { runReplay } = await import('./operator/commands.ts');
       await runReplay(config(), opts.projection);
     } catch (err) {
       fail(err);
@@ -121,7 +121,7 @@ program
   .option('-p, --projection <name>', 'one projection, or all', 'all')
   .action(async (opts: { projection: string }) => {
     try {
-      const { runVerify } = await import('./operator/commands');
+      const { runVerify } = await import('./operator/commands.ts');
       const ok = await runVerify(config(), opts.projection);
       process.exit(ok ? 0 : 1);
     } catch (err) {
@@ -142,7 +142,7 @@ program
   .action(async (opts: { room?: string; user?: string; device?: string; server?: string; since?: string; until?: string; format: string }) => {
     try {
       if (opts.format !== 'table' && opts.format !== 'jsonl') throw new ConfigError('--format must be table or jsonl');
-      const { parseAuditQuery } = await import('./projections/auditQuery');
+      const { parseAuditQuery } = await import('./projections/auditQuery.ts');
       const query = parseAuditQuery({
         room_id: opts.room,
         user_id: opts.user,
@@ -152,7 +152,7 @@ program
         until: opts.until,
         limit: '1000',
       });
-      const { runAudit } = await import('./operator/commands');
+      const { runAudit } = await import('./operator/commands.ts');
       await runAudit(config(), query, opts.format);
     } catch (err) {
       fail(err);

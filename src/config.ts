@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import ipaddr from 'ipaddr.js';
-import { isValidServerName } from './events/ids';
+import { isValidServerName } from './events/ids.ts';
 
 export const ALL_ROLES = ['http', 'rooms', 'projections', 'federation'] as const;
 export type Role = (typeof ALL_ROLES)[number];

@@ -2,20 +2,20 @@
 // operator tools) see it. Types only: src/server.ts builds it.
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { FastifyInstance } from 'fastify';
-import type { ActorHost } from './actors/actorHost';
-import type { CommandBus } from './actors/commandBus';
-import type { DeadlineScheduler } from './actors/scheduler';
-import type { ShardLeases } from './cluster/shardLeases';
-import type { Config } from './config';
-import type { SigningKey } from './crypto';
-import type { Naming } from './events/subjects';
-import type { FederationContext } from './federation/context';
-import type { ClientContext } from './http/client/context';
-import type { Logger } from './logger';
-import type { EventLog } from './nats/eventLog';
-import type { ProjectionRunner } from './projections/runner';
-import type { Database } from './store/db';
-import type { SyncNotifier } from './syncapi/notifier';
+import type { ActorHost } from './actors/actorHost.ts';
+import type { CommandBus } from './actors/commandBus.ts';
+import type { DeadlineScheduler } from './actors/scheduler.ts';
+import type { ShardLeases } from './cluster/shardLeases.ts';
+import type { Config } from './config.ts';
+import type { SigningKey } from './crypto/index.ts';
+import type { Naming } from './events/subjects.ts';
+import type { FederationContext } from './federation/context.ts';
+import type { ClientContext } from './http/client/context.ts';
+import type { Logger } from './logger.ts';
+import type { EventLog } from './nats/eventLog.ts';
+import type { ProjectionRunner } from './projections/runner.ts';
+import type { Database } from './store/db.ts';
+import type { SyncNotifier } from './syncapi/notifier.ts';
 
 export interface HttpApp {
   app: FastifyInstance;

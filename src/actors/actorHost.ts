@@ -1,10 +1,10 @@
 // Hosts room actors: one mailbox per room (a room's commands run one at a time, rooms
 // run in parallel), activation on first use, passivation of idle rooms.
 import { randomUUID } from 'node:crypto';
-import type { RoomCommand } from './commands';
-import { validateCommand } from './validateCommand';
-import { RoomActor, type ActorDeps, type CommandResult } from './roomActor';
-import type { RoomState } from './state';
+import type { RoomCommand } from './commands.ts';
+import { validateCommand } from './validateCommand.ts';
+import { RoomActor, type ActorDeps, type CommandResult } from './roomActor.ts';
+import type { RoomState } from './state.ts';
 
 interface Entry {
   actor: RoomActor;

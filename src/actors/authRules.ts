@@ -1,10 +1,10 @@
 // The subset of the room version 10 authorization rules that rooms hosted here need:
 // membership transitions for public and invite-only rooms, and power levels for state
 // and message events. Pure.
-import type { PduDraft } from './commands';
-import { BadStateError, ForbiddenError, InvalidInputError, NotFoundError, type DomainError } from './errors';
-import { creatorOf, joinRule, membershipOf, stateContent, type RoomFacts } from './state';
-import { isValidUserId } from '../events/ids';
+import type { PduDraft } from './commands.ts';
+import { BadStateError, ForbiddenError, InvalidInputError, NotFoundError, type DomainError } from './errors.ts';
+import { creatorOf, joinRule, membershipOf, stateContent, type RoomFacts } from './state.ts';
+import { isValidUserId } from '../events/ids.ts';
 
 interface PowerLevels {
   users: Record<string, number>;

@@ -1,11 +1,11 @@
 // The one way HTTP handlers and federation code reach room actors. In one process it
 // calls the local ActorHost; with roles split it is NATS request/reply to the shard owner.
 import { randomUUID } from 'node:crypto';
-import { isTransient, ServiceUnavailableError, withDeadline } from '../nats/errors';
-import type { RoomCommand } from './commands';
-import { DomainError } from './errors';
-import type { ActorHost } from './actorHost';
-import type { CommandResult } from './roomActor';
+import { isTransient, ServiceUnavailableError, withDeadline } from '../nats/errors.ts';
+import type { RoomCommand } from './commands.ts';
+import { DomainError } from './errors.ts';
+import type { ActorHost } from './actorHost.ts';
+import type { CommandResult } from './roomActor.ts';
 
 export interface CommandBus {
   send(command: RoomCommand, commandId?: string): Promise<CommandResult>;

@@ -1,7 +1,7 @@
 // Commands a room actor takes. Every command names its room; `commandId` makes a retried
 // command idempotent on the log (it becomes the events' Nats-Msg-Id).
-import type { PeekEndReason } from '../events/peekEvents';
-import type { Pdu } from '../events/roomEvents';
+import type { PeekEndReason } from '../events/peekEvents.ts';
+import type { Pdu } from '../events/roomEvents.ts';
 
 interface Base {
   roomId: string;

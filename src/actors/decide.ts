@@ -1,6 +1,6 @@
 // decide: (state, command, context) → what happens, or a typed DomainError. Pure: no
 // I/O, no clock (time arrives in the context), nothing from nats, drizzle or HTTP.
-import { peekKey, type PeekEvent, type PeekExpired, type PeekRef } from '../events/peekEvents';
+import { peekKey, type PeekEvent, type PeekExpired, type PeekRef } from '../events/peekEvents.ts';
 import type {
   DecideContext,
   DeleteInboundPeek,
@@ -13,18 +13,18 @@ import type {
   StartOutboundPeek,
   StopDevicePeek,
   Tick,
-} from './commands';
+} from './commands.ts';
 import {
   BadStateError,
   DomainError,
   ForbiddenError,
   IncompatibleRoomVersionError,
   NotFoundError,
-} from './errors';
-import { decision, endReasonFor, expired, impliedEndings, type Decision } from './decision';
-import { decideCreateRoom, decideReceivePdus, decideSendEvents, previewReceived } from './roomDecide';
-import { serverAclAllows } from './serverAcl';
-import { isEncrypted, isWorldReadable, membershipOf, roomServerOf, stateContent, type LivePeek, type RoomFacts, type RoomState } from './state';
+} from './errors.ts';
+import { decision, endReasonFor, expired, impliedEndings, type Decision } from './decision.ts';
+import { decideCreateRoom, decideReceivePdus, decideSendEvents, previewReceived } from './roomDecide.ts';
+import { serverAclAllows } from './serverAcl.ts';
+import { isEncrypted, isWorldReadable, membershipOf, roomServerOf, stateContent, type LivePeek, type RoomFacts, type RoomState } from './state.ts';
 
 
 export { decision, endReasonFor, impliedEndings, type Decision };

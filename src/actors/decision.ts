@@ -1,8 +1,8 @@
 // The shape of a decision, and the peek endings a room's facts imply. Shared by the
 // peek decider (decide.ts) and the room-event decider (roomDecide.ts). Pure.
-import type { PeekEndReason, PeekEvent, PeekExpired, PeekRef } from '../events/peekEvents';
-import type { PduDraft, ReceivedPdu } from './commands';
-import { isEncrypted, isWorldReadable, membershipOf, type RoomFacts, type RoomState } from './state';
+import type { PeekEndReason, PeekEvent, PeekExpired, PeekRef } from '../events/peekEvents.ts';
+import type { PduDraft, ReceivedPdu } from './commands.ts';
+import { isEncrypted, isWorldReadable, membershipOf, type RoomFacts, type RoomState } from './state.ts';
 
 export interface Decision {
   /** New local events to author, in order (the shell builds, hashes and signs them). */

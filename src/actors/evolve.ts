@@ -3,10 +3,10 @@
 // replay a newer log. `inPlace` is for a state the caller alone holds (an actor folding
 // its history on activation): the same result without copying the maps per event, which
 // would make folding a long history quadratic.
-import { seqOfPosition } from '../events/envelope';
-import { peekKey, type StoredPeekEvent } from '../events/peekEvents';
-import type { Pdu, StoredRoomEvent } from '../events/roomEvents';
-import { stateKey, txnKey, type LivePeek, type RoomFacts, type RoomState } from './state';
+import { seqOfPosition } from '../events/envelope.ts';
+import { peekKey, type StoredPeekEvent } from '../events/peekEvents.ts';
+import type { Pdu, StoredRoomEvent } from '../events/roomEvents.ts';
+import { stateKey, txnKey, type LivePeek, type RoomFacts, type RoomState } from './state.ts';
 
 const RECENT_EVENT_IDS = 512;
 const MAX_TXNS = 1000;

@@ -1,8 +1,8 @@
 // The seam between the room actor and Matrix event building: the actor decides *what*
 // to write (drafts), the factory makes a complete, hashed and signed PDU of each.
-import type { Pdu } from '../events/roomEvents';
-import type { PduDraft } from './commands';
-import type { RoomFacts } from './state';
+import type { Pdu } from '../events/roomEvents.ts';
+import type { PduDraft } from './commands.ts';
+import type { RoomFacts } from './state.ts';
 
 export interface BuiltPdu {
   pdu: Pdu;

@@ -1,17 +1,17 @@
 // The room actor's shell: the only place where the log meets decide/evolve. Load the
 // room's two subjects, decide, append with the expected last subject sequence, fold.
-import { eachEvent, encodeEnvelope, position, storedEvents } from '../events/envelope';
-import { decodePeekEnvelope, type PeekEvent, type StoredPeekEvent } from '../events/peekEvents';
-import { decodeRoomEnvelope, type RoomPduAppended, type StoredRoomEvent } from '../events/roomEvents';
-import { ConcurrencyError } from '../nats/errors';
-import type { EventLog } from '../nats/eventLog';
-import type { DecideContext, PduDraft, ReceivedPdu, RoomCommand } from './commands';
-import { decide, impliedEndings } from './decide';
-import { ConflictError, DomainError } from './errors';
-import { evolve, type StoredEvent } from './evolve';
-import type { PduFactory } from './pduFactory';
-import type { SnapshotStore } from './snapshots';
-import { commandRecord, initialState, recordCommand, type CommandRecord, type RoomState } from './state';
+import { eachEvent, encodeEnvelope, position, storedEvents } from '../events/envelope.ts';
+import { decodePeekEnvelope, type PeekEvent, type StoredPeekEvent } from '../events/peekEvents.ts';
+import { decodeRoomEnvelope, type RoomPduAppended, type StoredRoomEvent } from '../events/roomEvents.ts';
+import { ConcurrencyError } from '../nats/errors.ts';
+import type { EventLog } from '../nats/eventLog.ts';
+import type { DecideContext, PduDraft, ReceivedPdu, RoomCommand } from './commands.ts';
+import { decide, impliedEndings } from './decide.ts';
+import { ConflictError, DomainError } from './errors.ts';
+import { evolve, type StoredEvent } from './evolve.ts';
+import type { PduFactory } from './pduFactory.ts';
+import type { SnapshotStore } from './snapshots.ts';
+import { commandRecord, initialState, recordCommand, type CommandRecord, type RoomState } from './state.ts';
 
 export interface Clock {
   now(): number;

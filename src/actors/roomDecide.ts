@@ -1,13 +1,13 @@
 // Room-event commands: create a room, send events, accept PDUs received over federation.
 // Each draft is authorised against the room as the drafts before it leave it, and the
 // peeks the new state no longer allows end in the same decision.
-import type { Pdu } from '../events/roomEvents';
-import { authorize } from './authRules';
-import type { CreateRoom, DecideContext, PduDraft, ReceivedPdu, ReceivePdus, SendEvents } from './commands';
-import { decision, impliedEndings, type Decision } from './decision';
-import { BadStateError, ForbiddenError, InvalidInputError, NotFoundError, type DomainError } from './errors';
-import { foldPdu } from './evolve';
-import { roomServerOf, txnKey, type RoomFacts, type RoomState } from './state';
+import type { Pdu } from '../events/roomEvents.ts';
+import { authorize } from './authRules.ts';
+import type { CreateRoom, DecideContext, PduDraft, ReceivedPdu, ReceivePdus, SendEvents } from './commands.ts';
+import { decision, impliedEndings, type Decision } from './decision.ts';
+import { BadStateError, ForbiddenError, InvalidInputError, NotFoundError, type DomainError } from './errors.ts';
+import { foldPdu } from './evolve.ts';
+import { roomServerOf, txnKey, type RoomFacts, type RoomState } from './state.ts';
 
 /** Folds drafts into a preview of the room (placeholder IDs), authorising each in turn. */
 function preview(state: RoomState, roomVersion: string, drafts: PduDraft[], now: number): RoomFacts | DomainError {

@@ -3,10 +3,10 @@
 import { and, isNull, lte, min, inArray, sql, type SQL } from 'drizzle-orm';
 import type { PgColumn } from 'drizzle-orm/pg-core';
 import type { Logger } from 'pino';
-import type { Db } from '../store/db';
-import { federationsenderInboundPeeks, federationsenderOutboundPeeks, syncapiPeeks } from '../store/schema';
-import type { CommandBus } from './commandBus';
-import type { Clock } from './roomActor';
+import type { Db } from '../store/db.ts';
+import { federationsenderInboundPeeks, federationsenderOutboundPeeks, syncapiPeeks } from '../store/schema.ts';
+import type { CommandBus } from './commandBus.ts';
+import type { Clock } from './roomActor.ts';
 
 export interface SchedulerOptions {
   /** Shards this host owns, read at every look (undefined: all). */

@@ -4,10 +4,10 @@
 import { promisify } from 'node:util';
 import { gunzip, gzip } from 'node:zlib';
 import { Kvm, type KV } from '@nats-io/kv';
-import { retryTransient } from '../nats/errors';
+import { retryTransient } from '../nats/errors.ts';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { roomToken, type Naming } from '../events/subjects';
-import type { LivePeek, RoomFacts, RoomState, StateEntry } from './state';
+import { roomToken, type Naming } from '../events/subjects.ts';
+import type { LivePeek, RoomFacts, RoomState, StateEntry } from './state.ts';
 
 export interface SnapshotStore {
   load(roomId: string): Promise<RoomState | null>;

@@ -1,6 +1,6 @@
 // The room actor's state: what the room's two subjects say, folded. Pure data.
-import type { PeekRef } from '../events/peekEvents';
-import type { Pdu } from '../events/roomEvents';
+import type { PeekRef } from '../events/peekEvents.ts';
+import type { Pdu } from '../events/roomEvents.ts';
 
 export interface LivePeek {
   peek: PeekRef;

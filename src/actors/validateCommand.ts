@@ -1,10 +1,10 @@
 // Identifiers in a command are checked before the command reaches its room: a malformed
 // room ID, user ID, server name or peek ID is refused with a typed error, nothing appended.
-import { isValidDeviceId, isValidPeekId, isValidRoomId, isValidServerName, isValidUserId } from '../events/ids';
-import type { RoomCommand } from './commands';
-import { canonicalJson } from '../crypto';
-import type { PduDraft } from './commands';
-import { BadJsonError, InvalidInputError } from './errors';
+import { isValidDeviceId, isValidPeekId, isValidRoomId, isValidServerName, isValidUserId } from '../events/ids.ts';
+import type { RoomCommand } from './commands.ts';
+import { canonicalJson } from '../crypto/index.ts';
+import type { PduDraft } from './commands.ts';
+import { BadJsonError, InvalidInputError } from './errors.ts';
 
 /** Event types and state keys, like IDs, are at most 255 bytes. */
 const MAX_NAME_BYTES = 255;

@@ -2,9 +2,9 @@
 // SHA-256; a small in-memory cache spares the database on every request.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { and, DrizzleQueryError, eq } from 'drizzle-orm';
-import type { Db } from '../store/db';
-import { accessTokens, accounts, devices } from '../store/schema';
-import { UNMATCHABLE_HASH, type PasswordHasher } from './passwords';
+import type { Db } from '../store/db.ts';
+import { accessTokens, accounts, devices } from '../store/schema.ts';
+import { UNMATCHABLE_HASH, type PasswordHasher } from './passwords.ts';
 
 export interface Session {
   userId: string;

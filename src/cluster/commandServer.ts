@@ -2,9 +2,9 @@
 // shards it holds leases for, running each command on its local ActorHost.
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
-import type { ActorHost } from '../actors/actorHost';
-import type { Naming } from '../events/subjects';
-import { encodeError, encodeResult, type CommandReply, type CommandRequest } from './wire';
+import type { ActorHost } from '../actors/actorHost.ts';
+import type { Naming } from '../events/subjects.ts';
+import { encodeError, encodeResult, type CommandReply, type CommandRequest } from './wire.ts';
 
 export class CommandServer {
   private readonly subs = new Map<number, Subscription>();

@@ -2,13 +2,13 @@
 // request/reply and is run by whichever room host holds that shard's lease.
 import { randomUUID } from 'node:crypto';
 import type { NatsConnection } from '@nats-io/transport-node';
-import type { CommandBus } from '../actors/commandBus';
-import type { RoomCommand } from '../actors/commands';
-import type { CommandResult } from '../actors/roomActor';
-import { validateCommand } from '../actors/validateCommand';
-import type { Naming } from '../events/subjects';
-import { ServiceUnavailableError } from '../nats/errors';
-import { decodeReply, type CommandReply, type CommandRequest } from './wire';
+import type { CommandBus } from '../actors/commandBus.ts';
+import type { RoomCommand } from '../actors/commands.ts';
+import type { CommandResult } from '../actors/roomActor.ts';
+import { validateCommand } from '../actors/validateCommand.ts';
+import type { Naming } from '../events/subjects.ts';
+import { ServiceUnavailableError } from '../nats/errors.ts';
+import { decodeReply, type CommandReply, type CommandRequest } from './wire.ts';
 
 export class NoRoomHostError extends ServiceUnavailableError {
   override readonly name = 'NoRoomHostError';

@@ -11,8 +11,8 @@ import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
 import { KvWatchInclude, Kvm, type KV, type KvWatchEntry } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
-import type { Naming } from '../events/subjects';
-import { isWrongLastSequence, retryTransient } from '../nats/errors';
+import type { Naming } from '../events/subjects.ts';
+import { isWrongLastSequence, retryTransient } from '../nats/errors.ts';
 
 export interface LeaseEvents<K> {
   acquired(item: K): void | Promise<void>;

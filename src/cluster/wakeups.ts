@@ -3,14 +3,14 @@
 // HTTP and federation processes feed their notifier and track positions from it, with a
 // database poll as the fallback for a lost message.
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
-import type { PeekEvent } from '../events/peekEvents';
-import type { RoomEvent } from '../events/roomEvents';
-import type { Naming } from '../events/subjects';
-import type { Projected } from '../projections/projection';
-import { readCheckpoint } from '../projections/runner';
-import type { Db } from '../store/db';
-import { ServiceUnavailableError } from '../nats/errors';
-import { waitWithTimeout } from '../projections/positionWait';
+import type { PeekEvent } from '../events/peekEvents.ts';
+import type { RoomEvent } from '../events/roomEvents.ts';
+import type { Naming } from '../events/subjects.ts';
+import type { Projected } from '../projections/projection.ts';
+import { readCheckpoint } from '../projections/runner.ts';
+import type { Db } from '../store/db.ts';
+import { ServiceUnavailableError } from '../nats/errors.ts';
+import { waitWithTimeout } from '../projections/positionWait.ts';
 
 export interface WakeMessage {
   projection: string;

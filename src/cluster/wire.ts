@@ -1,5 +1,5 @@
 // How commands, their results and domain errors travel over NATS request/reply.
-import type { RoomCommand } from '../actors/commands';
+import type { RoomCommand } from '../actors/commands.ts';
 import {
   BadStateError,
   ConflictError,
@@ -11,9 +11,9 @@ import {
   NotFoundError,
   TooLargeError,
   BadJsonError,
-} from '../actors/errors';
-import type { CommandResult } from '../actors/roomActor';
-import { isTransient, ServiceUnavailableError } from '../nats/errors';
+} from '../actors/errors.ts';
+import type { CommandResult } from '../actors/roomActor.ts';
+import { isTransient, ServiceUnavailableError } from '../nats/errors.ts';
 
 export interface CommandRequest {
   command: RoomCommand;

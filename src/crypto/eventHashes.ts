@@ -6,11 +6,11 @@
  * algorithms for room versions 1 to 10.
  */
 import { createHash } from 'node:crypto';
-import { decodeBase64ToBuffer, encodeBase64Unpadded, encodeBase64UrlUnpadded } from './base64';
-import { canonicalJson, canonicalJsonBytes, canonicalJsonOrUndefined, compareCodePoints, utf8Bytes } from './canonicalJson';
-import { defaultEd25519, type Ed25519 } from './ed25519';
-import { signJson, verifyJsonSignature, verifySignatureOver, type Signatures } from './signJson';
-import type { SigningKey } from './signingKey';
+import { decodeBase64ToBuffer, encodeBase64Unpadded, encodeBase64UrlUnpadded } from './base64.ts';
+import { canonicalJson, canonicalJsonBytes, canonicalJsonOrUndefined, compareCodePoints, utf8Bytes } from './canonicalJson.ts';
+import { defaultEd25519, type Ed25519 } from './ed25519.ts';
+import { signJson, verifyJsonSignature, verifySignatureOver, type Signatures } from './signJson.ts';
+import type { SigningKey } from './signingKey.ts';
 
 /** A PDU as a JSON object. Only the fields this module reads are typed. */
 export type Pdu = Record<string, unknown>;

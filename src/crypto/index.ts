@@ -1,5 +1,5 @@
-export { Base64Error, decodeBase64, encodeBase64Unpadded, encodeBase64UrlUnpadded } from './base64';
-export { CanonicalJsonError, canonicalJson, canonicalJsonBytes, compareCodePoints } from './canonicalJson';
+export { Base64Error, decodeBase64, encodeBase64Unpadded, encodeBase64UrlUnpadded } from './base64.ts';
+export { CanonicalJsonError, canonicalJson, canonicalJsonBytes, compareCodePoints } from './canonicalJson.ts';
 export {
   ED25519_PUBLIC_KEY_LENGTH,
   ED25519_SEED_LENGTH,
@@ -8,7 +8,7 @@ export {
   nodeEd25519,
   tweetnaclEd25519,
   type Ed25519,
-} from './ed25519';
+} from './ed25519.ts';
 export {
   SigningKeyFileError,
   formatSigningKeyFile,
@@ -21,8 +21,8 @@ export {
   randomKeyVersion,
   signingKeyFromSeed,
   type SigningKey,
-} from './signingKey';
-export { getSignature, signJson, signableJson, verifyJsonSignature, type Signatures } from './signJson';
+} from './signingKey.ts';
+export { getSignature, signJson, signableJson, verifyJsonSignature, type Signatures } from './signJson.ts';
 export {
   REDACTION_ROOM_VERSIONS,
   UnsupportedRoomVersionError,
@@ -36,7 +36,7 @@ export {
   verifyPduSignature,
   withContentHash,
   type Pdu,
-} from './eventHashes';
+} from './eventHashes.ts';
 export {
   buildRequestSigningJson,
   parseXMatrixHeader,
@@ -44,4 +44,4 @@ export {
   verifyRequestSignature,
   type FederationRequest,
   type XMatrixAuth,
-} from './xMatrix';
+} from './xMatrix.ts';

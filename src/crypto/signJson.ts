@@ -1,10 +1,10 @@
 /**
  * Signing and verifying JSON objects (spec appendix "Signing JSON").
  */
-import { decodeBase64ToBuffer, encodeBase64Unpadded } from './base64';
-import { canonicalJson, utf8Bytes } from './canonicalJson';
-import { defaultEd25519, type Ed25519 } from './ed25519';
-import type { SigningKey } from './signingKey';
+import { decodeBase64ToBuffer, encodeBase64Unpadded } from './base64.ts';
+import { canonicalJson, utf8Bytes } from './canonicalJson.ts';
+import { defaultEd25519, type Ed25519 } from './ed25519.ts';
+import type { SigningKey } from './signingKey.ts';
 
 /** `{ <entity>: { <key id>: <unpadded base64 signature> } }` */
 export type Signatures = Record<string, Record<string, string>>;

@@ -6,8 +6,8 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { inspect } from 'node:util';
-import { decodeBase64, encodeBase64Unpadded } from './base64';
-import { defaultEd25519, ED25519_SEED_LENGTH, type Ed25519 } from './ed25519';
+import { decodeBase64, encodeBase64Unpadded } from './base64.ts';
+import { defaultEd25519, ED25519_SEED_LENGTH, type Ed25519 } from './ed25519.ts';
 
 export interface SigningKey {
   /** `ed25519:<version>` */

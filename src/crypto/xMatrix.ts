@@ -2,11 +2,11 @@
  * Federation request authentication: the `X-Matrix` Authorization scheme
  * (server-server API, "Request Authentication").
  */
-import { decodeBase64ToBuffer } from './base64';
-import { canonicalJson, utf8Bytes } from './canonicalJson';
-import { defaultEd25519, type Ed25519 } from './ed25519';
-import { signJson } from './signJson';
-import type { SigningKey } from './signingKey';
+import { decodeBase64ToBuffer } from './base64.ts';
+import { canonicalJson, utf8Bytes } from './canonicalJson.ts';
+import { defaultEd25519, type Ed25519 } from './ed25519.ts';
+import { signJson } from './signJson.ts';
+import type { SigningKey } from './signingKey.ts';
 
 export interface FederationRequest {
   /** HTTP method, upper case, e.g. `PUT`. */

@@ -2,7 +2,7 @@
 // and readers keep reading the old ones. This file and subjects.ts are the whole
 // contract between the room actors and every projection; envelope.ts says how events
 // travel in the log (one message per decision).
-import { decodeEnvelope, position, type Envelope } from './envelope';
+import { decodeEnvelope, position, type Envelope } from './envelope.ts';
 
 /** Who is peeking. */
 export type PeekRef =

@@ -2,7 +2,7 @@
 // Local rooms: written by their room actor. Peeked remote rooms: copies received over
 // federation, appended only after their hashes and signatures checked out. One decision's
 // events travel in one envelope (envelope.ts).
-import { decodeEnvelope, type Envelope } from './envelope';
+import { decodeEnvelope, type Envelope } from './envelope.ts';
 
 /** A room version 10 PDU as it travels over federation (no `event_id` field). */
 export interface Pdu {

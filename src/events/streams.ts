@@ -1,6 +1,6 @@
 // Stream configuration for PEEKS and ROOMS. The shard count is recorded in the stream's
 // description at creation, so a later start with another count can be refused.
-import type { Naming, StreamKind } from './subjects';
+import type { Naming, StreamKind } from './subjects.ts';
 
 export const STREAM_KINDS: readonly StreamKind[] = ['peeks', 'rooms'];
 

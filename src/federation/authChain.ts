@@ -1,9 +1,9 @@
 // Auth chains: every event the `auth_events` of some events reach, transitively. The
 // snapshot of an inbound peek, /state, /state_ids and /event_auth all answer with one.
 import { inArray } from 'drizzle-orm';
-import type { Pdu } from '../events/roomEvents';
-import type { Db } from '../store/db';
-import { syncapiRoomEvents } from '../store/schema';
+import type { Pdu } from '../events/roomEvents.ts';
+import type { Db } from '../store/db.ts';
+import { syncapiRoomEvents } from '../store/schema.ts';
 
 export interface ChainEvent {
   seq: number;

@@ -1,8 +1,8 @@
 // Outgoing federation requests, signed with X-Matrix, through the outbound guards of
 // safeFetch (address check, no redirects, capped body, bounded time).
-import { canonicalJson, signRequest, type SigningKey } from '../crypto';
-import type { ServerResolver } from './resolver';
-import { defaultSafeFetcher, type SafeFetcher } from './safeFetch';
+import { canonicalJson, signRequest, type SigningKey } from '../crypto/index.ts';
+import type { ServerResolver } from './resolver.ts';
+import { defaultSafeFetcher, type SafeFetcher } from './safeFetch.ts';
 
 export interface FederationResponse<T = unknown> {
   status: number;

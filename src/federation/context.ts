@@ -1,11 +1,11 @@
-import type { CommandBus } from '../actors/commandBus';
-import type { Clock } from '../actors/roomActor';
-import type { Config } from '../config';
-import type { Db } from '../store/db';
-import type { FederationClient } from './client';
-import type { KeyRing } from './keyRing';
-import type { OwnKeys } from './ownKeys';
-import type { RemoteHistory } from './remoteHistory';
+import type { CommandBus } from '../actors/commandBus.ts';
+import type { Clock } from '../actors/roomActor.ts';
+import type { Config } from '../config.ts';
+import type { Db } from '../store/db.ts';
+import type { FederationClient } from './client.ts';
+import type { KeyRing } from './keyRing.ts';
+import type { OwnKeys } from './ownKeys.ts';
+import type { RemoteHistory } from './remoteHistory.ts';
 
 /** Hooks the federation routes call into the outbound side (peeks this server makes). */
 export interface OutboundHooks {

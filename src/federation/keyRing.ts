@@ -3,9 +3,9 @@
 // we do not know makes us look again (the server may have rotated), but at most once per
 // origin per `refetchIntervalMs`: a flood of requests naming made-up key IDs costs the
 // origin one fetch, not one each.
-import { decodeBase64, verifyJsonSignature } from '../crypto';
-import type { ServerResolver } from './resolver';
-import { defaultSafeFetcher, type SafeFetcher } from './safeFetch';
+import { decodeBase64, verifyJsonSignature } from '../crypto/index.ts';
+import type { ServerResolver } from './resolver.ts';
+import { defaultSafeFetcher, type SafeFetcher } from './safeFetch.ts';
 
 const MAX_CACHE_MS = 7 * 24 * 60 * 60_000;
 const FAILURE_CACHE_MS = 5_000;

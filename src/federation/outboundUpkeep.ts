@@ -7,12 +7,12 @@
 import { and, eq, isNull, notLike } from 'drizzle-orm';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
-import type { Clock } from '../actors/roomActor';
-import { serverOf } from '../events/ids';
-import { MatrixError } from '../matrix/errors';
-import type { Db } from '../store/db';
-import { federationsenderOutboundPeeks, syncapiPeeks } from '../store/schema';
-import type { OutboundPeeks } from './outboundPeeks';
+import type { Clock } from '../actors/roomActor.ts';
+import { serverOf } from '../events/ids.ts';
+import { MatrixError } from '../matrix/errors.ts';
+import type { Db } from '../store/db.ts';
+import { federationsenderOutboundPeeks, syncapiPeeks } from '../store/schema.ts';
+import type { OutboundPeeks } from './outboundPeeks.ts';
 
 /** A fresh outbound peek is not ended for want of device peeks this soon after it started. */
 const START_GRACE_MS = 5_000;

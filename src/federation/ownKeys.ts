@@ -1,7 +1,7 @@
 // This server's keys as others see them: GET /_matrix/key/v2/server, self-signed. Keys
 // retired by `peekd keys rotate` stay listed under old_verify_keys.
 import { readFile, rename, writeFile } from 'node:fs/promises';
-import { encodeBase64Unpadded, formatSigningKeyFile, generateSigningKey, signJson, type SigningKey } from '../crypto';
+import { encodeBase64Unpadded, formatSigningKeyFile, generateSigningKey, signJson, type SigningKey } from '../crypto/index.ts';
 
 export interface OldKey {
   keyId: string;

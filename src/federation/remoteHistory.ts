@@ -5,17 +5,17 @@
 // held are left out. Backfilled events are appended as history (origin 'backfill'): they
 // never change the room's state nor show in /sync as new.
 import { and, eq } from 'drizzle-orm';
-import type { CommandBus } from '../actors/commandBus';
-import type { ReceivedPdu } from '../actors/commands';
-import { serverOf } from '../events/ids';
-import type { Pdu } from '../events/roomEvents';
-import type { Logger } from '../logger';
-import type { Db } from '../store/db';
-import { federationsenderOutboundPeeks, syncapiCurrentState } from '../store/schema';
-import { eventsByIds } from './authChain';
-import { FederationUnreachableError, type FederationClient } from './client';
-import type { KeyRing } from './keyRing';
-import { checkPdu } from './verifyPdu';
+import type { CommandBus } from '../actors/commandBus.ts';
+import type { ReceivedPdu } from '../actors/commands.ts';
+import { serverOf } from '../events/ids.ts';
+import type { Pdu } from '../events/roomEvents.ts';
+import type { Logger } from '../logger.ts';
+import type { Db } from '../store/db.ts';
+import { federationsenderOutboundPeeks, syncapiCurrentState } from '../store/schema.ts';
+import { eventsByIds } from './authChain.ts';
+import { FederationUnreachableError, type FederationClient } from './client.ts';
+import type { KeyRing } from './keyRing.ts';
+import { checkPdu } from './verifyPdu.ts';
 
 /** The most events one backfill or get_missing_events request asks for. */
 export const MAX_FETCH = 100;

@@ -2,8 +2,8 @@
 // private deployments), then /.well-known/matrix/server, then https://<name>:8448.
 // A name with an explicit port, or an IP literal, is used as it is (no well-known).
 // Only configured destinations are `trusted` (exempt from the outbound address check).
-import { isValidServerName } from '../events/ids';
-import { defaultSafeFetcher, SafeFetcher } from './safeFetch';
+import { isValidServerName } from '../events/ids.ts';
+import { defaultSafeFetcher, SafeFetcher } from './safeFetch.ts';
 
 const WELL_KNOWN_CACHE_MS = 60 * 60_000;
 const WELL_KNOWN_TIMEOUT_MS = 5_000;

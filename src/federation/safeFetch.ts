@@ -9,7 +9,7 @@ import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
 import { isIP, type LookupFunction } from 'node:net';
 import ipaddr from 'ipaddr.js';
 import { Agent, type Dispatcher } from 'undici';
-import { DEFAULT_IP_DENYLIST } from '../config';
+import { DEFAULT_IP_DENYLIST } from '../config.ts';
 
 /** Default bound on one whole exchange (connect, request, response body). */
 export const DEFAULT_OUTBOUND_TIMEOUT_MS = 30_000;

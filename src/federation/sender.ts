@@ -7,15 +7,15 @@
 import { randomBytes } from 'node:crypto';
 import { and, asc, eq, inArray, min, sql } from 'drizzle-orm';
 import type { Logger } from 'pino';
-import type { Pdu } from '../events/roomEvents';
-import { rowsOf, type Db } from '../store/db';
+import type { Pdu } from '../events/roomEvents.ts';
+import { rowsOf, type Db } from '../store/db.ts';
 import {
   federationsenderInboundPeeks,
   federationsenderOutbox,
   federationsenderPendingTxns,
   federationsenderRoomCursors,
-} from '../store/schema';
-import { FederationUnreachableError, type FederationClient } from './client';
+} from '../store/schema.ts';
+import { FederationUnreachableError, type FederationClient } from './client.ts';
 
 const MAX_PDUS_PER_TXN = 50;
 const MAX_EDU_ITEMS_PER_TXN = 100;

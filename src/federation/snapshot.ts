@@ -2,10 +2,10 @@
 // snapshot's ROOMS sequence, the auth chain of that state, and the latest event. Fields of
 // both MSC2444 drafts are filled, so either kind of peer reads it.
 import { and, eq, lte, desc } from 'drizzle-orm';
-import { authChain } from './authChain';
-import type { Pdu } from '../events/roomEvents';
-import { rowsOf, type Db } from '../store/db';
-import { syncapiRoomEvents } from '../store/schema';
+import { authChain } from './authChain.ts';
+import type { Pdu } from '../events/roomEvents.ts';
+import { rowsOf, type Db } from '../store/db.ts';
+import { syncapiRoomEvents } from '../store/schema.ts';
 import { sql } from 'drizzle-orm';
 
 interface Row {

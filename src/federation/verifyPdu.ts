@@ -1,10 +1,10 @@
 // Accepts a PDU received over federation only when its content hash and its sender's
 // server signature check out; computes its event ID (room version 10 reference hash).
-import { checkContentHash, eventIdForPdu, verifyPduSignature } from '../crypto';
-import { serverOf } from '../events/ids';
-import type { Pdu } from '../events/roomEvents';
-import type { KeyRing } from './keyRing';
-import { MAX_PDU_BYTES, pduSize } from '../matrix/pduFactory';
+import { checkContentHash, eventIdForPdu, verifyPduSignature } from '../crypto/index.ts';
+import { serverOf } from '../events/ids.ts';
+import type { Pdu } from '../events/roomEvents.ts';
+import type { KeyRing } from './keyRing.ts';
+import { MAX_PDU_BYTES, pduSize } from '../matrix/pduFactory.ts';
 
 export type PduCheck = { ok: true; eventId: string; pdu: Pdu } | { ok: false; error: string };
 

@@ -3,23 +3,23 @@
 import cors from '@fastify/cors';
 import { randomUUID } from 'node:crypto';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import type { HttpApp, Peekd } from '../peekd';
+import type { HttpApp, Peekd } from '../peekd.ts';
 import rateLimit from '@fastify/rate-limit';
-import { badJson, invalidParam, limitExceeded, matrixClientErrorHandler, matrixErrorHandler, notJson, sendMatrixError, toMatrixError, MatrixError } from './errors';
-import { parseJsonBody, unstorableString } from './jsonBody';
-import { registerAccountRoutes } from './client/account';
-import { registerDirectoryRoutes } from './client/directory';
-import { registerMiscRoutes } from './client/misc';
-import { registerPeekRoutes } from './client/peek';
-import { registerHistoryRoutes } from './client/history';
-import { registerRoomRoutes } from './client/rooms';
-import { registerSyncRoutes } from './client/sync';
-import { registerVersions } from './client/versions';
-import { registerAdmin } from './admin/admin';
-import { registerFederationRoutes } from './federation/routes';
-import { registerFederationHistoryRoutes } from './federation/history';
+import { badJson, invalidParam, limitExceeded, matrixClientErrorHandler, matrixErrorHandler, notJson, sendMatrixError, toMatrixError, MatrixError } from './errors.ts';
+import { parseJsonBody, unstorableString } from './jsonBody.ts';
+import { registerAccountRoutes } from './client/account.ts';
+import { registerDirectoryRoutes } from './client/directory.ts';
+import { registerMiscRoutes } from './client/misc.ts';
+import { registerPeekRoutes } from './client/peek.ts';
+import { registerHistoryRoutes } from './client/history.ts';
+import { registerRoomRoutes } from './client/rooms/index.ts';
+import { registerSyncRoutes } from './client/sync.ts';
+import { registerVersions } from './client/versions.ts';
+import { registerAdmin } from './admin/admin.ts';
+import { registerFederationRoutes } from './federation/routes.ts';
+import { registerFederationHistoryRoutes } from './federation/history.ts';
 
-export type { HttpApp } from '../peekd';
+export type { HttpApp } from '../peekd.ts';
 
 export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
   const { config } = peekd;

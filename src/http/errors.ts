@@ -3,9 +3,9 @@
 import type { Socket } from 'node:net';
 import { STATUS_CODES } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { MatrixError, toMatrixError } from '../matrix/errors';
+import { MatrixError, toMatrixError } from '../matrix/errors.ts';
 
-export { MatrixError, notJson, badJson, invalidParam, notFound, forbidden, unrecognized, unauthorized, limitExceeded, domainToMatrix, toMatrixError } from '../matrix/errors';
+export { MatrixError, notJson, badJson, invalidParam, notFound, forbidden, unrecognized, unauthorized, limitExceeded, domainToMatrix, toMatrixError } from '../matrix/errors.ts';
 
 export function sendMatrixError(reply: FastifyReply, err: MatrixError): FastifyReply {
   const retryAfterMs = err.extra.retry_after_ms;

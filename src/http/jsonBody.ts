@@ -3,7 +3,7 @@
 // MAX_JSON_DEPTH is M_BAD_JSON (it is JSON, but of a shape no endpoint takes). The depth
 // bound keeps recursive code further down (canonical JSON, signing, jsonb in Postgres)
 // far from any stack limit.
-import { badJson, notJson, type MatrixError } from './errors';
+import { badJson, notJson, type MatrixError } from './errors.ts';
 
 /** The deepest nesting of arrays and objects any body may have. */
 export const MAX_JSON_DEPTH = 100;

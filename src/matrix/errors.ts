@@ -1,8 +1,8 @@
 // Matrix errors: {errcode, error} with the status the specification gives, and the one
 // place that maps any error (domain, transient, framework) to one. Used by the HTTP layer
 // (which sends them) and by federation code (which raises them); free of HTTP itself.
-import { DomainError } from '../actors/errors';
-import { isTransient, ServiceUnavailableError } from '../nats/errors';
+import { DomainError } from '../actors/errors.ts';
+import { isTransient, ServiceUnavailableError } from '../nats/errors.ts';
 
 export class MatrixError extends Error {
   override readonly name = 'MatrixError';

@@ -1,11 +1,11 @@
 // Builds room version 10 PDUs for rooms hosted here: prev_events, auth_events and depth
 // from the room's facts, content hash, ed25519 signature, reference-hash event ID.
-import type { PduDraft } from '../actors/commands';
-import type { BuiltPdu, PduFactory } from '../actors/pduFactory';
-import { stateKey, type RoomFacts } from '../actors/state';
-import { TooLargeError } from '../actors/errors';
-import { canonicalJson, eventIdForPdu, hashAndSignPdu, type SigningKey } from '../crypto';
-import type { Pdu } from '../events/roomEvents';
+import type { PduDraft } from '../actors/commands.ts';
+import type { BuiltPdu, PduFactory } from '../actors/pduFactory.ts';
+import { stateKey, type RoomFacts } from '../actors/state.ts';
+import { TooLargeError } from '../actors/errors.ts';
+import { canonicalJson, eventIdForPdu, hashAndSignPdu, type SigningKey } from '../crypto/index.ts';
+import type { Pdu } from '../events/roomEvents.ts';
 
 /** The auth events a draft cites (room version 10 "auth events selection"). */
 export function selectAuthEvents(room: RoomFacts | null, draft: PduDraft): string[] {

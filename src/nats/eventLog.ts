@@ -2,9 +2,9 @@
 // sequence (single writer per room, by optimistic concurrency) and read a room's history.
 import { DeliverPolicy, jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { messageId } from '../events/streams';
-import type { Naming, StreamKind } from '../events/subjects';
-import { ConcurrencyError, isTransient, isWrongLastSequence, ServiceUnavailableError } from './errors';
+import { messageId } from '../events/streams.ts';
+import type { Naming, StreamKind } from '../events/subjects.ts';
+import { ConcurrencyError, isTransient, isWrongLastSequence, ServiceUnavailableError } from './errors.ts';
 
 export interface LogRecord {
   seq: number;

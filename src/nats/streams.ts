@@ -1,9 +1,9 @@
 import { jetstreamManager, StorageType, type JetStreamManager } from '@nats-io/jetstream';
 import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
 import { nanos, type NatsConnection } from '@nats-io/transport-node';
-import { STREAM_KINDS, shardsFromDescription, streamSpec } from '../events/streams';
-import type { Naming } from '../events/subjects';
-import { ShardCountMismatchError } from './errors';
+import { STREAM_KINDS, shardsFromDescription, streamSpec } from '../events/streams.ts';
+import type { Naming } from '../events/subjects.ts';
+import { ShardCountMismatchError } from './errors.ts';
 
 /**
  * Creates PEEKS and ROOMS if missing, with `replicas` copies; refuses a shard count that

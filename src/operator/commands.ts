@@ -1,12 +1,12 @@
 // The operator commands behind `peekd replay`, `peekd verify` and `peekd audit`.
 import cliProgress from 'cli-progress';
-import type { Config } from '../config';
-import { createLogger } from '../logger';
-import { queryAudit, type AuditEntry, type AuditQuery } from '../projections/auditQuery';
-import type { Projection } from '../projections/projection';
-import { byStream, replayProjections, selectReadModels, verifyProjections, type Progress, type RebuildDeps, type VerifyResult } from '../projections/rebuild';
-import { openInfrastructure } from '../server';
-import { progressReporter, type ProgressReporter } from './progress';
+import type { Config } from '../config.ts';
+import { createLogger } from '../logger.ts';
+import { queryAudit, type AuditEntry, type AuditQuery } from '../projections/auditQuery.ts';
+import type { Projection } from '../projections/projection.ts';
+import { byStream, replayProjections, selectReadModels, verifyProjections, type Progress, type RebuildDeps, type VerifyResult } from '../projections/rebuild.ts';
+import { openInfrastructure } from '../server.ts';
+import { progressReporter, type ProgressReporter } from './progress.ts';
 
 /** Where a command writes its report (stdout; a buffer in tests). */
 export interface Output {

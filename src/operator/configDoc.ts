@@ -1,5 +1,5 @@
 // The settings table of docs/configuration.md, made from the one list in src/config.ts.
-import { SETTINGS } from '../config';
+import { SETTINGS } from '../config.ts';
 
 export function settingsMarkdownTable(): string {
   const rows = SETTINGS.map((s) => `| \`${s.env}\` | ${s.help.replace(/\|/g, '\\|')} | ${s.default === '' ? 'unset' : `\`${s.default}\``} |`);

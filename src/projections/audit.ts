@@ -1,9 +1,9 @@
 // peek_audit: one row per peek event, keyed by its PEEKS stream sequence.
-import { decodePeekEvents, type PeekEvent } from '../events/peekEvents';
-import { peekAudit } from '../store/schema';
-import { insertRows } from '../store/sqlHelpers';
-import type { Tx } from '../store/db';
-import type { PeekProjection, Projected } from './projection';
+import { decodePeekEvents, type PeekEvent } from '../events/peekEvents.ts';
+import { peekAudit } from '../store/schema.ts';
+import { insertRows } from '../store/sqlHelpers.ts';
+import type { Tx } from '../store/db.ts';
+import type { PeekProjection, Projected } from './projection.ts';
 
 export function auditRow({ seq, shard, event }: Projected<PeekEvent>): typeof peekAudit.$inferInsert {
   const p = event.peek;

@@ -1,9 +1,9 @@
 // Reads peek_audit: who peeked a room, when, and why it ended. Paged by stream sequence.
 import { and, asc, eq, gt, gte, lte, type SQL } from 'drizzle-orm';
-import { InvalidInputError } from '../actors/errors';
-import { isValidRoomId, isValidServerName, isValidUserId } from '../events/ids';
-import type { Db } from '../store/db';
-import { peekAudit } from '../store/schema';
+import { InvalidInputError } from '../actors/errors.ts';
+import { isValidRoomId, isValidServerName, isValidUserId } from '../events/ids.ts';
+import type { Db } from '../store/db.ts';
+import { peekAudit } from '../store/schema.ts';
 
 export interface AuditQuery {
   roomId?: string;

@@ -1,11 +1,11 @@
 // federationsender_outbox: peek endings a peer must hear of. Our expiry of a remote
 // server's inbound peek becomes an `expired_peeks` entry for it; the end of our own
 // outbound peek (no local device needs it any more) becomes a DELETE to the host.
-import { decodePeekEvents, type PeekEvent } from '../events/peekEvents';
-import { federationsenderOutbox } from '../store/schema';
-import { chunks, pipelined } from '../store/sqlHelpers';
-import type { Tx } from '../store/db';
-import type { PeekProjection, Projected } from './projection';
+import { decodePeekEvents, type PeekEvent } from '../events/peekEvents.ts';
+import { federationsenderOutbox } from '../store/schema.ts';
+import { chunks, pipelined } from '../store/sqlHelpers.ts';
+import type { Tx } from '../store/db.ts';
+import type { PeekProjection, Projected } from './projection.ts';
 
 /** Outbound peek endings after which the host still holds our peek and must be told. */
 const DELETE_REASONS = new Set(['unpeeked', 'no_active_peekers', 'visibility_changed', 'encrypted']);

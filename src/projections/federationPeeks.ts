@@ -1,11 +1,11 @@
 // federationsender_inbound_peeks and federationsender_outbound_peeks: the live MSC2444
 // peeks, in both directions. Ended peeks are deleted; their history is in peek_audit.
 import type { PgColumn, PgTable } from 'drizzle-orm/pg-core';
-import { decodePeekEvents, type PeekEvent, type PeekStarted } from '../events/peekEvents';
-import { federationsenderInboundPeeks, federationsenderOutboundPeeks } from '../store/schema';
-import { chunks, insertRows, pipelined, tupleIn } from '../store/sqlHelpers';
-import type { Tx } from '../store/db';
-import type { PeekProjection, Projected } from './projection';
+import { decodePeekEvents, type PeekEvent, type PeekStarted } from '../events/peekEvents.ts';
+import { federationsenderInboundPeeks, federationsenderOutboundPeeks } from '../store/schema.ts';
+import { chunks, insertRows, pipelined, tupleIn } from '../store/sqlHelpers.ts';
+import type { Tx } from '../store/db.ts';
+import type { PeekProjection, Projected } from './projection.ts';
 
 type InboundRow = typeof federationsenderInboundPeeks.$inferSelect;
 type OutboundRow = typeof federationsenderOutboundPeeks.$inferSelect;

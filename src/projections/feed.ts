@@ -13,10 +13,10 @@
 // failing projection never holds the others for long.
 import { DeliverPolicy, jetstream, type ConsumerMessages, type JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { seqOfPosition, throughSeq } from '../events/envelope';
-import type { Naming, StreamKind } from '../events/subjects';
-import { readSlices } from './pipeline';
-import { decodeMessage, type DecodedMessage, type Decoder } from './projection';
+import { seqOfPosition, throughSeq } from '../events/envelope.ts';
+import type { Naming, StreamKind } from '../events/subjects.ts';
+import { readSlices } from './pipeline.ts';
+import { decodeMessage, type DecodedMessage, type Decoder } from './projection.ts';
 
 /** Longest a member may hold the feed back (waiting for its commits) before it is let go. */
 export const STALL_MS = 1_000;

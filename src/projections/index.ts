@@ -1,10 +1,10 @@
 // Every projection peekd runs, in start order.
-import { auditProjection } from './audit';
-import { federationOutboxProjection } from './federationOutbox';
-import { federationPeeksProjection } from './federationPeeks';
-import type { Projection } from './projection';
-import { syncPeeksProjection } from './syncPeeks';
-import { syncRoomsProjection } from './syncRooms';
+import { auditProjection } from './audit.ts';
+import { federationOutboxProjection } from './federationOutbox.ts';
+import { federationPeeksProjection } from './federationPeeks.ts';
+import type { Projection } from './projection.ts';
+import { syncPeeksProjection } from './syncPeeks.ts';
+import { syncRoomsProjection } from './syncRooms.ts';
 
 export const PROJECTIONS: Projection<any>[] = [
   syncRoomsProjection,

@@ -3,7 +3,7 @@
 // distance ahead. Used by the live runner (group commit) and by a rebuild's catch-up
 // (full batches); both commit through `commitBatch`, one transaction at a time.
 import { setImmediate as nextMacrotask } from 'node:timers/promises';
-import type { DecodedMessage, Projected, Quarantined } from './projection';
+import type { DecodedMessage, Projected, Quarantined } from './projection.ts';
 
 /** Commits `batch` (events up to `lastSeq`) and the quarantined messages it passes. */
 export type CommitFn<E> = (batch: Projected<E>[], lastSeq: number, quarantined: Quarantined[]) => Promise<void>;

@@ -1,10 +1,10 @@
 // A projection is a value: a name, the stream it reads, the tables it owns, and an
 // `apply` that folds a batch of events into those tables inside the runner's transaction.
-import type { PeekEvent } from '../events/peekEvents';
-import type { RoomEvent } from '../events/roomEvents';
-import { position, throughSeq } from '../events/envelope';
-import type { Naming, StreamKind } from '../events/subjects';
-import type { Tx } from '../store/db';
+import type { PeekEvent } from '../events/peekEvents.ts';
+import type { RoomEvent } from '../events/roomEvents.ts';
+import { position, throughSeq } from '../events/envelope.ts';
+import type { Naming, StreamKind } from '../events/subjects.ts';
+import type { Tx } from '../store/db.ts';
 
 export interface Projected<E> {
   /** The event's position: stream sequence × 1000 + index in its envelope (envelope.ts). */

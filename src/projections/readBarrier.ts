@@ -10,8 +10,8 @@
 // Writes that read the tables themselves (the per-device peek cap, logout ending a device's
 // peeks) wait only for that device's own earlier writes: its position is kept per session.
 import { LRUCache } from 'lru-cache';
-import type { CommandResult } from '../actors/roomActor';
-import type { WaitForProjections } from './settled';
+import type { CommandResult } from '../actors/roomActor.ts';
+import type { WaitForProjections } from './settled.ts';
 
 export interface Positions {
   rooms: number;

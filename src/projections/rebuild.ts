@@ -8,17 +8,17 @@ import { DeliverPolicy, jetstream, jetstreamManager, type ConsumerMessages, type
 import type { NatsConnection } from '@nats-io/transport-node';
 import { getTableConfig, PgTable } from 'drizzle-orm/pg-core';
 import { is as isEntity, sql } from 'drizzle-orm';
-import { InvalidInputError } from '../actors/errors';
-import { MAX_EVENTS_PER_ENVELOPE, seqOfPosition, throughSeq } from '../events/envelope';
-import type { Naming, StreamKind } from '../events/subjects';
-import { rowsOf, type Db, type Tx } from '../store/db';
-import { pipelined } from '../store/sqlHelpers';
-import * as schema from '../store/schema';
-import { readModels } from './index';
-import type { Logger } from '../logger';
-import { CommitPipeline } from './pipeline';
-import { decodeMessage, type DecodedMessage, type Projection } from './projection';
-import { commitBatch, defaultProjectionLogger, readCheckpoint, reportQuarantined, useSchema } from './runner';
+import { InvalidInputError } from '../actors/errors.ts';
+import { MAX_EVENTS_PER_ENVELOPE, seqOfPosition, throughSeq } from '../events/envelope.ts';
+import type { Naming, StreamKind } from '../events/subjects.ts';
+import { rowsOf, type Db, type Tx } from '../store/db.ts';
+import { pipelined } from '../store/sqlHelpers.ts';
+import * as schema from '../store/schema.ts';
+import { readModels } from './index.ts';
+import type { Logger } from '../logger.ts';
+import { CommitPipeline } from './pipeline.ts';
+import { decodeMessage, type DecodedMessage, type Projection } from './projection.ts';
+import { commitBatch, defaultProjectionLogger, readCheckpoint, reportQuarantined, useSchema } from './runner.ts';
 
 const LIVE = 'public';
 /** Shared by every projection; each rebuild copies and merges only its own rows. */

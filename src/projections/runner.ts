@@ -9,21 +9,21 @@
 // whether or not more events arrive); a message that cannot be decoded is quarantined
 // (a row, a log line, a metric) in the transaction that moves past it; a wait for a
 // position ends, at the latest after its timeout, in a retryable ServiceUnavailableError.
-import { waitWithTimeout } from './positionWait';
+import { waitWithTimeout } from './positionWait.ts';
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { and, eq, sql, type SQL } from 'drizzle-orm';
-import { createLogger, type Logger } from '../logger';
-import { throughSeq } from '../events/envelope';
-import type { Naming } from '../events/subjects';
-import { projectionQuarantinedTotal } from '../metrics';
-import { ServiceUnavailableError } from '../nats/errors';
-import { rowsOf, type Db, type Tx } from '../store/db';
-import { pipelined } from '../store/sqlHelpers';
-import { projectionCheckpoints, projectionQuarantine } from '../store/schema';
-import { openStream, sharedFeed, type FeedEnd, type FeedMember, type FeedMembership, type SharedFeed } from './feed';
-import { CommitPipeline, readSlices } from './pipeline';
-import { decodeMessage, type Projected, type Projection, type Quarantined } from './projection';
+import { createLogger, type Logger } from '../logger.ts';
+import { throughSeq } from '../events/envelope.ts';
+import type { Naming } from '../events/subjects.ts';
+import { projectionQuarantinedTotal } from '../metrics.ts';
+import { ServiceUnavailableError } from '../nats/errors.ts';
+import { rowsOf, type Db, type Tx } from '../store/db.ts';
+import { pipelined } from '../store/sqlHelpers.ts';
+import { projectionCheckpoints, projectionQuarantine } from '../store/schema.ts';
+import { openStream, sharedFeed, type FeedEnd, type FeedMember, type FeedMembership, type SharedFeed } from './feed.ts';
+import { CommitPipeline, readSlices } from './pipeline.ts';
+import { decodeMessage, type Projected, type Projection, type Quarantined } from './projection.ts';
 
 export interface RunnerOptions {
   batchSize?: number;

@@ -1,5 +1,5 @@
 // "Visible once this resolves": what every write path waits for before it answers.
-import type { CommandResult } from '../actors/roomActor';
+import type { CommandResult } from '../actors/roomActor.ts';
 
 export type WaitForProjections = (stream: 'peeks' | 'rooms', seq: number, which?: 'sync' | 'all') => Promise<void>;
 

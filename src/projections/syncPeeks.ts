@@ -1,10 +1,10 @@
 // syncapi_peeks: every device peek (MSC2753), live and ended. /sync reads which peeks
 // started, were renewed or ended after a device's position; the scheduler reads deadlines.
-import { decodePeekEvents, type PeekEvent } from '../events/peekEvents';
-import { syncapiPeeks } from '../store/schema';
-import { chunks, insertRows, pipelined, tupleIn } from '../store/sqlHelpers';
-import type { Tx } from '../store/db';
-import type { PeekProjection, Projected } from './projection';
+import { decodePeekEvents, type PeekEvent } from '../events/peekEvents.ts';
+import { syncapiPeeks } from '../store/schema.ts';
+import { chunks, insertRows, pipelined, tupleIn } from '../store/sqlHelpers.ts';
+import type { Tx } from '../store/db.ts';
+import type { PeekProjection, Projected } from './projection.ts';
 
 type Row = typeof syncapiPeeks.$inferSelect;
 

@@ -1,10 +1,10 @@
 // syncapi_room_events and syncapi_current_state: every accepted PDU in ROOMS order, and
 // each room's current state. /sync, /messages and the state endpoints read these.
 import { sql } from 'drizzle-orm';
-import { decodeRoomEvents, type RoomEvent } from '../events/roomEvents';
-import { chunks, columnList, jsonRecordset, pipelined } from '../store/sqlHelpers';
-import type { Tx } from '../store/db';
-import type { Projected, RoomProjection } from './projection';
+import { decodeRoomEvents, type RoomEvent } from '../events/roomEvents.ts';
+import { chunks, columnList, jsonRecordset, pipelined } from '../store/sqlHelpers.ts';
+import type { Tx } from '../store/db.ts';
+import type { Projected, RoomProjection } from './projection.ts';
 
 const EVENT_COLUMNS: [string, string][] = [
   ['seq', 'bigint'],

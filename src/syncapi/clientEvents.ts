@@ -1,5 +1,5 @@
 // Room events in the client-server API's format.
-import type { Pdu } from '../events/roomEvents';
+import type { Pdu } from '../events/roomEvents.ts';
 
 export interface ClientEvent {
   event_id: string;

@@ -1,8 +1,8 @@
 // Wakes long-polling /sync requests: indexed by room, by user and by device, so a new
 // event wakes exactly the requests that may care, in O(waiters of that room).
-import type { PeekEvent } from '../events/peekEvents';
-import type { RoomEvent } from '../events/roomEvents';
-import type { Projected } from '../projections/projection';
+import type { PeekEvent } from '../events/peekEvents.ts';
+import type { RoomEvent } from '../events/roomEvents.ts';
+import type { Projected } from '../projections/projection.ts';
 
 /** How many long-polls are woken before the event loop gets a turn. */
 const WAKE_SLICE = 200;

@@ -1,6 +1,6 @@
 import { and, eq, isNull } from 'drizzle-orm';
-import type { Db } from '../store/db';
-import { syncapiPeeks } from '../store/schema';
+import type { Db } from '../store/db.ts';
+import { syncapiPeeks } from '../store/schema.ts';
 
 export type DevicePeekRow = typeof syncapiPeeks.$inferSelect;
 

@@ -1,13 +1,13 @@
 // Reads the sync projection of ROOMS: timelines, state at a position, memberships.
 // Positions are ROOMS stream sequences.
 import { and, asc, desc, eq, gt, gte, inArray, lt, lte, sql } from 'drizzle-orm';
-import type { Pdu } from '../events/roomEvents';
-import { rowsOf, type Db } from '../store/db';
-import { syncapiCurrentState, syncapiRoomEvents } from '../store/schema';
-import { toClientEvent, type ClientEvent } from './clientEvents';
-import { ImmutableReadCache } from './memo';
-import { positionAfter, type PaginationToken, type TopoPosition } from './syncToken';
-import { visibilityJudge, visibilityOf, type VisibilityFacts } from './visibility';
+import type { Pdu } from '../events/roomEvents.ts';
+import { rowsOf, type Db } from '../store/db.ts';
+import { syncapiCurrentState, syncapiRoomEvents } from '../store/schema.ts';
+import { toClientEvent, type ClientEvent } from './clientEvents.ts';
+import { ImmutableReadCache } from './memo.ts';
+import { positionAfter, type PaginationToken, type TopoPosition } from './syncToken.ts';
+import { visibilityJudge, visibilityOf, type VisibilityFacts } from './visibility.ts';
 
 export interface StoredEvent {
   seq: number;

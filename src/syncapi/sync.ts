@@ -3,13 +3,13 @@
 // peeking user who joins moves from `peek` to `join` without the state again. A peek
 // never shows an event past its horizon (the event that ended world_readable or turned
 // on encryption), whichever of the two sync projections has caught up first.
-import { clientEvents, type RoomReader, type StoredEvent, type TimelineSlice, type Viewer } from './roomReader';
-import { withoutRoomId } from './clientEvents';
-import type { DevicePeekRow, PeekReader } from './peekReader';
-import type { SyncNotifier } from './notifier';
-import type { SyncCache } from './syncCache';
-import { ImmutableReadCache } from './memo';
-import { formatSyncToken, formatTopologicalToken, positionOf, type SyncPosition } from './syncToken';
+import { clientEvents, type RoomReader, type StoredEvent, type TimelineSlice, type Viewer } from './roomReader.ts';
+import { withoutRoomId } from './clientEvents.ts';
+import type { DevicePeekRow, PeekReader } from './peekReader.ts';
+import type { SyncNotifier } from './notifier.ts';
+import type { SyncCache } from './syncCache.ts';
+import { ImmutableReadCache } from './memo.ts';
+import { formatSyncToken, formatTopologicalToken, positionOf, type SyncPosition } from './syncToken.ts';
 
 export const DEFAULT_TIMELINE_LIMIT = 20;
 export const MAX_TIMELINE_LIMIT = 1000;

@@ -2,11 +2,11 @@
 // moment a committed batch touches them (before any long-poll is woken). A burst of woken
 // devices then reads no database at all for what is theirs. Only used where the sync
 // projections run in this process, so no change can reach a sync without passing here.
-import type { PeekEvent } from '../events/peekEvents';
-import type { RoomEvent } from '../events/roomEvents';
-import type { Projected } from '../projections/projection';
-import { foldDevicePeek } from '../projections/syncPeeks';
-import type { DevicePeekRow } from './peekReader';
+import type { PeekEvent } from '../events/peekEvents.ts';
+import type { RoomEvent } from '../events/roomEvents.ts';
+import type { Projected } from '../projections/projection.ts';
+import { foldDevicePeek } from '../projections/syncPeeks.ts';
+import type { DevicePeekRow } from './peekReader.ts';
 
 const MAX_ENTRIES = 100_000;
 

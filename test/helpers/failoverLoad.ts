@@ -18,13 +18,13 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { throughSeq } from '../../src/events/envelope';
-import { decodePeekEnvelope, peekKey, type PeekEvent } from '../../src/events/peekEvents';
-import { decodeRoomEnvelope, type RoomEvent } from '../../src/events/roomEvents';
-import { Naming, type StreamKind } from '../../src/events/subjects';
-import { readModels } from '../../src/projections/index';
-import type { VerifyResult } from '../../src/projections/rebuild';
-import { formatVerify } from '../../src/operator/commands';
+import { throughSeq } from '../../src/events/envelope.ts';
+import { decodePeekEnvelope, peekKey, type PeekEvent } from '../../src/events/peekEvents.ts';
+import { decodeRoomEnvelope, type RoomEvent } from '../../src/events/roomEvents.ts';
+import { Naming, type StreamKind } from '../../src/events/subjects.ts';
+import { readModels } from '../../src/projections/index.ts';
+import type { VerifyResult } from '../../src/projections/rebuild.ts';
+import { formatVerify } from '../../src/operator/commands.ts';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 

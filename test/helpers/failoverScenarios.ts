@@ -25,13 +25,13 @@ import { join } from 'node:path';
 import { Kvm } from '@nats-io/kv';
 import { connect } from '@nats-io/transport-node';
 import { pino } from 'pino';
-import { loadConfig } from '../../src/config';
-import { Naming } from '../../src/events/subjects';
-import { startPeekd, type Peekd } from '../../src/server';
-import { openDatabase } from '../../src/store/db';
-import { checkInvariants, countRecords, type CheckOptions, formatCounts, longestOutages, prepareLoad, startLoad, type CheckReport, type LoadCounts, type LoadRecord, type Violation } from './failoverLoad';
-import { freePort, startNatsCluster, type NatsCluster } from './natsCluster';
-import { parseLogLine, startPeekdProcess, type PeekdProcess } from './peekdProcess';
+import { loadConfig } from '../../src/config.ts';
+import { Naming } from '../../src/events/subjects.ts';
+import { startPeekd, type Peekd } from '../../src/server.ts';
+import { openDatabase } from '../../src/store/db.ts';
+import { checkInvariants, countRecords, type CheckOptions, formatCounts, longestOutages, prepareLoad, startLoad, type CheckReport, type LoadCounts, type LoadRecord, type Violation } from './failoverLoad.ts';
+import { freePort, startNatsCluster, type NatsCluster } from './natsCluster.ts';
+import { parseLogLine, startPeekdProcess, type PeekdProcess } from './peekdProcess.ts';
 
 export interface ScenarioOptions {
   /**

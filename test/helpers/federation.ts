@@ -18,12 +18,12 @@ import {
   verifyJsonSignature,
   verifyRequestSignature,
   type SigningKey,
-} from '../../src/crypto';
-import { freePort } from '../../src/nats/embeddedServer';
-import { federationsenderInboundPeeks, federationsenderOutboundPeeks, peekAudit } from '../../src/store/schema';
-import type { Peekd } from '../../src/server';
-import { startTestPeekd } from './peekd';
-import { createTestDatabase, tempDir, uniqueName, type TestDatabase } from './services';
+} from '../../src/crypto/index.ts';
+import { freePort } from '../../src/nats/embeddedServer.ts';
+import { federationsenderInboundPeeks, federationsenderOutboundPeeks, peekAudit } from '../../src/store/schema.ts';
+import type { Peekd } from '../../src/server.ts';
+import { startTestPeekd } from './peekd.ts';
+import { createTestDatabase, tempDir, uniqueName, type TestDatabase } from './services.ts';
 
 // --- polling ---------------------------------------------------------------------------
 
@@ -642,11 +642,11 @@ export interface LoggedPeekd {
 /** A peekd that logs at `trace` into memory (its own database, streams and data dir). */
 export async function startLoggedPeekd(env: Record<string, string> = {}): Promise<LoggedPeekd> {
   const { pino } = await import('pino');
-  const { loadConfig } = await import('../../src/config');
-  const { startPeekd } = await import('../../src/server');
-  const { deleteStreams } = await import('../../src/nats/streams');
-  const { connectNats } = await import('../../src/nats/connection');
-  const { natsUrl } = await import('./services');
+  const { loadConfig } = await import('../../src/config.ts');
+  const { startPeekd } = await import('../../src/server.ts');
+  const { deleteStreams } = await import('../../src/nats/streams.ts');
+  const { connectNats } = await import('../../src/nats/connection.ts');
+  const { natsUrl } = await import('./services.ts');
   const name = `${uniqueName('logged')}.test`;
   const db = await createTestDatabase();
   const dir = tempDir();

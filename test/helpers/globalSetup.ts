@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
-import { findNatsServer, startEmbeddedNats } from '../../src/nats/embeddedServer';
+import { findNatsServer, startEmbeddedNats } from '../../src/nats/embeddedServer.ts';
 
 declare module 'vitest' {
   export interface ProvidedContext {

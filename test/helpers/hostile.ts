@@ -12,9 +12,9 @@ import { Agent, request as httpRequest } from 'node:http';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { sql } from 'drizzle-orm';
 import fc from 'fast-check';
-import type { Peekd } from '../../src/server';
-import { rowsOf } from '../../src/store/db';
-import { projectionCheckpoints } from '../../src/store/schema';
+import type { Peekd } from '../../src/server.ts';
+import { rowsOf } from '../../src/store/db.ts';
+import { projectionCheckpoints } from '../../src/store/schema.ts';
 
 // --- the wire ------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager, StorageType, type JetStreamManager } from '@nats-io/jetstream';
-import { findNatsServer, NatsServerNotFoundError } from '../../src/nats/embeddedServer';
+import { findNatsServer, NatsServerNotFoundError } from '../../src/nats/embeddedServer.ts';
 
 /** Free loopback TCP ports, distinct from each other (all held open until all are picked). */
 export async function freePorts(count: number): Promise<number[]> {

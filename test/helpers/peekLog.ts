@@ -4,15 +4,15 @@
 import { randomUUID } from 'node:crypto';
 import { asc, sql, type SQL } from 'drizzle-orm';
 import type { PgColumn } from 'drizzle-orm/pg-core';
-import type { Clock } from '../../src/actors/roomActor';
-import type { PduDraft, RoomCommand } from '../../src/actors/commands';
-import { encodeEnvelope, position } from '../../src/events/envelope';
-import { encodePeekEvent, type PeekEndReason, type PeekEvent, type PeekRef } from '../../src/events/peekEvents';
-import type { AuditEntry } from '../../src/projections/auditQuery';
-import type { StoredRoomEvent } from '../../src/events/roomEvents';
-import type { Naming } from '../../src/events/subjects';
-import type { EventLog } from '../../src/nats/eventLog';
-import type { Db, Tx } from '../../src/store/db';
+import type { Clock } from '../../src/actors/roomActor.ts';
+import type { PduDraft, RoomCommand } from '../../src/actors/commands.ts';
+import { encodeEnvelope, position } from '../../src/events/envelope.ts';
+import { encodePeekEvent, type PeekEndReason, type PeekEvent, type PeekRef } from '../../src/events/peekEvents.ts';
+import type { AuditEntry } from '../../src/projections/auditQuery.ts';
+import type { StoredRoomEvent } from '../../src/events/roomEvents.ts';
+import type { Naming } from '../../src/events/subjects.ts';
+import type { EventLog } from '../../src/nats/eventLog.ts';
+import type { Db, Tx } from '../../src/store/db.ts';
 import {
   federationsenderInboundPeeks,
   federationsenderOutboundPeeks,
@@ -20,7 +20,7 @@ import {
   syncapiCurrentState,
   syncapiPeeks,
   syncapiRoomEvents,
-} from '../../src/store/schema';
+} from '../../src/store/schema.ts';
 
 export const T0 = 1_700_000_000_000;
 export const HOUR = 3_600_000;

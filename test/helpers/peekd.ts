@@ -1,10 +1,10 @@
 // Starts a real peekd in this process for a test: its own server name, loopback port,
 // database (a fresh Postgres database, or PGlite) and stream prefix. `close()` removes all.
-import { loadConfig } from '../../src/config';
-import { startPeekd, type Peekd } from '../../src/server';
-import type { Clock } from '../../src/actors/roomActor';
-import { deleteStreams } from '../../src/nats/streams';
-import { createTestDatabase, natsUrl, tempDir, uniqueName } from './services';
+import { loadConfig } from '../../src/config.ts';
+import { startPeekd, type Peekd } from '../../src/server.ts';
+import type { Clock } from '../../src/actors/roomActor.ts';
+import { deleteStreams } from '../../src/nats/streams.ts';
+import { createTestDatabase, natsUrl, tempDir, uniqueName } from './services.ts';
 
 export interface TestPeekd {
   peekd: Peekd;
@@ -49,7 +49,7 @@ export async function startTestPeekd(options: TestPeekdOptions = {}): Promise<Te
   /** Closes and removes the database, streams and data dir. */
   const dropAll = async () => {
     await peekd.close();
-    const { connectNats } = await import('../../src/nats/connection');
+    const { connectNats } = await import('../../src/nats/connection.ts');
     const nc = await connectNats(natsUrl());
     await deleteStreams(nc, peekd.naming);
     await nc.close();

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import type { Readable } from 'node:stream';
 
 // freePort() (for PEEKD_LISTEN) lives in ./natsCluster.
-import { spawnTied } from './natsCluster';
+import { spawnTied } from './natsCluster.ts';
 
 const BIN = fileURLToPath(new URL('../../bin/peekd.mjs', import.meta.url));
 

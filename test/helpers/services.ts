@@ -5,10 +5,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inject } from 'vitest';
-import { connectNats } from '../../src/nats/connection';
-import { deleteStreams, ensureStreams } from '../../src/nats/streams';
-import { Naming } from '../../src/events/subjects';
-import { openDatabase, type Database } from '../../src/store/db';
+import { connectNats } from '../../src/nats/connection.ts';
+import { deleteStreams, ensureStreams } from '../../src/nats/streams.ts';
+import { Naming } from '../../src/events/subjects.ts';
+import { openDatabase, type Database } from '../../src/store/db.ts';
 import type { NatsConnection } from '@nats-io/transport-node';
 
 export const natsUrl = (): string => inject('natsUrl');

@@ -1,13 +1,13 @@
 // One server's roles split across peekd instances in this test process: each instance has
 // its own NATS connection and leases, all share one database (Postgres, or one in-memory
 // PGlite), one stream prefix and one data dir (one signing key). `close()` removes it all.
-import { loadConfig } from '../../src/config';
-import { Naming } from '../../src/events/subjects';
-import { connectNats } from '../../src/nats/connection';
-import { deleteStreams } from '../../src/nats/streams';
-import { startPeekd, type Peekd } from '../../src/server';
-import type { Database } from '../../src/store/db';
-import { createTestDatabase, natsUrl, tempDir, uniqueName, type TestDatabase } from './services';
+import { loadConfig } from '../../src/config.ts';
+import { Naming } from '../../src/events/subjects.ts';
+import { connectNats } from '../../src/nats/connection.ts';
+import { deleteStreams } from '../../src/nats/streams.ts';
+import { startPeekd, type Peekd } from '../../src/server.ts';
+import type { Database } from '../../src/store/db.ts';
+import { createTestDatabase, natsUrl, tempDir, uniqueName, type TestDatabase } from './services.ts';
 
 export interface SplitDeployment {
   serverName: string;

@@ -5,20 +5,20 @@
 // that the ROOMS subject stays a valid, signed chain.
 import type { NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ActorHost } from '../../src/actors/actorHost';
-import type { PduDraft, RoomCommand } from '../../src/actors/commands';
-import { BadStateError, DomainError, ForbiddenError, InvalidInputError } from '../../src/actors/errors';
-import { evolve } from '../../src/actors/evolve';
-import type { ActorDeps, Clock, CommandResult } from '../../src/actors/roomActor';
-import { initialState, type RoomState } from '../../src/actors/state';
-import { checkContentHash, eventIdForPdu, generateSigningKey, verifyPduSignature, type SigningKey } from '../../src/crypto';
-import { storedEvents } from '../../src/events/envelope';
-import { decodePeekEvents, peekKey, type PeekEvent } from '../../src/events/peekEvents';
-import { decodeRoomEvents, type RoomPduAppended } from '../../src/events/roomEvents';
-import { SigningPduFactory } from '../../src/matrix/pduFactory';
-import { connectNats } from '../../src/nats/connection';
-import { EventLog } from '../../src/nats/eventLog';
-import { createTestStreams, natsUrl, uniqueName, type TestStreams } from '../helpers/services';
+import { ActorHost } from '../../src/actors/actorHost.ts';
+import type { PduDraft, RoomCommand } from '../../src/actors/commands.ts';
+import { BadStateError, DomainError, ForbiddenError, InvalidInputError } from '../../src/actors/errors.ts';
+import { evolve } from '../../src/actors/evolve.ts';
+import type { ActorDeps, Clock, CommandResult } from '../../src/actors/roomActor.ts';
+import { initialState, type RoomState } from '../../src/actors/state.ts';
+import { checkContentHash, eventIdForPdu, generateSigningKey, verifyPduSignature, type SigningKey } from '../../src/crypto/index.ts';
+import { storedEvents } from '../../src/events/envelope.ts';
+import { decodePeekEvents, peekKey, type PeekEvent } from '../../src/events/peekEvents.ts';
+import { decodeRoomEvents, type RoomPduAppended } from '../../src/events/roomEvents.ts';
+import { SigningPduFactory } from '../../src/matrix/pduFactory.ts';
+import { connectNats } from '../../src/nats/connection.ts';
+import { EventLog } from '../../src/nats/eventLog.ts';
+import { createTestStreams, natsUrl, uniqueName, type TestStreams } from '../helpers/services.ts';
 
 const SERVER = 'example.org';
 const ALICE = `@alice:${SERVER}`;

@@ -4,13 +4,13 @@
 // it — generated histories appended to the log, and events the room actors wrote.
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { CommandResult } from '../../src/actors/roomActor';
-import type { RoomCommand } from '../../src/actors/commands';
-import type { PeekEvent } from '../../src/events/peekEvents';
-import { formatAuditTable, runAudit } from '../../src/operator/commands';
-import { MAX_AUDIT_PAGE, type AuditEntry, type AuditQuery } from '../../src/projections/auditQuery';
-import { startTestPeekd } from '../helpers/peekd';
-import { appendHistories, auditEntryOf, createRoomCommand, HOUR, ManualClock, roomHistory, T0, type Peekers, type Placed } from '../helpers/peekLog';
+import type { CommandResult } from '../../src/actors/roomActor.ts';
+import type { RoomCommand } from '../../src/actors/commands.ts';
+import type { PeekEvent } from '../../src/events/peekEvents.ts';
+import { formatAuditTable, runAudit } from '../../src/operator/commands.ts';
+import { MAX_AUDIT_PAGE, type AuditEntry, type AuditQuery } from '../../src/projections/auditQuery.ts';
+import { startTestPeekd } from '../helpers/peekd.ts';
+import { appendHistories, auditEntryOf, createRoomCommand, HOUR, ManualClock, roomHistory, T0, type Peekers, type Placed } from '../helpers/peekLog.ts';
 
 const TOKEN = 'audit-test-admin-token';
 const ANN = '@ann:example.org';

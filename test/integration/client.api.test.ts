@@ -5,9 +5,9 @@
 import { jetstreamManager } from '@nats-io/jetstream';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { rowsOf } from '../../src/store/db';
-import { startTestPeekd } from '../helpers/peekd';
-import { enc, request, roomsIn, TestUser } from '../helpers/matrix';
+import { rowsOf } from '../../src/store/db.ts';
+import { startTestPeekd } from '../helpers/peekd.ts';
+import { enc, request, roomsIn, TestUser } from '../helpers/matrix.ts';
 
 let hs: Awaited<ReturnType<typeof startTestPeekd>>;
 let url: string;

@@ -3,8 +3,8 @@
 // repeated /peek, and a restart on the same database, streams
 // and data directory that keeps access tokens, sync tokens and live peeks valid.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestPeekd } from '../helpers/peekd';
-import { auditUntil, roomsIn, TestUser } from '../helpers/matrix';
+import { startTestPeekd } from '../helpers/peekd.ts';
+import { auditUntil, roomsIn, TestUser } from '../helpers/matrix.ts';
 
 const ADMIN = 'admin-secret-lifetime-tests';
 const LIFETIME_MS = 1500;

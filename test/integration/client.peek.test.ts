@@ -2,8 +2,8 @@
 // (real NATS JetStream, real Postgres): /peek, /unpeek and the peek, join and leave
 // sections of /sync, exactly as MATRIX.md describes them.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestPeekd } from '../helpers/peekd';
-import { audit, auditUntil, enc, request, roomsIn, TestUser, timelineOf } from '../helpers/matrix';
+import { startTestPeekd } from '../helpers/peekd.ts';
+import { audit, auditUntil, enc, request, roomsIn, TestUser, timelineOf } from '../helpers/matrix.ts';
 
 const ADMIN = 'admin-secret-peek-tests';
 let hs: Awaited<ReturnType<typeof startTestPeekd>>;

@@ -5,10 +5,10 @@
 // still get exactly what MATRIX.md promises.
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { rowsOf } from '../../src/store/db';
-import { startTestPeekd } from '../helpers/peekd';
-import { roomsIn, TestUser } from '../helpers/matrix';
-import { until } from '../helpers/until';
+import { rowsOf } from '../../src/store/db.ts';
+import { startTestPeekd } from '../helpers/peekd.ts';
+import { roomsIn, TestUser } from '../helpers/matrix.ts';
+import { until } from '../helpers/until.ts';
 
 let hs: Awaited<ReturnType<typeof startTestPeekd>>;
 let alice: TestUser;

@@ -4,8 +4,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { TestUser, request } from '../helpers/matrix';
-import { tempDir } from '../helpers/services';
+import { TestUser, request } from '../helpers/matrix.ts';
+import { tempDir } from '../helpers/services.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const BIN = join(ROOT, 'bin/peekd.mjs');

@@ -3,15 +3,15 @@
 // stream creation and prefix isolation.
 import { jetstreamManager } from '@nats-io/jetstream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Naming, roomToken } from '../../src/events/subjects';
-import { DUPLICATE_WINDOW_MS, messageId, shardsFromDescription } from '../../src/events/streams';
-import { encodeEnvelope, position, storedEvents } from '../../src/events/envelope';
-import { decodePeekEnvelope, encodePeekEvent, type PeekExpired, type PeekStarted } from '../../src/events/peekEvents';
-import { ConcurrencyError, ShardCountMismatchError } from '../../src/nats/errors';
-import { EventLog, type LogRecord } from '../../src/nats/eventLog';
-import { deleteStreams, ensureStreams } from '../../src/nats/streams';
-import { createTestStreams, uniqueName, type TestStreams } from '../helpers/services';
-import { until } from '../helpers/until';
+import { Naming, roomToken } from '../../src/events/subjects.ts';
+import { DUPLICATE_WINDOW_MS, messageId, shardsFromDescription } from '../../src/events/streams.ts';
+import { encodeEnvelope, position, storedEvents } from '../../src/events/envelope.ts';
+import { decodePeekEnvelope, encodePeekEvent, type PeekExpired, type PeekStarted } from '../../src/events/peekEvents.ts';
+import { ConcurrencyError, ShardCountMismatchError } from '../../src/nats/errors.ts';
+import { EventLog, type LogRecord } from '../../src/nats/eventLog.ts';
+import { deleteStreams, ensureStreams } from '../../src/nats/streams.ts';
+import { createTestStreams, uniqueName, type TestStreams } from '../helpers/services.ts';
+import { until } from '../helpers/until.ts';
 
 const bytes = (s: string): Uint8Array => Buffer.from(s, 'utf8');
 const text = (r: LogRecord): string => Buffer.from(r.data).toString('utf8');

@@ -18,18 +18,18 @@
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ActorHost } from '../../src/actors/actorHost';
-import type { PduDraft, RoomCommand } from '../../src/actors/commands';
-import type { Clock } from '../../src/actors/roomActor';
-import { generateSigningKey, type SigningKey } from '../../src/crypto';
-import { encodeEnvelope } from '../../src/events/envelope';
-import { decodePeekEnvelope, type PeekEvent } from '../../src/events/peekEvents';
-import { decodeRoomEnvelope } from '../../src/events/roomEvents';
-import { SigningPduFactory } from '../../src/matrix/pduFactory';
-import { EventLog } from '../../src/nats/eventLog';
-import { formatViolations, INVARIANTS } from '../helpers/failoverLoad';
-import { formatScenario, nodeLossScenario, roomHostLossScenario, type ScenarioResult } from '../helpers/failoverScenarios';
-import { createTestStreams, databaseUrl, natsUrl, uniqueName, type TestStreams } from '../helpers/services';
+import { ActorHost } from '../../src/actors/actorHost.ts';
+import type { PduDraft, RoomCommand } from '../../src/actors/commands.ts';
+import type { Clock } from '../../src/actors/roomActor.ts';
+import { generateSigningKey, type SigningKey } from '../../src/crypto/index.ts';
+import { encodeEnvelope } from '../../src/events/envelope.ts';
+import { decodePeekEnvelope, type PeekEvent } from '../../src/events/peekEvents.ts';
+import { decodeRoomEnvelope } from '../../src/events/roomEvents.ts';
+import { SigningPduFactory } from '../../src/matrix/pduFactory.ts';
+import { EventLog } from '../../src/nats/eventLog.ts';
+import { formatViolations, INVARIANTS } from '../helpers/failoverLoad.ts';
+import { formatScenario, nodeLossScenario, roomHostLossScenario, type ScenarioResult } from '../helpers/failoverScenarios.ts';
+import { createTestStreams, databaseUrl, natsUrl, uniqueName, type TestStreams } from '../helpers/services.ts';
 
 /** '' without Postgres: the scenarios' fallback (embedded PGlite). */
 const DATABASE_URL = databaseUrl();

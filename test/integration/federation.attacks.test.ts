@@ -6,8 +6,8 @@
 // oversized transactions are refused whole. The remote servers are FakeServers.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eq } from 'drizzle-orm';
-import { generateSigningKey, signingKeyFromSeed, keyVersionOf } from '../../src/crypto';
-import { syncapiRoomEvents } from '../../src/store/schema';
+import { generateSigningKey, signingKeyFromSeed, keyVersionOf } from '../../src/crypto/index.ts';
+import { syncapiRoomEvents } from '../../src/store/schema.ts';
 import { randomBytes } from 'node:crypto';
 import {
   auditRows,
@@ -22,8 +22,8 @@ import {
   type FakeServer,
   type Federation,
   type FedServer,
-} from '../helpers/federation';
-import { enc, TestUser } from '../helpers/matrix';
+} from '../helpers/federation.ts';
+import { enc, TestUser } from '../helpers/matrix.ts';
 
 const CAP = 4;
 const MAX_BODY_BYTES = 256 * 1024;

@@ -11,10 +11,10 @@
 import type { IncomingMessage } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eq } from 'drizzle-orm';
-import { checkContentHash, decodeBase64, eventIdForPdu, generateSigningKey, verifyPduSignature } from '../../src/crypto';
-import { syncapiRoomEvents } from '../../src/store/schema';
-import { FakeRoom, startFederation, waitFor, type FakeServer, type Federation, type FedServer, type RecordedRequest } from '../helpers/federation';
-import { enc, request, TestUser } from '../helpers/matrix';
+import { checkContentHash, decodeBase64, eventIdForPdu, generateSigningKey, verifyPduSignature } from '../../src/crypto/index.ts';
+import { syncapiRoomEvents } from '../../src/store/schema.ts';
+import { FakeRoom, startFederation, waitFor, type FakeServer, type Federation, type FedServer, type RecordedRequest } from '../helpers/federation.ts';
+import { enc, request, TestUser } from '../helpers/matrix.ts';
 
 const BIG_ROOM_MESSAGES = 500;
 const SEND_CONCURRENCY = 8;

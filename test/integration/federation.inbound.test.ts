@@ -15,12 +15,12 @@ import {
   keyVersionOf,
   verifyJsonSignature,
   verifyPduSignature,
-} from '../../src/crypto';
-import { KeyRing } from '../../src/federation/keyRing';
-import { ServerResolver } from '../../src/federation/resolver';
+} from '../../src/crypto/index.ts';
+import { KeyRing } from '../../src/federation/keyRing.ts';
+import { ServerResolver } from '../../src/federation/resolver.ts';
 import { randomBytes } from 'node:crypto';
-import { auditRows, holdsFor, inboundPeeks, peekPath, startFederation, waitFor, type FakeServer, type Federation, type FedServer } from '../helpers/federation';
-import { enc, request, TestUser } from '../helpers/matrix';
+import { auditRows, holdsFor, inboundPeeks, peekPath, startFederation, waitFor, type FakeServer, type Federation, type FedServer } from '../helpers/federation.ts';
+import { enc, request, TestUser } from '../helpers/matrix.ts';
 
 const RENEWAL_MS = 2_000;
 const CAP = 3;

@@ -5,9 +5,9 @@
 // expired_peeks from the host.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { eq } from 'drizzle-orm';
-import { generateSigningKey } from '../../src/crypto';
-import { MAX_RENEWAL_INTERVAL_MS, MIN_RENEWAL_INTERVAL_MS, SUPPORTED_ROOM_VERSIONS } from '../../src/federation/outboundPeeks';
-import { syncapiRoomEvents } from '../../src/store/schema';
+import { generateSigningKey } from '../../src/crypto/index.ts';
+import { MAX_RENEWAL_INTERVAL_MS, MIN_RENEWAL_INTERVAL_MS, SUPPORTED_ROOM_VERSIONS } from '../../src/federation/outboundPeeks.ts';
+import { syncapiRoomEvents } from '../../src/store/schema.ts';
 import {
   expiries,
   expiriesOnce,
@@ -21,8 +21,8 @@ import {
   type Federation,
   type FedServer,
   type RecordedRequest,
-} from '../helpers/federation';
-import { roomsIn, TestUser } from '../helpers/matrix';
+} from '../helpers/federation.ts';
+import { roomsIn, TestUser } from '../helpers/matrix.ts';
 
 let fed: Federation;
 let A: FedServer;

@@ -6,8 +6,8 @@
 // sees them.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eq } from 'drizzle-orm';
-import { syncapiRoomEvents, federationsenderOutbox, federationsenderPendingTxns } from '../../src/store/schema';
-import { freePort } from '../../src/nats/embeddedServer';
+import { syncapiRoomEvents, federationsenderOutbox, federationsenderPendingTxns } from '../../src/store/schema.ts';
+import { freePort } from '../../src/nats/embeddedServer.ts';
 import {
   expiries,
   expiriesOnce,
@@ -19,8 +19,8 @@ import {
   waitFor,
   type Federation,
   type FedServer,
-} from '../helpers/federation';
-import { TestUser } from '../helpers/matrix';
+} from '../helpers/federation.ts';
+import { TestUser } from '../helpers/matrix.ts';
 
 const RENEWAL_MS = 2_000;
 const IDLE_MS = 3_000;

@@ -4,10 +4,10 @@
 // order, and a transaction is never lost or repeated.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eq } from 'drizzle-orm';
-import { eventIdForPdu } from '../../src/crypto';
-import { syncapiRoomEvents } from '../../src/store/schema';
-import { outboundPeeks, peekPath, inboundPeeks, startFederation, SyncFollower, waitFor, type Federation, type FakeServer, type FedServer } from '../helpers/federation';
-import { TestUser } from '../helpers/matrix';
+import { eventIdForPdu } from '../../src/crypto/index.ts';
+import { syncapiRoomEvents } from '../../src/store/schema.ts';
+import { outboundPeeks, peekPath, inboundPeeks, startFederation, SyncFollower, waitFor, type Federation, type FakeServer, type FedServer } from '../helpers/federation.ts';
+import { TestUser } from '../helpers/matrix.ts';
 
 // Long enough that a peer (or the host) that is down for a moment keeps its peek.
 const RENEWAL_MS = 6_000;

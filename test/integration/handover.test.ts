@@ -3,10 +3,10 @@
 // 5,000 members works across the command bus (replies carry what was appended, never the
 // room's state).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Peekd } from '../../src/server';
-import { waitFor } from '../helpers/federation';
-import { TestUser } from '../helpers/matrix';
-import { splitDeployment, type SplitDeployment } from '../helpers/splitDeployment';
+import type { Peekd } from '../../src/server.ts';
+import { waitFor } from '../helpers/federation.ts';
+import { TestUser } from '../helpers/matrix.ts';
+import { splitDeployment, type SplitDeployment } from '../helpers/splitDeployment.ts';
 
 const SHARDS = 12;
 

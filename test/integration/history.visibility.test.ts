@@ -8,9 +8,9 @@
 // other's peeks.
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { rowsOf } from '../../src/store/db';
-import { startTestPeekd } from '../helpers/peekd';
-import { auditUntil, enc, request, roomsIn, TestUser, type MatrixResponse } from '../helpers/matrix';
+import { rowsOf } from '../../src/store/db.ts';
+import { startTestPeekd } from '../helpers/peekd.ts';
+import { auditUntil, enc, request, roomsIn, TestUser, type MatrixResponse } from '../helpers/matrix.ts';
 
 const ADMIN = 'admin-secret-visibility-tests';
 const SETTINGS = ['joined', 'invited', 'shared', 'world_readable'] as const;

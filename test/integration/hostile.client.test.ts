@@ -12,10 +12,10 @@
 // are printed once at the end, for docs/security.md.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { and, eq } from 'drizzle-orm';
-import { startTestPeekd } from '../helpers/peekd';
-import { enc, request, TestUser } from '../helpers/matrix';
-import { auditRows, type FedServer } from '../helpers/federation';
-import { syncapiPeeks } from '../../src/store/schema';
+import { startTestPeekd } from '../helpers/peekd.ts';
+import { enc, request, TestUser } from '../helpers/matrix.ts';
+import { auditRows, type FedServer } from '../helpers/federation.ts';
+import { syncapiPeeks } from '../../src/store/schema.ts';
 import {
   attackEndpoint,
   formatFailures,
@@ -34,7 +34,7 @@ import {
   type RunContext,
   type SegClass,
   type WireResponse,
-} from '../helpers/hostile';
+} from '../helpers/hostile.ts';
 
 const ADMIN_TOKEN = 'hostile-admin-token';
 const CLIENT = ['/_matrix/client/v3', '/_matrix/client/r0'];

@@ -14,10 +14,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eq } from 'drizzle-orm';
 import fc from 'fast-check';
-import { canonicalJson, eventIdForPdu, generateSigningKey, hashAndSignPdu, signRequest } from '../../src/crypto';
-import { syncapiRoomEvents } from '../../src/store/schema';
-import { auditRows, FakeRoom, inboundPeeks, peekPath, startFederation, type FakeServer, type Federation, type FedServer } from '../helpers/federation';
-import { TestUser } from '../helpers/matrix';
+import { canonicalJson, eventIdForPdu, generateSigningKey, hashAndSignPdu, signRequest } from '../../src/crypto/index.ts';
+import { syncapiRoomEvents } from '../../src/store/schema.ts';
+import { auditRows, FakeRoom, inboundPeeks, peekPath, startFederation, type FakeServer, type Federation, type FedServer } from '../helpers/federation.ts';
+import { TestUser } from '../helpers/matrix.ts';
 import {
   attackEndpoint,
   bodyOracle,
@@ -40,7 +40,7 @@ import {
   type RunContext,
   type SegClass,
   type WireResponse,
-} from '../helpers/hostile';
+} from '../helpers/hostile.ts';
 
 const SCALE = HOSTILE_SCALE;
 const RUNS = 3 * SCALE;

@@ -3,10 +3,10 @@
 // and writes nothing.
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MAX_JSON_DEPTH } from '../../src/http/jsonBody';
-import { MAX_PDU_BYTES, pduSize } from '../../src/matrix/pduFactory';
-import { startTestPeekd } from '../helpers/peekd';
-import { enc, request, TestUser, type MatrixResponse } from '../helpers/matrix';
+import { MAX_JSON_DEPTH } from '../../src/http/jsonBody.ts';
+import { MAX_PDU_BYTES, pduSize } from '../../src/matrix/pduFactory.ts';
+import { startTestPeekd } from '../helpers/peekd.ts';
+import { enc, request, TestUser, type MatrixResponse } from '../helpers/matrix.ts';
 
 const ADMIN = 'input-test-admin-token';
 let hs: Awaited<ReturnType<typeof startTestPeekd>>;

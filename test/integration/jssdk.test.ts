@@ -4,8 +4,8 @@
 import * as sdk from 'matrix-js-sdk';
 import { logger } from 'matrix-js-sdk/lib/logger';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestPeekd } from '../helpers/peekd';
-import { TestUser } from '../helpers/matrix';
+import { startTestPeekd } from '../helpers/peekd.ts';
+import { TestUser } from '../helpers/matrix.ts';
 
 let hs: Awaited<ReturnType<typeof startTestPeekd>>;
 const clients: sdk.MatrixClient[] = [];

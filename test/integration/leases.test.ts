@@ -2,13 +2,13 @@
 // holder cut off from NATS lets go before its successor takes over (no two senders).
 import { createServer, connect as tcpConnect, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { JobLeases } from '../../src/cluster/shardLeases';
-import { Naming } from '../../src/events/subjects';
-import { connectNats } from '../../src/nats/connection';
-import { deleteStreams } from '../../src/nats/streams';
+import { JobLeases } from '../../src/cluster/shardLeases.ts';
+import { Naming } from '../../src/events/subjects.ts';
+import { connectNats } from '../../src/nats/connection.ts';
+import { deleteStreams } from '../../src/nats/streams.ts';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { waitFor } from '../helpers/federation';
-import { natsUrl, uniqueName } from '../helpers/services';
+import { waitFor } from '../helpers/federation.ts';
+import { natsUrl, uniqueName } from '../helpers/services.ts';
 
 const TTL_MS = 2_000;
 

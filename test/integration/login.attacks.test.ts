@@ -3,9 +3,9 @@
 // server nor grows its memory, and closed registration keeps existing accounts working.
 import { Agent, request as undiciRequest } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PasswordHasher, PasswordHasherBusyError, passwordHashCount } from '../../src/clientapi/passwords';
-import { startTestPeekd } from '../helpers/peekd';
-import { request, TestUser, type MatrixResponse } from '../helpers/matrix';
+import { PasswordHasher, PasswordHasherBusyError, passwordHashCount } from '../../src/clientapi/passwords.ts';
+import { startTestPeekd } from '../helpers/peekd.ts';
+import { request, TestUser, type MatrixResponse } from '../helpers/matrix.ts';
 
 type Hs = Awaited<ReturnType<typeof startTestPeekd>>;
 // Long enough that no token comes back while the burst is spent, even on a loaded machine

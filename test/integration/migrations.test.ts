@@ -2,8 +2,8 @@
 // wait on the advisory lock and find the schema in place (without the lock, concurrent
 // CREATE TABLEs fail with duplicate pg_type entries).
 import { describe, expect, it } from 'vitest';
-import { openDatabase, rowsOf, type Database } from '../../src/store/db';
-import { createTestDatabase } from '../helpers/services';
+import { openDatabase, rowsOf, type Database } from '../../src/store/db.ts';
+import { createTestDatabase } from '../helpers/services.ts';
 
 describe('migrations', () => {
   it('are safe when six processes open a fresh database at the same moment', async () => {

@@ -5,8 +5,8 @@ import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager, StorageType, type JetStreamClient, type JetStreamManager, type PubAck } from '@nats-io/jetstream';
-import { startNatsCluster, type NatsCluster } from '../helpers/natsCluster';
-import { uniqueName } from '../helpers/services';
+import { startNatsCluster, type NatsCluster } from '../helpers/natsCluster.ts';
+import { uniqueName } from '../helpers/services.ts';
 
 /** Polls `fn` until it returns a truthy value; fails with the last error after timeoutMs. */
 async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs: number): Promise<T> {

@@ -3,15 +3,15 @@
 // checkpoint follows with its next write, within CHECKPOINT_LAG_MS, or when it stops.
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { encodeEnvelope, throughSeq } from '../../src/events/envelope';
-import type { PeekEvent, PeekRef } from '../../src/events/peekEvents';
-import { EventLog } from '../../src/nats/eventLog';
-import { federationPeeksProjection } from '../../src/projections/federationPeeks';
-import { CHECKPOINT_LAG_MS, ProjectionRunner, readCheckpoint } from '../../src/projections/runner';
-import type { Database } from '../../src/store/db';
-import { federationsenderInboundPeeks } from '../../src/store/schema';
-import { createTestDatabase, createTestStreams, type TestDatabase, type TestStreams } from '../helpers/services';
-import { until } from '../helpers/until';
+import { encodeEnvelope, throughSeq } from '../../src/events/envelope.ts';
+import type { PeekEvent, PeekRef } from '../../src/events/peekEvents.ts';
+import { EventLog } from '../../src/nats/eventLog.ts';
+import { federationPeeksProjection } from '../../src/projections/federationPeeks.ts';
+import { CHECKPOINT_LAG_MS, ProjectionRunner, readCheckpoint } from '../../src/projections/runner.ts';
+import type { Database } from '../../src/store/db.ts';
+import { federationsenderInboundPeeks } from '../../src/store/schema.ts';
+import { createTestDatabase, createTestStreams, type TestDatabase, type TestStreams } from '../helpers/services.ts';
+import { until } from '../helpers/until.ts';
 
 const T0 = 1_700_000_000_000;
 let streams: TestStreams;

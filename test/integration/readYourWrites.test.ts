@@ -3,9 +3,9 @@
 // what was acknowledged (src/projections/readBarrier.ts). Here the sync projections are
 // held back on purpose, so that "the write did not wait" and "the read did" are both certain.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestPeekd } from '../helpers/peekd';
-import { roomsIn, TestUser } from '../helpers/matrix';
-import { until } from '../helpers/until';
+import { startTestPeekd } from '../helpers/peekd.ts';
+import { roomsIn, TestUser } from '../helpers/matrix.ts';
+import { until } from '../helpers/until.ts';
 
 let hs: Awaited<ReturnType<typeof startTestPeekd>>;
 let alice: TestUser;

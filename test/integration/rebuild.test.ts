@@ -5,27 +5,27 @@
 //     here from the events, keep their index names, and a verify then passes;
 //   - on a running peekd: verify names the rows an operator changed by hand (also through
 //     the admin API), and a replay repairs them.
-import { seqOfPosition, throughSeq } from '../../src/events/envelope';
+import { seqOfPosition, throughSeq } from '../../src/events/envelope.ts';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ActorHost } from '../../src/actors/actorHost';
-import type { CommandResult } from '../../src/actors/roomActor';
-import type { RoomCommand } from '../../src/actors/commands';
-import { generateSigningKey } from '../../src/crypto';
-import type { StoredRoomEvent } from '../../src/events/roomEvents';
-import type { Naming } from '../../src/events/subjects';
-import { SigningPduFactory } from '../../src/matrix/pduFactory';
-import { EventLog } from '../../src/nats/eventLog';
-import { federationPeeksProjection } from '../../src/projections/federationPeeks';
-import { readModels } from '../../src/projections/index';
-import type { Projection } from '../../src/projections/projection';
-import { replayProjection, verifyProjection, type RebuildDeps, type VerifyResult } from '../../src/projections/rebuild';
-import { ProjectionRunner, readCheckpoint } from '../../src/projections/runner';
-import { syncPeeksProjection } from '../../src/projections/syncPeeks';
-import { syncRoomsProjection } from '../../src/projections/syncRooms';
-import { rowsOf, type Database, type Db } from '../../src/store/db';
-import { startTestPeekd } from '../helpers/peekd';
-import { createTestDatabase, createTestStreams, type TestDatabase, type TestStreams } from '../helpers/services';
+import { ActorHost } from '../../src/actors/actorHost.ts';
+import type { CommandResult } from '../../src/actors/roomActor.ts';
+import type { RoomCommand } from '../../src/actors/commands.ts';
+import { generateSigningKey } from '../../src/crypto/index.ts';
+import type { StoredRoomEvent } from '../../src/events/roomEvents.ts';
+import type { Naming } from '../../src/events/subjects.ts';
+import { SigningPduFactory } from '../../src/matrix/pduFactory.ts';
+import { EventLog } from '../../src/nats/eventLog.ts';
+import { federationPeeksProjection } from '../../src/projections/federationPeeks.ts';
+import { readModels } from '../../src/projections/index.ts';
+import type { Projection } from '../../src/projections/projection.ts';
+import { replayProjection, verifyProjection, type RebuildDeps, type VerifyResult } from '../../src/projections/rebuild.ts';
+import { ProjectionRunner, readCheckpoint } from '../../src/projections/runner.ts';
+import { syncPeeksProjection } from '../../src/projections/syncPeeks.ts';
+import { syncRoomsProjection } from '../../src/projections/syncRooms.ts';
+import { rowsOf, type Database, type Db } from '../../src/store/db.ts';
+import { startTestPeekd } from '../helpers/peekd.ts';
+import { createTestDatabase, createTestStreams, type TestDatabase, type TestStreams } from '../helpers/services.ts';
 import {
   appendHistories,
   createRoomCommand,
@@ -38,7 +38,7 @@ import {
   roomHistory,
   T0,
   type Placed,
-} from '../helpers/peekLog';
+} from '../helpers/peekLog.ts';
 
 const DAY = 24 * HOUR;
 const TOKEN = 'rebuild-test-admin-token';
@@ -478,7 +478,7 @@ describe('verify against rows changed by hand', () => {
   });
 
   it('refuses to replay or verify a delivery queue', async () => {
-    const { federationOutboxProjection } = await import('../../src/projections/federationOutbox');
+    const { federationOutboxProjection } = await import('../../src/projections/federationOutbox.ts');
     await expect(replayProjection(deps(), federationOutboxProjection as never)).rejects.toThrow(/delivery queue/);
     expect(() => readModels('federation_outbox')).toThrow(/unknown projection/);
   });

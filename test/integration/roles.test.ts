@@ -3,9 +3,9 @@
 // wake-ups over NATS; when a room host dies its leases lapse and the other takes over,
 // rebuilding the rooms from the log.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Peekd } from '../../src/server';
-import { TestUser, enc } from '../helpers/matrix';
-import { splitDeployment, type SplitDeployment } from '../helpers/splitDeployment';
+import type { Peekd } from '../../src/server.ts';
+import { TestUser, enc } from '../helpers/matrix.ts';
+import { splitDeployment, type SplitDeployment } from '../helpers/splitDeployment.ts';
 
 const SHARDS = 8;
 const LIFETIME_MS = 6_000;

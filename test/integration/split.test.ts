@@ -6,16 +6,16 @@
 // when its process goes away.
 import { Kvm } from '@nats-io/kv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config';
-import { PROJECTIONS } from '../../src/projections/index';
-import { connectNats } from '../../src/nats/connection';
-import { deleteStreams } from '../../src/nats/streams';
-import { startPeekd, type Peekd } from '../../src/server';
-import { freePort } from '../helpers/natsCluster';
-import { TestUser, enc } from '../helpers/matrix';
-import { createTestDatabase, natsUrl, tempDir, uniqueName, type TestDatabase } from '../helpers/services';
-import { splitDeployment, type SplitDeployment } from '../helpers/splitDeployment';
-import { waitFor } from '../helpers/federation';
+import { loadConfig } from '../../src/config.ts';
+import { PROJECTIONS } from '../../src/projections/index.ts';
+import { connectNats } from '../../src/nats/connection.ts';
+import { deleteStreams } from '../../src/nats/streams.ts';
+import { startPeekd, type Peekd } from '../../src/server.ts';
+import { freePort } from '../helpers/natsCluster.ts';
+import { TestUser, enc } from '../helpers/matrix.ts';
+import { createTestDatabase, natsUrl, tempDir, uniqueName, type TestDatabase } from '../helpers/services.ts';
+import { splitDeployment, type SplitDeployment } from '../helpers/splitDeployment.ts';
+import { waitFor } from '../helpers/federation.ts';
 
 const LEASE_TTL_MS = 1_500;
 const IDLE_MS = 3_000;

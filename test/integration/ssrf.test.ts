@@ -7,15 +7,15 @@
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createTcpServer, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_IP_DENYLIST } from '../../src/config';
-import { encodeBase64Unpadded, generateSigningKey, signJson, type SigningKey } from '../../src/crypto';
-import { KeyRing } from '../../src/federation/keyRing';
-import { ServerResolver } from '../../src/federation/resolver';
-import { OutboundRequestError, SafeFetcher } from '../../src/federation/safeFetch';
-import { freePort } from '../../src/nats/embeddedServer';
-import { FakeServer, holdsFor, inboundPeeks, peekPath, startFederation, waitFor, type Federation, type FedServer } from '../helpers/federation';
-import { startTestPeekd } from '../helpers/peekd';
-import { uniqueName } from '../helpers/services';
+import { DEFAULT_IP_DENYLIST } from '../../src/config.ts';
+import { encodeBase64Unpadded, generateSigningKey, signJson, type SigningKey } from '../../src/crypto/index.ts';
+import { KeyRing } from '../../src/federation/keyRing.ts';
+import { ServerResolver } from '../../src/federation/resolver.ts';
+import { OutboundRequestError, SafeFetcher } from '../../src/federation/safeFetch.ts';
+import { freePort } from '../../src/nats/embeddedServer.ts';
+import { FakeServer, holdsFor, inboundPeeks, peekPath, startFederation, waitFor, type Federation, type FedServer } from '../helpers/federation.ts';
+import { startTestPeekd } from '../helpers/peekd.ts';
+import { uniqueName } from '../helpers/services.ts';
 
 // --- loopback "peers" ---------------------------------------------------------------
 

@@ -1,9 +1,9 @@
 // Devices that ask /sync the same question at the same positions share one computed answer
 // (src/syncapi/sync.ts). Sharing must never hand a device an answer that is not its own.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestPeekd } from '../helpers/peekd';
-import { roomsIn, TestUser } from '../helpers/matrix';
-import { until } from '../helpers/until';
+import { startTestPeekd } from '../helpers/peekd.ts';
+import { roomsIn, TestUser } from '../helpers/matrix.ts';
+import { until } from '../helpers/until.ts';
 
 let hs: Awaited<ReturnType<typeof startTestPeekd>>;
 let alice: TestUser;

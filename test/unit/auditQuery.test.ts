@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { InvalidInputError } from '../../src/actors/errors';
-import { parseAuditQuery } from '../../src/projections/auditQuery';
+import { InvalidInputError } from '../../src/actors/errors.ts';
+import { parseAuditQuery } from '../../src/projections/auditQuery.ts';
 
 const room = '!a:example.org';
 

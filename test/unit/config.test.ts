@@ -2,8 +2,8 @@ import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, SETTINGS } from '../../src/config';
-import { settingsMarkdownTable } from '../../src/operator/configDoc';
+import { ConfigError, loadConfig, SETTINGS } from '../../src/config.ts';
+import { settingsMarkdownTable } from '../../src/operator/configDoc.ts';
 
 describe('configuration', () => {
   it('defaults to the documented contract', () => {

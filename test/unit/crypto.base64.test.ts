@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { Base64Error, decodeBase64, encodeBase64Unpadded, encodeBase64UrlUnpadded } from '../../src/crypto/base64';
+import { Base64Error, decodeBase64, encodeBase64Unpadded, encodeBase64UrlUnpadded } from '../../src/crypto/base64.ts';
 
 const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s);
 

@@ -6,7 +6,7 @@ import {
   canonicalJsonBytes,
   canonicalJsonOrUndefined,
   compareCodePoints,
-} from '../../src/crypto/canonicalJson';
+} from '../../src/crypto/canonicalJson.ts';
 
 /**
  * Every example from the Matrix spec, appendices "Canonical JSON" > "Examples"

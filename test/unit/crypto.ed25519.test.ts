@@ -8,7 +8,7 @@ import {
   nodeEd25519CacheSizes,
   tweetnaclEd25519,
   type Ed25519,
-} from '../../src/crypto/ed25519';
+} from '../../src/crypto/ed25519.ts';
 
 const hex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'hex'));
 const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');

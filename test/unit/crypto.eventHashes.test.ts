@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { decodeBase64, encodeBase64Unpadded } from '../../src/crypto/base64';
-import { CanonicalJsonError, canonicalJsonBytes } from '../../src/crypto/canonicalJson';
-import { nodeEd25519, tweetnaclEd25519, type Ed25519 } from '../../src/crypto/ed25519';
+import { decodeBase64, encodeBase64Unpadded } from '../../src/crypto/base64.ts';
+import { CanonicalJsonError, canonicalJsonBytes } from '../../src/crypto/canonicalJson.ts';
+import { nodeEd25519, tweetnaclEd25519, type Ed25519 } from '../../src/crypto/ed25519.ts';
 import {
   UnsupportedRoomVersionError,
   checkContentHash,
@@ -14,9 +14,9 @@ import {
   signPdu,
   verifyPduSignature,
   withContentHash,
-} from '../../src/crypto/eventHashes';
-import { signableJson, verifyJsonSignature } from '../../src/crypto/signJson';
-import { generateSigningKey, signingKeyFromSeed } from '../../src/crypto/signingKey';
+} from '../../src/crypto/eventHashes.ts';
+import { signableJson, verifyJsonSignature } from '../../src/crypto/signJson.ts';
+import { generateSigningKey, signingKeyFromSeed } from '../../src/crypto/signingKey.ts';
 
 // ---------------------------------------------------------------------------
 // Matrix spec, appendices "Cryptographic Test Vectors" > "Event Signing"

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import * as crypto from '../../src/crypto/index';
+import * as crypto from '../../src/crypto/index.ts';
 
 describe('src/crypto/index', () => {
   it('re-exports the public surface as named exports only', () => {

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { decodeBase64, encodeBase64Unpadded } from '../../src/crypto/base64';
-import { canonicalJsonBytes } from '../../src/crypto/canonicalJson';
-import { nodeEd25519, tweetnaclEd25519, type Ed25519 } from '../../src/crypto/ed25519';
-import { generateSigningKey, signingKeyFromSeed } from '../../src/crypto/signingKey';
-import { getSignature, signJson, verifyJsonSignature } from '../../src/crypto/signJson';
+import { decodeBase64, encodeBase64Unpadded } from '../../src/crypto/base64.ts';
+import { canonicalJsonBytes } from '../../src/crypto/canonicalJson.ts';
+import { nodeEd25519, tweetnaclEd25519, type Ed25519 } from '../../src/crypto/ed25519.ts';
+import { generateSigningKey, signingKeyFromSeed } from '../../src/crypto/signingKey.ts';
+import { getSignature, signJson, verifyJsonSignature } from '../../src/crypto/signJson.ts';
 
 // Matrix spec, appendices "Cryptographic Test Vectors": seed, SERVER_NAME and KEY_ID,
 // and the two "JSON Signing" examples (matrix-org/matrix-spec content/appendices.md).

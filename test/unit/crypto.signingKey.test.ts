@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { decodeBase64, encodeBase64Unpadded } from '../../src/crypto/base64';
-import { nodeEd25519, tweetnaclEd25519 } from '../../src/crypto/ed25519';
+import { decodeBase64, encodeBase64Unpadded } from '../../src/crypto/base64.ts';
+import { nodeEd25519, tweetnaclEd25519 } from '../../src/crypto/ed25519.ts';
 import {
   SigningKeyFileError,
   formatSigningKeyFile,
@@ -13,7 +13,7 @@ import {
   parseSigningKeyFile,
   parseSigningKeys,
   signingKeyFromSeed,
-} from '../../src/crypto/signingKey';
+} from '../../src/crypto/signingKey.ts';
 
 // Matrix spec, appendices "Cryptographic Test Vectors" > "Signing Key".
 const SPEC_SEED_B64 = 'YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1';

@@ -1,16 +1,16 @@
 import { describe, expect, it } from 'vitest';
-import { decodeBase64 } from '../../src/crypto/base64';
-import { canonicalJsonBytes } from '../../src/crypto/canonicalJson';
-import { tweetnaclEd25519 } from '../../src/crypto/ed25519';
-import { generateSigningKey, signingKeyFromSeed } from '../../src/crypto/signingKey';
-import { signJson } from '../../src/crypto/signJson';
+import { decodeBase64 } from '../../src/crypto/base64.ts';
+import { canonicalJsonBytes } from '../../src/crypto/canonicalJson.ts';
+import { tweetnaclEd25519 } from '../../src/crypto/ed25519.ts';
+import { generateSigningKey, signingKeyFromSeed } from '../../src/crypto/signingKey.ts';
+import { signJson } from '../../src/crypto/signJson.ts';
 import {
   buildRequestSigningJson,
   parseXMatrixHeader,
   signRequest,
   verifyRequestSignature,
   type FederationRequest,
-} from '../../src/crypto/xMatrix';
+} from '../../src/crypto/xMatrix.ts';
 
 const key = signingKeyFromSeed('a_Key1', decodeBase64('YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1'));
 

@@ -1,12 +1,12 @@
 // Executable specification of the peek commands of the room decider: MSC2753 device peeks,
 // MSC2444 inbound and outbound federation peeks, timers and invariants.
-import { position } from '../../src/events/envelope';
+import { position } from '../../src/events/envelope.ts';
 import { describe, expect, it } from 'vitest';
-import type { RoomCommand, StartOutboundPeek } from '../../src/actors/commands';
-import { decide, inboundGraceMs, nextDeadline, type Decision } from '../../src/actors/decide';
-import { BadStateError, ForbiddenError, IncompatibleRoomVersionError, NotFoundError } from '../../src/actors/errors';
-import type { StoredEvent } from '../../src/actors/evolve';
-import { peekKey } from '../../src/events/peekEvents';
+import type { RoomCommand, StartOutboundPeek } from '../../src/actors/commands.ts';
+import { decide, inboundGraceMs, nextDeadline, type Decision } from '../../src/actors/decide.ts';
+import { BadStateError, ForbiddenError, IncompatibleRoomVersionError, NotFoundError } from '../../src/actors/errors.ts';
+import type { StoredEvent } from '../../src/actors/evolve.ts';
+import { peekKey } from '../../src/events/peekEvents.ts';
 import {
   ALICE,
   BOB,
@@ -42,7 +42,7 @@ import {
   stateOf,
   storedPeeks,
   worldReadableRoom,
-} from './decider.spec-helpers';
+} from './decider.spec-helpers.ts';
 
 const startPeek = (userId: string, deviceId: string, roomId = ROOM): RoomCommand => ({ type: 'StartDevicePeek', roomId, userId, deviceId });
 const stopPeek = (userId: string, deviceId: string, reason: 'unpeeked' | 'device_removed' = 'unpeeked'): RoomCommand => ({

@@ -1,9 +1,9 @@
 // Executable specification of the room-event commands of the room decider: CreateRoom,
 // SendEvents (authorisation, idempotency, the peeks a new state ends) and ReceivePdus.
 import { describe, it } from 'vitest';
-import type { PduDraft, RoomCommand } from '../../src/actors/commands';
-import { BadStateError, DomainError, ForbiddenError, InvalidInputError, NotFoundError } from '../../src/actors/errors';
-import type { StoredEvent } from '../../src/actors/evolve';
+import type { PduDraft, RoomCommand } from '../../src/actors/commands.ts';
+import { BadStateError, DomainError, ForbiddenError, InvalidInputError, NotFoundError } from '../../src/actors/errors.ts';
+import type { StoredEvent } from '../../src/actors/evolve.ts';
 import {
   ALICE,
   BOB,
@@ -28,7 +28,7 @@ import {
   remoteRoom,
   stateEvent,
   worldReadableRoom,
-} from './decider.spec-helpers';
+} from './decider.spec-helpers.ts';
 
 const NEW_ROOM = '!new:example.org';
 const room = worldReadableRoom();

@@ -11,13 +11,13 @@
 // checks that decide is pure: it leaves its input state untouched and decides the same
 // twice. Plus builders for stored room/peek events and a world_readable public room.
 import { expect } from 'vitest';
-import type { DecideContext, ReceivedPdu, RoomCommand } from '../../src/actors/commands';
-import { decide, decision, type Decision } from '../../src/actors/decide';
-import { DomainError } from '../../src/actors/errors';
-import { evolve, type StoredEvent } from '../../src/actors/evolve';
-import { initialState, type RoomState } from '../../src/actors/state';
-import type { PeekEndReason, PeekEvent, PeekExpired, PeekRef, PeekRenewed, PeekStarted } from '../../src/events/peekEvents';
-import type { Pdu } from '../../src/events/roomEvents';
+import type { DecideContext, ReceivedPdu, RoomCommand } from '../../src/actors/commands.ts';
+import { decide, decision, type Decision } from '../../src/actors/decide.ts';
+import { DomainError } from '../../src/actors/errors.ts';
+import { evolve, type StoredEvent } from '../../src/actors/evolve.ts';
+import { initialState, type RoomState } from '../../src/actors/state.ts';
+import type { PeekEndReason, PeekEvent, PeekExpired, PeekRef, PeekRenewed, PeekStarted } from '../../src/events/peekEvents.ts';
+import type { Pdu } from '../../src/events/roomEvents.ts';
 
 // --- fixtures ----------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import {
   seqOfPosition,
   storedEvents,
   throughSeq,
-} from '../../src/events/envelope';
+} from '../../src/events/envelope.ts';
 import {
   decodePeekEnvelope,
   decodePeekEvents,
@@ -19,8 +19,8 @@ import {
   type PeekExpired,
   type PeekRenewed,
   type PeekStarted,
-} from '../../src/events/peekEvents';
-import { decodeRoomEnvelope, encodeRoomEvent, roomEventOf, type RoomPduAppended } from '../../src/events/roomEvents';
+} from '../../src/events/peekEvents.ts';
+import { decodeRoomEnvelope, encodeRoomEvent, roomEventOf, type RoomPduAppended } from '../../src/events/roomEvents.ts';
 
 const ROOM = '!room:example.org';
 const DEVICE = { kind: 'device', userId: '@alice:example.org', deviceId: 'DEV' } as const;

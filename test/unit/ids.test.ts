@@ -9,7 +9,7 @@ import {
   isValidUserId,
   localpartOf,
   serverOf,
-} from '../../src/events/ids';
+} from '../../src/events/ids.ts';
 
 /** `sigil + local + ':' + server`, padded in the localpart to exactly `bytes` UTF-8 bytes. */
 function idOfBytes(sigil: string, server: string, bytes: number, fill = 'a'): string {

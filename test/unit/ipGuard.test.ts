@@ -2,8 +2,8 @@
 // the default deny list refuses, IPv6 and IPv4-mapped IPv6 judged like the IPv4 they
 // carry, the allow list overriding the deny list, and an empty deny list refusing nothing.
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_IP_DENYLIST } from '../../src/config';
-import { IpGuard } from '../../src/federation/safeFetch';
+import { DEFAULT_IP_DENYLIST } from '../../src/config.ts';
+import { IpGuard } from '../../src/federation/safeFetch.ts';
 
 describe('IpGuard with the default deny list', () => {
   const guard = new IpGuard(DEFAULT_IP_DENYLIST, []);

@@ -1,7 +1,7 @@
 // The failed-login limiter as a specification, on a fake clock: a burst per account and
 // per address, one token back per refill period, successes free, memory bounded.
 import { describe, expect, it } from 'vitest';
-import { accountKey, addressKey, LoginLimiter, type LoginGate } from '../../src/clientapi/loginLimiter';
+import { accountKey, addressKey, LoginLimiter, type LoginGate } from '../../src/clientapi/loginLimiter.ts';
 
 function limiter(options: { burst?: number; refillMs?: number; maxEntries?: number } = {}) {
   let nowMs = 1_000_000;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ReadBarrier, type Positions } from '../../src/projections/readBarrier';
+import { ReadBarrier, type Positions } from '../../src/projections/readBarrier.ts';
 
 /** A barrier over positions the test moves by hand; waits resolve when the position is reached. */
 function setup() {

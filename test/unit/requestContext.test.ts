@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { commandIdFor } from '../../src/requestContext';
+import { commandIdFor } from '../../src/requestContext.ts';
 
 describe('command IDs of a request', () => {
   it('are the request ID, then <id>.2, <id>.3 …, counted per request', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { serverAclAllows } from '../../src/actors/serverAcl';
+import { serverAclAllows } from '../../src/actors/serverAcl.ts';
 
 describe('m.room.server_acl', () => {
   it('lets everyone in when the room has no ACL', () => {

@@ -1,6 +1,6 @@
 // Stream/subject naming: FNV-1a sharding, room tokens, subject round trips, prefixes.
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_SHARDS, Naming, fnv1a32, roomIdFromToken, roomToken } from '../../src/events/subjects';
+import { DEFAULT_SHARDS, Naming, fnv1a32, roomIdFromToken, roomToken } from '../../src/events/subjects.ts';
 
 /** FNV-1a 32-bit straight from its definition (BigInt, no Math.imul): offset basis, xor byte, multiply by the FNV prime mod 2^32. */
 function fnv1a32Reference(text: string): number {

@@ -1,9 +1,9 @@
 // validateCommand: malformed identifiers in a command are refused (InvalidInputError, naming
 // the field) before the command reaches its room; well-formed commands pass (null).
 import { describe, expect, it } from 'vitest';
-import type { RoomCommand } from '../../src/actors/commands';
-import { InvalidInputError } from '../../src/actors/errors';
-import { validateCommand } from '../../src/actors/validateCommand';
+import type { RoomCommand } from '../../src/actors/commands.ts';
+import { InvalidInputError } from '../../src/actors/errors.ts';
+import { validateCommand } from '../../src/actors/validateCommand.ts';
 
 const ROOM = '!room:example.org';
 const LONG_ROOM = `!${'r'.repeat(255 - '!:example.org'.length)}:example.org`; // exactly 255 bytes

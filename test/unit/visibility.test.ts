@@ -9,7 +9,7 @@
 // and anything before it are visible to a viewer who joins later.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { mayOpenRoom, visibilityJudge, visibilityOf, visibleEvents, type EventRef, type HistoryVisibility, type VisibilityFacts } from '../../src/syncapi/visibility';
+import { mayOpenRoom, visibilityJudge, visibilityOf, visibleEvents, type EventRef, type HistoryVisibility, type VisibilityFacts } from '../../src/syncapi/visibility.ts';
 
 const ALICE = '@alice:example.org';
 const BOB = '@bob:example.org';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { SLICE, writeSlot } from '../../src/syncapi/writeSlices';
+import { SLICE, writeSlot } from '../../src/syncapi/writeSlices.ts';
 
 const turn = () => new Promise<void>((r) => setImmediate(r));
 

@@ -1,15 +1,15 @@
 // Accounts: register (m.login.dummy, one call), login (password), logout, whoami.
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
-import { isValidNewLocalpart, UserInUseError } from '../../clientapi/accounts';
-import { accountKey, addressKey, LoginLimiter } from '../../clientapi/loginLimiter';
-import { PasswordHasher, PasswordHasherBusyError } from '../../clientapi/passwords';
-import { isValidUserId, localpartOf, serverOf } from '../../events/ids';
-import { forbidden, limitExceeded, MatrixError } from '../errors';
-import { requireAuth, sessionOf } from './auth';
-import type { ClientContext } from './context';
-import { clientRoute } from './prefixes';
-import { endDevicePeeks } from './peek';
+import { isValidNewLocalpart, UserInUseError } from '../../clientapi/accounts.ts';
+import { accountKey, addressKey, LoginLimiter } from '../../clientapi/loginLimiter.ts';
+import { PasswordHasher, PasswordHasherBusyError } from '../../clientapi/passwords.ts';
+import { isValidUserId, localpartOf, serverOf } from '../../events/ids.ts';
+import { forbidden, limitExceeded, MatrixError } from '../errors.ts';
+import { requireAuth, sessionOf } from './auth.ts';
+import type { ClientContext } from './context.ts';
+import { clientRoute } from './prefixes.ts';
+import { endDevicePeeks } from './peek.ts';
 
 const registerBody = {
   type: 'object',

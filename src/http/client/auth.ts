@@ -1,7 +1,7 @@
 import type { FastifyRequest } from 'fastify';
-import type { AccountStore, Session } from '../../clientapi/accounts';
-import { MatrixError } from '../errors';
-import { bearerToken } from '../secrets';
+import type { AccountStore, Session } from '../../clientapi/accounts.ts';
+import { MatrixError } from '../errors.ts';
+import { bearerToken } from '../secrets.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {

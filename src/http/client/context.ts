@@ -1,17 +1,17 @@
 // What the client API handlers use. They reach room actors only through the command bus.
-import type { CommandBus } from '../../actors/commandBus';
-import type { Clock } from '../../actors/roomActor';
-import type { AccountStore } from '../../clientapi/accounts';
-import type { Config } from '../../config';
-import type { Db } from '../../store/db';
-import type { PeekReader } from '../../syncapi/peekReader';
-import type { RoomReader } from '../../syncapi/roomReader';
-import type { SyncService } from '../../syncapi/sync';
-import type { RemoteHistory } from '../../federation/remoteHistory';
-import type { ReadBarrier } from '../../projections/readBarrier';
-import type { RemoteRooms } from '../../federation/context';
+import type { CommandBus } from '../../actors/commandBus.ts';
+import type { Clock } from '../../actors/roomActor.ts';
+import type { AccountStore } from '../../clientapi/accounts.ts';
+import type { Config } from '../../config.ts';
+import type { Db } from '../../store/db.ts';
+import type { PeekReader } from '../../syncapi/peekReader.ts';
+import type { RoomReader } from '../../syncapi/roomReader.ts';
+import type { SyncService } from '../../syncapi/sync.ts';
+import type { RemoteHistory } from '../../federation/remoteHistory.ts';
+import type { ReadBarrier } from '../../projections/readBarrier.ts';
+import type { RemoteRooms } from '../../federation/context.ts';
 
-export type { RemoteRooms } from '../../federation/context';
+export type { RemoteRooms } from '../../federation/context.ts';
 
 export interface ClientContext {
   config: Config;

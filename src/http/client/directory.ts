@@ -1,13 +1,13 @@
 // Room aliases: GET /directory/room/{alias} (local, or the alias server's answer), PUT, DELETE.
 import { and, eq } from 'drizzle-orm';
 import type { FastifyInstance } from 'fastify';
-import { isValidRoomAlias, isValidRoomId, serverOf } from '../../events/ids';
-import { roomAliases } from '../../store/schema';
-import { MatrixError, badJson, invalidParam, notFound } from '../errors';
-import { requireAuth, sessionOf } from './auth';
-import type { ClientContext } from './context';
-import { clientRoute } from './prefixes';
-import { resolveRoomIdOrAlias } from './resolveRoom';
+import { isValidRoomAlias, isValidRoomId, serverOf } from '../../events/ids.ts';
+import { roomAliases } from '../../store/schema.ts';
+import { MatrixError, badJson, invalidParam, notFound } from '../errors.ts';
+import { requireAuth, sessionOf } from './auth.ts';
+import type { ClientContext } from './context.ts';
+import { clientRoute } from './prefixes.ts';
+import { resolveRoomIdOrAlias } from './resolveRoom.ts';
 
 export function registerDirectoryRoutes(app: FastifyInstance, ctx: ClientContext): void {
   const auth = requireAuth(ctx.accounts);

@@ -3,19 +3,19 @@
 // (src/syncapi/visibility.ts): what the reader may not see is left out, or answers 404 for
 // a single event, exactly as if it did not exist.
 import type { FastifyInstance } from 'fastify';
-import { clientEvents, type StoredEvent } from '../../syncapi/roomReader';
-import { toClientEvent } from '../../syncapi/clientEvents';
-import { formatTopologicalToken, parsePaginationToken, positionAfter, positionOf, type PaginationToken, type TopoPosition } from '../../syncapi/syncToken';
-import { mayOpenRoom, visibilityJudge, type EventRef } from '../../syncapi/visibility';
-import { forbidden, invalidParam, notFound } from '../errors';
-import { requireAuth, sessionOf } from './auth';
-import type { ClientContext } from './context';
-import { clientRoute } from './prefixes';
-import { requireRoomId } from './resolveRoom';
-import { serverOf } from '../../events/ids';
-import { eventsByIds } from '../../federation/authChain';
-import { FederationUnreachableError } from '../../federation/client';
-import type { RemoteHistory } from '../../federation/remoteHistory';
+import { clientEvents, type StoredEvent } from '../../syncapi/roomReader.ts';
+import { toClientEvent } from '../../syncapi/clientEvents.ts';
+import { formatTopologicalToken, parsePaginationToken, positionAfter, positionOf, type PaginationToken, type TopoPosition } from '../../syncapi/syncToken.ts';
+import { mayOpenRoom, visibilityJudge, type EventRef } from '../../syncapi/visibility.ts';
+import { forbidden, invalidParam, notFound } from '../errors.ts';
+import { requireAuth, sessionOf } from './auth.ts';
+import type { ClientContext } from './context.ts';
+import { clientRoute } from './prefixes.ts';
+import { requireRoomId } from './resolveRoom.ts';
+import { serverOf } from '../../events/ids.ts';
+import { eventsByIds } from '../../federation/authChain.ts';
+import { FederationUnreachableError } from '../../federation/client.ts';
+import type { RemoteHistory } from '../../federation/remoteHistory.ts';
 
 /** The most events one /messages or /context answer holds. */
 const MAX_PAGE = 1000;

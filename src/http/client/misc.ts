@@ -1,11 +1,11 @@
 // What real clients ask for at start-up: capabilities, push rules, account data, TURN.
 import type { FastifyInstance } from 'fastify';
-import { invalidParam, notFound } from '../errors';
-import { isValidUserId } from '../../events/ids';
-import { requireAuth } from './auth';
-import type { ClientContext } from './context';
-import { clientRoute } from './prefixes';
-import { ROOM_VERSION } from './rooms';
+import { invalidParam, notFound } from '../errors.ts';
+import { isValidUserId } from '../../events/ids.ts';
+import { requireAuth } from './auth.ts';
+import type { ClientContext } from './context.ts';
+import { clientRoute } from './prefixes.ts';
+import { ROOM_VERSION } from './rooms/index.ts';
 
 export function registerMiscRoutes(app: FastifyInstance, ctx: ClientContext): void {
   const auth = requireAuth(ctx.accounts);

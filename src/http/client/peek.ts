@@ -1,15 +1,15 @@
 // MSC2753 peeking: POST /peek/{roomIdOrAlias} and POST /rooms/{roomId}/unpeek.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { BadStateError } from '../../actors/errors';
-import type { PeekEndReason } from '../../events/peekEvents';
-import { isValidServerName, serverOf } from '../../events/ids';
-import { MatrixError, invalidParam, limitExceeded } from '../errors';
-import { requireAuth, sessionOf } from './auth';
-import { clientWrite } from './clientWrite';
-import type { ClientContext } from './context';
-import { PEEK_PREFIXES, clientRoute } from './prefixes';
-import { requireRoomId, resolveRoomIdOrAlias } from './resolveRoom';
-import { bearerToken } from '../secrets';
+import { BadStateError } from '../../actors/errors.ts';
+import type { PeekEndReason } from '../../events/peekEvents.ts';
+import { isValidServerName, serverOf } from '../../events/ids.ts';
+import { MatrixError, invalidParam, limitExceeded } from '../errors.ts';
+import { requireAuth, sessionOf } from './auth.ts';
+import { clientWrite } from './clientWrite.ts';
+import type { ClientContext } from './context.ts';
+import { PEEK_PREFIXES, clientRoute } from './prefixes.ts';
+import { requireRoomId, resolveRoomIdOrAlias } from './resolveRoom.ts';
+import { bearerToken } from '../secrets.ts';
 
 const peekBody = {
   type: 'object',

@@ -1,8 +1,8 @@
 import { eq } from 'drizzle-orm';
-import { isValidRoomAlias, isValidRoomId, serverOf } from '../../events/ids';
-import { roomAliases } from '../../store/schema';
-import { MatrixError, invalidParam } from '../errors';
-import type { ClientContext } from './context';
+import { isValidRoomAlias, isValidRoomId, serverOf } from '../../events/ids.ts';
+import { roomAliases } from '../../store/schema.ts';
+import { MatrixError, invalidParam } from '../errors.ts';
+import type { ClientContext } from './context.ts';
 
 export interface ResolvedRoom {
   roomId: string;

@@ -2,17 +2,17 @@
 import { randomBytes } from 'node:crypto';
 import { and, eq, sql } from 'drizzle-orm';
 import type { FastifyInstance } from 'fastify';
-import { rowsOf } from '../../store/db';
-import { isValidUserId } from '../../events/ids';
-import { filterProblem } from '../../syncapi/filterShape';
-import { filters } from '../../store/schema';
-import { DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT } from '../../syncapi/sync';
-import { parseSyncToken } from '../../syncapi/syncToken';
-import { badJson, forbidden, invalidParam, MatrixError, notFound, notJson } from '../errors';
-import { requireAuth, sessionOf } from './auth';
-import type { ClientContext } from './context';
-import { writeSlot } from '../../syncapi/writeSlices';
-import { clientRoute } from './prefixes';
+import { rowsOf } from '../../store/db.ts';
+import { isValidUserId } from '../../events/ids.ts';
+import { filterProblem } from '../../syncapi/filterShape.ts';
+import { filters } from '../../store/schema.ts';
+import { DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT } from '../../syncapi/sync.ts';
+import { parseSyncToken } from '../../syncapi/syncToken.ts';
+import { badJson, forbidden, invalidParam, MatrixError, notFound, notJson } from '../errors.ts';
+import { requireAuth, sessionOf } from './auth.ts';
+import type { ClientContext } from './context.ts';
+import { writeSlot } from '../../syncapi/writeSlices.ts';
+import { clientRoute } from './prefixes.ts';
 
 const MAX_SYNC_TIMEOUT_MS = 5 * 60_000;
 

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { MatrixError, sendMatrixError } from '../errors';
+import { MatrixError, sendMatrixError } from '../errors.ts';
 
 export const SUPPORTED_VERSIONS = ['r0.6.1', 'v1.1', 'v1.2', 'v1.3', 'v1.4', 'v1.5', 'v1.6'];
 

@@ -2,10 +2,10 @@
 // signatures, unknown keys, and a missing destination or one that is not this server are
 // 401 M_UNAUTHORIZED — checked before the handler runs, so nothing is written.
 import type { FastifyRequest } from 'fastify';
-import { decodeBase64, parseXMatrixHeader, verifyRequestSignature } from '../../crypto';
-import { isValidServerName } from '../../events/ids';
-import type { FederationContext } from '../../federation/context';
-import { unauthorized } from '../errors';
+import { decodeBase64, parseXMatrixHeader, verifyRequestSignature } from '../../crypto/index.ts';
+import { isValidServerName } from '../../events/ids.ts';
+import type { FederationContext } from '../../federation/context.ts';
+import { unauthorized } from '../errors.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {

@@ -5,15 +5,15 @@
 // room showed to the world when they were sent (history visibility world_readable at the
 // event, src/syncapi/visibility.ts), nothing else.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { isValidEventId, isValidRoomId, serverOf } from '../../events/ids';
-import type { FederationContext } from '../../federation/context';
-import { authChain } from '../../federation/authChain';
-import { serverAclAllows } from '../../actors/serverAcl';
-import { RoomReader, type StoredEvent } from '../../syncapi/roomReader';
-import { positionAfter, positionOf } from '../../syncapi/syncToken';
-import { visibilityJudge, type EventRef } from '../../syncapi/visibility';
-import { MatrixError, badJson, forbidden, invalidParam, notFound } from '../errors';
-import { originOf, requireServerAuth } from './auth';
+import { isValidEventId, isValidRoomId, serverOf } from '../../events/ids.ts';
+import type { FederationContext } from '../../federation/context.ts';
+import { authChain } from '../../federation/authChain.ts';
+import { serverAclAllows } from '../../actors/serverAcl.ts';
+import { RoomReader, type StoredEvent } from '../../syncapi/roomReader.ts';
+import { positionAfter, positionOf } from '../../syncapi/syncToken.ts';
+import { visibilityJudge, type EventRef } from '../../syncapi/visibility.ts';
+import { MatrixError, badJson, forbidden, invalidParam, notFound } from '../errors.ts';
+import { originOf, requireServerAuth } from './auth.ts';
 
 /** The most PDUs one /backfill or /get_missing_events answer carries. */
 export const MAX_HISTORY_LIMIT = 100;

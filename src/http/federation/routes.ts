@@ -1,22 +1,22 @@
 // The server-server API: keys, version, MSC2444 peeks (inbound), /send, directory query.
 import type { FastifyInstance } from 'fastify';
-import { commandIdFor } from '../../requestContext';
+import { commandIdFor } from '../../requestContext.ts';
 import { and, count, eq } from 'drizzle-orm';
-import { DomainError, NotFoundError } from '../../actors/errors';
-import { isValidPeekId, isValidRoomAlias, isValidRoomId, serverOf } from '../../events/ids';
-import type { FederationContext } from '../../federation/context';
-import { buildSnapshot } from '../../federation/snapshot';
-import { eventsByIds } from '../../federation/authChain';
-import { checkPdu } from '../../federation/verifyPdu';
-import { eventIdForPdu } from '../../crypto';
-import { serverAclAllows } from '../../actors/serverAcl';
-import { RoomReader } from '../../syncapi/roomReader';
-import { federationsenderInboundPeeks, roomAliases } from '../../store/schema';
-import { MatrixError, badJson, invalidParam, limitExceeded, notFound } from '../errors';
-import { originOf, requireServerAuth } from './auth';
-import type { ReceivedPdu } from '../../actors/commands';
-import type { Pdu } from '../../events/roomEvents';
-import { settled } from '../../projections/settled';
+import { DomainError, NotFoundError } from '../../actors/errors.ts';
+import { isValidPeekId, isValidRoomAlias, isValidRoomId, serverOf } from '../../events/ids.ts';
+import type { FederationContext } from '../../federation/context.ts';
+import { buildSnapshot } from '../../federation/snapshot.ts';
+import { eventsByIds } from '../../federation/authChain.ts';
+import { checkPdu } from '../../federation/verifyPdu.ts';
+import { eventIdForPdu } from '../../crypto/index.ts';
+import { serverAclAllows } from '../../actors/serverAcl.ts';
+import { RoomReader } from '../../syncapi/roomReader.ts';
+import { federationsenderInboundPeeks, roomAliases } from '../../store/schema.ts';
+import { MatrixError, badJson, invalidParam, limitExceeded, notFound } from '../errors.ts';
+import { originOf, requireServerAuth } from './auth.ts';
+import type { ReceivedPdu } from '../../actors/commands.ts';
+import type { Pdu } from '../../events/roomEvents.ts';
+import { settled } from '../../projections/settled.ts';
 
 export const PEEKD_VERSION = '0.1.0';
 /** A gap in what a host sent is filled with at most this many events… */

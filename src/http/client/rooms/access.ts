@@ -1,9 +1,9 @@
 // What the room routes share: who may read a room, which rooms this server writes, and
 // the event ID a write answers with.
-import type { CommandResult } from '../../../actors/roomActor';
-import { serverOf } from '../../../events/ids';
-import { MatrixError, forbidden } from '../../errors';
-import type { ClientContext } from '../context';
+import type { CommandResult } from '../../../actors/roomActor.ts';
+import { serverOf } from '../../../events/ids.ts';
+import { MatrixError, forbidden } from '../../errors.ts';
+import type { ClientContext } from '../context.ts';
 
 export function lastEventId(result: CommandResult): string {
   const id = result.existingEventId ?? result.roomEvents.at(-1)?.event.eventId;

@@ -2,14 +2,14 @@
 import { randomBytes } from 'node:crypto';
 import { eq } from 'drizzle-orm';
 import type { FastifyInstance } from 'fastify';
-import type { PduDraft } from '../../../actors/commands';
-import { isValidRoomAlias, isValidUserId } from '../../../events/ids';
-import { roomAliases } from '../../../store/schema';
-import { MatrixError, invalidParam } from '../../errors';
-import { requireAuth, sessionOf } from '../auth';
-import type { ClientContext } from '../context';
-import { clientWrite } from '../clientWrite';
-import { clientRoute } from '../prefixes';
+import type { PduDraft } from '../../../actors/commands.ts';
+import { isValidRoomAlias, isValidUserId } from '../../../events/ids.ts';
+import { roomAliases } from '../../../store/schema.ts';
+import { MatrixError, invalidParam } from '../../errors.ts';
+import { requireAuth, sessionOf } from '../auth.ts';
+import type { ClientContext } from '../context.ts';
+import { clientWrite } from '../clientWrite.ts';
+import { clientRoute } from '../prefixes.ts';
 
 /** The most invites, and the most initial_state entries, one createRoom takes. */
 const MAX_CREATE_ROOM_LIST = 200;

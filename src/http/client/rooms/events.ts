@@ -1,14 +1,14 @@
 // A room's events and state: send, put and get state. Writes go to the room's actor
 // (rooms hosted here only); reads come from the sync projection.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { clientEvents } from '../../../syncapi/roomReader';
-import { notFound } from '../../errors';
-import { requireAuth, sessionOf } from '../auth';
-import type { ClientContext } from '../context';
-import { clientWrite } from '../clientWrite';
-import { clientRoute } from '../prefixes';
-import { requireRoomId } from '../resolveRoom';
-import { lastEventId, requireLocalRoom, requireReadable } from './access';
+import { clientEvents } from '../../../syncapi/roomReader.ts';
+import { notFound } from '../../errors.ts';
+import { requireAuth, sessionOf } from '../auth.ts';
+import type { ClientContext } from '../context.ts';
+import { clientWrite } from '../clientWrite.ts';
+import { clientRoute } from '../prefixes.ts';
+import { requireRoomId } from '../resolveRoom.ts';
+import { lastEventId, requireLocalRoom, requireReadable } from './access.ts';
 
 export function registerRoomEventRoutes(app: FastifyInstance, ctx: ClientContext): void {
   const auth = requireAuth(ctx.accounts);

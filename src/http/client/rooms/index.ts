@@ -1,12 +1,12 @@
 // Rooms hosted here: create, send, state, read, join, leave. Every write goes through the
 // room's actor (command bus); every read comes from the sync projection.
 import type { FastifyInstance } from 'fastify';
-import type { ClientContext } from '../context';
-import { registerCreateRoomRoute } from './createRoom';
-import { registerRoomEventRoutes } from './events';
-import { registerMembershipRoutes } from './membership';
+import type { ClientContext } from '../context.ts';
+import { registerCreateRoomRoute } from './createRoom.ts';
+import { registerRoomEventRoutes } from './events.ts';
+import { registerMembershipRoutes } from './membership.ts';
 
-export { ROOM_VERSION, createRoomDrafts } from './createRoom';
+export { ROOM_VERSION, createRoomDrafts } from './createRoom.ts';
 
 export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): void {
   registerCreateRoomRoute(app, ctx);

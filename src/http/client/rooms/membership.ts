@@ -1,14 +1,14 @@
 // Membership: join, leave, invite, and who is in a room (and which rooms a user is in).
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { isValidUserId } from '../../../events/ids';
-import { clientEvents } from '../../../syncapi/roomReader';
-import { badJson } from '../../errors';
-import { requireAuth, sessionOf } from '../auth';
-import type { ClientContext } from '../context';
-import { clientWrite } from '../clientWrite';
-import { clientRoute } from '../prefixes';
-import { requireRoomId, resolveRoomIdOrAlias } from '../resolveRoom';
-import { requireLocalRoom, requireReadable } from './access';
+import { isValidUserId } from '../../../events/ids.ts';
+import { clientEvents } from '../../../syncapi/roomReader.ts';
+import { badJson } from '../../errors.ts';
+import { requireAuth, sessionOf } from '../auth.ts';
+import type { ClientContext } from '../context.ts';
+import { clientWrite } from '../clientWrite.ts';
+import { clientRoute } from '../prefixes.ts';
+import { requireRoomId, resolveRoomIdOrAlias } from '../resolveRoom.ts';
+import { requireLocalRoom, requireReadable } from './access.ts';
 
 export function registerMembershipRoutes(app: FastifyInstance, ctx: ClientContext): void {
   const auth = requireAuth(ctx.accounts);
