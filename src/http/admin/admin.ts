@@ -1,13 +1,15 @@
 // The operator API under /_peekd/admin/v1, behind PEEKD_ADMIN_TOKEN (off when unset).
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { RoomCommand } from '../../actors/commands';
-import type { Peekd } from '../../server';
-import { MatrixError, badJson } from '../errors';
-import { bearerToken, secretsEqual } from '../secrets';
-import { queryAudit, parseAuditQuery } from '../../projections/auditQuery';
-import { replayProjections, selectReadModels, verifyProjections } from '../../projections/rebuild';
-import { settled } from '../../projections/settled';
-import { validateCommand } from '../../actors/validateCommand';
+import type { RoomCommand } from '../../actors/commands.ts';
+import type { Peekd } from '../../peekd.ts';
+import { MatrixError, badJson } from '../errors.ts';
+import { bearerToken, secretsEqual } from '../secrets.ts';
+import { queryAudit, parseAuditQuery } from '../../projections/auditQuery.ts';
+import { replayProjections, selectReadModels, verifyProjections } from '../../projections/rebuild.ts';
+import { settled } from '../../projections/settled.ts';
+import { validateCommand } from '../../actors/validateCommand.ts';
+import { parseLivePeeksQuery, projectionPositions, queryLivePeeks, shardMap } from './liveQueries.ts';
+import { registerAdminView } from './view.ts';
 
 export function registerAdmin(app: FastifyInstance, peekd: Peekd): void {
   const token = peekd.config.adminToken;
@@ -71,4 +73,25 @@ export function registerAdmin(app: FastifyInstance, peekd: Peekd): void {
     const query = parseAuditQuery(req.query as Record<string, string | undefined>);
     return queryAudit(peekd.database.db, query);
   });
+
+  /** Live peeks (device, inbound, outbound) from the projection tables, newest first, with totals per kind. */
+  app.get('/_peekd/admin/v1/peeks', { preHandler: guard }, async (req) => {
+    const query = parseLivePeeksQuery(req.query as Record<string, string | undefined>);
+    // Read your writes, as the client API does: a peek this process acknowledged shows.
+    await peekd.client.barrier.forReads();
+    return queryLivePeeks(peekd.database.db, query);
+  });
+
+  /** Who holds each shard (and job), and how long ago each lease was last written. */
+  app.get('/_peekd/admin/v1/shards', { preHandler: guard }, async () => {
+    return shardMap({ config: peekd.config, nc: peekd.nc, naming: peekd.naming, hostId: peekd.hostId });
+  });
+
+  /** Each projection's committed position against the head of its stream. */
+  app.get('/_peekd/admin/v1/projections', { preHandler: guard }, async () => {
+    return projectionPositions({ db: peekd.database.db, nc: peekd.nc, naming: peekd.naming, projections: peekd.projections });
+  });
+
+  // The operator's page (static; its data comes from the endpoints above, with the token).
+  registerAdminView(app, { enabled: Boolean(token), logger: peekd.logger });
 }
