@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { metricsRegistry } from '../../src/metrics';
+import { metricsRegistry } from '../../src/metrics.ts';
 
 const DASHBOARD = join(__dirname, '..', '..', 'contrib', 'grafana', 'peekd.json');
 const DS_UID = '${DS_PROMETHEUS}';
