@@ -34,16 +34,34 @@ program
     let peekd: Awaited<ReturnType<typeof import('./server.ts').startPeekd>> | undefined;
     let stopAsked: string | undefined;
     let closing = false;
+    // The graceful shutdown runs in order (src/shutdown.ts) within PEEKD_SHUTDOWN_TIMEOUT_MS;
+    // past it peekd exits non-zero, naming the step that was still running.
     const shutdown = async (signal: string) => {
       stopAsked ??= signal;
       if (!peekd || closing) return;
       closing = true;
-      peekd.logger.info({ signal }, 'shutting down');
-      await peekd.close();
+      const p = peekd;
+      const timeoutMs = p.config.shutdownTimeoutMs;
+      p.logger.info({ signal, timeoutMs }, 'shutting down');
+      const deadline = setTimeout(() => {
+        const running = p.shutdown.running ?? 'the last steps';
+        p.logger.error({ running, timeoutMs }, 'shutdown did not finish in time');
+        console.error(`peekd: shutdown did not finish within ${timeoutMs} ms (PEEKD_SHUTDOWN_TIMEOUT_MS); still running: ${running}`);
+        process.exit(1);
+      }, timeoutMs);
+      await p.close();
+      clearTimeout(deadline);
+      p.logger.info('shutdown complete');
       process.exit(0);
     };
     process.on('SIGINT', () => void shutdown('SIGINT'));
     process.on('SIGTERM', () => void shutdown('SIGTERM'));
+    // A parent that died without passing a signal on (a wrapper killed outright) leaves
+    // peekd adopted by another process: shut down as if stopped.
+    const parent = process.ppid;
+    setInterval(() => {
+      if (process.ppid !== parent) void shutdown('parent exited');
+    }, 1_000).unref();
     // Nothing dies unnoticed: a stray rejection is logged with its context and peekd goes
     // on (every task it runs has its own retry); a thrown callback leaves the process in an
     // unknown state, so it is logged and peekd exits non-zero with one clear line.

@@ -88,6 +88,12 @@ export interface Config {
   /** Password hashes computed at once; further logins queue (and past the queue get 429). */
   passwordHashConcurrency: number;
   maxFiltersPerUser: number;
+  /** Where /metrics is served: undefined = on the main listener; else its own host and port. */
+  metricsListen?: { host: string; port: number };
+  /** Longest a graceful shutdown may take before the process exits non-zero. */
+  shutdownTimeoutMs: number;
+  /** /ready fails while a projection this process runs is more than this many log messages behind. */
+  readyMaxLag: number;
 }
 
 interface Setting {
@@ -133,6 +139,9 @@ export const SETTINGS: Setting[] = [
   { env: 'PEEKD_LOGIN_FAILURE_BURST', key: 'loginFailureBurst', help: 'failed logins allowed in a burst, per account and per client address, before 429', default: '5' },
   { env: 'PEEKD_LOGIN_FAILURE_REFILL_MS', key: 'loginFailureRefillMs', help: 'after the burst, one more failed login is allowed every this many ms', default: '6000' },
   { env: 'PEEKD_PASSWORD_HASH_CONCURRENCY', key: 'passwordHashConcurrency', help: 'password hashes computed at once (each takes 16 MiB); more wait in a bounded queue', default: '2' },
+  { env: 'PEEKD_METRICS_LISTEN', key: 'metricsListen', help: 'host:port of a listener of its own for /metrics (unset: /metrics on PEEKD_LISTEN)', default: '' },
+  { env: 'PEEKD_SHUTDOWN_TIMEOUT_MS', key: 'shutdownTimeoutMs', help: 'on SIGTERM/SIGINT, longest the graceful shutdown may take before peekd exits non-zero', default: '10000' },
+  { env: 'PEEKD_READY_MAX_LAG', key: 'readyMaxLag', help: '/ready answers 503 while a projection this process runs is more than this many log messages behind its stream', default: '1000' },
   { env: 'PEEKD_MAX_FILTERS_PER_USER', key: 'maxFiltersPerUser', help: 'stored sync filters per user', default: '100' },
 ];
 
@@ -210,6 +219,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, configFile = en
   const listen = value('PEEKD_LISTEN');
   const m = listen.match(/^(.*):(\d+)$/);
   if (!m) throw new ConfigError(`PEEKD_LISTEN must be host:port, got ${listen}`);
+  const metricsListen = get('PEEKD_METRICS_LISTEN');
+  const mm = metricsListen?.match(/^(.*):(\d+)$/);
+  if (metricsListen && (!mm || Number(mm[2]) > 65535)) throw new ConfigError(`PEEKD_METRICS_LISTEN must be host:port, got ${metricsListen}`);
   const dataDir = resolve(value('PEEKD_DATA_DIR'));
   let federationDestinations: Record<string, string>;
   try {
@@ -262,6 +274,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, configFile = en
     loginFailureRefillMs: positiveInt('PEEKD_LOGIN_FAILURE_REFILL_MS', value('PEEKD_LOGIN_FAILURE_REFILL_MS')),
     passwordHashConcurrency: positiveInt('PEEKD_PASSWORD_HASH_CONCURRENCY', value('PEEKD_PASSWORD_HASH_CONCURRENCY')),
     maxFiltersPerUser: positiveInt('PEEKD_MAX_FILTERS_PER_USER', value('PEEKD_MAX_FILTERS_PER_USER')),
+    metricsListen: mm ? { host: mm[1]!.replace(/^\[(.*)\]$/, '$1'), port: Number(mm[2]) } : undefined,
+    shutdownTimeoutMs: positiveInt('PEEKD_SHUTDOWN_TIMEOUT_MS', value('PEEKD_SHUTDOWN_TIMEOUT_MS')),
+    readyMaxLag: nonNegativeInt('PEEKD_READY_MAX_LAG', value('PEEKD_READY_MAX_LAG')),
   };
 }
 

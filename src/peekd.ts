@@ -5,7 +5,9 @@ import type { FastifyInstance } from 'fastify';
 import type { ActorHost } from './actors/actorHost.ts';
 import type { CommandBus } from './actors/commandBus.ts';
 import type { DeadlineScheduler } from './actors/scheduler.ts';
-import type { ShardLeases } from './cluster/shardLeases.ts';
+import type { JobLeases, ShardLeases } from './cluster/shardLeases.ts';
+import type { Health } from './health.ts';
+import type { Shutdown } from './shutdown.ts';
 import type { Config } from './config.ts';
 import type { SigningKey } from './crypto/index.ts';
 import type { Naming } from './events/subjects.ts';
@@ -40,6 +42,14 @@ export interface Peekd {
   hostId: string;
   /** With roles split: the shard leases this room host holds. */
   leases?: ShardLeases;
+  /** With roles split: the job leases (projections, federation) this process takes part in. */
+  jobs: JobLeases[];
+  /** The position each projection has committed (here, or wherever it runs when split). */
+  committed(projection: string): number;
+  /** Readiness and the metrics read at scrape time. */
+  health: Health;
+  /** The steps close() runs, in order (running: the one under way). */
+  shutdown: Shutdown;
   http?: HttpApp;
   client: ClientContext;
   federation: FederationContext;
@@ -48,5 +58,6 @@ export interface Peekd {
   url?: string;
   /** Resolves once the sync projection of `stream` (or, with 'all', every one) has committed `seq`. */
   waitForProjections(stream: 'peeks' | 'rooms', seq: number, which?: 'sync' | 'all'): Promise<void>;
+  /** The graceful shutdown: readiness drops, HTTP drains, mailboxes drain, projections commit, leases are handed over, connections close. */
   close(): Promise<void>;
 }

@@ -54,7 +54,9 @@ import { LRUCache } from 'lru-cache';
 import { RemoteHistory } from './federation/remoteHistory.ts';
 import type { FederationContext } from './federation/context.ts';
 import { openDatabase, type Database } from './store/db.ts';
-import { buildHttpApp } from './http/app.ts';
+import { buildHttpApp, drainHttp, startOpsListener } from './http/app.ts';
+import { Health } from './health.ts';
+import { Shutdown } from './shutdown.ts';
 import type { Peekd } from './peekd.ts';
 import { fileURLToPath } from 'node:url';
 
@@ -113,15 +115,13 @@ export { PROJECTIONS } from './projections/index.ts';
 export async function startPeekd(config: Config, options: StartOptions = {}): Promise<Peekd> {
   const logger = options.logger ?? createLogger(config.logLevel);
   const clock = options.clock ?? systemClock;
-  const cleanups: (() => Promise<void>)[] = [];
-  const closeAll = async () => {
-    for (const c of cleanups.reverse()) await c().catch((err) => logger.warn({ err }, 'shutdown step failed'));
-  };
+  const shutdown = new Shutdown(logger);
+  const jobs: JobLeases[] = [];
   try {
     const infra = await openInfrastructure(config, logger, options.database);
-    cleanups.push(() => infra.close());
+    shutdown.add('connections', 'NATS, Postgres and an embedded nats-server', () => infra.close());
     const { nc, naming, database } = infra;
-    const log = await EventLog.open(nc, naming);
+    const log = await EventLog.open(nc, naming, logger.child({ component: 'log' }));
 
     const { key: signingKey, created } = await loadOrCreateSigningKeyFile(config.signingKeyPath);
     if (created) logger.info({ keyId: signingKey.keyId, path: config.signingKeyPath }, 'generated a new signing key');
@@ -150,9 +150,10 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
         // stream prefix). Split, a lease does not fence a host that paused past it and goes
         // on appending, so room hosts keep checking the log.
         exclusive: allInOne,
+        logger: logger.child({ component: 'actors' }),
       });
       host = h;
-      cleanups.push(() => h.stop());
+      shutdown.add('mailboxes', 'room actor mailboxes', () => h.stop());
     }
     // Every command rides out a shard changing owner or a NATS node going away: it is tried
     // again with the same command ID until the lease TTL plus a margin, then answered 503.
@@ -207,7 +208,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
         projections.set(p.name, runner);
         if (allInOne) {
           await runner.start();
-          cleanups.push(() => runner.stop());
+          shutdown.add('projections', `projection ${p.name}`, () => runner.stop());
         }
       }
     }
@@ -220,7 +221,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
       });
       await r.start();
       remote = r;
-      cleanups.push(async () => r.stop());
+      shutdown.add('projections', 'projection positions', async () => r.stop());
     }
     const committed = (name: string) => (remote ? remote.committed(name) : (projections.get(name)?.committed ?? 0));
     /**
@@ -240,21 +241,22 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
     const hostId = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
     const leaseOptions = { ttlMs: config.leaseTtlMs, replicas: config.streamReplicas, logger };
     if (!allInOne && roles.has('projections')) {
-      const jobs = new JobLeases(nc, naming, hostId, 'projections', PROJECTIONS.map((p) => p.name), {
+      const projectionJobs = new JobLeases(nc, naming, hostId, 'projections', PROJECTIONS.map((p) => p.name), {
         acquired: (name) => projections.get(name)!.start(),
         released: (name) => projections.get(name)!.stop(),
       }, leaseOptions);
-      await jobs.start();
-      cleanups.push(() => jobs.stop());
-      logger.info({ hostId, projections: jobs.held }, 'projections process holds its jobs');
+      await projectionJobs.start();
+      jobs.push(projectionJobs);
+      shutdown.add('projections', 'projection job leases', () => projectionJobs.stop());
+      logger.info({ hostId, projections: projectionJobs.held }, 'projections process holds its jobs');
     }
     if (host && !allInOne) {
       const server = new CommandServer(nc, naming, host, logger);
       const l = new ShardLeases(nc, naming, hostId, { acquired: (k) => server.serve(k), released: (k) => server.release(k) }, leaseOptions);
       await l.start();
       leases = l;
-      cleanups.push(() => server.stop());
-      cleanups.push(() => l.stop());
+      shutdown.add('work', 'command server', () => server.stop());
+      shutdown.add('leases', 'shard leases', () => l.stop());
       logger.info({ hostId, shards: l.shards.length }, 'room host holds its shards');
     }
 
@@ -263,7 +265,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
       const s = new DeadlineScheduler(database.db, bus, clock, { logger, shards: leases ? () => leases!.shards : undefined });
       s.start();
       scheduler = s;
-      cleanups.push(() => s.stop());
+      shutdown.add('work', 'deadline scheduler', () => s.stop());
     }
 
     const rooms = new RoomReader(database.db);
@@ -309,7 +311,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
         logger: logger.child({ component: 'outbound-peeks' }),
       });
       outbound = o;
-      cleanups.push(() => o.stop());
+      shutdown.add('work', 'outbound peek starts', () => o.stop());
       const u = new OutboundUpkeep({
         peeks: o,
         db: database.db,
@@ -343,9 +345,9 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
       const u = upkeep;
       if (allInOne) {
         await sender.start();
-        cleanups.push(() => sender.stop());
+        shutdown.add('work', 'federation sender', () => sender.stop());
         u.start();
-        cleanups.push(() => u.stop());
+        shutdown.add('work', 'outbound peek upkeep', () => u.stop());
       } else {
         const activity = nc.subscribe(naming.activitySubject(), {
           callback: (err, m) => {
@@ -358,14 +360,15 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
             }
           },
         });
-        cleanups.push(async () => activity.unsubscribe());
-        const jobs = new JobLeases(nc, naming, hostId, 'federation', ['federation_sender', 'outbound_upkeep'], {
+        shutdown.add('work', 'device activity', async () => activity.unsubscribe());
+        const federationJobs = new JobLeases(nc, naming, hostId, 'federation', ['federation_sender', 'outbound_upkeep'], {
           acquired: (job) => (job === 'federation_sender' ? sender.start() : u.start()),
           released: (job) => (job === 'federation_sender' ? sender.stop() : u.stop()),
         }, leaseOptions);
-        await jobs.start();
-        cleanups.push(() => jobs.stop());
-        logger.info({ hostId, jobs: jobs.held }, 'federation process holds its jobs');
+        await federationJobs.start();
+        jobs.push(federationJobs);
+        shutdown.add('leases', 'federation job leases', () => federationJobs.stop());
+        logger.info({ hostId, jobs: federationJobs.held }, 'federation process holds its jobs');
       }
     }
     const federation: FederationContext = {
@@ -381,6 +384,12 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
       history: remoteHistory,
     };
 
+    const health = new Health({ config, nc, naming, database, projections, host, leases, jobs, notifier, committed });
+    if (config.metricsListen) {
+      // Every process, HTTP role or not, can be scraped and probed there.
+      const ops = await startOpsListener(health, config.metricsListen.host, config.metricsListen.port);
+      shutdown.add('http', 'metrics listener', () => ops.close());
+    }
     const peekd: Peekd = {
       federation,
       client,
@@ -397,15 +406,25 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
       projections,
       scheduler,
       leases,
+      jobs,
+      committed,
       hostId,
       waitForProjections,
-      close: closeAll,
+      health,
+      shutdown,
+      close: async () => {
+        peekd.health.drain();
+        await shutdown.close();
+      },
     };
 
     if (options.http ?? config.roles.includes('http')) {
       const http = await buildHttpApp(peekd);
       await http.app.listen({ host: config.listenHost, port: config.listenPort });
-      cleanups.push(() => http.app.close());
+      // Requests in flight get half the shutdown deadline to finish.
+      const graceMs = Math.min(5_000, config.shutdownTimeoutMs / 2);
+      shutdown.add('http', 'HTTP (long-polls answer, requests in flight finish)', () => drainHttp(http.app, () => client.sync.close(), graceMs));
+
       const addr = http.app.server.address();
       const port = typeof addr === 'object' && addr ? addr.port : config.listenPort;
       peekd.http = http;
@@ -415,7 +434,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
     }
     return peekd;
   } catch (err) {
-    await closeAll();
+    await shutdown.close();
     throw err;
   }
 }

@@ -5,6 +5,15 @@ import type { RoomCommand } from './commands.ts';
 import { validateCommand } from './validateCommand.ts';
 import { RoomActor, type ActorDeps, type CommandResult } from './roomActor.ts';
 import type { RoomState } from './state.ts';
+import { DomainError } from './errors.ts';
+import { isTransient } from '../nats/errors.ts';
+import { commandDurationSeconds, commandsTotal } from '../metrics.ts';
+
+/** How a command ended, as peekd_commands_total counts it. */
+export function commandOutcome(err: unknown): 'rejected' | 'unavailable' | 'error' {
+  if (err instanceof DomainError) return err.code === 'conflict' ? 'unavailable' : 'rejected';
+  return isTransient(err) ? 'unavailable' : 'error';
+}
 
 interface Entry {
   actor: RoomActor;
@@ -32,8 +41,13 @@ export class ActorHost {
 
   /** Runs `command` on its room's actor after the commands already queued for that room. */
   send(command: RoomCommand, commandId: string = randomUUID()): Promise<CommandResult> {
+    const started = performance.now();
+    const { type } = command;
     const invalid = validateCommand(command);
-    if (invalid) return Promise.reject(invalid);
+    if (invalid) {
+      commandsTotal.inc({ type, outcome: 'rejected' });
+      return Promise.reject(invalid);
+    }
     let entry = this.rooms.get(command.roomId);
     if (!entry) {
       const actor = new RoomActor(command.roomId, this.deps);
@@ -50,10 +64,26 @@ export class ActorHost {
       },
     );
     e.tail = run.catch(() => undefined);
-    return run.finally(() => {
+    const { logger } = this.deps;
+    const settled = (outcome: string, err?: unknown) => {
       e.pending--;
       e.actor.lastUsedAt = this.deps.clock.now();
-    });
+      const seconds = (performance.now() - started) / 1000;
+      commandsTotal.inc({ type, outcome });
+      commandDurationSeconds.observe({ type }, seconds);
+      if (outcome === 'error') logger?.warn({ req_id: commandId, room: command.roomId, command: type, err }, 'command failed');
+      else if (logger?.isLevelEnabled('debug')) logger.debug({ req_id: commandId, room: command.roomId, command: type, outcome, ms: Math.round(seconds * 1000) }, 'command ran');
+    };
+    return run.then(
+      (result) => {
+        settled('ok');
+        return result;
+      },
+      (err: unknown) => {
+        settled(commandOutcome(err), err);
+        throw err;
+      },
+    );
   }
 
   /** The state of the room's actor, if it is active here (tests and diagnostics). */

@@ -1,5 +1,6 @@
 // The room actor's shell: the only place where the log meets decide/evolve. Load the
 // room's two subjects, decide, append with the expected last subject sequence, fold.
+import type { Logger } from '../logger.ts';
 import { eachEvent, encodeEnvelope, position, storedEvents } from '../events/envelope.ts';
 import { decodePeekEnvelope, type PeekEvent, type StoredPeekEvent } from '../events/peekEvents.ts';
 import { decodeRoomEnvelope, type RoomPduAppended, type StoredRoomEvent } from '../events/roomEvents.ts';
@@ -42,6 +43,8 @@ export interface ActorDeps {
    * another host may write (roles split: a lease does not fence a paused holder), so check.
    */
   exclusive?: boolean;
+  /** Debug lines per command (with its ID, which carries the request's). */
+  logger?: Logger;
 }
 
 /** What a command's caller learns: the events it appended (with their positions), no more. */

@@ -4,6 +4,7 @@
 // ended. One transaction is in flight per destination and it is stored before it is
 // sent, so a restart re-sends it with the same ID (the peer dedupes) — nothing is lost
 // or repeated. A peer that is down is retried with backoff.
+import { boundedLabel, federationFailuresTotal, federationRetriesTotal } from '../metrics.ts';
 import { randomBytes } from 'node:crypto';
 import { and, asc, eq, inArray, min, sql } from 'drizzle-orm';
 import type { Logger } from 'pino';
@@ -180,14 +181,17 @@ class DestinationQueue {
   }
 
   private async run(): Promise<void> {
+    const destination = boundedLabel('destination', this.destination);
     while (!this.stopped) {
       try {
+        if (this.backoffMs > 0) federationRetriesTotal.inc({ destination });
         this.dirty = false;
         const worked = (await this.sendDeletes()) | (await this.sendTransaction());
         this.backoffMs = 0;
         if (!worked && !this.dirty) await this.sleep(30_000);
       } catch (err) {
         if (this.stopped) break;
+        federationFailuresTotal.inc({ destination });
         this.backoffMs = Math.min(MAX_BACKOFF_MS, Math.max(MIN_BACKOFF_MS, this.backoffMs * 2));
         this.logger?.warn({ destination: this.destination, err: (err as Error).message, retryInMs: this.backoffMs }, 'federation delivery failed');
         await this.sleep(this.backoffMs);

@@ -18,6 +18,8 @@ import { registerVersions } from './client/versions.ts';
 import { registerAdmin } from './admin/admin.ts';
 import { registerFederationRoutes } from './federation/routes.ts';
 import { registerFederationHistoryRoutes } from './federation/history.ts';
+import { httpRequestDurationSeconds, httpRequestsTotal } from '../metrics.ts';
+import type { Health } from '../health.ts';
 
 export type { HttpApp } from '../peekd.ts';
 
@@ -25,7 +27,10 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
   const { config } = peekd;
   const app: FastifyInstance = Fastify({
     loggerInstance: peekd.logger.child({ component: 'http' }) as unknown as FastifyBaseLogger,
-    logController: new LogController({ disableRequestLogging: true }),
+    // Fastify's own request lines are off: peekd writes one line per request itself (onResponse).
+    // The request ID is `req_id` in every line: the request's, and the command, actor and
+    // append lines of the commands it sends (their command IDs start with it).
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'req_id' }),
     bodyLimit: config.maxFederationBodyBytes,
     // Matrix IDs in paths (`!room:server`, `#alias:server`) must reach handlers intact.
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH, ignoreTrailingSlash: true },
@@ -37,8 +42,9 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
       if (err.code === 'FST_ERR_BAD_URL') return sendMatrixError(reply, new MatrixError(400, 'M_INVALID_PARAM', 'the path is not a valid URL'));
       return sendMatrixError(reply, toMatrixError(err));
     },
-    // Shutdown must not wait for idle keep-alive connections of peers and clients.
-    forceCloseConnections: true,
+    // Shutdown closes idle keep-alive connections at once and lets requests in flight
+    // finish (drainHttp).
+    forceCloseConnections: 'idle',
     // Validation checks types; it never coerces or fills them in.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false } },
     genReqId: () => randomUUID(),
@@ -47,6 +53,16 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
   // The request ID names the commands this request sends (their envelopes in the log).
   app.addHook('onRequest', async (req, reply) => {
     reply.header('X-Request-Id', req.id);
+  });
+  // One line per request, and its metrics: the route pattern, never the URL (which may
+  // hold an access_token) — unmatched URLs count as one route.
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unmatched';
+    const status = reply.statusCode;
+    const seconds = reply.elapsedTime / 1000;
+    httpRequestsTotal.inc({ method: req.method, route, status });
+    httpRequestDurationSeconds.observe({ method: req.method, route }, seconds);
+    req.log.info({ method: req.method, route, status, ms: Math.round(seconds * 10_000) / 10 }, 'request');
   });
 
   // Every body is JSON, whatever the client says its type is: strict UTF-8, valid JSON,
@@ -108,6 +124,7 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
   await app.register(rateLimit, { global: false, errorResponseBuilder: (_req, context) => limitExceeded(context.ttl) });
 
   registerVersions(app, () => ready);
+  registerOperationsRoutes(app, peekd.health, !peekd.config.metricsListen);
   if (peekd.client) {
     // Read your writes (src/projections/readBarrier.ts): writes answer once the log has
     // them; any other client request first waits until every write this process
@@ -148,5 +165,47 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** false: the route reads no projection before it answers, or waits for what it needs itself (read your writes). */
     barrier?: boolean;
+  }
+}
+
+/** `GET /health`, `GET /ready` and (unless it has a listener of its own) `GET /metrics`. */
+export function registerOperationsRoutes(app: FastifyInstance, health: Health, metrics: boolean): void {
+  app.get('/health', { config: { barrier: false } }, async () => ({ status: 'ok' }));
+  app.get('/ready', { config: { barrier: false } }, async (_req, reply) => {
+    const { ready, reasons } = await health.readiness();
+    return reply.code(ready ? 200 : 503).send({ ready, reasons });
+  });
+  if (metrics) {
+    app.get('/metrics', { config: { barrier: false } }, async (_req, reply) => {
+      const body = await health.metrics();
+      return reply.type('text/plain; version=0.0.4; charset=utf-8').send(body);
+    });
+  }
+}
+
+/** /metrics, /health and /ready on a listener of their own (PEEKD_METRICS_LISTEN), off the public port. */
+export async function startOpsListener(health: Health, host: string, port: number): Promise<FastifyInstance> {
+  const app = Fastify({ forceCloseConnections: true });
+  registerOperationsRoutes(app, health, true);
+  await app.listen({ host, port });
+  return app;
+}
+
+/**
+ * Closes the HTTP server gracefully: new connections are refused (and new requests on open
+ * ones answered 503), `release` makes open long-polls answer with what they have, requests
+ * in flight finish and each connection closes once idle. Past `graceMs`, whatever is still
+ * open is closed.
+ */
+export async function drainHttp(app: FastifyInstance, release: () => void, graceMs: number): Promise<void> {
+  const closed = app.close();
+  release();
+  const sweep = setInterval(() => app.server.closeIdleConnections(), 20);
+  const force = setTimeout(() => app.server.closeAllConnections(), graceMs);
+  try {
+    await closed;
+  } finally {
+    clearInterval(sweep);
+    clearTimeout(force);
   }
 }

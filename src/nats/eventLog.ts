@@ -5,6 +5,8 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { messageId } from '../events/streams.ts';
 import type { Naming, StreamKind } from '../events/subjects.ts';
 import { ConcurrencyError, isTransient, isWrongLastSequence, ServiceUnavailableError } from './errors.ts';
+import type { Logger } from '../logger.ts';
+import { appendConflictsTotal, appendDurationSeconds } from '../metrics.ts';
 
 export interface LogRecord {
   seq: number;
@@ -26,10 +28,12 @@ export class EventLog {
     readonly naming: Naming,
     private readonly js: JetStreamClient,
     private readonly jsm: JetStreamManager,
+    private readonly logger?: Logger,
   ) {}
 
-  static async open(nc: NatsConnection, naming: Naming): Promise<EventLog> {
-    return new EventLog(naming, jetstream(nc), await jetstreamManager(nc));
+  /** `logger`: a debug line per append (with the command ID, which carries the request's). */
+  static async open(nc: NatsConnection, naming: Naming, logger?: Logger): Promise<EventLog> {
+    return new EventLog(naming, jetstream(nc), await jetstreamManager(nc), logger);
   }
 
   /**
@@ -41,14 +45,24 @@ export class EventLog {
    */
   async append(kind: StreamKind, roomId: string, envelope: Uint8Array, expectedSeq: number, commandId: string): Promise<AppendResult> {
     const subject = this.naming.roomSubject(kind, roomId);
+    const started = performance.now();
     try {
       const ack = await this.js.publish(subject, envelope, {
         msgID: messageId(kind, commandId),
         expect: { lastSubjectSequence: expectedSeq },
       });
+      const seconds = (performance.now() - started) / 1000;
+      appendDurationSeconds.observe({ stream: kind }, seconds);
+      if (this.logger?.isLevelEnabled('debug')) {
+        this.logger.debug({ req_id: commandId, subject, seq: ack.seq, duplicate: ack.duplicate, ms: Math.round(seconds * 1000) }, 'appended');
+      }
       return { seq: ack.seq, duplicate: ack.duplicate };
     } catch (err) {
-      if (isWrongLastSequence(err)) throw new ConcurrencyError(subject, expectedSeq, { cause: err });
+      if (isWrongLastSequence(err)) {
+        appendConflictsTotal.inc({ stream: kind });
+        this.logger?.debug({ req_id: commandId, subject, expectedSeq }, 'append conflict: another writer appended first');
+        throw new ConcurrencyError(subject, expectedSeq, { cause: err });
+      }
       throw err;
     }
   }

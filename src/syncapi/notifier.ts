@@ -14,7 +14,10 @@ export interface WaitInterest {
 }
 
 interface Waiter {
-  wake(): void;
+  /** `at`: when the batch that wakes it was committed (performance.now()). */
+  wake(at: number): void;
+  /** Ends the wait as if it timed out (shutdown). */
+  release(): void;
 }
 
 function add<K>(map: Map<K, Set<Waiter>>, key: K, w: Waiter) {
@@ -39,13 +42,13 @@ export class SyncNotifier {
     return n;
   }
 
-  /** Resolves true when woken, false on timeout or abort. */
-  wait(interest: WaitInterest, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+  /** Resolves with when the waking batch was committed (performance.now()), or false on timeout or abort. */
+  wait(interest: WaitInterest, timeoutMs: number, signal?: AbortSignal): Promise<number | false> {
     return new Promise((resolve) => {
       const rooms = [...interest.roomIds];
       const deviceKey = `${interest.userId}\u0000${interest.deviceId}`;
       let timer: NodeJS.Timeout | undefined;
-      const done = (woken: boolean) => {
+      const done = (woken: number | false) => {
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
         for (const r of rooms) remove(this.byRoom, r, waiter);
@@ -53,7 +56,7 @@ export class SyncNotifier {
         remove(this.byDevice, deviceKey, waiter);
         resolve(woken);
       };
-      const waiter: Waiter = { wake: () => done(true) };
+      const waiter: Waiter = { wake: (at) => done(at), release: () => done(false) };
       const onAbort = () => done(false);
       for (const r of rooms) add(this.byRoom, r, waiter);
       add(this.byUser, interest.userId, waiter);
@@ -68,30 +71,37 @@ export class SyncNotifier {
    * thousands of long-polls woken by one event do not hold it: the answers of one slice
    * are written to their sockets before the next slice is computed.
    */
-  private wakeAll(set: Set<Waiter> | undefined) {
+  private wakeAll(set: Set<Waiter> | undefined, at: number) {
     if (!set || set.size === 0) return;
     const waiters = [...set];
     let i = 0;
     const slice = () => {
       const end = Math.min(i + WAKE_SLICE, waiters.length);
-      for (; i < end; i++) waiters[i]!.wake();
+      for (; i < end; i++) waiters[i]!.wake(at);
       if (i < waiters.length) setImmediate(slice);
     };
     slice();
   }
 
+  /** Ends every wait now, as if it timed out: each long-poll answers with what it has (shutdown). */
+  releaseAll(): void {
+    for (const set of [...this.byUser.values()]) for (const w of [...set]) w.release();
+  }
+
   onRoomEvents(batch: Projected<RoomEvent>[]): void {
+    const at = performance.now();
     for (const { event } of batch) {
-      this.wakeAll(this.byRoom.get(event.roomId));
+      this.wakeAll(this.byRoom.get(event.roomId), at);
       if (event.pdu.type === 'm.room.member' && typeof event.pdu.state_key === 'string') {
-        this.wakeAll(this.byUser.get(event.pdu.state_key));
+        this.wakeAll(this.byUser.get(event.pdu.state_key), at);
       }
     }
   }
 
   onPeekEvents(batch: Projected<PeekEvent>[]): void {
+    const at = performance.now();
     for (const { event } of batch) {
-      if (event.peek.kind === 'device') this.wakeAll(this.byDevice.get(`${event.peek.userId}\u0000${event.peek.deviceId}`));
+      if (event.peek.kind === 'device') this.wakeAll(this.byDevice.get(`${event.peek.userId}\u0000${event.peek.deviceId}`), at);
     }
   }
 }

@@ -7,6 +7,7 @@ import { clientEvents, type RoomReader, type StoredEvent, type TimelineSlice, ty
 import { withoutRoomId } from './clientEvents.ts';
 import type { DevicePeekRow, PeekReader } from './peekReader.ts';
 import type { SyncNotifier } from './notifier.ts';
+import { syncWakeupSeconds } from '../metrics.ts';
 import type { SyncCache } from './syncCache.ts';
 import { ImmutableReadCache } from './memo.ts';
 import { formatSyncToken, formatTopologicalToken, positionOf, type SyncPosition } from './syncToken.ts';
@@ -77,19 +78,32 @@ export class SyncService {
    * get one computed answer, serialised once (`json`), however many of them a new event
    * woke at the same moment.
    */
+  private closing = false;
+
+  /** Shutdown: open long-polls answer with what they have, and new ones do not wait. */
+  close(): void {
+    this.closing = true;
+    this.deps.notifier.releaseAll();
+  }
+
   async sync(req: SyncRequest): Promise<SyncAnswer> {
     const deadline = this.deps.now() + req.timeoutMs;
+    let wokenAt: number | undefined;
     for (;;) {
       const upto = this.deps.positions();
       const answer = await this.computeShared(req, upto);
       const remaining = deadline - this.deps.now();
-      if (!req.since || !isEmpty(answer.response) || remaining <= 0 || req.signal?.aborted) return answer;
+      if (!req.since || !isEmpty(answer.response) || remaining <= 0 || req.signal?.aborted || this.closing) {
+        if (wokenAt !== undefined) syncWakeupSeconds.observe((performance.now() - wokenAt) / 1000);
+        return answer;
+      }
       // Nothing new: wait for something that may concern this device, unless the
       // projections moved on while we computed (then look again at once).
       const moved = this.deps.positions();
       if (moved.rooms !== upto.rooms || moved.peeks !== upto.peeks) continue;
       const woken = await this.deps.notifier.wait({ userId: req.userId, deviceId: req.deviceId, roomIds: answer.roomIds }, remaining, req.signal);
-      if (!woken) return answer;
+      if (woken === false) return answer;
+      wokenAt ??= woken;
     }
   }
 
