@@ -1,6 +1,7 @@
 // The server side of the bench: a real peekd (startPeekd, configured from the environment
 // like `peekd serve`) in its own process, plus a few hooks the bench drives over IPC —
 // internal commands for setup, heap readings, notifier and actor counts, CPU profiles.
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import type { PduDraft, RoomCommand } from '../src/actors/commands.ts';
@@ -44,7 +45,7 @@ let loopDelay: IntervalHistogram | undefined;
 let loopCpu: NodeJS.CpuUsage | undefined;
 /** hrtime (ns) at which peekd ended each /sync response (res.end), while recording. */
 let syncFinishes: bigint[] | undefined;
-peekd.http?.app.server.on('request', (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => {
+peekd.http?.app.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
   if (!req.url?.includes('/sync')) return;
   const end = res.end;
   res.end = function (this: typeof res, ...args: unknown[]) {

@@ -1,5 +1,6 @@
 // `peekd` command line: serve, keys, and the operator tools.
 import { Command } from 'commander';
+import type { Peekd } from './peekd.ts';
 import { ALL_ROLES, ConfigError, loadConfig, settingsHelp } from './config.ts';
 import { NatsServerNotFoundError } from './nats/embeddedServer.ts';
 import { ShardCountMismatchError } from './nats/errors.ts';
@@ -31,7 +32,7 @@ program
   .action(async () => {
     // Signals are taken from the first moment: a stop asked for while peekd is still
     // starting waits for the start, then shuts down cleanly.
-    let peekd: Awaited<ReturnType<typeof import('./server.ts').startPeekd>> | undefined;
+    let peekd: Peekd | undefined;
     let stopAsked: string | undefined;
     let closing = false;
     // The graceful shutdown runs in order (src/shutdown.ts) within PEEKD_SHUTDOWN_TIMEOUT_MS;

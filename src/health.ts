@@ -9,7 +9,14 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { sql } from 'drizzle-orm';
-import type { Peekd } from './peekd.ts';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { ActorHost } from './actors/actorHost.ts';
+import type { JobLeases, ShardLeases } from './cluster/shardLeases.ts';
+import type { Config } from './config.ts';
+import type { Naming } from './events/subjects.ts';
+import type { ProjectionRunner } from './projections/runner.ts';
+import type { Database } from './store/db.ts';
+import type { SyncNotifier } from './syncapi/notifier.ts';
 import { MIGRATIONS_DIR, rowsOf } from './store/db.ts';
 import { PROJECTIONS } from './projections/index.ts';
 import type { StreamKind } from './events/subjects.ts';
@@ -38,8 +45,19 @@ export interface Readiness {
   reasons: string[];
 }
 
-/** What health checks read of a running peekd. */
-export type HealthSubject = Pick<Peekd, 'config' | 'nc' | 'naming' | 'database' | 'projections' | 'host' | 'leases' | 'jobs' | 'notifier' | 'committed'>;
+/** What health checks read of a running peekd (src/peekd.ts). */
+export interface HealthSubject {
+  config: Config;
+  nc: NatsConnection;
+  naming: Naming;
+  database: Database;
+  projections: Map<string, ProjectionRunner>;
+  host?: ActorHost;
+  leases?: ShardLeases;
+  jobs: JobLeases[];
+  notifier: SyncNotifier;
+  committed(projection: string): number;
+}
 
 function timeout<T>(p: Promise<T>, what: string): Promise<T> {
   let timer: NodeJS.Timeout;
@@ -111,7 +129,7 @@ export class Health {
         try {
           heads = await this.heads();
         } catch (err) {
-          throw new Error(`the streams are not in place: ${(err as Error).message}`);
+          throw new Error(`the streams are not in place: ${(err as Error).message}`, { cause: err });
         }
       }),
       check('Postgres', async () => {
@@ -120,7 +138,7 @@ export class Health {
           const rows = rowsOf<{ n: number }>(await database.db.execute(sql`SELECT count(*)::int AS n FROM drizzle.__drizzle_migrations`));
           applied = Number(rows[0]?.n ?? 0);
         } catch (err) {
-          throw new Error(`Postgres does not answer: ${(err as Error).message}`);
+          throw new Error(`Postgres does not answer: ${(err as Error).message}`, { cause: err });
         }
         if (applied < this.migrations) throw new Error(`the database has ${applied} of ${this.migrations} migrations`);
       }),

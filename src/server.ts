@@ -15,7 +15,7 @@ import { CommandServer } from './cluster/commandServer.ts';
 import { JobLeases, ShardLeases } from './cluster/shardLeases.ts';
 import { RemotePositions, peekBatchOf, roomBatchOf, wakeMessage } from './cluster/wakeups.ts';
 import type { Config } from './config.ts';
-import { loadOrCreateSigningKeyFile, type SigningKey } from './crypto/index.ts';
+import { loadOrCreateSigningKeyFile } from './crypto/index.ts';
 import { Naming } from './events/subjects.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { SigningPduFactory } from './matrix/pduFactory.ts';

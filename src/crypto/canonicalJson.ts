@@ -115,11 +115,11 @@ function writeValue(value: unknown, ctx: Context): void {
       }
       break;
     case 'undefined':
-      fail('undefined is not representable in JSON', ctx);
+      return fail('undefined is not representable in JSON', ctx);
     case 'bigint':
-      fail('bigint is not allowed in canonical JSON', ctx);
+      return fail('bigint is not allowed in canonical JSON', ctx);
     default:
-      fail(`${typeof value} is not representable in JSON`, ctx);
+      return fail(`${typeof value} is not representable in JSON`, ctx);
   }
 
   const obj = value as object;
@@ -170,6 +170,7 @@ function encodeNumber(n: number, ctx: Context): string {
 }
 
 // Anything that needs escaping, or a surrogate that needs a well-formedness check.
+// eslint-disable-next-line no-control-regex -- control characters are exactly what must be escaped
 const NEEDS_WORK = /["\\\u0000-\u001f\ud800-\udfff]/;
 
 const SHORT_ESCAPES: Record<number, string> = {

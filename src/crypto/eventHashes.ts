@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { decodeBase64ToBuffer, encodeBase64Unpadded, encodeBase64UrlUnpadded } from './base64.ts';
-import { canonicalJson, canonicalJsonBytes, canonicalJsonOrUndefined, compareCodePoints, utf8Bytes } from './canonicalJson.ts';
+import { canonicalJson, canonicalJsonBytes, canonicalJsonOrUndefined, compareCodePoints } from './canonicalJson.ts';
 import { defaultEd25519, type Ed25519 } from './ed25519.ts';
 import { signJson, verifyJsonSignature, verifySignatureOver, type Signatures } from './signJson.ts';
 import type { SigningKey } from './signingKey.ts';

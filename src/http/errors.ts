@@ -3,7 +3,7 @@
 import type { Socket } from 'node:net';
 import { STATUS_CODES } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { MatrixError, toMatrixError } from '../matrix/errors.ts';
+import { type MatrixError, toMatrixError } from '../matrix/errors.ts';
 
 export { MatrixError, notJson, badJson, invalidParam, notFound, forbidden, unrecognized, unauthorized, limitExceeded, domainToMatrix, toMatrixError } from '../matrix/errors.ts';
 

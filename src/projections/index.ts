@@ -6,6 +6,7 @@ import type { Projection } from './projection.ts';
 import { syncPeeksProjection } from './syncPeeks.ts';
 import { syncRoomsProjection } from './syncRooms.ts';
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- projections of both streams' event types in one list
 export const PROJECTIONS: Projection<any>[] = [
   syncRoomsProjection,
   syncPeeksProjection,

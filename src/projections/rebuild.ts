@@ -25,6 +25,7 @@ const LIVE = 'public';
 const QUARANTINE = 'projection_quarantine';
 
 const is =
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- any constructor
   <T>(cls: new (...args: any[]) => T) =>
   (v: unknown): v is T =>
     isEntity(v, cls as never);

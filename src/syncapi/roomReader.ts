@@ -1,6 +1,6 @@
 // Reads the sync projection of ROOMS: timelines, state at a position, memberships.
 // Positions are ROOMS stream sequences.
-import { and, asc, desc, eq, gt, gte, inArray, lt, lte, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, inArray, lt, lte, sql } from 'drizzle-orm';
 import type { Pdu } from '../events/roomEvents.ts';
 import { rowsOf, type Db } from '../store/db.ts';
 import { syncapiCurrentState, syncapiRoomEvents } from '../store/schema.ts';

@@ -88,7 +88,7 @@ export class HostileHttp {
         });
       } catch (err) {
         // Node refuses to send this request line (a test-side bug in a generator).
-        throw new Error(`cannot send ${req.method} ${req.path.slice(0, 200)}: ${(err as Error).message}`);
+        throw new Error(`cannot send ${req.method} ${req.path.slice(0, 200)}: ${(err as Error).message}`, { cause: err });
       }
       const timer = setTimeout(() => r.destroy(new Error(`no answer within ${this.timeoutMs} ms`)), this.timeoutMs);
       r.on('close', () => clearTimeout(timer));
@@ -875,6 +875,7 @@ export const HOSTILE_VALUES = [
   '"' + 'é'.repeat(10) + '"',
 ];
 
+// eslint-disable-next-line no-loss-of-precision -- 2^53 + 1 on purpose: a number JSON can carry but not exactly
 const JSON_SCALARS: unknown[] = [null, true, false, 0, -1, 1.5, 9007199254740993, '', 'x', 'm.login.password', [], ['x'], [1], [null], {}, { a: 1 }, [{}]];
 
 function typeOf(v: unknown): FieldType[] {

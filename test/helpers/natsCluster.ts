@@ -265,7 +265,7 @@ class Node implements ClusterNode {
         exited(child) ? `exited (code ${child.exitCode}, signal ${child.signalCode})` : null,
       );
     } catch (err) {
-      throw new Error(`nats-server ${this.name} (pid ${child.pid}) did not accept clients: ${(err as Error).message}\n${this.name}.log:\n${tail(this.logFile, 30)}`);
+      throw new Error(`nats-server ${this.name} (pid ${child.pid}) did not accept clients: ${(err as Error).message}\n${this.name}.log:\n${tail(this.logFile, 30)}`, { cause: err });
     }
   }
 
@@ -335,7 +335,7 @@ export async function startNatsCluster(opts: NatsClusterOptions = {}): Promise<N
   /** Polls `check` until it returns null (done) or the deadline passes; `check` returns what is still missing. */
   const pollUntil = async (what: string, timeoutMs: number, check: () => Promise<string | null>): Promise<void> => {
     const deadline = Date.now() + timeoutMs;
-    let last = 'not checked yet';
+    let last: string;
     for (;;) {
       try {
         const missing = await check();

@@ -7,7 +7,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ActorHost } from '../../src/actors/actorHost.ts';
 import type { PduDraft, RoomCommand } from '../../src/actors/commands.ts';
-import { BadStateError, DomainError, ForbiddenError, InvalidInputError } from '../../src/actors/errors.ts';
+import { BadStateError, type DomainError, ForbiddenError, InvalidInputError } from '../../src/actors/errors.ts';
 import { evolve } from '../../src/actors/evolve.ts';
 import type { ActorDeps, Clock, CommandResult } from '../../src/actors/roomActor.ts';
 import { initialState, type RoomState } from '../../src/actors/state.ts';

@@ -26,6 +26,7 @@ interface Run {
   stderr: string;
 }
 
+// eslint-disable-next-line no-control-regex -- the escape that starts a colour code
 const ANSI = /\u001b\[/;
 
 // Each test starts peekd processes (node + tsx, a few seconds each on a busy machine).

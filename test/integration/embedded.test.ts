@@ -57,7 +57,7 @@ describe('npm start with no configuration', () => {
     try {
       await waitForVersions(base, child, 90_000);
     } catch (err) {
-      throw new Error(`${(err as Error).message}\n${log.out()}`);
+      throw new Error(`${(err as Error).message}\n${log.out()}`, { cause: err });
     }
     expect(existsSync(join(dir.path, 'data', 'pglite'))).toBe(true);
     expect(existsSync(join(dir.path, 'data', 'nats'))).toBe(true);

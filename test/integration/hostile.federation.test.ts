@@ -29,7 +29,6 @@ import {
   printLedger,
   baselineFailures,
   projectionsCaughtUp,
-  runOne,
   sweepKind,
   WriteCounter,
   type BuiltRequest,

@@ -31,7 +31,6 @@ describe('a split deployment peeks a room on another server', () => {
   let portB: number;
   let A: Peekd;
   let http: Peekd;
-  let rooms: Peekd;
   let projections: Peekd[];
   let federation: Peekd;
 
@@ -73,7 +72,7 @@ describe('a split deployment peeks a room on another server', () => {
         undefined,
       ),
     );
-    rooms = await startB('rooms');
+    await startB('rooms');
     projections = [await startB('projections'), await startB('projections')];
     federation = await startB('federation');
     http = await startB('http');

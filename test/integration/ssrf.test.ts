@@ -4,6 +4,7 @@
 // an endless or oversized answer, or trickle it out are cut off; a flood of made-up key
 // IDs costs one refetch; and an operator's allow list (or destinations map) still reaches
 // loopback. A is a real peekd; the "peers" are loopback listeners scripted per case.
+import type { lookup as dnsLookup } from 'node:dns';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createTcpServer, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -415,7 +416,7 @@ describe('SafeFetcher', () => {
 
   it('checks the address a name resolves to at connect time (a public-looking name pointing at loopback)', async () => {
     const lookup = ((_host: string, _opts: unknown, cb: (err: Error | null, addrs: { address: string; family: number }[]) => void) =>
-      cb(null, [{ address: '127.0.0.1', family: 4 }])) as unknown as typeof import('node:dns').lookup;
+      cb(null, [{ address: '127.0.0.1', family: 4 }])) as unknown as typeof dnsLookup;
     const denied = new SafeFetcher({ lookup });
     const allowed = new SafeFetcher({ lookup, ipAllowlist: ['127.0.0.1/32'] });
     try {
@@ -435,7 +436,7 @@ describe('SafeFetcher', () => {
       cb(null, [
         { address: '127.0.0.1', family: 4 },
         { address: '10.0.0.1', family: 4 },
-      ])) as unknown as typeof import('node:dns').lookup;
+      ])) as unknown as typeof dnsLookup;
     const f = new SafeFetcher({ lookup, ipAllowlist: ['127.0.0.1/32'] });
     try {
       const err = await refusal(f.fetch(`http://mixed.example.org:${target.port}/`, { destination: 'mixed.example.org' }));

@@ -282,7 +282,8 @@ describe('canonicalJson: the fast writer and the checked writer agree', () => {
       [{ a: { b: [1, 2.5] } }, '$.a.b[1]'],
       [{ a: { b: [1, 2 ** 53] } }, '$.a.b[1]'],
       [{ a: [{ x: undefined }] }, '$.a[0].x'],
-      [{ a: [, 1] }, '$.a[0]'], // a hole
+      // eslint-disable-next-line no-sparse-arrays -- a hole, on purpose
+      [{ a: [, 1] }, '$.a[0]'],
       [{ a: 'ok', b: 'lone \ud800' }, '$.b'],
       [{ ['\udc00']: 1 }, '$.\udc00'],
       [{ when: new Date(0) }, '$.when'],
