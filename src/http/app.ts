@@ -15,6 +15,11 @@ import { registerHistoryRoutes } from './client/history.ts';
 import { registerRoomRoutes } from './client/rooms/index.ts';
 import { registerSyncRoutes } from './client/sync.ts';
 import { registerVersions } from './client/versions.ts';
+import { registerPreviewRoutes } from './client/preview.ts';
+import { registerPublicRoomsRoutes } from './client/publicRooms.ts';
+import { registerProfileRoutes } from './client/profile.ts';
+import { registerPresenceRoutes } from './client/presence.ts';
+import { registerAccountDataRoutes } from './client/accountData.ts';
 import { registerAdmin } from './admin/admin.ts';
 import { registerFederationRoutes } from './federation/routes.ts';
 import { registerFederationHistoryRoutes } from './federation/history.ts';
@@ -143,6 +148,11 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
     registerDirectoryRoutes(app, peekd.client);
     registerSyncRoutes(app, peekd.client);
     registerMiscRoutes(app, peekd.client);
+    registerPreviewRoutes(app, peekd.client);
+    registerPublicRoomsRoutes(app, peekd.client);
+    registerProfileRoutes(app, peekd.client);
+    registerPresenceRoutes(app, peekd.client);
+    registerAccountDataRoutes(app, peekd.client);
   }
   registerFederationRoutes(app, peekd.federation);
   registerFederationHistoryRoutes(app, peekd.federation);

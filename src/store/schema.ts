@@ -1,6 +1,6 @@
 // The Postgres read models (drizzle schema). Every table here is derived from the
 // streams and can be rebuilt by replaying them. Times are ms since the epoch.
-import { bigint, boolean, customType, index, integer, jsonb, pgTable, primaryKey, text, uniqueIndex } from 'drizzle-orm/pg-core';
+import { bigint, boolean, customType, index, integer, jsonb, pgSequence, pgTable, primaryKey, text, uniqueIndex } from 'drizzle-orm/pg-core';
 
 const ms = (name: string) => bigint(name, { mode: 'number' });
 const bytea = customType<{ data: Uint8Array; driverData: Uint8Array }>({ dataType: () => 'bytea' });
@@ -152,6 +152,8 @@ export const accounts = pgTable('accounts', {
   userId: text('user_id').primaryKey(),
   passwordHash: text('password_hash'),
   createdAt: ms('created_at').notNull(),
+  /** A guest account (`/register?kind=guest`): no password, limited to what guests may do, upgradable in place. */
+  isGuest: boolean('is_guest').notNull().default(false),
 });
 
 export const devices = pgTable(
@@ -187,6 +189,51 @@ export const filters = pgTable(
   },
   (t) => [primaryKey({ columns: [t.userId, t.filterId] })],
 );
+
+/** A user's profile: display name and avatar (reflected in their member events). */
+export const profiles = pgTable('profiles', {
+  userId: text('user_id').primaryKey(),
+  displayName: text('display_name'),
+  avatarUrl: text('avatar_url'),
+});
+
+/**
+ * Positions of per-user client data (presence, account data) for /sync: each change takes
+ * the next value, and the sync token carries the last one a client saw.
+ */
+export const clientDataStream = pgSequence('client_data_stream');
+
+export const presence = pgTable('presence', {
+  userId: text('user_id').primaryKey(),
+  /** online, offline or unavailable. */
+  presence: text('presence').notNull(),
+  statusMsg: text('status_msg'),
+  lastActiveAt: ms('last_active_at').notNull(),
+  /** The client_data_stream value of the last change. */
+  streamId: ms('stream_id').notNull(),
+});
+
+/** Account data: global (room_id '') and per room, one JSON object per type. */
+export const accountData = pgTable(
+  'account_data',
+  {
+    userId: text('user_id').notNull(),
+    roomId: text('room_id').notNull(),
+    type: text('type').notNull(),
+    content: jsonb('content').notNull(),
+    /** The client_data_stream value of the last change. */
+    streamId: ms('stream_id').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.roomId, t.type] }), index('account_data_stream_idx').on(t.userId, t.streamId)],
+);
+
+/** The public room directory (`PUT /directory/list/room/{roomId}`): rooms listed in /publicRooms. */
+export const roomDirectory = pgTable('room_directory', {
+  roomId: text('room_id').primaryKey(),
+  /** public or private. */
+  visibility: text('visibility').notNull(),
+  updatedAt: ms('updated_at').notNull(),
+});
 
 export const roomAliases = pgTable('room_aliases', {
   alias: text('alias').primaryKey(),

@@ -5,6 +5,7 @@ import type { ClientContext } from '../context.ts';
 import { registerCreateRoomRoute } from './createRoom.ts';
 import { registerRoomEventRoutes } from './events.ts';
 import { registerMembershipRoutes } from './membership.ts';
+import { registerModerationRoutes } from './moderation.ts';
 
 export { ROOM_VERSION, createRoomDrafts } from './createRoom.ts';
 
@@ -12,4 +13,5 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
   registerCreateRoomRoute(app, ctx);
   registerRoomEventRoutes(app, ctx);
   registerMembershipRoutes(app, ctx);
+  registerModerationRoutes(app, ctx);
 }

@@ -1,0 +1,5 @@
+// (issue 14: to be written)
+import type { FastifyInstance } from 'fastify';
+import type { ClientContext } from './context.ts';
+
+export function registerAccountDataRoutes(_app: FastifyInstance, _ctx: ClientContext): void {}
