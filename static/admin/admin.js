@@ -432,24 +432,25 @@ function renderShards(map) {
 // --- projections ----------------------------------------------------------------------------
 
 function renderProjections({ projections }) {
+  // In log messages (stream sequences), as the metrics count them: `position` is the last
+  // message the projection has wholly committed, `head` the stream's last, `lag` between.
   const rows = projections.map((p) =>
     h(
       'tr',
-      { class: `projection-row${p.lag_messages > 0 ? ' behind' : ''}`, 'data-projection': p.name, 'data-lag': p.lag },
+      { class: `projection-row${p.lag > 0 ? ' behind' : ''}`, 'data-projection': p.name, 'data-lag': p.lag },
       h('td', {}, h('code', {}, p.name)),
       h('td', {}, p.stream),
       h('td', { class: 'num' }, fmtNumber(p.position)),
       h('td', { class: 'num' }, fmtNumber(p.head)),
       h('td', { class: 'num' }, fmtNumber(p.lag)),
-      h('td', { class: 'num' }, fmtNumber(p.lag_messages)),
-      h('td', {}, h('progress', { max: Math.max(1, Math.floor(p.head / 1000)), value: Math.max(0, Math.floor(p.head / 1000) - p.lag_messages), title: p.lag_messages ? `${p.lag_messages} messages behind` : 'caught up' })),
+      h('td', {}, h('progress', { max: Math.max(1, p.head), value: p.head > 0 ? Math.max(0, p.head - p.lag) : 1, title: p.lag ? `${fmtNumber(p.lag)} ${p.lag === 1 ? 'message' : 'messages'} behind` : 'caught up' })),
     ),
   );
   $('projection-list').replaceChildren(
     h(
       'table',
       { id: 'projection-table' },
-      h('thead', {}, h('tr', {}, h('th', {}, 'projection'), h('th', {}, 'stream'), h('th', { class: 'num' }, 'position'), h('th', { class: 'num' }, 'head'), h('th', { class: 'num' }, 'lag'), h('th', { class: 'num' }, 'messages behind'), h('th', {}, ''))),
+      h('thead', {}, h('tr', {}, h('th', {}, 'projection'), h('th', {}, 'stream'), h('th', { class: 'num' }, 'position'), h('th', { class: 'num' }, 'head'), h('th', { class: 'num' }, 'messages behind'), h('th', {}, ''))),
       h('tbody', {}, ...rows),
     ),
   );

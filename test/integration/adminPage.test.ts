@@ -4,11 +4,13 @@
 // projections, and a room's audit history as one bar per peek — renewals ticked, end
 // reasons coloured as the legend says — and never logs an error of its own.
 import { existsSync } from 'node:fs';
+import { jetstreamManager } from '@nats-io/jetstream';
 import puppeteer, { type Browser, type ConsoleMessage, type HTTPRequest, type Page } from 'puppeteer-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PROJECTIONS } from '../../src/projections/index.ts';
 import { startTestPeekd } from '../helpers/peekd.ts';
-import { TestUser, auditUntil, enc } from '../helpers/matrix.ts';
+import { TestUser, auditUntil, enc, request } from '../helpers/matrix.ts';
+import { until } from '../helpers/until.ts';
 
 const TOKEN = 'admin-page-test-token';
 const CHROMIUM = process.env.PEEKD_CHROMIUM || '/usr/bin/chromium';
@@ -231,6 +233,78 @@ describe('the operator page in Chromium', () => {
       [carol.userId, 'true', ''],
     ]);
     await waitForCount('.peek-row', 2);
+    expect(consoleErrors).toEqual([]);
+    expect(pageErrors).toEqual([]);
+  });
+
+  it("shows each projection against its stream head in log messages, and a stopped one's lag", async () => {
+    type Position = { name: string; stream: string; position: number; head: number; lag: number };
+    const api = async (): Promise<Position[]> => {
+      const r = await request(t.url, 'GET', '/_peekd/admin/v1/projections', { token: TOKEN });
+      expect(r.status).toBe(200);
+      return r.body.projections;
+    };
+    /** What the projections table shows, row by row. */
+    const shown = () =>
+      page.$$eval('.projection-row', (els) =>
+        els.map((el: any) => {
+          const progress = el.querySelector('progress');
+          return {
+            name: el.dataset.projection,
+            lag: el.dataset.lag,
+            behind: el.classList.contains('behind'),
+            cells: [...el.querySelectorAll('td')].slice(0, 5).map((td: any) => td.textContent),
+            bar: { max: progress.max, value: progress.value, title: progress.title },
+          };
+        }),
+      );
+    const fmt = (n: number) => n.toLocaleString('en-US');
+    /** The row the page should draw for one projection of the API's answer. */
+    const expected = (p: Position) => ({
+      name: p.name,
+      lag: String(p.lag),
+      behind: p.lag > 0,
+      cells: [p.name, p.stream, fmt(p.position), fmt(p.head), fmt(p.lag)],
+      bar: { max: Math.max(1, p.head), value: p.head > 0 ? p.head - p.lag : 1, title: p.lag === 0 ? 'caught up' : `${fmt(p.lag)} ${p.lag === 1 ? 'message' : 'messages'} behind` },
+    });
+    let last: unknown;
+    const pageShows = async (want: Position[]) => {
+      last = await shown();
+      return JSON.stringify(last) === JSON.stringify(want.map(expected));
+    };
+
+    // Settled: every projection at the head, the head being the stream's last sequence.
+    await until('every projection at its head', async () => (await api()).every((p) => p.lag === 0 && p.position === p.head));
+    const settled = await api();
+    const jsm = await jetstreamManager(t.peekd.nc);
+    const peeksHead = (await jsm.streams.info(t.peekd.naming.streamName('peeks'))).state.last_seq;
+    // Six peek commands so far (bob's two, carol's peek, unpeek and second peek, dave's):
+    // six messages in PEEKS, one per command.
+    expect(peeksHead).toBe(6);
+    for (const p of settled.filter((x) => x.stream === 'peeks')) expect([p.name, p.position, p.head]).toEqual([p.name, peeksHead, peeksHead]);
+    await until('the page to show the settled projections', () => pageShows(settled), 15_000, 200);
+
+    // The audit stops; two peek commands (a peek and its renewal) put it two messages behind.
+    const runner = t.peekd.projections.get('audit')!;
+    await runner.stop();
+    try {
+      const erin = await TestUser.register(t.url, 'erin');
+      await peek(erin, other);
+      await peek(erin, other);
+      await until('every other projection at the new head', async () => (await api()).every((p) => p.name === 'audit' || p.lag === 0));
+      const now = await api();
+      const audit = now.find((p) => p.name === 'audit')!;
+      expect(audit).toEqual({ name: 'audit', stream: 'peeks', position: peeksHead, head: peeksHead + 2, lag: 2 });
+      await until('the page to show the audit two messages behind', () => pageShows(now), 15_000, 200).catch((err) => {
+        throw new Error(`${(err as Error).message}: the page shows ${JSON.stringify(last)}, the API says ${JSON.stringify(now)}`);
+      });
+      const row = (await shown()).find((r) => r.name === 'audit')!;
+      expect(row).toMatchObject({ lag: '2', behind: true, bar: { max: peeksHead + 2, value: peeksHead, title: '2 messages behind' } });
+      expect((await shown()).filter((r) => r.behind).map((r) => r.name)).toEqual(['audit']);
+    } finally {
+      await runner.start();
+    }
+    await until('the page to show the audit caught up', async () => (await shown()).every((r) => r.lag === '0' && !r.behind), 15_000, 200);
     expect(consoleErrors).toEqual([]);
     expect(pageErrors).toEqual([]);
   });

@@ -1,8 +1,10 @@
 // The admin API behind the operator's page: live peeks of every kind (two real servers
 // peeking each other over federation, users peeking through the client API), the shard map
 // all in one process and with roles split (leases read from NATS KV), each projection
-// against its stream head, the guard (401 without the token, 404 when the admin API is off),
-// and the page's static files with their security headers.
+// against its stream head in log messages (the metrics' unit), the guard (401 without the
+// token, 404 when the admin API is off), and the page's static files with their security
+// headers.
+import { jetstreamManager } from '@nats-io/jetstream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PROJECTIONS } from '../../src/projections/index.ts';
 import type { Peekd } from '../../src/peekd.ts';
@@ -24,6 +26,38 @@ async function ok(baseUrl: string, path: string, params: Record<string, string> 
   const r = await get(baseUrl, path, params);
   if (r.status !== 200) throw new Error(`GET ${path} ${JSON.stringify(params)}: ${r.status} ${JSON.stringify(r.body)}`);
   return r.body;
+}
+
+/** The last sequence of one of a server's streams, from JetStream. */
+async function lastSeq(server: FedServer, kind: 'peeks' | 'rooms'): Promise<number> {
+  const jsm = await jetstreamManager(server.peekd.nc);
+  return (await jsm.streams.info(server.peekd.naming.streamName(kind))).state.last_seq;
+}
+
+async function metricsText(baseUrl: string): Promise<string> {
+  const r = await fetch(`${baseUrl}/metrics`);
+  expect(r.status).toBe(200);
+  return r.text();
+}
+
+/** The value of one sample of the Prometheus text format (NaN when absent). */
+function sample(text: string, name: string, labels: Record<string, string>): number {
+  for (const line of text.split('\n')) {
+    const m = line.match(/^([a-zA-Z_:][\w:]*)(\{(.*)\})? (\S+)$/);
+    if (!m || m[1] !== name) continue;
+    const have = Object.fromEntries([...(m[3] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1], x[2]]));
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[4]);
+  }
+  return NaN;
+}
+
+/** The endpoint and the metrics count in the same unit, log messages: the same numbers. */
+function expectMetricsToMatch(text: string, projections: { name: string; stream: string; position: number; head: number; lag: number }[]): void {
+  for (const p of projections) {
+    expect([p.name, sample(text, 'peekd_projection_position', { projection: p.name })]).toEqual([p.name, p.position]);
+    expect([p.name, sample(text, 'peekd_projection_lag', { projection: p.name })]).toEqual([p.name, p.lag]);
+    expect([p.name, sample(text, 'peekd_stream_head', { stream: p.stream })]).toEqual([p.name, p.head]);
+  }
 }
 
 describe('admin view API, all roles in one process', () => {
@@ -192,41 +226,55 @@ describe('admin view API, all roles in one process', () => {
     expect((await ok(B.url, '/_peekd/admin/v1/shards')).this_host).toBe(B.peekd.hostId);
   });
 
-  it('gives each projection its position against the stream head, and shows the lag of one that stopped', async () => {
+  it('gives each projection its position, head and lag in log messages, as the metrics do, and the lag of one that stopped', async () => {
     const positions = async () => (await ok(A.url, '/_peekd/admin/v1/projections')).projections as any[];
     const byName = async () => new Map((await positions()).map((p) => [p.name, p]));
     const first = await positions();
     expect(first.map((p) => [p.name, p.stream])).toEqual(PROJECTIONS.map((p) => [p.name, p.stream]));
     for (const p of first) {
-      expect(Object.keys(p).sort()).toEqual(['head', 'lag', 'lag_messages', 'name', 'position', 'stream']);
+      expect(Object.keys(p).sort()).toEqual(['head', 'lag', 'name', 'position', 'stream']);
+      for (const n of [p.position, p.head, p.lag]) expect(Number.isSafeInteger(n) && n >= 0).toBe(true);
       expect(p.lag).toBe(Math.max(0, p.head - p.position));
-      expect(p.head % 1000).toBe(999);
     }
-    // Settled, every projection is at its head.
-    await until('every projection at its head', async () => (await positions()).every((p) => p.lag === 0 && p.lag_messages === 0 && p.position === p.head));
+    // Settled, every projection has committed the last message of its stream.
+    await until('every projection at its head', async () => (await positions()).every((p) => p.lag === 0 && p.position === p.head));
     const settled = await byName();
-    expect(settled.get('sync_peeks')!.head).toBeGreaterThan(0);
-    expect(settled.get('sync_rooms')!.head).toBeGreaterThan(0);
+    // `head` is the stream's last sequence, in messages (not a position × 1000).
+    const peeksHead = await lastSeq(A, 'peeks');
+    const roomsHead = await lastSeq(A, 'rooms');
+    expect(peeksHead).toBeGreaterThan(0);
+    expect(roomsHead).toBeGreaterThan(0);
+    for (const p of settled.values()) expect([p.name, p.head]).toEqual([p.name, p.stream === 'peeks' ? peeksHead : roomsHead]);
+    // The same numbers as the metrics.
+    expectMetricsToMatch(await metricsText(A.url), [...settled.values()]);
 
-    // The audit projection stops: a new peek moves the head of PEEKS, and the audit's lag shows it.
+    // The audit projection stops, then N peek commands append N messages to PEEKS: the
+    // audit stays where it was, exactly N messages behind; sync_peeks is at the new head.
+    const before = settled.get('audit')!;
     const runner = A.peekd.projections.get('audit')!;
     await runner.stop();
+    const N = 3;
     try {
       const late = await TestUser.register(A.url, 'late');
-      expect((await late.peek(quiet)).status).toBe(200);
-      await until('sync_peeks past the old head', async () => (await byName()).get('sync_peeks')!.position > settled.get('sync_peeks')!.head);
+      expect((await late.peek(quiet)).status).toBe(200); // PeekStarted
+      expect((await late.peek(quiet)).status).toBe(200); // PeekRenewed
+      expect((await late.unpeek(quiet)).status).toBe(200); // the peek ends
+      await until('every other projection at the new head', async () =>
+        (await positions()).every((p) => p.name === 'audit' || (p.lag === 0 && p.head === (p.stream === 'peeks' ? before.head + N : roomsHead))),
+      );
       const now = await byName();
-      const audit = now.get('audit')!;
-      expect(audit.head).toBeGreaterThan(settled.get('audit')!.head);
-      expect(audit.position).toBe(settled.get('audit')!.position);
-      expect(audit.lag).toBe(audit.head - audit.position);
-      expect(audit.lag_messages).toBe((audit.head - audit.position) / 1000);
-      expect(audit.lag_messages).toBeGreaterThanOrEqual(1);
-      expect(now.get('sync_peeks')!.lag).toBe(0);
+      expect(await lastSeq(A, 'peeks')).toBe(before.head + N);
+      expect(now.get('audit')).toEqual({ name: 'audit', stream: 'peeks', position: before.position, head: before.head + N, lag: N });
+      expect(now.get('sync_peeks')).toEqual({ name: 'sync_peeks', stream: 'peeks', position: before.head + N, head: before.head + N, lag: 0 });
+      expect(now.get('sync_rooms')).toMatchObject({ head: roomsHead, lag: 0 });
+      expectMetricsToMatch(await metricsText(A.url), [...now.values()]);
     } finally {
       await runner.start();
     }
-    await until('the audit to catch up', async () => (await byName()).get('audit')!.lag === 0);
+    await until('the audit to catch up', async () => {
+      const audit = (await byName()).get('audit')!;
+      return audit.lag === 0 && audit.position === before.head + N;
+    });
   });
 
   it('answers 401 without the token, with a wrong one, or with one in the query string', async () => {

@@ -4,13 +4,14 @@ import { and, count, desc, eq, isNull, type SQL } from 'drizzle-orm';
 import { InvalidInputError } from '../../actors/errors.ts';
 import { ALL_ROLES, type Config } from '../../config.ts';
 import { isValidRoomId, isValidServerName, isValidUserId } from '../../events/ids.ts';
-import type { Naming } from '../../events/subjects.ts';
+import type { Naming, StreamKind } from '../../events/subjects.ts';
+import { seqOfPosition } from '../../events/envelope.ts';
 import { readLeaseMap } from '../../cluster/leaseMap.ts';
 import { PROJECTIONS } from '../../projections/index.ts';
 import { readCheckpoint, type ProjectionRunner } from '../../projections/runner.ts';
-import { streamLastSeq } from '../../projections/rebuild.ts';
 import type { Db } from '../../store/db.ts';
 import { federationsenderInboundPeeks, federationsenderOutboundPeeks, syncapiPeeks } from '../../store/schema.ts';
+import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 
 // --- live peeks --------------------------------------------------------------------------
@@ -205,44 +206,40 @@ export async function shardMap(deps: { config: Pick<Config, 'roles' | 'leaseTtlM
 
 // --- projections against the stream head ----------------------------------------------------
 
+/**
+ * Where one projection stands, in log messages (stream sequences), as the metrics
+ * `peekd_projection_position`, `peekd_stream_head` and `peekd_projection_lag` count them.
+ */
 export interface ProjectionPosition {
   name: string;
   stream: 'peeks' | 'rooms';
-  /** The position committed (stream sequence × 1000 + index, as checkpoints are). */
+  /** Stream sequence of the last log message the projection has wholly committed (0: none). */
   position: number;
-  /** The position through the stream's last message. */
+  /** The stream's last sequence (0: the stream is empty). */
   head: number;
-  /** head − position, never below 0. */
+  /** Log messages not wholly committed yet: head − position, never below 0. */
   lag: number;
-  /** Messages of the stream not wholly projected yet. */
-  lag_messages: number;
 }
 
 export async function projectionPositions(deps: { db: Db; nc: NatsConnection; naming: Naming; projections: Map<string, ProjectionRunner> }): Promise<{ projections: ProjectionPosition[] }> {
   // Heads first, positions after: a position can then only be nearer its head than it was
-  // (events that arrive in between make it pass the head, and the lag reads 0).
-  const [peeksHead, roomsHead] = await Promise.all([streamLastSeq(deps.nc, deps.naming, 'peeks'), streamLastSeq(deps.nc, deps.naming, 'rooms')]);
+  // (messages that arrive in between make it pass the head, and the lag reads 0).
+  const jsm = await jetstreamManager(deps.nc);
+  const lastSeq = async (kind: StreamKind) => (await jsm.streams.info(deps.naming.streamName(kind))).state.last_seq;
+  const [peeksHead, roomsHead] = await Promise.all([lastSeq('peeks'), lastSeq('rooms')]);
   const projections = await Promise.all(
     PROJECTIONS.map(async (p): Promise<ProjectionPosition> => {
       const head = p.stream === 'peeks' ? peeksHead : roomsHead;
       // A runner here may be stopped (its job lease went elsewhere): the checkpoint is never
       // behind what it committed, so the higher of the two is where the projection is.
       const stored = await readCheckpoint(deps.db, p.name, p.stream);
-      const position = Math.max(stored, deps.projections.get(p.name)?.committed ?? 0);
-      return {
-        name: p.name,
-        stream: p.stream,
-        position,
-        head,
-        lag: Math.max(0, head - position),
-        lag_messages: Math.max(0, Math.floor(head / 1000) - wholeMessages(position)),
-      };
+      const committed = Math.max(stored, deps.projections.get(p.name)?.committed ?? 0);
+      // Committed positions are whole messages: a runner commits through the last event of
+      // each message of a batch (throughSeq), so the message holding the committed position
+      // is applied entirely.
+      const position = seqOfPosition(committed);
+      return { name: p.name, stream: p.stream, position, head, lag: Math.max(0, head - position) };
     }),
   );
   return { projections };
-}
-
-/** How many messages a position covers entirely (a message's last position is seq × 1000 + 999). */
-function wholeMessages(position: number): number {
-  return position < 999 ? 0 : Math.floor((position - 999) / 1000);
 }
