@@ -1,5 +1,6 @@
 // Hosts room actors: one mailbox per room (a room's commands run one at a time, rooms
-// run in parallel), activation on first use, passivation of idle rooms.
+// run in parallel), activation on first use, passivation of idle rooms — after an idle
+// time, and at once, least recently used first, when a new room would exceed maxActors.
 import { randomUUID } from 'node:crypto';
 import type { RoomCommand } from './commands.ts';
 import { validateCommand } from './validateCommand.ts';
@@ -25,16 +26,28 @@ interface Entry {
 export interface ActorHostOptions {
   /** Rooms idle this long are dropped from memory (their state is in the log). */
   passivateAfterMs: number;
+  /**
+   * Most actors held (default DEFAULT_MAX_ACTORS). A new room past it first passivates idle
+   * actors, least recently used first; an actor with commands queued is never dropped, so
+   * a host whose actors are all busy still takes the new room (and holds more for a while).
+   */
+  maxActors?: number;
 }
 
+export const DEFAULT_MAX_ACTORS = 100_000;
+
 export class ActorHost {
+  /** Active actors; the Map's order is recency order (a command moves its room to the end). */
   private readonly rooms = new Map<string, Entry>();
   private readonly sweeper: NodeJS.Timeout;
+  private readonly maxActors: number;
 
   constructor(
     private readonly deps: ActorDeps,
     private readonly options: ActorHostOptions = { passivateAfterMs: 5 * 60_000 },
   ) {
+    this.maxActors = options.maxActors ?? DEFAULT_MAX_ACTORS;
+    if (!(this.maxActors >= 1)) throw new RangeError('maxActors must be positive');
     this.sweeper = setInterval(() => this.passivateIdle(), Math.max(1000, Math.min(options.passivateAfterMs, 60_000)));
     this.sweeper.unref();
   }
@@ -49,7 +62,12 @@ export class ActorHost {
       return Promise.reject(invalid);
     }
     let entry = this.rooms.get(command.roomId);
-    if (!entry) {
+    if (entry) {
+      // Now the most recently used.
+      this.rooms.delete(command.roomId);
+      this.rooms.set(command.roomId, entry);
+    } else {
+      this.makeRoomForOne();
       const actor = new RoomActor(command.roomId, this.deps);
       entry = { actor, tail: actor.activate(), pending: 0 };
       this.rooms.set(command.roomId, entry);
@@ -105,6 +123,18 @@ export class ActorHost {
       }
     }
     return dropped;
+  }
+
+  /**
+   * Before a new actor is added at maxActors or more: passivates idle actors, least recently
+   * used first, until there is room for it (or none idle is left).
+   */
+  private makeRoomForOne(): void {
+    if (this.rooms.size < this.maxActors) return;
+    for (const [roomId, e] of this.rooms) {
+      if (e.pending === 0) this.rooms.delete(roomId);
+      if (this.rooms.size < this.maxActors) return;
+    }
   }
 
   /** Drops the actors of rooms `which` selects once their queued commands ran (a shard moved away). */

@@ -5,6 +5,7 @@
 // hashing. Pure: time comes from the injected clock.
 import { createHash } from 'node:crypto';
 import ipaddr from 'ipaddr.js';
+import { LRUCache } from 'lru-cache';
 
 export interface LoginLimiterOptions {
   /** Failed logins allowed in a burst (PEEKD_LOGIN_FAILURE_BURST). */
@@ -22,22 +23,32 @@ export type LoginGate = { allowed: true } | { allowed: false; retryAfterMs: numb
 /** Refill arithmetic in floating point: a level this close to a whole token is one. */
 const EPSILON = 1e-9;
 
-/** Token buckets by key. Absent means full; the Map's order is least recently changed first. */
-class Buckets {
-  private readonly levels = new Map<string, { tokens: number; atMs: number }>();
+/**
+ * Token buckets by key. Absent means full: a bucket is kept only while it is not, each entry
+ * expiring (on the limiter's clock) at the moment its bucket has refilled, and past
+ * `maxEntries` the least recently used goes.
+ */
+export class Buckets {
+  private readonly levels: LRUCache<string, { tokens: number; atMs: number }>;
 
   constructor(
     private readonly burst: number,
     private readonly refillMs: number,
-    private readonly maxEntries: number,
-  ) {}
+    maxEntries: number,
+    now: () => number,
+  ) {
+    // Entries get their own ttl as they are set; ttlResolution 0 reads the clock on every check.
+    this.levels = new LRUCache({ max: maxEntries, ttlAutopurge: false, perf: { now }, ttlResolution: 0 });
+  }
 
+  /** Buckets held that are not full yet (expired ones dropped first: O(n), for tests and diagnostics). */
   get size(): number {
+    this.levels.purgeStale();
     return this.levels.size;
   }
 
   level(key: string, nowMs: number): number {
-    const b = this.levels.get(key);
+    const b = this.levels.get(key); // an expired entry is a bucket refilled: absent
     if (!b) return this.burst;
     return Math.min(this.burst, b.tokens + Math.max(0, nowMs - b.atMs) / this.refillMs);
   }
@@ -48,21 +59,14 @@ class Buckets {
     return missing <= EPSILON ? 0 : Math.max(1, Math.ceil(missing * this.refillMs - 1e-6));
   }
 
-  /** Adds `delta` tokens (negative to take), then forgets buckets that are full again. */
+  /** Adds `delta` tokens (negative to take); a bucket full again is forgotten. */
   add(key: string, delta: number, nowMs: number): void {
     const tokens = Math.min(this.burst, this.level(key, nowMs) + delta);
-    this.levels.delete(key);
-    if (tokens < this.burst - EPSILON) this.levels.set(key, { tokens, atMs: nowMs });
-    this.prune(nowMs);
-  }
-
-  /**
-   * Drops buckets from the old end while they have refilled (a full bucket is the same as
-   * none), then the least recently changed ones past the cap. Amortised O(1) per change.
-   */
-  private prune(nowMs: number): void {
-    for (const [key, b] of this.levels) {
-      if (this.levels.size <= this.maxEntries && b.tokens + (nowMs - b.atMs) / this.refillMs < this.burst - EPSILON) break;
+    if (tokens < this.burst - EPSILON) {
+      // Kept until it has refilled (at least 1 ms: the bucket lacks more than EPSILON of a token).
+      const ttl = Math.ceil((this.burst - tokens) * this.refillMs);
+      this.levels.set(key, { tokens, atMs: nowMs }, { ttl, start: nowMs });
+    } else {
       this.levels.delete(key);
     }
   }
@@ -76,9 +80,9 @@ export class LoginLimiter {
   constructor(options: LoginLimiterOptions) {
     const { burst, refillMs, maxEntries = 50_000 } = options;
     if (!(burst >= 1) || !(refillMs > 0) || !(maxEntries >= 1)) throw new RangeError('burst, refillMs and maxEntries must be positive');
-    this.accounts = new Buckets(burst, refillMs, maxEntries);
-    this.addresses = new Buckets(burst, refillMs, maxEntries);
     this.now = options.now ?? (() => performance.now());
+    this.accounts = new Buckets(burst, refillMs, maxEntries, this.now);
+    this.addresses = new Buckets(burst, refillMs, maxEntries, this.now);
   }
 
   /** Built from the config settings (PEEKD_LOGIN_FAILURE_BURST, PEEKD_LOGIN_FAILURE_REFILL_MS). */
@@ -142,4 +146,34 @@ export function addressKey(ip: string): string {
 /** The key an account is limited under; an over-long name (no valid user ID is) by its digest. */
 export function accountKey(userId: string): string {
   return Buffer.byteLength(userId, 'utf8') <= 255 ? userId : `sha256:${createHash('sha256').update(userId).digest('base64url')}`;
+}
+
+/**
+ * Guest registrations per client address (POST /register?kind=guest needs no credentials):
+ * a token bucket per address, PEEKD_GUEST_REGISTRATION_BURST at once and one more every
+ * PEEKD_GUEST_REGISTRATION_REFILL_MS.
+ */
+export class GuestRegistrationLimiter {
+  private readonly addresses: Buckets;
+  private readonly now: () => number;
+
+  constructor(options: { burst: number; refillMs: number; maxEntries?: number; now?: () => number }) {
+    const { burst, refillMs, maxEntries = 50_000 } = options;
+    if (!(burst >= 1) || !(refillMs > 0) || !(maxEntries >= 1)) throw new RangeError('burst, refillMs and maxEntries must be positive');
+    this.now = options.now ?? (() => performance.now());
+    this.addresses = new Buckets(burst, refillMs, maxEntries, this.now);
+  }
+
+  static fromConfig(config: { guestRegistrationBurst: number; guestRegistrationRefillMs: number }, now?: () => number): GuestRegistrationLimiter {
+    return new GuestRegistrationLimiter({ burst: config.guestRegistrationBurst, refillMs: config.guestRegistrationRefillMs, now });
+  }
+
+  /** Takes a token for one registration from `address`, or says how long to wait for one. */
+  take(address: string): LoginGate {
+    const nowMs = this.now();
+    const waitMs = this.addresses.waitMs(address, nowMs);
+    if (waitMs > 0) return { allowed: false, retryAfterMs: waitMs };
+    this.addresses.add(address, -1, nowMs);
+    return { allowed: true };
+  }
 }

@@ -15,6 +15,7 @@ import {
   verify as nodeVerify,
   type KeyObject,
 } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import nacl from 'tweetnacl';
 
 export interface Ed25519 {
@@ -97,39 +98,11 @@ export const tweetnaclEd25519: Ed25519 = Object.freeze({
 const PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
 const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
 
-/** A small LRU map: insertion order is recency order. */
-class BoundedCache<V> {
-  private readonly map = new Map<string, V>();
-  constructor(private readonly max: number) {}
-  get(key: string): V | undefined {
-    const v = this.map.get(key);
-    if (v !== undefined) {
-      this.map.delete(key);
-      this.map.set(key, v);
-    }
-    return v;
-  }
-  set(key: string, value: V): void {
-    this.map.delete(key);
-    this.map.set(key, value);
-    while (this.map.size > this.max) {
-      const oldest = this.map.keys().next().value as string;
-      this.map.delete(oldest);
-    }
-  }
-  get size(): number {
-    return this.map.size;
-  }
-  clear(): void {
-    this.map.clear();
-  }
-}
-
-/** Upper bounds of the node implementation's KeyObject caches. */
+/** Upper bounds of the node implementation's KeyObject caches (least recently used go first). */
 export const NODE_ED25519_CACHE_LIMITS = Object.freeze({ privateKeys: 64, publicKeys: 1024 });
 
-const privateKeyCache = new BoundedCache<KeyObject>(NODE_ED25519_CACHE_LIMITS.privateKeys);
-const publicKeyCache = new BoundedCache<KeyObject>(NODE_ED25519_CACHE_LIMITS.publicKeys);
+const privateKeyCache = new LRUCache<string, KeyObject>({ max: NODE_ED25519_CACHE_LIMITS.privateKeys });
+const publicKeyCache = new LRUCache<string, KeyObject>({ max: NODE_ED25519_CACHE_LIMITS.publicKeys });
 
 function privateKeyObject(seed: Uint8Array): KeyObject {
   assertSeed(seed);

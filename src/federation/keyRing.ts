@@ -3,6 +3,7 @@
 // we do not know makes us look again (the server may have rotated), but at most once per
 // origin per `refetchIntervalMs`: a flood of requests naming made-up key IDs costs the
 // origin one fetch, not one each.
+import { LRUCache } from 'lru-cache';
 import { decodeBase64, verifyJsonSignature } from '../crypto/index.ts';
 import type { ServerResolver } from './resolver.ts';
 import { defaultSafeFetcher, type SafeFetcher } from './safeFetch.ts';
@@ -13,7 +14,7 @@ const FAILURE_CACHE_MS = 5_000;
 export const MAX_KEY_RESPONSE_BYTES = 1024 * 1024;
 export const KEY_FETCH_TIMEOUT_MS = 10_000;
 export const KEY_REFETCH_INTERVAL_MS = 30_000;
-/** Servers whose keys (or failures, or last refetch) are remembered; the oldest go first. */
+/** Servers whose keys (or failures, or last refetch) are remembered; the least recently used go first. */
 const MAX_REMEMBERED_SERVERS = 10_000;
 
 export interface KeyRingOptions {
@@ -42,10 +43,18 @@ interface KeyResponse {
 }
 
 export class KeyRing {
-  private readonly cache = new Map<string, ServerKeys | { failedUntil: number }>();
+  /** Keys (until `until`) or a failure (until `failedUntil`) per server, expiry checked on the injected clock. */
+  private readonly cache = new LRUCache<string, ServerKeys | { failedUntil: number }>({ max: MAX_REMEMBERED_SERVERS });
+  /**
+   * Fetches under way, one per server, each removed as it settles (every fetch has a
+   * timeout): a plain Map, bounded by how many fetches run at once, not by traffic over time.
+   */
   private readonly inflight = new Map<string, Promise<ServerKeys | null>>();
-  /** When each origin's keys were last refetched for an unknown key ID. */
-  private readonly lastRefetch = new Map<string, number>();
+  /**
+   * When each origin's keys were last refetched for an unknown key ID. An origin evicted
+   * here (MAX_REMEMBERED_SERVERS other origins looked up since) may be refetched again at once.
+   */
+  private readonly lastRefetch = new LRUCache<string, number>({ max: MAX_REMEMBERED_SERVERS });
   private readonly fetcher: SafeFetcher;
   private readonly fetchTimeoutMs: number;
   private readonly refetchIntervalMs: number;
@@ -89,7 +98,7 @@ export class KeyRing {
     const now = this.now();
     const last = this.lastRefetch.get(server);
     if (last !== undefined && now - last < this.refetchIntervalMs) return false;
-    remember(this.lastRefetch, server, now);
+    this.lastRefetch.set(server, now);
     return true;
   }
 
@@ -120,23 +129,16 @@ export class KeyRing {
       if (res.status !== 200) throw new Error(`status ${res.status}`);
       const keys = parseKeyResponse(server, JSON.parse(res.body.toString('utf8')) as KeyResponse, this.now());
       if (!keys) throw new Error('invalid key response');
-      remember(this.cache, server, keys);
+      this.cache.set(server, keys);
       return keys;
     } catch {
       // A failed refetch does not forget keys that are still valid.
       const held = this.cache.get(server);
       if (held && !('failedUntil' in held) && held.until > this.now()) return held;
-      remember(this.cache, server, { failedUntil: this.now() + FAILURE_CACHE_MS });
+      this.cache.set(server, { failedUntil: this.now() + FAILURE_CACHE_MS });
       return null;
     }
   }
-}
-
-/** Sets `key` as the newest entry of a map kept to MAX_REMEMBERED_SERVERS entries. */
-function remember<V>(map: Map<string, V>, key: string, value: V): void {
-  map.delete(key);
-  map.set(key, value);
-  if (map.size > MAX_REMEMBERED_SERVERS) map.delete(map.keys().next().value!);
 }
 
 /** Checks a key response's shape and self-signature; null when it does not hold. */

@@ -2,6 +2,7 @@
 // private deployments), then /.well-known/matrix/server, then https://<name>:8448.
 // A name with an explicit port, or an IP literal, is used as it is (no well-known).
 // Only configured destinations are `trusted` (exempt from the outbound address check).
+import { LRUCache } from 'lru-cache';
 import { isValidServerName } from '../events/ids.ts';
 import { defaultSafeFetcher, SafeFetcher } from './safeFetch.ts';
 
@@ -21,7 +22,14 @@ export interface ResolvedServer {
 type WellKnownFetch = (url: string, serverName: string) => Promise<{ ok: boolean; text: string }>;
 
 export class ServerResolver {
-  private readonly wellKnown = new Map<string, { base: string; until: number }>();
+  /** Base URLs found through .well-known, each for WELL_KNOWN_CACHE_MS (on the injected clock). */
+  private readonly wellKnown = new LRUCache<string, string>({
+    max: MAX_CACHED_NAMES,
+    ttl: WELL_KNOWN_CACHE_MS,
+    ttlAutopurge: false,
+    perf: { now: () => this.now() },
+    ttlResolution: 0,
+  });
   private readonly fetchWellKnown: WellKnownFetch;
 
   /**
@@ -54,7 +62,7 @@ export class ServerResolver {
     if (configured) return { base: configured.replace(/\/+$/, ''), trusted: true };
     if (hasPort(serverName) || isIpLiteral(serverName)) return { base: defaultBase(serverName), trusted: false };
     const cached = this.wellKnown.get(serverName);
-    if (cached && cached.until > this.now()) return { base: cached.base, trusted: false };
+    if (cached !== undefined) return { base: cached, trusted: false };
     let base = defaultBase(serverName);
     try {
       const res = await this.fetchWellKnown(`https://${serverName}/.well-known/matrix/server`, serverName);
@@ -66,9 +74,7 @@ export class ServerResolver {
     } catch {
       // no well-known: the default applies
     }
-    this.wellKnown.delete(serverName);
-    this.wellKnown.set(serverName, { base, until: this.now() + WELL_KNOWN_CACHE_MS });
-    if (this.wellKnown.size > MAX_CACHED_NAMES) this.wellKnown.delete(this.wellKnown.keys().next().value!);
+    this.wellKnown.set(serverName, base);
     return { base, trusted: false };
   }
 }

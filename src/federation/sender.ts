@@ -6,6 +6,7 @@
 // or repeated. A peer that is down is retried with backoff.
 import { boundedLabel, federationFailuresTotal, federationRetriesTotal } from '../metrics.ts';
 import { randomBytes } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import { and, asc, eq, inArray, min, sql } from 'drizzle-orm';
 import type { Logger } from 'pino';
 import type { Pdu } from '../events/roomEvents.ts';
@@ -24,6 +25,14 @@ const MIN_BACKOFF_MS = 250;
 const MAX_BACKOFF_MS = 30_000;
 /** How long a room whose peeks ended keeps its cursor, waiting for the event that ended them. */
 const GONE_GRACE_MS = 10_000;
+/**
+ * Rooms per destination whose grace period is tracked; past it the least recently seen go,
+ * and start their grace again when next seen (their cursors stay meanwhile: nothing is sent
+ * early or lost). An entry lives one grace period and a build or two, so only a destination
+ * with more rooms than this in grace at once (ten times the default cap on its live peeks,
+ * PEEKD_MAX_INBOUND_PEEKS_PER_SERVER) would see cursors outlive their grace.
+ */
+const MAX_GONE_ROOMS = 100_000;
 
 interface EventRow {
   seq: string | number;
@@ -133,8 +142,12 @@ class DestinationQueue {
   private dirty = true;
   /** Aborts the request in flight when the queue stops. */
   private readonly abort = new AbortController();
-  /** Rooms whose peeks by this destination all ended, and since when we have seen that. */
-  private readonly goneSince = new Map<string, number>();
+  /**
+   * Rooms whose peeks by this destination all ended, and since when we have seen that.
+   * Bounded by count through maxSize (each entry size 1) rather than max, which would
+   * allocate room for all MAX_GONE_ROOMS entries up front in every destination's queue.
+   */
+  private readonly goneSince = new LRUCache<string, number>({ maxSize: MAX_GONE_ROOMS, sizeCalculation: () => 1 });
 
   constructor(
     readonly destination: string,
@@ -165,13 +178,12 @@ class DestinationQueue {
     // stop() may have run while the loop was busy (its wakeUp then ended an older sleep).
     if (this.stopped) return Promise.resolve();
     return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      const self = this;
-      function done() {
+      const done = (): void => {
         clearTimeout(timer);
-        if (self.wakeUp === done) self.wakeUp = undefined;
+        if (this.wakeUp === done) this.wakeUp = undefined;
         resolve();
-      }
+      };
+      const timer = setTimeout(done, ms);
       this.wakeUp = done;
     });
   }

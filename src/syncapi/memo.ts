@@ -1,23 +1,30 @@
 // A bounded memo for reads whose answers never change: everything at or before a committed
 // stream position is immutable, so the same (room, range) read is answered once while a
 // burst of woken long-polls all ask for it.
-export class ImmutableReadCache<V> {
-  private readonly entries = new Map<string, Promise<V>>();
+import { LRUCache } from 'lru-cache';
 
-  constructor(private readonly max = 1000) {}
+export class ImmutableReadCache<V> {
+  private readonly entries: LRUCache<string, Promise<V>>;
+
+  constructor(max = 1000) {
+    this.entries = new LRUCache<string, Promise<V>>({ max });
+  }
 
   get(key: string, load: () => Promise<V>): Promise<V> {
-    const hit = this.entries.get(key);
-    if (hit) {
-      // Refresh its place: the map's order is the eviction order.
-      this.entries.delete(key);
-      this.entries.set(key, hit);
-      return hit;
-    }
+    const hit = this.entries.get(key); // a hit becomes the most recently used
+    if (hit) return hit;
     const p = load();
     this.entries.set(key, p);
-    p.catch(() => this.entries.delete(key)); // never remember a failure
-    if (this.entries.size > this.max) this.entries.delete(this.entries.keys().next().value!);
+    // Never remember a failure (but leave alone a newer load of the key, should this one
+    // have been evicted and the key loaded again meanwhile).
+    p.catch(() => {
+      if (this.entries.peek(key) === p) this.entries.delete(key);
+    });
     return p;
+  }
+
+  /** Entries held (tests). */
+  get size(): number {
+    return this.entries.size;
   }
 }

@@ -2,17 +2,27 @@
 // moment a committed batch touches them (before any long-poll is woken). A burst of woken
 // devices then reads no database at all for what is theirs. Only used where the sync
 // projections run in this process, so no change can reach a sync without passing here.
+import { LRUCache } from 'lru-cache';
 import type { PeekEvent } from '../events/peekEvents.ts';
 import type { RoomEvent } from '../events/roomEvents.ts';
 import type { Projected } from '../projections/projection.ts';
 import { foldDevicePeek } from '../projections/syncPeeks.ts';
 import type { DevicePeekRow } from './peekReader.ts';
 
+/** Keys held per cache, and invalidation generations remembered: past it the least recently used go. */
 const MAX_ENTRIES = 100_000;
 
-class InvalidatedCache<V> {
-  private readonly values = new Map<string, V>();
-  private readonly generations = new Map<string, number>();
+class InvalidatedCache<V extends object> {
+  private readonly values = new LRUCache<string, V>({ max: MAX_ENTRIES });
+  /**
+   * The generation at which each recently invalidated key was last invalidated. Every value
+   * here is at most `generation`, and an invalidation sets its key's above everything seen
+   * before it: so a read that saw `generations.get(key) ?? generation` before loading sees
+   * the same afterwards only if the key was not invalidated meanwhile, whether or not the
+   * key's entry was evicted in between (an eviction can only make the two differ, and then
+   * the read is just not cached).
+   */
+  private readonly generations = new LRUCache<string, number>({ max: MAX_ENTRIES });
   private generation = 0;
 
   async get(key: string, load: () => Promise<V>): Promise<V> {
@@ -21,10 +31,7 @@ class InvalidatedCache<V> {
     const before = this.generations.get(key) ?? this.generation;
     const value = await load();
     // Only keep it if nothing invalidated the key while it was being read.
-    if ((this.generations.get(key) ?? this.generation) === before) {
-      if (this.values.size >= MAX_ENTRIES) this.values.clear();
-      this.values.set(key, value);
-    }
+    if ((this.generations.get(key) ?? this.generation) === before) this.values.set(key, value);
     return value;
   }
 
@@ -41,16 +48,11 @@ class InvalidatedCache<V> {
   invalidate(key: string): void {
     this.values.delete(key);
     this.generations.set(key, ++this.generation);
-    if (this.generations.size > MAX_ENTRIES) {
-      // Forget old generations; a read in flight across this just is not cached.
-      this.generations.clear();
-      this.values.clear();
-    }
   }
 }
 
 export class SyncCache {
-  readonly memberships = new InvalidatedCache<unknown>();
+  readonly memberships = new InvalidatedCache<object>();
   readonly devicePeeks = new InvalidatedCache<DevicePeekRow[]>();
 
   onRoomEvents(batch: Projected<RoomEvent>[]): void {

@@ -125,6 +125,33 @@ describe('login limiter', () => {
     expect(l.size).toEqual({ accounts: 1, addresses: 1 });
   });
 
+  it('keeps a bucket until the moment it has refilled, and no longer', () => {
+    const { fail, advance, l } = limiter({ burst: 2, refillMs: 1000 });
+    fail('@a:hs', 'x');
+    advance(500);
+    fail('@a:hs', 'x'); // 0.5 tokens left: full again 1500 ms from now
+    advance(1499);
+    expect(l.size).toEqual({ accounts: 1, addresses: 1 });
+    advance(2);
+    expect(l.size).toEqual({ accounts: 0, addresses: 0 });
+    // Forgotten means full: the whole burst again.
+    expect(fail('@a:hs', 'x')).toEqual(allowed);
+    expect(fail('@a:hs', 'x')).toEqual(allowed);
+    expect(fail('@a:hs', 'x')).toEqual(refused(1000));
+  });
+
+  it('a token given back extends nothing: the bucket is forgotten when it is full again', () => {
+    const { l, advance } = limiter({ burst: 2, refillMs: 1000 });
+    expect(l.begin('@a:hs', 'x')).toEqual(allowed);
+    expect(l.begin('@a:hs', 'x')).toEqual(allowed);
+    advance(300);
+    l.succeeded('@a:hs', 'x'); // 0.3 + 1 tokens: full again in 700 ms
+    advance(699);
+    expect(l.size).toEqual({ accounts: 1, addresses: 1 });
+    l.succeeded('@a:hs', 'x'); // full now: forgotten at once
+    expect(l.size).toEqual({ accounts: 0, addresses: 0 });
+  });
+
   it('holds at most maxEntries buckets of each kind, however many names a stranger sends', () => {
     const { fail, l } = limiter({ burst: 1, maxEntries: 1000 });
     for (let i = 0; i < 20_000; i++) fail(`@guess${i}:hs`, `addr${i}`);

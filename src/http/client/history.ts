@@ -3,6 +3,7 @@
 // (src/syncapi/visibility.ts): what the reader may not see is left out, or answers 404 for
 // a single event, exactly as if it did not exist.
 import type { FastifyInstance } from 'fastify';
+import { LRUCache } from 'lru-cache';
 import { clientEvents, type StoredEvent } from '../../syncapi/roomReader.ts';
 import { toClientEvent } from '../../syncapi/clientEvents.ts';
 import { formatTopologicalToken, parsePaginationToken, positionAfter, positionOf, type PaginationToken, type TopoPosition } from '../../syncapi/syncToken.ts';
@@ -55,21 +56,17 @@ const MIN_BACKFILL = 20;
 const EXHAUSTED_GAP_MS = 10 * 60_000;
 const MAX_EXHAUSTED_GAPS = 10_000;
 
-/** Gaps the host had nothing for, each with when to ask again (bounded; oldest dropped first). */
+/** Gaps the host had nothing for, each for EXHAUSTED_GAP_MS (bounded; the longest since added dropped first). */
 class ExhaustedGaps {
-  private readonly until = new Map<string, number>();
-  constructor(private readonly now: () => number) {}
+  private readonly gaps: LRUCache<string, true>;
+  constructor(now: () => number) {
+    this.gaps = new LRUCache<string, true>({ max: MAX_EXHAUSTED_GAPS, ttl: EXHAUSTED_GAP_MS, ttlAutopurge: false, perf: { now }, ttlResolution: 0 });
+  }
   has(eventId: string): boolean {
-    const t = this.until.get(eventId);
-    if (t === undefined) return false;
-    if (t > this.now()) return true;
-    this.until.delete(eventId);
-    return false;
+    return this.gaps.has(eventId);
   }
   add(eventId: string): void {
-    this.until.delete(eventId);
-    this.until.set(eventId, this.now() + EXHAUSTED_GAP_MS);
-    if (this.until.size > MAX_EXHAUSTED_GAPS) this.until.delete(this.until.keys().next().value!);
+    this.gaps.set(eventId, true);
   }
 }
 
