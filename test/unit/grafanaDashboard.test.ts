@@ -1,11 +1,13 @@
 // contrib/grafana/peekd.json: a dashboard Grafana's "Import dashboard" takes as it is, whose
-// queries name only metrics peekd registers (src/metrics.ts).
+// queries name only metrics peekd registers (src/metrics.ts), with their labels; and
+// contrib/prometheus/peekd-alerts.yml, whose rules do the same.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { metricsRegistry } from '../../src/metrics.ts';
 
 const DASHBOARD = join(__dirname, '..', '..', 'contrib', 'grafana', 'peekd.json');
+const ALERTS = join(__dirname, '..', '..', 'contrib', 'prometheus', 'peekd-alerts.yml');
 const DS_UID = '${DS_PROMETHEUS}';
 
 interface Target {
@@ -59,6 +61,54 @@ function expressions(): { where: string; expr: string }[] {
 }
 
 const HISTOGRAM_SUFFIX = /_(bucket|sum|count)$/;
+
+/** The `expr` of every rule in the alerts file (one line, or a `|` block). */
+function alertExpressions(): { where: string; expr: string }[] {
+  const lines = readFileSync(ALERTS, 'utf8').split('\n');
+  const out: { where: string; expr: string }[] = [];
+  let alert = '';
+  for (let i = 0; i < lines.length; i++) {
+    const name = lines[i]!.match(/^\s*- alert: (\S+)/);
+    if (name) alert = name[1]!;
+    const m = lines[i]!.match(/^(\s*)expr: (.*)$/);
+    if (!m) continue;
+    if (m[2]!.trim() !== '|') {
+      out.push({ where: `alert ${alert}`, expr: m[2]! });
+      continue;
+    }
+    const block: string[] = [];
+    while (i + 1 < lines.length && (lines[i + 1]!.trim() === '' || lines[i + 1]!.match(/^\s*/)![0].length > m[1]!.length)) block.push(lines[++i]!.trim());
+    out.push({ where: `alert ${alert}`, expr: block.join(' ').trim() });
+  }
+  return out;
+}
+
+/** The label names a peekd metric (or a series of a histogram) has, besides Prometheus' `job` and `instance`. */
+function labelsOf(name: string): string[] | undefined {
+  const metric = metricsRegistry.getSingleMetric(name) ?? metricsRegistry.getSingleMetric(name.replace(HISTOGRAM_SUFFIX, ''));
+  if (!metric) return undefined;
+  const labels = [...((metric as unknown as { labelNames?: string[] }).labelNames ?? [])];
+  if (name.endsWith('_bucket')) labels.push('le');
+  return labels;
+}
+
+/**
+ * Every label an expression names for a peekd metric that the metric does not have: in a
+ * selector (`peekd_x{label="…"}`) and in a `by (…)` over it (the first metric after it).
+ */
+function unknownLabels(expr: string): string[] {
+  const out: string[] = [];
+  const known = (metric: string, label: string) => label === 'job' || label === 'instance' || (labelsOf(metric) ?? []).includes(label);
+  for (const m of expr.matchAll(/\b(peekd_\w+)\{([^}]*)\}/g)) {
+    for (const l of m[2]!.matchAll(/(\w+)\s*(?:=~|!~|!=|=)/g)) if (!known(m[1]!, l[1]!)) out.push(`${m[1]}{${l[1]}}`);
+  }
+  for (const m of expr.matchAll(/\bby \(([^)]*)\)/g)) {
+    const next = expr.slice(m.index! + m[0].length).match(/\b((?:peekd|process|nodejs)_\w+)/);
+    if (!next || !next[1]!.startsWith('peekd_')) continue;
+    for (const label of m[1]!.split(',').map((x) => x.trim())) if (!known(next[1]!, label)) out.push(`by (${label}) over ${next[1]}`);
+  }
+  return out;
+}
 
 describe('contrib/grafana/peekd.json', () => {
   it('is import JSON: a DS_PROMETHEUS input, requirements, uid, title, schema version', () => {
@@ -156,6 +206,46 @@ describe('contrib/grafana/peekd.json', () => {
       missing.push(name);
     }
     expect(missing, `metrics the dashboard queries but src/metrics.ts does not register`).toEqual([]);
+  });
+
+  it('names only labels those metrics have', () => {
+    const wrong = expressions().flatMap(({ where, expr }) => unknownLabels(expr).map((l) => `${where}: ${l}`));
+    expect(wrong).toEqual([]);
+  });
+
+  it('counts projection lag and positions in log messages, as src/metrics.ts does, nowhere in events', () => {
+    // The metrics' own words: stream sequences, log messages.
+    expect(metricsRegistry.getSingleMetric('peekd_projection_lag')).toBeDefined();
+    const help = (name: string) => (metricsRegistry.getSingleMetric(name) as unknown as { help: string }).help;
+    expect(help('peekd_projection_lag')).toMatch(/log messages/i);
+    expect(help('peekd_projection_position')).toMatch(/stream sequence/i);
+    const lagPanels = queryPanels().filter((p) => (p.targets ?? []).some((t) => /peekd_projection_(lag|position)\b/.test(t.expr ?? '')));
+    expect(lagPanels.length).toBeGreaterThan(0);
+    for (const p of lagPanels) {
+      const text = `${p.title} ${(p as { description?: string }).description ?? ''}`;
+      expect(text, `panel ${p.id} "${p.title}"`).not.toMatch(/\bevents?\b/i);
+      expect(text, `panel ${p.id} "${p.title}"`).toMatch(/messages|sequence/i);
+    }
+    expect(readFileSync(ALERTS, 'utf8')).not.toMatch(/\d+ events|\bevents behind|MAX_LAG events/);
+  });
+});
+
+describe('contrib/prometheus/peekd-alerts.yml', () => {
+  it('has an expression for every alert', () => {
+    const alerts = [...readFileSync(ALERTS, 'utf8').matchAll(/^\s*- alert: (\S+)/gm)].map((m) => m[1]);
+    const exprs = alertExpressions();
+    expect(exprs.map((e) => e.where)).toEqual(alerts.map((a) => `alert ${a}`));
+    for (const { where, expr } of exprs) expect(expr, where).toMatch(/\S/);
+  });
+
+  it('names only metrics src/metrics.ts registers, with their labels, and reads counters through rate() or increase()', () => {
+    const problems: string[] = [];
+    for (const { where, expr } of alertExpressions()) {
+      for (const m of expr.matchAll(/\bpeekd_[a-zA-Z0-9_]+/g)) if (!labelsOf(m[0])) problems.push(`${where}: ${m[0]} is not registered`);
+      problems.push(...unknownLabels(expr).map((l) => `${where}: ${l}`));
+      for (const m of expr.matchAll(/\b(?:rate|irate|increase)\(\s*(\w+)/g)) if (!/(_total|_bucket|_sum|_count)$/.test(m[1]!)) problems.push(`${where}: rate of ${m[1]}`);
+    }
+    expect(problems).toEqual([]);
   });
 });
 
