@@ -81,6 +81,9 @@ export interface Config {
   /** Largest federation response body peekd reads (key responses have a smaller, fixed cap). */
   maxFederationResponseBytes: number;
   registration: 'open' | 'closed';
+  guestAccess: boolean;
+  guestRegistrationBurst: number;
+  guestRegistrationRefillMs: number;
   /** Failed logins allowed in a burst, per account and per client address. */
   loginFailureBurst: number;
   /** One more failed login is allowed every this many ms. */
@@ -136,6 +139,9 @@ export const SETTINGS: Setting[] = [
   { env: 'PEEKD_FEDERATION_IP_DENYLIST', key: 'federationIpDenylist', help: 'comma-separated CIDR ranges outbound federation never connects to, unless the server is in PEEKD_FEDERATION_DESTINATIONS (default: loopback, private, link-local and reserved ranges)', default: DEFAULT_IP_DENYLIST.join(',') },
   { env: 'PEEKD_FEDERATION_IP_ALLOWLIST', key: 'federationIpAllowlist', help: 'comma-separated CIDR ranges exempt from the denylist', default: '' },
   { env: 'PEEKD_REGISTRATION', key: 'registration', help: 'open: anyone may register an account; closed: /register answers 403', default: 'open' },
+  { env: 'PEEKD_GUEST_ACCESS', key: 'guestAccess', help: 'on: POST /register?kind=guest gives guest accounts (read and peek world_readable rooms, join rooms whose guest_access is can_join, set a display name; upgradable to full accounts); off: guests refused, existing guest tokens answer 403', default: 'on' },
+  { env: 'PEEKD_GUEST_REGISTRATION_BURST', key: 'guestRegistrationBurst', help: 'guest registrations a client address may make in a burst, before 429', default: '10' },
+  { env: 'PEEKD_GUEST_REGISTRATION_REFILL_MS', key: 'guestRegistrationRefillMs', help: 'after the burst, one more guest registration per client address every this many ms', default: '6000' },
   { env: 'PEEKD_LOGIN_FAILURE_BURST', key: 'loginFailureBurst', help: 'failed logins allowed in a burst, per account and per client address, before 429', default: '5' },
   { env: 'PEEKD_LOGIN_FAILURE_REFILL_MS', key: 'loginFailureRefillMs', help: 'after the burst, one more failed login is allowed every this many ms', default: '6000' },
   { env: 'PEEKD_PASSWORD_HASH_CONCURRENCY', key: 'passwordHashConcurrency', help: 'password hashes computed at once (each takes 16 MiB); more wait in a bounded queue', default: '2' },
@@ -270,6 +276,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, configFile = en
     federationIpAllowlist: cidrList('PEEKD_FEDERATION_IP_ALLOWLIST', value('PEEKD_FEDERATION_IP_ALLOWLIST')),
     maxFederationResponseBytes: positiveInt('PEEKD_MAX_FEDERATION_RESPONSE_BYTES', value('PEEKD_MAX_FEDERATION_RESPONSE_BYTES')),
     registration: oneOf('PEEKD_REGISTRATION', value('PEEKD_REGISTRATION'), ['open', 'closed'] as const),
+    guestAccess: oneOf('PEEKD_GUEST_ACCESS', value('PEEKD_GUEST_ACCESS'), ['on', 'off'] as const) === 'on',
+    guestRegistrationBurst: positiveInt('PEEKD_GUEST_REGISTRATION_BURST', value('PEEKD_GUEST_REGISTRATION_BURST')),
+    guestRegistrationRefillMs: positiveInt('PEEKD_GUEST_REGISTRATION_REFILL_MS', value('PEEKD_GUEST_REGISTRATION_REFILL_MS')),
     loginFailureBurst: positiveInt('PEEKD_LOGIN_FAILURE_BURST', value('PEEKD_LOGIN_FAILURE_BURST')),
     loginFailureRefillMs: positiveInt('PEEKD_LOGIN_FAILURE_REFILL_MS', value('PEEKD_LOGIN_FAILURE_REFILL_MS')),
     passwordHashConcurrency: positiveInt('PEEKD_PASSWORD_HASH_CONCURRENCY', value('PEEKD_PASSWORD_HASH_CONCURRENCY')),

@@ -276,7 +276,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
     const client: ClientContext = {
       config,
       db: database.db,
-      accounts: new AccountStore(database.db, config.serverName, () => clock.now()),
+      accounts: Object.assign(new AccountStore(database.db, config.serverName, () => clock.now()), { guestsAllowed: config.guestAccess }),
       rooms,
       peeks,
       bus,

@@ -2,6 +2,7 @@
 // SHA-256; a small in-memory cache spares the database on every request.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { and, DrizzleQueryError, eq } from 'drizzle-orm';
+import { LRUCache } from 'lru-cache';
 import type { Db } from '../store/db.ts';
 import { accessTokens, accounts, devices } from '../store/schema.ts';
 import { UNMATCHABLE_HASH, type PasswordHasher } from './passwords.ts';
@@ -9,6 +10,8 @@ import { UNMATCHABLE_HASH, type PasswordHasher } from './passwords.ts';
 export interface Session {
   userId: string;
   deviceId: string;
+  /** A guest account (POST /register?kind=guest): what it may do is limited. */
+  isGuest?: boolean;
 }
 
 export interface NewSession extends Session {
@@ -47,15 +50,34 @@ async function withheldParams<T>(what: string, query: () => Promise<T>): Promise
   try {
     return await query();
   } catch (err) {
+    // The driver's error, not Drizzle's (whose message carries the parameters), is the cause.
+    // eslint-disable-next-line preserve-caught-error
     if (err instanceof DrizzleQueryError) throw new Error(`${what} failed (query parameters withheld)`, { cause: err.cause });
     throw err;
   }
 }
 
 export class AccountStore {
-  private readonly cache = new Map<string, Session & { at: number }>();
   private static readonly CACHE_TTL_MS = 60_000;
   private static readonly CACHE_MAX = 50_000;
+  /**
+   * Sessions by token hash, each for CACHE_TTL_MS after its lookup (on the injected clock),
+   * the least recently used going first past CACHE_MAX. A token revoked here (logout, a
+   * device removed or reused) is dropped at once; one revoked by another process stays
+   * valid here until its entry expires.
+   */
+  private readonly cache = new LRUCache<string, Session>({
+    max: AccountStore.CACHE_MAX,
+    ttl: AccountStore.CACHE_TTL_MS,
+    ttlAutopurge: false,
+    // The injected clock, read on every check (no caching of "now" between checks).
+    perf: { now: () => this.now() },
+    ttlResolution: 0,
+  });
+  /** PEEKD_GUEST_ACCESS: off refuses guests everywhere, their existing tokens included (see requireAuth). */
+  guestsAllowed = true;
+  /** Counts revocations, so a lookup that raced one is not cached (it may have read the revoked token). */
+  private revocations = 0;
 
   constructor(
     private readonly db: Db,
@@ -90,6 +112,37 @@ export class AccountStore {
     );
     if (inserted.length === 0) throw new UserInUseError(`${userId} is taken`);
     return userId;
+  }
+
+  /**
+   * A new guest account: no password, a generated user ID (`@guest_…`), limited to what
+   * guests may do until upgraded.
+   */
+  async registerGuest(): Promise<string> {
+    for (;;) {
+      const userId = this.userIdFor(`guest_${randomBytes(8).toString('hex')}`);
+      const inserted = await this.db.insert(accounts).values({ userId, passwordHash: null, createdAt: this.now(), isGuest: true }).onConflictDoNothing().returning({ userId: accounts.userId });
+      if (inserted.length > 0) return userId;
+    }
+  }
+
+  /**
+   * Makes the guest `userId` a full account with `password` (hashed on `hasher`), keeping
+   * its user ID, devices and tokens. False when the user is not (or no longer) a guest: an
+   * account is upgraded once.
+   */
+  async upgradeGuest(userId: string, password: string | undefined, hasher: PasswordHasher): Promise<boolean> {
+    const passwordHash = password === undefined ? null : await hasher.hash(password);
+    const updated = await withheldParams('upgrading the guest account', () =>
+      this.db
+        .update(accounts)
+        .set({ isGuest: false, passwordHash })
+        .where(and(eq(accounts.userId, userId), eq(accounts.isGuest, true)))
+        .returning({ userId: accounts.userId }),
+    );
+    // Its cached sessions say "guest": read them again.
+    this.forgetDevice(userId, undefined);
+    return updated.length > 0;
   }
 
   /**
@@ -129,20 +182,32 @@ export class AccountStore {
     return { userId, deviceId: device, accessToken };
   }
 
-  private forgetDevice(userId: string, deviceId: string): void {
-    for (const [hash, s] of this.cache) if (s.userId === userId && s.deviceId === deviceId) this.cache.delete(hash);
+  /** Drops the cached sessions of one device, or of every device of the user (deviceId undefined). */
+  private forgetDevice(userId: string, deviceId: string | undefined): void {
+    this.revocations++;
+    // Entries already expired are skipped by the walk, and are never answered anyway.
+    const revoked: string[] = [];
+    for (const [hash, s] of this.cache.entries()) if (s.userId === userId && (deviceId === undefined || s.deviceId === deviceId)) revoked.push(hash);
+    for (const hash of revoked) this.cache.delete(hash);
   }
 
   async authenticate(token: string): Promise<Session | null> {
     const hash = tokenHash(token);
     const cached = this.cache.get(hash);
-    if (cached && this.now() - cached.at < AccountStore.CACHE_TTL_MS) return { userId: cached.userId, deviceId: cached.deviceId };
-    const [row] = await withheldParams('looking up the access token', () => this.db.select().from(accessTokens).where(eq(accessTokens.tokenHash, hash)));
+    if (cached) return { ...cached };
+    const revocations = this.revocations;
+    const [row] = await withheldParams('looking up the access token', () =>
+      this.db
+        .select({ tokenHash: accessTokens.tokenHash, userId: accessTokens.userId, deviceId: accessTokens.deviceId, isGuest: accounts.isGuest })
+        .from(accessTokens)
+        .leftJoin(accounts, eq(accounts.userId, accessTokens.userId))
+        .where(eq(accessTokens.tokenHash, hash)),
+    );
     // The lookup is by hash; compare the hashes in constant time all the same.
     if (!row || !timingSafeEqual(Buffer.from(row.tokenHash), Buffer.from(hash))) return null;
-    if (this.cache.size >= AccountStore.CACHE_MAX) this.cache.clear();
-    this.cache.set(hash, { userId: row.userId, deviceId: row.deviceId, at: this.now() });
-    return { userId: row.userId, deviceId: row.deviceId };
+    const session: Session = row.isGuest ? { userId: row.userId, deviceId: row.deviceId, isGuest: true } : { userId: row.userId, deviceId: row.deviceId };
+    if (this.revocations === revocations) this.cache.set(hash, session);
+    return { ...session };
   }
 
   /** Deletes the device and every token it holds. */

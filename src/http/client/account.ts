@@ -2,11 +2,11 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { isValidNewLocalpart, UserInUseError } from '../../clientapi/accounts.ts';
-import { accountKey, addressKey, LoginLimiter } from '../../clientapi/loginLimiter.ts';
+import { accountKey, addressKey, GuestRegistrationLimiter, LoginLimiter } from '../../clientapi/loginLimiter.ts';
 import { PasswordHasher, PasswordHasherBusyError } from '../../clientapi/passwords.ts';
 import { isValidUserId, localpartOf, serverOf } from '../../events/ids.ts';
 import { forbidden, limitExceeded, MatrixError } from '../errors.ts';
-import { requireAuth, sessionOf } from './auth.ts';
+import { guestForbidden, requireAuth, sessionOf } from './auth.ts';
 import type { ClientContext } from './context.ts';
 import { clientRoute } from './prefixes.ts';
 import { endDevicePeeks } from './peek.ts';
@@ -20,6 +20,7 @@ const registerBody = {
     initial_device_display_name: { type: 'string', maxLength: 255 },
     inhibit_login: { type: 'boolean' },
     auth: { type: 'object' },
+    guest_access_token: { type: 'string', maxLength: 1024 },
   },
 } as const;
 
@@ -44,10 +45,12 @@ const registrationClosed = () => forbidden('registration is disabled on this ser
 
 export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext): void {
   const auth = requireAuth(ctx.accounts);
+  const guestAuth = requireAuth(ctx.accounts, { guests: true });
   // Both live as long as this HTTP server: the hashing pool bounds this process's scrypt
   // memory (16 MiB a hash), the limiter the guesses per account and per client address.
   const hasher = PasswordHasher.fromConfig(ctx.config);
   const loginLimiter = LoginLimiter.fromConfig(ctx.config);
+  const guestLimiter = GuestRegistrationLimiter.fromConfig(ctx.config);
 
   clientRoute(app, {
     method: 'POST',
@@ -56,15 +59,46 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext):
     config: { barrier: false, rateLimit: { max: ctx.config.registrationRatePerSecond, timeWindow: 1000 } },
     handler: async (req, reply) => {
       const q = req.query as { kind?: string };
-      if (q.kind === 'guest') throw new MatrixError(403, 'M_GUEST_ACCESS_FORBIDDEN', 'guest accounts are not supported');
+      const body = (req.body ?? {}) as {
+        username?: string;
+        password?: string;
+        device_id?: string;
+        initial_device_display_name?: string;
+        inhibit_login?: boolean;
+        auth?: { type?: unknown; session?: unknown };
+        guest_access_token?: string;
+      };
+      if (q.kind !== undefined && q.kind !== 'user' && q.kind !== 'guest') throw new MatrixError(400, 'M_INVALID_PARAM', 'kind must be "user" or "guest"');
+      if (q.kind === 'guest') {
+        // A guest account: no credentials, no user-interactive authentication; limited per
+        // client address instead.
+        if (!ctx.config.guestAccess) throw guestForbidden();
+        const gate = guestLimiter.take(addressKey(req.ip));
+        if (!gate.allowed) throw limitExceeded(gate.retryAfterMs, 'too many guest registrations from this address; try again later');
+        const userId = await ctx.accounts.registerGuest();
+        const s = await ctx.accounts.createSession(userId, undefined, body.initial_device_display_name);
+        return { user_id: userId, access_token: s.accessToken, device_id: s.deviceId, home_server: ctx.config.serverName };
+      }
       // Closed: every call answers 403, including the first one that asks for the flows.
       if (ctx.config.registration === 'closed') throw registrationClosed();
-      const body = req.body as { username?: string; password?: string; device_id?: string; initial_device_display_name?: string; inhibit_login?: boolean; auth?: { type?: unknown; session?: unknown } };
-      if (body.username !== undefined && !isValidNewLocalpart(body.username, ctx.config.serverName)) {
-        throw new MatrixError(400, 'M_INVALID_USERNAME', 'user names may contain only a-z, 0-9, and . _ = - / +');
-      }
-      if (body.username !== undefined && (await ctx.accounts.exists(ctx.accounts.userIdFor(body.username)))) {
-        throw new MatrixError(400, 'M_USER_IN_USE', 'that user ID is taken');
+      // Upgrading a guest: the account keeps its user ID (and so its rooms and history).
+      let guestUserId: string | undefined;
+      if (body.guest_access_token !== undefined) {
+        if (!ctx.config.guestAccess) throw guestForbidden();
+        const guest = await ctx.accounts.authenticate(body.guest_access_token);
+        if (!guest) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'unknown or expired guest_access_token', { soft_logout: false });
+        if (!guest.isGuest) throw forbidden('guest_access_token belongs to an account that is not a guest');
+        guestUserId = guest.userId;
+        if (body.username !== undefined && ctx.accounts.userIdFor(body.username) !== guestUserId) {
+          throw new MatrixError(400, 'M_INVALID_PARAM', `a guest keeps its user ID when it registers: username must be ${localpartOf(guestUserId)} or absent`);
+        }
+      } else {
+        if (body.username !== undefined && !isValidNewLocalpart(body.username, ctx.config.serverName)) {
+          throw new MatrixError(400, 'M_INVALID_USERNAME', 'user names may contain only a-z, 0-9, and . _ = - / +');
+        }
+        if (body.username !== undefined && (await ctx.accounts.exists(ctx.accounts.userIdFor(body.username)))) {
+          throw new MatrixError(400, 'M_USER_IN_USE', 'that user ID is taken');
+        }
       }
       // User-interactive authentication with one stage, m.login.dummy: a client that sends
       // it registers in one call; one that sends no auth learns the flows first.
@@ -74,7 +108,12 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext):
       if (body.auth.type !== 'm.login.dummy') throw new MatrixError(401, 'M_UNRECOGNIZED', 'only m.login.dummy is offered', uia);
       let userId: string;
       try {
-        userId = await ctx.accounts.register(body.username, body.password, hasher);
+        if (guestUserId !== undefined) {
+          if (!(await ctx.accounts.upgradeGuest(guestUserId, body.password, hasher))) throw new MatrixError(400, 'M_USER_IN_USE', 'that guest account was already upgraded');
+          userId = guestUserId;
+        } else {
+          userId = await ctx.accounts.register(body.username, body.password, hasher);
+        }
       } catch (err) {
         if (err instanceof UserInUseError) throw new MatrixError(400, 'M_USER_IN_USE', 'that user ID is taken');
         throw hashingBusy(err);
@@ -170,21 +209,10 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext):
     method: 'GET',
     path: '/account/whoami',
     config: { barrier: false },
-    preHandler: auth,
+    preHandler: guestAuth,
     handler: async (req) => {
-      const { userId, deviceId } = sessionOf(req);
-      return { user_id: userId, device_id: deviceId, is_guest: false };
-    },
-  });
-
-  clientRoute(app, {
-    method: 'GET',
-    path: '/profile/:userId',
-    handler: async (req) => {
-      const { userId } = req.params as { userId: string };
-      if (!isValidUserId(userId)) throw new MatrixError(400, 'M_INVALID_PARAM', 'malformed user ID');
-      if (serverOf(userId) !== ctx.config.serverName || !(await ctx.accounts.exists(userId))) throw new MatrixError(404, 'M_NOT_FOUND', 'no such user');
-      return { displayname: localpartOf(userId) };
+      const { userId, deviceId, isGuest } = sessionOf(req);
+      return { user_id: userId, device_id: deviceId, is_guest: isGuest === true };
     },
   });
 }
