@@ -1,6 +1,7 @@
 // The Postgres read models (drizzle schema). Every table here is derived from the
 // streams and can be rebuilt by replaying them. Times are ms since the epoch.
 import { bigint, boolean, customType, index, integer, jsonb, pgSequence, pgTable, primaryKey, text, uniqueIndex } from 'drizzle-orm/pg-core';
+import { sql } from 'drizzle-orm';
 
 const ms = (name: string) => bigint(name, { mode: 'number' });
 const bytea = customType<{ data: Uint8Array; driverData: Uint8Array }>({ dataType: () => 'bytea' });
@@ -287,6 +288,8 @@ export const syncapiCurrentState = pgTable(
   (t) => [
     primaryKey({ columns: [t.roomId, t.type, t.stateKey] }),
     index('syncapi_current_state_member_idx').on(t.stateKey, t.type),
+    /** Joined members by room: the public room directory counts them for every listed room. */
+    index('syncapi_current_state_joined_idx').on(t.roomId).where(sql`${t.type} = 'm.room.member' and ${t.membership} = 'join'`),
   ],
 );
 

@@ -1,5 +1,6 @@
-// Room aliases: GET /directory/room/{alias} (local, or the alias server's answer), PUT, DELETE.
-import { and, eq } from 'drizzle-orm';
+// Room aliases: GET /directory/room/{alias} (local, or the alias server's answer), PUT,
+// DELETE, and a room's local aliases (GET /rooms/{roomId}/aliases).
+import { and, asc, eq } from 'drizzle-orm';
 import type { FastifyInstance } from 'fastify';
 import { isValidRoomAlias, isValidRoomId, serverOf } from '../../events/ids.ts';
 import { roomAliases } from '../../store/schema.ts';
@@ -7,7 +8,8 @@ import { MatrixError, badJson, invalidParam, notFound } from '../errors.ts';
 import { requireAuth, sessionOf } from './auth.ts';
 import type { ClientContext } from './context.ts';
 import { clientRoute } from './prefixes.ts';
-import { resolveRoomIdOrAlias } from './resolveRoom.ts';
+import { requireRoomId, resolveRoomIdOrAlias } from './resolveRoom.ts';
+import { requireReadable } from './rooms/access.ts';
 
 export function registerDirectoryRoutes(app: FastifyInstance, ctx: ClientContext): void {
   const auth = requireAuth(ctx.accounts);
@@ -51,9 +53,27 @@ export function registerDirectoryRoutes(app: FastifyInstance, ctx: ClientContext
     handler: async (req) => {
       const { userId } = sessionOf(req);
       const alias = aliasParam((req.params as { alias: string }).alias);
-      const deleted = await ctx.db.delete(roomAliases).where(and(eq(roomAliases.alias, alias), eq(roomAliases.creator, userId))).returning();
+      const deleted = await ctx.db
+        .delete(roomAliases)
+        .where(and(eq(roomAliases.alias, alias), eq(roomAliases.creator, userId)))
+        .returning();
       if (deleted.length === 0) throw notFound('no such alias of yours');
       return {};
+    },
+  });
+
+  // The aliases this server holds for the room: for its members, or anyone when its history
+  // is world_readable; others (and a room this server does not know) 403.
+  clientRoute(app, {
+    method: 'GET',
+    path: '/rooms/:roomId/aliases',
+    preHandler: auth,
+    handler: async (req) => {
+      const { userId } = sessionOf(req);
+      const roomId = requireRoomId((req.params as { roomId: string }).roomId);
+      await requireReadable(ctx, roomId, userId);
+      const rows = await ctx.db.select({ alias: roomAliases.alias }).from(roomAliases).where(eq(roomAliases.roomId, roomId)).orderBy(asc(roomAliases.alias));
+      return { aliases: rows.map((r) => r.alias) };
     },
   });
 }

@@ -10,6 +10,7 @@ import { requireAuth, sessionOf } from '../auth.ts';
 import type { ClientContext } from '../context.ts';
 import { clientWrite } from '../clientWrite.ts';
 import { clientRoute } from '../prefixes.ts';
+import { publishRoom } from '../publicRooms.ts';
 
 /** The most invites, and the most initial_state entries, one createRoom takes. */
 const MAX_CREATE_ROOM_LIST = 200;
@@ -145,6 +146,8 @@ export function registerCreateRoomRoute(app: FastifyInstance, ctx: ClientContext
         if (alias) await ctx.db.delete(roomAliases).where(eq(roomAliases.alias, alias));
         throw err;
       }
+      // `visibility: "public"` lists the new room in the public room directory.
+      if (body.visibility === 'public') await publishRoom(ctx.db, roomId, 'public', ctx.clock.now());
       return alias ? { room_id: roomId, room_alias: alias } : { room_id: roomId };
     },
   });

@@ -1,0 +1,1 @@
+CREATE INDEX "syncapi_current_state_joined_idx" ON "syncapi_current_state" USING btree ("room_id") WHERE "syncapi_current_state"."type" = 'm.room.member' and "syncapi_current_state"."membership" = 'join';
