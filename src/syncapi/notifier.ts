@@ -104,4 +104,10 @@ export class SyncNotifier {
       if (event.peek.kind === 'device') this.wakeAll(this.byDevice.get(`${event.peek.userId}\u0000${event.peek.deviceId}`), at);
     }
   }
+
+  /** Presence or account data changed: wakes the long-polls of these users (src/syncapi/clientData.ts). */
+  onClientData(userIds: Iterable<string>): void {
+    const at = performance.now();
+    for (const userId of userIds) this.wakeAll(this.byUser.get(userId), at);
+  }
 }

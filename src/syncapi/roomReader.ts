@@ -1,11 +1,12 @@
 // Reads the sync projection of ROOMS: timelines, state at a position, memberships.
 // Positions are ROOMS stream sequences.
-import { and, asc, desc, eq, gt, inArray, lt, lte, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, inArray, like, lt, lte, not, notInArray, or, sql, type SQL } from 'drizzle-orm';
 import type { Pdu } from '../events/roomEvents.ts';
 import { rowsOf, type Db } from '../store/db.ts';
 import { syncapiCurrentState, syncapiRoomEvents } from '../store/schema.ts';
 import { toClientEvent, type ClientEvent } from './clientEvents.ts';
 import { ImmutableReadCache } from './memo.ts';
+import { likePatterns, selects, type EventFilter } from './syncFilter.ts';
 import { positionAfter, type PaginationToken, type TopoPosition } from './syncToken.ts';
 import { visibilityJudge, visibilityOf, type VisibilityFacts } from './visibility.ts';
 
@@ -35,7 +36,8 @@ export interface TimelineSlice {
 }
 
 export class RoomReader {
-  constructor(private readonly db: Db) {}
+  /** The read-model database (also what client data is read from: src/syncapi/clientData.ts). */
+  constructor(readonly db: Db) {}
 
   async roomExists(roomId: string): Promise<boolean> {
     const rows = await this.db
@@ -94,10 +96,7 @@ export class RoomReader {
   }
 
   async eventById(eventId: string): Promise<StoredEvent | null> {
-    const [row] = await this.db
-      .select(EVENT_COLUMNS)
-      .from(syncapiRoomEvents)
-      .where(eq(syncapiRoomEvents.eventId, eventId));
+    const [row] = await this.db.select(EVENT_COLUMNS).from(syncapiRoomEvents).where(eq(syncapiRoomEvents.eventId, eventId));
     return (row as StoredEvent) ?? null;
   }
 
@@ -105,16 +104,22 @@ export class RoomReader {
   private readonly timelines = new ImmutableReadCache<TimelineSlice>();
   private readonly states = new ImmutableReadCache<StoredEvent[]>();
 
-  /** The newest events with afterSeq < seq ≤ uptoSeq (uptoSeq committed), at most `limit`, oldest first. */
-  timeline(roomId: string, afterSeq: number, uptoSeq: number, limit: number): Promise<TimelineSlice> {
-    return this.timelines.get(`${roomId}\u0000${afterSeq}\u0000${uptoSeq}\u0000${limit}`, () => this.readTimeline(roomId, afterSeq, uptoSeq, limit));
+  /**
+   * The newest events with afterSeq < seq ≤ uptoSeq (uptoSeq committed), at most `limit`,
+   * oldest first; with a filter, only the events of the types and senders it keeps (the
+   * limit counts those).
+   */
+  timeline(roomId: string, afterSeq: number, uptoSeq: number, limit: number, filter?: EventFilter): Promise<TimelineSlice> {
+    const which = filter && selects(filter) ? filter : undefined;
+    const key = `${roomId}\u0000${afterSeq}\u0000${uptoSeq}\u0000${limit}${which ? `\u0000${JSON.stringify([which.types, which.notTypes, which.senders, which.notSenders])}` : ''}`;
+    return this.timelines.get(key, () => this.readTimeline(roomId, afterSeq, uptoSeq, limit, which));
   }
 
-  private async readTimeline(roomId: string, afterSeq: number, uptoSeq: number, limit: number): Promise<TimelineSlice> {
+  private async readTimeline(roomId: string, afterSeq: number, uptoSeq: number, limit: number, filter?: EventFilter): Promise<TimelineSlice> {
     const rows = await this.db
       .select(EVENT_COLUMNS)
       .from(syncapiRoomEvents)
-      .where(and(eq(syncapiRoomEvents.roomId, roomId), gt(syncapiRoomEvents.seq, afterSeq), lte(syncapiRoomEvents.seq, uptoSeq), live))
+      .where(and(eq(syncapiRoomEvents.roomId, roomId), gt(syncapiRoomEvents.seq, afterSeq), lte(syncapiRoomEvents.seq, uptoSeq), live, filter ? filterCondition(filter) : undefined))
       .orderBy(desc(syncapiRoomEvents.seq))
       .limit(limit + 1);
     const limited = rows.length > limit;
@@ -164,7 +169,10 @@ export class RoomReader {
 
   peekHorizons(rooms: { roomId: string; afterSeq: number }[], uptoSeq: number): Promise<Map<string, number>> {
     if (rooms.length === 0 || rooms.length > 20) return this.readPeekHorizons(rooms, uptoSeq);
-    const key = `${rooms.map((r) => `${r.roomId}\u0001${r.afterSeq}`).sort().join('\u0002')}\u0000${uptoSeq}`;
+    const key = `${rooms
+      .map((r) => `${r.roomId}\u0001${r.afterSeq}`)
+      .sort()
+      .join('\u0002')}\u0000${uptoSeq}`;
     return this.horizons.get(key, () => this.readPeekHorizons(rooms, uptoSeq));
   }
 
@@ -326,14 +334,20 @@ export class RoomReader {
 
   /** The sequence of the room's newest event (0: none). */
   async latestSeq(roomId: string): Promise<number> {
-    const [row] = await this.db
-      .select({ seq: syncapiRoomEvents.seq })
-      .from(syncapiRoomEvents)
-      .where(eq(syncapiRoomEvents.roomId, roomId))
-      .orderBy(desc(syncapiRoomEvents.seq))
-      .limit(1);
+    const [row] = await this.db.select({ seq: syncapiRoomEvents.seq }).from(syncapiRoomEvents).where(eq(syncapiRoomEvents.roomId, roomId)).orderBy(desc(syncapiRoomEvents.seq)).limit(1);
     return row?.seq ?? 0;
   }
+}
+
+/** A timeline filter's type and sender lists as SQL (an empty `types` or `senders` keeps nothing). */
+function filterCondition(f: EventFilter): SQL | undefined {
+  const typeLike = (patterns: string[]) => (patterns.length === 0 ? sql`false` : or(...likePatterns(patterns).map((p) => like(syncapiRoomEvents.type, p))));
+  return and(
+    f.types ? typeLike(f.types) : undefined,
+    f.notTypes && f.notTypes.length > 0 ? not(typeLike(f.notTypes)!) : undefined,
+    f.senders ? (f.senders.length === 0 ? sql`false` : inArray(syncapiRoomEvents.sender, f.senders)) : undefined,
+    f.notSenders && f.notSenders.length > 0 ? notInArray(syncapiRoomEvents.sender, f.notSenders) : undefined,
+  );
 }
 
 /**

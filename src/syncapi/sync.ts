@@ -2,7 +2,9 @@
 // positions. A peek arrives like a join; an ended peek appears once under `leave`; a
 // peeking user who joins moves from `peek` to `join` without the state again. A peek
 // never shows an event past its horizon (the event that ended world_readable or turned
-// on encryption), whichever of the two sync projections has caught up first.
+// on encryption), whichever of the two sync projections has caught up first. Presence and
+// account data (src/syncapi/clientData.ts) ride along by their own position, and the
+// sync filter's sections and limits shape each part (src/syncapi/syncFilter.ts).
 import { clientEvents, type RoomReader, type StoredEvent, type TimelineSlice, type Viewer } from './roomReader.ts';
 import { withoutRoomId } from './clientEvents.ts';
 import type { DevicePeekRow, PeekReader } from './peekReader.ts';
@@ -10,21 +12,45 @@ import type { SyncNotifier } from './notifier.ts';
 import { syncWakeupSeconds } from '../metrics.ts';
 import type { SyncCache } from './syncCache.ts';
 import { ImmutableReadCache } from './memo.ts';
-import { formatSyncToken, formatTopologicalToken, positionOf, type SyncPosition } from './syncToken.ts';
+import { formatSyncToken, formatTopologicalToken, positionOf, type SyncPosition, type SyncTokenPosition } from './syncToken.ts';
+import { ClientDataStore, presenceContent, type AccountDataRow, type PresenceState } from './clientData.ts';
+import { applyFilter, keeps, keepsRoom, selects, syncFilterOf, type SyncFilter } from './syncFilter.ts';
 
-export const DEFAULT_TIMELINE_LIMIT = 20;
-export const MAX_TIMELINE_LIMIT = 1000;
+export { DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT } from './syncFilter.ts';
+
+/**
+ * With roles split, how often a process re-reads the client-data position while it holds
+ * long-polls: a presence or account data change taken by another process reaches them
+ * within this (see SyncService.clientDataPosition).
+ */
+export const CLIENT_DATA_POLL_MS = 1_000;
 
 /** What a /sync asks. Whatever here shapes the answer must also be in `shareKey` below. */
 export interface SyncRequest {
   userId: string;
   deviceId: string;
-  since?: SyncPosition;
+  since?: SyncTokenPosition;
   timeoutMs: number;
   fullState: boolean;
   timelineLimit: number;
+  /** The sync filter (syncFilterOf); absent: none. Its timeline limit is `timelineLimit`. */
+  filter?: SyncFilter;
   signal?: AbortSignal;
 }
+
+/** What the room part of an answer computed, for the per-user part (client data) to build on. */
+interface Computed {
+  response: SyncResponse;
+  /** Rooms to wait on: joined rooms and live peeks (also the rooms that may carry account data). */
+  roomIds: string[];
+  joinedIds: string[];
+  /** Rooms shown as if new (initial sync, a new join or peek): all of their account data goes with them. */
+  fullRooms: string[];
+  /** Joined rooms new to this device since `since` (their members' presence goes with them). */
+  newlyJoined: string[];
+}
+
+const NO_FILTER = syncFilterOf(null);
 
 type RoomSection = Record<string, unknown>;
 
@@ -39,6 +65,8 @@ interface View {
    * when thousands of peeking devices wake at once).
    */
   memberOf: ReadonlySet<string>;
+  /** The sync filter: which events each section keeps. */
+  filter: SyncFilter;
 }
 
 export interface SyncResponse {
@@ -60,10 +88,93 @@ export interface SyncDeps {
   now(): number;
   /** Set where the sync projections run in this process (see syncCache.ts). */
   cache?: SyncCache;
+  /** Presence and account data; default: read from the rooms reader's database. */
+  clientData?: ClientDataStore;
 }
 
 export class SyncService {
-  constructor(private readonly deps: SyncDeps) {}
+  /** Presence and account data: the HTTP handlers write through setPresence and putAccountData below. */
+  readonly clientData: ClientDataStore;
+
+  constructor(private readonly deps: SyncDeps) {
+    this.clientData = deps.clientData ?? new ClientDataStore(deps.rooms.db);
+  }
+
+  /**
+   * The client-data position: the highest client_data_stream value known to be committed
+   * with every value below it (clientData.ts). All roles in one process (where the sync
+   * cache runs), every write passes through this process and reports its value
+   * (clientDataCommitted): the database is read once, at the first /sync. With roles split,
+   * a write may be taken by another process, which has no way to tell this one (the
+   * notifier hears of room events through the projections' NATS wake-ups; client data
+   * does not go through a projection): the position is re-read at most every
+   * CLIENT_DATA_POLL_MS, and while long-polls wait a timer does so and wakes the users
+   * the changes concern. So with roles split a change made through another process reaches
+   * a waiting long-poll within about that interval, and a /sync that starts right after a
+   * write through another process may see it only in its next answer.
+   */
+  private clientDataKnown: number | undefined;
+  private clientDataReadAt = -Infinity;
+  private clientDataReading: Promise<number> | undefined;
+  private clientDataPoller: NodeJS.Timeout | undefined;
+  private clientDataPolledUpTo: number | undefined;
+
+  private clientDataPosition(): number | Promise<number> {
+    const known = this.clientDataKnown;
+    if (known !== undefined && (this.deps.cache || performance.now() - this.clientDataReadAt < CLIENT_DATA_POLL_MS)) return known;
+    return this.readClientDataPosition();
+  }
+
+  private readClientDataPosition(): Promise<number> {
+    this.clientDataReading ??= this.clientData
+      .position()
+      .then((p) => {
+        this.clientDataKnown = Math.max(this.clientDataKnown ?? 0, p);
+        this.clientDataReadAt = performance.now();
+        return this.clientDataKnown;
+      })
+      .finally(() => (this.clientDataReading = undefined));
+    return this.clientDataReading;
+  }
+
+  /** A client-data write committed with `streamId`: later /syncs answer up to it, and these users' long-polls wake. */
+  private clientDataCommitted(streamId: number, users: Iterable<string>): void {
+    this.clientDataKnown = Math.max(this.clientDataKnown ?? 0, streamId);
+    this.deps.notifier.onClientData(users);
+  }
+
+  /** Roles split: while long-polls wait here, notice client-data changes other processes took (see clientDataPosition). */
+  private pollClientData(): void {
+    if (this.deps.cache || this.clientDataPoller || this.closing) return;
+    this.clientDataPoller = setInterval(() => {
+      if (this.deps.notifier.waiting === 0) return;
+      void (async () => {
+        // From the position the first long-poll waited at: later waits that saw less find
+        // the position moved (clientDataKnown) before they wait, and look again.
+        const before = this.clientDataPolledUpTo ?? 0;
+        const now = await this.readClientDataPosition();
+        if (now <= before) return;
+        this.clientDataPolledUpTo = now;
+        this.deps.notifier.onClientData(await this.clientData.concernedBy(before, now));
+      })().catch(() => {
+        // The database is away: the long-polls see the change at their next wake or sync.
+      });
+    }, CLIENT_DATA_POLL_MS);
+    this.clientDataPoller.unref();
+  }
+
+  /** Sets the user's presence (PUT /presence/{userId}/status); wakes them and everyone sharing a room with them. */
+  async setPresence(userId: string, state: PresenceState, statusMsg: string | null): Promise<void> {
+    const streamId = await this.clientData.setPresence(userId, state, statusMsg, this.deps.now());
+    if (streamId === null) return;
+    this.clientDataCommitted(streamId, await this.clientData.usersSharingARoom(userId));
+  }
+
+  /** Stores account data (roomId '' for global) and wakes the user's long-polls. */
+  async putAccountData(userId: string, roomId: string, type: string, content: Record<string, unknown>): Promise<void> {
+    const streamId = await this.clientData.putAccountData(userId, roomId, type, content);
+    this.clientDataCommitted(streamId, [userId]);
+  }
 
   /** A device's peek rows (live and ended), from memory where the cache runs. */
   async devicePeeks(userId: string, deviceId: string): Promise<DevicePeekRow[]> {
@@ -83,14 +194,30 @@ export class SyncService {
   /** Shutdown: open long-polls answer with what they have, and new ones do not wait. */
   close(): void {
     this.closing = true;
+    clearInterval(this.clientDataPoller);
     this.deps.notifier.releaseAll();
+  }
+
+  /** Committed positions of the sync projections: what a read sees now. */
+  positions(): SyncPosition {
+    return this.deps.positions();
+  }
+
+  /**
+   * For long-polls other than /sync (the legacy /events of a room preview): waits as /sync
+   * does until something may concern this device or these rooms, with when the waking
+   * batch was committed; false on timeout or abort, and at once when shutting down.
+   */
+  waitForNews(interest: Parameters<SyncNotifier['wait']>[0], timeoutMs: number, signal?: AbortSignal): Promise<number | false> {
+    if (this.closing || signal?.aborted) return Promise.resolve(false);
+    return this.deps.notifier.wait(interest, timeoutMs, signal);
   }
 
   async sync(req: SyncRequest): Promise<SyncAnswer> {
     const deadline = this.deps.now() + req.timeoutMs;
     let wokenAt: number | undefined;
     for (;;) {
-      const upto = this.deps.positions();
+      const upto: SyncTokenPosition = { ...this.deps.positions(), clientData: await this.clientDataPosition() };
       const answer = await this.computeShared(req, upto);
       const remaining = deadline - this.deps.now();
       if (!req.since || !isEmpty(answer.response) || remaining <= 0 || req.signal?.aborted || this.closing) {
@@ -100,52 +227,129 @@ export class SyncService {
       // Nothing new: wait for something that may concern this device, unless the
       // projections moved on while we computed (then look again at once).
       const moved = this.deps.positions();
-      if (moved.rooms !== upto.rooms || moved.peeks !== upto.peeks) continue;
+      if (moved.rooms !== upto.rooms || moved.peeks !== upto.peeks || (this.clientDataKnown ?? 0) > upto.clientData) continue;
+      this.clientDataPolledUpTo ??= upto.clientData;
+      this.pollClientData();
       const woken = await this.deps.notifier.wait({ userId: req.userId, deviceId: req.deviceId, roomIds: answer.roomIds }, remaining, req.signal);
       if (woken === false) return answer;
       wokenAt ??= woken;
     }
   }
 
-  private async computeShared(req: SyncRequest, upto: SyncPosition): Promise<SyncAnswer> {
+  /**
+   * The room part is shared between membership-less devices asking the same question;
+   * the client data (presence, account data) is the user's own, laid over it when there is any.
+   */
+  private async computeShared(req: SyncRequest, upto: SyncTokenPosition): Promise<SyncAnswer> {
     const memberships = await this.membershipsOf(req.userId);
     const devicePeeks = await this.devicePeeks(req.userId, req.deviceId);
     const key = memberships.length === 0 ? shareKey(req, upto, devicePeeks) : undefined;
-    if (key === undefined) return answerOf(await this.compute(req, upto, memberships, devicePeeks));
-    const at = `${upto.rooms}_${upto.peeks}`;
+    if (key === undefined) {
+      const computed = await this.compute(req, upto, memberships, devicePeeks);
+      return answerOf(await this.withClientData(req, upto, computed));
+    }
+    const at = `${upto.rooms}_${upto.peeks}_${upto.clientData}`;
     if (this.shared.at !== at) this.shared = { at, answers: new Map() };
     const answers = this.shared.answers;
     let shared = answers.get(key);
     if (!shared) {
-      shared = this.compute(req, upto, memberships, devicePeeks).then(answerOf);
+      shared = this.compute(req, upto, memberships, devicePeeks).then((c) => ({ ...answerOf(c), computed: c }));
       if (answers.size < MAX_SHARED_ANSWERS) {
         answers.set(key, shared);
         shared.catch(() => answers.delete(key));
       }
     }
-    return shared;
+    const answer = await shared;
+    const own = await this.withClientData(req, upto, answer.computed);
+    return own === answer.computed ? answer : answerOf(own);
   }
 
-  private shared: { at: string; answers: Map<string, Promise<SyncAnswer>> } = { at: '', answers: new Map() };
+  private shared: { at: string; answers: Map<string, Promise<SyncAnswer & { computed: Computed }>> } = { at: '', answers: new Map() };
+
+  /**
+   * The computed answer with the user's presence and account data laid over it (the same
+   * object when there are none): changed in (since, upto] of the client-data positions; all
+   * of it on an initial sync; and with a room shown as new, all of its account data and the
+   * presence of its members.
+   */
+  private async withClientData(req: SyncRequest, upto: SyncTokenPosition, computed: Computed): Promise<Computed> {
+    const filter = req.filter ?? NO_FILTER;
+    const after = req.since?.clientData ?? 0;
+    const window = after < upto.clientData;
+    const fullRooms = computed.fullRooms.filter((r) => keepsRoom(filter.roomAccountData, r));
+    const newMates = req.since && computed.newlyJoined.length > 0 && keeps(filter.presence, 'm.presence') ? computed.newlyJoined : [];
+    if (!window && fullRooms.length === 0 && newMates.length === 0) return computed;
+    const now = this.deps.now();
+
+    // Presence: of the users sharing a room and the user themselves; the sender is the user.
+    let presence: unknown[] = [];
+    if (keeps(filter.presence, 'm.presence') && (window || newMates.length > 0)) {
+      const mates = newMates.length > 0 ? [...new Set((await Promise.all(newMates.map((r) => this.deps.rooms.joinedMembers(r)))).flat())] : [];
+      const rows = await this.clientData.presenceChanges(req.userId, after, upto.clientData, mates);
+      presence = applyFilter(
+        filter.presence,
+        rows,
+        () => 'm.presence',
+        (r) => r.userId,
+      ).map((r) => ({ type: 'm.presence', sender: r.userId, content: presenceContent(r, now) }));
+    }
+
+    // Account data: global, and per room for the rooms this answer may show (joined, peeked).
+    const rows: AccountDataRow[] = [];
+    if (window) rows.push(...(await this.clientData.accountDataChanges(req.userId, after, upto.clientData)));
+    if (fullRooms.length > 0) rows.push(...(await this.clientData.roomAccountData(req.userId, fullRooms, upto.clientData)));
+    const latest = new Map<string, AccountDataRow>(); // one event per (room, type): the newest
+    for (const r of rows) {
+      const k = `${r.roomId}\u0000${r.type}`;
+      if ((latest.get(k)?.streamId ?? -1) < r.streamId) latest.set(k, r);
+    }
+    const visible = new Set(computed.roomIds);
+    const global: AccountDataRow[] = [];
+    const perRoom = new Map<string, AccountDataRow[]>();
+    for (const r of [...latest.values()].sort((x, y) => x.streamId - y.streamId)) {
+      if (r.roomId === '') global.push(r);
+      else if (visible.has(r.roomId) && keepsRoom(filter.roomAccountData, r.roomId)) perRoom.set(r.roomId, [...(perRoom.get(r.roomId) ?? []), r]);
+    }
+    const event = (r: AccountDataRow) => ({ type: r.type, content: r.content });
+    const accountData = applyFilter(filter.accountData, global, (r) => r.type).map(event);
+    const roomEvents = new Map<string, unknown[]>();
+    for (const [roomId, list] of perRoom) {
+      const kept = applyFilter(filter.roomAccountData, list, (r) => r.type);
+      if (kept.length > 0) roomEvents.set(roomId, kept.map(event));
+    }
+    if (presence.length === 0 && accountData.length === 0 && roomEvents.size === 0) return computed;
+
+    const base = computed.response;
+    const response: SyncResponse = {
+      ...base,
+      rooms: { ...base.rooms, join: { ...base.rooms.join }, peek: { ...base.rooms.peek } },
+      presence: { events: presence },
+      account_data: { events: accountData },
+    };
+    const joined = new Set(computed.joinedIds);
+    for (const [roomId, events] of roomEvents) {
+      const section = joined.has(roomId) ? response.rooms.join : response.rooms.peek;
+      // A room with nothing else new still shows, for its account data.
+      const existing =
+        section[roomId] ?? this.section([], [], false, formatSyncToken({ rooms: upto.rooms, peeks: 0 }), { now, viewer: { userId: req.userId, deviceId: req.deviceId }, memberOf: new Set(), filter });
+      section[roomId] = { ...existing, account_data: { events } };
+    }
+    return { ...computed, response };
+  }
 
   private async membershipsOf(userId: string): Promise<Awaited<ReturnType<RoomReader['membershipsOf']>>> {
     const { cache, rooms } = this.deps;
-    return cache
-      ? ((await cache.memberships.get(userId, () => rooms.membershipsOf(userId))) as Awaited<ReturnType<RoomReader['membershipsOf']>>)
-      : rooms.membershipsOf(userId);
+    return cache ? ((await cache.memberships.get(userId, () => rooms.membershipsOf(userId))) as Awaited<ReturnType<RoomReader['membershipsOf']>>) : rooms.membershipsOf(userId);
   }
 
-  private async compute(
-    req: SyncRequest,
-    upto: SyncPosition,
-    memberships: Awaited<ReturnType<RoomReader['membershipsOf']>>,
-    devicePeeks: DevicePeekRow[],
-  ): Promise<{ response: SyncResponse; roomIds: string[] }> {
+  private async compute(req: SyncRequest, upto: SyncTokenPosition, memberships: Awaited<ReturnType<RoomReader['membershipsOf']>>, devicePeeks: DevicePeekRow[]): Promise<Computed> {
     const { rooms } = this.deps;
     const since = req.since;
-    const view: View = { now: this.deps.now(), viewer: { userId: req.userId, deviceId: req.deviceId }, memberOf: new Set() };
+    const view: View = { now: this.deps.now(), viewer: { userId: req.userId, deviceId: req.deviceId }, memberOf: new Set(), filter: req.filter ?? NO_FILTER };
+    const fullRooms: string[] = [];
+    const newlyJoinedIds: string[] = [];
     const response: SyncResponse = {
-      next_batch: formatSyncToken(since ? { rooms: Math.max(since.rooms, upto.rooms), peeks: Math.max(since.peeks, upto.peeks) } : upto),
+      next_batch: formatSyncToken(since ? { rooms: Math.max(since.rooms, upto.rooms), peeks: Math.max(since.peeks, upto.peeks), clientData: Math.max(since.clientData, upto.clientData) } : upto),
       rooms: { join: {}, peek: {}, leave: {}, invite: {} },
       presence: { events: [] },
       account_data: { events: [] },
@@ -160,9 +364,7 @@ export class SyncService {
     const joinedIds = new Set(joined.map((m) => m.roomId));
 
     // Incremental syncs only look at rooms with new events.
-    const interesting = since
-      ? await rooms.roomsWithEvents([...joinedIds, ...[...peekRows.keys()].filter((r) => !joinedIds.has(r))], since.rooms, upto.rooms)
-      : new Set<string>();
+    const interesting = since ? await rooms.roomsWithEvents([...joinedIds, ...[...peekRows.keys()].filter((r) => !joinedIds.has(r))], since.rooms, upto.rooms) : new Set<string>();
 
     for (const m of joined) {
       const peek = peekRows.get(m.roomId);
@@ -171,8 +373,12 @@ export class SyncService {
       const wasPeeking = newlyJoined && since !== undefined && peek !== undefined && (await this.peekedAt(peek, since));
       if (newlyJoined && !wasPeeking) {
         response.rooms.join[m.roomId] = await this.fullRoom(m.roomId, upto.rooms, req.timelineLimit, view);
+        fullRooms.push(m.roomId);
+        newlyJoinedIds.push(m.roomId);
       } else if (since && (interesting.has(m.roomId) || req.fullState)) {
-        response.rooms.join[m.roomId] = await this.incrementalRoom(m.roomId, since.rooms, upto.rooms, req.timelineLimit, req.fullState, view);
+        const section = await this.incrementalRoom(m.roomId, since.rooms, upto.rooms, req.timelineLimit, req.fullState, view);
+        // Events the filter left out (or history visibility hid) with nothing else to show: no entry.
+        if (req.fullState || hasEvents(section)) response.rooms.join[m.roomId] = section;
       }
     }
 
@@ -194,9 +400,10 @@ export class SyncService {
         const bound = boundOf(peek);
         if (!since || peek.startedSeq > since.peeks) {
           response.rooms.peek[roomId] = await this.fullRoom(roomId, bound, req.timelineLimit, view);
+          fullRooms.push(roomId);
         } else if (req.fullState || (interesting.has(roomId) && bound > since.rooms)) {
           const section = await this.incrementalRoom(roomId, since.rooms, bound, req.timelineLimit, req.fullState, view);
-          if (req.fullState || (section.timeline as { events: unknown[] }).events.length > 0) response.rooms.peek[roomId] = section;
+          if (req.fullState || hasEvents(section)) response.rooms.peek[roomId] = section;
         }
         continue;
       }
@@ -204,8 +411,7 @@ export class SyncService {
       // The device saw this peek — or the one it replaced, which ended after `since`.
       const deviceSawIt =
         since !== undefined &&
-        (peek.startedSeq <= since.peeks ||
-          (peek.prevStartedSeq !== null && peek.prevEndedSeq !== null && peek.prevStartedSeq <= since.peeks && peek.prevEndedSeq > since.peeks));
+        (peek.startedSeq <= since.peeks || (peek.prevStartedSeq !== null && peek.prevEndedSeq !== null && peek.prevStartedSeq <= since.peeks && peek.prevEndedSeq > since.peeks));
       // A peek ended by a join shows under `join` (once the join is visible), never under `leave`.
       if (endedInWindow && deviceSawIt && peek.endReason !== 'joined') {
         response.rooms.leave[roomId] = await this.endedPeek(peek, since.rooms, boundOf(peek), req.timelineLimit, view);
@@ -223,7 +429,7 @@ export class SyncService {
       }
     }
     const roomIds = [...joinedIds, ...shown.filter((p) => p.endedSeq === null).map((p) => p.roomId)];
-    return { response, roomIds };
+    return { response, roomIds, joinedIds: [...joinedIds], fullRooms, newlyJoined: newlyJoinedIds };
   }
 
   /** Where a timeline's `prev_batch` points: before its first event, or (none) the sync position. */
@@ -248,10 +454,11 @@ export class SyncService {
    * section then carries what they changed.
    */
   private async visibleTimeline(roomId: string, after: number, upto: number, limit: number, view: View): Promise<TimelineSlice & { hidden: boolean }> {
-    const slice = await this.deps.rooms.timeline(roomId, after, upto, limit);
+    const slice = await this.deps.rooms.timeline(roomId, after, upto, limit, view.filter.timeline);
     const viewer = view.memberOf.has(roomId) ? view.viewer.userId : null;
     const events = await this.deps.rooms.visibleTo(roomId, viewer, slice.events, upto);
-    return { events, limited: slice.limited, hidden: events.length < slice.events.length };
+    // Events the timeline filter left out count as hidden: their state changes go in the state section.
+    return { events, limited: slice.limited, hidden: events.length < slice.events.length || selects(view.filter.timeline) };
   }
 
   /**
@@ -261,7 +468,17 @@ export class SyncService {
    * must still reach the client: the state at `upto` (or what changed since `after`), less
    * the entries the visible timeline itself carries.
    */
-  private async stateFor(roomId: string, after: number, upto: number, slice: TimelineSlice & { hidden: boolean }, fullState: boolean): Promise<StoredEvent[]> {
+  private async stateFor(roomId: string, after: number, upto: number, slice: TimelineSlice & { hidden: boolean }, fullState: boolean, view: View): Promise<StoredEvent[]> {
+    const state = await this.unfilteredStateFor(roomId, after, upto, slice, fullState);
+    return applyFilter(
+      view.filter.state,
+      state,
+      (e) => e.pdu.type,
+      (e) => e.pdu.sender,
+    );
+  }
+
+  private async unfilteredStateFor(roomId: string, after: number, upto: number, slice: TimelineSlice & { hidden: boolean }, fullState: boolean): Promise<StoredEvent[]> {
     const { events, limited, hidden } = slice;
     const first = events[0];
     const since = fullState ? 0 : after;
@@ -288,24 +505,24 @@ export class SyncService {
 
   /** Like a new join: the latest events, and the state before the first of them. */
   private fullRoom(roomId: string, upto: number, limit: number, view: View): Promise<RoomSection> {
-    return this.shareable(roomId, view, `full\u0000${upto}\u0000${limit}`, () => this.makeFullRoom(roomId, upto, limit, view));
+    return this.shareable(roomId, view, `full\u0000${upto}\u0000${limit}\u0000${view.filter.key}`, () => this.makeFullRoom(roomId, upto, limit, view));
   }
 
   private incrementalRoom(roomId: string, after: number, upto: number, limit: number, fullState: boolean, view: View): Promise<RoomSection> {
-    return this.shareable(roomId, view, `inc\u0000${after}\u0000${upto}\u0000${limit}\u0000${fullState}`, () =>
+    return this.shareable(roomId, view, `inc\u0000${after}\u0000${upto}\u0000${limit}\u0000${fullState}\u0000${view.filter.key}`, () =>
       this.makeIncrementalRoom(roomId, after, upto, limit, fullState, view),
     );
   }
 
   private async makeFullRoom(roomId: string, upto: number, limit: number, view: View): Promise<RoomSection> {
     const slice = await this.visibleTimeline(roomId, 0, upto, limit, view);
-    const state = await this.stateFor(roomId, 0, upto, slice, true);
+    const state = await this.stateFor(roomId, 0, upto, slice, true, view);
     return this.section(state, slice.events, slice.limited, this.prevBatch(slice.events[0], upto), view);
   }
 
   private async makeIncrementalRoom(roomId: string, after: number, upto: number, limit: number, fullState: boolean, view: View): Promise<RoomSection> {
     const slice = await this.visibleTimeline(roomId, after, upto, limit, view);
-    const state = await this.stateFor(roomId, after, upto, slice, fullState);
+    const state = await this.stateFor(roomId, after, upto, slice, fullState, view);
     return this.section(state, slice.events, slice.limited, this.prevBatch(slice.events[0], upto), view);
   }
 
@@ -346,7 +563,7 @@ export class SyncService {
 
   private async leftRoom(roomId: string, after: number, leaveSeq: number, limit: number, view: View): Promise<RoomSection> {
     const slice = await this.visibleTimeline(roomId, after, leaveSeq, limit, view);
-    const state = await this.stateFor(roomId, after, leaveSeq, slice, false);
+    const state = await this.stateFor(roomId, after, leaveSeq, slice, false, view);
     return {
       state: { events: clientEvents(state, view.now, view.viewer).map(withoutRoomId) },
       timeline: { events: clientEvents(slice.events, view.now, view.viewer).map(withoutRoomId), limited: slice.limited, prev_batch: this.prevBatch(slice.events[0], leaveSeq) },
@@ -366,7 +583,13 @@ export class SyncService {
 
 function isEmpty(r: SyncResponse): boolean {
   const { join, peek, leave, invite } = r.rooms;
-  return Object.keys(join).length + Object.keys(peek).length + Object.keys(leave).length + Object.keys(invite).length === 0;
+  const rooms = Object.keys(join).length + Object.keys(peek).length + Object.keys(leave).length + Object.keys(invite).length;
+  return rooms + r.presence.events.length + r.account_data.events.length === 0;
+}
+
+/** Whether a room section has timeline or state events. */
+function hasEvents(section: RoomSection): boolean {
+  return ((section.timeline as { events?: unknown[] } | undefined)?.events?.length ?? 0) > 0 || ((section.state as { events?: unknown[] } | undefined)?.events?.length ?? 0) > 0;
 }
 
 /** A /sync answer: the response, the rooms to wait on, and its UTF-8 JSON body (made once, on first use). */
@@ -379,7 +602,7 @@ export interface SyncAnswer {
 /** Distinct shared answers kept for one position; past this, answers are computed per request. */
 const MAX_SHARED_ANSWERS = 10_000;
 
-function answerOf(computed: { response: SyncResponse; roomIds: string[] }): SyncAnswer {
+function answerOf(computed: Computed): SyncAnswer {
   let body: Buffer | undefined;
   return { ...computed, body: () => (body ??= Buffer.from(JSON.stringify(computed.response))) };
 }
@@ -396,7 +619,7 @@ function shareKey(req: SyncRequest, upto: SyncPosition, peeks: DevicePeekRow[]):
   const since = req.since;
   // Against both positions (since may be past upto when processes differ in how far they are).
   const at = (seq: number | null) => (seq === null ? 'n' : `${since && seq <= since.peeks ? 'b' : 'B'}${seq <= upto.peeks ? 'u' : 'U'}`);
-  const parts: (string | number)[] = [since ? `${since.rooms}_${since.peeks}` : '-', req.timelineLimit, req.fullState ? 1 : 0];
+  const parts: (string | number)[] = [since ? `${since.rooms}_${since.peeks}_${since.clientData}` : '-', req.timelineLimit, req.fullState ? 1 : 0, (req.filter ?? NO_FILTER).key];
   const rows = peeks.length > 1 ? [...peeks].sort((x, y) => (x.roomId < y.roomId ? -1 : x.roomId > y.roomId ? 1 : 0)) : peeks;
   for (const p of rows) {
     const ended = at(p.endedSeq);

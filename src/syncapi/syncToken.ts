@@ -1,17 +1,32 @@
-// Sync tokens: opaque to clients, two stream positions to us (ROOMS and PEEKS sequences),
-// so they stay valid across restarts and rebuilds.
+// Sync tokens: opaque to clients, stream positions to us — ROOMS and PEEKS sequences, and
+// the client_data_stream value (presence, account data) — so they stay valid across
+// restarts and rebuilds.
 export interface SyncPosition {
   rooms: number;
   peeks: number;
 }
 
-export function formatSyncToken(p: SyncPosition): string {
-  return `s${p.rooms}_${p.peeks}`;
+/** A /sync token: the stream positions, and the last client_data_stream value the client saw. */
+export interface SyncTokenPosition extends SyncPosition {
+  clientData: number;
 }
 
-export function parseSyncToken(token: string): SyncPosition | null {
-  const m = /^s(\d{1,15})_(\d{1,15})$/.exec(token);
-  return m ? { rooms: Number(m[1]), peeks: Number(m[2]) } : null;
+/** `s<rooms>_<peeks>_<clientData>`; without a client-data part, the older `s<rooms>_<peeks>` (pagination tokens). */
+export function formatSyncToken(p: SyncPosition & { clientData?: number }): string {
+  return p.clientData === undefined ? `s${p.rooms}_${p.peeks}` : `s${p.rooms}_${p.peeks}_${p.clientData}`;
+}
+
+/**
+ * A sync token. Tokens made before client data had a part of their own (`s<rooms>_<peeks>`)
+ * still work, read as client-data position 0: the next answer carries the client data as an
+ * initial sync would (all account data, the presence of everyone sharing a room). Reading
+ * them as "everything seen" would lose whatever changed between the upgrade and the
+ * client's next sync; re-sending state the client may already have is harmless, since
+ * presence and account data events replace what the client holds.
+ */
+export function parseSyncToken(token: string): SyncTokenPosition | null {
+  const m = /^s(\d{1,15})_(\d{1,15})(?:_(\d{1,15}))?$/.exec(token);
+  return m ? { rooms: Number(m[1]), peeks: Number(m[2]), clientData: m[3] === undefined ? 0 : Number(m[3]) } : null;
 }
 
 /**

@@ -1,5 +1,242 @@
-// (issue 14: to be written)
+// The legacy room preview (client-server API, "Room previews"), as matrix-js-sdk's
+// peekInRoom (Element's preview) uses it: GET /rooms/{roomId}/initialSync for a snapshot,
+// then GET /events?room_id=… long-polls for what follows.
+//
+// For a reader who is not joined, the preview of a world_readable room is a device peek in
+// the log, the very one POST /peek starts (devicePeek.ts): initialSync starts it (renews it
+// when live), every /events poll keeps it alive, and when the polls stop it runs out at its
+// deadline like any peek (PeekExpired timed_out), audited like any peek. Members read
+// without a peek; a user who left or was banned reads the room as it was when they went.
+// peekd serves /events only in its room form: the event stream of all a user's rooms was
+// replaced by /sync long ago.
+import { and, eq } from 'drizzle-orm';
 import type { FastifyInstance } from 'fastify';
+import { LRUCache } from 'lru-cache';
+import type { Session } from '../../clientapi/accounts.ts';
+import { serverOf } from '../../events/ids.ts';
+import { accountData, presence, syncapiCurrentState } from '../../store/schema.ts';
+import { presenceContent } from '../../syncapi/clientData.ts';
+import { clientEvents, type StoredEvent } from '../../syncapi/roomReader.ts';
+import { roomEventsAfter } from '../../syncapi/roomStream.ts';
+import { MAX_TIMELINE_LIMIT } from '../../syncapi/sync.ts';
+import { formatSyncToken, formatTopologicalToken, parseSyncToken, positionOf } from '../../syncapi/syncToken.ts';
+import { forbidden, invalidParam } from '../errors.ts';
+import { requireAuth, sessionOf } from './auth.ts';
 import type { ClientContext } from './context.ts';
+import { keepDevicePeek, peekRateLimit, startDevicePeek } from './devicePeek.ts';
+import { clientRoute } from './prefixes.ts';
+import { requireRoomId } from './resolveRoom.ts';
+import { directoryVisibility } from './publicRooms.ts';
 
-export function registerPreviewRoutes(_app: FastifyInstance, _ctx: ClientContext): void {}
+/** Messages an initialSync answers when the client gives no limit. */
+const DEFAULT_LIMIT = 10;
+/** The longest an /events poll waits (as /sync). */
+const MAX_EVENTS_TIMEOUT_MS = 5 * 60_000;
+/** Events read per step of an /events poll; one answer holds at most this many. */
+const EVENTS_PAGE = 100;
+/** Previewing devices whose last `end` is remembered (for a first /events poll without `from`). */
+const MAX_CURSORS = 100_000;
+
+/** How the caller reads the room. */
+type Access =
+  /** Joined: everything, no peek. */
+  | { kind: 'member' }
+  /** Not joined, the room world_readable and not encrypted: through a device peek. */
+  | { kind: 'peek'; membership: string | null }
+  /** Left or banned: the room as it was when they went (and what history visibility shows after). */
+  | { kind: 'parted'; membership: string; leftAt: number }
+  /** Nothing (not readable now). */
+  | { kind: 'none' };
+
+const MEMBERSHIPS: ReadonlySet<string> = new Set(['invite', 'join', 'leave', 'ban']);
+
+async function accessOf(ctx: ClientContext, roomId: string, userId: string): Promise<Access> {
+  const membership = await ctx.rooms.membership(roomId, userId);
+  if (membership === 'join') return { kind: 'member' };
+  const worldReadable = (await ctx.rooms.historyVisibility(roomId)) === 'world_readable';
+  const encryption = await ctx.rooms.stateContent(roomId, 'm.room.encryption');
+  if (worldReadable && typeof encryption?.algorithm !== 'string') return { kind: 'peek', membership };
+  if (membership === 'leave' || membership === 'ban') {
+    const facts = await ctx.rooms.visibilityFacts(roomId, userId);
+    const last = facts.membership.at(-1);
+    if (last) return { kind: 'parted', membership, leftAt: last.seq };
+  }
+  return { kind: 'none' };
+}
+
+function parseLimit(raw: string | undefined): number {
+  if (raw === undefined) return DEFAULT_LIMIT;
+  const limit = Number(raw);
+  if (raw === '' || !Number.isInteger(limit) || limit < 0) throw invalidParam('limit must be a non-negative integer');
+  return Math.min(limit, MAX_TIMELINE_LIMIT);
+}
+
+function parseTimeout(raw: string | undefined): number {
+  const timeoutMs = raw === undefined ? 0 : Number(raw);
+  if (!Number.isFinite(timeoutMs) || timeoutMs < 0) throw invalidParam('timeout must be a non-negative number of ms');
+  return Math.min(timeoutMs, MAX_EVENTS_TIMEOUT_MS);
+}
+
+/** The caller's private data on the room, as `[{type, content}]`. */
+async function roomAccountData(ctx: ClientContext, userId: string, roomId: string): Promise<{ type: string; content: unknown }[]> {
+  const rows = await ctx.db
+    .select({ type: accountData.type, content: accountData.content })
+    .from(accountData)
+    .where(and(eq(accountData.userId, userId), eq(accountData.roomId, roomId)));
+  return rows.map((r) => ({ type: r.type, content: r.content }));
+}
+
+/** m.presence events of the room's joined members (those with a presence recorded). */
+async function membersPresence(ctx: ClientContext, roomId: string, now: number): Promise<unknown[]> {
+  const rows = await ctx.db
+    .select({ p: presence })
+    .from(presence)
+    .innerJoin(
+      syncapiCurrentState,
+      and(eq(syncapiCurrentState.roomId, roomId), eq(syncapiCurrentState.type, 'm.room.member'), eq(syncapiCurrentState.stateKey, presence.userId), eq(syncapiCurrentState.membership, 'join')),
+    );
+  // Older clients (matrix-js-sdk's peek among them) read the user from the content.
+  return rows.map(({ p }) => ({ type: 'm.presence', sender: p.userId, content: { ...presenceContent(p, now), user_id: p.userId } }));
+}
+
+export function registerPreviewRoutes(app: FastifyInstance, ctx: ClientContext): void {
+  const auth = requireAuth(ctx.accounts, { guests: true });
+  /**
+   * Per device and room, the stream position of its last answer: a client's first /events
+   * poll may come without `from` (matrix-js-sdk's does), and it means "after what I was
+   * given", not "after whatever happens to be the position when the poll arrives" — a
+   * message sent in between would be lost. A device this process does not remember reads
+   * from the current position, as the specification has it.
+   */
+  const cursors = new LRUCache<string, number>({ max: MAX_CURSORS });
+  const cursorKey = (s: Session, roomId: string) => `${s.userId}\u0000${s.deviceId}\u0000${roomId}`;
+
+  clientRoute(app, {
+    method: 'GET',
+    path: '/rooms/:roomId/initialSync',
+    // It starts a peek like POST /peek does, under the same per-device rate limit.
+    config: { rateLimit: peekRateLimit(ctx, 'preview') },
+    preHandler: auth,
+    handler: async (req) => {
+      const session = sessionOf(req);
+      const { userId } = session;
+      const roomId = requireRoomId((req.params as { roomId: string }).roomId);
+      const limit = parseLimit((req.query as { limit?: string }).limit);
+      let peeked = false;
+      if (!(await ctx.rooms.roomExists(roomId)) && serverOf(roomId) !== ctx.config.serverName && ctx.remote) {
+        // A room on another server this one does not hold: the preview peeks it over
+        // federation first (as POST /peek does); its own errors say why it cannot.
+        await startDevicePeek(ctx, req, session, roomId, [serverOf(roomId)]);
+        await ctx.barrier.forReads();
+        peeked = true;
+      }
+      if (!(await ctx.rooms.roomExists(roomId))) throw forbidden('you are not in this room (or it does not exist)');
+      const access = await accessOf(ctx, roomId, userId);
+      if (access.kind === 'none') throw forbidden('you are not a member of this room, were never one, and it is not world_readable');
+      // The preview is a device peek: started here, or renewed when it is live.
+      if (access.kind === 'peek' && !peeked) await startDevicePeek(ctx, req, session, roomId, [serverOf(roomId)]);
+
+      const upto = ctx.sync.positions();
+      const bound = access.kind === 'parted' ? Math.min(access.leftAt, upto.rooms) : upto.rooms;
+      const now = ctx.clock.now();
+      const slice = await ctx.rooms.timeline(roomId, 0, bound, limit);
+      const shown = await ctx.rooms.visibleTo(roomId, userId, slice.events, upto.rooms);
+      const state = await ctx.rooms.stateBefore(roomId, bound + 1);
+      cursors.set(cursorKey(session, roomId), bound);
+      const first: StoredEvent | undefined = slice.events[0];
+      const membership = access.kind === 'member' ? 'join' : access.membership;
+      return {
+        room_id: roomId,
+        // A reader with no membership (a peeker) has none to tell.
+        ...(membership !== null && MEMBERSHIPS.has(membership) ? { membership } : {}),
+        messages: {
+          chunk: clientEvents(shown, now, session),
+          // Where /messages goes on backwards; left out when the room has nothing older.
+          ...(slice.limited && first ? { start: formatTopologicalToken(positionOf(first)) } : {}),
+          end: formatSyncToken({ rooms: bound, peeks: upto.peeks }),
+        },
+        state: clientEvents(state, now),
+        visibility: await directoryVisibility(ctx.db, roomId),
+        account_data: await roomAccountData(ctx, userId, roomId),
+        presence: access.kind === 'parted' ? [] : await membersPresence(ctx, roomId, now),
+      };
+    },
+  });
+
+  clientRoute(app, {
+    method: 'GET',
+    path: '/events',
+    preHandler: auth,
+    handler: async (req, reply) => {
+      const session = sessionOf(req);
+      const { userId, deviceId } = session;
+      const q = req.query as { room_id?: string; from?: string; timeout?: string };
+      if (q.room_id === undefined || q.room_id === '') {
+        throw invalidParam('peekd serves GET /events only for one room (a room preview): give room_id; for all your rooms use /sync');
+      }
+      const roomId = requireRoomId(q.room_id);
+      let from: number | undefined;
+      if (q.from !== undefined && q.from !== '') {
+        const token = parseSyncToken(q.from);
+        if (!token) throw invalidParam('unknown from token: give the end of the initialSync or of the previous /events');
+        from = token.rooms;
+      }
+      const timeoutMs = parseTimeout(q.timeout);
+      if (!(await ctx.rooms.roomExists(roomId))) throw forbidden('you are not in this room (or it does not exist)');
+      const access = await accessOf(ctx, roomId, userId);
+      if (access.kind === 'peek') {
+        // Each poll keeps the preview's peek alive (and starts it again if it ran out).
+        await keepDevicePeek(ctx, req, session, roomId);
+        ctx.remote?.deviceSynced(userId, deviceId);
+      }
+      const abort = new AbortController();
+      reply.raw.once('close', () => {
+        if (!reply.raw.writableFinished) abort.abort();
+      });
+      if (req.raw.socket?.destroyed) abort.abort();
+
+      // A peeker's poll waits at most half a peek lifetime, so that a device that keeps
+      // polling renews its peek well before it runs out.
+      const wait = access.kind === 'peek' ? Math.min(timeoutMs, Math.floor(ctx.config.peekLifetimeMs / 2)) : timeoutMs;
+      const deadline = ctx.clock.now() + wait;
+      const key = cursorKey(session, roomId);
+      let after = from ?? cursors.get(key) ?? ctx.sync.positions().rooms;
+      const start = q.from !== undefined && q.from !== '' ? q.from : formatSyncToken({ rooms: after, peeks: ctx.sync.positions().peeks });
+      for (;;) {
+        const upto = ctx.sync.positions();
+        let bound = upto.rooms;
+        let horizon: number | undefined;
+        if (access.kind === 'peek' || access.kind === 'none') {
+          // What a peek may see ends at the event that took the room out of world_readable
+          // or encrypted it (as in /sync), whether or not the peek's end is projected yet.
+          // A reader who may no longer peek gets what led up to that event, then 403.
+          horizon = (await ctx.rooms.peekHorizons([{ roomId, afterSeq: after }], upto.rooms)).get(roomId);
+          if (horizon !== undefined) bound = Math.min(bound, horizon);
+          else if (access.kind === 'none') throw forbidden('you are not a member of this room and it is not world_readable');
+        }
+        const read = await roomEventsAfter(ctx.db, roomId, after, bound, EVENTS_PAGE);
+        const full = read.length === EVENTS_PAGE;
+        const cursor = full ? read.at(-1)!.seq : Math.max(after, bound);
+        const shown = await ctx.rooms.visibleTo(roomId, userId, read, upto.rooms);
+        after = cursor;
+        const answer = () => {
+          cursors.set(key, cursor);
+          return { chunk: clientEvents(shown, ctx.clock.now(), session), start, end: formatSyncToken({ rooms: cursor, peeks: upto.peeks }) };
+        };
+        if (shown.length > 0) return answer();
+        if (horizon !== undefined && !full) {
+          // The peek's view ended there: the next poll finds out what the reader may still do.
+          if (access.kind === 'none') throw forbidden('you are not a member of this room and it is not world_readable');
+          return answer();
+        }
+        if (full) continue; // hidden events only, and more to read
+        const remaining = deadline - ctx.clock.now();
+        if (remaining <= 0 || abort.signal.aborted) return answer();
+        // Wait for something in this room, unless the projection moved on meanwhile.
+        if (ctx.sync.positions().rooms !== upto.rooms) continue;
+        const woken = await ctx.sync.waitForNews({ userId, deviceId, roomIds: [roomId] }, remaining, abort.signal);
+        if (woken === false) return answer();
+      }
+    },
+  });
+}

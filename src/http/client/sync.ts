@@ -6,7 +6,7 @@ import { rowsOf } from '../../store/db.ts';
 import { isValidUserId } from '../../events/ids.ts';
 import { filterProblem } from '../../syncapi/filterShape.ts';
 import { filters } from '../../store/schema.ts';
-import { DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT } from '../../syncapi/sync.ts';
+import { DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT, syncFilterOf } from '../../syncapi/syncFilter.ts';
 import { parseSyncToken } from '../../syncapi/syncToken.ts';
 import { badJson, forbidden, invalidParam, MatrixError, notFound, notJson } from '../errors.ts';
 import { requireAuth, sessionOf } from './auth.ts';
@@ -25,6 +25,8 @@ function timelineLimitOf(filter: unknown): number {
 
 export function registerSyncRoutes(app: FastifyInstance, ctx: ClientContext): void {
   const auth = requireAuth(ctx.accounts);
+  // Guests may sync (the Guest access module); filters stay with full accounts.
+  const syncAuth = requireAuth(ctx.accounts, { guests: true });
 
   async function loadFilter(userId: string, raw: string | undefined): Promise<unknown> {
     if (raw === undefined || raw === '') return null;
@@ -39,7 +41,10 @@ export function registerSyncRoutes(app: FastifyInstance, ctx: ClientContext): vo
       if (problem) throw badJson(`filter: ${problem}`);
       return inline;
     }
-    const [row] = await ctx.db.select().from(filters).where(and(eq(filters.userId, userId), eq(filters.filterId, raw)));
+    const [row] = await ctx.db
+      .select()
+      .from(filters)
+      .where(and(eq(filters.userId, userId), eq(filters.filterId, raw)));
     if (!row) throw invalidParam(`unknown filter ${raw}`);
     return row.filter;
   }
@@ -47,7 +52,7 @@ export function registerSyncRoutes(app: FastifyInstance, ctx: ClientContext): vo
   clientRoute(app, {
     method: 'GET',
     path: '/sync',
-    preHandler: auth,
+    preHandler: syncAuth,
     handler: async (req, reply) => {
       const { userId, deviceId } = sessionOf(req);
       const q = req.query as { since?: string; timeout?: string; full_state?: string; filter?: string };
@@ -74,6 +79,7 @@ export function registerSyncRoutes(app: FastifyInstance, ctx: ClientContext): vo
         timeoutMs: Math.min(timeoutMs, MAX_SYNC_TIMEOUT_MS),
         fullState: q.full_state === 'true',
         timelineLimit: timelineLimitOf(filter),
+        filter: filter === null ? undefined : syncFilterOf(filter),
         signal: abort.signal,
       });
       // A device that sat in a long-poll is active until it returns, not only when it began.
@@ -135,7 +141,10 @@ export function registerSyncRoutes(app: FastifyInstance, ctx: ClientContext): vo
       const p = req.params as { userId: string; filterId: string };
       if (!isValidUserId(p.userId)) throw invalidParam('malformed user ID');
       if (p.userId !== userId) throw forbidden('you can only read your own filters');
-      const [row] = await ctx.db.select().from(filters).where(and(eq(filters.userId, userId), eq(filters.filterId, p.filterId)));
+      const [row] = await ctx.db
+        .select()
+        .from(filters)
+        .where(and(eq(filters.userId, userId), eq(filters.filterId, p.filterId)));
       if (!row) throw notFound('no such filter');
       return row.filter;
     },

@@ -1,0 +1,126 @@
+// What /sync honours of a sync filter (client-server API, "Filtering"), read once per
+// request from a filter whose shape filterShape.ts has checked: per section, the event
+// types and senders to keep (`*` matches any run of characters) and a limit.
+
+export const DEFAULT_TIMELINE_LIMIT = 20;
+export const MAX_TIMELINE_LIMIT = 1000;
+
+/** One section's event filter. Absent lists keep everything; an empty `types` or `senders` keeps nothing. */
+export interface EventFilter {
+  types?: string[];
+  notTypes?: string[];
+  senders?: string[];
+  notSenders?: string[];
+  limit?: number;
+  rooms?: string[];
+  notRooms?: string[];
+}
+
+export interface SyncFilter {
+  timeline: EventFilter & { limit: number };
+  state: EventFilter;
+  presence: EventFilter;
+  accountData: EventFilter;
+  roomAccountData: EventFilter;
+  /** Everything above as one string: equal keys, equal filters (shared answers, section caches). */
+  key: string;
+}
+
+/** Most presence or account data events of one section a filter's limit may ask for. */
+const MAX_SECTION_LIMIT = 10_000;
+
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+const strings = (v: unknown): string[] | undefined => (Array.isArray(v) ? v.filter((s): s is string => typeof s === 'string') : undefined);
+
+function eventFilterOf(raw: unknown, maxLimit: number): EventFilter {
+  if (!isObject(raw)) return {};
+  const f: EventFilter = {};
+  const lists = [
+    ['types', 'types'],
+    ['not_types', 'notTypes'],
+    ['senders', 'senders'],
+    ['not_senders', 'notSenders'],
+    ['rooms', 'rooms'],
+    ['not_rooms', 'notRooms'],
+  ] as const;
+  for (const [from, to] of lists) {
+    const list = strings(raw[from]);
+    if (list) f[to] = list;
+  }
+  if (typeof raw.limit === 'number' && Number.isSafeInteger(raw.limit) && raw.limit >= 0) f.limit = Math.min(raw.limit, maxLimit);
+  return f;
+}
+
+/** The filter /sync applies (null: no filter — everything, with the default timeline limit). */
+export function syncFilterOf(raw: unknown): SyncFilter {
+  const top = isObject(raw) ? raw : {};
+  const room = isObject(top.room) ? top.room : {};
+  const timeline = eventFilterOf(room.timeline, MAX_TIMELINE_LIMIT);
+  const parts = {
+    timeline: { ...timeline, limit: timeline.limit ?? DEFAULT_TIMELINE_LIMIT },
+    state: eventFilterOf(room.state, Number.MAX_SAFE_INTEGER),
+    presence: eventFilterOf(top.presence, MAX_SECTION_LIMIT),
+    accountData: eventFilterOf(top.account_data, MAX_SECTION_LIMIT),
+    roomAccountData: eventFilterOf(room.account_data, MAX_SECTION_LIMIT),
+  };
+  return { ...parts, key: JSON.stringify(parts) };
+}
+
+/** Whether a filter keeps events by type or sender (not only by count). */
+export function selects(f: EventFilter): boolean {
+  return f.types !== undefined || f.notTypes !== undefined || f.senders !== undefined || f.notSenders !== undefined;
+}
+
+const patterns = new Map<string, RegExp>();
+
+/** Whether `value` matches a filter pattern: `*` stands for any run of characters, everything else for itself. */
+export function matchesPattern(pattern: string, value: string): boolean {
+  if (!pattern.includes('*')) return pattern === value;
+  let re = patterns.get(pattern);
+  if (!re) {
+    re = new RegExp(
+      `^${pattern
+        .split('*')
+        .map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+        .join('.*')}$`,
+      's',
+    );
+    if (patterns.size > 1000) patterns.clear();
+    patterns.set(pattern, re);
+  }
+  return re.test(value);
+}
+
+const anyMatches = (list: string[], value: string) => list.some((p) => matchesPattern(p, value));
+
+/** Whether an event of `type` from `sender` passes the filter's type and sender lists. */
+export function keeps(f: EventFilter, type: string, sender?: string): boolean {
+  if (f.notTypes && anyMatches(f.notTypes, type)) return false;
+  if (f.types && !anyMatches(f.types, type)) return false;
+  if (sender !== undefined) {
+    if (f.notSenders && f.notSenders.includes(sender)) return false;
+    if (f.senders && !f.senders.includes(sender)) return false;
+  }
+  return true;
+}
+
+/** Whether a room passes a filter's room lists. */
+export function keepsRoom(f: EventFilter, roomId: string): boolean {
+  if (f.notRooms && f.notRooms.includes(roomId)) return false;
+  if (f.rooms && !f.rooms.includes(roomId)) return false;
+  return true;
+}
+
+/** Events that pass the filter, at most its limit. */
+export function applyFilter<E>(f: EventFilter, events: E[], typeOf: (e: E) => string, senderOf?: (e: E) => string): E[] {
+  const kept = events.filter((e) => keeps(f, typeOf(e), senderOf?.(e)));
+  return f.limit !== undefined && kept.length > f.limit ? kept.slice(0, f.limit) : kept;
+}
+
+/**
+ * A filter's type patterns as SQL LIKE patterns (`*` → `%`; `%`, `_` and `\` escaped with
+ * `\`, LIKE's default escape), for reading a timeline with the filter applied in the query.
+ */
+export function likePatterns(list: string[]): string[] {
+  return list.map((p) => p.replace(/[\\%_]/g, '\\$&').replace(/\*/g, '%'));
+}
