@@ -96,10 +96,13 @@ function authorizeMembership(room: RoomFacts, draft: PduDraft): DomainError | nu
         if (current === 'join' || current === 'invite' || current === 'knock') return null;
         return new ForbiddenError(`${target} is not in the room`);
       }
+      // Kick (or unban): room version 10, m.room.member rule 4.4 — a banned target needs
+      // the ban level, and any target the kick level and a power level below the sender's.
       if (senderMembership !== 'join') return new ForbiddenError(`${draft.sender} is not in the room`);
       const pl = powerLevels(room);
-      const needed = current === 'ban' ? (pl?.ban ?? 50) : (pl?.kick ?? 50);
-      if (userPowerLevel(room, draft.sender) < needed || userPowerLevel(room, draft.sender) <= userPowerLevel(room, target)) {
+      const senderLevel = userPowerLevel(room, draft.sender);
+      if (current === 'ban' && senderLevel < (pl?.ban ?? 50)) return new ForbiddenError('you do not have a high enough power level to unban that user');
+      if (senderLevel < (pl?.kick ?? 50) || senderLevel <= userPowerLevel(room, target)) {
         return new ForbiddenError('you do not have a high enough power level to remove that user');
       }
       return null;

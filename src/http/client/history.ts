@@ -115,7 +115,8 @@ async function backfillBelow(
 }
 
 export function registerHistoryRoutes(app: FastifyInstance, ctx: ClientContext): void {
-  const auth = requireAuth(ctx.accounts);
+  // Guests read history as anyone does (client-server API, Guest access module).
+  const auth = requireAuth(ctx.accounts, { guests: true });
   const exhaustedGaps = new ExhaustedGaps(() => ctx.clock.now());
 
   clientRoute(app, {
@@ -175,10 +176,14 @@ export function registerHistoryRoutes(app: FastifyInstance, ctx: ClientContext):
       // Bounded by a gap: there is more, once the host answers. (The cursor is where
       // reading stopped: at the gap's event when the page reached it, above it otherwise.)
       if (gap) more = true;
+      // `end` is left out only when nothing more can come: no events in this answer and
+      // none left in that direction (as Synapse does). A page that reached the end still
+      // carries it: going forwards, events sent later follow it; going backwards, the next
+      // page is empty and ends the scroll.
       return {
         chunk: clientEvents(chunk, ctx.clock.now(), sessionOf(req)),
         start: q.from ?? formatTopologicalToken(from),
-        ...(more ? { end: formatTopologicalToken(cursor) } : {}),
+        ...(more || chunk.length > 0 ? { end: formatTopologicalToken(cursor) } : {}),
         state: [],
       };
     },

@@ -1,50 +1,65 @@
 // A room's events and state: send, put and get state. Writes go to the room's actor
 // (rooms hosted here only); reads come from the sync projection.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { toClientEvent } from '../../../syncapi/clientEvents.ts';
 import { clientEvents } from '../../../syncapi/roomReader.ts';
-import { notFound } from '../../errors.ts';
-import { requireAuth, sessionOf } from '../auth.ts';
+import { guestForbidden, requireAuth, sessionOf } from '../auth.ts';
+import { invalidParam, notFound } from '../../errors.ts';
 import type { ClientContext } from '../context.ts';
 import { clientWrite } from '../clientWrite.ts';
 import { clientRoute } from '../prefixes.ts';
 import { requireRoomId } from '../resolveRoom.ts';
-import { lastEventId, requireLocalRoom, requireReadable } from './access.ts';
+import { currentStateEvent, lastEventId, requireLocalRoom, requireReadable, sendState } from './access.ts';
+
+/** The one event type guests may send (client-server API, Guest access module). */
+const GUEST_EVENT_TYPE = 'm.room.message';
 
 export function registerRoomEventRoutes(app: FastifyInstance, ctx: ClientContext): void {
   const auth = requireAuth(ctx.accounts);
+  const guestsToo = requireAuth(ctx.accounts, { guests: true });
+
+  const send = async (req: FastifyRequest, txnId: string | undefined) => {
+    const session = sessionOf(req);
+    const { userId, deviceId } = session;
+    const { roomId, eventType } = req.params as { roomId: string; eventType: string };
+    if (session.isGuest && eventType !== GUEST_EVENT_TYPE) throw guestForbidden();
+    requireRoomId(roomId);
+    requireLocalRoom(ctx, roomId);
+    const result = await clientWrite(ctx, req, session, {
+      type: 'SendEvents',
+      roomId,
+      events: [{ type: eventType, sender: userId, content: req.body as Record<string, unknown> }],
+      ...(txnId !== undefined ? { txn: { deviceId, txnId } } : {}),
+    });
+    return { event_id: lastEventId(result) };
+  };
 
   clientRoute(app, {
     method: 'PUT',
     path: '/rooms/:roomId/send/:eventType/:txnId',
     config: { barrier: false },
     schema: { body: { type: 'object' } },
-    preHandler: auth,
-    handler: async (req) => {
-      const { userId, deviceId } = sessionOf(req);
-      const { roomId, eventType, txnId } = req.params as { roomId: string; eventType: string; txnId: string };
-      requireRoomId(roomId);
-      requireLocalRoom(ctx, roomId);
-      const result = await clientWrite(ctx, req, { userId, deviceId }, {
-        type: 'SendEvents',
-        roomId,
-        events: [{ type: eventType, sender: userId, content: req.body as Record<string, unknown> }],
-        txn: { deviceId, txnId },
-      });
-      return { event_id: lastEventId(result) };
-    },
+    preHandler: guestsToo,
+    handler: (req) => send(req, (req.params as { txnId: string }).txnId),
   });
 
+  // The r0 API also took a POST without a transaction ID (no idempotency: as Synapse does,
+  // the event is sent as a new one every time).
+  clientRoute(
+    app,
+    { method: 'POST', path: '/rooms/:roomId/send/:eventType', config: { barrier: false }, schema: { body: { type: 'object' } }, preHandler: guestsToo, handler: (req) => send(req, undefined) },
+    ['/_matrix/client/r0'],
+  );
+
+  // Setting state to what it already is (same sender, same content) writes nothing and
+  // answers the current event's ID.
   const putState = async (req: FastifyRequest) => {
     const { userId } = sessionOf(req);
     const { roomId, eventType, stateKey } = req.params as { roomId: string; eventType: string; stateKey?: string };
     requireRoomId(roomId);
     requireLocalRoom(ctx, roomId);
-    const result = await clientWrite(ctx, req, sessionOf(req), {
-      type: 'SendEvents',
-      roomId,
-      events: [{ type: eventType, sender: userId, state_key: stateKey ?? '', content: req.body as Record<string, unknown> }],
-    });
-    return { event_id: lastEventId(result) };
+    const draft = { type: eventType, sender: userId, state_key: stateKey ?? '', content: req.body as Record<string, unknown> };
+    return { event_id: await sendState(ctx, req, sessionOf(req), roomId, draft) };
   };
   clientRoute(app, { method: 'PUT', path: '/rooms/:roomId/state/:eventType', config: { barrier: false }, schema: { body: { type: 'object' } }, preHandler: auth, handler: putState });
   clientRoute(app, { method: 'PUT', path: '/rooms/:roomId/state/:eventType/:stateKey', config: { barrier: false }, schema: { body: { type: 'object' } }, preHandler: auth, handler: putState });
@@ -52,7 +67,7 @@ export function registerRoomEventRoutes(app: FastifyInstance, ctx: ClientContext
   clientRoute(app, {
     method: 'GET',
     path: '/rooms/:roomId/state',
-    preHandler: auth,
+    preHandler: guestsToo,
     handler: async (req) => {
       const { userId } = sessionOf(req);
       const roomId = requireRoomId((req.params as { roomId: string }).roomId);
@@ -61,15 +76,24 @@ export function registerRoomEventRoutes(app: FastifyInstance, ctx: ClientContext
     },
   });
 
+  // `?format=event` answers the whole event, `content` (the default) its content only.
   const getState = async (req: FastifyRequest) => {
     const { userId } = sessionOf(req);
     const { roomId, eventType, stateKey } = req.params as { roomId: string; eventType: string; stateKey?: string };
+    const { format = 'content' } = req.query as { format?: string };
+    if (format !== 'content' && format !== 'event') throw invalidParam('format must be content or event');
     requireRoomId(roomId);
     await requireReadable(ctx, roomId, userId);
-    const content = await ctx.rooms.stateContent(roomId, eventType, stateKey ?? '');
-    if (!content) throw notFound('no such state event');
-    return content;
+    if (format === 'content') {
+      const content = await ctx.rooms.stateContent(roomId, eventType, stateKey ?? '');
+      if (!content) throw notFound('no such state event');
+      return content;
+    }
+    const current = await currentStateEvent(ctx, roomId, eventType, stateKey ?? '');
+    const event = current && (await ctx.rooms.eventById(current.eventId));
+    if (!event) throw notFound('no such state event');
+    return toClientEvent(event.eventId, event.pdu, ctx.clock.now());
   };
-  clientRoute(app, { method: 'GET', path: '/rooms/:roomId/state/:eventType', preHandler: auth, handler: getState });
-  clientRoute(app, { method: 'GET', path: '/rooms/:roomId/state/:eventType/:stateKey', preHandler: auth, handler: getState });
+  clientRoute(app, { method: 'GET', path: '/rooms/:roomId/state/:eventType', preHandler: guestsToo, handler: getState });
+  clientRoute(app, { method: 'GET', path: '/rooms/:roomId/state/:eventType/:stateKey', preHandler: guestsToo, handler: getState });
 }

@@ -1,17 +1,33 @@
-// Membership: join, leave, invite, and who is in a room (and which rooms a user is in).
+// Membership: join, leave, invite, who is in a room (and which rooms a user is in), and a
+// profile change carried into the member events of the rooms a user is in.
+import { and, eq } from 'drizzle-orm';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { isValidUserId } from '../../../events/ids.ts';
+import { DomainError } from '../../../actors/errors.ts';
+import type { Session } from '../../../clientapi/accounts.ts';
+import { readProfile, type Profile } from '../../../clientapi/profiles.ts';
+import { isValidUserId, serverOf } from '../../../events/ids.ts';
+import { syncapiCurrentState } from '../../../store/schema.ts';
 import { clientEvents } from '../../../syncapi/roomReader.ts';
-import { badJson } from '../../errors.ts';
+import { parsePaginationToken } from '../../../syncapi/syncToken.ts';
+import { MatrixError, badJson, invalidParam } from '../../errors.ts';
 import { requireAuth, sessionOf } from '../auth.ts';
 import type { ClientContext } from '../context.ts';
 import { clientWrite } from '../clientWrite.ts';
 import { clientRoute } from '../prefixes.ts';
 import { requireRoomId, resolveRoomIdOrAlias } from '../resolveRoom.ts';
-import { requireLocalRoom, requireReadable } from './access.ts';
+import { currentStateEvent, requireLocalRoom, requireReadable, sendState } from './access.ts';
+
+const MEMBERSHIPS = new Set(['join', 'invite', 'knock', 'leave', 'ban']);
+
+/** A join or leave body: an optional reason; a join's other keys go into the member event. */
+const membershipBody = { type: 'object', properties: { reason: { type: 'string' } } };
+
+/** Keys of a /join body that are not member event content (a request parameter, and the membership the route sets). */
+const JOIN_PARAMETERS = ['third_party_signed', 'membership'];
 
 export function registerMembershipRoutes(app: FastifyInstance, ctx: ClientContext): void {
   const auth = requireAuth(ctx.accounts);
+  const guestsToo = requireAuth(ctx.accounts, { guests: true });
 
   clientRoute(app, {
     method: 'GET',
@@ -21,8 +37,18 @@ export function registerMembershipRoutes(app: FastifyInstance, ctx: ClientContex
       const { userId } = sessionOf(req);
       const roomId = requireRoomId((req.params as { roomId: string }).roomId);
       await requireReadable(ctx, roomId, userId);
-      const joined: Record<string, object> = {};
-      for (const u of await ctx.rooms.joinedMembers(roomId)) joined[u] = {};
+      const rows = await ctx.db
+        .select({ userId: syncapiCurrentState.stateKey, content: syncapiCurrentState.content })
+        .from(syncapiCurrentState)
+        .where(and(eq(syncapiCurrentState.roomId, roomId), eq(syncapiCurrentState.type, 'm.room.member'), eq(syncapiCurrentState.membership, 'join')));
+      const joined: Record<string, { display_name?: string; avatar_url?: string }> = {};
+      for (const { userId: member, content } of rows) {
+        const c = content as Record<string, unknown>;
+        joined[member] = {
+          ...(typeof c.displayname === 'string' ? { display_name: c.displayname } : {}),
+          ...(typeof c.avatar_url === 'string' ? { avatar_url: c.avatar_url } : {}),
+        };
+      }
       return { joined };
     },
   });
@@ -30,13 +56,26 @@ export function registerMembershipRoutes(app: FastifyInstance, ctx: ClientContex
   clientRoute(app, {
     method: 'GET',
     path: '/rooms/:roomId/members',
-    preHandler: auth,
+    preHandler: guestsToo,
     handler: async (req) => {
       const { userId } = sessionOf(req);
       const roomId = requireRoomId((req.params as { roomId: string }).roomId);
+      const q = req.query as { at?: string; membership?: string; not_membership?: string };
+      for (const name of ['membership', 'not_membership'] as const) {
+        const value = q[name];
+        if (value !== undefined && !MEMBERSHIPS.has(value)) throw invalidParam(`${name} must be one of ${[...MEMBERSHIPS].join(', ')}`);
+      }
+      const at = q.at !== undefined ? parsePaginationToken(q.at) : undefined;
+      if (at === null) throw invalidParam('unknown at token');
       await requireReadable(ctx, roomId, userId);
-      const state = await ctx.rooms.currentState(roomId);
-      return { chunk: clientEvents(state.filter((e) => e.pdu.type === 'm.room.member'), ctx.clock.now()) };
+      // `at`: the members as they were at that point (a sync or pagination token).
+      const state = at ? await ctx.rooms.stateBefore(roomId, 'stream' in at ? at.stream : at.topo.seq) : await ctx.rooms.currentState(roomId);
+      const members = state.filter((e) => {
+        if (e.pdu.type !== 'm.room.member') return false;
+        const m = e.pdu.content.membership;
+        return (q.membership === undefined || m === q.membership) && (q.not_membership === undefined || m !== q.not_membership);
+      });
+      return { chunk: clientEvents(members, ctx.clock.now()) };
     },
   });
 
@@ -51,25 +90,45 @@ export function registerMembershipRoutes(app: FastifyInstance, ctx: ClientContex
     },
   });
 
-  const membership = (membershipOf: 'join' | 'leave') => async (req: FastifyRequest, roomId: string) => {
+  /**
+   * A join's member event: the user's profile, then what the client put in the body (a
+   * reason, a per-room display name, custom keys), membership last.
+   */
+  const join = async (req: FastifyRequest, roomId: string) => {
     requireLocalRoom(ctx, roomId);
     const session = sessionOf(req);
-    const { userId } = session;
+    // Guests join only rooms that let them (client-server API, Guest access module), as
+    // the room stands after every write acknowledged so far.
+    if (session.isGuest) {
+      await ctx.barrier.forReads();
+      if ((await ctx.rooms.stateContent(roomId, 'm.room.guest_access'))?.guest_access !== 'can_join') {
+        throw new MatrixError(403, 'M_GUEST_ACCESS_FORBIDDEN', 'guests may not join this room');
+      }
+    }
+    const body = { ...((req.body as Record<string, unknown> | undefined) ?? {}) };
+    for (const key of JOIN_PARAMETERS) delete body[key];
+    const profile = (await readProfile(ctx.db, session.userId)) ?? {};
+    const content = { ...profile, ...body, membership: 'join' };
+    await sendState(ctx, req, session, roomId, { type: 'm.room.member', sender: session.userId, state_key: session.userId, content });
+  };
+
+  const leave = async (req: FastifyRequest, roomId: string) => {
+    requireLocalRoom(ctx, roomId);
+    const session = sessionOf(req);
+    const { reason } = (req.body as { reason?: string } | undefined) ?? {};
     await clientWrite(ctx, req, session, {
       type: 'SendEvents',
       roomId,
-      events: [{ type: 'm.room.member', sender: userId, state_key: userId, content: { membership: membershipOf } }],
+      events: [{ type: 'm.room.member', sender: session.userId, state_key: session.userId, content: { membership: 'leave', ...(reason !== undefined ? { reason } : {}) } }],
     });
   };
-  const join = membership('join');
-  const leave = membership('leave');
 
   clientRoute(app, {
     method: 'POST',
     path: '/join/:roomIdOrAlias',
     config: { barrier: false },
-    schema: { body: { type: 'object' } },
-    preHandler: auth,
+    schema: { body: membershipBody },
+    preHandler: guestsToo,
     handler: async (req) => {
       const { roomId } = await resolveRoomIdOrAlias(ctx, (req.params as { roomIdOrAlias: string }).roomIdOrAlias);
       await join(req, roomId);
@@ -81,8 +140,8 @@ export function registerMembershipRoutes(app: FastifyInstance, ctx: ClientContex
     method: 'POST',
     path: '/rooms/:roomId/join',
     config: { barrier: false },
-    schema: { body: { type: 'object' } },
-    preHandler: auth,
+    schema: { body: membershipBody },
+    preHandler: guestsToo,
     handler: async (req) => {
       const roomId = requireRoomId((req.params as { roomId: string }).roomId);
       await join(req, roomId);
@@ -94,8 +153,8 @@ export function registerMembershipRoutes(app: FastifyInstance, ctx: ClientContex
     method: 'POST',
     path: '/rooms/:roomId/leave',
     config: { barrier: false },
-    schema: { body: { type: 'object' } },
-    preHandler: auth,
+    schema: { body: membershipBody },
+    preHandler: guestsToo,
     handler: async (req) => {
       const roomId = requireRoomId((req.params as { roomId: string }).roomId);
       await leave(req, roomId);
@@ -107,20 +166,46 @@ export function registerMembershipRoutes(app: FastifyInstance, ctx: ClientContex
     method: 'POST',
     path: '/rooms/:roomId/invite',
     config: { barrier: false },
-    schema: { body: { type: 'object', required: ['user_id'], properties: { user_id: { type: 'string' } } } },
+    schema: { body: { type: 'object', required: ['user_id'], properties: { user_id: { type: 'string' }, reason: { type: 'string' } } } },
     preHandler: auth,
     handler: async (req) => {
       const { userId } = sessionOf(req);
       const roomId = requireRoomId((req.params as { roomId: string }).roomId);
-      const target = (req.body as { user_id: string }).user_id;
+      const { user_id: target, reason } = req.body as { user_id: string; reason?: string };
       if (!isValidUserId(target)) throw badJson('user_id must be a user ID');
       requireLocalRoom(ctx, roomId);
       await clientWrite(ctx, req, sessionOf(req), {
         type: 'SendEvents',
         roomId,
-        events: [{ type: 'm.room.member', sender: userId, state_key: target, content: { membership: 'invite' } }],
+        events: [{ type: 'm.room.member', sender: userId, state_key: target, content: { membership: 'invite', ...(reason !== undefined ? { reason } : {}) } }],
       });
       return {};
     },
   });
+}
+
+/** How many rooms a profile change updates at once. */
+const PROFILE_UPDATE_CONCURRENCY = 4;
+
+/**
+ * After a profile change: a new join event carrying `profile` (the member event's other
+ * keys kept) in every room hosted here that the user is joined to, sent as a join is. A
+ * room that refuses (the user was banned meanwhile, say) is skipped; the profile stands.
+ */
+export async function reflectProfileInRooms(ctx: ClientContext, req: FastifyRequest, session: Session, profile: Profile): Promise<void> {
+  const { userId } = session;
+  await ctx.barrier.forReads();
+  const rooms = (await ctx.rooms.membershipsOf(userId)).filter((m) => m.membership === 'join' && serverOf(m.roomId) === ctx.config.serverName).map((m) => m.roomId);
+  const update = async (roomId: string) => {
+    const current = await currentStateEvent(ctx, roomId, 'm.room.member', userId);
+    if (current?.content.membership !== 'join') return;
+    const { displayname: _name, avatar_url: _avatar, ...rest } = current.content;
+    try {
+      await sendState(ctx, req, session, roomId, { type: 'm.room.member', sender: userId, state_key: userId, content: { ...rest, ...profile, membership: 'join' } });
+    } catch (err) {
+      if (!(err instanceof DomainError) && !(err instanceof MatrixError)) throw err;
+      req.log.info({ roomId, err: err.message }, 'profile change not carried into a room');
+    }
+  };
+  for (let i = 0; i < rooms.length; i += PROFILE_UPDATE_CONCURRENCY) await Promise.all(rooms.slice(i, i + PROFILE_UPDATE_CONCURRENCY).map(update));
 }
