@@ -1,7 +1,7 @@
 // Accounts, devices and access tokens. Tokens are 256 random bits, stored only as their
 // SHA-256; a small in-memory cache spares the database on every request.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { and, DrizzleQueryError, eq } from 'drizzle-orm';
+import { and, DrizzleQueryError, eq, inArray } from 'drizzle-orm';
 import { LRUCache } from 'lru-cache';
 import type { Db } from '../store/db.ts';
 import { accessTokens, accounts, devices } from '../store/schema.ts';
@@ -143,6 +143,16 @@ export class AccountStore {
     // Its cached sessions say "guest": read them again.
     this.forgetDevice(userId, undefined);
     return updated.length > 0;
+  }
+
+  /** Which of `userIds` are guest accounts of this server. */
+  async guestsAmong(userIds: string[]): Promise<string[]> {
+    if (userIds.length === 0) return [];
+    const rows = await this.db
+      .select({ userId: accounts.userId })
+      .from(accounts)
+      .where(and(inArray(accounts.userId, userIds), eq(accounts.isGuest, true)));
+    return rows.map((r) => r.userId);
   }
 
   /**

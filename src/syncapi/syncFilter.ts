@@ -71,24 +71,34 @@ export function selects(f: EventFilter): boolean {
   return f.types !== undefined || f.notTypes !== undefined || f.senders !== undefined || f.notSenders !== undefined;
 }
 
-const patterns = new Map<string, RegExp>();
-
-/** Whether `value` matches a filter pattern: `*` stands for any run of characters, everything else for itself. */
+/**
+ * Whether `value` matches a filter pattern: `*` stands for any run of characters, everything
+ * else for itself. Matched without a regular expression (a pattern of many `*` would make a
+ * backtracking one take polynomial time of high degree): the classic two-pointer wildcard
+ * match, which backs up only to the last `*`, so O(|pattern| × |value|) at worst.
+ */
 export function matchesPattern(pattern: string, value: string): boolean {
   if (!pattern.includes('*')) return pattern === value;
-  let re = patterns.get(pattern);
-  if (!re) {
-    re = new RegExp(
-      `^${pattern
-        .split('*')
-        .map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
-        .join('.*')}$`,
-      's',
-    );
-    if (patterns.size > 1000) patterns.clear();
-    patterns.set(pattern, re);
+  let p = 0;
+  let v = 0;
+  let star = -1;
+  let resume = 0;
+  while (v < value.length) {
+    if (p < pattern.length && pattern[p] === '*') {
+      star = p++;
+      resume = v;
+    } else if (p < pattern.length && pattern[p] === value[v]) {
+      p++;
+      v++;
+    } else if (star >= 0) {
+      p = star + 1;
+      v = ++resume;
+    } else {
+      return false;
+    }
   }
-  return re.test(value);
+  while (p < pattern.length && pattern[p] === '*') p++;
+  return p === pattern.length;
 }
 
 const anyMatches = (list: string[], value: string) => list.some((p) => matchesPattern(p, value));

@@ -169,7 +169,7 @@ describe('the operator page in Chromium', () => {
       [`${bob.userId} · ${bob.deviceId} (1)`, `${dave.userId} · ${dave.deviceId} (1)`].sort(),
     );
     await page.select('#group-by', 'room');
-    await page.waitForFunction((r: string) => (globalThis as any).document.querySelector('.group-row').textContent.startsWith(r), WAIT, room);
+    await page.waitForFunction((r: string) => [...(globalThis as any).document.querySelectorAll('.group-row')].some((el: any) => el.textContent.startsWith(r)), WAIT, room);
 
     // Shard map: all in one process, every shard here.
     await waitForCount('.shard', 8);

@@ -137,6 +137,23 @@ describe('what a guest may do', () => {
     }
   });
 
+  it('leaves the rooms whose guest_access stops being can_join (the server sets its membership to leave)', async () => {
+    const room = (await alice.createRoom({ preset: 'public_chat', initial_state: [{ type: 'm.room.guest_access', state_key: '', content: { guest_access: 'can_join' } }] })).room_id;
+    const other = await registerGuest();
+    await other.ok('POST', v3(`/rooms/${enc(room)}/join`), {});
+    const bob = await TestUser.register(url, `bob${Date.now()}`);
+    await bob.ok('POST', v3(`/rooms/${enc(room)}/join`), {});
+    await alice.setState(room, 'm.room.guest_access', { guest_access: 'forbidden' });
+    const members = await alice.ok('GET', v3(`/rooms/${enc(room)}/joined_members`));
+    expect(Object.keys(members.joined).sort()).toEqual([alice.userId, bob.userId].sort());
+    const left = await alice.ok('GET', v3(`/rooms/${enc(room)}/state/m.room.member/${enc(other.userId)}?format=event`));
+    expect(left.content.membership).toBe('leave');
+    expect(left.sender).toBe(other.userId);
+    const again = await other.req('POST', v3(`/rooms/${enc(room)}/join`), {});
+    expect(again.status).toBe(403);
+    expect(again.body.errcode).toBe('M_GUEST_ACCESS_FORBIDDEN');
+  });
+
   it('sets its display name', async () => {
     const r = await guest.req('PUT', v3(`/profile/${enc(guest.userId)}/displayname`), { displayname: 'Visitor' });
     expect(r.status).toBe(200);

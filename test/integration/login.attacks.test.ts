@@ -228,9 +228,8 @@ describe('registration closed', () => {
     const r0 = await request(hs.url, 'POST', '/_matrix/client/r0/register?kind=user', { body: { username: 'newcomer', password: 'pw', auth: { type: 'm.login.dummy' } } });
     expectForbidden(r0);
     expectForbidden(await request(hs.url, 'GET', v3('/register/available?username=newcomer')));
-    // Guests are refused as before.
-    const guest = await request(hs.url, 'POST', v3('/register?kind=guest'), { body: {} });
-    expect(guest.status).toBe(403);
+    // Guests too: closed is closed.
+    expectForbidden(await request(hs.url, 'POST', v3('/register?kind=guest'), { body: {} }));
 
     const ok = await login(hs.url, 'existing', 'existing pw');
     expect(ok.status).toBe(200);

@@ -69,6 +69,8 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext):
         guest_access_token?: string;
       };
       if (q.kind !== undefined && q.kind !== 'user' && q.kind !== 'guest') throw new MatrixError(400, 'M_INVALID_PARAM', 'kind must be "user" or "guest"');
+      // Closed: every call answers 403, guests' included, and the first one that asks for the flows.
+      if (ctx.config.registration === 'closed') throw registrationClosed();
       if (q.kind === 'guest') {
         // A guest account: no credentials, no user-interactive authentication; limited per
         // client address instead.
@@ -79,8 +81,6 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext):
         const s = await ctx.accounts.createSession(userId, undefined, body.initial_device_display_name);
         return { user_id: userId, access_token: s.accessToken, device_id: s.deviceId, home_server: ctx.config.serverName };
       }
-      // Closed: every call answers 403, including the first one that asks for the flows.
-      if (ctx.config.registration === 'closed') throw registrationClosed();
       // Upgrading a guest: the account keeps its user ID (and so its rooms and history).
       let guestUserId: string | undefined;
       if (body.guest_access_token !== undefined) {

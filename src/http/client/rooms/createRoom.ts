@@ -1,4 +1,5 @@
 // POST /createRoom: a room hosted here, its first events decided by its new actor.
+import { readProfile, type Profile } from '../../../clientapi/profiles.ts';
 import { randomBytes } from 'node:crypto';
 import { eq } from 'drizzle-orm';
 import type { FastifyInstance } from 'fastify';
@@ -73,7 +74,7 @@ interface CreateRoomBody {
 export const ROOM_VERSION = '10';
 
 /** The drafts createRoom expands to, in the order the specification gives. */
-export function createRoomDrafts(creator: string, body: CreateRoomBody, alias?: string): PduDraft[] {
+export function createRoomDrafts(creator: string, body: CreateRoomBody, alias?: string, profile: Profile = {}): PduDraft[] {
   const preset = body.preset ?? (body.visibility === 'public' ? 'public_chat' : 'private_chat');
   const invitees = body.invite ?? [];
   const state = (type: string, content: Record<string, unknown>, stateKey = ''): PduDraft => ({ type, sender: creator, state_key: stateKey, content });
@@ -81,7 +82,7 @@ export function createRoomDrafts(creator: string, body: CreateRoomBody, alias?: 
   if (preset === 'trusted_private_chat') for (const u of invitees) users[u] = 100;
   const drafts: PduDraft[] = [
     state('m.room.create', { ...(body.creation_content ?? {}), creator, room_version: ROOM_VERSION }),
-    state('m.room.member', { membership: 'join' }, creator),
+    state('m.room.member', { ...profile, membership: 'join' }, creator),
     state('m.room.power_levels', {
       users,
       users_default: 0,
@@ -141,7 +142,7 @@ export function registerCreateRoomRoute(app: FastifyInstance, ctx: ClientContext
         if (inserted.length === 0) throw new MatrixError(400, 'M_ROOM_IN_USE', 'that room alias is taken');
       }
       try {
-        await clientWrite(ctx, req, sessionOf(req), { type: 'CreateRoom', roomId, roomVersion: ROOM_VERSION, events: createRoomDrafts(userId, body, alias) });
+        await clientWrite(ctx, req, sessionOf(req), { type: 'CreateRoom', roomId, roomVersion: ROOM_VERSION, events: createRoomDrafts(userId, body, alias, (await readProfile(ctx.db, userId)) ?? {}) });
       } catch (err) {
         if (alias) await ctx.db.delete(roomAliases).where(eq(roomAliases.alias, alias));
         throw err;

@@ -3,7 +3,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { toClientEvent } from '../../../syncapi/clientEvents.ts';
 import { clientEvents } from '../../../syncapi/roomReader.ts';
-import { guestForbidden, requireAuth, sessionOf } from '../auth.ts';
+import { requireAuth, sessionOf } from '../auth.ts';
 import { invalidParam, notFound } from '../../errors.ts';
 import type { ClientContext } from '../context.ts';
 import { clientWrite } from '../clientWrite.ts';
@@ -11,18 +11,13 @@ import { clientRoute } from '../prefixes.ts';
 import { requireRoomId } from '../resolveRoom.ts';
 import { currentStateEvent, lastEventId, requireLocalRoom, requireReadable, sendState } from './access.ts';
 
-/** The one event type guests may send (client-server API, Guest access module). */
-const GUEST_EVENT_TYPE = 'm.room.message';
-
 export function registerRoomEventRoutes(app: FastifyInstance, ctx: ClientContext): void {
-  const auth = requireAuth(ctx.accounts);
   const guestsToo = requireAuth(ctx.accounts, { guests: true });
 
   const send = async (req: FastifyRequest, txnId: string | undefined) => {
     const session = sessionOf(req);
     const { userId, deviceId } = session;
     const { roomId, eventType } = req.params as { roomId: string; eventType: string };
-    if (session.isGuest && eventType !== GUEST_EVENT_TYPE) throw guestForbidden();
     requireRoomId(roomId);
     requireLocalRoom(ctx, roomId);
     const result = await clientWrite(ctx, req, session, {
@@ -52,17 +47,20 @@ export function registerRoomEventRoutes(app: FastifyInstance, ctx: ClientContext
   );
 
   // Setting state to what it already is (same sender, same content) writes nothing and
-  // answers the current event's ID.
+  // answers the current event's ID. Guests may set state too (since v1.2 of the spec),
+  // as far as the room's power levels let them.
   const putState = async (req: FastifyRequest) => {
     const { userId } = sessionOf(req);
     const { roomId, eventType, stateKey } = req.params as { roomId: string; eventType: string; stateKey?: string };
     requireRoomId(roomId);
     requireLocalRoom(ctx, roomId);
     const draft = { type: eventType, sender: userId, state_key: stateKey ?? '', content: req.body as Record<string, unknown> };
-    return { event_id: await sendState(ctx, req, sessionOf(req), roomId, draft) };
+    const eventId = await sendState(ctx, req, sessionOf(req), roomId, draft);
+    if (eventType === 'm.room.guest_access' && (stateKey ?? '') === '' && draft.content.guest_access !== 'can_join') await removeGuests(ctx, req, roomId);
+    return { event_id: eventId };
   };
-  clientRoute(app, { method: 'PUT', path: '/rooms/:roomId/state/:eventType', config: { barrier: false }, schema: { body: { type: 'object' } }, preHandler: auth, handler: putState });
-  clientRoute(app, { method: 'PUT', path: '/rooms/:roomId/state/:eventType/:stateKey', config: { barrier: false }, schema: { body: { type: 'object' } }, preHandler: auth, handler: putState });
+  clientRoute(app, { method: 'PUT', path: '/rooms/:roomId/state/:eventType', config: { barrier: false }, schema: { body: { type: 'object' } }, preHandler: guestsToo, handler: putState });
+  clientRoute(app, { method: 'PUT', path: '/rooms/:roomId/state/:eventType/:stateKey', config: { barrier: false }, schema: { body: { type: 'object' } }, preHandler: guestsToo, handler: putState });
 
   clientRoute(app, {
     method: 'GET',
@@ -96,4 +94,19 @@ export function registerRoomEventRoutes(app: FastifyInstance, ctx: ClientContext
   };
   clientRoute(app, { method: 'GET', path: '/rooms/:roomId/state/:eventType', preHandler: guestsToo, handler: getState });
   clientRoute(app, { method: 'GET', path: '/rooms/:roomId/state/:eventType/:stateKey', preHandler: guestsToo, handler: getState });
+}
+
+/**
+ * The Guest access module: when a room's m.room.guest_access stops being can_join, the server
+ * "MUST set those users' m.room.member state to leave" — each guest account of this server
+ * joined to the room leaves it (its own leave event, as Synapse sends).
+ */
+async function removeGuests(ctx: ClientContext, req: { id: string }, roomId: string): Promise<void> {
+  await ctx.barrier.forReads();
+  const joined = (await ctx.rooms.currentState(roomId))
+    .filter((e) => e.pdu.type === 'm.room.member' && e.pdu.content?.membership === 'join' && typeof e.pdu.state_key === 'string')
+    .map((e) => e.pdu.state_key as string);
+  for (const userId of await ctx.accounts.guestsAmong(joined)) {
+    await sendState(ctx, req, { userId, deviceId: '', isGuest: true }, roomId, { type: 'm.room.member', sender: userId, state_key: userId, content: { membership: 'leave' } });
+  }
 }

@@ -1,0 +1,30 @@
+// Filter type patterns (`*` for any run of characters), matched without a regular
+// expression: the answers, and no blow-up on patterns made of many stars.
+import { describe, expect, it } from 'vitest';
+import { matchesPattern } from '../../src/syncapi/syncFilter.ts';
+
+describe('filter patterns', () => {
+  it('match as the specification describes: * is any run of characters, the rest is literal', () => {
+    const cases: [string, string, boolean][] = [
+      ['m.room.message', 'm.room.message', true],
+      ['m.room.message', 'm.room.messages', false],
+      ['m.*', 'm.room.message', true],
+      ['m.room.*', 'm.room', false],
+      ['*.message', 'm.room.message', true],
+      ['*', '', true],
+      ['a*b*c', 'axxbyyc', true],
+      ['a*b*c', 'axxbyy', false],
+      ['a**b', 'ab', true],
+      ['x*', 'yx', false],
+      ['m.room.?', 'm.room.a', false], // no other wildcard
+      ['m.room.[a]', 'm.room.[a]', true], // regex characters are literal
+    ];
+    for (const [pattern, value, want] of cases) expect({ pattern, value, match: matchesPattern(pattern, value) }).toEqual({ pattern, value, match: want });
+  });
+
+  // A backtracking regular expression would not finish this within the test's timeout.
+  it('answers a pattern of many stars against a long type (no catastrophic backtracking)', () => {
+    expect(matchesPattern(`${'*a'.repeat(40)}*b`, 'a'.repeat(255))).toBe(false);
+    expect(matchesPattern(`${'*a'.repeat(40)}*`, 'a'.repeat(255))).toBe(true);
+  });
+});
