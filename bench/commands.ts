@@ -2,20 +2,7 @@
 // peekd's HTTP API (autocannon in the load-generator process), against raw JetStream
 // publishes with the expected last subject sequence at the same concurrency and payload size.
 import { encodePeekEvent } from '../src/events/peekEvents.ts';
-import {
-  coresReport,
-  cpuBetween,
-  cpuSample,
-  fmtNum,
-  log,
-  profilePath,
-  round,
-  startLoadChild,
-  startPeekdChild,
-  uniqueName,
-  type Row,
-  type ScenarioResult,
-} from './harness.ts';
+import { coresReport, cpuBetween, cpuSample, fmtNum, log, profilePath, round, startLoadChild, startPeekdChild, uniqueName, type Row, type ScenarioResult } from './harness.ts';
 import { describeProfile, profiled } from './profile.ts';
 import type { BenchContext, Scenario } from './scenario.ts';
 import { describeTrace, type TraceLine } from './trace.ts';
@@ -123,7 +110,9 @@ async function runCommands(ctx: BenchContext, o: Options): Promise<ScenarioResul
     // No regressions: the read models the load left behind equal a rebuild from the log.
     const verified = await server.child.call<{ projection: string; equal: boolean }[]>('verify', {}, 600_000);
     const unequal = verified.filter((v) => !v.equal).map((v) => v.projection);
-    notes.push(`${o.name}: peekd verify after the load: ${unequal.length === 0 ? `clean (${verified.map((v) => v.projection).join(', ')} equal to a rebuild from the log)` : `**differs** in ${unequal.join(', ')}`}.`);
+    notes.push(
+      `${o.name}: peekd verify after the load: ${unequal.length === 0 ? `clean (${verified.map((v) => v.projection).join(', ')} equal to a rebuild from the log)` : `**differs** in ${unequal.join(', ')}`}.`,
+    );
     if (unequal.length > 0) throw new Error(`${o.name}: verify after the load found differences in ${unequal.join(', ')}`);
 
     const rows: Row[] = [

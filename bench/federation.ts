@@ -80,7 +80,11 @@ export const federation: Scenario = {
       if (refused.length > 0) throw new Error(`${refused.length} PUT /peek on the fan-out room failed: ${refused[0]!.status} ${refused[0]!.text}`);
 
       log(`federation: ${samples} sequential PUT /peek on the room with ${stateEvents} state events`);
-      const big = await peers.call<PeekAnswer[]>('peek', { roomId: bigRoom, from: 0, to: Math.min(samples, peerCount), perPeer: Math.ceil(samples / peerCount), idPrefix: 'g', concurrency: 1 }, 600_000);
+      const big = await peers.call<PeekAnswer[]>(
+        'peek',
+        { roomId: bigRoom, from: 0, to: Math.min(samples, peerCount), perPeer: Math.ceil(samples / peerCount), idPrefix: 'g', concurrency: 1 },
+        600_000,
+      );
       const bad = big.filter((a) => a.status !== 200);
       if (bad.length > 0) throw new Error(`PUT /peek on the big room failed: ${bad[0]!.status} ${bad[0]!.text}`);
       const putMs = big.map((a) => a.ms);
@@ -160,14 +164,27 @@ export const federation: Scenario = {
         },
       ];
       notes.push(
-        `federation fan-out: ${fanout} events appended in ${fmtNum(sent.appendedMs)} ms, all ${peerCount} peers had all of them after ${fmtNum(fanSeconds * 1000)} ms in ${counts.txns} transactions; CPU busy in cores: ${Object.entries(cpu).map(([k, x]) => `${k} ${x}`).join(', ')}.`,
+        `federation fan-out: ${fanout} events appended in ${fmtNum(sent.appendedMs)} ms, all ${peerCount} peers had all of them after ${fmtNum(fanSeconds * 1000)} ms in ${counts.txns} transactions; CPU busy in cores: ${Object.entries(
+          cpu,
+        )
+          .map(([k, x]) => `${k} ${x}`)
+          .join(', ')}.`,
         `federation verify: peekd's Ed25519 wrapper alone (prepared bytes) ${fmtNum(v.peekdPrimitive.perSecond)}/s; checkPdu (content hash + signature + event ID, what /send runs per PDU) ${fmtNum(v.checkPduPerSecond)}/s; signed bytes ${v.messageBytes} B of a ${v.pduBytes} B PDU.`,
       );
       return {
         scenario: 'federation',
         rows,
         cores: coresReport(server.child.pid, peers.pid, { server: 'peekd', load: 'fake peers' }),
-        details: { peerCount, stateEvents, putPeek: { ms: putMs, bytes: big[0]!.bytes, p50: percentile(putMs, 50), p99: percentile(putMs, 99) }, fanout: { events: fanout, seconds: fanSeconds, eventsPerSecond, txns: counts.txns, sent, cpuCoresBusy: cpu }, verify: v, fanProfile, fanTrace, verifyProfile },
+        details: {
+          peerCount,
+          stateEvents,
+          putPeek: { ms: putMs, bytes: big[0]!.bytes, p50: percentile(putMs, 50), p99: percentile(putMs, 99) },
+          fanout: { events: fanout, seconds: fanSeconds, eventsPerSecond, txns: counts.txns, sent, cpuCoresBusy: cpu },
+          verify: v,
+          fanProfile,
+          fanTrace,
+          verifyProfile,
+        },
         notes,
       };
     } finally {

@@ -85,7 +85,19 @@ export const memory: Scenario = {
         scenario: 'memory',
         rows,
         cores: coresReport(server.child.pid, undefined, { server: 'peekd', load: 'none (commands from inside peekd)' }),
-        details: { roomCount, peeks, perRoom, heap: { none, active, withPeeks }, actors, live, perActor: round(perActor), perPeek: round(perPeek), viaBus: made, direct: { ...direct, projectedMs }, reloadMs },
+        details: {
+          roomCount,
+          peeks,
+          perRoom,
+          heap: { none, active, withPeeks },
+          actors,
+          live,
+          perActor: round(perActor),
+          perPeek: round(perPeek),
+          viaBus: made,
+          direct: { ...direct, projectedMs },
+          reloadMs,
+        },
         notes,
       };
     } finally {

@@ -127,7 +127,11 @@ export function summarizeProfile(file: string, n = 12): ProfileSummary {
   };
 }
 
-const list = (s: Share[], k: number) => s.slice(0, k).map((x) => `${x.name} ${x.pct}%`).join('; ');
+const list = (s: Share[], k: number) =>
+  s
+    .slice(0, k)
+    .map((x) => `${x.name} ${x.pct}%`)
+    .join('; ');
 
 /** A few lines for the closing note. */
 export function describeProfile(label: string, s: ProfileSummary): string {
@@ -147,11 +151,7 @@ export function ignoreProfiles(file: string): void {
 }
 
 /** Runs `fn` while `child` profiles itself; returns fn's result and the profile's summary. */
-export async function profiled<T>(
-  child: { call<R>(op: string, args?: unknown, timeoutMs?: number): Promise<R> },
-  file: string,
-  fn: () => Promise<T>,
-): Promise<{ result: T; summary: ProfileSummary }> {
+export async function profiled<T>(child: { call<R>(op: string, args?: unknown, timeoutMs?: number): Promise<R> }, file: string, fn: () => Promise<T>): Promise<{ result: T; summary: ProfileSummary }> {
   ignoreProfiles(file);
   await child.call('profileStart', { intervalUs: 500 });
   let result: T;

@@ -2,19 +2,7 @@
 // tables, catch-up, atomic swap) into the sync and federation projections, against
 // min(raw ordered-consumer read rate, raw batched Postgres INSERT rate) measured on the
 // same streams and the same database in the same run.
-import {
-  coresReport,
-  cpuBetween,
-  cpuSample,
-  fmtNum,
-  log,
-  profilePath,
-  round,
-  startLoadChild,
-  uniqueName,
-  type Row,
-  type ScenarioResult,
-} from './harness.ts';
+import { coresReport, cpuBetween, cpuSample, fmtNum, log, profilePath, round, startLoadChild, uniqueName, type Row, type ScenarioResult } from './harness.ts';
 import { describeProfile, profiled } from './profile.ts';
 import type { Scenario } from './scenario.ts';
 
@@ -88,7 +76,11 @@ export const rebuild: Scenario = {
           goal: `ratio ≥ ${GOAL_RATIO}`,
           met: ratio >= GOAL_RATIO,
         });
-        notes.push(`rebuild ${t.projection}: ${fmtNum(n)} events in ${r.seconds.toFixed(1)} s; CPU busy in cores: ${Object.entries(cpu).map(([k, v]) => `${k} ${v}`).join(', ')}.`);
+        notes.push(
+          `rebuild ${t.projection}: ${fmtNum(n)} events in ${r.seconds.toFixed(1)} s; CPU busy in cores: ${Object.entries(cpu)
+            .map(([k, v]) => `${k} ${v}`)
+            .join(', ')}.`,
+        );
       }
       let profile;
       if (worst && worst.ratio < GOAL_RATIO && ctx.profile) {

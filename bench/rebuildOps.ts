@@ -150,9 +150,31 @@ export async function generate(args: GenerateArgs): Promise<{ roomEvents: number
       const shard = naming.shardOf(roomId);
       // Distinct keys: the raw ceiling is plain INSERTs of one row per event.
       if (peek.kind === 'device') {
-        rows.syncapi_peeks.push({ room_id: roomId, user_id: peek.userId, device_id: `${peek.deviceId}_${seq}`, shard, started_seq: pos, started_at: at, renewed_at: at, expires_at: at + 3_600_000, room_seq: roomSeq, updated_seq: pos });
+        rows.syncapi_peeks.push({
+          room_id: roomId,
+          user_id: peek.userId,
+          device_id: `${peek.deviceId}_${seq}`,
+          shard,
+          started_seq: pos,
+          started_at: at,
+          renewed_at: at,
+          expires_at: at + 3_600_000,
+          room_seq: roomSeq,
+          updated_seq: pos,
+        });
       } else {
-        rows.federationsender_inbound_peeks.push({ room_id: roomId, server_name: peek.server, peek_id: `${seq}`, shard, created_at: at, renewed_at: at, renewal_interval_ms: 3_600_000, expires_at: at + 3_600_000, room_seq: roomSeq, started_seq: pos });
+        rows.federationsender_inbound_peeks.push({
+          room_id: roomId,
+          server_name: peek.server,
+          peek_id: `${seq}`,
+          shard,
+          created_at: at,
+          renewed_at: at,
+          renewal_interval_ms: 3_600_000,
+          expires_at: at + 3_600_000,
+          room_seq: roomSeq,
+          started_seq: pos,
+        });
       }
     }
   }
@@ -252,7 +274,15 @@ function checkShape(table: string, cols: Column[], rows: RawRow[]): void {
  * parameter unpacked by jsonb_to_recordset — on up to `sample` rows each. The ceiling is
  * the faster of the two; `seconds` is what inserting every row at that rate would take.
  */
-export async function rawInsert({ table, batch = 1000, sample = 20_000 }: { table: keyof Generated['rows']; batch?: number; sample?: number }): Promise<{ rows: number; seconds: number; perSecond: number; methods: Record<string, number> }> {
+export async function rawInsert({
+  table,
+  batch = 1000,
+  sample = 20_000,
+}: {
+  table: keyof Generated['rows'];
+  batch?: number;
+  sample?: number;
+}): Promise<{ rows: number; seconds: number; perSecond: number; methods: Record<string, number> }> {
   const g = need();
   const db = g.database.db;
   const cols = rowsOf<{ column_name: string; data_type: string; is_nullable: string }>(

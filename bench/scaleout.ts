@@ -194,7 +194,9 @@ async function runScaleOut(ctx: BenchContext, o: Options): Promise<ScenarioResul
       const firm = hosts.map((_, i) => (firmSamples.length === 0 ? NaN : Math.min(...firmSamples.map((f) => f[i]!))));
       const { cores: cpu, others } = attributeCpu(c0, cpuSample(), roles, (Date.now() - w0) / 1000, dbName);
       const consumers = await consumerCount().catch(() => NaN);
-      log(`${name}: ${n} rooms process(es): ${fmtNum(result.perSecond)} commands/s, p50 ${fmtNum(result.latency.p50)} ms, p99 ${fmtNum(result.latency.p99)} ms; ${result.errors} errors, ${result.retries} retries; CPU ${JSON.stringify(cpu)}; fewest shards held ${firm.join(' + ')}; JetStream consumers on PEEKS+ROOMS after it ${consumers}`);
+      log(
+        `${name}: ${n} rooms process(es): ${fmtNum(result.perSecond)} commands/s, p50 ${fmtNum(result.latency.p50)} ms, p99 ${fmtNum(result.latency.p99)} ms; ${result.errors} errors, ${result.retries} retries; CPU ${JSON.stringify(cpu)}; fewest shards held ${firm.join(' + ')}; JetStream consumers on PEEKS+ROOMS after it ${consumers}`,
+      );
       // Let the projections catch up so the next run does not pay for this one's backlog.
       await projections.call('settle', {}, 600_000);
       return { processes: n, cycle: result, cpu, others, shards, firm, warmupMs, consumers };
@@ -247,7 +249,8 @@ async function runScaleOut(ctx: BenchContext, o: Options): Promise<ScenarioResul
         `${name}: CPU busy during the ${label} (shards ${r.shards.join(' + ')}; ${fmtNum(r.cycle.perSecond)} commands/s; warm-up ${round(r.warmupMs / 1000, 1)} s; ${r.consumers} JetStream consumers on PEEKS+ROOMS after it), in cores (of ${machineCores}): ${cpuLine(r)}.` +
           (r.others.length > 0 ? ` Busiest processes not of this run: ${r.others.join('; ')}.` : ''),
       );
-      if (r.cycle.errors > 0 || r.cycle.retries > 0) notes.push(`${name}: ${r.processes} rooms process(es): ${r.cycle.errors} commands failed (last: ${r.cycle.lastError ?? 'n/a'}), ${r.cycle.retries} retried.`);
+      if (r.cycle.errors > 0 || r.cycle.retries > 0)
+        notes.push(`${name}: ${r.processes} rooms process(es): ${r.cycle.errors} commands failed (last: ${r.cycle.lastError ?? 'n/a'}), ${r.cycle.retries} retried.`);
     }
     notes.push(
       `${name}: commands/s per busy core of a rooms process: 1 process ${fmtNum(one.cycle.perSecond)}/s ÷ ${round(p1.total, 2)} cores = ${fmtNum(p1.perCore)}; ` +
@@ -281,7 +284,18 @@ async function runScaleOut(ctx: BenchContext, o: Options): Promise<ScenarioResul
       scenario: name,
       rows,
       cores: coresReport(rooms1.pid, load.pid, { server: 'rooms #1', load: 'load generator' }),
-      details: { options: o, shards: SHARDS, setupMs, leases: { firstMs: first.ms, rebalanceMs: second.ms, secondStartMs: ready2Ms, split: second.split, backMs, back: back.split }, one, two, again, drift, ratio, perCore: { one: p1, two: p2 } },
+      details: {
+        options: o,
+        shards: SHARDS,
+        setupMs,
+        leases: { firstMs: first.ms, rebalanceMs: second.ms, secondStartMs: ready2Ms, split: second.split, backMs, back: back.split },
+        one,
+        two,
+        again,
+        drift,
+        ratio,
+        perCore: { one: p1, two: p2 },
+      },
       notes,
     };
   } finally {

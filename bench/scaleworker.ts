@@ -76,7 +76,21 @@ if (mode === 'peekd') {
      * (peek again), unpeek; for `durationMs`, and (`coverAll`, the warm-up) at least until
      * every room was taken once, so every actor is loaded. Counts commands answered and their latency.
      */
-    cycle: async ({ rooms, serverName, devices = 64, concurrency = 64, durationMs, coverAll = false }: { rooms: string[]; serverName: string; devices?: number; concurrency?: number; durationMs: number; coverAll?: boolean }) => {
+    cycle: async ({
+      rooms,
+      serverName,
+      devices = 64,
+      concurrency = 64,
+      durationMs,
+      coverAll = false,
+    }: {
+      rooms: string[];
+      serverName: string;
+      devices?: number;
+      concurrency?: number;
+      durationMs: number;
+      coverAll?: boolean;
+    }) => {
       let k = 0;
       let ok = 0;
       let errors = 0;

@@ -87,7 +87,21 @@ serveIpc({
   },
 
   /** Appends `count` events to a room, `perCommand` per SendEvents; state events when `stateKeyPrefix` is set. */
-  sendEvents: async ({ roomId, sender, count, perCommand = 1, stateKeyPrefix, padBytes = 64 }: { roomId: string; sender: string; count: number; perCommand?: number; stateKeyPrefix?: string; padBytes?: number }) => {
+  sendEvents: async ({
+    roomId,
+    sender,
+    count,
+    perCommand = 1,
+    stateKeyPrefix,
+    padBytes = 64,
+  }: {
+    roomId: string;
+    sender: string;
+    count: number;
+    perCommand?: number;
+    stateKeyPrefix?: string;
+    padBytes?: number;
+  }) => {
     const t0 = process.hrtime.bigint();
     let last = 0;
     for (let i = 0; i < count; i += perCommand) {

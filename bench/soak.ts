@@ -25,7 +25,7 @@ function usage(): string {
     '',
     'Needs nats-server; starts its own NATS clusters. DATABASE_URL=<Postgres server URL>: the main',
     'mode (peekd processes, SIGKILLs, `peekd verify`); unset: the embedded PGlite fallback.',
-    'FAILOVER_DUMP_DIR=<dir> writes each run\'s records and process logs there.',
+    "FAILOVER_DUMP_DIR=<dir> writes each run's records and process logs there.",
   ].join('\n');
 }
 
@@ -126,7 +126,15 @@ async function main(): Promise<number> {
     .join(' ');
   console.log(`  total: ${requests} requests [${statuses}], 503s ${s503}, client retries ${clientRetries}, server retries ${serverRetries}, max latency ${maxLatency} ms`);
   const vtotal = Object.values(violationsBy).reduce((a, b) => a + (b ?? 0), 0);
-  console.log(`  invariant violations: ${vtotal}${vtotal ? ` (${Object.entries(violationsBy).map(([k, n]) => `${k}: ${n} — ${INVARIANTS[k as Invariant]}`).join('; ')})` : ''}`);
+  console.log(
+    `  invariant violations: ${vtotal}${
+      vtotal
+        ? ` (${Object.entries(violationsBy)
+            .map(([k, n]) => `${k}: ${n} — ${INVARIANTS[k as Invariant]}`)
+            .join('; ')})`
+        : ''
+    }`,
+  );
   if (interrupted) return 130;
   return failed.length > 0 ? 1 : 0;
 }

@@ -100,10 +100,11 @@ export function installTracing(peekd: Peekd): void {
   // Every hook is optional: if peekd's internals move, the trace loses that line, not the run.
   const nc = peekd.nc as unknown as Record<string, AnyFn>;
   const request = nc.request;
-  if (typeof request === 'function') nc.request = function (subject: string, ...rest: unknown[]) {
-    if (!on) return request.call(nc, subject, ...rest);
-    return timedPromise(natsName(subject), () => request.call(nc, subject, ...rest));
-  };
+  if (typeof request === 'function')
+    nc.request = function (subject: string, ...rest: unknown[]) {
+      if (!on) return request.call(nc, subject, ...rest);
+      return timedPromise(natsName(subject), () => request.call(nc, subject, ...rest));
+    };
   const client = (peekd.database.db as unknown as { $client?: Record<string, AnyFn> }).$client;
   if (client) wrapSqlClient(client, false);
   for (const [name, runner] of peekd.projections) {
@@ -122,10 +123,11 @@ export function installTracing(peekd: Peekd): void {
   }
   const bus = peekd.bus as unknown as Record<string, AnyFn>;
   const send = bus.send;
-  if (typeof send === 'function') bus.send = function (command: { type: string }, ...rest: unknown[]) {
-    if (!on) return send.call(bus, command, ...rest);
-    return timedPromise(`command bus: ${command.type} (actor mailbox + handle)`, () => send.call(bus, command, ...rest));
-  };
+  if (typeof send === 'function')
+    bus.send = function (command: { type: string }, ...rest: unknown[]) {
+      if (!on) return send.call(bus, command, ...rest);
+      return timedPromise(`command bus: ${command.type} (actor mailbox + handle)`, () => send.call(bus, command, ...rest));
+    };
 }
 
 export function traceStart(): void {

@@ -55,7 +55,10 @@ function rates<K extends string>(durationMs: number, fns: Record<K, () => boolea
       a.cpuUs += c.user + c.system;
     }
   }
-  return Object.fromEntries(keys.map((k) => [k, { ops: acc[k].ops, perSecond: acc[k].ops / (acc[k].cpuUs / 1e6), allTrue: acc[k].allTrue }])) as Record<K, { ops: number; perSecond: number; allTrue: boolean }>;
+  return Object.fromEntries(keys.map((k) => [k, { ops: acc[k].ops, perSecond: acc[k].ops / (acc[k].cpuUs / 1e6), allTrue: acc[k].allTrue }])) as Record<
+    K,
+    { ops: number; perSecond: number; allTrue: boolean }
+  >;
 }
 
 /**

@@ -4,22 +4,7 @@
 // process) to each response's last byte (the load generator's process), on the
 // machine-wide monotonic clock both share.
 import { readFileSync } from 'node:fs';
-import {
-  appendPeeksToLog,
-  coresReport,
-  cpuBetween,
-  cpuSample,
-  fmtNum,
-  log,
-  percentile,
-  profilePath,
-  sleep,
-  startLoadChild,
-  startPeekdChild,
-  until,
-  type Row,
-  type ScenarioResult,
-} from './harness.ts';
+import { appendPeeksToLog, coresReport, cpuBetween, cpuSample, fmtNum, log, percentile, profilePath, sleep, startLoadChild, startPeekdChild, until, type Row, type ScenarioResult } from './harness.ts';
 import { describeProfile, profiled, type ProfileSummary } from './profile.ts';
 import type { Scenario } from './scenario.ts';
 import { describeTrace, type TraceLine } from './trace.ts';
@@ -118,7 +103,11 @@ export const wakeUp: Scenario = {
           const start = BigInt(ev.tStart);
           const lat = arrivals.filter((a): a is string => a !== null).map((a) => Number(BigInt(a) - ack) / 1e6);
           // When peekd ended the woken responses (the first `size` /sync answers after the append).
-          const sent = finishes.map((f) => Number(BigInt(f) - ack) / 1e6).filter((x) => x >= 0).sort((a, b) => a - b).slice(0, size);
+          const sent = finishes
+            .map((f) => Number(BigInt(f) - ack) / 1e6)
+            .filter((x) => x >= 0)
+            .sort((a, b) => a - b)
+            .slice(0, size);
           fromAck.push(...lat);
           fromStart.push(...arrivals.filter((a): a is string => a !== null).map((a) => Number(BigInt(a) - start) / 1e6));
           const state = await load.call<{ errors: number; lastError: string }>('pollState');
@@ -154,7 +143,11 @@ export const wakeUp: Scenario = {
         const first = roundsOut[0] as { projectedMs: number; cpuCoresBusy: Record<string, number>; eventLoopDelay: { p99Ms: number; maxMs: number } };
         notes.push(
           `wake-up ${size}: peekd's own wait for the sync projection returned ${fmtNum(first.projectedMs)} ms after the append (it resumes behind the woken requests); ` +
-            `peekd's event loop was late by up to ${fmtNum(first.eventLoopDelay.maxMs)} ms (p99 ${fmtNum(first.eventLoopDelay.p99Ms)} ms); CPU busy in cores until the last response: ${Object.entries(first.cpuCoresBusy).map(([k, v]) => `${k} ${v}`).join(', ')}.`,
+            `peekd's event loop was late by up to ${fmtNum(first.eventLoopDelay.maxMs)} ms (p99 ${fmtNum(first.eventLoopDelay.p99Ms)} ms); CPU busy in cores until the last response: ${Object.entries(
+              first.cpuCoresBusy,
+            )
+              .map(([k, v]) => `${k} ${v}`)
+              .join(', ')}.`,
         );
         if ((size >= 10_000 || size === n) && p99 > limit! && ctx.profile) {
           log(`wake-up: goal missed — profiling peekd through one more wake-up of ${size} devices`);
@@ -180,7 +173,16 @@ export const wakeUp: Scenario = {
         scenario: 'wake-up',
         rows,
         cores: coresReport(server.child.pid, load.pid),
-        details: { sizes, peeksSetupMs: peeksMs, direct, activateMs, perSize, profile, trace, note: 'latency from JetStream’s ack of the append to the last byte of each /sync response; p99FromCommand counts from before the SendEvents command' },
+        details: {
+          sizes,
+          peeksSetupMs: peeksMs,
+          direct,
+          activateMs,
+          perSize,
+          profile,
+          trace,
+          note: 'latency from JetStream’s ack of the append to the last byte of each /sync response; p99FromCommand counts from before the SendEvents command',
+        },
         notes,
       };
     } finally {
@@ -189,4 +191,3 @@ export const wakeUp: Scenario = {
     }
   },
 };
-

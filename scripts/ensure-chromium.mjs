@@ -10,7 +10,7 @@ if (!existsSync(wanted)) {
   const apt = spawnSync('sh', ['-c', 'command -v apt-get'], { encoding: 'utf8' }).stdout.trim();
   const root = typeof process.getuid === 'function' && process.getuid() === 0;
   if (!process.env.PEEKD_CHROMIUM && apt && root) {
-    console.log('ensure-chromium: no Chromium at /usr/bin/chromium; installing Debian\'s chromium package (for the operator page test)');
+    console.log("ensure-chromium: no Chromium at /usr/bin/chromium; installing Debian's chromium package (for the operator page test)");
     const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
     const install = () => spawnSync('apt-get', ['install', '-y', '--no-install-recommends', 'chromium'], { stdio: ['ignore', 'ignore', 'inherit'], env }).status === 0;
     if (!install()) {

@@ -13,15 +13,7 @@ export function createLogger(level: string, name = 'peekd'): Logger {
     name,
     level,
     redact: {
-      paths: [
-        'req.headers.authorization',
-        'headers.authorization',
-        '*.password',
-        '*.access_token',
-        '*.accessToken',
-        '*.seed',
-        '*.signingKey',
-      ],
+      paths: ['req.headers.authorization', 'headers.authorization', '*.password', '*.access_token', '*.accessToken', '*.seed', '*.signingKey'],
       censor: '[redacted]',
     },
     serializers: {

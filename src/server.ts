@@ -241,10 +241,18 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
     const hostId = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
     const leaseOptions = { ttlMs: config.leaseTtlMs, replicas: config.streamReplicas, logger };
     if (!allInOne && roles.has('projections')) {
-      const projectionJobs = new JobLeases(nc, naming, hostId, 'projections', PROJECTIONS.map((p) => p.name), {
-        acquired: (name) => projections.get(name)!.start(),
-        released: (name) => projections.get(name)!.stop(),
-      }, leaseOptions);
+      const projectionJobs = new JobLeases(
+        nc,
+        naming,
+        hostId,
+        'projections',
+        PROJECTIONS.map((p) => p.name),
+        {
+          acquired: (name) => projections.get(name)!.start(),
+          released: (name) => projections.get(name)!.stop(),
+        },
+        leaseOptions,
+      );
       await projectionJobs.start();
       jobs.push(projectionJobs);
       shutdown.add('projections', 'projection job leases', () => projectionJobs.stop());
@@ -361,10 +369,18 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
           },
         });
         shutdown.add('work', 'device activity', async () => activity.unsubscribe());
-        const federationJobs = new JobLeases(nc, naming, hostId, 'federation', ['federation_sender', 'outbound_upkeep'], {
-          acquired: (job) => (job === 'federation_sender' ? sender.start() : u.start()),
-          released: (job) => (job === 'federation_sender' ? sender.stop() : u.stop()),
-        }, leaseOptions);
+        const federationJobs = new JobLeases(
+          nc,
+          naming,
+          hostId,
+          'federation',
+          ['federation_sender', 'outbound_upkeep'],
+          {
+            acquired: (job) => (job === 'federation_sender' ? sender.start() : u.start()),
+            released: (job) => (job === 'federation_sender' ? sender.stop() : u.stop()),
+          },
+          leaseOptions,
+        );
         await federationJobs.start();
         jobs.push(federationJobs);
         shutdown.add('leases', 'federation job leases', () => federationJobs.stop());
@@ -438,4 +454,3 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
     throw err;
   }
 }
-

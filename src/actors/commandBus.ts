@@ -52,4 +52,3 @@ export class RetryingCommandBus implements CommandBus {
     }
   }
 }
-

@@ -97,18 +97,7 @@ export interface ReceivePdus extends Base {
 }
 
 export type RoomCommand =
-  | StartDevicePeek
-  | StopDevicePeek
-  | StartInboundPeek
-  | RenewInboundPeek
-  | DeleteInboundPeek
-  | StartOutboundPeek
-  | RenewOutboundPeek
-  | EndOutboundPeek
-  | Tick
-  | CreateRoom
-  | SendEvents
-  | ReceivePdus;
+  StartDevicePeek | StopDevicePeek | StartInboundPeek | RenewInboundPeek | DeleteInboundPeek | StartOutboundPeek | RenewOutboundPeek | EndOutboundPeek | Tick | CreateRoom | SendEvents | ReceivePdus;
 
 /** Settings the decider reads; part of the decision's input like `now`. */
 export interface DecideContext {

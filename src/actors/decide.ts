@@ -14,18 +14,11 @@ import type {
   StopDevicePeek,
   Tick,
 } from './commands.ts';
-import {
-  BadStateError,
-  DomainError,
-  ForbiddenError,
-  IncompatibleRoomVersionError,
-  NotFoundError,
-} from './errors.ts';
+import { BadStateError, DomainError, ForbiddenError, IncompatibleRoomVersionError, NotFoundError } from './errors.ts';
 import { decision, endReasonFor, expired, impliedEndings, type Decision } from './decision.ts';
 import { decideCreateRoom, decideReceivePdus, decideSendEvents, previewReceived } from './roomDecide.ts';
 import { serverAclAllows } from './serverAcl.ts';
 import { isEncrypted, isWorldReadable, membershipOf, roomServerOf, stateContent, type LivePeek, type RoomFacts, type RoomState } from './state.ts';
-
 
 export { decision, endReasonFor, impliedEndings, type Decision };
 
@@ -71,7 +64,6 @@ export function isDue(peek: LivePeek, now: number): boolean {
   return peek.expiresAt !== undefined && now >= peek.expiresAt;
 }
 
-
 /** Grace after a peek's renewal interval before it is taken for expired (both directions). */
 export function inboundGraceMs(intervalMs: number): number {
   return Math.min(Math.ceil(intervalMs / 2), 60_000);
@@ -104,10 +96,7 @@ function startDevicePeek(state: RoomState, cmd: StartDevicePeek, ctx: DecideCont
     return decision({ peeks: [{ type: 'PeekRenewed', v: 1, roomId: state.roomId, peek, at: ctx.now, expiresAt }] });
   }
   return decision({
-    peeks: [
-      ...(due ? [due] : []),
-      { type: 'PeekStarted', v: 1, roomId: state.roomId, peek, at: ctx.now, expiresAt, roomSeq: room.latest.seq },
-    ],
+    peeks: [...(due ? [due] : []), { type: 'PeekStarted', v: 1, roomId: state.roomId, peek, at: ctx.now, expiresAt, roomSeq: room.latest.seq }],
   });
 }
 
@@ -140,10 +129,7 @@ function startInboundPeek(state: RoomState, cmd: StartInboundPeek, ctx: DecideCo
     });
   }
   return decision({
-    peeks: [
-      ...(due ? [due] : []),
-      { type: 'PeekStarted', v: 1, roomId: state.roomId, peek, at: ctx.now, expiresAt, renewalIntervalMs, roomSeq: room.latest.seq },
-    ],
+    peeks: [...(due ? [due] : []), { type: 'PeekStarted', v: 1, roomId: state.roomId, peek, at: ctx.now, expiresAt, renewalIntervalMs, roomSeq: room.latest.seq }],
   });
 }
 

@@ -5,16 +5,7 @@ export abstract class DomainError extends Error {
   abstract readonly code: DomainErrorCode;
 }
 
-export type DomainErrorCode =
-  | 'invalid'
-  | 'not_found'
-  | 'forbidden'
-  | 'bad_state'
-  | 'conflict'
-  | 'incompatible_room_version'
-  | 'limit_exceeded'
-  | 'too_large'
-  | 'bad_json';
+export type DomainErrorCode = 'invalid' | 'not_found' | 'forbidden' | 'bad_state' | 'conflict' | 'incompatible_room_version' | 'limit_exceeded' | 'too_large' | 'bad_json';
 
 /** A malformed identifier or argument, refused before anything is appended. */
 export class InvalidInputError extends DomainError {

@@ -58,15 +58,7 @@ export function evolve(state: RoomState, stored: StoredEvent, inPlace = false): 
 }
 
 /** Folds one accepted PDU into the room's facts (copy-on-write of the state map). */
-export function foldPdu(
-  room: RoomFacts | null,
-  pdu: Pdu,
-  eventId: string,
-  seq: number,
-  roomVersion: string,
-  txnKey?: string,
-  inPlace = false,
-): RoomFacts | null {
+export function foldPdu(room: RoomFacts | null, pdu: Pdu, eventId: string, seq: number, roomVersion: string, txnKey?: string, inPlace = false): RoomFacts | null {
   if (room === null) {
     if (pdu.type !== 'm.room.create' || pdu.state_key !== '') return null; // nothing before the create event counts
     return {
@@ -102,7 +94,6 @@ export function foldPdu(
     eventCount: room.eventCount + 1,
   };
 }
-
 
 function pushBounded(ids: string[], id: string): string[] {
   ids.push(id);

@@ -266,13 +266,7 @@ export class RoomActor {
     return peeks !== this.state.peeksSeq || rooms !== this.state.roomsSeq;
   }
 
-  private async appendRoomEvents(
-    drafts: PduDraft[],
-    received: ReceivedPdu[],
-    command: RoomCommand,
-    commandId: string,
-    now: number,
-  ): Promise<Appended<StoredRoomEvent>> {
+  private async appendRoomEvents(drafts: PduDraft[], received: ReceivedPdu[], command: RoomCommand, commandId: string, now: number): Promise<Appended<StoredRoomEvent>> {
     if (drafts.length === 0 && received.length === 0) return { stored: [], seq: 0, duplicate: false };
     const records: RoomPduAppended[] = [];
     let room = this.state.room;

@@ -40,7 +40,7 @@ export function decideCreateRoom(state: RoomState, cmd: CreateRoom, ctx: DecideC
   const first = cmd.events[0];
   if (!first || first.type !== 'm.room.create') return new InvalidInputError('a room starts with m.room.create');
   if (roomIdServer(state.roomId) !== ctx.serverName) return new InvalidInputError('rooms are created on their own server');
-  if (roomIdServer(first.sender) !== ctx.serverName) return new ForbiddenError('the creator must be a user of the room\'s server');
+  if (roomIdServer(first.sender) !== ctx.serverName) return new ForbiddenError("the creator must be a user of the room's server");
   const room = preview(state, cmd.roomVersion, cmd.events, ctx.now);
   if ('code' in room) return room;
   return decision({ drafts: cmd.events });

@@ -61,11 +61,7 @@ export class DeadlineScheduler {
   async runOnce(): Promise<number> {
     const now = this.clock.now();
     const due = await this.dueRooms(now);
-    await Promise.all(
-      [...due].map((roomId) =>
-        this.bus.send({ type: 'Tick', roomId }).catch((err) => this.options.logger?.warn({ err, roomId }, 'tick failed')),
-      ),
-    );
+    await Promise.all([...due].map((roomId) => this.bus.send({ type: 'Tick', roomId }).catch((err) => this.options.logger?.warn({ err, roomId }, 'tick failed'))));
     const next = await this.nextDeadline();
     const poll = this.options.pollMs ?? 1000;
     if (next === null) return poll;

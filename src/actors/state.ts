@@ -73,13 +73,7 @@ export function commandRecord(state: RoomState, commandId: string): CommandRecor
 }
 
 /** Remembers that `commandId` appended its `stream` envelope at `seq` (copy-on-write unless inPlace). */
-export function recordCommand(
-  commands: RoomState['commands'],
-  commandId: string | undefined,
-  stream: 'peeks' | 'rooms',
-  seq: number,
-  inPlace = false,
-): RoomState['commands'] {
+export function recordCommand(commands: RoomState['commands'], commandId: string | undefined, stream: 'peeks' | 'rooms', seq: number, inPlace = false): RoomState['commands'] {
   if (!commandId) return commands;
   const next = inPlace ? (commands[stream] as Map<string, number>) : new Map(commands[stream]);
   next.set(commandId, seq);

@@ -27,20 +27,13 @@ interface ScryptParams {
 
 /** Parameters we agree to compute: well-formed and within MAXMEM_BYTES. */
 function acceptable({ logN, r, p }: ScryptParams): boolean {
-  return (
-    Number.isInteger(logN) && logN >= 10 && logN <= 20 &&
-    Number.isInteger(r) && r >= 1 && r <= 32 &&
-    Number.isInteger(p) && p >= 1 && p <= 4 &&
-    128 * r * (2 ** logN + p + 2) <= MAXMEM_BYTES
-  );
+  return Number.isInteger(logN) && logN >= 10 && logN <= 20 && Number.isInteger(r) && r >= 1 && r <= 32 && Number.isInteger(p) && p >= 1 && p <= 4 && 128 * r * (2 ** logN + p + 2) <= MAXMEM_BYTES;
 }
 
 /** The asynchronous scrypt: it runs on the libuv threadpool, never on the event loop. */
 function scrypt(password: string, salt: Buffer, keylen: number, { logN, r, p }: ScryptParams): Promise<Buffer> {
   computed++;
-  return new Promise((resolve, reject) =>
-    scryptCb(password, salt, keylen, { N: 2 ** logN, r, p, maxmem: MAXMEM_BYTES }, (err, key) => (err ? reject(err) : resolve(key))),
-  );
+  return new Promise((resolve, reject) => scryptCb(password, salt, keylen, { N: 2 ** logN, r, p, maxmem: MAXMEM_BYTES }, (err, key) => (err ? reject(err) : resolve(key))));
 }
 
 async function hashPassword(password: string): Promise<string> {

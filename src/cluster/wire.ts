@@ -20,10 +20,7 @@ export interface CommandRequest {
   commandId?: string;
 }
 
-export type CommandReply =
-  | { ok: CommandResult }
-  | { error: { code: DomainError['code']; message: string; roomVersion?: string; retryAfterMs?: number } }
-  | { failure: string; transient?: boolean };
+export type CommandReply = { ok: CommandResult } | { error: { code: DomainError['code']; message: string; roomVersion?: string; retryAfterMs?: number } } | { failure: string; transient?: boolean };
 
 /** A reply carries what the command appended and a two-field room summary, never the room's state. */
 export function encodeResult(r: CommandResult): CommandReply {

@@ -214,13 +214,7 @@ export function eventIdForPdu(pdu: object, roomVersion = '10'): string {
  * the signature merged into its `signatures`. Content hashes are not touched:
  * use {@link hashAndSignPdu} for a PDU that has no `hashes` yet.
  */
-export function signPdu<T extends object>(
-  pdu: T,
-  serverName: string,
-  key: SigningKey,
-  ed: Ed25519 = defaultEd25519,
-  roomVersion = '10',
-): T & { signatures: Signatures } {
+export function signPdu<T extends object>(pdu: T, serverName: string, key: SigningKey, ed: Ed25519 = defaultEd25519, roomVersion = '10'): T & { signatures: Signatures } {
   const signedRedacted = signJson(redactPdu(pdu, roomVersion), serverName, key, ed);
   return { ...pdu, signatures: signedRedacted.signatures };
 }
@@ -241,14 +235,7 @@ export function hashAndSignPdu<T extends object>(
  * Content outside the redacted form is protected by the content hash, not by
  * this signature: check that with {@link checkContentHash}. Never throws.
  */
-export function verifyPduSignature(
-  pdu: object,
-  serverName: string,
-  keyId: string,
-  publicKey: Uint8Array,
-  ed: Ed25519 = defaultEd25519,
-  roomVersion = '10',
-): boolean {
+export function verifyPduSignature(pdu: object, serverName: string, keyId: string, publicKey: Uint8Array, ed: Ed25519 = defaultEd25519, roomVersion = '10'): boolean {
   let signed: string | undefined;
   try {
     signed = redactedSignedJson(pdu as Pdu, roomVersionNumber(roomVersion));

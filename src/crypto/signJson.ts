@@ -26,12 +26,7 @@ export function signableJson(obj: object): Record<string, unknown> {
  *
  * @throws {CanonicalJsonError} if the signed part is not representable as canonical JSON.
  */
-export function signJson<T extends object>(
-  obj: T,
-  serverName: string,
-  key: SigningKey,
-  ed: Ed25519 = defaultEd25519,
-): T & { signatures: Signatures } {
+export function signJson<T extends object>(obj: T, serverName: string, key: SigningKey, ed: Ed25519 = defaultEd25519): T & { signatures: Signatures } {
   const source = obj as Record<string, unknown>;
   const existing = source['signatures'];
   if (existing !== undefined && !isPlainObject(existing)) {
@@ -46,9 +41,7 @@ export function signJson<T extends object>(
     }
   }
   const forServer = signatures[serverName];
-  signatures[serverName] = Object.hasOwn(signatures, serverName) && isPlainObject(forServer)
-    ? { ...forServer, [key.keyId]: signature }
-    : { [key.keyId]: signature };
+  signatures[serverName] = Object.hasOwn(signatures, serverName) && isPlainObject(forServer) ? { ...forServer, [key.keyId]: signature } : { [key.keyId]: signature };
   return { ...obj, signatures } as T & { signatures: Signatures };
 }
 
@@ -70,13 +63,7 @@ export function getSignature(obj: object, serverName: string, keyId: string): st
  * False when the signature is missing, not base64, does not verify, or `obj`
  * is not representable as canonical JSON. Never throws.
  */
-export function verifyJsonSignature(
-  obj: object,
-  serverName: string,
-  keyId: string,
-  publicKey: Uint8Array,
-  ed: Ed25519 = defaultEd25519,
-): boolean {
+export function verifyJsonSignature(obj: object, serverName: string, keyId: string, publicKey: Uint8Array, ed: Ed25519 = defaultEd25519): boolean {
   if (!isPlainObject(obj)) return false;
   if (getSignature(obj, serverName, keyId) === undefined) return false;
   let signedJson: string;
@@ -94,14 +81,7 @@ export function verifyJsonSignature(
  * for a PDU, from the redacted event). False when the signature is missing, not
  * base64 or does not verify. Never throws.
  */
-export function verifySignatureOver(
-  obj: object,
-  signedJson: string,
-  serverName: string,
-  keyId: string,
-  publicKey: Uint8Array,
-  ed: Ed25519 = defaultEd25519,
-): boolean {
+export function verifySignatureOver(obj: object, signedJson: string, serverName: string, keyId: string, publicKey: Uint8Array, ed: Ed25519 = defaultEd25519): boolean {
   const encoded = getSignature(obj, serverName, keyId);
   if (encoded === undefined) return false;
   let signature: Uint8Array;

@@ -115,9 +115,7 @@ export function parseSigningKeys(text: string, ed: Ed25519 = defaultEd25519): Si
     try {
       keys.push(signingKeyFromSeed(version, seed, ed));
     } catch (err) {
-      throw err instanceof SigningKeyFileError
-        ? new SigningKeyFileError(`key file line ${i + 1}: ${err.message}`)
-        : err;
+      throw err instanceof SigningKeyFileError ? new SigningKeyFileError(`key file line ${i + 1}: ${err.message}`) : err;
     } finally {
       seed.fill(0);
     }
@@ -143,10 +141,7 @@ export function formatSigningKeyFile(key: SigningKey): string {
  * writes it (parent directories created, mode 0600, via temp file + rename so
  * a crash never leaves a truncated key file).
  */
-export async function loadOrCreateSigningKeyFile(
-  path: string,
-  ed: Ed25519 = defaultEd25519,
-): Promise<{ key: SigningKey; created: boolean }> {
+export async function loadOrCreateSigningKeyFile(path: string, ed: Ed25519 = defaultEd25519): Promise<{ key: SigningKey; created: boolean }> {
   try {
     const text = await readFile(path, 'utf8');
     return { key: parseSigningKeyFile(text, ed), created: false };

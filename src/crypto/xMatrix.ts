@@ -50,10 +50,7 @@ function quote(value: string): string {
 export function signRequest(req: FederationRequest, key: SigningKey, ed: Ed25519 = defaultEd25519): string {
   const signed = signJson(buildRequestSigningJson(req), req.origin, key, ed);
   const sig = signed.signatures[req.origin]?.[key.keyId] as string;
-  return (
-    `X-Matrix origin=${quote(req.origin)},destination=${quote(req.destination)},` +
-    `key=${quote(key.keyId)},sig=${quote(sig)}`
-  );
+  return `X-Matrix origin=${quote(req.origin)},destination=${quote(req.destination)},` + `key=${quote(key.keyId)},sig=${quote(sig)}`;
 }
 
 // RFC 9110 token characters.
@@ -145,12 +142,7 @@ export function parseXMatrixHeader(value: string): XMatrixAuth | null {
  * differs from `req.destination`, the key is not ed25519, or the signature
  * does not verify. Never throws.
  */
-export function verifyRequestSignature(
-  req: FederationRequest,
-  header: XMatrixAuth,
-  publicKey: Uint8Array,
-  ed: Ed25519 = defaultEd25519,
-): boolean {
+export function verifyRequestSignature(req: FederationRequest, header: XMatrixAuth, publicKey: Uint8Array, ed: Ed25519 = defaultEd25519): boolean {
   if (header.origin !== req.origin) return false;
   if (header.destination !== undefined && header.destination !== req.destination) return false;
   if (!header.key.startsWith('ed25519:')) return false;

@@ -10,17 +10,7 @@ export type PeekRef =
   | { kind: 'inbound'; server: string; peekId: string } // MSC2444, a remote server peeks us
   | { kind: 'outbound'; server: string; peekId: string }; // MSC2444, we peek a remote room
 
-export const PEEK_END_REASONS = [
-  'unpeeked',
-  'timed_out',
-  'joined',
-  'visibility_changed',
-  'encrypted',
-  'device_removed',
-  'remote_deleted',
-  'no_active_peekers',
-  'rejected',
-] as const;
+export const PEEK_END_REASONS = ['unpeeked', 'timed_out', 'joined', 'visibility_changed', 'encrypted', 'device_removed', 'remote_deleted', 'no_active_peekers', 'rejected'] as const;
 export type PeekEndReason = (typeof PEEK_END_REASONS)[number];
 
 export interface PeekStarted {

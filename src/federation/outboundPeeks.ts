@@ -154,7 +154,10 @@ export class OutboundPeeks implements OutboundHooks {
 
   private async outboundRow(roomId: string, server: string) {
     const t = federationsenderOutboundPeeks;
-    const [row] = await this.deps.db.select().from(t).where(and(eq(t.roomId, roomId), eq(t.serverName, server)));
+    const [row] = await this.deps.db
+      .select()
+      .from(t)
+      .where(and(eq(t.roomId, roomId), eq(t.serverName, server)));
     return row;
   }
 
@@ -279,7 +282,10 @@ export class OutboundPeeks implements OutboundHooks {
         if (err instanceof MatrixError && (err.status === 403 || err.status === 404)) await this.end(roomId, server, 'rejected');
         else this.deps.logger?.warn({ roomId, server, err: (err as Error).message }, 'could not re-PUT an outbound peek; will retry');
       });
-      this.inflight.set(roomId, run.finally(() => this.inflight.delete(roomId)));
+      this.inflight.set(
+        roomId,
+        run.finally(() => this.inflight.delete(roomId)),
+      );
       await run;
       return { renewed: true };
     }

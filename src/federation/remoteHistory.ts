@@ -36,11 +36,7 @@ export class RemoteHistory {
 
   /** The server a room's history comes from: the one we peek it through, else the room ID's server. */
   private async hostOf(roomId: string): Promise<string> {
-    const [row] = await this.deps.db
-      .select({ server: federationsenderOutboundPeeks.serverName })
-      .from(federationsenderOutboundPeeks)
-      .where(eq(federationsenderOutboundPeeks.roomId, roomId))
-      .limit(1);
+    const [row] = await this.deps.db.select({ server: federationsenderOutboundPeeks.serverName }).from(federationsenderOutboundPeeks).where(eq(federationsenderOutboundPeeks.roomId, roomId)).limit(1);
     return row?.server ?? serverOf(roomId);
   }
 

@@ -11,12 +11,7 @@ import { and, asc, eq, inArray, min, sql } from 'drizzle-orm';
 import type { Logger } from 'pino';
 import type { Pdu } from '../events/roomEvents.ts';
 import { rowsOf, type Db } from '../store/db.ts';
-import {
-  federationsenderInboundPeeks,
-  federationsenderOutbox,
-  federationsenderPendingTxns,
-  federationsenderRoomCursors,
-} from '../store/schema.ts';
+import { federationsenderInboundPeeks, federationsenderOutbox, federationsenderPendingTxns, federationsenderRoomCursors } from '../store/schema.ts';
 import { FederationUnreachableError, type FederationClient } from './client.ts';
 
 const MAX_PDUS_PER_TXN = 50;

@@ -13,8 +13,7 @@ const MAX_PREV_EVENTS = 20;
 const MAX_AUTH_EVENTS = 10;
 const MAX_NAME_BYTES = 255;
 
-const isName = (v: unknown, allowEmpty: boolean): v is string =>
-  typeof v === 'string' && (allowEmpty || v !== '') && Buffer.byteLength(v, 'utf8') <= MAX_NAME_BYTES;
+const isName = (v: unknown, allowEmpty: boolean): v is string => typeof v === 'string' && (allowEmpty || v !== '') && Buffer.byteLength(v, 'utf8') <= MAX_NAME_BYTES;
 const isIdList = (v: unknown, max: number): v is string[] => Array.isArray(v) && v.length <= max && v.every((id) => typeof id === 'string' && id.startsWith('$') && id.length <= MAX_NAME_BYTES);
 const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 

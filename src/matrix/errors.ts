@@ -23,8 +23,7 @@ export const notFound = (why = 'not found') => new MatrixError(404, 'M_NOT_FOUND
 export const forbidden = (why: string) => new MatrixError(403, 'M_FORBIDDEN', why);
 export const unrecognized = (why = 'unrecognized request') => new MatrixError(404, 'M_UNRECOGNIZED', why);
 export const unauthorized = (why: string) => new MatrixError(401, 'M_UNAUTHORIZED', why);
-export const limitExceeded = (retryAfterMs: number, why = 'too many requests') =>
-  new MatrixError(429, 'M_LIMIT_EXCEEDED', why, { retry_after_ms: retryAfterMs });
+export const limitExceeded = (retryAfterMs: number, why = 'too many requests') => new MatrixError(429, 'M_LIMIT_EXCEEDED', why, { retry_after_ms: retryAfterMs });
 
 export function domainToMatrix(err: DomainError): MatrixError {
   switch (err.code) {

@@ -73,16 +73,7 @@ export async function startEmbeddedNats(options: EmbeddedNatsOptions): Promise<E
   if (!bin) throw new NatsServerNotFoundError();
   mkdirSync(options.storeDir, { recursive: true });
   const port = options.port ?? (await freePort());
-  const args = [
-    ...(options.configFile ? ['-c', options.configFile] : []),
-    '-js',
-    '-a',
-    '127.0.0.1',
-    '-p',
-    String(port),
-    '-sd',
-    options.storeDir,
-  ];
+  const args = [...(options.configFile ? ['-c', options.configFile] : []), '-js', '-a', '127.0.0.1', '-p', String(port), '-sd', options.storeDir];
   const child: ChildProcess = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   await new Promise<void>((resolve, reject) => {

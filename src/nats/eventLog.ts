@@ -137,7 +137,7 @@ export class EventLog {
 
   private async readWithDirectGets(kind: StreamKind, subject: string, fromSeq: number, untilSeq: number): Promise<LogRecord[]> {
     const out: LogRecord[] = [];
-    for (let seq = Math.max(1, fromSeq); seq <= untilSeq; ) {
+    for (let seq = Math.max(1, fromSeq); seq <= untilSeq;) {
       const msg = await this.jsm.direct.getMessage(this.naming.streamName(kind), { seq, next_by_subj: subject });
       if (!msg || msg.seq > untilSeq) break;
       out.push({ seq: msg.seq, data: msg.data });

@@ -83,9 +83,7 @@ async function perStream<R>(
 
 /** Replays the read models `projection` selects; those of one stream from one read of it. */
 export async function runReplay(config: Config, projection: string | undefined, out: Output = process.stdout): Promise<void> {
-  await perStream(config, projection, 'replay', replayProjections, (r) =>
-    out.write(`replayed ${r.projection} up to sequence ${r.seq} in ${(r.durationMs / 1000).toFixed(1)} s; swapped in\n`),
-  );
+  await perStream(config, projection, 'replay', replayProjections, (r) => out.write(`replayed ${r.projection} up to sequence ${r.seq} in ${(r.durationMs / 1000).toFixed(1)} s; swapped in\n`));
 }
 
 export function formatVerify(r: VerifyResult): string {
@@ -123,7 +121,11 @@ export function formatAuditTable(entries: AuditEntry[]): string {
     e.expires_at !== undefined ? new Date(e.expires_at).toISOString() : '',
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
   return [line(head), ...rows.map(line)].join('\n');
 }
 

@@ -71,11 +71,7 @@ export const federationPeeksProjection: PeekProjection = {
 };
 
 /** Folds the batch's peeks of `spec.kind` into the live rows: upsert what lives, delete what ended. */
-async function applyTo<R extends { renewedAt: number; renewalIntervalMs: number; expiresAt: number }>(
-  tx: Tx,
-  spec: PeekTable<R>,
-  batch: Projected<PeekEvent>[],
-): Promise<void> {
+async function applyTo<R extends { renewedAt: number; renewalIntervalMs: number; expiresAt: number }>(tx: Tx, spec: PeekTable<R>, batch: Projected<PeekEvent>[]): Promise<void> {
   if (batch.length === 0) return;
   // Each event's key, once: its fields (for SQL) and joined (for maps).
   const fields = batch.map(({ event }) => spec.eventKey(event.roomId, event.peek as ServerPeek));

@@ -7,13 +7,7 @@ import { syncPeeksProjection } from './syncPeeks.ts';
 import { syncRoomsProjection } from './syncRooms.ts';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- projections of both streams' event types in one list
-export const PROJECTIONS: Projection<any>[] = [
-  syncRoomsProjection,
-  syncPeeksProjection,
-  federationPeeksProjection,
-  auditProjection,
-  federationOutboxProjection,
-];
+export const PROJECTIONS: Projection<any>[] = [syncRoomsProjection, syncPeeksProjection, federationPeeksProjection, auditProjection, federationOutboxProjection];
 
 /** The read models `replay` and `verify` work on (delivery queues are never rebuilt). */
 export function readModels(name: string | undefined): Projection<unknown>[] {

@@ -5,22 +5,19 @@
  * Registers the waiter `make` builds (with `add`) and resolves when its `resolve` is called;
  * after `timeoutMs` it is removed (with `remove`) and the wait rejects with `timeoutError()`.
  */
-export function waitWithTimeout<W>(
-  make: (resolve: () => void) => W,
-  add: (waiter: W) => void,
-  remove: (waiter: W) => void,
-  timeoutMs: number,
-  timeoutError: () => Error,
-): Promise<void> {
+export function waitWithTimeout<W>(make: (resolve: () => void) => W, add: (waiter: W) => void, remove: (waiter: W) => void, timeoutMs: number, timeoutError: () => Error): Promise<void> {
   return new Promise((resolve, reject) => {
     const waiter = make(() => {
       clearTimeout(timer);
       resolve();
     });
-    const timer = setTimeout(() => {
-      remove(waiter);
-      reject(timeoutError());
-    }, Math.max(0, timeoutMs));
+    const timer = setTimeout(
+      () => {
+        remove(waiter);
+        reject(timeoutError());
+      },
+      Math.max(0, timeoutMs),
+    );
     add(waiter);
   });
 }

@@ -27,13 +27,11 @@ const QUARANTINE = 'projection_quarantine';
 const is =
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- any constructor
   <T>(cls: new (...args: any[]) => T) =>
-  (v: unknown): v is T =>
-    isEntity(v, cls as never);
+    (v: unknown): v is T =>
+      isEntity(v, cls as never);
 
 /** drizzle table objects by SQL name. */
-const TABLES: Map<string, PgTable> = new Map(
-  (Object.values(schema) as unknown[]).filter(is(PgTable)).map((t) => [getTableConfig(t).name, t]),
-);
+const TABLES: Map<string, PgTable> = new Map((Object.values(schema) as unknown[]).filter(is(PgTable)).map((t) => [getTableConfig(t).name, t]));
 
 export function primaryKeyOf(table: string): string[] {
   const t = TABLES.get(table);
@@ -96,9 +94,7 @@ async function createShadow(db: Db, shadow: string, projection: Projection<unkno
   const ddl = [`DROP SCHEMA IF EXISTS ${shadow} CASCADE`, `CREATE SCHEMA ${shadow}`];
   const deferred: string[] = [];
   for (const t of tables) {
-    ddl.push(
-      `CREATE TABLE ${shadow}."${t}" (LIKE ${LIVE}."${t}" INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING IDENTITY INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMMENTS)`,
-    );
+    ddl.push(`CREATE TABLE ${shadow}."${t}" (LIKE ${LIVE}."${t}" INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING IDENTITY INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMMENTS)`);
     for (const c of rowsOf<{ table: string; name: string; def: string }>(constraints)) {
       if (c.table === t) ddl.push(`ALTER TABLE ${shadow}."${t}" ADD CONSTRAINT "${c.name}" ${c.def}`);
     }
@@ -520,7 +516,9 @@ export interface VerifyResult {
 }
 
 async function compareTable(tx: Tx, table: string, shadow: string): Promise<TableComparison> {
-  const pk = primaryKeyOf(table).map((c) => `"${c}"`).join(', ');
+  const pk = primaryKeyOf(table)
+    .map((c) => `"${c}"`)
+    .join(', ');
   const stats = async (s: string) => {
     const [row] = rowsOf<{ n: string | number; h: string | null }>(
       await tx.execute(sql.raw(`select count(*) as n, md5(coalesce(string_agg(md5(t::text), '' order by ${pk}), '')) as h from ${s}."${table}" t`)),

@@ -110,14 +110,7 @@ export interface CommitResult {
  * their schema, so the lock goes out with the search_path and the new position with the
  * rows (pipelined: one round trip each time, not two).
  */
-export async function commitBatch<E>(
-  tx: Tx,
-  projection: Projection<E>,
-  batch: Projected<E>[],
-  lastSeq: number,
-  schema?: string,
-  quarantined: Quarantined[] = [],
-): Promise<CommitResult> {
+export async function commitBatch<E>(tx: Tx, projection: Projection<E>, batch: Projected<E>[], lastSeq: number, schema?: string, quarantined: Quarantined[] = []): Promise<CommitResult> {
   const checkpoints = checkpointsIn(schema);
   // One statement reads the checkpoint and locks its row (creating it if need be): a
   // conflicting upsert takes the row lock, so concurrent writers of it go one at a time.
@@ -131,7 +124,11 @@ export async function commitBatch<E>(
   const fresh = batch.filter((b) => b.seq > done);
   // The row is locked: writing the new position before the rows changes nothing but the wait.
   const advance = tx.execute(sql`update ${checkpoints} set seq = greatest(seq, ${lastSeq}) where projection = ${projection.name} and stream = ${projection.stream}`);
-  const recorded = recordQuarantined(tx, projection, quarantined.filter((q) => q.seq > done && q.seq <= lastSeq));
+  const recorded = recordQuarantined(
+    tx,
+    projection,
+    quarantined.filter((q) => q.seq > done && q.seq <= lastSeq),
+  );
   await pipelined<unknown>([advance, recorded, ...(fresh.length > 0 ? [projection.apply(tx, fresh)] : [])]);
   return { seq: lastSeq, quarantined: await recorded };
 }

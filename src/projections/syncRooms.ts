@@ -51,9 +51,7 @@ export const syncRoomsProjection: RoomProjection = {
       depth: Number.isSafeInteger(event.pdu.depth) ? event.pdu.depth : 0,
       backfilled: event.origin === 'backfill',
     }));
-    const statements = chunks(events, 1000).map((part) =>
-      tx.execute(sql`insert into syncapi_room_events (${columnList(EVENT_COLUMNS)}) ${jsonRecordset(part, EVENT_COLUMNS)} on conflict do nothing`),
-    );
+    const statements = chunks(events, 1000).map((part) => tx.execute(sql`insert into syncapi_room_events (${columnList(EVENT_COLUMNS)}) ${jsonRecordset(part, EVENT_COLUMNS)} on conflict do nothing`));
     // Current state: the last state event per (room, type, state key) in this batch wins,
     // and never overwrites a later one (a replayed batch changes nothing).
     const state = new Map<string, object>();

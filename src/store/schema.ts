@@ -69,11 +69,7 @@ export const syncapiPeeks = pgTable(
     prevStartedSeq: ms('prev_started_seq'),
     prevEndedSeq: ms('prev_ended_seq'),
   },
-  (t) => [
-    primaryKey({ columns: [t.roomId, t.userId, t.deviceId] }),
-    index('syncapi_peeks_device_idx').on(t.userId, t.deviceId),
-    index('syncapi_peeks_due_idx').on(t.shard, t.expiresAt),
-  ],
+  (t) => [primaryKey({ columns: [t.roomId, t.userId, t.deviceId] }), index('syncapi_peeks_device_idx').on(t.userId, t.deviceId), index('syncapi_peeks_due_idx').on(t.shard, t.expiresAt)],
 );
 
 /** Remote servers peeking rooms hosted here (live peeks only). */
@@ -113,10 +109,7 @@ export const federationsenderOutboundPeeks = pgTable(
     expiresAt: ms('expires_at').notNull(),
     startedSeq: ms('started_seq').notNull(),
   },
-  (t) => [
-    primaryKey({ columns: [t.roomId, t.serverName] }),
-    index('federationsender_outbound_peeks_due_idx').on(t.shard, t.expiresAt),
-  ],
+  (t) => [primaryKey({ columns: [t.roomId, t.serverName] }), index('federationsender_outbound_peeks_due_idx').on(t.shard, t.expiresAt)],
 );
 
 /** One row per peek event: who peeked what, when, and why it ended. */
@@ -266,11 +259,7 @@ export const syncapiRoomEvents = pgTable(
     /** History fetched later from another server (backfill): never new to /sync. */
     backfilled: boolean('backfilled').notNull().default(false),
   },
-  (t) => [
-    index('syncapi_room_events_room_idx').on(t.roomId, t.seq),
-    index('syncapi_room_events_topo_idx').on(t.roomId, t.depth, t.seq),
-    uniqueIndex('syncapi_room_events_event_idx').on(t.eventId),
-  ],
+  (t) => [index('syncapi_room_events_room_idx').on(t.roomId, t.seq), index('syncapi_room_events_topo_idx').on(t.roomId, t.depth, t.seq), uniqueIndex('syncapi_room_events_event_idx').on(t.eventId)],
 );
 
 export const syncapiCurrentState = pgTable(
@@ -289,7 +278,9 @@ export const syncapiCurrentState = pgTable(
     primaryKey({ columns: [t.roomId, t.type, t.stateKey] }),
     index('syncapi_current_state_member_idx').on(t.stateKey, t.type),
     /** Joined members by room: the public room directory counts them for every listed room. */
-    index('syncapi_current_state_joined_idx').on(t.roomId).where(sql`${t.type} = 'm.room.member' and ${t.membership} = 'join'`),
+    index('syncapi_current_state_joined_idx')
+      .on(t.roomId)
+      .where(sql`${t.type} = 'm.room.member' and ${t.membership} = 'join'`),
   ],
 );
 

@@ -7,7 +7,10 @@ import type { PgColumn, PgTable } from 'drizzle-orm/pg-core';
  * for PGlite's parser).
  */
 export function tupleIn(columns: PgColumn[], keys: unknown[][]): SQL {
-  const cols = sql.join(columns.map((c) => sql`${c}`), sql`, `);
+  const cols = sql.join(
+    columns.map((c) => sql`${c}`),
+    sql`, `,
+  );
   const defs: [string, string][] = columns.map((c, i) => [`k${i}`, c.getSQLType()]);
   const rows = keys.map((k) => Object.fromEntries(k.map((v, i) => [`k${i}`, v])));
   return sql`(${cols}) in (${jsonRecordset(rows, defs)})`;

@@ -9,10 +9,11 @@ export class PeekReader {
 
   /** Every peek row (live or ended) of one device. */
   async ofDevice(userId: string, deviceId: string): Promise<DevicePeekRow[]> {
-    return this.db.select().from(syncapiPeeks).where(and(eq(syncapiPeeks.userId, userId), eq(syncapiPeeks.deviceId, deviceId)));
+    return this.db
+      .select()
+      .from(syncapiPeeks)
+      .where(and(eq(syncapiPeeks.userId, userId), eq(syncapiPeeks.deviceId, deviceId)));
   }
-
-
 
   async liveRoomsOfDevice(userId: string, deviceId: string): Promise<string[]> {
     const rows = await this.db
@@ -21,6 +22,4 @@ export class PeekReader {
       .where(and(eq(syncapiPeeks.userId, userId), eq(syncapiPeeks.deviceId, deviceId), isNull(syncapiPeeks.endedSeq)));
     return rows.map((r) => r.r);
   }
-
-
 }

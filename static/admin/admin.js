@@ -357,7 +357,13 @@ function renderPeeks(answer, search, now) {
           },
           h('td', {}, h('span', { class: `kind kind-${p.kind}` }, p.kind)),
           h('td', {}, searchButton('room', p.room_id)),
-          h('td', {}, p.kind === 'device' ? [searchButton('user', p.user_id), ' · ', h('span', { class: 'mono' }, p.device_id)] : [searchButton('server', p.server_name), ' ', h('span', { class: 'muted' }, `(peek ${p.peek_id})`)]),
+          h(
+            'td',
+            {},
+            p.kind === 'device'
+              ? [searchButton('user', p.user_id), ' · ', h('span', { class: 'mono' }, p.device_id)]
+              : [searchButton('server', p.server_name), ' ', h('span', { class: 'muted' }, `(peek ${p.peek_id})`)],
+          ),
           h('td', {}, when(p.started_at, now)),
           h('td', {}, when(p.renewed_at, now)),
           h('td', {}, when(p.expires_at, now), overdue ? ' (due)' : ''),
@@ -385,7 +391,9 @@ function renderShards(map) {
     const owned = x.owner !== null;
     const idx = owners.indexOf(x.owner);
     const age = x.lease_age_ms === null ? '' : fmtDuration(x.lease_age_ms);
-    const title = owned ? `shard ${x.shard}: ${x.owner}${x.owner === here ? ' (this process)' : ''}${age ? `, lease written ${age} ago` : ''}` : `shard ${x.shard}: no owner (commands to it wait for a room host)`;
+    const title = owned
+      ? `shard ${x.shard}: ${x.owner}${x.owner === here ? ' (this process)' : ''}${age ? `, lease written ${age} ago` : ''}`
+      : `shard ${x.shard}: no owner (commands to it wait for a room host)`;
     return h(
       'div',
       { class: `shard ${owned ? `owner-${idx % 8}` : 'unowned'}`, 'data-shard': x.shard, 'data-owner': x.owner ?? '', title },
@@ -443,14 +451,35 @@ function renderProjections({ projections }) {
       h('td', { class: 'num' }, fmtNumber(p.position)),
       h('td', { class: 'num' }, fmtNumber(p.head)),
       h('td', { class: 'num' }, fmtNumber(p.lag)),
-      h('td', {}, h('progress', { max: Math.max(1, p.head), value: p.head > 0 ? Math.max(0, p.head - p.lag) : 1, title: p.lag ? `${fmtNumber(p.lag)} ${p.lag === 1 ? 'message' : 'messages'} behind` : 'caught up' })),
+      h(
+        'td',
+        {},
+        h('progress', {
+          max: Math.max(1, p.head),
+          value: p.head > 0 ? Math.max(0, p.head - p.lag) : 1,
+          title: p.lag ? `${fmtNumber(p.lag)} ${p.lag === 1 ? 'message' : 'messages'} behind` : 'caught up',
+        }),
+      ),
     ),
   );
   $('projection-list').replaceChildren(
     h(
       'table',
       { id: 'projection-table' },
-      h('thead', {}, h('tr', {}, h('th', {}, 'projection'), h('th', {}, 'stream'), h('th', { class: 'num' }, 'position'), h('th', { class: 'num' }, 'head'), h('th', { class: 'num' }, 'messages behind'), h('th', {}, ''))),
+      h(
+        'thead',
+        {},
+        h(
+          'tr',
+          {},
+          h('th', {}, 'projection'),
+          h('th', {}, 'stream'),
+          h('th', { class: 'num' }, 'position'),
+          h('th', { class: 'num' }, 'head'),
+          h('th', { class: 'num' }, 'messages behind'),
+          h('th', {}, ''),
+        ),
+      ),
       h('tbody', {}, ...rows),
     ),
   );
@@ -649,10 +678,7 @@ function renderTimeline(audit, search, now, windowMs) {
     }
     root.append(lane);
   });
-  root.append(
-    s('line', { class: 'now-line', x1: x(now), x2: x(now), y1: TOP - 6, y2: H }),
-    s('text', { class: 'now-label', x: x(now), y: H - 2, 'text-anchor': 'end' }, 'now '),
-  );
+  root.append(s('line', { class: 'now-line', x1: x(now), x2: x(now), y1: TOP - 6, y2: H }), s('text', { class: 'now-label', x: x(now), y: H - 2, 'text-anchor': 'end' }, 'now '));
   chart.replaceChildren(root);
 
   const listed = audit.events.slice(-MAX_TABLE_EVENTS);

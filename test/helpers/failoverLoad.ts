@@ -291,10 +291,7 @@ export function startLoad(setup: LoadSetup, opts: LoadOptions): LoadHandle {
     }
   }
 
-  const workers = [
-    ...setup.peekers.map((p, i) => peekWorker(i, p)),
-    ...Array.from({ length: opts.senders ?? 2 }, (_, k) => sendWorker(setup.peekers.length + k)),
-  ];
+  const workers = [...setup.peekers.map((p, i) => peekWorker(i, p)), ...Array.from({ length: opts.senders ?? 2 }, (_, k) => sendWorker(setup.peekers.length + k))];
   const done = Promise.all(workers).then(() => {
     clearTimeout(durationTimer);
     return records;
@@ -357,7 +354,10 @@ export function longestOutages(records: readonly LoadRecord[]): Record<string, {
   const start = Math.min(...records.map((r) => r.startedAt));
   const end = Math.max(...records.map((r) => r.endedAt));
   for (const kind of ['peek', 'unpeek', 'send']) {
-    const oks = records.filter((r) => r.kind === kind && r.status === 200).map((r) => r.endedAt).sort((a, b) => a - b);
+    const oks = records
+      .filter((r) => r.kind === kind && r.status === 200)
+      .map((r) => r.endedAt)
+      .sort((a, b) => a - b);
     let best = { ms: 0, from: start, to: start };
     let prev = start;
     for (const t of [...oks, end]) {
@@ -437,8 +437,8 @@ export interface Violation {
 
 export const INVARIANTS: Record<Invariant, string> = {
   a: 'no 500 (no 5xx but 503), no request past the bound, every 503 with Retry-After and a Matrix error body',
-  b: "every 200 that must append has its command ID in exactly one envelope per stream; no command ID twice on a stream",
-  c: "every sent event_id exactly once in ROOMS",
+  b: 'every 200 that must append has its command ID in exactly one envelope per stream; no command ID twice on a stream',
+  c: 'every sent event_id exactly once in ROOMS',
   d: "each device's peek state at the end of the log agrees with its last successful command",
   e: 'the projections caught up with the log and equal a rebuild (peekd verify, or the admin API verify without Postgres)',
   f: 'no client error other than the expected ones (unpeek of a room not peeked: 400 M_BAD_STATE)',
@@ -554,7 +554,10 @@ export async function checkInvariants(opts: CheckOptions): Promise<CheckReport> 
   }
   const peeksBy = byCommandId(contents.peeks);
   const roomsBy = byCommandId(contents.rooms);
-  for (const [kind, by] of [['PEEKS', peeksBy], ['ROOMS', roomsBy]] as const) {
+  for (const [kind, by] of [
+    ['PEEKS', peeksBy],
+    ['ROOMS', roomsBy],
+  ] as const) {
     for (const [id, envs] of by as Map<string, LoggedEnvelope<unknown>[]>) {
       if (envs.length > 1) v('b', `command ${id} is in ${envs.length} envelopes of ${kind} (seqs ${envs.map((e) => e.seq).join(', ')})`, id.replace(/\.\d+$/, ''));
     }
@@ -586,7 +589,8 @@ export async function checkInvariants(opts: CheckOptions): Promise<CheckReport> 
         const earlier = attemptsOfTxn.get(r.txnId!) ?? new Set();
         const from = placed[0]?.commandId;
         const fromEarlier = from !== undefined && [...earlier].some((rid) => from === rid || from.startsWith(`${rid}.`));
-        if (!fromEarlier) v('b', `${what(r)}: answered 200 but no ROOMS envelope has its command ID (event ${eventId} is in ${placed.length ? `the envelope of command ${from}` : 'none'})`, r.requestId);
+        if (!fromEarlier)
+          v('b', `${what(r)}: answered 200 but no ROOMS envelope has its command ID (event ${eventId} is in ${placed.length ? `the envelope of command ${from}` : 'none'})`, r.requestId);
       } else {
         v('b', `${what(r)}: ${own.length} ROOMS envelopes have its command ID`, r.requestId);
       }
@@ -597,11 +601,14 @@ export async function checkInvariants(opts: CheckOptions): Promise<CheckReport> 
         v('b', `${what(r)}: answered 200 but ${own.length} PEEKS envelopes have its command ID${own.length ? ` (seqs ${own.map((e) => e.seq).join(', ')})` : ''}`, r.requestId);
         continue;
       }
-      const mine = own[0]!.events.filter(
-        (e): e is PeekEvent => !!e && e.roomId === r.room && e.peek.kind === 'device' && e.peek.userId === r.userId && e.peek.deviceId === r.deviceId,
-      );
+      const mine = own[0]!.events.filter((e): e is PeekEvent => !!e && e.roomId === r.room && e.peek.kind === 'device' && e.peek.userId === r.userId && e.peek.deviceId === r.deviceId);
       const ok = r.kind === 'peek' ? mine.some((e) => e.type === 'PeekStarted' || e.type === 'PeekRenewed') : mine.some((e) => e.type === 'PeekExpired' && e.reason === 'unpeeked');
-      if (!ok) v('b', `${what(r)}: its PEEKS envelope (seq ${own[0]!.seq}) holds ${JSON.stringify(own[0]!.events.map((e) => e?.type))}, not the ${r.kind === 'peek' ? 'start or renewal' : 'end'} of this device's peek`, r.requestId);
+      if (!ok)
+        v(
+          'b',
+          `${what(r)}: its PEEKS envelope (seq ${own[0]!.seq}) holds ${JSON.stringify(own[0]!.events.map((e) => e?.type))}, not the ${r.kind === 'peek' ? 'start or renewal' : 'end'} of this device's peek`,
+          r.requestId,
+        );
       if (ofRequest(roomsBy, r.requestId).length > 0) v('b', `${what(r)}: a ${r.kind} has ROOMS envelopes`, r.requestId);
     }
   }
@@ -742,9 +749,7 @@ async function adminVerifyCaughtUp(
     const results = body.projections;
     const missing = [...streamOf.keys()].filter((n) => !results.some((r) => r.projection === n));
     if (missing.length > 0) return { equal: false, behind: [], output: '', durationMs: Date.now() - started, error: `the answer lacks read models ${missing.join(', ')}` };
-    const behind = results
-      .map((r) => ({ projection: r.projection, stream: streamOf.get(r.projection)!, seq: Number(r.seq), want: want[streamOf.get(r.projection)!] }))
-      .filter((b) => b.seq < b.want);
+    const behind = results.map((r) => ({ projection: r.projection, stream: streamOf.get(r.projection)!, seq: Number(r.seq), want: want[streamOf.get(r.projection)!] })).filter((b) => b.seq < b.want);
     const output = `${results.map(formatVerify).join('\n')}\n(${attempt} verify call${attempt > 1 ? 's' : ''})`;
     if (behind.length === 0) return { equal: body.equal, behind, output, durationMs: Date.now() - started, caughtUpMs: Date.now() - started };
     if (Date.now() > deadline) return { equal: body.equal, behind, output, durationMs: Date.now() - started };

@@ -29,7 +29,19 @@ import { loadConfig } from '../../src/config.ts';
 import { Naming } from '../../src/events/subjects.ts';
 import { startPeekd, type Peekd } from '../../src/server.ts';
 import { openDatabase } from '../../src/store/db.ts';
-import { checkInvariants, countRecords, type CheckOptions, formatCounts, longestOutages, prepareLoad, startLoad, type CheckReport, type LoadCounts, type LoadRecord, type Violation } from './failoverLoad.ts';
+import {
+  checkInvariants,
+  countRecords,
+  type CheckOptions,
+  formatCounts,
+  longestOutages,
+  prepareLoad,
+  startLoad,
+  type CheckReport,
+  type LoadCounts,
+  type LoadRecord,
+  type Violation,
+} from './failoverLoad.ts';
 import { freePort, startNatsCluster, type NatsCluster } from './natsCluster.ts';
 import { parseLogLine, startPeekdProcess, type PeekdProcess } from './peekdProcess.ts';
 
@@ -192,7 +204,15 @@ function projectionCheck(f: Fixture, httpUrl: string): Pick<CheckOptions, 'datab
   if (f.db) {
     return {
       databaseUrl: f.db.url,
-      verifyEnv: { NATS_URL: f.cluster.url, DATABASE_URL: f.db.url, PEEKD_STREAM_PREFIX: f.prefix, PEEKD_SHARDS: String(SHARDS), PEEKD_SERVER_NAME: f.serverName, PEEKD_DATA_DIR: f.dataDir, PEEKD_STREAM_REPLICAS: '3' },
+      verifyEnv: {
+        NATS_URL: f.cluster.url,
+        DATABASE_URL: f.db.url,
+        PEEKD_STREAM_PREFIX: f.prefix,
+        PEEKD_SHARDS: String(SHARDS),
+        PEEKD_SERVER_NAME: f.serverName,
+        PEEKD_DATA_DIR: f.dataDir,
+        PEEKD_STREAM_REPLICAS: '3',
+      },
     };
   }
   return { adminVerify: { baseUrl: httpUrl, token: f.adminToken! } };
@@ -442,7 +462,7 @@ export async function roomHostLossScenario(opts: ScenarioOptions, timings: Parti
   const name = 'room host loss';
   const mode = opts.databaseUrl
     ? 'Postgres; four peekd processes; a room host process SIGKILLed; e by `peekd verify`'
-    : 'no Postgres: four in-process peekd instances on one in-memory PGlite; a room host\'s NATS connection closed abruptly; e by the admin API verify';
+    : "no Postgres: four in-process peekd instances on one in-memory PGlite; a room host's NATS connection closed abruptly; e by the admin API verify";
   const started = Date.now();
   const say = (s: string) => opts.log?.(`[${name}] ${s}`);
   const cleanups: (() => Promise<unknown>)[] = [];
@@ -513,7 +533,7 @@ export async function roomHostLossScenario(opts: ScenarioOptions, timings: Parti
     await victim.crash();
     mark(`${victim.crashed()} (shards ${victimShards.join(',')}; ${victimRooms.length} of the load's rooms) after ${load.records.length} requests`);
     const survivors = new Set([...hostIds.keys()].filter((h) => h !== victimId) as string[]);
-    const taken = waitLeases('the victim\'s shards taken over', (m) => m.size === SHARDS && [...m.values()].every((h) => survivors.has(h)), t.tailMs + 20_000).then(
+    const taken = waitLeases("the victim's shards taken over", (m) => m.size === SHARDS && [...m.values()].every((h) => survivors.has(h)), t.tailMs + 20_000).then(
       () => mark('the survivors hold every shard'),
       (err: Error) => violations.push({ invariant: 'scenario', message: err.message }),
     );
@@ -529,7 +549,8 @@ export async function roomHostLossScenario(opts: ScenarioOptions, timings: Parti
 
     const afterKill = successesAfter(records, killedAt, new Set(victimRooms));
     notes.push(`successful requests to the victim's rooms started after the kill: ${afterKill}; to any room: ${successesAfter(records, killedAt)}`);
-    if (afterKill === 0) violations.push({ invariant: 'scenario', message: `no request to a room of ${victim.name} (${victimRooms.join(', ')}) succeeded after the kill: its shards were not taken over` });
+    if (afterKill === 0)
+      violations.push({ invariant: 'scenario', message: `no request to a room of ${victim.name} (${victimRooms.join(', ')}) succeeded after the kill: its shards were not taken over` });
     for (const m of members) {
       if (m === victim) continue;
       const down = m.down();
@@ -558,7 +579,14 @@ export function dumpScenario(r: ScenarioResult, records: readonly LoadRecord[], 
   const out = join(dir, `${r.name.replace(/\W+/g, '-')}-${new Date().toISOString().replace(/[:.]/g, '-')}`);
   mkdirSync(out, { recursive: true });
   writeFileSync(join(out, 'records.json'), JSON.stringify(records, null, 1));
-  writeFileSync(join(out, 'result.json'), JSON.stringify({ name: r.name, mode: r.mode, durationMs: r.durationMs, counts: r.counts, violations: r.violations, timeline: r.timeline, notes: r.notes, log: r.report?.log, verify: r.report?.verify }, null, 1));
+  writeFileSync(
+    join(out, 'result.json'),
+    JSON.stringify(
+      { name: r.name, mode: r.mode, durationMs: r.durationMs, counts: r.counts, violations: r.violations, timeline: r.timeline, notes: r.notes, log: r.report?.log, verify: r.report?.verify },
+      null,
+      1,
+    ),
+  );
   for (const { source, lines } of r.logs) writeFileSync(join(out, `${source}.log`), lines.join('\n'));
   return out;
 }
@@ -577,12 +605,9 @@ function finish(r: ScenarioResult, records: readonly LoadRecord[], t0?: number):
 
 /** A scenario's result as a few lines of text. */
 export function formatScenario(r: ScenarioResult): string {
-  const lines = [
-    `${r.name}: ${r.violations.length === 0 ? 'OK' : `${r.violations.length} VIOLATIONS`} in ${(r.durationMs / 1000).toFixed(1)} s`,
-    `  mode: ${r.mode}`,
-    `  ${formatCounts(r.counts)}`,
-  ];
-  if (r.report) lines.push(`  log: ${r.report.log.peeksEnvelopes} PEEKS envelopes (${r.report.log.peekEvents} events), ${r.report.log.roomsEnvelopes} ROOMS envelopes (${r.report.log.roomEvents} events)`);
+  const lines = [`${r.name}: ${r.violations.length === 0 ? 'OK' : `${r.violations.length} VIOLATIONS`} in ${(r.durationMs / 1000).toFixed(1)} s`, `  mode: ${r.mode}`, `  ${formatCounts(r.counts)}`];
+  if (r.report)
+    lines.push(`  log: ${r.report.log.peeksEnvelopes} PEEKS envelopes (${r.report.log.peekEvents} events), ${r.report.log.roomsEnvelopes} ROOMS envelopes (${r.report.log.roomEvents} events)`);
   for (const l of r.timeline) lines.push(`  ${l}`);
   return lines.join('\n');
 }

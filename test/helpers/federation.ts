@@ -324,11 +324,7 @@ export class FakeServer {
 
   /** The self-signed key response a real server would serve. */
   keyBody(validUntilTs = Date.now() + 24 * 60 * 60_000, key: SigningKey = this.key): Record<string, unknown> {
-    return signJson(
-      { server_name: this.name, verify_keys: { [key.keyId]: { key: encodeBase64Unpadded(key.publicKey) } }, old_verify_keys: {}, valid_until_ts: validUntilTs },
-      this.name,
-      key,
-    );
+    return signJson({ server_name: this.name, verify_keys: { [key.keyId]: { key: encodeBase64Unpadded(key.publicKey) } }, old_verify_keys: {}, valid_until_ts: validUntilTs }, this.name, key);
   }
 
   private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -706,8 +702,12 @@ export async function startLoggedPeekd(env: Record<string, string> = {}): Promis
  * projection: it may trail the peek tables a moment).
  */
 export async function expiriesOnce(s: FedServer, roomId: string, kind: 'inbound' | 'outbound' | 'device', count = 1, timeoutMs = 5_000) {
-  return waitFor(`${count} ${kind} expiries of ${roomId} at ${s.name}`, async () => {
-    const rows = await expiries(s, roomId, kind);
-    return rows.length >= count ? rows : undefined;
-  }, timeoutMs);
+  return waitFor(
+    `${count} ${kind} expiries of ${roomId} at ${s.name}`,
+    async () => {
+      const rows = await expiries(s, roomId, kind);
+      return rows.length >= count ? rows : undefined;
+    },
+    timeoutMs,
+  );
 }

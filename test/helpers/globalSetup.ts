@@ -35,7 +35,11 @@ export default async function setup(project: TestProject): Promise<() => Promise
   if (!natsUrl) {
     if (docker) {
       const { GenericContainer, Wait } = await import('testcontainers');
-      const c = await new GenericContainer('nats:2.10').withCommand(['-js']).withExposedPorts(4222).withWaitStrategy(Wait.forLogMessage(/Server is ready/)).start();
+      const c = await new GenericContainer('nats:2.10')
+        .withCommand(['-js'])
+        .withExposedPorts(4222)
+        .withWaitStrategy(Wait.forLogMessage(/Server is ready/))
+        .start();
       stops.push(() => c.stop());
       natsUrl = `nats://${c.getHost()}:${c.getMappedPort(4222)}`;
     } else {

@@ -5,7 +5,12 @@ export interface MatrixResponse<T = any> {
   headers: Headers;
 }
 
-export async function request<T = any>(baseUrl: string, method: string, path: string, opts: { token?: string; body?: unknown; rawBody?: string; headers?: Record<string, string> } = {}): Promise<MatrixResponse<T>> {
+export async function request<T = any>(
+  baseUrl: string,
+  method: string,
+  path: string,
+  opts: { token?: string; body?: unknown; rawBody?: string; headers?: Record<string, string> } = {},
+): Promise<MatrixResponse<T>> {
   const headers: Record<string, string> = { ...(opts.headers ?? {}) };
   if (opts.token) headers.authorization = `Bearer ${opts.token}`;
   let body: string | undefined;
@@ -155,7 +160,11 @@ export function roomsIn(body: any, section: 'join' | 'peek' | 'leave' | 'invite'
 
 /** The (type, body) pairs of a room section's timeline, for compact assertions. */
 export function timelineOf(section: any): { type: string; body?: unknown; state_key?: string }[] {
-  return (section?.timeline?.events ?? []).map((e: any) => ({ type: e.type, ...(e.content?.body !== undefined ? { body: e.content.body } : {}), ...(e.state_key !== undefined ? { state_key: e.state_key } : {}) }));
+  return (section?.timeline?.events ?? []).map((e: any) => ({
+    type: e.type,
+    ...(e.content?.body !== undefined ? { body: e.content.body } : {}),
+    ...(e.state_key !== undefined ? { state_key: e.state_key } : {}),
+  }));
 }
 
 /** The audit entries once `until(entries)` holds (the audit projection commits on its own schedule). */

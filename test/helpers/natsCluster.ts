@@ -199,15 +199,7 @@ function nodeConfig(o: { name: string; port: number; clusterPort: number; storeD
     '}',
   ];
   if (o.clusterName) {
-    lines.push(
-      'cluster {',
-      `  name: ${o.clusterName}`,
-      `  listen: 127.0.0.1:${o.clusterPort}`,
-      '  routes: [',
-      ...o.routes.map((p) => `    nats-route://127.0.0.1:${p}`),
-      '  ]',
-      '}',
-    );
+    lines.push('cluster {', `  name: ${o.clusterName}`, `  listen: 127.0.0.1:${o.clusterPort}`, '  routes: [', ...o.routes.map((p) => `    nats-route://127.0.0.1:${p}`), '  ]', '}');
   }
   return `${lines.join('\n')}\n`;
 }
@@ -261,9 +253,7 @@ class Node implements ClusterNode {
     const child = this.child;
     if (!child) throw new Error(`${this.name} was never started`);
     try {
-      await waitForInfo(this.port, deadline, () =>
-        exited(child) ? `exited (code ${child.exitCode}, signal ${child.signalCode})` : null,
-      );
+      await waitForInfo(this.port, deadline, () => (exited(child) ? `exited (code ${child.exitCode}, signal ${child.signalCode})` : null));
     } catch (err) {
       throw new Error(`nats-server ${this.name} (pid ${child.pid}) did not accept clients: ${(err as Error).message}\n${this.name}.log:\n${tail(this.logFile, 30)}`, { cause: err });
     }

@@ -13,14 +13,7 @@ import type { StoredRoomEvent } from '../../src/events/roomEvents.ts';
 import type { Naming } from '../../src/events/subjects.ts';
 import type { EventLog } from '../../src/nats/eventLog.ts';
 import type { Db, Tx } from '../../src/store/db.ts';
-import {
-  federationsenderInboundPeeks,
-  federationsenderOutboundPeeks,
-  peekAudit,
-  syncapiCurrentState,
-  syncapiPeeks,
-  syncapiRoomEvents,
-} from '../../src/store/schema.ts';
+import { federationsenderInboundPeeks, federationsenderOutboundPeeks, peekAudit, syncapiCurrentState, syncapiPeeks, syncapiRoomEvents } from '../../src/store/schema.ts';
 
 export const T0 = 1_700_000_000_000;
 export const HOUR = 3_600_000;
@@ -284,10 +277,22 @@ export function referencePeekTables(placed: Placed[], upToSeq = Infinity): PeekT
       if (e.type === 'PeekStarted') {
         const replaced = row && row.endedSeq !== null ? row : undefined;
         sync.set(k, {
-          roomId, userId: p.userId, deviceId: p.deviceId, shard,
-          startedSeq: seq, startedAt: e.at, renewedAt: e.at, expiresAt: e.expiresAt ?? null, roomSeq: e.roomSeq ?? 0,
-          updatedSeq: seq, endedSeq: null, endedAt: null, endReason: null, endedRoomSeq: null,
-          prevStartedSeq: replaced?.startedSeq ?? null, prevEndedSeq: replaced?.endedSeq ?? null,
+          roomId,
+          userId: p.userId,
+          deviceId: p.deviceId,
+          shard,
+          startedSeq: seq,
+          startedAt: e.at,
+          renewedAt: e.at,
+          expiresAt: e.expiresAt ?? null,
+          roomSeq: e.roomSeq ?? 0,
+          updatedSeq: seq,
+          endedSeq: null,
+          endedAt: null,
+          endReason: null,
+          endedRoomSeq: null,
+          prevStartedSeq: replaced?.startedSeq ?? null,
+          prevEndedSeq: replaced?.endedSeq ?? null,
         });
       } else if (row && e.type === 'PeekRenewed') {
         sync.set(k, { ...row, renewedAt: e.at, expiresAt: e.expiresAt ?? null, updatedSeq: seq });
@@ -301,8 +306,15 @@ export function referencePeekTables(placed: Placed[], upToSeq = Infinity): PeekT
       if (e.type === 'PeekStarted') {
         const interval = e.renewalIntervalMs ?? 0;
         const common = {
-          roomId, serverName: p.server, peekId: p.peekId, shard,
-          createdAt: e.at, renewedAt: e.at, renewalIntervalMs: interval, expiresAt: e.expiresAt ?? e.at + interval, startedSeq: seq,
+          roomId,
+          serverName: p.server,
+          peekId: p.peekId,
+          shard,
+          createdAt: e.at,
+          renewedAt: e.at,
+          renewalIntervalMs: interval,
+          expiresAt: e.expiresAt ?? e.at + interval,
+          startedSeq: seq,
         };
         if (p.kind === 'inbound') inbound.set(k, { ...common, roomSeq: e.roomSeq ?? 0 });
         else outbound.set(k, common);

@@ -249,11 +249,7 @@ describe('two ActorHosts on one log', () => {
       [attempt(A.send({ type: 'StartDevicePeek', roomId, userId: 'not-a-user', deviceId: 'D' })), InvalidInputError],
     ];
 
-    await Promise.all([
-      ...Array.from({ length: DEVICES }, (_, i) => deviceFlow(i)),
-      ...Array.from({ length: SENDS }, (_, k) => sendFlow(k)),
-      ...errorCases.map(([p]) => p),
-    ]);
+    await Promise.all([...Array.from({ length: DEVICES }, (_, i) => deviceFlow(i)), ...Array.from({ length: SENDS }, (_, k) => sendFlow(k)), ...errorCases.map(([p]) => p)]);
 
     // --- every command: success, or the typed error its sequential outcome gives ---------
     for (const [p, cls] of errorCases) {
@@ -329,11 +325,7 @@ describe('two ActorHosts on one log', () => {
     // --- no lost update, no phantom: the log holds exactly what the successes reported ----
     const reportedPeeks = new Map<number, PeekEvent>();
     const reportedRooms = new Map<number, string>();
-    const successes = [
-      ...[...outcomes.values()].flat(),
-      ...sendOutcomes,
-      { ok: true, result: created } as Outcome,
-    ].filter((o): o is { ok: true; result: CommandResult } => o.ok);
+    const successes = [...[...outcomes.values()].flat(), ...sendOutcomes, { ok: true, result: created } as Outcome].filter((o): o is { ok: true; result: CommandResult } => o.ok);
     for (const { result } of successes) {
       for (const p of result.peekEvents) {
         expect(reportedPeeks.has(p.seq), `PEEKS seq ${p.seq} reported twice`).toBe(false);
@@ -435,8 +427,8 @@ describe('two ActorHosts on one log', () => {
 
     const logged = await readRoom(logB, roomId);
     expect(logged.peeks.map((p) => p.event.type)).toEqual(['PeekStarted', 'PeekExpired']);
-    expect(peekView((await reloadedState(A, roomId)))).toEqual(peekView(fold(roomId, logged)));
-    expect(peekView((await reloadedState(B, roomId)))).toEqual(peekView(fold(roomId, logged)));
+    expect(peekView(await reloadedState(A, roomId))).toEqual(peekView(fold(roomId, logged)));
+    expect(peekView(await reloadedState(B, roomId))).toEqual(peekView(fold(roomId, logged)));
   });
 
   it('expires a due peek exactly once when both hosts tick at the same time', async () => {
@@ -446,10 +438,7 @@ describe('two ActorHosts on one log', () => {
     await A.send(createRoomCommand(roomId));
     for (let i = 0; i < 10; i++) await (i % 2 ? B : A).send({ type: 'StartDevicePeek', roomId, userId: BOB, deviceId: `D${i}` });
     clock.t = T0 + PEEK_LIFETIME_MS + 5;
-    const results = await Promise.all([
-      ...Array.from({ length: 4 }, () => A.send({ type: 'Tick', roomId })),
-      ...Array.from({ length: 4 }, () => B.send({ type: 'Tick', roomId })),
-    ]);
+    const results = await Promise.all([...Array.from({ length: 4 }, () => A.send({ type: 'Tick', roomId })), ...Array.from({ length: 4 }, () => B.send({ type: 'Tick', roomId }))]);
     expect(results.flatMap((r) => r.peekEvents)).toHaveLength(10);
     const logged = await readRoom(logA, roomId);
     const expired = logged.peeks.filter((p) => p.event.type === 'PeekExpired');

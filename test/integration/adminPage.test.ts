@@ -56,8 +56,7 @@ describe('the operator page in Chromium', () => {
   const text = (selector: string) => page.$eval(selector, (el) => el.textContent ?? '');
   const isHidden = (selector: string) => page.$eval(selector, (el) => (el as unknown as { hidden: boolean }).hidden);
   const count = (selector: string) => page.$$eval(selector, (els) => els.length);
-  const waitForCount = (selector: string, n: number) =>
-    page.waitForFunction((sel: string, want: number) => (globalThis as any).document.querySelectorAll(sel).length === want, WAIT, selector, n);
+  const waitForCount = (selector: string, n: number) => page.waitForFunction((sel: string, want: number) => (globalThis as any).document.querySelectorAll(sel).length === want, WAIT, selector, n);
 
   async function bars(): Promise<Bar[]> {
     return page.$$eval('svg.timeline .peek-bar', (els) =>
@@ -165,9 +164,7 @@ describe('the operator page in Chromium', () => {
     // Grouped by device instead of by room: one group per peeking device.
     await page.select('#group-by', 'device');
     await page.waitForFunction(() => (globalThis as any).document.querySelectorAll('.group-row').length === 2 && /·/.test((globalThis as any).document.querySelector('.group-row').textContent), WAIT);
-    expect(await page.$$eval('.group-row', (els) => els.map((el) => el.textContent))).toEqual(
-      [`${bob.userId} · ${bob.deviceId} (1)`, `${dave.userId} · ${dave.deviceId} (1)`].sort(),
-    );
+    expect(await page.$$eval('.group-row', (els) => els.map((el) => el.textContent))).toEqual([`${bob.userId} · ${bob.deviceId} (1)`, `${dave.userId} · ${dave.deviceId} (1)`].sort());
     await page.select('#group-by', 'room');
     await page.waitForFunction((r: string) => [...(globalThis as any).document.querySelectorAll('.group-row')].some((el: any) => el.textContent.startsWith(r)), WAIT, room);
 
@@ -314,11 +311,15 @@ describe('the operator page in Chromium', () => {
     await page.$eval('#search-value', (el: any) => (el.value = ''));
     await page.type('#search-value', dave.userId);
     await click('#search-submit');
-    await page.waitForFunction((u: string) => {
-      const d = (globalThis as any).document;
-      const barsNow = [...d.querySelectorAll('svg.timeline .peek-bar')];
-      return barsNow.length === 1 && barsNow[0].dataset.userId === u;
-    }, WAIT, dave.userId);
+    await page.waitForFunction(
+      (u: string) => {
+        const d = (globalThis as any).document;
+        const barsNow = [...d.querySelectorAll('svg.timeline .peek-bar')];
+        return barsNow.length === 1 && barsNow[0].dataset.userId === u;
+      },
+      WAIT,
+      dave.userId,
+    );
     expect((await bars())[0]).toMatchObject({ roomId: other, userId: dave.userId, live: 'true' });
     await waitForCount('.peek-row', 1);
     expect(await page.$eval('.peek-row', (el: any) => el.dataset.roomId)).toBe(other);

@@ -158,7 +158,12 @@ describe('admin view API, all roles in one process', () => {
     const inRoom = await ok(A.url, '/_peekd/admin/v1/peeks', { room_id: room });
     expect(inRoom.counts).toEqual({ device: 4, inbound: 1, outbound: 0 });
     expect(inRoom.peeks.every((p: any) => p.room_id === room)).toBe(true);
-    expect(inRoom.peeks.map((p: any) => p.user_id).filter(Boolean).sort()).toEqual([carol, ...others].map((u) => u.userId).sort());
+    expect(
+      inRoom.peeks
+        .map((p: any) => p.user_id)
+        .filter(Boolean)
+        .sort(),
+    ).toEqual([carol, ...others].map((u) => u.userId).sort());
 
     // A page of two: the two newest, and the counts of everything that matched.
     const page = await ok(A.url, '/_peekd/admin/v1/peeks', { room_id: room, limit: '2' });
@@ -294,7 +299,12 @@ describe('admin view API, all roles in one process', () => {
     expect(res.headers.get('content-type')).toBe('text/html; charset=utf-8');
     expect(res.headers.get('x-content-type-options')).toBe('nosniff');
     const csp = res.headers.get('content-security-policy')!;
-    const directives = new Map(csp.split(';').map((d) => d.trim().split(/\s+/) as [string, ...string[]]).map(([name, ...values]) => [name, values]));
+    const directives = new Map(
+      csp
+        .split(';')
+        .map((d) => d.trim().split(/\s+/) as [string, ...string[]])
+        .map(([name, ...values]) => [name, values]),
+    );
     expect(directives.get('default-src')).toEqual(["'self'"]);
     expect(directives.get('script-src')).toEqual(["'self'"]);
     expect(csp).not.toMatch(/unsafe-inline|unsafe-eval|https?:/);

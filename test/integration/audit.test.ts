@@ -156,17 +156,44 @@ describe('audit', () => {
     // Windows that start and end exactly at an event's time.
     expect(expected(events, { roomId: BIG_ROOM, since: a, until: b }).some((e) => e.at === a || e.at === b)).toBe(true);
     const cases: [Record<string, string>, Omit<AuditQuery, 'limit'>][] = [
-      [{ room_id: BIG_ROOM, since: String(a) }, { roomId: BIG_ROOM, since: a }],
-      [{ room_id: BIG_ROOM, until: String(b) }, { roomId: BIG_ROOM, until: b }],
-      [{ room_id: BIG_ROOM, since: String(a), until: String(b) }, { roomId: BIG_ROOM, since: a, until: b }],
-      [{ user_id: ANN, since: new Date(a).toISOString(), until: new Date(b).toISOString() }, { userId: ANN, since: a, until: b }],
-      [{ user_id: BO, device_id: 'PHONE', since: String(a) }, { userId: BO, deviceId: 'PHONE', since: a }],
-      [{ server_name: 'both.example', until: String(b) }, { serverName: 'both.example', until: b }],
-      [{ server_name: 'peer.example', since: String(b), until: String(a) }, { serverName: 'peer.example', since: b, until: a }],
+      [
+        { room_id: BIG_ROOM, since: String(a) },
+        { roomId: BIG_ROOM, since: a },
+      ],
+      [
+        { room_id: BIG_ROOM, until: String(b) },
+        { roomId: BIG_ROOM, until: b },
+      ],
+      [
+        { room_id: BIG_ROOM, since: String(a), until: String(b) },
+        { roomId: BIG_ROOM, since: a, until: b },
+      ],
+      [
+        { user_id: ANN, since: new Date(a).toISOString(), until: new Date(b).toISOString() },
+        { userId: ANN, since: a, until: b },
+      ],
+      [
+        { user_id: BO, device_id: 'PHONE', since: String(a) },
+        { userId: BO, deviceId: 'PHONE', since: a },
+      ],
+      [
+        { server_name: 'both.example', until: String(b) },
+        { serverName: 'both.example', until: b },
+      ],
+      [
+        { server_name: 'peer.example', since: String(b), until: String(a) },
+        { serverName: 'peer.example', since: b, until: a },
+      ],
       // One instant: exactly the events at that time.
-      [{ room_id: BIG_ROOM, since: String(a), until: String(a) }, { roomId: BIG_ROOM, since: a, until: a }],
+      [
+        { room_id: BIG_ROOM, since: String(a), until: String(a) },
+        { roomId: BIG_ROOM, since: a, until: a },
+      ],
       // The actors' events, a day earlier than the generated ones.
-      [{ server_name: 'both.example', until: String(T0 - 1) }, { serverName: 'both.example', until: T0 - 1 }],
+      [
+        { server_name: 'both.example', until: String(T0 - 1) },
+        { serverName: 'both.example', until: T0 - 1 },
+      ],
     ];
     for (const [params, q] of cases) {
       const want = expected(events, q);
@@ -175,9 +202,7 @@ describe('audit', () => {
     expect(expected(events, { roomId: BIG_ROOM, since: a, until: a }).length).toBeGreaterThan(0);
     expect(expected(events, { serverName: 'both.example', until: T0 - 1 })).toHaveLength(3);
     // Combined with a room: the room's events of that user in that window.
-    expect(await all({ room_id: BIG_ROOM, user_id: ANN, since: String(a), until: String(b) })).toEqual(
-      expected(events, { roomId: BIG_ROOM, userId: ANN, since: a, until: b }),
-    );
+    expect(await all({ room_id: BIG_ROOM, user_id: ANN, since: String(a), until: String(b) })).toEqual(expected(events, { roomId: BIG_ROOM, userId: ANN, since: a, until: b }));
   });
 
   it('pages large answers: small limits, next_batch until the end, and at most 1000 a page', async () => {

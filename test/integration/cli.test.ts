@@ -154,19 +154,26 @@ describe('peekd CLI in a child process', { timeout: 120_000 }, () => {
 
   it('audit prints jsonl and tables for every kind of filter', async () => {
     const want = (pred: (e: Known) => boolean) => events.filter(pred).map(auditEntryOf);
-    const jsonl = (r: Run) => r.stdout.trimEnd().split('\n').filter(Boolean).map((l) => JSON.parse(l) as AuditEntry);
+    const jsonl = (r: Run) =>
+      r.stdout
+        .trimEnd()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as AuditEntry);
     const times = events.filter((e) => e.roomId === '!cli3:example.org').map((e) => e.event.at);
     const [since, until] = [times[20]!, times[90]!];
     const isDevice = (e: Known, user: string, device?: string) => e.event.peek.kind === 'device' && e.event.peek.userId === user && (device === undefined || e.event.peek.deviceId === device);
     const isServer = (e: Known, server: string) => e.event.peek.kind !== 'device' && e.event.peek.server === server;
-    const [room, user, device, server, table, empty] = await withCli(() => Promise.all([
-      peekd('audit', '--room', ROOM, '--format', 'jsonl'),
-      peekd('audit', '--user', '@ann:example.org', '--format', 'jsonl'),
-      peekd('audit', '--user', '@bo:example.org', '--device', 'PHONE', '--since', String(since), '--until', new Date(until).toISOString(), '--format', 'jsonl'),
-      peekd('audit', '--server', 'peer.example', '--since', String(since), '--until', String(until), '--format', 'jsonl'),
-      peekd('audit', '--room', `!hosted:${t.serverName}`),
-      peekd('audit', '--server', 'nobody.example', '--format', 'jsonl'),
-    ]));
+    const [room, user, device, server, table, empty] = await withCli(() =>
+      Promise.all([
+        peekd('audit', '--room', ROOM, '--format', 'jsonl'),
+        peekd('audit', '--user', '@ann:example.org', '--format', 'jsonl'),
+        peekd('audit', '--user', '@bo:example.org', '--device', 'PHONE', '--since', String(since), '--until', new Date(until).toISOString(), '--format', 'jsonl'),
+        peekd('audit', '--server', 'peer.example', '--since', String(since), '--until', String(until), '--format', 'jsonl'),
+        peekd('audit', '--room', `!hosted:${t.serverName}`),
+        peekd('audit', '--server', 'nobody.example', '--format', 'jsonl'),
+      ]),
+    );
     for (const r of [room, user, device, server, table, empty]) {
       expect(r.code, r.stderr).toBe(0);
       expect(r.stderr).toBe('');

@@ -251,7 +251,7 @@ describe('rooms', () => {
     expect(bodies.sort()).toEqual([a, c].sort());
   });
 
-  it("the sending device gets its transaction ID back in unsigned.transaction_id, other devices do not", async () => {
+  it('the sending device gets its transaction ID back in unsigned.transaction_id, other devices do not', async () => {
     const { room_id: roomId } = await alice.createWorldReadableRoom();
     const other = await alice.login();
     const eventId = await alice.send(roomId, 'echo', 'txn-echo');

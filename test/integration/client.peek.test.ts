@@ -463,7 +463,9 @@ describe('ending a peek', () => {
     expect((await phone.logout()).status).toBe(200);
     // A logged-out device cannot sync; the audit log shows how its peeks ended.
     // (The audit projection commits on its own schedule: wait for it.)
-    const ended = (await auditUntil(url, ADMIN, { user_id: phone.userId, device_id: phone.deviceId }, (es) => es.filter((e) => e.event === 'PeekExpired').length >= 2)).filter((e) => e.event === 'PeekExpired');
+    const ended = (await auditUntil(url, ADMIN, { user_id: phone.userId, device_id: phone.deviceId }, (es) => es.filter((e) => e.event === 'PeekExpired').length >= 2)).filter(
+      (e) => e.event === 'PeekExpired',
+    );
     expect(ended.map((e) => [e.room_id, e.reason]).sort()).toEqual(
       [
         [r1, 'device_removed'],

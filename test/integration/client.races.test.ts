@@ -70,7 +70,10 @@ describe('sync between the ROOMS and PEEKS projections', () => {
     await holdingBack('sync_peeks', async () => {
       // The visibility change ends the peek (PEEKS) — held back — but its room events are projected.
       setting = sendElsewhere(roomId, alice.userId, 'm.room.history_visibility', '', { history_visibility: 'shared' });
-      await until('the visibility change in the room tables', async () => (await alice.ok('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/m.room.history_visibility/`)).history_visibility === 'shared');
+      await until(
+        'the visibility change in the room tables',
+        async () => (await alice.ok('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/m.room.history_visibility/`)).history_visibility === 'shared',
+      );
       await alice.send(roomId, 'secret while the peek is not yet ended');
       mid = await bob.sync({ since });
       expect(JSON.stringify(mid)).not.toContain('secret');

@@ -79,7 +79,9 @@ describe('npm start with no configuration', () => {
 
     // The key never reaches the log.
     const { readFileSync } = await import('node:fs');
-    const seed = readFileSync(join(dir.path, 'data', 'signing.key'), 'utf8').trim().split(' ')[2]!;
+    const seed = readFileSync(join(dir.path, 'data', 'signing.key'), 'utf8')
+      .trim()
+      .split(' ')[2]!;
     expect(log.out()).not.toContain(seed);
     expect(log.out()).not.toContain(alice.token);
 

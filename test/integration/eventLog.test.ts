@@ -191,9 +191,7 @@ describe('EventLog', () => {
   it('lets exactly one of two racing writers with the same expected sequence in', async () => {
     const room = freshRoom('race');
     const base = await log.append('peeks', room, bytes('base'), 0, 'cmd-race-0');
-    const results = await Promise.allSettled(
-      Array.from({ length: 8 }, (_, i) => log.append('peeks', room, bytes(`w${i}`), base.seq, `cmd-race-${i + 1}`)),
-    );
+    const results = await Promise.allSettled(Array.from({ length: 8 }, (_, i) => log.append('peeks', room, bytes(`w${i}`), base.seq, `cmd-race-${i + 1}`)));
     const ok = results.filter((r) => r.status === 'fulfilled');
     const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
     expect(ok).toHaveLength(1);
@@ -254,12 +252,7 @@ describe('EventLog', () => {
   });
 
   it("handles room IDs with '.', NATS wildcards and non-ASCII characters", async () => {
-    const rooms = [
-      `!a.b.c.${uniqueName()}:example.org`,
-      `!dots...${uniqueName()}:matrix.example.org:8448`,
-      `!*>ünï.${uniqueName()}:example.org`,
-      `!${uniqueName()}:[::1]:8448`,
-    ];
+    const rooms = [`!a.b.c.${uniqueName()}:example.org`, `!dots...${uniqueName()}:matrix.example.org:8448`, `!*>ünï.${uniqueName()}:example.org`, `!${uniqueName()}:[::1]:8448`];
     const seqs = new Map<string, number>();
     for (const [i, room] of rooms.entries()) {
       const subject = streams.naming.roomSubject('peeks', room);

@@ -220,7 +220,12 @@ describe('a crash between the events of one decision leaves all or none', () => 
   beforeAll(async () => {
     streams = await createTestStreams(8);
     log = await EventLog.open(streams.nc, streams.naming);
-    const first = new URL(natsUrl().split(',')[0]!.trim().replace(/^nats:\/\//, 'nats://'));
+    const first = new URL(
+      natsUrl()
+        .split(',')[0]!
+        .trim()
+        .replace(/^nats:\/\//, 'nats://'),
+    );
     proxy = new FaultyProxy(first.hostname, Number(first.port || 4222));
     await proxy.start();
     key = generateSigningKey();
@@ -252,8 +257,7 @@ describe('a crash between the events of one decision leaves all or none', () => 
   };
 
   /** The room's ROOMS messages, decoded. */
-  const roomsMessages = async (roomId: string) =>
-    (await log.read('rooms', roomId)).map((r) => ({ seq: r.seq, ...decodeRoomEnvelope(r.data) }));
+  const roomsMessages = async (roomId: string) => (await log.read('rooms', roomId)).map((r) => ({ seq: r.seq, ...decodeRoomEnvelope(r.data) }));
 
   it('CreateRoom is one ROOMS message holding all its PDUs', async () => {
     const roomId = `!whole.${uniqueName()}:${SERVER}`;

@@ -119,9 +119,12 @@ describe('forged, misdirected and replayed requests', () => {
 
   it.each<[string, (uri: string) => Promise<{ status: number; body: any }>]>([
     ['a key F never published', (uri) => F.send(A.name, 'PUT', uri, {}, { key: generateSigningKey() })],
-    ['F\'s key ID with another secret', (uri) => F.send(A.name, 'PUT', uri, {}, { key: signingKeyFromSeed(keyVersionOf(F.key), randomBytes(32)) })],
-    ['G\'s name signed with F\'s key', (uri) => F.send(A.name, 'PUT', uri, {}, { authorization: F.authorization(A.name, 'PUT', uri, {}, F.key, G.name) })],
-    ['G\'s name and key ID over F\'s signature', (uri) => F.send(A.name, 'PUT', uri, {}, { authorization: F.authorization(A.name, 'PUT', uri, {}, signingKeyFromSeed(keyVersionOf(G.key), randomBytes(32)), G.name) })],
+    ["F's key ID with another secret", (uri) => F.send(A.name, 'PUT', uri, {}, { key: signingKeyFromSeed(keyVersionOf(F.key), randomBytes(32)) })],
+    ["G's name signed with F's key", (uri) => F.send(A.name, 'PUT', uri, {}, { authorization: F.authorization(A.name, 'PUT', uri, {}, F.key, G.name) })],
+    [
+      "G's name and key ID over F's signature",
+      (uri) => F.send(A.name, 'PUT', uri, {}, { authorization: F.authorization(A.name, 'PUT', uri, {}, signingKeyFromSeed(keyVersionOf(G.key), randomBytes(32)), G.name) }),
+    ],
   ])('a forged signature (%s) on PUT /peek: 401, nothing written', async (_what, attempt) => {
     expect401(await attempt(peekPath(roomId, `f${++n}`)));
     await untouched(roomId);
@@ -165,7 +168,7 @@ describe('forged, misdirected and replayed requests', () => {
 });
 
 describe('PDUs', () => {
-  it('refuses a PDU whose sender\'s server did not sign it, whoever relays it', async () => {
+  it("refuses a PDU whose sender's server did not sign it, whoever relays it", async () => {
     const room = await peekedRoomOfF();
     const before = await copyAtA(room.roomId);
     // Sender on G, signed by F only.
@@ -186,7 +189,7 @@ describe('PDUs', () => {
     expect(after).toEqual([...before, good.id]);
   });
 
-  it('refuses PDUs of a room A does not peek through the sender without fetching anybody\'s keys', async () => {
+  it("refuses PDUs of a room A does not peek through the sender without fetching anybody's keys", async () => {
     // T "signs" events of a room nobody on A peeks; F and G relay them. Checking them
     // would mean fetching T's keys: A must refuse them first.
     const stranger = new FakeRoom(T);
@@ -207,8 +210,8 @@ describe('PDUs', () => {
   });
 });
 
-describe('other servers\' peeks', () => {
-  it('G can neither renew nor delete F\'s peek (404 M_NOT_FOUND); F\'s peek is unchanged', async () => {
+describe("other servers' peeks", () => {
+  it("G can neither renew nor delete F's peek (404 M_NOT_FOUND); F's peek is unchanged", async () => {
     const roomId = await worldReadableRoom();
     expect((await F.send(A.name, 'PUT', peekPath(roomId, 'mine'), {})).status).toBe(200);
     const [row] = await inboundPeeks(A, roomId);
@@ -218,7 +221,11 @@ describe('other servers\' peeks', () => {
     const del = await G.send(A.name, 'DELETE', `/_matrix/federation/v1/peek/${enc(roomId)}/mine`);
     expect([del.status, del.body.errcode]).toEqual([404, 'M_NOT_FOUND']);
     // G claiming F's name is a forgery: 401.
-    expect401(await G.send(A.name, 'DELETE', `/_matrix/federation/v1/peek/${enc(roomId)}/mine`, undefined, { authorization: G.authorization(A.name, 'DELETE', `/_matrix/federation/v1/peek/${enc(roomId)}/mine`, undefined, G.key, F.name) }));
+    expect401(
+      await G.send(A.name, 'DELETE', `/_matrix/federation/v1/peek/${enc(roomId)}/mine`, undefined, {
+        authorization: G.authorization(A.name, 'DELETE', `/_matrix/federation/v1/peek/${enc(roomId)}/mine`, undefined, G.key, F.name),
+      }),
+    );
     expect(await inboundPeeks(A, roomId)).toEqual([row]);
     expect(await auditRows(A, roomId)).toEqual(audit);
     expect((await F.send(A.name, 'DELETE', peekPath(roomId, 'mine', []))).status).toBe(200);
@@ -266,13 +273,13 @@ describe('peek flood', () => {
 describe('oversized transactions', () => {
   it.each<[string, (room: FakeRoom) => { pdus: unknown[]; edus: unknown[] }, number, string]>([
     ['51 PDUs', (room) => ({ pdus: Array.from({ length: 51 }, (_, i) => room.build('m.room.message', { msgtype: 'm.text', body: `p${i}` }).pdu), edus: [] }), 400, 'M_BAD_JSON'],
-    ['101 EDUs', (room) => ({ pdus: [room.build('m.room.message', { msgtype: 'm.text', body: 'with edus' }).pdu], edus: Array.from({ length: 101 }, () => ({ edu_type: 'm.typing', content: {} })) }), 400, 'M_BAD_JSON'],
     [
-      'a body over the size limit',
-      (room) => ({ pdus: [room.build('m.room.message', { msgtype: 'm.text', body: 'big', padding: 'x'.repeat(MAX_BODY_BYTES) }).pdu], edus: [] }),
-      413,
-      'M_TOO_LARGE',
+      '101 EDUs',
+      (room) => ({ pdus: [room.build('m.room.message', { msgtype: 'm.text', body: 'with edus' }).pdu], edus: Array.from({ length: 101 }, () => ({ edu_type: 'm.typing', content: {} })) }),
+      400,
+      'M_BAD_JSON',
     ],
+    ['a body over the size limit', (room) => ({ pdus: [room.build('m.room.message', { msgtype: 'm.text', body: 'big', padding: 'x'.repeat(MAX_BODY_BYTES) }).pdu], edus: [] }), 413, 'M_TOO_LARGE'],
   ])('%s: refused whole, nothing written', async (_what, build, status, errcode) => {
     const room = await peekedRoomOfF();
     const before = await copyAtA(room.roomId);
@@ -288,7 +295,16 @@ describe('oversized transactions', () => {
   it('50 PDUs and 100 EDUs are accepted', async () => {
     const room = await peekedRoomOfF();
     const pdus = Array.from({ length: 50 }, (_, i) => room.add('m.room.message', { msgtype: 'm.text', body: `ok${i}` }));
-    const r = await F.send(A.name, 'PUT', sendPath(), txn(F, pdus.map((p) => p.pdu), Array.from({ length: 100 }, () => ({ edu_type: 'm.typing', content: {} }))));
+    const r = await F.send(
+      A.name,
+      'PUT',
+      sendPath(),
+      txn(
+        F,
+        pdus.map((p) => p.pdu),
+        Array.from({ length: 100 }, () => ({ edu_type: 'm.typing', content: {} })),
+      ),
+    );
     expect(r.status).toBe(200);
     for (const p of pdus) expect(r.body.pdus[p.id]).toEqual({});
   });

@@ -338,7 +338,12 @@ describe('a fake host sends B an event whose prev_events B lacks', () => {
     expect(ids(shown)).toEqual([e1.id, e2.id, e3.id]);
     const hv = room.events.findIndex((e) => e.pdu.type === 'm.room.history_visibility');
     const scroll = await scrollBack(bob, room.roomId, 50);
-    expect(ids(scroll.events)).toEqual(room.events.slice(hv).map((e) => e.id).reverse());
+    expect(ids(scroll.events)).toEqual(
+      room.events
+        .slice(hv)
+        .map((e) => e.id)
+        .reverse(),
+    );
 
     // The host answers 500: the PDU goes in anyway, without its missing events.
     const e4 = room.add('m.room.message', { msgtype: 'm.text', body: 'E4' });
@@ -422,7 +427,10 @@ describe('a room that stopped being world_readable for a while', () => {
     }
     const r = await ask('POST', `/get_missing_events/${enc(roomId)}`, { earliest_events: [byBody.get('w1')], latest_events: [byBody.get('w6')], limit: 20, min_depth: 0 });
     expect(r.status).toBe(200);
-    const between = events.slice(events.findIndex((e) => e.event_id === byBody.get('w1')) + 1, events.findIndex((e) => e.event_id === byBody.get('w6')));
+    const between = events.slice(
+      events.findIndex((e) => e.event_id === byBody.get('w1')) + 1,
+      events.findIndex((e) => e.event_id === byBody.get('w6')),
+    );
     expect(r.body.events.map((p: any) => eventIdForPdu(p))).toEqual(ids(strangerVisible(events).filter((e) => between.includes(e))));
     expect(r.body.events.map((p: any) => p.content.body).filter(Boolean)).toEqual(['w2', 'w3', 'w4', 'w5']);
   });

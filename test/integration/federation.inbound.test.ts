@@ -121,7 +121,7 @@ describe('request authentication', () => {
     ['a replayed header on another URI', () => F.send(A.name, 'PUT', put('x11'), {}, { authorization: F.authorization(A.name, 'PUT', put('other'), {}) })],
     ['a replayed header with another method', () => F.send(A.name, 'PUT', put('x12'), {}, { authorization: F.authorization(A.name, 'POST', put('x12'), {}) })],
     ['a replayed header with another query', () => F.send(A.name, 'PUT', put('x13'), {}, { authorization: F.authorization(A.name, 'PUT', peekPath(roomId, 'x13', ['9', '10']), {}) })],
-    ['another server\'s origin with our key', () => F.send(A.name, 'PUT', put('x14'), {}, { authorization: F.authorization(A.name, 'PUT', put('x14'), {}, F.key, G.name) })],
+    ["another server's origin with our key", () => F.send(A.name, 'PUT', put('x14'), {}, { authorization: F.authorization(A.name, 'PUT', put('x14'), {}, F.key, G.name) })],
     ['an origin whose keys cannot be fetched', () => F.send(A.name, 'PUT', put('x15'), {}, { authorization: F.authorization(A.name, 'PUT', put('x15'), {}, F.key, 'nowhere.invalid') })],
     ['this server as the origin', () => F.send(A.name, 'PUT', put('x16'), {}, { authorization: F.authorization(A.name, 'PUT', put('x16'), {}, F.key, A.name) })],
   ];
@@ -190,7 +190,7 @@ describe('request authentication', () => {
     };
     K.keyFetches = 0;
     // (K's earlier answer was refused and is not cached as keys; A retries after a short back-off.)
-    await waitFor('A fetches K\'s keys again', async () => (await K.send(A.name, 'PUT', peekPath(roomId2, 'k1'), {})).status === 200, 10_000, 250);
+    await waitFor("A fetches K's keys again", async () => (await K.send(A.name, 'PUT', peekPath(roomId2, 'k1'), {})).status === 200, 10_000, 250);
     const fetched = K.keyFetches;
     expect((await K.send(A.name, 'PUT', peekPath(roomId2, 'k2'), {})).status).toBe(200);
     expect((await K.send(A.name, 'POST', `${peekPath(roomId2, 'k2', [])}/renew`, {})).status).toBe(200);
@@ -374,7 +374,7 @@ describe('inbound peeks', () => {
     await untouched(open);
   });
 
-  it('forbids a server the room\'s ACL denies, and lets others in', async () => {
+  it("forbids a server the room's ACL denies, and lets others in", async () => {
     const roomId = await worldReadableRoom();
     await alice.setState(roomId, 'm.room.server_acl', { allow: ['*'], deny: [F.name.replace(/^fake\d+/, 'fake*').replace(/:\d+$/, '')], allow_ip_literals: true });
     const denied = await F.send(A.name, 'PUT', peekPath(roomId, 'acl'), {});
@@ -408,7 +408,12 @@ describe('inbound peeks', () => {
     // Once one ends, there is room for another.
     expect((await H.send(A.name, 'DELETE', peekPath(rooms[0]!, 'c2', []))).status).toBe(200);
     expect((await H.send(A.name, 'PUT', peekPath(rooms[1]!, 'c4'), {})).status).toBe(200);
-    for (const [roomId, id] of [[rooms[0]!, 'c1'], [rooms[1]!, 'c3'], [rooms[1]!, 'c4']] as const) await H.send(A.name, 'DELETE', peekPath(roomId, id, []));
+    for (const [roomId, id] of [
+      [rooms[0]!, 'c1'],
+      [rooms[1]!, 'c3'],
+      [rooms[1]!, 'c4'],
+    ] as const)
+      await H.send(A.name, 'DELETE', peekPath(roomId, id, []));
     await G.send(A.name, 'DELETE', peekPath(rooms[1]!, 'c4', []));
     void ids;
   });
@@ -431,7 +436,9 @@ describe('inbound peeks', () => {
     expect(expiry.at - row!.renewedAt).toBeGreaterThanOrEqual(RENEWAL_MS);
     // The next transaction to F carries expired_peeks, once.
     await waitFor('F is told', () => F.transactions(A.name).some((t) => (t.body.expired_peeks ?? []).some((e: any) => e.room_id === roomId)), 5_000);
-    const told = F.transactions(A.name).flatMap((t) => (t.body.expired_peeks ?? []) as any[]).filter((e) => e.room_id === roomId);
+    const told = F.transactions(A.name)
+      .flatMap((t) => (t.body.expired_peeks ?? []) as any[])
+      .filter((e) => e.room_id === roomId);
     expect(told).toEqual([{ room_id: roomId, peek_id: 'exp' }]);
     // Renewing now is too late, and A sends nothing more.
     const late = await F.send(A.name, 'POST', `/_matrix/federation/v1/peek/${enc(roomId)}/exp/renew`, {});

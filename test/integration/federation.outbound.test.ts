@@ -147,7 +147,7 @@ describe('starting the peek', () => {
     expect(row).toMatchObject({ serverName: F.name, peekId: put!.peekId, renewalIntervalMs: 60_000 });
   });
 
-  it('peeks through the alias\'s server when the room ID names another', async () => {
+  it("peeks through the alias's server when the room ID names another", async () => {
     const room = new FakeRoom(F);
     host(room);
     const alias = `#fake${++n}:${G.name}`;
@@ -165,9 +165,12 @@ describe('starting the peek', () => {
     }
   });
 
-  it('asks the servers given in `servers` or `server_name` before the room ID\'s server', async () => {
+  it("asks the servers given in `servers` or `server_name` before the room ID's server", async () => {
     // A room whose ID names G, which does not know it; F hosts it.
-    for (const [i, via] of [(bob: TestUser, roomId: string) => bob.peek(roomId, { servers: [F.name] }), (bob: TestUser, roomId: string) => bob.req('POST', `/_matrix/client/v3/peek/${encodeURIComponent(roomId)}?server_name=${encodeURIComponent(F.name)}`, {})].entries()) {
+    for (const [i, via] of [
+      (bob: TestUser, roomId: string) => bob.peek(roomId, { servers: [F.name] }),
+      (bob: TestUser, roomId: string) => bob.req('POST', `/_matrix/client/v3/peek/${encodeURIComponent(roomId)}?server_name=${encodeURIComponent(F.name)}`, {}),
+    ].entries()) {
       const room = new FakeRoom(F, { roomServer: G.name });
       host(room);
       G.requests.length = 0;
@@ -181,7 +184,7 @@ describe('starting the peek', () => {
     }
   });
 
-  it('passes a host\'s 403, 404 and M_INCOMPATIBLE_ROOM_VERSION on to the client, keeping nothing', async () => {
+  it("passes a host's 403, 404 and M_INCOMPATIBLE_ROOM_VERSION on to the client, keeping nothing", async () => {
     const { bob } = await peeker();
     const forbidden = new FakeRoom(F);
     host(forbidden, 60_000, { onPut: () => ({ status: 403, body: { errcode: 'M_FORBIDDEN', error: 'not world_readable' } }) });
@@ -204,31 +207,46 @@ describe('starting the peek', () => {
   });
 
   const forgeries: [string, (room: FakeRoom) => Record<string, unknown>][] = [
-    ['an event whose content was changed after hashing', (room) => {
-      const s = room.snapshot(60_000) as any;
-      s.state = s.state.map((p: any) => (p.type === 'm.room.name' ? { ...p, content: { name: 'changed' } } : p));
-      return s;
-    }],
-    ['an event signed with a key the host does not publish', (room) => {
-      const forged = room.build('m.room.topic', { topic: 'forged' }, '', { key: generateSigningKey() });
-      const s = room.snapshot(60_000) as any;
-      return { ...s, state: [...s.state, forged.pdu], common_state_ids: [...s.common_state_ids, forged.id] };
-    }],
-    ['an event signed by another server for the host\'s user', (room) => {
-      const forged = room.build('m.room.topic', { topic: 'forged' }, '', { key: G.key, signer: G.name });
-      const s = room.snapshot(60_000) as any;
-      return { ...s, state: [...s.state, forged.pdu] };
-    }],
-    ['no create event', (room) => {
-      const s = room.snapshot(60_000) as any;
-      const noCreate = (list: any[]) => list.filter((p) => p.type !== 'm.room.create');
-      return { ...s, state: noCreate(s.state), events: noCreate(s.events), auth_chain: [] };
-    }],
-    ['an event of another room', (room) => {
-      const other = new FakeRoom(F);
-      const s = room.snapshot(60_000) as any;
-      return { ...s, state: [...s.state, other.events[5]!.pdu] };
-    }],
+    [
+      'an event whose content was changed after hashing',
+      (room) => {
+        const s = room.snapshot(60_000) as any;
+        s.state = s.state.map((p: any) => (p.type === 'm.room.name' ? { ...p, content: { name: 'changed' } } : p));
+        return s;
+      },
+    ],
+    [
+      'an event signed with a key the host does not publish',
+      (room) => {
+        const forged = room.build('m.room.topic', { topic: 'forged' }, '', { key: generateSigningKey() });
+        const s = room.snapshot(60_000) as any;
+        return { ...s, state: [...s.state, forged.pdu], common_state_ids: [...s.common_state_ids, forged.id] };
+      },
+    ],
+    [
+      "an event signed by another server for the host's user",
+      (room) => {
+        const forged = room.build('m.room.topic', { topic: 'forged' }, '', { key: G.key, signer: G.name });
+        const s = room.snapshot(60_000) as any;
+        return { ...s, state: [...s.state, forged.pdu] };
+      },
+    ],
+    [
+      'no create event',
+      (room) => {
+        const s = room.snapshot(60_000) as any;
+        const noCreate = (list: any[]) => list.filter((p) => p.type !== 'm.room.create');
+        return { ...s, state: noCreate(s.state), events: noCreate(s.events), auth_chain: [] };
+      },
+    ],
+    [
+      'an event of another room',
+      (room) => {
+        const other = new FakeRoom(F);
+        const s = room.snapshot(60_000) as any;
+        return { ...s, state: [...s.state, other.events[5]!.pdu] };
+      },
+    ],
     ['a room version it does not understand', (room) => ({ ...room.snapshot(60_000), room_version: '99' })],
   ];
 
@@ -247,7 +265,7 @@ describe('starting the peek', () => {
 });
 
 describe('renewing', () => {
-  it('clamps the host\'s renewal_interval to a sane range and renews through /renew with {}', async () => {
+  it("clamps the host's renewal_interval to a sane range and renews through /renew with {}", async () => {
     const dendrite = new FakeRoom(F);
     host(dendrite, 3_600_000_000); // what Dendrite sends: about 41.7 days
     const eager = new FakeRoom(F);
@@ -396,10 +414,14 @@ describe('what the host sends', () => {
     expect((await expiries(A, room.roomId, 'outbound'))[0]).toMatchObject({ peekId: row!.peekId, reason: 'remote_deleted' });
     // The device still peeks and syncs: a new federated peek, under a new ID.
     await f.once(0);
-    await waitFor('a new peek', async () => {
-      const rows = await outboundPeeks(A, room.roomId);
-      return rows.length === 1 && rows[0]!.peekId !== row!.peekId;
-    }, 8_000);
+    await waitFor(
+      'a new peek',
+      async () => {
+        const rows = await outboundPeeks(A, room.roomId);
+        return rows.length === 1 && rows[0]!.peekId !== row!.peekId;
+      },
+      8_000,
+    );
     expect(peekRequests(room.roomId, 'delete')).toEqual([]);
   });
 });

@@ -8,18 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eq } from 'drizzle-orm';
 import { syncapiRoomEvents, federationsenderOutbox, federationsenderPendingTxns } from '../../src/store/schema.ts';
 import { freePort } from '../../src/nats/embeddedServer.ts';
-import {
-  expiries,
-  expiriesOnce,
-  holdsFor,
-  inboundPeeks,
-  outboundPeeks,
-  startFederation,
-  SyncFollower,
-  waitFor,
-  type Federation,
-  type FedServer,
-} from '../helpers/federation.ts';
+import { expiries, expiriesOnce, holdsFor, inboundPeeks, outboundPeeks, startFederation, SyncFollower, waitFor, type Federation, type FedServer } from '../helpers/federation.ts';
 import { TestUser } from '../helpers/matrix.ts';
 
 const RENEWAL_MS = 2_000;
@@ -63,7 +52,7 @@ async function copyAtB(roomId: string): Promise<string[]> {
 }
 
 describe('a user on B peeks #alias:A', () => {
-  it('starts a federated peek, serves the snapshot in rooms.peek, and A\'s next message wakes the long-poll', async () => {
+  it("starts a federated peek, serves the snapshot in rooms.peek, and A's next message wakes the long-poll", async () => {
     const { roomId, alias, hello } = await hostedRoom({ topic: 'federated peeking' });
     const bob = await TestUser.register(B.url, `bob${++n}`);
     const s0 = await bob.sync();
@@ -130,7 +119,7 @@ describe('a user on B peeks #alias:A', () => {
     }
   });
 
-  it('peeks by room ID through `servers`, falling back to the room ID\'s server when the first is unreachable', async () => {
+  it("peeks by room ID through `servers`, falling back to the room ID's server when the first is unreachable", async () => {
     const { roomId } = await hostedRoom();
     const bob = await TestUser.register(B.url, `bob${++n}`);
     const p = await bob.peek(roomId, { servers: [deadServer] });
@@ -227,15 +216,19 @@ describe('ending the federated peek', () => {
     await waitFor('A records the DELETE', async () => (await expiries(A, roomId, 'inbound')).some((r) => r.reason === 'remote_deleted' && r.peekId === first!.peekId), 5_000);
     await waitFor('A drops the peek', async () => (await inboundPeeks(A, roomId)).length === 0, 5_000);
     // The device's own peek is still live: no leave entry.
-    expect((await expiries(B, roomId, 'device'))).toEqual([]);
+    expect(await expiries(B, roomId, 'device')).toEqual([]);
 
     // A message while nobody watches, then the device syncs again: the peek restarts.
     await alice.send(roomId, 'while idle');
     await f.once(0);
-    const [second] = await waitFor('B restarts the peek', async () => {
-      const rows = await outboundPeeks(B, roomId);
-      return rows.length === 1 ? rows : undefined;
-    }, 5_000);
+    const [second] = await waitFor(
+      'B restarts the peek',
+      async () => {
+        const rows = await outboundPeeks(B, roomId);
+        return rows.length === 1 ? rows : undefined;
+      },
+      5_000,
+    );
     expect(second!.peekId).not.toBe(first!.peekId);
     const inbound = await inboundPeeks(A, roomId);
     expect(inbound.map((r) => [r.serverName, r.peekId])).toEqual([[B.name, second!.peekId]]);
@@ -305,29 +298,45 @@ describe('A expires a peek B stopped renewing', () => {
 
     // A stops sending: a message after the expiry is queued for nobody.
     const late = await alice.send(roomId, 'after the expiry');
-    await holdsFor('nothing queued for B', async () => {
-      const p = await A.peekd.database.db.select().from(federationsenderPendingTxns).where(eq(federationsenderPendingTxns.destination, B.name));
-      return !p.some((t) => JSON.stringify(t.body).includes('after the expiry'));
-    }, 1_000);
+    await holdsFor(
+      'nothing queued for B',
+      async () => {
+        const p = await A.peekd.database.db.select().from(federationsenderPendingTxns).where(eq(federationsenderPendingTxns.destination, B.name));
+        return !p.some((t) => JSON.stringify(t.body).includes('after the expiry'));
+      },
+      1_000,
+    );
 
     // B comes back: A's transaction (expired_peeks) is delivered, and B's device, still
     // peeking, gets a fresh peek with a new ID.
     await B.start();
     const stopSyncing = f.keepSyncing();
     try {
-      await waitFor('A delivered the expired_peeks transaction', async () => {
-        const o = await A.peekd.database.db.select().from(federationsenderOutbox).where(eq(federationsenderOutbox.destination, B.name));
-        const p = await A.peekd.database.db.select().from(federationsenderPendingTxns).where(eq(federationsenderPendingTxns.destination, B.name));
-        return o.length === 0 && !p.some((t) => JSON.stringify(t.body).includes(out!.peekId));
-      }, 40_000);
-      const [fresh] = await waitFor('B peeks again', async () => {
-        const rows = await outboundPeeks(B, roomId);
-        return rows.length === 1 && rows[0]!.peekId !== out!.peekId ? rows : undefined;
-      }, 10_000);
-      await waitFor('A knows only the new peek', async () => {
-        const rows = await inboundPeeks(A, roomId);
-        return rows.length === 1 && rows[0]!.peekId === fresh!.peekId;
-      }, 10_000);
+      await waitFor(
+        'A delivered the expired_peeks transaction',
+        async () => {
+          const o = await A.peekd.database.db.select().from(federationsenderOutbox).where(eq(federationsenderOutbox.destination, B.name));
+          const p = await A.peekd.database.db.select().from(federationsenderPendingTxns).where(eq(federationsenderPendingTxns.destination, B.name));
+          return o.length === 0 && !p.some((t) => JSON.stringify(t.body).includes(out!.peekId));
+        },
+        40_000,
+      );
+      const [fresh] = await waitFor(
+        'B peeks again',
+        async () => {
+          const rows = await outboundPeeks(B, roomId);
+          return rows.length === 1 && rows[0]!.peekId !== out!.peekId ? rows : undefined;
+        },
+        10_000,
+      );
+      await waitFor(
+        'A knows only the new peek',
+        async () => {
+          const rows = await inboundPeeks(A, roomId);
+          return rows.length === 1 && rows[0]!.peekId === fresh!.peekId;
+        },
+        10_000,
+      );
       // The old peek ended at B too.
       expect((await expiriesOnce(B, roomId, 'outbound')).map((r) => r.peekId)).toContain(out!.peekId);
       await alice.send(roomId, 'peeking again');
@@ -340,7 +349,7 @@ describe('A expires a peek B stopped renewing', () => {
 });
 
 describe('A restarted mid-peek, with a renewal interval not much longer than the restart', () => {
-  it('loses and doubles no event at B, whether or not B\'s peek lapsed meanwhile', async () => {
+  it("loses and doubles no event at B, whether or not B's peek lapsed meanwhile", async () => {
     const { roomId, alias } = await hostedRoom();
     const bob = await TestUser.register(B.url, `bob${++n}`);
     const f = new SyncFollower(bob, 250);

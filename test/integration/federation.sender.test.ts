@@ -60,10 +60,7 @@ describe('fan-out', () => {
 
     const sent: string[] = [];
     for (let i = 0; i < 12; i++) sent.push(await alice.send(roomId, `fan${i}`));
-    await Promise.all([
-      fb.until('all at B', () => fb.messages(roomId).includes('fan11')),
-      fc.until('all at C', () => fc.messages(roomId).includes('fan11')),
-    ]);
+    await Promise.all([fb.until('all at B', () => fb.messages(roomId).includes('fan11')), fc.until('all at C', () => fc.messages(roomId).includes('fan11'))]);
     for (const f of [fb, fc]) {
       expect(f.messages(roomId)).toEqual(['hello', ...sent.map((_, i) => `fan${i}`)]);
       const ids = f.eventIds(roomId);
@@ -88,7 +85,10 @@ describe('fan-out', () => {
       const sent: string[] = [];
       for (let i = 0; i < 6; i++) sent.push(await alice.send(roomId, `twice${i}`));
       await waitFor('every PDU at F', () => bodies(F.pdus(A.name)).includes('twice5'), 10_000);
-      const pdus = F.transactions(A.name).slice(before).flatMap((t) => t.body.pdus as any[]).filter((p) => p.room_id === roomId);
+      const pdus = F.transactions(A.name)
+        .slice(before)
+        .flatMap((t) => t.body.pdus as any[])
+        .filter((p) => p.room_id === roomId);
       expect(pdus.map((p) => eventIdForPdu(p))).toEqual(sent);
       for (const t of F.transactions(A.name).slice(before)) {
         expect(t.body).toMatchObject({ origin: A.name, origin_server_ts: expect.any(Number), edus: [] });
@@ -187,7 +187,11 @@ describe('the host restarted mid-peek', () => {
       const refusedBefore = F.refused.length;
       const sent: string[] = [];
       for (let i = 0; i < 3; i++) sent.push(await alice.send(roomId, `p${i}`));
-      const attempt = await waitFor('a refused attempt', () => F.refused.slice(refusedBefore).find((r) => r.uri.startsWith('/_matrix/federation/v1/send/') && bodies(r.body?.pdus ?? []).includes('p0')), 10_000);
+      const attempt = await waitFor(
+        'a refused attempt',
+        () => F.refused.slice(refusedBefore).find((r) => r.uri.startsWith('/_matrix/federation/v1/send/') && bodies(r.body?.pdus ?? []).includes('p0')),
+        10_000,
+      );
       const pendingUri = attempt.uri;
       await A.restart();
       F.down = false;

@@ -457,7 +457,10 @@ describe('joined, then world_readable, then shared again', () => {
     await alice.send(roomId, 'shared era');
     expect((await dave.leave(roomId)).status).toBe(200); // rejects the invite: never joined
     const events = await storedEvents(roomId);
-    const window = events.slice(events.findIndex((e) => e.eventId === open), events.findIndex((e) => e.eventId === close) + 1);
+    const window = events.slice(
+      events.findIndex((e) => e.eventId === open),
+      events.findIndex((e) => e.eventId === close) + 1,
+    );
     expect(bodiesOf(window)).toEqual(['public 1', 'public 2']);
 
     // carol's peek ends with the event that closed the window: her syncs delivered exactly it.

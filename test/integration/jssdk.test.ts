@@ -61,7 +61,12 @@ async function until(what: string, check: () => boolean, ms = 10_000): Promise<v
 
 /** The event once `client` has its remote echo (from /sync, not just the local echo) in the live timeline. */
 async function remoteEcho(client: sdk.MatrixClient, roomId: string, eventId: string): Promise<sdk.MatrixEvent> {
-  const find = () => client.getRoom(roomId)?.getLiveTimeline().getEvents().find((e) => e.getId() === eventId && e.status === null);
+  const find = () =>
+    client
+      .getRoom(roomId)
+      ?.getLiveTimeline()
+      .getEvents()
+      .find((e) => e.getId() === eventId && e.status === null);
   await until(`the remote echo of ${eventId}`, () => find() !== undefined);
   return find()!;
 }

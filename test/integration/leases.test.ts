@@ -56,16 +56,24 @@ describe('job leases', () => {
   const holder = (nc: NatsConnection, id: string) => {
     const running = new Set<string>();
     const log: { job: string; what: 'start' | 'stop'; at: number }[] = [];
-    const leases = new JobLeases(nc, naming, id, 'test', ['sender', 'upkeep'], {
-      acquired: (job) => {
-        running.add(job);
-        log.push({ job, what: 'start', at: Date.now() });
+    const leases = new JobLeases(
+      nc,
+      naming,
+      id,
+      'test',
+      ['sender', 'upkeep'],
+      {
+        acquired: (job) => {
+          running.add(job);
+          log.push({ job, what: 'start', at: Date.now() });
+        },
+        released: (job) => {
+          running.delete(job);
+          log.push({ job, what: 'stop', at: Date.now() });
+        },
       },
-      released: (job) => {
-        running.delete(job);
-        log.push({ job, what: 'stop', at: Date.now() });
-      },
-    }, { ttlMs: TTL_MS });
+      { ttlMs: TTL_MS },
+    );
     return { leases, running, log };
   };
 

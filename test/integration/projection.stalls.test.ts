@@ -140,9 +140,7 @@ describe('projections never stall silently', () => {
         await runner.stop();
       }
       expect(logs.map((l) => l.retryInMs)).toEqual([50, 100, 200, 400, 800]);
-      expect(await w.db.select({ userId: syncapiPeeks.userId }).from(syncapiPeeks).orderBy(asc(syncapiPeeks.startedSeq))).toEqual(
-        [0, 1, 2, 3].map((i) => ({ userId: `@u${i}:example.org` })),
-      );
+      expect(await w.db.select({ userId: syncapiPeeks.userId }).from(syncapiPeeks).orderBy(asc(syncapiPeeks.startedSeq))).toEqual([0, 1, 2, 3].map((i) => ({ userId: `@u${i}:example.org` })));
     });
   });
 

@@ -130,7 +130,12 @@ async function checkpoints(db: Db): Promise<Record<string, number>> {
 async function truncateAll(db: Db): Promise<void> {
   const tables = PROJECTIONS.flatMap((p) => p.tables);
   await db.execute(sql.raw(`TRUNCATE ${tables.map((t) => `"${t}"`).join(', ')}`));
-  await db.delete(projectionCheckpoints).where(inArray(projectionCheckpoints.projection, PROJECTIONS.map((p) => p.name)));
+  await db.delete(projectionCheckpoints).where(
+    inArray(
+      projectionCheckpoints.projection,
+      PROJECTIONS.map((p) => p.name),
+    ),
+  );
 }
 
 // --- the tests ---------------------------------------------------------------------------
@@ -175,7 +180,13 @@ describe('peek projections over a generated log', () => {
     histories.set(FIXTURE_ROOM, fixtureHistory());
     placed = await appendHistories(log, streams.naming, histories);
     // The stream ends with a message this reader cannot decode: the checkpoint must still reach it.
-    const tail = await log.append('peeks', FIXTURE_ROOM, Buffer.from(JSON.stringify({ type: 'PeekStarted', v: 3, roomId: FIXTURE_ROOM })), seqOfPosition(placed.filter((p) => p.roomId === FIXTURE_ROOM).at(-1)!.seq), 'gen-tail');
+    const tail = await log.append(
+      'peeks',
+      FIXTURE_ROOM,
+      Buffer.from(JSON.stringify({ type: 'PeekStarted', v: 3, roomId: FIXTURE_ROOM })),
+      seqOfPosition(placed.filter((p) => p.roomId === FIXTURE_ROOM).at(-1)!.seq),
+      'gen-tail',
+    );
     placed.push({ seq: position(tail.seq, 0), roomId: FIXTURE_ROOM, shard: streams.naming.shardOf(FIXTURE_ROOM), event: null });
     fixtureSeqs.push(...placed.filter((p) => p.roomId === FIXTURE_ROOM).map((p) => p.seq));
     lastSeq = throughSeq(tail.seq);
@@ -253,49 +264,122 @@ describe('peek projections over a generated log', () => {
     const mine = <R extends { roomId: string }>(rows: R[]) => rows.filter((r) => r.roomId === FIXTURE_ROOM);
     expect(mine(tables.syncapi_peeks)).toEqual([
       {
-        roomId: FIXTURE_ROOM, userId: '@bob:example.org', deviceId: 'PHONE', shard,
-        startedSeq: s[0], startedAt: T0, renewedAt: T0 + 10, expiresAt: T0 + 10 + HOUR, roomSeq: position(7, 0), // bare: a raw sequence read as a position
-        updatedSeq: s[5], endedSeq: s[5], endedAt: T0 + 50, endReason: 'joined',
-        endedRoomSeq: null, prevStartedSeq: null, prevEndedSeq: null,
+        roomId: FIXTURE_ROOM,
+        userId: '@bob:example.org',
+        deviceId: 'PHONE',
+        shard,
+        startedSeq: s[0],
+        startedAt: T0,
+        renewedAt: T0 + 10,
+        expiresAt: T0 + 10 + HOUR,
+        roomSeq: position(7, 0), // bare: a raw sequence read as a position
+        updatedSeq: s[5],
+        endedSeq: s[5],
+        endedAt: T0 + 50,
+        endReason: 'joined',
+        endedRoomSeq: null,
+        prevStartedSeq: null,
+        prevEndedSeq: null,
       },
       {
-        roomId: FIXTURE_ROOM, userId: '@carol:example.org', deviceId: 'LAPTOP', shard,
-        startedSeq: s[4], startedAt: T0 + 40, renewedAt: T0 + 40, expiresAt: null, roomSeq: 0,
-        updatedSeq: s[4], endedSeq: null, endedAt: null, endReason: null,
-        endedRoomSeq: null, prevStartedSeq: null, prevEndedSeq: null,
+        roomId: FIXTURE_ROOM,
+        userId: '@carol:example.org',
+        deviceId: 'LAPTOP',
+        shard,
+        startedSeq: s[4],
+        startedAt: T0 + 40,
+        renewedAt: T0 + 40,
+        expiresAt: null,
+        roomSeq: 0,
+        updatedSeq: s[4],
+        endedSeq: null,
+        endedAt: null,
+        endReason: null,
+        endedRoomSeq: null,
+        prevStartedSeq: null,
+        prevEndedSeq: null,
       },
       {
         // Started, timed out, started again: the row is the new peek (the v2 message is
         // skipped) and remembers the one it replaced.
-        roomId: FIXTURE_ROOM, userId: '@dan:example.org', deviceId: 'TAB', shard,
-        startedSeq: s[14], startedAt: T0 + 140, renewedAt: T0 + 140, expiresAt: T0 + 140 + HOUR, roomSeq: 12,
-        updatedSeq: s[14], endedSeq: null, endedAt: null, endReason: null,
-        endedRoomSeq: null, prevStartedSeq: s[12], prevEndedSeq: s[13],
+        roomId: FIXTURE_ROOM,
+        userId: '@dan:example.org',
+        deviceId: 'TAB',
+        shard,
+        startedSeq: s[14],
+        startedAt: T0 + 140,
+        renewedAt: T0 + 140,
+        expiresAt: T0 + 140 + HOUR,
+        roomSeq: 12,
+        updatedSeq: s[14],
+        endedSeq: null,
+        endedAt: null,
+        endReason: null,
+        endedRoomSeq: null,
+        prevStartedSeq: s[12],
+        prevEndedSeq: s[13],
       },
     ]);
     expect(mine(tables.federationsender_inbound_peeks)).toEqual([
       {
         // Renewed without interval or deadline: keeps its interval, deadline = renewal + interval.
-        roomId: FIXTURE_ROOM, serverName: 'peer.org', peekId: 'p1', shard,
-        createdAt: T0 + 20, renewedAt: T0 + 60, renewalIntervalMs: 60_000, expiresAt: T0 + 60 + 60_000, roomSeq: 9, startedSeq: s[2],
+        roomId: FIXTURE_ROOM,
+        serverName: 'peer.org',
+        peekId: 'p1',
+        shard,
+        createdAt: T0 + 20,
+        renewedAt: T0 + 60,
+        renewalIntervalMs: 60_000,
+        expiresAt: T0 + 60 + 60_000,
+        roomSeq: 9,
+        startedSeq: s[2],
       },
     ]);
     expect(mine(tables.federationsender_outbound_peeks)).toEqual([
       {
         // o1 ended; o2 is the room's one outbound peek on remote.org.
-        roomId: FIXTURE_ROOM, serverName: 'remote.org', peekId: 'o2', shard,
-        createdAt: T0 + 100, renewedAt: T0 + 150, renewalIntervalMs: 90_000, expiresAt: T0 + 150 + 90_000, startedSeq: s[10],
+        roomId: FIXTURE_ROOM,
+        serverName: 'remote.org',
+        peekId: 'o2',
+        shard,
+        createdAt: T0 + 100,
+        renewedAt: T0 + 150,
+        renewalIntervalMs: 90_000,
+        expiresAt: T0 + 150 + 90_000,
+        startedSeq: s[10],
       },
     ]);
     const audit = mine(tables.peek_audit);
     expect(audit.map((a) => a.seq)).toEqual(s.filter((_, i) => i !== 11 && i !== 16)); // not the v2 and v3 messages
     expect(audit[0]).toEqual({
-      seq: s[0], roomId: FIXTURE_ROOM, shard, eventType: 'PeekStarted', kind: 'device', userId: '@bob:example.org', deviceId: 'PHONE',
-      serverName: null, peekId: null, at: T0, expiresAt: T0 + HOUR, renewalIntervalMs: null, reason: null,
+      seq: s[0],
+      roomId: FIXTURE_ROOM,
+      shard,
+      eventType: 'PeekStarted',
+      kind: 'device',
+      userId: '@bob:example.org',
+      deviceId: 'PHONE',
+      serverName: null,
+      peekId: null,
+      at: T0,
+      expiresAt: T0 + HOUR,
+      renewalIntervalMs: null,
+      reason: null,
     });
     expect(audit.find((a) => a.seq === s[8])).toEqual({
-      seq: s[8], roomId: FIXTURE_ROOM, shard, eventType: 'PeekExpired', kind: 'inbound', userId: null, deviceId: null,
-      serverName: 'peer.org', peekId: 'p2', at: T0 + 80, expiresAt: null, renewalIntervalMs: null, reason: 'remote_deleted',
+      seq: s[8],
+      roomId: FIXTURE_ROOM,
+      shard,
+      eventType: 'PeekExpired',
+      kind: 'inbound',
+      userId: null,
+      deviceId: null,
+      serverName: 'peer.org',
+      peekId: 'p2',
+      at: T0 + 80,
+      expiresAt: null,
+      renewalIntervalMs: null,
+      reason: 'remote_deleted',
     });
     expect(audit.find((a) => a.seq === s[15])).toMatchObject({ eventType: 'PeekRenewed', kind: 'outbound', peekId: 'o2', renewalIntervalMs: 90_000, expiresAt: T0 + 150 + 90_000 });
   });
@@ -493,7 +577,6 @@ function retag(e: PeekEvent | object, wave: number): object {
   const ev = e as { peek?: PeekRef };
   if (!ev.peek) return e;
   const p = ev.peek;
-  const peek: PeekRef =
-    p.kind === 'device' ? { ...p, deviceId: `${p.deviceId}w${wave}` } : p.kind === 'inbound' ? { ...p, peekId: `${p.peekId}w${wave}` } : { ...p, server: `w${wave}.${p.server}` };
+  const peek: PeekRef = p.kind === 'device' ? { ...p, deviceId: `${p.deviceId}w${wave}` } : p.kind === 'inbound' ? { ...p, peekId: `${p.peekId}w${wave}` } : { ...p, server: `w${wave}.${p.server}` };
   return { ...(e as object), peek };
 }

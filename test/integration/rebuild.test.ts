@@ -26,19 +26,7 @@ import { syncRoomsProjection } from '../../src/projections/syncRooms.ts';
 import { rowsOf, type Database, type Db } from '../../src/store/db.ts';
 import { startTestPeekd } from '../helpers/peekd.ts';
 import { createTestDatabase, createTestStreams, type TestDatabase, type TestStreams } from '../helpers/services.ts';
-import {
-  appendHistories,
-  createRoomCommand,
-  HOUR,
-  ManualClock,
-  readPeekTables,
-  readRoomTables,
-  referencePeekTables,
-  referenceRoomTables,
-  roomHistory,
-  T0,
-  type Placed,
-} from '../helpers/peekLog.ts';
+import { appendHistories, createRoomCommand, HOUR, ManualClock, readPeekTables, readRoomTables, referencePeekTables, referenceRoomTables, roomHistory, T0, type Placed } from '../helpers/peekLog.ts';
 
 const DAY = 24 * HOUR;
 const TOKEN = 'rebuild-test-admin-token';
@@ -155,9 +143,7 @@ describe('replay of more than 100,000 events while live runners project new ones
   const allPeeks = () => [...generated, ...actors.peeks].sort((a, b) => a.seq - b.seq);
   const deps = (): RebuildDeps => ({ db, nc: streams.nc, naming: streams.naming });
   const projected = async () => {
-    await Promise.all(
-      [...runners.values()].map((r) => r.waitFor(r.projection.stream === 'peeks' ? Math.max(generated.at(-1)?.seq ?? 0, actors.lastSeq('peeks')) : actors.lastSeq('rooms'))),
-    );
+    await Promise.all([...runners.values()].map((r) => r.waitFor(r.projection.stream === 'peeks' ? Math.max(generated.at(-1)?.seq ?? 0, actors.lastSeq('peeks')) : actors.lastSeq('rooms'))));
   };
 
   beforeAll(async () => {
@@ -175,7 +161,12 @@ describe('replay of more than 100,000 events while live runners project new ones
       pduFactory: new SigningPduFactory(serverName, generateSigningKey()),
       settings: { serverName, peekLifetimeMs: HOUR, inboundRenewalIntervalMs: HOUR, maxConflictRetries: 16 },
     });
-    actors = new ActorTraffic((c) => host.send(c), streams.naming, serverName, [0, 1, 2, 3].map((i) => `!real${i}.room:${serverName}`));
+    actors = new ActorTraffic(
+      (c) => host.send(c),
+      streams.naming,
+      serverName,
+      [0, 1, 2, 3].map((i) => `!real${i}.room:${serverName}`),
+    );
     for (const p of MODELS) {
       const runner = new ProjectionRunner(db, streams.nc, streams.naming, p);
       runners.set(p.name, runner);
@@ -354,8 +345,7 @@ describe('verify against rows changed by hand', () => {
   let generated: Placed[];
   const deps = (): RebuildDeps => ({ db: t.peekd.database.db, nc: t.peekd.nc, naming: t.peekd.naming });
   const allPeeks = () => [...generated, ...actors.peeks].sort((a, b) => a.seq - b.seq);
-  const admin = (path: string, init: RequestInit = {}) =>
-    fetch(`${t.url}/_peekd/admin/v1/${path}`, { method: 'POST', ...init, headers: { authorization: `Bearer ${TOKEN}`, ...init.headers } });
+  const admin = (path: string, init: RequestInit = {}) => fetch(`${t.url}/_peekd/admin/v1/${path}`, { method: 'POST', ...init, headers: { authorization: `Bearer ${TOKEN}`, ...init.headers } });
 
   beforeAll(async () => {
     t = await startQuietPeekd();
@@ -453,7 +443,10 @@ describe('verify against rows changed by hand', () => {
     expect(bodyAll.projections.map((p) => p.projection)).toEqual(readModels('all').map((p) => p.name));
     for (const r of bodyAll.projections) {
       expect(r.equal, r.projection).toBe(results[r.projection]!.equal);
-      expect(r.tables.map((x) => x.differences), r.projection).toEqual(results[r.projection]!.tables.map((x) => x.differences));
+      expect(
+        r.tables.map((x) => x.differences),
+        r.projection,
+      ).toEqual(results[r.projection]!.tables.map((x) => x.differences));
     }
 
     // A replay (through the admin API for one, directly for the rest) repairs every table.

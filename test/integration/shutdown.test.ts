@@ -145,7 +145,10 @@ describe.sequential('peekd serve shuts down gracefully', { timeout: 120_000 }, (
 
     const longPoll = bob.req('GET', `/_matrix/client/v3/sync?since=${enc(initial.next_batch)}&timeout=30000`);
     let answered = false;
-    void longPoll.then(() => (answered = true), () => (answered = true));
+    void longPoll.then(
+      () => (answered = true),
+      () => (answered = true),
+    );
     await until('the long-poll to wait (peekd_sync_waiters 1)', async () => {
       expect(answered, 'the long-poll answered before the signal').toBe(false);
       const r = await fetch(`${d.url}/metrics`);
@@ -233,7 +236,10 @@ describe.sequential('peekd serve shuts down gracefully', { timeout: 120_000 }, (
       );
       // npm (whose environment carries the data dir too) and the peekd it started.
       const others = processesMentioning(dir.path).filter((p) => p.pid !== npm.pid);
-      expect(others.map((p) => p.args), tail()).toHaveLength(1);
+      expect(
+        others.map((p) => p.args),
+        tail(),
+      ).toHaveLength(1);
       expect(others[0]!.args).toMatch(/bin\/peekd\.mjs serve$/);
       return { npm, d, dataDir: dir.path, peekdPid: others[0]!.pid };
     }

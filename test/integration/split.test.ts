@@ -136,10 +136,14 @@ describe('a split deployment peeks a room on another server', () => {
     // A's next message still reaches bob.
     const syncRoomsHolder = held.sync_rooms!;
     await B.stop(projections.find((p) => p.hostId === syncRoomsHolder)!);
-    await waitFor('sync_rooms to move', async () => {
-      const h = await jobHolders(['sync_rooms']);
-      return h.sync_rooms !== undefined && h.sync_rooms !== syncRoomsHolder;
-    }, 15_000);
+    await waitFor(
+      'sync_rooms to move',
+      async () => {
+        const h = await jobHolders(['sync_rooms']);
+        return h.sync_rooms !== undefined && h.sync_rooms !== syncRoomsHolder;
+      },
+      15_000,
+    );
     const poll2 = bob.sync({ since, timeout: 10_000 });
     const eventId2 = await alice.send(roomId, 'after the move');
     const woken2 = await poll2;
@@ -147,4 +151,3 @@ describe('a split deployment peeks a room on another server', () => {
     expect((await bob.req('GET', `/_matrix/client/v3/rooms/${enc(roomId)}/messages?dir=b&limit=10`)).status).toBe(200);
   }, 90_000);
 });
-

@@ -77,11 +77,7 @@ async function peer(handler: (req: IncomingMessage, res: ServerResponse) => void
 
 /** A self-signed key response for `name`, as a real server serves it. */
 function keyBody(name: string, key: SigningKey): Record<string, unknown> {
-  return signJson(
-    { server_name: name, verify_keys: { [key.keyId]: { key: encodeBase64Unpadded(key.publicKey) } }, old_verify_keys: {}, valid_until_ts: Date.now() + 86_400_000 },
-    name,
-    key,
-  );
+  return signJson({ server_name: name, verify_keys: { [key.keyId]: { key: encodeBase64Unpadded(key.publicKey) } }, old_verify_keys: {}, valid_until_ts: Date.now() + 86_400_000 }, name, key);
 }
 
 /** Writes `text` and then `padding` spaces in 64 KiB pieces, chunked (no Content-Length). */
@@ -325,7 +321,7 @@ describe('unknown key IDs', () => {
     expect(flood.keyFetches).toBe(3);
   });
 
-  it('a key fetch is bounded by the KeyRing\'s timeout', async () => {
+  it("a key fetch is bounded by the KeyRing's timeout", async () => {
     const ring = new KeyRing(new ServerResolver({ [names.slow]: peers.slow.url }), Date.now, undefined, { fetchTimeoutMs: 500 });
     const started = Date.now();
     expect(await ring.requestKey(names.slow, 'ed25519:x')).toBeNull();

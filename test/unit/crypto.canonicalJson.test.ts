@@ -1,12 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import {
-  CanonicalJsonError,
-  canonicalJson,
-  canonicalJsonBytes,
-  canonicalJsonOrUndefined,
-  compareCodePoints,
-} from '../../src/crypto/canonicalJson.ts';
+import { CanonicalJsonError, canonicalJson, canonicalJsonBytes, canonicalJsonOrUndefined, compareCodePoints } from '../../src/crypto/canonicalJson.ts';
 
 /**
  * Every example from the Matrix spec, appendices "Canonical JSON" > "Examples"
@@ -144,9 +138,7 @@ describe('canonicalJson: strings (spec grammar: only mandatory escapes)', () => 
 
 describe('canonicalJson: numbers and other values', () => {
   it('accepts integers up to ±(2^53-1) and writes them without exponent', () => {
-    expect(canonicalJson([9007199254740991, -9007199254740991, 0, -0, 1e15])).toBe(
-      '[9007199254740991,-9007199254740991,0,0,1000000000000000]',
-    );
+    expect(canonicalJson([9007199254740991, -9007199254740991, 0, -0, 1e15])).toBe('[9007199254740991,-9007199254740991,0,0,1000000000000000]');
   });
 
   it('writes true, false and null', () => {
@@ -240,13 +232,20 @@ describe('canonicalJson: the fast writer and the checked writer agree', () => {
     const value = (depth: number): unknown => {
       const kind = byte() % (depth > 3 ? 5 : 7);
       switch (kind) {
-        case 0: return str();
-        case 1: return ((byte() << 16) | (byte() << 8) | byte()) * (byte() % 2 ? -1 : 1) * (byte() % 3 === 0 ? 2 ** 29 : 1);
-        case 2: return byte() % 2 === 0;
-        case 3: return null;
-        case 4: return byte() % 2 ? Number.MAX_SAFE_INTEGER : -Number.MAX_SAFE_INTEGER;
-        case 5: return Array.from({ length: byte() % 4 }, () => value(depth + 1));
-        default: return Object.fromEntries(Array.from({ length: byte() % 5 }, () => [str(), value(depth + 1)]));
+        case 0:
+          return str();
+        case 1:
+          return ((byte() << 16) | (byte() << 8) | byte()) * (byte() % 2 ? -1 : 1) * (byte() % 3 === 0 ? 2 ** 29 : 1);
+        case 2:
+          return byte() % 2 === 0;
+        case 3:
+          return null;
+        case 4:
+          return byte() % 2 ? Number.MAX_SAFE_INTEGER : -Number.MAX_SAFE_INTEGER;
+        case 5:
+          return Array.from({ length: byte() % 4 }, () => value(depth + 1));
+        default:
+          return Object.fromEntries(Array.from({ length: byte() % 5 }, () => [str(), value(depth + 1)]));
       }
     };
     return () => value(0);

@@ -1,14 +1,6 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import {
-  NODE_ED25519_CACHE_LIMITS,
-  clearNodeEd25519Caches,
-  defaultEd25519,
-  nodeEd25519,
-  nodeEd25519CacheSizes,
-  tweetnaclEd25519,
-  type Ed25519,
-} from '../../src/crypto/ed25519.ts';
+import { NODE_ED25519_CACHE_LIMITS, clearNodeEd25519Caches, defaultEd25519, nodeEd25519, nodeEd25519CacheSizes, tweetnaclEd25519, type Ed25519 } from '../../src/crypto/ed25519.ts';
 
 const hex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'hex'));
 const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -34,22 +26,19 @@ const RFC8032 = [
     seed: '9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60',
     publicKey: 'd75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a',
     message: '',
-    signature:
-      'e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b',
+    signature: 'e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b',
   },
   {
     name: 'TEST 2',
     seed: '4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb',
     message: '72',
-    signature:
-      '92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00',
+    signature: '92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00',
   },
   {
     name: 'TEST 3',
     seed: 'c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7',
     message: 'af82',
-    signature:
-      '6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac18ff9b538d16f290ae67f760984dc6594a7c15e9716ed28dc027beceea1ec40a',
+    signature: '6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac18ff9b538d16f290ae67f760984dc6594a7c15e9716ed28dc027beceea1ec40a',
   },
 ];
 
@@ -121,22 +110,31 @@ describe('ed25519: node and tweetnacl agree (differential)', () => {
       expect(check(pk, msg, sig)).toBe(true);
 
       const tampers: [string, () => [Uint8Array, Uint8Array, Uint8Array]][] = [
-        ['message bit flip', () => {
-          const m2 = msg.length > 0 ? new Uint8Array(msg) : Uint8Array.from([0]);
-          if (msg.length > 0) m2[i % msg.length]! ^= 1 << (i % 8);
-          return [pk, m2, sig];
-        }],
+        [
+          'message bit flip',
+          () => {
+            const m2 = msg.length > 0 ? new Uint8Array(msg) : Uint8Array.from([0]);
+            if (msg.length > 0) m2[i % msg.length]! ^= 1 << (i % 8);
+            return [pk, m2, sig];
+          },
+        ],
         ['message extended', () => [pk, Uint8Array.from([...msg, i & 0xff]), sig]],
-        ['R bit flip', () => {
-          const s2 = new Uint8Array(sig);
-          s2[i % 32]! ^= 1 << (i % 8);
-          return [pk, msg, s2];
-        }],
-        ['S bit flip', () => {
-          const s2 = new Uint8Array(sig);
-          s2[32 + (i % 31)]! ^= 1 << (i % 8);
-          return [pk, msg, s2];
-        }],
+        [
+          'R bit flip',
+          () => {
+            const s2 = new Uint8Array(sig);
+            s2[i % 32]! ^= 1 << (i % 8);
+            return [pk, msg, s2];
+          },
+        ],
+        [
+          'S bit flip',
+          () => {
+            const s2 = new Uint8Array(sig);
+            s2[32 + (i % 31)]! ^= 1 << (i % 8);
+            return [pk, msg, s2];
+          },
+        ],
         ['wrong key', () => [nodeEd25519.publicKeyFromSeed(rand(32)), msg, sig]],
         ['garbage key', () => [rand(32), msg, sig]],
         ['garbage signature', () => [pk, msg, rand(64)]],

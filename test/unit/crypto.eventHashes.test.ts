@@ -126,7 +126,7 @@ describe.each<Ed25519>([nodeEd25519, tweetnaclEd25519])('event signing with $nam
 const GMSL_CREATE_EVENT = `{"auth_events": [], "prev_events": [], "type": "m.room.create", "room_id": "!uXDCzlYgCTHtiWCkEx:jki.re", "sender": "@erikj:jki.re", "content": {"room_version": "5", "predecessor": {"room_id": "!gdRMqOrTFdOCYHNwOo:half-shot.uk", "event_id": "$LP7ROBc4b+cMc1UE9haIz8q5AK2AIW4eJ90FfKLvyZI"}, "creator": "@erikj:jki.re"}, "depth": 1, "prev_state": [], "state_key": "", "origin": "jki.re", "origin_server_ts": 1560284621137, "hashes": {"sha256": "IX6zuNiJpJPNf70BLleL3HSCpjKeq9Uhu7uUpyDjBmc"}, "signatures": {"jki.re": {"ed25519:auto": "O4IyFfF2PPtGp5uaDm8t57dZbdh8vc8Q64LgCwvzYRVItAMI0uisfiAFaxkVT7MRpzh6N2QNN5NMRXZKmgPYDA"}}, "unsigned": {"age": 1321650}}`;
 
 describe('event IDs (reference hashes)', () => {
-  it('matches gomatrixserverlib\'s v4 and v3 event IDs for a real event', () => {
+  it("matches gomatrixserverlib's v4 and v3 event IDs for a real event", () => {
     const event = JSON.parse(GMSL_CREATE_EVENT) as Record<string, unknown>;
     expect(eventIdForPdu(event, '4')).toBe('$RrGxF28UrHLmoASHndYb9Jb_1SFww2ptmtur9INS438');
     expect(eventIdForPdu(event, '5')).toBe('$RrGxF28UrHLmoASHndYb9Jb_1SFww2ptmtur9INS438');
@@ -228,8 +228,7 @@ describe('content hashes', () => {
 // ---------------------------------------------------------------------------
 describe('redaction', () => {
   const ALL = ['1', '2', '3', '4', '5', '6', '7', '8', '9', '10'];
-  const redactContent = (type: string, content: Record<string, unknown>, v: string) =>
-    redactPdu({ type, content }, v)['content'];
+  const redactContent = (type: string, content: Record<string, unknown>, v: string) => redactPdu({ type, content }, v)['content'];
 
   // Top-level keys from the spec (rooms v1-v10 "Redactions"; origin, membership and
   // prev_state are only dropped from v11), adapted from matrix-org/synapse
@@ -337,9 +336,7 @@ describe('redaction', () => {
   });
 
   it.each(ALL)('v%s: m.room.aliases keeps aliases only up to v5', (v) => {
-    expect(redactContent('m.room.aliases', { aliases: ['#test:domain'], other: 1 }, v)).toEqual(
-      Number(v) <= 5 ? { aliases: ['#test:domain'] } : {},
-    );
+    expect(redactContent('m.room.aliases', { aliases: ['#test:domain'], other: 1 }, v)).toEqual(Number(v) <= 5 ? { aliases: ['#test:domain'] } : {});
   });
 
   it.each(ALL)('v%s: m.room.redaction and other types keep no content', (v) => {
@@ -363,7 +360,7 @@ describe('redaction', () => {
     const snapshot = structuredClone(input);
     const out = redactPdu(input);
     expect(input).toEqual(snapshot);
-    ((out['content'] as { users: Record<string, number> }).users)['@b:x'] = 1;
+    (out['content'] as { users: Record<string, number> }).users['@b:x'] = 1;
     expect(users).toEqual({ '@a:x': 100 });
   });
 
@@ -496,7 +493,20 @@ describe('verifyPduSignature / referenceHash: the direct path agrees with the lo
     ['m.room.member', { membership: 'join', join_authorised_via_users_server: '@bob:peekd.test', displayname: 'A' }],
     ['m.room.create', { creator: '@alice:peekd.test', room_version: '10' }],
     ['m.room.join_rules', { join_rule: 'restricted', allow: [{ type: 'm.room_membership', room_id: '!x:y' }] }],
-    ['m.room.power_levels', { ban: 50, events: { 'm.room.name': 50 }, events_default: 0, kick: 50, redact: 50, state_default: 50, users: { '@alice:peekd.test': 100, '\u{1F600}': 1, '\uFB01': 2 }, users_default: 0, notifications: { room: 50 } }],
+    [
+      'm.room.power_levels',
+      {
+        ban: 50,
+        events: { 'm.room.name': 50 },
+        events_default: 0,
+        kick: 50,
+        redact: 50,
+        state_default: 50,
+        users: { '@alice:peekd.test': 100, '\u{1F600}': 1, '\uFB01': 2 },
+        users_default: 0,
+        notifications: { room: 50 },
+      },
+    ],
     ['m.room.history_visibility', { history_visibility: 'world_readable' }],
     ['m.room.aliases', { aliases: ['#a:peekd.test'] }],
   ];
@@ -513,7 +523,9 @@ describe('verifyPduSignature / referenceHash: the direct path agrees with the lo
         expect(referenceHash(signed, version), label).toEqual(longReferenceHash(signed, version));
         if (Number(version) >= 3) {
           const hash = longReferenceHash(signed, version);
-          const encoded = Buffer.from(hash).toString(version === '3' ? 'base64' : 'base64url').replace(/=+$/, '');
+          const encoded = Buffer.from(hash)
+            .toString(version === '3' ? 'base64' : 'base64url')
+            .replace(/=+$/, '');
           expect(eventIdForPdu(signed, version), label).toBe(`$${encoded}`);
         }
         // Every kept field is covered: change one and both ways refuse.
@@ -562,12 +574,18 @@ describe('verifyPduSignature / referenceHash: the direct path agrees with the lo
     expect(() => longReferenceHash({ ...signed, content: { ...signed.content, ban: cyclic } })).toThrow(CanonicalJsonError);
   });
 
-  it('signs exactly the bytes the long way signs (the spec vectors\' redacted forms)', () => {
+  it("signs exactly the bytes the long way signs (the spec vectors' redacted forms)", () => {
     for (const { output } of SPEC_EVENTS) {
       const event = JSON.parse(output) as Record<string, unknown>;
       const specKey = signingKeyFromSeed('1', SPEC_SEED);
       expect(verifyPduSignature(event, 'domain', 'ed25519:1', specKey.publicKey)).toBe(true);
-      expect(nodeEd25519.verify(specKey.publicKey, canonicalJsonBytes(signableJson(redactPdu(event))), decodeBase64((event['signatures'] as Record<string, Record<string, string>>)['domain']!['ed25519:1']!))).toBe(true);
+      expect(
+        nodeEd25519.verify(
+          specKey.publicKey,
+          canonicalJsonBytes(signableJson(redactPdu(event))),
+          decodeBase64((event['signatures'] as Record<string, Record<string, string>>)['domain']!['ed25519:1']!),
+        ),
+      ).toBe(true);
     }
   });
 });

@@ -5,15 +5,7 @@ import { inspect } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { decodeBase64, encodeBase64Unpadded } from '../../src/crypto/base64.ts';
 import { nodeEd25519, tweetnaclEd25519 } from '../../src/crypto/ed25519.ts';
-import {
-  SigningKeyFileError,
-  formatSigningKeyFile,
-  generateSigningKey,
-  loadOrCreateSigningKeyFile,
-  parseSigningKeyFile,
-  parseSigningKeys,
-  signingKeyFromSeed,
-} from '../../src/crypto/signingKey.ts';
+import { SigningKeyFileError, formatSigningKeyFile, generateSigningKey, loadOrCreateSigningKeyFile, parseSigningKeyFile, parseSigningKeys, signingKeyFromSeed } from '../../src/crypto/signingKey.ts';
 
 // Matrix spec, appendices "Cryptographic Test Vectors" > "Signing Key".
 const SPEC_SEED_B64 = 'YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1';
@@ -28,7 +20,7 @@ describe('SigningKey objects', () => {
     expect(a.seed).toEqual(seed);
   });
 
-  it('copies the seed, so later changes to the caller\'s array do not affect the key', () => {
+  it("copies the seed, so later changes to the caller's array do not affect the key", () => {
     const seed = decodeBase64(SPEC_SEED_B64);
     const key = signingKeyFromSeed('1', seed);
     seed.fill(0);

@@ -4,13 +4,7 @@ import { canonicalJsonBytes } from '../../src/crypto/canonicalJson.ts';
 import { tweetnaclEd25519 } from '../../src/crypto/ed25519.ts';
 import { generateSigningKey, signingKeyFromSeed } from '../../src/crypto/signingKey.ts';
 import { signJson } from '../../src/crypto/signJson.ts';
-import {
-  buildRequestSigningJson,
-  parseXMatrixHeader,
-  signRequest,
-  verifyRequestSignature,
-  type FederationRequest,
-} from '../../src/crypto/xMatrix.ts';
+import { buildRequestSigningJson, parseXMatrixHeader, signRequest, verifyRequestSignature, type FederationRequest } from '../../src/crypto/xMatrix.ts';
 
 const key = signingKeyFromSeed('a_Key1', decodeBase64('YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1'));
 
@@ -46,18 +40,14 @@ describe('signRequest', () => {
   const header = signRequest(req, key);
 
   it('produces the spec header layout', () => {
-    expect(header).toMatch(
-      /^X-Matrix origin="origin\.hs\.example\.com",destination="destination\.hs\.example\.com",key="ed25519:a_Key1",sig="[A-Za-z0-9+/]{86}"$/,
-    );
+    expect(header).toMatch(/^X-Matrix origin="origin\.hs\.example\.com",destination="destination\.hs\.example\.com",key="ed25519:a_Key1",sig="[A-Za-z0-9+/]{86}"$/);
   });
 
   it('signs the same bytes signJson would (cross-checked with tweetnacl)', () => {
     const parsed = parseXMatrixHeader(header)!;
     const viaSignJson = signJson(buildRequestSigningJson(req), req.origin, key);
     expect(parsed.sig).toBe(viaSignJson.signatures[req.origin]![key.keyId]);
-    expect(tweetnaclEd25519.verify(key.publicKey, canonicalJsonBytes(buildRequestSigningJson(req)), decodeBase64(parsed.sig))).toBe(
-      true,
-    );
+    expect(tweetnaclEd25519.verify(key.publicKey, canonicalJsonBytes(buildRequestSigningJson(req)), decodeBase64(parsed.sig))).toBe(true);
   });
 
   it('round-trips through parse and verify', () => {

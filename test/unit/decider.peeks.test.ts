@@ -91,7 +91,9 @@ describe('StartDevicePeek (MSC2753)', () => {
   });
 
   it('refuses an unknown room even if peek events exist for it', () => {
-    given([devicePeekAt(1, DAVE, 'D', T0)]).when(startPeek(BOB, 'BOBPHONE')).thenThrows(NotFoundError, 'unknown room');
+    given([devicePeekAt(1, DAVE, 'D', T0)])
+      .when(startPeek(BOB, 'BOBPHONE'))
+      .thenThrows(NotFoundError, 'unknown room');
   });
 
   it.each(['shared', 'invited', 'joined'])('refuses a room whose history_visibility is %s with ForbiddenError', (hv) => {
@@ -158,19 +160,13 @@ describe('StartDevicePeek (MSC2753)', () => {
     const now = BOB_EXPIRES + 10_000;
     given(bobPeeking())
       .when(startPeek(BOB, 'BOBPHONE'), { now })
-      .then([
-        peekExpired(BOB_PHONE, now, 'timed_out'),
-        peekStarted(BOB_PHONE, now, { expiresAt: now + PEEK_LIFETIME_MS, roomSeq: ROOM_LATEST_SEQ }),
-      ]);
+      .then([peekExpired(BOB_PHONE, now, 'timed_out'), peekStarted(BOB_PHONE, now, { expiresAt: now + PEEK_LIFETIME_MS, roomSeq: ROOM_LATEST_SEQ })]);
   });
 
   it('counts now === expiresAt as expired', () => {
     given(bobPeeking())
       .when(startPeek(BOB, 'BOBPHONE'), { now: BOB_EXPIRES })
-      .then([
-        peekExpired(BOB_PHONE, BOB_EXPIRES, 'timed_out'),
-        peekStarted(BOB_PHONE, BOB_EXPIRES, { expiresAt: BOB_EXPIRES + PEEK_LIFETIME_MS, roomSeq: ROOM_LATEST_SEQ }),
-      ]);
+      .then([peekExpired(BOB_PHONE, BOB_EXPIRES, 'timed_out'), peekStarted(BOB_PHONE, BOB_EXPIRES, { expiresAt: BOB_EXPIRES + PEEK_LIFETIME_MS, roomSeq: ROOM_LATEST_SEQ })]);
   });
 
   it('counts now === expiresAt - 1 as live', () => {
@@ -206,15 +202,21 @@ describe('StopDevicePeek (MSC2753)', () => {
 
   it('refuses a device whose peek has already ended', () => {
     const history = [...bobPeeking(), onPeeks(2, peekExpired(BOB_PHONE, T0 + 1, 'unpeeked'))];
-    given(history).when(stopPeek(BOB, 'BOBPHONE'), { now: T0 + 2 }).thenThrows(BadStateError, 'not peeking');
+    given(history)
+      .when(stopPeek(BOB, 'BOBPHONE'), { now: T0 + 2 })
+      .thenThrows(BadStateError, 'not peeking');
   });
 
   it('refuses another device of the peeking user', () => {
-    given(bobPeeking()).when(stopPeek(BOB, 'BOBLAPTOP'), { now: T0 + 1 }).thenThrows(BadStateError, 'device BOBLAPTOP is not peeking');
+    given(bobPeeking())
+      .when(stopPeek(BOB, 'BOBLAPTOP'), { now: T0 + 1 })
+      .thenThrows(BadStateError, 'device BOBLAPTOP is not peeking');
   });
 
   it('refuses the same device ID of another user', () => {
-    given(bobPeeking()).when(stopPeek(DAVE, 'BOBPHONE'), { now: T0 + 1 }).thenThrows(BadStateError, 'not peeking');
+    given(bobPeeking())
+      .when(stopPeek(DAVE, 'BOBPHONE'), { now: T0 + 1 })
+      .thenThrows(BadStateError, 'not peeking');
   });
 
   it.each(['unpeeked', 'device_removed'] as const)('ends a live peek with PeekExpired(%s)', (reason) => {
@@ -259,20 +261,26 @@ describe('StartInboundPeek (MSC2444, a remote server peeks a room hosted here)',
 
   it("refuses a server the room's server ACL denies, and accepts one it allows", () => {
     const acl = stateEvent(ROOM_LATEST_SEQ + 4, '$acl', 'm.room.server_acl', ALICE, { allow: ['*'], deny: ['remote.org'] });
-    given([...room, acl]).when(startInbound(REMOTE, 'p1')).thenThrows(ForbiddenError, 'server ACL denies remote.org');
+    given([...room, acl])
+      .when(startInbound(REMOTE, 'p1'))
+      .thenThrows(ForbiddenError, 'server ACL denies remote.org');
     given([...room, acl])
       .when(startInbound('friendly.org', 'p1'))
       .then([peekStarted(inbound('friendly.org', 'p1'), T0, { expiresAt: freshExpiry, renewalIntervalMs: INBOUND_INTERVAL_MS, roomSeq: ROOM_LATEST_SEQ + 4 })]);
   });
 
   it('refuses when the room version is not among the requested versions', () => {
-    const err = given(room).when(startInbound(REMOTE, 'p1', ['9', '11'])).thenThrows(IncompatibleRoomVersionError, 'room version 10');
+    const err = given(room)
+      .when(startInbound(REMOTE, 'p1', ['9', '11']))
+      .thenThrows(IncompatibleRoomVersionError, 'room version 10');
     expect(err.roomVersion).toBe('10');
     expect(err.code).toBe('incompatible_room_version');
   });
 
   it('treats empty roomVersions as ["1"]: a version 10 room is incompatible', () => {
-    const err = given(room).when(startInbound(REMOTE, 'p1', [])).thenThrows(IncompatibleRoomVersionError);
+    const err = given(room)
+      .when(startInbound(REMOTE, 'p1', []))
+      .thenThrows(IncompatibleRoomVersionError);
     expect(err.roomVersion).toBe('10');
   });
 
@@ -331,10 +339,7 @@ describe('StartInboundPeek (MSC2444, a remote server peeks a room hosted here)',
     const now = freshExpiry;
     given([...room, inboundPeekAt(1, REMOTE, 'p1', T0)])
       .when(startInbound(REMOTE, 'p1'), { now })
-      .then([
-        peekExpired(P1, now, 'timed_out'),
-        peekStarted(P1, now, { expiresAt: now + INBOUND_INTERVAL_MS + INBOUND_GRACE_MS, renewalIntervalMs: INBOUND_INTERVAL_MS, roomSeq: ROOM_LATEST_SEQ }),
-      ]);
+      .then([peekExpired(P1, now, 'timed_out'), peekStarted(P1, now, { expiresAt: now + INBOUND_INTERVAL_MS + INBOUND_GRACE_MS, renewalIntervalMs: INBOUND_INTERVAL_MS, roomSeq: ROOM_LATEST_SEQ })]);
   });
 
   it('another peek ID from the same server is another peek', () => {
@@ -366,8 +371,12 @@ describe('RenewInboundPeek / DeleteInboundPeek', () => {
   });
 
   it('renew of another peek ID / another server → NotFoundError', () => {
-    given(withPeek()).when(renewInbound(REMOTE, 'p2'), { now: T0 + 1 }).thenThrows(NotFoundError, 'unknown peek');
-    given(withPeek()).when(renewInbound('other.org', 'p1'), { now: T0 + 1 }).thenThrows(NotFoundError, 'unknown peek');
+    given(withPeek())
+      .when(renewInbound(REMOTE, 'p2'), { now: T0 + 1 })
+      .thenThrows(NotFoundError, 'unknown peek');
+    given(withPeek())
+      .when(renewInbound('other.org', 'p1'), { now: T0 + 1 })
+      .thenThrows(NotFoundError, 'unknown peek');
   });
 
   it('renew of a due (not yet ticked) peek → NotFoundError, at exactly the deadline', () => {
@@ -376,7 +385,9 @@ describe('RenewInboundPeek / DeleteInboundPeek', () => {
 
   it('renew of an ended peek → NotFoundError', () => {
     const history = [...withPeek(), onPeeks(2, peekExpired(P1, T0 + 5, 'remote_deleted'))];
-    given(history).when(renewInbound(REMOTE, 'p1'), { now: T0 + 6 }).thenThrows(NotFoundError, 'unknown peek');
+    given(history)
+      .when(renewInbound(REMOTE, 'p1'), { now: T0 + 6 })
+      .thenThrows(NotFoundError, 'unknown peek');
   });
 
   it('renew of a live peek → PeekRenewed with the new deadline, at deadline - 1', () => {
@@ -397,7 +408,9 @@ describe('RenewInboundPeek / DeleteInboundPeek', () => {
   });
 
   it('delete of a due peek → NotFoundError', () => {
-    given(withPeek()).when(deleteInbound(REMOTE, 'p1'), { now: deadline + 1 }).thenThrows(NotFoundError, 'the peek has expired');
+    given(withPeek())
+      .when(deleteInbound(REMOTE, 'p1'), { now: deadline + 1 })
+      .thenThrows(NotFoundError, 'the peek has expired');
   });
 
   it('delete of a live peek → PeekExpired(remote_deleted)', () => {
@@ -467,7 +480,9 @@ describe('StartOutboundPeek / RenewOutboundPeek / EndOutboundPeek (MSC2444, we p
   });
 
   it('one outbound peek per target server: a second start with another peek ID → BadStateError', () => {
-    given(peeking()).when(startOutbound('o2'), { now: T0 + 1000 }).thenThrows(BadStateError, `already peeking ${REMOTE_ROOM} on ${REMOTE} as o1`);
+    given(peeking())
+      .when(startOutbound('o2'), { now: T0 + 1000 })
+      .thenThrows(BadStateError, `already peeking ${REMOTE_ROOM} on ${REMOTE} as o1`);
   });
 
   it('another peek ID is allowed once the first peek is due: PeekExpired(old ref, timed_out), then PeekStarted', () => {
@@ -493,11 +508,15 @@ describe('StartOutboundPeek / RenewOutboundPeek / EndOutboundPeek (MSC2444, we p
   });
 
   it('renew with the wrong peek ID → NotFoundError', () => {
-    given(peeking()).when(renewOut('o2'), { now: T0 + 1 }).thenThrows(NotFoundError, 'unknown outbound peek');
+    given(peeking())
+      .when(renewOut('o2'), { now: T0 + 1 })
+      .thenThrows(NotFoundError, 'unknown outbound peek');
   });
 
   it('renew with the wrong server → NotFoundError', () => {
-    given(peeking()).when(renewOut('o1', OUT_INTERVAL, 'third.org'), { now: T0 + 1 }).thenThrows(NotFoundError, 'unknown outbound peek');
+    given(peeking())
+      .when(renewOut('o1', OUT_INTERVAL, 'third.org'), { now: T0 + 1 })
+      .thenThrows(NotFoundError, 'unknown outbound peek');
   });
 
   it('renew of a live peek → PeekRenewed with the command interval', () => {
@@ -510,7 +529,9 @@ describe('StartOutboundPeek / RenewOutboundPeek / EndOutboundPeek (MSC2444, we p
   // whether or not a Tick has run yet" (decide.ts, isDue), and RenewInboundPeek refuses such
   // a peek, but renewOutboundPeek returns PeekRenewed and evolve resurrects it.
   it('renew of a due (not yet ticked) outbound peek → NotFoundError', () => {
-    given(peeking()).when(renewOut('o1'), { now: T0 + OUT_INTERVAL }).thenThrows(NotFoundError);
+    given(peeking())
+      .when(renewOut('o1'), { now: T0 + OUT_INTERVAL })
+      .thenThrows(NotFoundError);
   });
 
   it('end of an unknown outbound peek → BadStateError', () => {
@@ -518,7 +539,9 @@ describe('StartOutboundPeek / RenewOutboundPeek / EndOutboundPeek (MSC2444, we p
   });
 
   it('end of an outbound peek on another server → BadStateError', () => {
-    given(peeking()).when(endOut('unpeeked', 'third.org'), { now: T0 + 1 }).thenThrows(BadStateError, 'not peeking');
+    given(peeking())
+      .when(endOut('unpeeked', 'third.org'), { now: T0 + 1 })
+      .thenThrows(BadStateError, 'not peeking');
   });
 
   it.each(['unpeeked', 'no_active_peekers', 'rejected'] as const)('end of a live peek → PeekExpired(%s) with its peek ID', (reason) => {
@@ -530,15 +553,12 @@ describe('StartOutboundPeek / RenewOutboundPeek / EndOutboundPeek (MSC2444, we p
 
 describe('Tick', () => {
   // Due times: BOB/BOBPHONE T0+60s, DAVE/DAVEPC T0+90s, inbound p1 T0+1h+60s.
-  const busy = (): StoredEvent[] => [
-    ...room,
-    devicePeekAt(1, BOB, 'BOBPHONE', T0),
-    devicePeekAt(2, DAVE, 'DAVEPC', T0 + 30_000),
-    inboundPeekAt(3, REMOTE, 'p1', T0),
-  ];
+  const busy = (): StoredEvent[] => [...room, devicePeekAt(1, BOB, 'BOBPHONE', T0), devicePeekAt(2, DAVE, 'DAVEPC', T0 + 30_000), inboundPeekAt(3, REMOTE, 'p1', T0)];
 
   it('nothing due → no events', () => {
-    given(busy()).when(tick(), { now: T0 + 59_999 }).then([]);
+    given(busy())
+      .when(tick(), { now: T0 + 59_999 })
+      .then([]);
   });
 
   it('expires exactly the due peek at its deadline, with reason timed_out', () => {
@@ -558,16 +578,14 @@ describe('Tick', () => {
     const now = T0 + INBOUND_INTERVAL_MS + INBOUND_GRACE_MS;
     given(busy())
       .when(tick(), { now })
-      .then([
-        peekExpired(BOB_PHONE, now, 'timed_out'),
-        peekExpired(device(DAVE, 'DAVEPC'), now, 'timed_out'),
-        peekExpired(inbound(REMOTE, 'p1'), now, 'timed_out'),
-      ]);
+      .then([peekExpired(BOB_PHONE, now, 'timed_out'), peekExpired(device(DAVE, 'DAVEPC'), now, 'timed_out'), peekExpired(inbound(REMOTE, 'p1'), now, 'timed_out')]);
   });
 
   it('a renewed peek is not due at its original deadline', () => {
     const history = [...busy(), onPeeks(4, peekRenewed(BOB_PHONE, T0 + 50_000, { expiresAt: T0 + 110_000 }))];
-    given(history).when(tick(), { now: T0 + 60_000 }).then([]);
+    given(history)
+      .when(tick(), { now: T0 + 60_000 })
+      .then([]);
   });
 
   it('ended peeks are not expired again', () => {
@@ -579,7 +597,9 @@ describe('Tick', () => {
 
   it('does not end peeks the room no longer allows (that is not its job)', () => {
     const history = [...busy(), member(40, '$bj', BOB, 'join')];
-    given(history).when(tick(), { now: T0 + 1 }).then([]);
+    given(history)
+      .when(tick(), { now: T0 + 1 })
+      .then([]);
   });
 
   it('expires outbound peeks at their deadline', () => {
@@ -626,9 +646,7 @@ describe('invariants', () => {
     let state = stateOf(ROOM, room);
     state = applyDecision(state, decideOk(state, startPeek(BOB, 'BOBPHONE'), T0));
     const laptop = decideOk(state, startPeek(BOB, 'BOBLAPTOP'), T0 + 1);
-    expect(laptop.peeks).toEqual([
-      peekStarted(device(BOB, 'BOBLAPTOP'), T0 + 1, { expiresAt: T0 + 1 + PEEK_LIFETIME_MS, roomSeq: ROOM_LATEST_SEQ }),
-    ]);
+    expect(laptop.peeks).toEqual([peekStarted(device(BOB, 'BOBLAPTOP'), T0 + 1, { expiresAt: T0 + 1 + PEEK_LIFETIME_MS, roomSeq: ROOM_LATEST_SEQ })]);
     state = applyDecision(state, laptop);
     state = applyDecision(state, decideOk(state, stopPeek(BOB, 'BOBPHONE'), T0 + 2));
     expect([...state.peeks.keys()]).toEqual([peekKey(device(BOB, 'BOBLAPTOP'))]);
@@ -661,12 +679,7 @@ describe('invariants', () => {
     });
 
     it('is the earliest expiresAt among live peeks', () => {
-      const state = stateOf(ROOM, [
-        ...room,
-        inboundPeekAt(1, REMOTE, 'p1', T0),
-        devicePeekAt(2, DAVE, 'DAVEPC', T0 + 30_000),
-        devicePeekAt(3, BOB, 'BOBPHONE', T0 + 10_000),
-      ]);
+      const state = stateOf(ROOM, [...room, inboundPeekAt(1, REMOTE, 'p1', T0), devicePeekAt(2, DAVE, 'DAVEPC', T0 + 30_000), devicePeekAt(3, BOB, 'BOBPHONE', T0 + 10_000)]);
       expect(nextDeadline(state)).toBe(T0 + 70_000);
     });
 
@@ -681,11 +694,7 @@ describe('invariants', () => {
     });
 
     it('ignores peeks without a deadline', () => {
-      const state = stateOf(ROOM, [
-        ...room,
-        onPeeks(1, peekStarted(device(BOB, 'OLD'), T0)),
-        devicePeekAt(2, DAVE, 'DAVEPC', T0 + 30_000),
-      ]);
+      const state = stateOf(ROOM, [...room, onPeeks(1, peekStarted(device(BOB, 'OLD'), T0)), devicePeekAt(2, DAVE, 'DAVEPC', T0 + 30_000)]);
       expect(nextDeadline(state)).toBe(T0 + 90_000);
       expect(nextDeadline(stateOf(ROOM, [...room, onPeeks(1, peekStarted(device(BOB, 'OLD'), T0))]))).toBeUndefined();
     });
@@ -693,8 +702,12 @@ describe('invariants', () => {
     it('is the time at which Tick first has something to expire', () => {
       const history = [...room, devicePeekAt(1, BOB, 'BOBPHONE', T0), devicePeekAt(2, DAVE, 'DAVEPC', T0 + 30_000)];
       const deadline = nextDeadline(stateOf(ROOM, history))!;
-      given(history).when(tick(), { now: deadline - 1 }).then([]);
-      given(history).when(tick(), { now: deadline }).then([peekExpired(BOB_PHONE, deadline, 'timed_out')]);
+      given(history)
+        .when(tick(), { now: deadline - 1 })
+        .then([]);
+      given(history)
+        .when(tick(), { now: deadline })
+        .then([peekExpired(BOB_PHONE, deadline, 'timed_out')]);
     });
   });
 
@@ -723,10 +736,7 @@ describe('StartOutboundPeek with a snapshot that no longer allows peeking', () =
   it('ends the peeks the snapshot no longer allows', () => {
     const d = given(peeking()).when(startOutbound('o1', asReceived([hvShared])), { now: NOW }).result as Decision;
     expect(d.received).toEqual(asReceived([hvShared]));
-    expect(d.peeks.slice(0, 2)).toEqual([
-      peekExpired(O1, NOW, 'visibility_changed', REMOTE_ROOM),
-      peekExpired(device(BOB, 'BOBPHONE'), NOW, 'visibility_changed', REMOTE_ROOM),
-    ]);
+    expect(d.peeks.slice(0, 2)).toEqual([peekExpired(O1, NOW, 'visibility_changed', REMOTE_ROOM), peekExpired(device(BOB, 'BOBPHONE'), NOW, 'visibility_changed', REMOTE_ROOM)]);
   });
 
   // Regression (was a bug): startOutboundPeek appends the endings implied by the snapshot (received.peeks, which
@@ -741,10 +751,7 @@ describe('StartOutboundPeek with a snapshot that no longer allows peeking', () =
       .when(startOutbound('o1', asReceived([hvShared])), { now: NOW })
       .then({
         received: asReceived([hvShared]),
-        peeks: [
-          peekExpired(O1, NOW, 'visibility_changed', REMOTE_ROOM),
-          peekExpired(device(BOB, 'BOBPHONE'), NOW, 'visibility_changed', REMOTE_ROOM),
-        ],
+        peeks: [peekExpired(O1, NOW, 'visibility_changed', REMOTE_ROOM), peekExpired(device(BOB, 'BOBPHONE'), NOW, 'visibility_changed', REMOTE_ROOM)],
       });
   });
 });

@@ -66,7 +66,9 @@ describe('CreateRoom', () => {
   });
 
   it('refuses a room that does not start with m.room.create (InvalidInputError)', () => {
-    given([]).when(create([joinDraft(ALICE), createDraft()])).thenThrows(InvalidInputError, 'a room starts with m.room.create');
+    given([])
+      .when(create([joinDraft(ALICE), createDraft()]))
+      .thenThrows(InvalidInputError, 'a room starts with m.room.create');
   });
 
   it('refuses an empty event list (InvalidInputError)', () => {
@@ -82,15 +84,21 @@ describe('CreateRoom', () => {
   });
 
   it('refuses an m.room.create with a non-empty state key', () => {
-    given([]).when(create([draft('m.room.create', ALICE, {}, 'x')])).thenThrows(InvalidInputError, 'empty state key');
+    given([])
+      .when(create([draft('m.room.create', ALICE, {}, 'x')]))
+      .thenThrows(InvalidInputError, 'empty state key');
   });
 
   it('authorises every draft: a message by a non-member is refused', () => {
-    given([]).when(create([createDraft(), joinDraft(ALICE), msgDraft(BOB)])).thenThrows(ForbiddenError, `${BOB} is not in the room`);
+    given([])
+      .when(create([createDraft(), joinDraft(ALICE), msgDraft(BOB)]))
+      .thenThrows(ForbiddenError, `${BOB} is not in the room`);
   });
 
   it('only the creator joins an invite-only room without an invite', () => {
-    given([]).when(create([createDraft(), joinDraft(BOB)])).thenThrows(ForbiddenError, 'not invited');
+    given([])
+      .when(create([createDraft(), joinDraft(BOB)]))
+      .thenThrows(ForbiddenError, 'not invited');
   });
 
   // Regression (was a bug): room version 10 auth rules, m.room.create rule 2: "If the domain of the room_id does
@@ -99,7 +107,9 @@ describe('CreateRoom', () => {
   // accepted; roomServerOf (derived from the creator) then says the room is hosted on
   // evil.org, and every later SendEvents to it is refused.
   it('refuses an m.room.create whose sender is on another server than the room ID', () => {
-    given([]).when(create([createDraft('@mallory:evil.org')])).thenThrows(DomainError);
+    given([])
+      .when(create([createDraft('@mallory:evil.org')]))
+      .thenThrows(DomainError);
   });
 });
 
@@ -107,24 +117,34 @@ describe('SendEvents', () => {
   const bobJoined = (): StoredEvent[] => [...room, member(40, '$bob-join', BOB, 'join')];
 
   it('refuses an unknown room (NotFoundError)', () => {
-    given([]).when(send([msgDraft(ALICE)])).thenThrows(NotFoundError, `unknown room ${ROOM}`);
+    given([])
+      .when(send([msgDraft(ALICE)]))
+      .thenThrows(NotFoundError, `unknown room ${ROOM}`);
   });
 
   it('refuses a room hosted on another server (ForbiddenError)', () => {
-    given(remoteRoom()).when(send([msgDraft(CAROL)], undefined, REMOTE_ROOM)).thenThrows(ForbiddenError, 'does not host the room');
+    given(remoteRoom())
+      .when(send([msgDraft(CAROL)], undefined, REMOTE_ROOM))
+      .thenThrows(ForbiddenError, 'does not host the room');
   });
 
   it('refuses a message by a non-member (ForbiddenError)', () => {
-    given(room).when(send([msgDraft(BOB)])).thenThrows(ForbiddenError, `${BOB} is not in the room`);
+    given(room)
+      .when(send([msgDraft(BOB)]))
+      .thenThrows(ForbiddenError, `${BOB} is not in the room`);
   });
 
   it('refuses a message by a user who left', () => {
-    given([...bobJoined(), member(44, '$bob-leave', BOB, 'leave')]).when(send([msgDraft(BOB)])).thenThrows(ForbiddenError, 'not in the room');
+    given([...bobJoined(), member(44, '$bob-leave', BOB, 'leave')])
+      .when(send([msgDraft(BOB)]))
+      .thenThrows(ForbiddenError, 'not in the room');
   });
 
   it('a member sends a message → one draft, no peek changes (peeks stay alive)', () => {
     const history = [...room, devicePeekAt(1, BOB, 'BOBPHONE', T0), inboundPeekAt(2, REMOTE, 'p1', T0)];
-    given(history).when(send([msgDraft(ALICE)]), { now: T0 + 1 }).then({ drafts: [msgDraft(ALICE)] });
+    given(history)
+      .when(send([msgDraft(ALICE)]), { now: T0 + 1 })
+      .then({ drafts: [msgDraft(ALICE)] });
   });
 
   it('an empty batch decides nothing', () => {
@@ -139,24 +159,34 @@ describe('SendEvents', () => {
 
   it('the same state event by a user with power 100 is accepted', () => {
     const topic = draft('m.room.topic', ALICE, { topic: 'ours' }, '');
-    given(bobJoined()).when(send([topic])).then({ drafts: [topic] });
+    given(bobJoined())
+      .when(send([topic]))
+      .then({ drafts: [topic] });
   });
 
   it('a refused history_visibility change ends no peek', () => {
     const history = [...bobJoined(), devicePeekAt(1, DAVE, 'DAVEPC', T0)];
-    given(history).when(send([hvDraft(BOB, 'shared')]), { now: T0 + 1 }).thenThrows(ForbiddenError, 'power level');
+    given(history)
+      .when(send([hvDraft(BOB, 'shared')]), { now: T0 + 1 })
+      .thenThrows(ForbiddenError, 'power level');
   });
 
   it('refuses state keyed by another user ID', () => {
-    given(room).when(send([draft('m.room.member', ALICE, { membership: 'join' }, BOB)])).thenThrows(ForbiddenError, 'you can only join as yourself');
+    given(room)
+      .when(send([draft('m.room.member', ALICE, { membership: 'join' }, BOB)]))
+      .thenThrows(ForbiddenError, 'you can only join as yourself');
   });
 
   it('one refused draft refuses the whole batch', () => {
-    given(room).when(send([msgDraft(ALICE), msgDraft(BOB)])).thenThrows(ForbiddenError, `${BOB} is not in the room`);
+    given(room)
+      .when(send([msgDraft(ALICE), msgDraft(BOB)]))
+      .thenThrows(ForbiddenError, `${BOB} is not in the room`);
   });
 
   it('drafts are authorised against the room as the earlier drafts leave it (join, then speak)', () => {
-    given(room).when(send([joinDraft(BOB), msgDraft(BOB)])).then({ drafts: [joinDraft(BOB), msgDraft(BOB)] });
+    given(room)
+      .when(send([joinDraft(BOB), msgDraft(BOB)]))
+      .then({ drafts: [joinDraft(BOB), msgDraft(BOB)] });
   });
 
   describe('idempotent transactions', () => {
@@ -164,19 +194,27 @@ describe('SendEvents', () => {
     const sent = (): StoredEvent[] => [...bobJoined(), message(45, '$sent', ALICE, 'hello', { txn: TXN })];
 
     it('the same (device, txnId) again → existingEventId, no drafts', () => {
-      given(sent()).when(send([msgDraft(ALICE)], TXN)).then({ existingEventId: '$sent' });
+      given(sent())
+        .when(send([msgDraft(ALICE)], TXN))
+        .then({ existingEventId: '$sent' });
     });
 
     it('a retried transaction is answered even if it would no longer be authorised', () => {
-      given([...sent(), member(50, '$alice-leave', ALICE, 'leave')]).when(send([msgDraft(ALICE)], TXN)).then({ existingEventId: '$sent' });
+      given([...sent(), member(50, '$alice-leave', ALICE, 'leave')])
+        .when(send([msgDraft(ALICE)], TXN))
+        .then({ existingEventId: '$sent' });
     });
 
     it('another txnId on the same device is a new event', () => {
-      given(sent()).when(send([msgDraft(ALICE)], { deviceId: 'ALICEDEV', txnId: 't2' })).then({ drafts: [msgDraft(ALICE)] });
+      given(sent())
+        .when(send([msgDraft(ALICE)], { deviceId: 'ALICEDEV', txnId: 't2' }))
+        .then({ drafts: [msgDraft(ALICE)] });
     });
 
     it('the same txnId on another device is a new event', () => {
-      given(sent()).when(send([msgDraft(ALICE)], { deviceId: 'ALICEPC', txnId: 't1' })).then({ drafts: [msgDraft(ALICE)] });
+      given(sent())
+        .when(send([msgDraft(ALICE)], { deviceId: 'ALICEPC', txnId: 't1' }))
+        .then({ drafts: [msgDraft(ALICE)] });
     });
 
     // Regression (was a bug): the idempotency key is (deviceId, txnId) only. Device IDs are unique per user, not
@@ -185,40 +223,44 @@ describe('SendEvents', () => {
     // gets alice's event ID back and their own message is silently dropped. The key needs the
     // sender (or the authenticated user) in it.
     it('the same (deviceId, txnId) of ANOTHER user is a new event', () => {
-      given(sent()).when(send([msgDraft(BOB)], { deviceId: 'ALICEDEV', txnId: 't1' })).then({ drafts: [msgDraft(BOB)] });
+      given(sent())
+        .when(send([msgDraft(BOB)], { deviceId: 'ALICEDEV', txnId: 't1' }))
+        .then({ drafts: [msgDraft(BOB)] });
     });
   });
 
   describe('membership', () => {
     it('a join to a public room is accepted', () => {
-      given(room).when(send([joinDraft(BOB)])).then({ drafts: [joinDraft(BOB)] });
+      given(room)
+        .when(send([joinDraft(BOB)]))
+        .then({ drafts: [joinDraft(BOB)] });
     });
 
     it('a join to an invite-only room is refused (ForbiddenError)', () => {
-      given(publicRoom({ joinRule: 'invite' })).when(send([joinDraft(BOB)])).thenThrows(ForbiddenError, 'you are not invited to this room');
+      given(publicRoom({ joinRule: 'invite' }))
+        .when(send([joinDraft(BOB)]))
+        .thenThrows(ForbiddenError, 'you are not invited to this room');
     });
 
     it('an invited user may join an invite-only room', () => {
       const history = [...publicRoom({ joinRule: 'invite' }), member(40, '$bob-invite', BOB, 'invite', { sender: ALICE })];
-      given(history).when(send([joinDraft(BOB)])).then({ drafts: [joinDraft(BOB)] });
+      given(history)
+        .when(send([joinDraft(BOB)]))
+        .then({ drafts: [joinDraft(BOB)] });
     });
 
     it('a banned user may not join a public room', () => {
       const history = [...room, member(40, '$bob-ban', BOB, 'ban', { sender: ALICE })];
-      given(history).when(send([joinDraft(BOB)])).thenThrows(ForbiddenError, 'banned');
+      given(history)
+        .when(send([joinDraft(BOB)]))
+        .thenThrows(ForbiddenError, 'banned');
     });
   });
 
   describe('peeks the new state ends', () => {
     const NOW = T0 + 1_000;
     // BOB peeks on two devices, DAVE on one, remote.org peeks inbound as p1.
-    const peeked = (): StoredEvent[] => [
-      ...room,
-      devicePeekAt(1, BOB, 'BOBPHONE', T0),
-      devicePeekAt(2, BOB, 'BOBLAPTOP', T0),
-      devicePeekAt(3, DAVE, 'DAVEPC', T0),
-      inboundPeekAt(4, REMOTE, 'p1', T0),
-    ];
+    const peeked = (): StoredEvent[] => [...room, devicePeekAt(1, BOB, 'BOBPHONE', T0), devicePeekAt(2, BOB, 'BOBLAPTOP', T0), devicePeekAt(3, DAVE, 'DAVEPC', T0), inboundPeekAt(4, REMOTE, 'p1', T0)];
 
     it.each(['shared', 'invited', 'joined'])('history_visibility → %s ends every device and inbound peek (visibility_changed)', (hv) => {
       given(peeked())
@@ -279,12 +321,16 @@ describe('SendEvents', () => {
 
     it("another user's join leaves every peek alone", () => {
       const ERIN = '@erin:example.org';
-      given(peeked()).when(send([joinDraft(ERIN)]), { now: NOW }).then({ drafts: [joinDraft(ERIN)] });
+      given(peeked())
+        .when(send([joinDraft(ERIN)]), { now: NOW })
+        .then({ drafts: [joinDraft(ERIN)] });
     });
 
     it('an invite of a peeking user does not end their peek', () => {
       const invite = draft('m.room.member', ALICE, { membership: 'invite' }, DAVE);
-      given(peeked()).when(send([invite]), { now: NOW }).then({ drafts: [invite] });
+      given(peeked())
+        .when(send([invite]), { now: NOW })
+        .then({ drafts: [invite] });
     });
   });
 });
@@ -297,11 +343,15 @@ describe('ReceivePdus', () => {
   const remoteMsg = (seq: number, id: string): StoredEvent => message(seq, id, CAROL, 'hi', { roomId: REMOTE_ROOM, origin: 'federation' });
 
   it('refuses PDUs for a room hosted here (ForbiddenError)', () => {
-    given(room).when(receive(asReceived(room), ROOM)).thenThrows(ForbiddenError, 'this server hosts the room');
+    given(room)
+      .when(receive(asReceived(room), ROOM))
+      .thenThrows(ForbiddenError, 'this server hosts the room');
   });
 
   it('refuses PDUs for a room ID on this server even before the room is known', () => {
-    given([]).when(receive(asReceived(room), ROOM)).thenThrows(ForbiddenError, 'this server hosts the room');
+    given([])
+      .when(receive(asReceived(room), ROOM))
+      .thenThrows(ForbiddenError, 'this server hosts the room');
   });
 
   it('appends the PDUs of an unknown remote room, create first', () => {
@@ -309,7 +359,9 @@ describe('ReceivePdus', () => {
   });
 
   it('drops PDUs before the room create event is known', () => {
-    given([]).when(receive(snapshot.slice(1))).then({ received: [] });
+    given([])
+      .when(receive(snapshot.slice(1)))
+      .then({ received: [] });
   });
 
   it('skips duplicates of known events and within the batch', () => {
@@ -321,7 +373,9 @@ describe('ReceivePdus', () => {
 
   it('refuses events for another room (InvalidInputError)', () => {
     const stray = asReceived([message(40, '$stray', ALICE, 'x')]); // room_id is ROOM
-    given(remoteRoom()).when(receive([...asReceived([remoteMsg(41, '$ok')]), ...stray])).thenThrows(InvalidInputError, 'event $stray is for another room');
+    given(remoteRoom())
+      .when(receive([...asReceived([remoteMsg(41, '$ok')]), ...stray]))
+      .thenThrows(InvalidInputError, 'event $stray is for another room');
   });
 
   describe('peeks a received state change ends', () => {

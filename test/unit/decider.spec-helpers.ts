@@ -214,13 +214,7 @@ export function stateEvent(
 }
 
 /** A stored m.room.member event (sender defaults to the target: a self join/leave). */
-export function member(
-  seq: number,
-  eventId: string,
-  userId: string,
-  membership: string,
-  opts: StoreOptions & { roomId?: string; sender?: string } = {},
-): StoredEvent {
+export function member(seq: number, eventId: string, userId: string, membership: string, opts: StoreOptions & { roomId?: string; sender?: string } = {}): StoredEvent {
   return stateEvent(seq, eventId, 'm.room.member', opts.sender ?? userId, { membership }, userId, opts);
 }
 
@@ -292,20 +286,12 @@ export const device = (userId: string, deviceId: string): PeekRef => ({ kind: 'd
 export const inbound = (server: string, peekId: string): PeekRef => ({ kind: 'inbound', server, peekId });
 export const outbound = (server: string, peekId: string): PeekRef => ({ kind: 'outbound', server, peekId });
 
-export function peekStarted(
-  peek: PeekRef,
-  at: number,
-  extra: { expiresAt?: number; renewalIntervalMs?: number; roomSeq?: number; roomId?: string } = {},
-): PeekStarted {
+export function peekStarted(peek: PeekRef, at: number, extra: { expiresAt?: number; renewalIntervalMs?: number; roomSeq?: number; roomId?: string } = {}): PeekStarted {
   const { roomId = ROOM, ...rest } = extra;
   return { type: 'PeekStarted', v: 1, roomId, peek, at, ...rest };
 }
 
-export function peekRenewed(
-  peek: PeekRef,
-  at: number,
-  extra: { expiresAt?: number; renewalIntervalMs?: number; roomId?: string } = {},
-): PeekRenewed {
+export function peekRenewed(peek: PeekRef, at: number, extra: { expiresAt?: number; renewalIntervalMs?: number; roomId?: string } = {}): PeekRenewed {
   const { roomId = ROOM, ...rest } = extra;
   return { type: 'PeekRenewed', v: 1, roomId, peek, at, ...rest };
 }

@@ -1,25 +1,8 @@
 // The log's unit: envelopes (one message per decision), positions (seq × 1000 + index),
 // legacy bare events, and the per-event shape checks of both stream contracts.
 import { describe, expect, it } from 'vitest';
-import {
-  MAX_EVENTS_PER_ENVELOPE,
-  decodeEnvelope,
-  eachEvent,
-  encodeEnvelope,
-  position,
-  seqOfPosition,
-  storedEvents,
-  throughSeq,
-} from '../../src/events/envelope.ts';
-import {
-  decodePeekEnvelope,
-  decodePeekEvents,
-  encodePeekEvent,
-  peekEventOf,
-  type PeekExpired,
-  type PeekRenewed,
-  type PeekStarted,
-} from '../../src/events/peekEvents.ts';
+import { MAX_EVENTS_PER_ENVELOPE, decodeEnvelope, eachEvent, encodeEnvelope, position, seqOfPosition, storedEvents, throughSeq } from '../../src/events/envelope.ts';
+import { decodePeekEnvelope, decodePeekEvents, encodePeekEvent, peekEventOf, type PeekExpired, type PeekRenewed, type PeekStarted } from '../../src/events/peekEvents.ts';
 import { decodeRoomEnvelope, encodeRoomEvent, roomEventOf, type RoomPduAppended } from '../../src/events/roomEvents.ts';
 
 const ROOM = '!room:example.org';
@@ -105,10 +88,18 @@ describe('encodeEnvelope', () => {
 
   it('refuses an empty envelope and one of more than 1000 events', () => {
     expect(() => encodeEnvelope('cmd', [])).toThrow(RangeError);
-    expect(() => encodeEnvelope('cmd', Array.from({ length: MAX_EVENTS_PER_ENVELOPE + 1 }, () => renewed))).toThrow(RangeError);
+    expect(() =>
+      encodeEnvelope(
+        'cmd',
+        Array.from({ length: MAX_EVENTS_PER_ENVELOPE + 1 }, () => renewed),
+      ),
+    ).toThrow(RangeError);
     // The limits themselves are fine.
     expect(decodePeekEvents(encodeEnvelope('cmd', [renewed]))).toEqual([renewed]);
-    const full = encodeEnvelope('cmd', Array.from({ length: MAX_EVENTS_PER_ENVELOPE }, () => renewed));
+    const full = encodeEnvelope(
+      'cmd',
+      Array.from({ length: MAX_EVENTS_PER_ENVELOPE }, () => renewed),
+    );
     expect(decodePeekEvents(full)).toHaveLength(MAX_EVENTS_PER_ENVELOPE);
   });
 });
@@ -153,7 +144,12 @@ describe('decodeEnvelope', () => {
   });
 
   it('does not convert roomSeq inside an envelope (it is already a position)', () => {
-    const env = decodePeekEnvelope(encodeEnvelope('cmd', [{ ...started, roomSeq: 7001 }, { ...expired, roomSeq: 12 }]));
+    const env = decodePeekEnvelope(
+      encodeEnvelope('cmd', [
+        { ...started, roomSeq: 7001 },
+        { ...expired, roomSeq: 12 },
+      ]),
+    );
     expect(env.events).toEqual([
       { ...started, roomSeq: 7001 },
       { ...expired, roomSeq: 12 },

@@ -182,7 +182,10 @@ describe('contrib/grafana/peekd.json', () => {
       for (const m of expr.matchAll(/histogram_quantile\(\s*([0-9.]+)\s*,\s*(?:sum|max) by \(([^)]*)\)\s*\(rate\(\s*(\w+)/g)) {
         expect(Number(m[1]), where).toBeGreaterThan(0);
         expect(Number(m[1]), where).toBeLessThan(1);
-        expect(m[2]!.split(',').map((s) => s.trim()), where).toContain('le');
+        expect(
+          m[2]!.split(',').map((s) => s.trim()),
+          where,
+        ).toContain('le');
         expect(m[3], where).toMatch(/_bucket$/);
       }
       expect((expr.match(/histogram_quantile\(/g) ?? []).length, where).toBe((expr.match(/histogram_quantile\(\s*[0-9.]+\s*,\s*(?:sum|max) by \([^)]*\ble\b/g) ?? []).length);

@@ -1,15 +1,6 @@
 // Matrix identifier grammar (spec appendix "Identifier Grammar") as src/events/ids.ts checks it.
 import { describe, expect, it } from 'vitest';
-import {
-  isValidDeviceId,
-  isValidPeekId,
-  isValidRoomAlias,
-  isValidRoomId,
-  isValidServerName,
-  isValidUserId,
-  localpartOf,
-  serverOf,
-} from '../../src/events/ids.ts';
+import { isValidDeviceId, isValidPeekId, isValidRoomAlias, isValidRoomId, isValidServerName, isValidUserId, localpartOf, serverOf } from '../../src/events/ids.ts';
 
 /** `sigil + local + ':' + server`, padded in the localpart to exactly `bytes` UTF-8 bytes. */
 function idOfBytes(sigil: string, server: string, bytes: number, fill = 'a'): string {
@@ -65,12 +56,9 @@ describe('server names', () => {
 });
 
 describe('room IDs', () => {
-  it.each(['!abc:example.org', '!a:example.org', '!abc:example.org:8448', '!abc:[::1]:8448', '!abc:1.2.3.4', '!AbC_-.=+/:example.org', '!ünïcode:example.org'])(
-    'accepts %j',
-    (id) => {
-      expect(isValidRoomId(id)).toBe(true);
-    },
-  );
+  it.each(['!abc:example.org', '!a:example.org', '!abc:example.org:8448', '!abc:[::1]:8448', '!abc:1.2.3.4', '!AbC_-.=+/:example.org', '!ünïcode:example.org'])('accepts %j', (id) => {
+    expect(isValidRoomId(id)).toBe(true);
+  });
 
   it.each([
     ['empty', ''],

@@ -16,10 +16,11 @@ function setup() {
   return { barrier, advance, waits };
 }
 
-const wrote = (rooms: number, peeks: number) => ({
-  roomEvents: rooms ? [{ seq: rooms }] : [],
-  peekEvents: peeks ? [{ seq: peeks }] : [],
-}) as never;
+const wrote = (rooms: number, peeks: number) =>
+  ({
+    roomEvents: rooms ? [{ seq: rooms }] : [],
+    peekEvents: peeks ? [{ seq: peeks }] : [],
+  }) as never;
 
 describe('ReadBarrier', () => {
   it('lets a read through at once when nothing acknowledged is missing', async () => {

@@ -194,14 +194,7 @@ describe('the viewer’s own membership event: the membership before it or the o
 });
 
 describe('unknown and absent settings count as shared', () => {
-  it.each([
-    [{ history_visibility: 'bogus' }],
-    [{ history_visibility: 'WORLD_READABLE' }],
-    [{ history_visibility: 5 }],
-    [{}],
-    [null],
-    [undefined],
-  ])('visibilityOf(%j) = shared', (content) => {
+  it.each([[{ history_visibility: 'bogus' }], [{ history_visibility: 'WORLD_READABLE' }], [{ history_visibility: 5 }], [{}], [null], [undefined]])('visibilityOf(%j) = shared', (content) => {
     expect(visibilityOf(content)).toBe('shared');
   });
 

@@ -117,19 +117,17 @@ export async function queryLivePeeks(db: Db, q: LivePeeksQuery): Promise<LivePee
       ...(r.expiresAt !== null ? { expires_at: r.expiresAt } : {}),
       started_seq: r.startedSeq,
     })),
-    ...[...inboundRows.map((r) => ['inbound', r] as const), ...outboundRows.map((r) => ['outbound', r] as const)].map(
-      ([kind, r]): LivePeek => ({
-        kind,
-        room_id: r.roomId,
-        server_name: r.serverName,
-        peek_id: r.peekId,
-        started_at: r.createdAt,
-        renewed_at: r.renewedAt,
-        expires_at: r.expiresAt,
-        renewal_interval_ms: r.renewalIntervalMs,
-        started_seq: r.startedSeq,
-      }),
-    ),
+    ...[...inboundRows.map((r) => ['inbound', r] as const), ...outboundRows.map((r) => ['outbound', r] as const)].map(([kind, r]): LivePeek => ({
+      kind,
+      room_id: r.roomId,
+      server_name: r.serverName,
+      peek_id: r.peekId,
+      started_at: r.createdAt,
+      renewed_at: r.renewedAt,
+      expires_at: r.expiresAt,
+      renewal_interval_ms: r.renewalIntervalMs,
+      started_seq: r.startedSeq,
+    })),
   ];
   // Newest first across the kinds; each kind's query already has the newest `limit`.
   peeks.sort((a, b) => b.started_at - a.started_at || b.started_seq - a.started_seq || PEEK_KINDS.indexOf(a.kind) - PEEK_KINDS.indexOf(b.kind));

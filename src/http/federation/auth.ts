@@ -31,11 +31,7 @@ export function requireServerAuth(ctx: FederationContext) {
     if (!isSignature(auth.sig)) throw unauthorized('the X-Matrix sig is not an ed25519 signature');
     const key = await ctx.keyRing.requestKey(auth.origin, auth.key);
     if (!key) throw unauthorized(`unknown key ${auth.key} of ${auth.origin}`);
-    const ok = verifyRequestSignature(
-      { method: req.method, uri: req.raw.url ?? req.url, origin: auth.origin, destination: ctx.config.serverName, content: req.body },
-      auth,
-      key,
-    );
+    const ok = verifyRequestSignature({ method: req.method, uri: req.raw.url ?? req.url, origin: auth.origin, destination: ctx.config.serverName, content: req.body }, auth, key);
     if (!ok) throw unauthorized('bad X-Matrix signature');
     req.origin = auth.origin;
   };

@@ -77,7 +77,14 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
     const newest = await rooms.newestLiveEvent(roomId);
     if (!newest) return pdus;
     try {
-      const missing = await ctx.history.missingEvents(roomId, origin, [newest.eventId], after.map((p) => p.eventId), MISSING_EVENTS_LIMIT, MISSING_EVENTS_TIMEOUT_MS);
+      const missing = await ctx.history.missingEvents(
+        roomId,
+        origin,
+        [newest.eventId],
+        after.map((p) => p.eventId),
+        MISSING_EVENTS_LIMIT,
+        MISSING_EVENTS_TIMEOUT_MS,
+      );
       return [...missing.filter((m) => !inBatch.has(m.eventId)), ...pdus];
     } catch {
       return pdus;
@@ -111,7 +118,10 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
 
   async function startOrRenewPeek(req: { id: string }, origin: string, roomId: string, peekId: string, roomVersions: string[]) {
     const t = federationsenderInboundPeeks;
-    const [own] = await ctx.db.select({ n: count() }).from(t).where(and(eq(t.roomId, roomId), eq(t.serverName, origin), eq(t.peekId, peekId)));
+    const [own] = await ctx.db
+      .select({ n: count() })
+      .from(t)
+      .where(and(eq(t.roomId, roomId), eq(t.serverName, origin), eq(t.peekId, peekId)));
     if (Number(own?.n ?? 0) === 0) {
       const [live] = await ctx.db.select({ n: count() }).from(t).where(eq(t.serverName, origin));
       if (Number(live?.n ?? 0) >= ctx.config.maxInboundPeeksPerServer) {

@@ -142,7 +142,12 @@ export function registerCreateRoomRoute(app: FastifyInstance, ctx: ClientContext
         if (inserted.length === 0) throw new MatrixError(400, 'M_ROOM_IN_USE', 'that room alias is taken');
       }
       try {
-        await clientWrite(ctx, req, sessionOf(req), { type: 'CreateRoom', roomId, roomVersion: ROOM_VERSION, events: createRoomDrafts(userId, body, alias, (await readProfile(ctx.db, userId)) ?? {}) });
+        await clientWrite(ctx, req, sessionOf(req), {
+          type: 'CreateRoom',
+          roomId,
+          roomVersion: ROOM_VERSION,
+          events: createRoomDrafts(userId, body, alias, (await readProfile(ctx.db, userId)) ?? {}),
+        });
       } catch (err) {
         if (alias) await ctx.db.delete(roomAliases).where(eq(roomAliases.alias, alias));
         throw err;
