@@ -1,4 +1,5 @@
 // A minimal Matrix client for tests: real HTTP, JSON in and out.
+import { expect } from 'vitest';
 export interface MatrixResponse<T = any> {
   status: number;
   body: T;
@@ -182,4 +183,23 @@ export async function audit(baseUrl: string, adminToken: string, query: Record<s
   const r = await request(baseUrl, 'GET', `/_peekd/admin/v1/audit?${new URLSearchParams(query)}`, { token: adminToken });
   if (r.status !== 200) throw new Error(`audit: ${r.status} ${JSON.stringify(r.body)}`);
   return r.body.events;
+}
+
+/** A Matrix error: this status and errcode, a string `error`, served as JSON. */
+export function expectError(r: { status: number; body: any; headers: Headers }, status: number, errcode: string): void {
+  expect({ status: r.status, errcode: r.body?.errcode }).toEqual({ status, errcode });
+  expect(typeof r.body.error).toBe('string');
+  expect(r.headers.get('content-type')).toMatch(/^application\/json/);
+}
+
+/** A new guest account (POST /register?kind=guest). */
+export async function registerGuest(baseUrl: string): Promise<TestUser> {
+  const r = await request(baseUrl, 'POST', '/_matrix/client/v3/register?kind=guest', { body: {} });
+  if (r.status !== 200) throw new Error(`guest registration: ${r.status} ${JSON.stringify(r.body)}`);
+  return new TestUser(baseUrl, r.body.user_id, r.body.device_id, r.body.access_token);
+}
+
+/** The user's current member event in the room (the whole event). */
+export function memberEvent(reader: TestUser, roomId: string, userId: string): Promise<any> {
+  return reader.ok('GET', `/_matrix/client/v3/rooms/${enc(roomId)}/state/m.room.member/${enc(userId)}?format=event`);
 }

@@ -7,7 +7,7 @@ import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rowsOf } from '../../src/store/db.ts';
 import { startTestPeekd } from '../helpers/peekd.ts';
-import { enc, request, roomsIn, TestUser } from '../helpers/matrix.ts';
+import { enc, expectError, request, roomsIn, TestUser } from '../helpers/matrix.ts';
 
 let hs: Awaited<ReturnType<typeof startTestPeekd>>;
 let url: string;
@@ -40,12 +40,6 @@ async function footprint(): Promise<Record<string, number>> {
   const jsm = await jetstreamManager(hs.peekd.nc);
   for (const kind of ['rooms', 'peeks'] as const) out[`stream:${kind}`] = (await jsm.streams.info(hs.peekd.naming.streamName(kind))).state.messages;
   return out;
-}
-
-function expectError(r: { status: number; body: any; headers: Headers }, status: number, errcode: string) {
-  expect({ status: r.status, errcode: r.body?.errcode }).toEqual({ status, errcode });
-  expect(typeof r.body.error).toBe('string');
-  expect(r.headers.get('content-type')).toMatch(/^application\/json/);
 }
 
 describe('accounts and devices', () => {

@@ -3,7 +3,7 @@
 // spec's errors for everything else — with nothing written.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestPeekd } from '../helpers/peekd.ts';
-import { enc, request, TestUser, type MatrixResponse } from '../helpers/matrix.ts';
+import { enc, expectError, memberEvent, request, TestUser } from '../helpers/matrix.ts';
 
 let hs: Awaited<ReturnType<typeof startTestPeekd>>;
 let url: string;
@@ -20,15 +20,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await hs?.dropAll();
 });
-
-function expectError(r: MatrixResponse, status: number, errcode: string) {
-  expect({ status: r.status, errcode: r.body?.errcode }).toEqual({ status, errcode });
-  expect(typeof r.body.error).toBe('string');
-}
-
-async function memberEvent(reader: TestUser, roomId: string, userId: string): Promise<any> {
-  return reader.ok('GET', v3(`/rooms/${enc(roomId)}/state/m.room.member/${enc(userId)}?format=event`));
-}
 
 /** A public room by a new alice (power 100), with bob (moderator, 50) and carol (0) joined. */
 async function moderatedRoom() {

@@ -4,7 +4,7 @@
 // the custom keys a client put in its join.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestPeekd } from '../helpers/peekd.ts';
-import { enc, request, TestUser, type MatrixResponse } from '../helpers/matrix.ts';
+import { enc, expectError, memberEvent, request, TestUser } from '../helpers/matrix.ts';
 
 let hs: Awaited<ReturnType<typeof startTestPeekd>>;
 let url: string;
@@ -21,16 +21,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await hs?.dropAll();
 });
-
-function expectError(r: MatrixResponse, status: number, errcode: string) {
-  expect({ status: r.status, errcode: r.body?.errcode }).toEqual({ status, errcode });
-  expect(typeof r.body.error).toBe('string');
-}
-
-/** The user's current member event in the room (the whole event). */
-async function memberEvent(reader: TestUser, roomId: string, userId: string): Promise<any> {
-  return reader.ok('GET', v3(`/rooms/${enc(roomId)}/state/m.room.member/${enc(userId)}?format=event`));
-}
 
 /** The m.room.member events of `userId` in the room's timeline, oldest first. */
 async function memberEventsOf(reader: TestUser, roomId: string, userId: string): Promise<any[]> {

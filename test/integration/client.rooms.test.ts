@@ -4,7 +4,7 @@
 // (third-party protocols, TURN), and what guests may do with all of these.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestPeekd } from '../helpers/peekd.ts';
-import { enc, request, TestUser, type MatrixResponse } from '../helpers/matrix.ts';
+import { enc, expectError, registerGuest, request, TestUser } from '../helpers/matrix.ts';
 
 let hs: Awaited<ReturnType<typeof startTestPeekd>>;
 let url: string;
@@ -21,17 +21,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await hs?.dropAll();
 });
-
-function expectError(r: MatrixResponse, status: number, errcode: string) {
-  expect({ status: r.status, errcode: r.body?.errcode }).toEqual({ status, errcode });
-  expect(typeof r.body.error).toBe('string');
-}
-
-async function registerGuest(): Promise<TestUser> {
-  const r = await request(url, 'POST', v3('/register?kind=guest'), { body: {} });
-  if (r.status !== 200) throw new Error(`guest registration: ${r.status} ${JSON.stringify(r.body)}`);
-  return new TestUser(url, r.body.user_id, r.body.device_id, r.body.access_token);
-}
 
 describe('state', () => {
   it('setting state to exactly what it is writes nothing and answers the current event ID; another sender or content writes a new event', async () => {
@@ -167,7 +156,7 @@ describe('guests', () => {
 
   beforeAll(async () => {
     alice = await user('alice');
-    guest = await registerGuest();
+    guest = await registerGuest(url);
     const created = await alice.createRoom({
       preset: 'public_chat',
       room_alias_name: `guests${++n}`,
@@ -208,7 +197,7 @@ describe('guests', () => {
   });
 
   it('a display name change shows in the member events of the rooms the guest is in; an avatar is refused', async () => {
-    const other = await registerGuest();
+    const other = await registerGuest(url);
     await other.ok('POST', v3(`/rooms/${enc(open)}/join`), {});
     expect(await other.ok('GET', v3(`/rooms/${enc(open)}/state/m.room.member/${enc(other.userId)}`))).toEqual({ membership: 'join' });
     await other.ok('PUT', v3(`/profile/${enc(other.userId)}/displayname`), { displayname: 'Visitor' });

@@ -5,19 +5,13 @@
 // the upgrade to a full account that keeps the user ID; PEEKD_GUEST_ACCESS=off.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestPeekd } from '../helpers/peekd.ts';
-import { enc, request, TestUser } from '../helpers/matrix.ts';
+import { enc, registerGuest, request, TestUser } from '../helpers/matrix.ts';
 
 let hs: Awaited<ReturnType<typeof startTestPeekd>>;
 let url: string;
 let alice: TestUser;
 const v3 = (path: string) => `/_matrix/client/v3${path}`;
 const MSC2753 = '/_matrix/client/unstable/org.matrix.msc2753';
-
-async function registerGuest(baseUrl = url): Promise<TestUser> {
-  const r = await request(baseUrl, 'POST', v3('/register?kind=guest'), { body: {} });
-  if (r.status !== 200) throw new Error(`guest registration: ${r.status} ${JSON.stringify(r.body)}`);
-  return new TestUser(baseUrl, r.body.user_id, r.body.device_id, r.body.access_token);
-}
 
 beforeAll(async () => {
   hs = await startTestPeekd();
@@ -44,7 +38,7 @@ describe('guest registration', () => {
   });
 
   it('each guest is a new user', async () => {
-    const [a, b] = await Promise.all([registerGuest(), registerGuest()]);
+    const [a, b] = await Promise.all([registerGuest(url), registerGuest(url)]);
     expect(a.userId).not.toBe(b.userId);
   });
 
@@ -61,7 +55,7 @@ describe('what a guest may do', () => {
   let message: string;
 
   beforeAll(async () => {
-    guest = await registerGuest();
+    guest = await registerGuest(url);
     readable = (await alice.createWorldReadableRoom({ name: 'lobby' })).room_id;
     message = await alice.send(readable, 'hello, guests');
   });
@@ -139,7 +133,7 @@ describe('what a guest may do', () => {
 
   it('leaves the rooms whose guest_access stops being can_join (the server sets its membership to leave)', async () => {
     const room = (await alice.createRoom({ preset: 'public_chat', initial_state: [{ type: 'm.room.guest_access', state_key: '', content: { guest_access: 'can_join' } }] })).room_id;
-    const other = await registerGuest();
+    const other = await registerGuest(url);
     await other.ok('POST', v3(`/rooms/${enc(room)}/join`), {});
     const bob = await TestUser.register(url, `bob${Date.now()}`);
     await bob.ok('POST', v3(`/rooms/${enc(room)}/join`), {});
@@ -167,7 +161,7 @@ describe('what a guest may not do: 403 M_GUEST_ACCESS_FORBIDDEN, nothing changed
   let room: string;
 
   beforeAll(async () => {
-    guest = await registerGuest();
+    guest = await registerGuest(url);
     room = (await alice.createWorldReadableRoom()).room_id;
   });
 
@@ -201,7 +195,7 @@ describe('what a guest may not do: 403 M_GUEST_ACCESS_FORBIDDEN, nothing changed
 
 describe('upgrading a guest to a full account', () => {
   it('registering with guest_access_token keeps the user ID; the guest is a full account from then on', async () => {
-    const guest = await registerGuest();
+    const guest = await registerGuest(url);
     const localpart = guest.userId.slice(1, guest.userId.indexOf(':'));
     const r = await request(url, 'POST', v3('/register'), { body: { username: localpart, password: 'a new password', guest_access_token: guest.token, auth: { type: 'm.login.dummy' } } });
     expect(r.status).toBe(200);
@@ -221,7 +215,7 @@ describe('upgrading a guest to a full account', () => {
   });
 
   it('refuses another user name (400 M_INVALID_PARAM), an unknown token (401 M_UNKNOWN_TOKEN), and leaves the guest a guest', async () => {
-    const guest = await registerGuest();
+    const guest = await registerGuest(url);
     const other = await request(url, 'POST', v3('/register'), { body: { username: 'someoneelse', password: 'pw', guest_access_token: guest.token, auth: { type: 'm.login.dummy' } } });
     expect(other.status).toBe(400);
     expect(other.body.errcode).toBe('M_INVALID_PARAM');

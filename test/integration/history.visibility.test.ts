@@ -10,7 +10,7 @@ import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rowsOf } from '../../src/store/db.ts';
 import { startTestPeekd } from '../helpers/peekd.ts';
-import { auditUntil, enc, request, roomsIn, TestUser, type MatrixResponse } from '../helpers/matrix.ts';
+import { auditUntil, enc, expectError, request, roomsIn, TestUser } from '../helpers/matrix.ts';
 
 const ADMIN = 'admin-secret-visibility-tests';
 const SETTINGS = ['joined', 'invited', 'shared', 'world_readable'] as const;
@@ -142,11 +142,6 @@ async function paginate(reader: TestUser, roomId: string, dir: 'b' | 'f', from?:
     from = body.end;
   }
   throw new Error('/messages never ended');
-}
-
-function expectError(r: MatrixResponse, status: number, errcode: string): void {
-  expect({ status: r.status, errcode: r.body?.errcode }).toEqual({ status, errcode });
-  expect(typeof r.body.error).toBe('string');
 }
 
 /**
