@@ -109,6 +109,8 @@ export class HostileHttp {
 export type WriteFingerprint = Record<string, number>;
 
 const DIRECT_TABLES = ['accounts', 'devices', 'access_tokens', 'filters', 'room_aliases'] as const;
+/** A fingerprint key naming a table digest (`WriteCounter`'s `digestTables`). */
+const DIGEST_SUFFIX = '_digest';
 
 /**
  * Counts writes: every room and peek change goes through a room actor into the ROOMS or
@@ -117,28 +119,40 @@ const DIRECT_TABLES = ['accounts', 'devices', 'access_tokens', 'filters', 'room_
  */
 export class WriteCounter {
   private jsm?: JetStreamManager;
-  constructor(private readonly peekd: () => Peekd) {}
+  /**
+   * `digestTables`: tables whose rows are upserted in place (profiles, presence, account
+   * data, the room directory), where a row count cannot tell a write: a digest of their
+   * whole content is compared instead (a change counts as one write). Small tables only.
+   */
+  constructor(
+    private readonly peekd: () => Peekd,
+    private readonly opts: { digestTables?: readonly string[] } = {},
+  ) {}
 
   async snapshot(): Promise<WriteFingerprint> {
     const p = this.peekd();
     this.jsm ??= await jetstreamManager(p.nc);
+    const digests = (this.opts.digestTables ?? []).map(
+      (t) => `(SELECT ('x' || substr(md5(coalesce(string_agg(r::text, '|' ORDER BY r::text), '')), 1, 8))::bit(32)::int FROM ${t} r) AS ${t}${DIGEST_SUFFIX}`,
+    );
     const [rooms, peeks, rows] = await Promise.all([
       this.jsm.streams.info(p.naming.streamName('rooms')),
       this.jsm.streams.info(p.naming.streamName('peeks')),
-      p.database.db.execute(sql.raw(`SELECT ${DIRECT_TABLES.map((t) => `(SELECT count(*)::int FROM ${t}) AS ${t}`).join(', ')}`)),
+      p.database.db.execute(sql.raw(`SELECT ${[...DIRECT_TABLES.map((t) => `(SELECT count(*)::int FROM ${t}) AS ${t}`), ...digests].join(', ')}`)),
     ]);
     const counts = rowsOf<Record<string, number>>(rows)[0] ?? {};
     const out: WriteFingerprint = { rooms_stream: rooms.state.last_seq, peeks_stream: peeks.state.last_seq };
     for (const t of DIRECT_TABLES) out[t] = Number(counts[t] ?? 0);
+    for (const t of this.opts.digestTables ?? []) out[`${t}${DIGEST_SUFFIX}`] = Number(counts[`${t}${DIGEST_SUFFIX}`] ?? 0);
     return out;
   }
 
-  /** Stream messages appended plus table rows added or removed between two snapshots. */
+  /** Stream messages appended plus table rows added or removed (or digested tables changed) between two snapshots. */
   static delta(a: WriteFingerprint, b: WriteFingerprint): { total: number; detail: Record<string, number> } {
     const detail: Record<string, number> = {};
     let total = 0;
     for (const k of Object.keys(b)) {
-      const d = Math.abs((b[k] ?? 0) - (a[k] ?? 0));
+      const d = k.endsWith(DIGEST_SUFFIX) ? (b[k] === a[k] ? 0 : 1) : Math.abs((b[k] ?? 0) - (a[k] ?? 0));
       if (d !== 0) detail[k] = d;
       total += d;
     }
@@ -275,6 +289,8 @@ export interface FieldSpec {
   type: FieldType;
   /** An item of the right type for huge arrays (default: 'x' for string arrays, {} for object arrays). */
   item?: (i: number) => unknown;
+  /** The endpoint reads `null` as the field left out (no wrong type then). */
+  nullable?: boolean;
 }
 
 export interface Baseline {
@@ -892,10 +908,11 @@ function typeOf(v: unknown): FieldType[] {
   return [];
 }
 
-/** A JSON value that is not of `type`. */
-export function wrongTypeValue(type: FieldType): fc.Arbitrary<unknown> {
-  const pool = JSON_SCALARS.filter((v) => !typeOf(v).includes(type));
-  const arbs = [{ weight: 4, arbitrary: fc.constantFrom(...pool) }, { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 2 }).filter((v) => !typeOf(v).includes(type)) }];
+/** A JSON value that is not of `type` (nor null, when the field is `nullable`). */
+export function wrongTypeValue(type: FieldType, opts: { nullable?: boolean } = {}): fc.Arbitrary<unknown> {
+  const wrong = (v: unknown) => !typeOf(v).includes(type) && !(opts.nullable && v === null);
+  const pool = JSON_SCALARS.filter(wrong);
+  const arbs = [{ weight: 4, arbitrary: fc.constantFrom(...pool) }, { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 2 }).filter(wrong) }];
   // An array whose items are of the wrong type: the array passes a check of its own type.
   if (type === 'stringArray') arbs.push({ weight: 4, arbitrary: fc.constantFrom<unknown>([1], [null], [{}], [[]], ['ok', 2]) });
   if (type === 'objectArray') arbs.push({ weight: 4, arbitrary: fc.constantFrom<unknown>([1], [null], ['x'], [[]], [{}, 2]) });
@@ -1118,7 +1135,7 @@ export function mutationArb(ep: Endpoint, kind: MutationKind, ctx: GenContext): 
           ? untyped
           : fc.oneof(
               untyped,
-              fc.integer({ min: 0, max: typed.length - 1 }).chain((i) => fc.record({ field: fc.constant(String(typed[i]!.path[0])), value: wrongTypeValue(typed[i]!.type), wrongLast: fc.boolean() })),
+              fc.integer({ min: 0, max: typed.length - 1 }).chain((i) => fc.record({ field: fc.constant(String(typed[i]!.path[0])), value: wrongTypeValue(typed[i]!.type, { nullable: typed[i]!.nullable }), wrongLast: fc.boolean() })),
             );
       return arb.map((r): Mutation => ({ kind: 'dupKeys', ...r }));
     }
@@ -1174,7 +1191,7 @@ export function mutationArb(ep: Endpoint, kind: MutationKind, ctx: GenContext): 
 
 /** One field of the wrong type. */
 export function fieldTypeArb(spec: FieldSpec): fc.Arbitrary<Mutation> {
-  return wrongTypeValue(spec.type).map((value): Mutation => ({ kind: 'fieldType', field: spec.path, value }));
+  return wrongTypeValue(spec.type, { nullable: spec.nullable }).map((value): Mutation => ({ kind: 'fieldType', field: spec.path, value }));
 }
 
 // --- running ------------------------------------------------------------------------------
