@@ -63,6 +63,11 @@ describe('GET and PUT account data', () => {
       const r = await request(hs.url, 'PUT', global(alice, 'org.example.bad'), { token: alice.token, rawBody: JSON.stringify(body) });
       expect([r.status, r.body.errcode], JSON.stringify(body)).toEqual([400, 'M_BAD_JSON']);
     }
+    // A number beyond any float (JSON.parse reads Infinity) would be stored as null.
+    for (const rawBody of ['{"a":1e999}', '{"a":[{"b":-1e999}]}']) {
+      const r = await request(hs.url, 'PUT', global(alice, 'org.example.bad'), { token: alice.token, rawBody });
+      expect([r.status, r.body.errcode], rawBody).toEqual([400, 'M_BAD_JSON']);
+    }
     const notJson = await request(hs.url, 'PUT', global(alice, 'org.example.bad'), { token: alice.token, rawBody: '{"a":' });
     expect([notJson.status, notJson.body.errcode]).toEqual([400, 'M_NOT_JSON']);
     for (const [method, path] of [

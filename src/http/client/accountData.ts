@@ -3,7 +3,7 @@
 // takes the next client-data position and wakes the user's /sync (src/syncapi/clientData.ts).
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { isValidRoomId, isValidUserId } from '../../events/ids.ts';
-import { forbidden, invalidParam, MatrixError, notFound } from '../errors.ts';
+import { badJson, forbidden, invalidParam, MatrixError, notFound } from '../errors.ts';
 import { requireAuth, sessionOf } from './auth.ts';
 import type { ClientContext } from './context.ts';
 import { clientRoute } from './prefixes.ts';
@@ -79,9 +79,19 @@ export function registerAccountDataRoutes(app: FastifyInstance, ctx: ClientConte
       handler: async (req) => {
         const { userId, roomId, type } = target(req);
         if (SERVER_CONTROLLED.has(type)) throw new MatrixError(405, 'M_BAD_JSON', `cannot set ${type} through this API`);
+        // A number JSON.parse read as ±Infinity (1e999) would be stored as null: refuse it.
+        if (!finiteNumbers(req.body)) throw badJson('numbers must be finite');
         await ctx.sync.putAccountData(userId, roomId, type, req.body as Record<string, unknown>);
         return {};
       },
     });
   }
+}
+
+/** Whether every number in a parsed JSON value is finite. */
+function finiteNumbers(value: unknown): boolean {
+  if (typeof value === 'number') return Number.isFinite(value);
+  if (Array.isArray(value)) return value.every(finiteNumbers);
+  if (typeof value === 'object' && value !== null) return Object.values(value).every(finiteNumbers);
+  return true;
 }
