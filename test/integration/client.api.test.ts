@@ -94,12 +94,20 @@ describe('accounts and devices', () => {
   it('refuses a taken or invalid user name', async () => {
     const taken = await request(url, 'POST', v3('/register'), { body: { username: 'alice', password: 'x', auth: { type: 'm.login.dummy' } } });
     expectError(taken, 400, 'M_USER_IN_USE');
-    for (const username of ['Alice', 'has space', 'a:b', 'x'.repeat(250), 'y'.repeat(300), '']) {
+    // A name is taken in lowercase: 'ALICE' is alice, taken.
+    expectError(await request(url, 'POST', v3('/register'), { body: { username: 'ALICE', password: 'x', auth: { type: 'm.login.dummy' } } }), 400, 'M_USER_IN_USE');
+    for (const username of ['has space', 'a:b', 'x'.repeat(250), 'y'.repeat(300), '']) {
       const before = await footprint();
       const r = await request(url, 'POST', v3('/register'), { body: { username, password: 'x', auth: { type: 'm.login.dummy' } } });
       expectError(r, 400, 'M_INVALID_USERNAME');
       expect(await footprint()).toEqual(before);
     }
+  });
+
+  it('registers a requested name with capitals in lowercase', async () => {
+    const r = await request(url, 'POST', v3('/register'), { body: { username: 'user-UPPER', password: 'x', auth: { type: 'm.login.dummy' } } });
+    expect(r.status).toBe(200);
+    expect(r.body.user_id).toBe(`@user-upper:${hs.serverName}`);
   });
 
   it('logs in with identifier.user as localpart or full user ID, and with the legacy top-level user', async () => {

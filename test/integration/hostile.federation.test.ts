@@ -185,7 +185,7 @@ function applyPduMutation(m: PduMutation, base: { body?: unknown }): { body: unk
     case 'foreignSignature': {
       const { hashes: _h, signatures: _s, ...rest } = fresh.pdu;
       const pdu = hashAndSignPdu(rest, F.name, otherKeyWithFsId());
-      return { body: { ...body, pdus: [pdu] }, summary: 'signed with F\'s key ID but another key' };
+      return { body: { ...body, pdus: [pdu] }, summary: "signed with F's key ID but another key" };
     }
     case 'hugeContent': {
       const big = remote.build('m.room.message', { msgtype: 'm.text', body: 'x'.repeat(m.size) });
@@ -239,11 +239,26 @@ function endpoints(): Endpoint[] {
   ];
   return [
     { name: 'GET /_matrix/key/v2/server', method: 'GET', prefixes: [''], path: '/_matrix/key/v2/server', auth: 'none', baseline: () => ({}) },
-    { name: 'GET /_matrix/key/v2/server/{keyId}', method: 'GET', prefixes: [''], path: '/_matrix/key/v2/server/{keyId}', params: { keyId: 'keyId' }, auth: 'none', baseline: () => ({ params: { keyId: 'ed25519:auto' } }) },
+    {
+      name: 'GET /_matrix/key/v2/server/{keyId}',
+      method: 'GET',
+      prefixes: [''],
+      path: '/_matrix/key/v2/server/{keyId}',
+      params: { keyId: 'keyId' },
+      auth: 'none',
+      baseline: () => ({ params: { keyId: 'ed25519:auto' } }),
+    },
     { name: 'GET /version', method: 'GET', prefixes: [FED], path: '/version', auth: 'none', baseline: () => ({}) },
     peekEndpoint('PUT /peek/{roomId}/{peekId}', 'PUT', '', {
       query: ['ver'],
-      baseline: (n) => ({ params: { roomId: hostedRoom, peekId: `h${n.toString(36)}`.slice(0, 8) }, query: [['ver', '10'], ['ver', '9']], body: {} }),
+      baseline: (n) => ({
+        params: { roomId: hostedRoom, peekId: `h${n.toString(36)}`.slice(0, 8) },
+        query: [
+          ['ver', '10'],
+          ['ver', '9'],
+        ],
+        body: {},
+      }),
       after: (res, _b, sent) => {
         const peekId = peekOf(sent);
         if (ok(res) && peekId !== undefined && sent.req.method === 'PUT') {
@@ -326,7 +341,13 @@ function endpoints(): Endpoint[] {
       params: { roomId: 'roomId' },
       query: ['v', 'limit'],
       auth: 'server',
-      baseline: () => ({ params: { roomId: hostedRoom }, query: [['v', hostedMessage], ['limit', '10']] }),
+      baseline: () => ({
+        params: { roomId: hostedRoom },
+        query: [
+          ['v', hostedMessage],
+          ['limit', '10'],
+        ],
+      }),
       allowedWrites: () => 0,
     },
     {
@@ -426,7 +447,10 @@ function authorize(ep: Endpoint, built: BuiltRequest, m: Mutation): void {
   let unsignable = false;
   const sign = (over: { origin?: string; destination?: string; uri?: string; content?: unknown; key?: typeof F.key } = {}) => {
     try {
-      return signRequest({ method: built.req.method, uri: over.uri ?? uri, origin: over.origin ?? F.name, destination: over.destination ?? A.name, content: 'content' in over ? over.content : content }, over.key ?? F.key);
+      return signRequest(
+        { method: built.req.method, uri: over.uri ?? uri, origin: over.origin ?? F.name, destination: over.destination ?? A.name, content: 'content' in over ? over.content : content },
+        over.key ?? F.key,
+      );
     } catch {
       // The content is not canonical JSON (a lone surrogate, a float): no server can sign
       // it, so F signs nothing and the request may be refused as unauthenticated.
@@ -451,7 +475,8 @@ function authorize(ep: Endpoint, built: BuiltRequest, m: Mutation): void {
   if (m.kind !== 'xmatrix') {
     headers.authorization = sign();
     const e = built.expect;
-    if (unsignable && e && !e.status.includes(401)) built.expect = { why: `${e.why} (content no server can sign)`, status: [...e.status, 401], errcode: e.errcode ? [...e.errcode, 'M_UNAUTHORIZED'] : undefined };
+    if (unsignable && e && !e.status.includes(401))
+      built.expect = { why: `${e.why} (content no server can sign)`, status: [...e.status, 401], errcode: e.errcode ? [...e.errcode, 'M_UNAUTHORIZED'] : undefined };
     return;
   }
   const good = sign();
@@ -582,16 +607,25 @@ describe('the endpoint table', () => {
 
 describe('hostile input per endpoint, signed by F', () => {
   for (const ep of table) {
-    it(ep.name, async () => {
-      const failures = await attackEndpoint(ep, ctx, (kind) => (kind === 'custom' ? PDU_RUNS : kind === 'param' || kind === 'xmatrix' ? PARAM_RUNS : RUNS), 8_000 * SCALE);
-      if (failures.length > 0) throw new Error(formatFailures(failures));
-    }, 120_000 * SCALE);
+    it(
+      ep.name,
+      async () => {
+        const failures = await attackEndpoint(ep, ctx, (kind) => (kind === 'custom' ? PDU_RUNS : kind === 'param' || kind === 'xmatrix' ? PARAM_RUNS : RUNS), 8_000 * SCALE);
+        if (failures.length > 0) throw new Error(formatFailures(failures));
+      },
+      120_000 * SCALE,
+    );
   }
 });
 
 describe('per-kind sweep across all endpoints', () => {
   const kinds: MutationKind[] = ['bytes', 'invalidUtf8', 'notJson', 'nonObject', 'fieldType', 'oddString', 'missing', 'huge', 'deep', 'dupKeys', 'values', 'contentType', 'query', 'xmatrix', 'custom'];
-  const segClasses: SegClass[][] = [['overlong', 'veryLong'], ['malformed', 'empty'], ['badEncoding', 'rawBytes'], ['nul', 'traversal', 'random']];
+  const segClasses: SegClass[][] = [
+    ['overlong', 'veryLong'],
+    ['malformed', 'empty'],
+    ['badEncoding', 'rawBytes'],
+    ['nul', 'traversal', 'random'],
+  ];
   const sweeps: { label: string; kind: MutationKind; classes?: SegClass[]; unsigned?: boolean }[] = [
     ...kinds.map((kind) => ({ label: kind, kind })),
     ...segClasses.map((classes) => ({ label: `param: ${classes.join(', ')}`, kind: 'param' as const, classes })),
@@ -599,16 +633,20 @@ describe('per-kind sweep across all endpoints', () => {
     ...(['bytes', 'notJson', 'nonObject', 'fieldType', 'huge', 'deep', 'custom', 'param', 'query'] as MutationKind[]).map((kind) => ({ label: `unsigned: ${kind}`, kind, unsigned: true })),
   ];
   for (const sweep of sweeps) {
-    it(sweep.label, async () => {
-      const eps = table.filter((e) => !sweep.unsigned || e.auth === 'server');
-      unsigned = sweep.unsigned ?? false;
-      try {
-        const f = await sweepKind(sweep.label, eps, sweep.kind, ctx, { ...genContext(), segClasses: sweep.classes }, { numRuns: SWEEP_RUNS, timeLimitMs: 15_000 * SCALE });
-        if (f) throw new Error(formatFailures([f]));
-      } finally {
-        unsigned = false;
-      }
-    }, 120_000 * SCALE);
+    it(
+      sweep.label,
+      async () => {
+        const eps = table.filter((e) => !sweep.unsigned || e.auth === 'server');
+        unsigned = sweep.unsigned ?? false;
+        try {
+          const f = await sweepKind(sweep.label, eps, sweep.kind, ctx, { ...genContext(), segClasses: sweep.classes }, { numRuns: SWEEP_RUNS, timeLimitMs: 15_000 * SCALE });
+          if (f) throw new Error(formatFailures([f]));
+        } finally {
+          unsigned = false;
+        }
+      },
+      120_000 * SCALE,
+    );
   }
 });
 

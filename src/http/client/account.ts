@@ -68,6 +68,8 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext):
         auth?: { type?: unknown; session?: unknown };
         guest_access_token?: string;
       };
+      // User IDs are lowercase: a requested name is taken in lowercase (as Synapse does).
+      if (typeof body.username === 'string') body.username = body.username.toLowerCase();
       if (q.kind !== undefined && q.kind !== 'user' && q.kind !== 'guest') throw new MatrixError(400, 'M_INVALID_PARAM', 'kind must be "user" or "guest"');
       // Closed: every call answers 403, guests' included, and the first one that asks for the flows.
       if (ctx.config.registration === 'closed') throw registrationClosed();

@@ -151,8 +151,9 @@ export function registerPreviewRoutes(app: FastifyInstance, ctx: ClientContext):
         ...(membership !== null && MEMBERSHIPS.has(membership) ? { membership } : {}),
         messages: {
           chunk: clientEvents(shown, now, session),
-          // Where /messages goes on backwards; left out when the room has nothing older.
-          ...(slice.limited && first ? { start: formatTopologicalToken(positionOf(first)) } : {}),
+          // Where /messages goes on backwards (always given, as clients expect the key: with
+          // nothing shown it is the same place as end).
+          start: first ? formatTopologicalToken(positionOf(first)) : formatSyncToken({ rooms: bound, peeks: upto.peeks }),
           end: formatSyncToken({ rooms: bound, peeks: upto.peeks }),
         },
         state: clientEvents(state, now),
@@ -171,9 +172,15 @@ export function registerPreviewRoutes(app: FastifyInstance, ctx: ClientContext):
       const session = sessionOf(req);
       const { userId, deviceId } = session;
       const q = req.query as { room_id?: string; from?: string; timeout?: string };
-      if (q.room_id === undefined || q.room_id === '') {
-        throw invalidParam('peekd serves GET /events only for one room (a room preview): give room_id; for all your rooms use /sync');
-      }
+      const abortOnClose = (): AbortSignal => {
+        const abort = new AbortController();
+        reply.raw.once('close', () => {
+          if (!reply.raw.writableFinished) abort.abort();
+        });
+        if (req.raw.socket?.destroyed) abort.abort();
+        return abort.signal;
+      };
+      if (q.room_id === undefined || q.room_id === '') return allRoomsEvents(ctx, session, q.from, parseTimeout(q.timeout), abortOnClose());
       const roomId = requireRoomId(q.room_id);
       let from: number | undefined;
       if (q.from !== undefined && q.from !== '') {
@@ -189,11 +196,7 @@ export function registerPreviewRoutes(app: FastifyInstance, ctx: ClientContext):
         await keepDevicePeek(ctx, req, session, roomId);
         ctx.remote?.deviceSynced(userId, deviceId);
       }
-      const abort = new AbortController();
-      reply.raw.once('close', () => {
-        if (!reply.raw.writableFinished) abort.abort();
-      });
-      if (req.raw.socket?.destroyed) abort.abort();
+      const signal = abortOnClose();
 
       // A peeker's poll waits at most half a peek lifetime, so that a device that keeps
       // polling renews its peek well before it runs out.
@@ -231,12 +234,61 @@ export function registerPreviewRoutes(app: FastifyInstance, ctx: ClientContext):
         }
         if (full) continue; // hidden events only, and more to read
         const remaining = deadline - ctx.clock.now();
-        if (remaining <= 0 || abort.signal.aborted) return answer();
+        if (remaining <= 0 || signal.aborted) return answer();
         // Wait for something in this room, unless the projection moved on meanwhile.
         if (ctx.sync.positions().rooms !== upto.rooms) continue;
-        const woken = await ctx.sync.waitForNews({ userId, deviceId, roomIds: [roomId] }, remaining, abort.signal);
+        const woken = await ctx.sync.waitForNews({ userId, deviceId, roomIds: [roomId] }, remaining, signal);
         if (woken === false) return answer();
       }
     },
   });
+}
+
+/**
+ * GET /events without room_id (deprecated, kept for old clients and test suites): the events
+ * of the rooms the user has joined, after `from` (default: now), long-polled like /sync. No
+ * presence, typing or receipts here: /sync carries those.
+ */
+async function allRoomsEvents(ctx: ClientContext, session: Session, fromRaw: string | undefined, timeoutMs: number, signal: AbortSignal) {
+  const { userId, deviceId } = session;
+  let after: number;
+  if (fromRaw !== undefined && fromRaw !== '') {
+    const token = parseSyncToken(fromRaw);
+    if (!token) throw invalidParam('unknown from token: give the end of the previous /events or a /sync next_batch');
+    after = token.rooms;
+  } else {
+    after = ctx.sync.positions().rooms;
+  }
+  const start = formatSyncToken({ rooms: after, peeks: ctx.sync.positions().peeks });
+  const deadline = ctx.clock.now() + timeoutMs;
+  for (;;) {
+    const upto = ctx.sync.positions();
+    const joined = (await ctx.rooms.membershipsOf(userId)).filter((m) => m.membership === 'join').map((m) => m.roomId);
+    const read = (await Promise.all(joined.map((roomId) => roomEventsAfter(ctx.db, roomId, after, upto.rooms, EVENTS_PAGE))))
+      .flat()
+      .sort((a, b) => Number(a.seq) - Number(b.seq))
+      .slice(0, EVENTS_PAGE);
+    const full = read.length === EVENTS_PAGE;
+    const cursor = full ? Number(read.at(-1)!.seq) : Math.max(after, upto.rooms);
+    const shown: StoredEvent[] = [];
+    for (const roomId of new Set(read.map((e) => e.pdu.room_id as string))) {
+      shown.push(
+        ...(await ctx.rooms.visibleTo(
+          roomId,
+          userId,
+          read.filter((e) => e.pdu.room_id === roomId),
+          upto.rooms,
+        )),
+      );
+    }
+    shown.sort((a, b) => Number(a.seq) - Number(b.seq));
+    after = cursor;
+    const answer = () => ({ chunk: clientEvents(shown, ctx.clock.now(), session), start, end: formatSyncToken({ rooms: cursor, peeks: upto.peeks }) });
+    if (shown.length > 0) return answer();
+    if (full) continue;
+    const remaining = deadline - ctx.clock.now();
+    if (remaining <= 0 || signal.aborted) return answer();
+    if (ctx.sync.positions().rooms !== upto.rooms) continue;
+    if ((await ctx.sync.waitForNews({ userId, deviceId, roomIds: joined }, remaining, signal)) === false) return answer();
+  }
 }

@@ -41,12 +41,14 @@ export function registerMembershipRoutes(app: FastifyInstance, ctx: ClientContex
         .select({ userId: syncapiCurrentState.stateKey, content: syncapiCurrentState.content })
         .from(syncapiCurrentState)
         .where(and(eq(syncapiCurrentState.roomId, roomId), eq(syncapiCurrentState.type, 'm.room.member'), eq(syncapiCurrentState.membership, 'join')));
-      const joined: Record<string, { display_name?: string; avatar_url?: string }> = {};
+      // Both keys always there, null when the member event has none (as Synapse answers,
+      // and as clients and sytest read it).
+      const joined: Record<string, { display_name: string | null; avatar_url: string | null }> = {};
       for (const { userId: member, content } of rows) {
         const c = content as Record<string, unknown>;
         joined[member] = {
-          ...(typeof c.displayname === 'string' ? { display_name: c.displayname } : {}),
-          ...(typeof c.avatar_url === 'string' ? { avatar_url: c.avatar_url } : {}),
+          display_name: typeof c.displayname === 'string' ? c.displayname : null,
+          avatar_url: typeof c.avatar_url === 'string' ? c.avatar_url : null,
         };
       }
       return { joined };
