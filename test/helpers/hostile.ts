@@ -787,7 +787,30 @@ export type Mutation =
 export type MutationKind = Mutation['kind'];
 
 /** Strings of the right type and the wrong value: empty, blank, unknown names, IDs, paths, control characters. */
-const ODD_STRINGS = ['', ' ', 'x', 'm.login.password', 'StartDevicePeek', 'Tick', '__proto__', 'constructor', '!r:example.org', '@u:example.org', '../../etc/passwd', '%00', '\u0000', '\u0001\u007f', 'a'.repeat(300), 'é'.repeat(200), '😀', '\ud83d\ude00', 'true', '10', 'public ', 'PUBLIC'];
+const ODD_STRINGS = [
+  '',
+  ' ',
+  'x',
+  'm.login.password',
+  'StartDevicePeek',
+  'Tick',
+  '__proto__',
+  'constructor',
+  '!r:example.org',
+  '@u:example.org',
+  '../../etc/passwd',
+  '%00',
+  '\u0000',
+  '\u0001\u007f',
+  'a'.repeat(300),
+  'é'.repeat(200),
+  '😀',
+  '\ud83d\ude00',
+  'true',
+  '10',
+  'public ',
+  'PUBLIC',
+];
 
 /** The mutation kinds that apply to an endpoint. */
 export function kindsFor(ep: Endpoint): MutationKind[] {
@@ -912,7 +935,10 @@ function typeOf(v: unknown): FieldType[] {
 export function wrongTypeValue(type: FieldType, opts: { nullable?: boolean } = {}): fc.Arbitrary<unknown> {
   const wrong = (v: unknown) => !typeOf(v).includes(type) && !(opts.nullable && v === null);
   const pool = JSON_SCALARS.filter(wrong);
-  const arbs = [{ weight: 4, arbitrary: fc.constantFrom(...pool) }, { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 2 }).filter(wrong) }];
+  const arbs = [
+    { weight: 4, arbitrary: fc.constantFrom(...pool) },
+    { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 2 }).filter(wrong) },
+  ];
   // An array whose items are of the wrong type: the array passes a check of its own type.
   if (type === 'stringArray') arbs.push({ weight: 4, arbitrary: fc.constantFrom<unknown>([1], [null], [{}], [[]], ['ok', 2]) });
   if (type === 'objectArray') arbs.push({ weight: 4, arbitrary: fc.constantFrom<unknown>([1], [null], ['x'], [[]], [{}, 2]) });
@@ -950,9 +976,45 @@ function sigilOf(kind: ParamKind): string {
 function malformedFor(kind: ParamKind, server: string): string[] {
   switch (kind) {
     case 'roomId':
-      return ['abc', '!', '!:', '!a', '!a:', '!:' + server, '!a:bad host', '!a:' + server + ':99999', '!a:' + server + ':', '#a:' + server, '@u:' + server, '!a:[::1', '! :' + server, '!a b:' + server, '!a:ser ver', '!a\tb:' + server, '!a:exa_mple.com/x'];
+      return [
+        'abc',
+        '!',
+        '!:',
+        '!a',
+        '!a:',
+        '!:' + server,
+        '!a:bad host',
+        '!a:' + server + ':99999',
+        '!a:' + server + ':',
+        '#a:' + server,
+        '@u:' + server,
+        '!a:[::1',
+        '! :' + server,
+        '!a b:' + server,
+        '!a:ser ver',
+        '!a\tb:' + server,
+        '!a:exa_mple.com/x',
+      ];
     case 'roomIdOrAlias':
-      return ['abc', '!', '#', '!:', '#:', '!a', '#a', '#a:', '!:' + server, '#:' + server, '#a b:' + server, '#a:b:c d', '!a:bad host', '@u:' + server, '$e:' + server, '+g:' + server, '!a:' + server + ':70000'];
+      return [
+        'abc',
+        '!',
+        '#',
+        '!:',
+        '#:',
+        '!a',
+        '#a',
+        '#a:',
+        '!:' + server,
+        '#:' + server,
+        '#a b:' + server,
+        '#a:b:c d',
+        '!a:bad host',
+        '@u:' + server,
+        '$e:' + server,
+        '+g:' + server,
+        '!a:' + server + ':70000',
+      ];
     case 'alias':
       return ['abc', '#', '#:', '#a', '#a:', '#:' + server, '#a b:' + server, '#a:b:c', '!r:' + server, '#a:bad host', '#a\u000bb:' + server];
     case 'userId':
@@ -1025,7 +1087,30 @@ export function badSegment(kind: ParamKind, server: string, opts: { nul: boolean
 
 // --- query values -----------------------------------------------------------------------
 
-const QUERY_VALUES = ['', '-1', 'NaN', '1e999', '0x10', '1.5', '-0', 'Infinity', '99999999999999999999', 'true', 'null', '[]', '{}', '%ZZ', '%C3%28', '%00', '%FF', 'a%26b%3Dc', '%23', '..', 's0_0', 't1-2'];
+const QUERY_VALUES = [
+  '',
+  '-1',
+  'NaN',
+  '1e999',
+  '0x10',
+  '1.5',
+  '-0',
+  'Infinity',
+  '99999999999999999999',
+  'true',
+  'null',
+  '[]',
+  '{}',
+  '%ZZ',
+  '%C3%28',
+  '%00',
+  '%FF',
+  'a%26b%3Dc',
+  '%23',
+  '..',
+  's0_0',
+  't1-2',
+];
 
 function decodeURIComponentSafe(v: string): string {
   try {
@@ -1042,19 +1127,33 @@ export function queryMutation(names: string[], opts: { maxNumber: number }): fc.
     fc.integer({ min: -5, max: opts.maxNumber }).map(String),
     fc.integer({ min: 1000, max: 12_000 }).map((n) => 'a'.repeat(n)),
     fc.integer({ min: 2, max: 3000 }).map((d) => encodeURIComponent(`${'{"room":'.repeat(d)}1${'}'.repeat(d)}`)),
-    fc.constantFrom('{"room":{"timeline":{"limit":"x"}}}', '{"room":{"timeline":{"limit":-1}}}', '{"room":{"timeline":{"limit":1.5}}}', '{"room":[]}', '{"room":{"timeline":[]}}', '{', '{"a":"\\ud800"}', '{"a":"\\u0000"}', '{"room":{"timeline":{"limit":1e999}}}').map(encodeURIComponent),
+    fc
+      .constantFrom(
+        '{"room":{"timeline":{"limit":"x"}}}',
+        '{"room":{"timeline":{"limit":-1}}}',
+        '{"room":{"timeline":{"limit":1.5}}}',
+        '{"room":[]}',
+        '{"room":{"timeline":[]}}',
+        '{',
+        '{"a":"\\ud800"}',
+        '{"a":"\\u0000"}',
+        '{"room":{"timeline":{"limit":1e999}}}',
+      )
+      .map(encodeURIComponent),
   );
   const name = names.length > 0 ? fc.oneof(fc.constantFrom(...names), fc.constantFrom('access_token', 'x', '%ZZ', '', '__proto__', 'constructor')) : fc.constantFrom('x', '%ZZ', '__proto__', '');
-  return fc.record({
-    mode: fc.constantFrom<'add' | 'replace'>('add', 'replace'),
-    pairs: fc.array(fc.tuple(name, value), { minLength: 1, maxLength: 3 }).map((ps) => {
-      // A repeated parameter: the same name twice.
-      const first = ps[0]!;
-      const pairs = ps.length === 1 ? ps : [first, [first[0], ps[1]![1]] as [string, string], ...ps.slice(2)];
-      // A long-poll timeout stays short, whatever else it is.
-      return pairs.map(([k, v]): [string, string] => (k === 'timeout' && Number(decodeURIComponentSafe(v)) > opts.maxNumber ? [k, String(opts.maxNumber)] : [k, v]));
-    }),
-  }).map(({ mode, pairs }): Mutation => ({ kind: 'query', mode, pairs }));
+  return fc
+    .record({
+      mode: fc.constantFrom<'add' | 'replace'>('add', 'replace'),
+      pairs: fc.array(fc.tuple(name, value), { minLength: 1, maxLength: 3 }).map((ps) => {
+        // A repeated parameter: the same name twice.
+        const first = ps[0]!;
+        const pairs = ps.length === 1 ? ps : [first, [first[0], ps[1]![1]] as [string, string], ...ps.slice(2)];
+        // A long-poll timeout stays short, whatever else it is.
+        return pairs.map(([k, v]): [string, string] => (k === 'timeout' && Number(decodeURIComponentSafe(v)) > opts.maxNumber ? [k, String(opts.maxNumber)] : [k, v]));
+      }),
+    })
+    .map(({ mode, pairs }): Mutation => ({ kind: 'query', mode, pairs }));
 }
 
 // --- the generator of one kind ----------------------------------------------------------
@@ -1074,7 +1173,10 @@ export function mutationArb(ep: Endpoint, kind: MutationKind, ctx: GenContext): 
   switch (kind) {
     case 'bytes':
       return fc
-        .oneof(fc.uint8Array({ maxLength: 300 }), fc.string({ unit: 'binary', maxLength: 100 }).map((s) => new Uint8Array(Buffer.from(s, 'utf8'))))
+        .oneof(
+          fc.uint8Array({ maxLength: 300 }),
+          fc.string({ unit: 'binary', maxLength: 100 }).map((s) => new Uint8Array(Buffer.from(s, 'utf8'))),
+        )
         .map((bytes): Mutation => ({ kind: 'bytes', bytes }));
     case 'invalidUtf8':
       return fc.record({ seq: fc.constantFrom(...INVALID_UTF8), at: fc.double({ min: 0, max: 1, noNaN: true }) }).map((r): Mutation => ({ kind: 'invalidUtf8', ...r }));
@@ -1093,7 +1195,10 @@ export function mutationArb(ep: Endpoint, kind: MutationKind, ctx: GenContext): 
       return fc
         .oneof(
           fc.constantFrom('null', 'true', 'false', '0', '-1', '1.5', '""', '"{}"', '[]', '[{}]', '[[]]', '1e999'),
-          fc.jsonValue({ maxDepth: 3 }).filter((v) => v === null || typeof v !== 'object' || Array.isArray(v)).map((v) => JSON.stringify(v)),
+          fc
+            .jsonValue({ maxDepth: 3 })
+            .filter((v) => v === null || typeof v !== 'object' || Array.isArray(v))
+            .map((v) => JSON.stringify(v)),
         )
         .map((raw): Mutation => ({ kind: 'nonObject', raw }));
     case 'fieldType': {
@@ -1103,26 +1208,32 @@ export function mutationArb(ep: Endpoint, kind: MutationKind, ctx: GenContext): 
     case 'missing':
       return fc.constantFrom(...(ep.required ?? [])).map((field): Mutation => ({ kind: 'missing', field }));
     case 'huge':
-      return fc.oneof(
-        fc.record({
-          shape: fc.constant<'string'>('string'),
-          field: fc.option(fc.constantFrom(...fieldNames.filter((p) => ep.fields!.find((f) => f.path === p)!.type === 'string').map((p) => p.join('.')), 'hostile_pad'), { nil: undefined }),
-          size: fc.integer({ min: 10_000, max: 100_000 }),
-          char: fc.constantFrom('x', 'é', '😀', '\\', '"', '\u0001'),
-        }),
-        fc.record({
-          shape: fc.constant<'array'>('array'),
-          field: fc.option(fc.constantFrom(...fieldNames.filter((p) => /Array$|^array$/.test(ep.fields!.find((f) => f.path === p)!.type)).map((p) => p.join('.')), 'hostile_pad'), { nil: undefined }),
-          size: fc.integer({ min: 1_000, max: 20_000 }),
-          char: fc.constant(''),
-        }).map((r) => {
-          // Arrays of valid items (invitees, initial state) make real work: at most 5,000.
-          const valid = ep.fields?.find((f) => f.path.join('.') === r.field)?.item !== undefined;
-          return valid ? { ...r, size: 1_000 + (r.size % 4_001) } : r;
-        }),
-        fc.record({ shape: fc.constant<'keys'>('keys'), field: fc.constant(undefined), size: fc.integer({ min: 1_000, max: 20_000 }), char: fc.constant('') }),
-        fc.record({ shape: fc.constant<'oversize'>('oversize'), field: fc.constant(undefined), size: fc.integer({ min: 1, max: 65_536 }), char: fc.constant('') }),
-      ).map((r): Mutation => ({ kind: 'huge', ...r }));
+      return fc
+        .oneof(
+          fc.record({
+            shape: fc.constant<'string'>('string'),
+            field: fc.option(fc.constantFrom(...fieldNames.filter((p) => ep.fields!.find((f) => f.path === p)!.type === 'string').map((p) => p.join('.')), 'hostile_pad'), { nil: undefined }),
+            size: fc.integer({ min: 10_000, max: 100_000 }),
+            char: fc.constantFrom('x', 'é', '😀', '\\', '"', '\u0001'),
+          }),
+          fc
+            .record({
+              shape: fc.constant<'array'>('array'),
+              field: fc.option(fc.constantFrom(...fieldNames.filter((p) => /Array$|^array$/.test(ep.fields!.find((f) => f.path === p)!.type)).map((p) => p.join('.')), 'hostile_pad'), {
+                nil: undefined,
+              }),
+              size: fc.integer({ min: 1_000, max: 20_000 }),
+              char: fc.constant(''),
+            })
+            .map((r) => {
+              // Arrays of valid items (invitees, initial state) make real work: at most 5,000.
+              const valid = ep.fields?.find((f) => f.path.join('.') === r.field)?.item !== undefined;
+              return valid ? { ...r, size: 1_000 + (r.size % 4_001) } : r;
+            }),
+          fc.record({ shape: fc.constant<'keys'>('keys'), field: fc.constant(undefined), size: fc.integer({ min: 1_000, max: 20_000 }), char: fc.constant('') }),
+          fc.record({ shape: fc.constant<'oversize'>('oversize'), field: fc.constant(undefined), size: fc.integer({ min: 1, max: 65_536 }), char: fc.constant('') }),
+        )
+        .map((r): Mutation => ({ kind: 'huge', ...r }));
     case 'deep':
       return fc
         .record({ depth: fc.oneof(fc.integer({ min: 100, max: 1200 }), fc.integer({ min: 100, max: 10_000 })), container: fc.constantFrom<'[' | '{'>('[', '{'), top: fc.boolean() })
@@ -1135,7 +1246,9 @@ export function mutationArb(ep: Endpoint, kind: MutationKind, ctx: GenContext): 
           ? untyped
           : fc.oneof(
               untyped,
-              fc.integer({ min: 0, max: typed.length - 1 }).chain((i) => fc.record({ field: fc.constant(String(typed[i]!.path[0])), value: wrongTypeValue(typed[i]!.type, { nullable: typed[i]!.nullable }), wrongLast: fc.boolean() })),
+              fc
+                .integer({ min: 0, max: typed.length - 1 })
+                .chain((i) => fc.record({ field: fc.constant(String(typed[i]!.path[0])), value: wrongTypeValue(typed[i]!.type, { nullable: typed[i]!.nullable }), wrongLast: fc.boolean() })),
             );
       return arb.map((r): Mutation => ({ kind: 'dupKeys', ...r }));
     }
@@ -1150,20 +1263,40 @@ export function mutationArb(ep: Endpoint, kind: MutationKind, ctx: GenContext): 
     case 'contentType':
       return fc
         .record({
-          type: fc.constantFrom<string | null>(null, 'text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/json; charset=latin1', 'application/json; charset=utf-16', 'APPLICATION/JSON', '', '*/*', 'application/jsonx'),
+          type: fc.constantFrom<string | null>(
+            null,
+            'text/plain',
+            'application/x-www-form-urlencoded',
+            'multipart/form-data; boundary=x',
+            'application/json; charset=latin1',
+            'application/json; charset=utf-16',
+            'APPLICATION/JSON',
+            '',
+            '*/*',
+            'application/jsonx',
+          ),
           garbage: fc.boolean(),
         })
         .map((r): Mutation => ({ kind: 'contentType', ...r }));
     case 'param': {
       const names = Object.keys(ep.params ?? {});
-      return fc.constantFrom(...names).chain((param) =>
-        badSegment(ep.params![param]!, ctx.serverName, { nul: ctx.nulInStoredParams || !(ep.storedParams ?? []).includes(param), classes: ctx.segClasses }).map((seg): Mutation => ({ kind: 'param', param, seg })),
-      );
+      return fc
+        .constantFrom(...names)
+        .chain((param) =>
+          badSegment(ep.params![param]!, ctx.serverName, { nul: ctx.nulInStoredParams || !(ep.storedParams ?? []).includes(param), classes: ctx.segClasses }).map((seg): Mutation => ({
+            kind: 'param',
+            param,
+            seg,
+          })),
+        );
     }
     case 'query':
       return queryMutation(ep.query ?? [], { maxNumber: ctx.maxQueryNumber });
     case 'auth': {
-      const garbage = fc.oneof(fc.string({ unit: 'grapheme-ascii', minLength: 1, maxLength: 80 }).map((s) => s.replace(/[\r\n]/g, '')), fc.constantFrom('pkd_', 'null', 'undefined', '%00', "' OR 1=1 --", 'pkd_' + 'A'.repeat(43)));
+      const garbage = fc.oneof(
+        fc.string({ unit: 'grapheme-ascii', minLength: 1, maxLength: 80 }).map((s) => s.replace(/[\r\n]/g, '')),
+        fc.constantFrom('pkd_', 'null', 'undefined', '%00', "' OR 1=1 --", 'pkd_' + 'A'.repeat(43)),
+      );
       return fc.oneof(
         garbage.map((g): Mutation => ({ kind: 'auth', header: `Bearer ${g}` })),
         garbage.map((g): Mutation => ({ kind: 'auth', header: `Basic ${g}` })),
@@ -1180,7 +1313,22 @@ export function mutationArb(ep: Endpoint, kind: MutationKind, ctx: GenContext): 
       return ep.customArb;
     case 'xmatrix':
       return fc.oneof(
-        fc.constantFrom('none', 'garbage', 'wrong-destination', 'wrong-key', 'other-server-key', 'tampered-uri', 'tampered-body', 'self-origin', 'bad-origin', 'unknown-key-id', 'unreachable-origin', 'huge').map((variant): Mutation => ({ kind: 'xmatrix', variant })),
+        fc
+          .constantFrom(
+            'none',
+            'garbage',
+            'wrong-destination',
+            'wrong-key',
+            'other-server-key',
+            'tampered-uri',
+            'tampered-body',
+            'self-origin',
+            'bad-origin',
+            'unknown-key-id',
+            'unreachable-origin',
+            'huge',
+          )
+          .map((variant): Mutation => ({ kind: 'xmatrix', variant })),
         fc.string({ unit: 'grapheme-ascii', maxLength: 200 }).map((raw): Mutation => ({ kind: 'xmatrix', variant: 'raw', raw: raw.replace(/[\r\n]/g, '') })),
         fc
           .record({ origin: fc.constantFrom('', ' ', 'a b', 'ex"ample', 'x'.repeat(300), '[::1', 'host:99999', 'é.test', '127.0.0.1:1'), quote: fc.boolean() })
@@ -1242,15 +1390,15 @@ export async function runOne(ep: Endpoint, m: Mutation, ctx: RunContext): Promis
   if (violations.length > 0) {
     const body = built.req.body;
     const story = [
-        `${ep.name}: ${violations.join('; ')}`,
-        `  input: ${built.summary}`,
-        `  sent: ${built.req.method} ${built.req.path.slice(0, 300)}${built.req.path.length > 300 ? `… (${built.req.path.length} chars)` : ''}`,
-        body !== undefined ? `  body (${body.length} bytes): ${JSON.stringify(body.subarray(0, 200).toString('latin1'))}` : '  no body',
-        `  answer: ${res.status} ${res.contentType ?? '(no content-type)'} ${res.text.slice(0, 300)} (${res.ms} ms)`,
-        total > 0 ? `  writes: ${JSON.stringify(detail)}` : '',
-      ]
-        .filter(Boolean)
-        .join('\n');
+      `${ep.name}: ${violations.join('; ')}`,
+      `  input: ${built.summary}`,
+      `  sent: ${built.req.method} ${built.req.path.slice(0, 300)}${built.req.path.length > 300 ? `… (${built.req.path.length} chars)` : ''}`,
+      body !== undefined ? `  body (${body.length} bytes): ${JSON.stringify(body.subarray(0, 200).toString('latin1'))}` : '  no body',
+      `  answer: ${res.status} ${res.contentType ?? '(no content-type)'} ${res.text.slice(0, 300)} (${res.ms} ms)`,
+      total > 0 ? `  writes: ${JSON.stringify(detail)}` : '',
+    ]
+      .filter(Boolean)
+      .join('\n');
     const signature = `${ep.name} | ${m.kind} | ${violations.map((v) => v.replace(/\d+/g, 'N').replace(/: .*$/, '').slice(0, 110)).join(' ; ')}`;
     if (!ctx.ledger.distinct.has(signature)) ctx.ledger.distinct.set(signature, story);
     throw new Error(story);
@@ -1267,7 +1415,12 @@ export interface Failure {
 }
 
 /** Runs a property and returns its (shrunk) failure instead of throwing, so every kind gets its turn. */
-export async function checkProperty<T>(label: string, arb: fc.Arbitrary<T>, run: (v: T) => Promise<unknown>, params: { numRuns: number; timeLimitMs: number; seed?: number }): Promise<Failure | undefined> {
+export async function checkProperty<T>(
+  label: string,
+  arb: fc.Arbitrary<T>,
+  run: (v: T) => Promise<unknown>,
+  params: { numRuns: number; timeLimitMs: number; seed?: number },
+): Promise<Failure | undefined> {
   const details = await fc.check(
     fc.asyncProperty(fc.limitShrink(arb, 25), async (v) => {
       await run(v);
@@ -1286,9 +1439,7 @@ export async function checkProperty<T>(label: string, arb: fc.Arbitrary<T>, run:
 }
 
 export function formatFailures(failures: Failure[]): string {
-  return failures
-    .map((f) => `[${f.label}] (seed ${f.seed}, path ${f.path}, after ${f.numRuns} runs)\n${f.message}`)
-    .join('\n\n');
+  return failures.map((f) => `[${f.label}] (seed ${f.seed}, path ${f.path}, after ${f.numRuns} runs)\n${f.message}`).join('\n\n');
 }
 
 /**
