@@ -1280,15 +1280,13 @@ export function mutationArb(ep: Endpoint, kind: MutationKind, ctx: GenContext): 
         .map((r): Mutation => ({ kind: 'contentType', ...r }));
     case 'param': {
       const names = Object.keys(ep.params ?? {});
-      return fc
-        .constantFrom(...names)
-        .chain((param) =>
-          badSegment(ep.params![param]!, ctx.serverName, { nul: ctx.nulInStoredParams || !(ep.storedParams ?? []).includes(param), classes: ctx.segClasses }).map((seg): Mutation => ({
-            kind: 'param',
-            param,
-            seg,
-          })),
-        );
+      return fc.constantFrom(...names).chain((param) =>
+        badSegment(ep.params![param]!, ctx.serverName, { nul: ctx.nulInStoredParams || !(ep.storedParams ?? []).includes(param), classes: ctx.segClasses }).map((seg): Mutation => ({
+          kind: 'param',
+          param,
+          seg,
+        })),
+      );
     }
     case 'query':
       return queryMutation(ep.query ?? [], { maxNumber: ctx.maxQueryNumber });
