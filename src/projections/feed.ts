@@ -11,7 +11,7 @@
 // on its own after its retry delay until it has caught up again; one that holds the others
 // back for longer than STALL_MS (its commits are slow) is let go likewise, so one slow or
 // failing projection never holds the others for long.
-import { DeliverPolicy, jetstream, type ConsumerMessages, type JetStreamClient } from '@nats-io/jetstream';
+import { DeliverPolicy, jetstream, jetstreamManager, type ConsumerMessages, type JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { seqOfPosition, throughSeq } from '../events/envelope.ts';
 import type { Naming, StreamKind } from '../events/subjects.ts';
@@ -36,6 +36,39 @@ export async function openStream(js: JetStreamClient, naming: Naming, stream: St
     ...(start > 1 ? { opt_start_seq: start } : {}),
   });
   return consumer.consume({ max_messages: batchSize * 2, expires: 2_000 });
+}
+
+/** A read that delivered nothing this long while its stream has more is made again. */
+export const READ_STALL_MS = 5_000;
+
+/**
+ * Watches a read from openStream: when it has delivered nothing for READ_STALL_MS, is not
+ * held back by its reader (`busy`), and the stream holds messages past `position()`, it is
+ * closed, so that the reader's loop opens a new one from where it got to. The ordered
+ * consumer recreates itself after a lost server, but a reset that keeps failing while the
+ * stream's leader moves can leave it waiting for good: this bounds that to seconds.
+ * Returns the function that stops watching.
+ */
+export function watchRead(nc: NatsConnection, naming: Naming, stream: StreamKind, messages: ConsumerMessages, position: () => number, busy: () => boolean): () => void {
+  let seen = position();
+  let checking = false;
+  const timer = setInterval(() => {
+    const now = position();
+    if (now !== seen || busy() || checking) {
+      seen = now;
+      return;
+    }
+    checking = true;
+    void jetstreamManager(nc)
+      .then((jsm) => jsm.streams.info(naming.streamName(stream)))
+      .then((info) => {
+        if (position() === seen && !busy() && info.state.last_seq > seqOfPosition(seen)) void messages.close().catch(() => undefined);
+      })
+      .catch(() => undefined) // NATS unreachable: the read fails by itself
+      .finally(() => (checking = false));
+  }, READ_STALL_MS);
+  timer.unref?.();
+  return () => clearInterval(timer);
 }
 
 /** Why a membership ended. */
@@ -72,7 +105,7 @@ export class SharedFeed<E> {
   private readonly js: JetStreamClient;
 
   constructor(
-    nc: NatsConnection,
+    private readonly nc: NatsConnection,
     private readonly naming: Naming,
     private readonly decoder: Decoder<E>,
     private readonly batchSize: number,
@@ -133,11 +166,21 @@ export class SharedFeed<E> {
       }
       this.restart = false;
       let messages: ConsumerMessages | undefined;
+      let stopWatching: (() => void) | undefined;
       try {
         messages = await openStream(this.js, this.naming, this.decoder.stream, this.last, this.batchSize);
         this.messages = messages;
         if (this.restart || this.members.size === 0) continue;
         const nextSlice = readSlices();
+        let delivering = false;
+        stopWatching = watchRead(
+          this.nc,
+          this.naming,
+          this.decoder.stream,
+          messages,
+          () => this.last,
+          () => delivering,
+        );
         for await (const m of messages) {
           // Checked before each message: a closed read still yields what it had queued, and
           // delivering that after a restart was asked for would carry a joiner past a gap.
@@ -146,14 +189,18 @@ export class SharedFeed<E> {
           if (through <= this.last) continue;
           const decoded = decodeMessage(this.decoder, this.naming, m);
           this.last = through;
+          delivering = true;
           await this.deliver(through, decoded);
           const slice = nextSlice();
           if (slice) await slice;
+          delivering = false;
         }
       } catch (err) {
         // The read failed (NATS gone, the stream deleted): every member fails and retries.
         for (const m of [...this.members]) m.end({ reason: 'failed', error: err });
       } finally {
+        stopWatching?.();
+        stopWatching = undefined;
         await messages?.close().catch(() => undefined);
       }
     }

@@ -21,7 +21,7 @@ import { ServiceUnavailableError } from '../nats/errors.ts';
 import { rowsOf, type Db, type Tx } from '../store/db.ts';
 import { pipelined } from '../store/sqlHelpers.ts';
 import { projectionCheckpoints, projectionQuarantine } from '../store/schema.ts';
-import { openStream, sharedFeed, type FeedEnd, type FeedMember, type FeedMembership, type SharedFeed } from './feed.ts';
+import { openStream, sharedFeed, watchRead, type FeedEnd, type FeedMember, type FeedMembership, type SharedFeed } from './feed.ts';
 import { CommitPipeline, readSlices } from './pipeline.ts';
 import { decodeMessage, type Projected, type Projection, type Quarantined } from './projection.ts';
 
@@ -374,6 +374,15 @@ export class ProjectionRunner<E = unknown> {
     };
     if (this.stopped || pipeline.failed) close();
     const nextSlice = readSlices();
+    let waiting = false;
+    const stopWatching = watchRead(
+      this.nc,
+      this.naming,
+      this.projection.stream,
+      messages,
+      () => pipeline.last,
+      () => waiting,
+    );
     try {
       for await (const m of messages) {
         if (this.stopped || pipeline.failed) break;
@@ -381,10 +390,13 @@ export class ProjectionRunner<E = unknown> {
         if (through <= pipeline.last) continue;
         pipeline.add(through, decodeMessage(this.projection, this.naming, m));
         const wait = pipeline.backpressure ?? nextSlice();
+        waiting = true;
         if (wait) await wait;
+        waiting = false;
         if (this.stopped || pipeline.failed || feed.canJoinAt(pipeline.last)) break;
       }
     } finally {
+      stopWatching();
       await messages.close().catch(() => undefined);
     }
   }
