@@ -5,8 +5,8 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
-import type { Readable } from 'node:stream';
 import { spawnTied } from './natsCluster.ts';
+import { splitLines } from './peekdProcess.ts';
 
 export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -20,20 +20,6 @@ export interface NpmStart {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** Every holder of npm's stdout and stderr closed them: npm and whatever it started are gone. */
   closed: Promise<void>;
-}
-
-function splitLines(stream: Readable, onLine: (line: string) => void): void {
-  let partial = '';
-  stream.setEncoding('utf8');
-  stream.on('data', (chunk: string) => {
-    const parts = (partial + chunk).split('\n');
-    partial = parts.pop()!;
-    for (const p of parts) onLine(p.replace(/\r$/, ''));
-  });
-  stream.once('end', () => {
-    if (partial) onLine(partial);
-    partial = '';
-  });
 }
 
 /**
@@ -54,8 +40,8 @@ export function startNpm(env: NodeJS.ProcessEnv): NpmStart {
   const child = spawnTied('npm', ['start'], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: string[] = [];
   child.on('error', (err) => lines.push(`[spawn error] ${err.message}`));
-  splitLines(child.stdout!, (l) => lines.push(l));
-  splitLines(child.stderr!, (l) => lines.push(l));
+  void splitLines(child.stdout!, (l) => lines.push(l));
+  void splitLines(child.stderr!, (l) => lines.push(l));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null) resolve({ code: child.exitCode, signal: child.signalCode });
     else child.once('exit', (code, signal) => resolve({ code, signal }));

@@ -75,7 +75,7 @@ export interface PeekdProcess {
 }
 
 /** Splits a stream into lines, calling `onLine` for each (the last partial line at the end). */
-function splitLines(stream: Readable, onLine: (line: string) => void): Promise<void> {
+export function splitLines(stream: Readable, onLine: (line: string) => void): Promise<void> {
   let partial = '';
   stream.setEncoding('utf8');
   stream.on('data', (chunk: string) => {
