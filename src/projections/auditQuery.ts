@@ -42,8 +42,9 @@ export function parseTime(raw: string, name: string): number {
   return n;
 }
 
-export function parseAuditQuery(q: Record<string, string | undefined>): AuditQuery {
-  const out: AuditQuery = { limit: 100 };
+/** The room_id, user_id and server_name a query names, each checked (InvalidInputError when malformed). */
+export function parseSubjectFilters(q: Record<string, string | undefined>): { roomId?: string; userId?: string; serverName?: string } {
+  const out: { roomId?: string; userId?: string; serverName?: string } = {};
   if (q.room_id !== undefined) {
     if (!isValidRoomId(q.room_id)) throw new InvalidInputError('malformed room_id');
     out.roomId = q.room_id;
@@ -52,11 +53,16 @@ export function parseAuditQuery(q: Record<string, string | undefined>): AuditQue
     if (!isValidUserId(q.user_id)) throw new InvalidInputError('malformed user_id');
     out.userId = q.user_id;
   }
-  if (q.device_id !== undefined) out.deviceId = q.device_id;
   if (q.server_name !== undefined) {
     if (!isValidServerName(q.server_name)) throw new InvalidInputError('malformed server_name');
     out.serverName = q.server_name;
   }
+  return out;
+}
+
+export function parseAuditQuery(q: Record<string, string | undefined>): AuditQuery {
+  const out: AuditQuery = { limit: 100, ...parseSubjectFilters(q) };
+  if (q.device_id !== undefined) out.deviceId = q.device_id;
   if (!out.roomId && !out.userId && !out.serverName) throw new InvalidInputError('give room_id, user_id or server_name');
   if (out.deviceId && !out.userId) throw new InvalidInputError('device_id needs user_id');
   if (q.since !== undefined) out.since = parseTime(q.since, 'since');

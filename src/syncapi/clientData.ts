@@ -8,7 +8,7 @@
 // so they commit in value order; a reader that takes the same lock shared reads the
 // sequence with no write in flight: every value up to it is committed, and any later write
 // takes a greater one. That read is the position a /sync answers up to.
-import { and, eq, gt, inArray, lte, or, sql } from 'drizzle-orm';
+import { and, eq, gt, inArray, lte, or, sql, type SQL } from 'drizzle-orm';
 import { rowsOf, type Db } from '../store/db.ts';
 import { accountData, presence } from '../store/schema.ts';
 
@@ -125,21 +125,21 @@ export class ClientDataStore {
   /** The user's account data (global and per room) changed in (after, upto]. */
   async accountDataChanges(userId: string, after: number, upto: number): Promise<AccountDataRow[]> {
     if (after >= upto) return [];
-    const rows = await this.db
-      .select({ roomId: accountData.roomId, type: accountData.type, content: accountData.content, streamId: accountData.streamId })
-      .from(accountData)
-      .where(and(eq(accountData.userId, userId), gt(accountData.streamId, after), lte(accountData.streamId, upto)))
-      .orderBy(accountData.streamId);
-    return rows as AccountDataRow[];
+    return this.accountDataWhere(and(eq(accountData.userId, userId), gt(accountData.streamId, after), lte(accountData.streamId, upto))!);
   }
 
   /** All of the user's account data in these rooms, up to `upto`. */
   async roomAccountData(userId: string, roomIds: string[], upto: number): Promise<AccountDataRow[]> {
     if (roomIds.length === 0) return [];
+    return this.accountDataWhere(and(eq(accountData.userId, userId), inArray(accountData.roomId, roomIds), lte(accountData.streamId, upto))!);
+  }
+
+  /** Account data rows matching `where`, in stream order. */
+  private async accountDataWhere(where: SQL): Promise<AccountDataRow[]> {
     const rows = await this.db
       .select({ roomId: accountData.roomId, type: accountData.type, content: accountData.content, streamId: accountData.streamId })
       .from(accountData)
-      .where(and(eq(accountData.userId, userId), inArray(accountData.roomId, roomIds), lte(accountData.streamId, upto)))
+      .where(where)
       .orderBy(accountData.streamId);
     return rows as AccountDataRow[];
   }

@@ -3,11 +3,11 @@
 import { and, count, desc, eq, isNull, type SQL } from 'drizzle-orm';
 import { InvalidInputError } from '../../actors/errors.ts';
 import { ALL_ROLES, type Config } from '../../config.ts';
-import { isValidRoomId, isValidServerName, isValidUserId } from '../../events/ids.ts';
 import type { Naming, StreamKind } from '../../events/subjects.ts';
 import { seqOfPosition } from '../../events/envelope.ts';
 import { readLeaseMap } from '../../cluster/leaseMap.ts';
 import { PROJECTIONS } from '../../projections/index.ts';
+import { parseSubjectFilters } from '../../projections/auditQuery.ts';
 import { readCheckpoint, type ProjectionRunner } from '../../projections/runner.ts';
 import type { Db } from '../../store/db.ts';
 import { federationsenderInboundPeeks, federationsenderOutboundPeeks, syncapiPeeks } from '../../store/schema.ts';
@@ -54,19 +54,7 @@ export interface LivePeeks {
 }
 
 export function parseLivePeeksQuery(q: Record<string, string | undefined>): LivePeeksQuery {
-  const out: LivePeeksQuery = { limit: DEFAULT_PEEKS_PAGE };
-  if (q.room_id !== undefined) {
-    if (!isValidRoomId(q.room_id)) throw new InvalidInputError('malformed room_id');
-    out.roomId = q.room_id;
-  }
-  if (q.user_id !== undefined) {
-    if (!isValidUserId(q.user_id)) throw new InvalidInputError('malformed user_id');
-    out.userId = q.user_id;
-  }
-  if (q.server_name !== undefined) {
-    if (!isValidServerName(q.server_name)) throw new InvalidInputError('malformed server_name');
-    out.serverName = q.server_name;
-  }
+  const out: LivePeeksQuery = { limit: DEFAULT_PEEKS_PAGE, ...parseSubjectFilters(q) };
   if (q.kind !== undefined) {
     if (!(PEEK_KINDS as readonly string[]).includes(q.kind)) throw new InvalidInputError(`kind must be one of ${PEEK_KINDS.join(', ')}`);
     out.kind = q.kind as PeekKind;
