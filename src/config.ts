@@ -74,6 +74,8 @@ export interface Config {
   leaseTtlMs: number;
   streamReplicas: number;
   projectionWaitMs: number;
+  /** Group commit of the PEEKS projections: at most one transaction per this many ms while no read waits (0: none). */
+  projectionLingerMs: number;
   /** CIDR ranges outbound federation never connects to (unless the destination is configured). */
   federationIpDenylist: string[];
   /** CIDR ranges exempt from the denylist. */
@@ -138,6 +140,12 @@ export const SETTINGS: Setting[] = [
     key: 'projectionWaitMs',
     help: 'longest a request waits for the read models to show the writes this process acknowledged before it (read your writes) before answering 503; writes themselves answer once the log has them',
     default: '10000',
+  },
+  {
+    env: 'PEEKD_PROJECTION_LINGER_MS',
+    key: 'projectionLingerMs',
+    help: 'group commit of the peek projections (sync peeks, audit, federation peeks): while no read waits for them, at most one Postgres transaction per this many ms, gathering the events in between; a read that waits (read your writes) or a quiet stream commits at once; 0 commits every batch at once',
+    default: '20',
   },
   { env: 'PEEKD_MAX_FEDERATION_BODY_BYTES', key: 'maxFederationBodyBytes', help: 'largest federation request body', default: '16777216' },
   { env: 'PEEKD_MAX_FEDERATION_RESPONSE_BYTES', key: 'maxFederationResponseBytes', help: 'largest federation response body peekd reads from a peer', default: '16777216' },
@@ -287,6 +295,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, configFile = en
     leaseTtlMs: positiveInt('PEEKD_LEASE_TTL_MS', value('PEEKD_LEASE_TTL_MS')),
     streamReplicas: replicas(value('PEEKD_STREAM_REPLICAS')),
     projectionWaitMs: positiveInt('PEEKD_PROJECTION_WAIT_MS', value('PEEKD_PROJECTION_WAIT_MS')),
+    projectionLingerMs: nonNegativeInt('PEEKD_PROJECTION_LINGER_MS', value('PEEKD_PROJECTION_LINGER_MS')),
     federationIpDenylist: cidrList('PEEKD_FEDERATION_IP_DENYLIST', env.PEEKD_FEDERATION_IP_DENYLIST ?? file.PEEKD_FEDERATION_IP_DENYLIST ?? dflt('PEEKD_FEDERATION_IP_DENYLIST')),
     federationIpAllowlist: cidrList('PEEKD_FEDERATION_IP_ALLOWLIST', value('PEEKD_FEDERATION_IP_ALLOWLIST')),
     maxFederationResponseBytes: positiveInt('PEEKD_MAX_FEDERATION_RESPONSE_BYTES', value('PEEKD_MAX_FEDERATION_RESPONSE_BYTES')),

@@ -200,6 +200,9 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
         const runner = new ProjectionRunner(database.db, nc, naming, p, {
           logger,
           waitTimeoutMs: config.projectionWaitMs,
+          // ROOMS commits wake long-polls: at once. PEEKS (device peeks, audit, peers' peeks)
+          // gather under a steady stream; a read that waits for them hurries the commit.
+          lingerMs: p.stream === 'peeks' ? config.projectionLingerMs : 0,
           onCommitted: (seq, batch) => {
             if (allInOne) onCommittedLocally(p.name, batch);
             else nc.publish(naming.wakeSubject(), JSON.stringify(wakeMessage(p.name, p.stream, seq, batch)));

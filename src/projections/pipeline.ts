@@ -22,6 +22,16 @@ export interface PipelineOptions {
   limit: number;
   /** Called once, at the first failed commit (stop reading: no next message may come to notice it). */
   onFailure?: (err: unknown) => void;
+  /**
+   * Eager mode only: at most one commit per this many ms while nobody is `urgent` — what
+   * arrives meanwhile gathers into the next commit (group commit under a steady stream of
+   * small batches: one transaction for many events instead of one for every few). A quiet
+   * stream still commits at once: the wait counts from the start of the previous commit.
+   * Unset or 0: never wait.
+   */
+  lingerMs?: number;
+  /** True while someone waits for what is pending (then no lingering). */
+  urgent?: () => boolean;
 }
 
 export class CommitPipeline<E> {
@@ -34,6 +44,11 @@ export class CommitPipeline<E> {
   private committing?: Promise<void>;
   private flushing = false;
   private failedWith?: { error: unknown };
+  /** performance.now() at the start of the last commit (lingering counts from there). */
+  private lastCommitAt = -Infinity;
+  private lingering?: NodeJS.Timeout;
+  /** Set by idle(): what is pending commits now, lingering or not. */
+  private closing = false;
 
   constructor(
     from: number,
@@ -84,9 +99,19 @@ export class CommitPipeline<E> {
     if (this.failedWith) throw this.failedWith.error;
   }
 
-  /** Resolves once no commit is in flight (an eager pipeline has then committed all it took in). */
+  /**
+   * Resolves once no commit is in flight and an eager pipeline has committed all it took in
+   * (it stops lingering for good: the reader is done with it).
+   */
   async idle(): Promise<void> {
+    this.closing = true;
+    this.kick();
     while (this.committing) await this.committing;
+  }
+
+  /** Someone waits for what is pending: commit it now rather than after the linger. */
+  hurry(): void {
+    if (this.lingering) this.kick(true);
   }
 
   private ready(): boolean {
@@ -94,8 +119,24 @@ export class CommitPipeline<E> {
     return this.options.mode === 'eager' || this.flushing || this.pending.length + this.quarantined.length >= this.options.batchSize;
   }
 
-  private kick(): void {
+  private kick(now = false): void {
     if (this.committing || !this.ready()) return;
+    if (!now && this.lingers()) {
+      if (this.lingering) return;
+      const wait = this.lastCommitAt + this.options.lingerMs! - performance.now();
+      if (wait > 0) {
+        this.lingering = setTimeout(() => {
+          this.lingering = undefined;
+          this.kick(true);
+        }, wait);
+        this.lingering.unref?.();
+        return;
+      }
+    }
+    if (this.lingering) {
+      clearTimeout(this.lingering);
+      this.lingering = undefined;
+    }
     this.committing = this.drain()
       .catch((err: unknown) => {
         this.failedWith = { error: err };
@@ -108,9 +149,20 @@ export class CommitPipeline<E> {
       });
   }
 
+  /** Whether the next commit may wait to gather more (eager, lingering set, not full, nobody waiting). */
+  private lingers(): boolean {
+    const { lingerMs, mode, batchSize, urgent } = this.options;
+    if (!lingerMs || mode !== 'eager' || this.closing || this.flushing) return false;
+    if (this.pending.length + this.quarantined.length >= batchSize) return false;
+    return !urgent?.();
+  }
+
   private async drain(): Promise<void> {
     const { batchSize } = this.options;
-    while (this.ready()) {
+    // Full batches (a catch-up) and what someone waits for go one after another; the rest
+    // waits in kick() for the linger to pass.
+    do {
+      this.lastCommitAt = performance.now();
       const take = this.pending.length > batchSize ? this.pending.splice(0, batchSize) : this.pending.splice(0);
       // A cut inside an envelope commits up to the last event taken; the rest follows.
       const last = this.pending.length > 0 ? take.at(-1)!.seq : this.through;
@@ -121,7 +173,7 @@ export class CommitPipeline<E> {
       }
       await this.commit(take, last, quarantine);
       this.committedThrough = last;
-    }
+    } while (this.ready() && !this.lingers());
   }
 }
 

@@ -34,6 +34,11 @@ export interface RunnerOptions {
   schema?: string;
   /** Longest `waitFor` waits unless told otherwise (default DEFAULT_WAIT_TIMEOUT_MS). */
   waitTimeoutMs?: number;
+  /**
+   * Group commit: while nobody waits for a position (`waitFor`), at most one transaction per
+   * this many ms (CommitPipeline's lingerMs). Default 0: every batch at once.
+   */
+  lingerMs?: number;
 }
 
 /** A `waitFor` without a timeout of its own gives up after this long. */
@@ -201,6 +206,8 @@ export class ProjectionRunner<E = unknown> {
   /** Set while the position is past the stored checkpoint (batches that touched nothing). */
   private unsaved?: NodeJS.Timeout;
   private saving?: Promise<void>;
+  /** The current read's pipeline (a waiter hurries its lingering commit). */
+  private pipeline?: CommitPipeline<E>;
   private readonly js: JetStreamClient;
   private readonly batchSize: number;
   private readonly logger: Logger;
@@ -268,7 +275,10 @@ export class ProjectionRunner<E = unknown> {
     if (this.position >= seq) return Promise.resolve();
     return waitWithTimeout<PositionWaiter>(
       (resolve) => ({ seq, resolve }),
-      (waiter) => this.waiters.push(waiter),
+      (waiter) => {
+        this.waiters.push(waiter);
+        this.pipeline?.hurry();
+      },
       (waiter) => (this.waiters = this.waiters.filter((w) => w !== waiter)),
       timeoutMs,
       () => new ProjectionBehindError(this.projection.name, seq, this.position, timeoutMs),
@@ -328,7 +338,10 @@ export class ProjectionRunner<E = unknown> {
       limit: this.batchSize * 4,
       // Stop reading now: on a quiet stream no next message would come to notice it.
       onFailure: () => stopReading(),
+      lingerMs: this.options.lingerMs ?? 0,
+      urgent: () => this.waiters.length > 0,
     });
+    this.pipeline = pipeline;
     const feed = sharedFeed(this.nc, this.naming, this.projection, this.batchSize);
     const member: FeedMember<E> = {
       offer: (through, decoded) => {
@@ -360,6 +373,7 @@ export class ProjectionRunner<E = unknown> {
       }
     } finally {
       await pipeline.idle();
+      if (this.pipeline === pipeline) this.pipeline = undefined;
     }
     if (pipeline.failed) throw pipeline.failure;
   }

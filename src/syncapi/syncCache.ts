@@ -12,8 +12,15 @@ import type { DevicePeekRow } from './peekReader.ts';
 /** Keys held per cache, and invalidation generations remembered: past it the least recently used go. */
 const MAX_ENTRIES = 100_000;
 
-class InvalidatedCache<V extends object> {
-  private readonly values = new LRUCache<string, V>({ max: MAX_ENTRIES });
+/**
+ * What an invalidated key holds. Entries are overwritten, never deleted: lru-cache clears
+ * (fills) all of its `max`-sized arrays when its last entry is deleted, which made every
+ * peek event of a lone busy device cost O(MAX_ENTRIES) (16 % of the hot room's CPU).
+ */
+const STALE = Object.freeze({ stale: true });
+
+export class InvalidatedCache<V extends object> {
+  private readonly values = new LRUCache<string, V | typeof STALE>({ max: MAX_ENTRIES });
   /**
    * The generation at which each recently invalidated key was last invalidated. Every value
    * here is at most `generation`, and an invalidation sets its key's above everything seen
@@ -27,7 +34,7 @@ class InvalidatedCache<V extends object> {
 
   async get(key: string, load: () => Promise<V>): Promise<V> {
     const hit = this.values.get(key);
-    if (hit !== undefined) return hit;
+    if (hit !== undefined && hit !== STALE) return hit as V;
     const before = this.generations.get(key) ?? this.generation;
     const value = await load();
     // Only keep it if nothing invalidated the key while it was being read.
@@ -41,12 +48,12 @@ class InvalidatedCache<V extends object> {
    */
   update(key: string, change: (value: V) => V): void {
     const hit = this.values.get(key);
-    this.invalidate(key);
-    if (hit !== undefined) this.values.set(key, change(hit));
+    this.generations.set(key, ++this.generation);
+    if (hit !== undefined && hit !== STALE) this.values.set(key, change(hit as V));
   }
 
   invalidate(key: string): void {
-    this.values.delete(key);
+    if (this.values.has(key)) this.values.set(key, STALE);
     this.generations.set(key, ++this.generation);
   }
 }
