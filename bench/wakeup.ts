@@ -120,7 +120,7 @@ export const wakeUp: Scenario = {
             responses: lat.length,
             cpuCoresBusy: cpu,
             eventLoopDelay: loop,
-            serverSentMs: { p50: percentile(sent, 50), p99: percentile(sent, 99), max: sent.at(-1) },
+            serverSentMs: { first: sent[0], p50: percentile(sent, 50), p99: percentile(sent, 99), max: sent.at(-1) },
             pollErrors: state.errors,
           });
           log(`wake-up: ${size} devices, round ${r + 1}: p50 ${fmtNum(percentile(lat, 50))} ms, p99 ${fmtNum(percentile(lat, 99))} ms, last ${fmtNum(Math.max(...lat))} ms`);

@@ -3,6 +3,7 @@
 import type { PeekEvent } from '../events/peekEvents.ts';
 import type { RoomEvent } from '../events/roomEvents.ts';
 import type { Projected } from '../projections/projection.ts';
+import type { Hangup } from './hangup.ts';
 
 /** How many long-polls are woken before the event loop gets a turn. */
 const WAKE_SLICE = 200;
@@ -43,14 +44,18 @@ export class SyncNotifier {
   }
 
   /** Resolves with when the waking batch was committed (performance.now()), or false on timeout or abort. */
-  wait(interest: WaitInterest, timeoutMs: number, signal?: AbortSignal): Promise<number | false> {
+  wait(interest: WaitInterest, timeoutMs: number, signal?: Hangup): Promise<number | false> {
     return new Promise((resolve) => {
-      const rooms = [...interest.roomIds];
+      const rooms = Array.isArray(interest.roomIds) ? (interest.roomIds as string[]) : [...interest.roomIds];
       const deviceKey = `${interest.userId}\u0000${interest.deviceId}`;
       let timer: NodeJS.Timeout | undefined;
+      let finished = false;
+      // Once only: a waiter may sit in the slices of two wake-ups (its room's and its user's).
       const done = (woken: number | false) => {
+        if (finished) return;
+        finished = true;
         clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
+        signal?.onAbort(undefined);
         for (const r of rooms) remove(this.byRoom, r, waiter);
         remove(this.byUser, interest.userId, waiter);
         remove(this.byDevice, deviceKey, waiter);
@@ -62,7 +67,7 @@ export class SyncNotifier {
       add(this.byUser, interest.userId, waiter);
       add(this.byDevice, deviceKey, waiter);
       timer = setTimeout(() => done(false), timeoutMs);
-      signal?.addEventListener('abort', onAbort);
+      signal?.onAbort(onAbort);
     });
   }
 
@@ -71,8 +76,11 @@ export class SyncNotifier {
    * thousands of long-polls woken by one event do not hold it: the answers of one slice
    * are written to their sockets before the next slice is computed.
    */
-  private wakeAll(set: Set<Waiter> | undefined, at: number) {
+  private wakeAll<K>(map: Map<K, Set<Waiter>>, key: K, at: number) {
+    const set = map.get(key);
     if (!set || set.size === 0) return;
+    // All of them wake: drop the index entry at once rather than one waiter at a time.
+    map.delete(key);
     const waiters = [...set];
     let i = 0;
     const slice = () => {
@@ -91,9 +99,9 @@ export class SyncNotifier {
   onRoomEvents(batch: Projected<RoomEvent>[]): void {
     const at = performance.now();
     for (const { event } of batch) {
-      this.wakeAll(this.byRoom.get(event.roomId), at);
+      this.wakeAll(this.byRoom, event.roomId, at);
       if (event.pdu.type === 'm.room.member' && typeof event.pdu.state_key === 'string') {
-        this.wakeAll(this.byUser.get(event.pdu.state_key), at);
+        this.wakeAll(this.byUser, event.pdu.state_key, at);
       }
     }
   }
@@ -101,13 +109,13 @@ export class SyncNotifier {
   onPeekEvents(batch: Projected<PeekEvent>[]): void {
     const at = performance.now();
     for (const { event } of batch) {
-      if (event.peek.kind === 'device') this.wakeAll(this.byDevice.get(`${event.peek.userId}\u0000${event.peek.deviceId}`), at);
+      if (event.peek.kind === 'device') this.wakeAll(this.byDevice, `${event.peek.userId}\u0000${event.peek.deviceId}`, at);
     }
   }
 
   /** Presence or account data changed: wakes the long-polls of these users (src/syncapi/clientData.ts). */
   onClientData(userIds: Iterable<string>): void {
     const at = performance.now();
-    for (const userId of userIds) this.wakeAll(this.byUser.get(userId), at);
+    for (const userId of userIds) this.wakeAll(this.byUser, userId, at);
   }
 }

@@ -15,6 +15,7 @@ import { ImmutableReadCache } from './memo.ts';
 import { formatSyncToken, formatTopologicalToken, positionOf, type SyncPosition, type SyncTokenPosition } from './syncToken.ts';
 import { ClientDataStore, presenceContent, type AccountDataRow, type PresenceState } from './clientData.ts';
 import { applyFilter, keeps, keepsRoom, selects, syncFilterOf, type SyncFilter } from './syncFilter.ts';
+import type { Hangup } from './hangup.ts';
 
 export { DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT } from './syncFilter.ts';
 
@@ -35,7 +36,8 @@ export interface SyncRequest {
   timelineLimit: number;
   /** The sync filter (syncFilterOf); absent: none. Its timeline limit is `timelineLimit`. */
   filter?: SyncFilter;
-  signal?: AbortSignal;
+  /** The client going away ends the long-poll. */
+  signal?: Hangup;
 }
 
 /** What the room part of an answer computed, for the per-user part (client data) to build on. */
@@ -208,7 +210,7 @@ export class SyncService {
    * does until something may concern this device or these rooms, with when the waking
    * batch was committed; false on timeout or abort, and at once when shutting down.
    */
-  waitForNews(interest: Parameters<SyncNotifier['wait']>[0], timeoutMs: number, signal?: AbortSignal): Promise<number | false> {
+  waitForNews(interest: Parameters<SyncNotifier['wait']>[0], timeoutMs: number, signal?: Hangup): Promise<number | false> {
     if (this.closing || signal?.aborted) return Promise.resolve(false);
     return this.deps.notifier.wait(interest, timeoutMs, signal);
   }

@@ -27,6 +27,7 @@ import { keepDevicePeek, peekRateLimit, startDevicePeek } from './devicePeek.ts'
 import { clientRoute } from './prefixes.ts';
 import { requireRoomId } from './resolveRoom.ts';
 import { directoryVisibility } from './publicRooms.ts';
+import { hangupOnClose, type Hangup } from '../../syncapi/hangup.ts';
 
 /** Messages an initialSync answers when the client gives no limit. */
 const DEFAULT_LIMIT = 10;
@@ -172,14 +173,7 @@ export function registerPreviewRoutes(app: FastifyInstance, ctx: ClientContext):
       const session = sessionOf(req);
       const { userId, deviceId } = session;
       const q = req.query as { room_id?: string; from?: string; timeout?: string };
-      const abortOnClose = (): AbortSignal => {
-        const abort = new AbortController();
-        reply.raw.once('close', () => {
-          if (!reply.raw.writableFinished) abort.abort();
-        });
-        if (req.raw.socket?.destroyed) abort.abort();
-        return abort.signal;
-      };
+      const abortOnClose = () => hangupOnClose(req.raw, reply.raw);
       if (q.room_id === undefined || q.room_id === '') return allRoomsEvents(ctx, session, q.from, parseTimeout(q.timeout), abortOnClose());
       const roomId = requireRoomId(q.room_id);
       let from: number | undefined;
@@ -249,7 +243,7 @@ export function registerPreviewRoutes(app: FastifyInstance, ctx: ClientContext):
  * of the rooms the user has joined, after `from` (default: now), long-polled like /sync. No
  * presence, typing or receipts here: /sync carries those.
  */
-async function allRoomsEvents(ctx: ClientContext, session: Session, fromRaw: string | undefined, timeoutMs: number, signal: AbortSignal) {
+async function allRoomsEvents(ctx: ClientContext, session: Session, fromRaw: string | undefined, timeoutMs: number, signal: Hangup) {
   const { userId, deviceId } = session;
   let after: number;
   if (fromRaw !== undefined && fromRaw !== '') {

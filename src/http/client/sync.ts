@@ -12,6 +12,7 @@ import { badJson, forbidden, invalidParam, MatrixError, notFound, notJson } from
 import { requireAuth, sessionOf } from './auth.ts';
 import type { ClientContext } from './context.ts';
 import { writeSlot } from '../../syncapi/writeSlices.ts';
+import { hangupOnClose } from '../../syncapi/hangup.ts';
 import { clientRoute } from './prefixes.ts';
 
 const MAX_SYNC_TIMEOUT_MS = 5 * 60_000;
@@ -65,13 +66,8 @@ export function registerSyncRoutes(app: FastifyInstance, ctx: ClientContext): vo
       if (!Number.isFinite(timeoutMs) || timeoutMs < 0) throw invalidParam('timeout must be a non-negative number of ms');
       const filter = await loadFilter(userId, q.filter);
       ctx.remote?.deviceSynced(userId, deviceId);
-      // A client that goes away ends its long-poll. (Only then: aborting after every
-      // answer built a DOMException with a stack per /sync.)
-      const abort = new AbortController();
-      reply.raw.once('close', () => {
-        if (!reply.raw.writableFinished) abort.abort();
-      });
-      if (req.raw.socket?.destroyed) abort.abort(); // gone before the listener was there
+      // A client that goes away ends its long-poll.
+      const hangup = hangupOnClose(req.raw, reply.raw);
       const answer = await ctx.sync.sync({
         userId,
         deviceId,
@@ -80,7 +76,7 @@ export function registerSyncRoutes(app: FastifyInstance, ctx: ClientContext): vo
         fullState: q.full_state === 'true',
         timelineLimit: timelineLimitOf(filter),
         filter: filter === null ? undefined : syncFilterOf(filter),
-        signal: abort.signal,
+        signal: hangup,
       });
       // A device that sat in a long-poll is active until it returns, not only when it began.
       ctx.remote?.deviceSynced(userId, deviceId);
