@@ -297,8 +297,11 @@ export class RoomActor {
     const appended = await this.deps.log.append('rooms', this.roomId, encodeEnvelope(commandId, records), this.state.roomsSeq, commandId);
     if (appended.duplicate) return { stored: [], ...appended };
     const stored = records.map((event, i) => ({ seq: position(appended.seq, i), event }));
-    for (const s of stored) this.state = evolve(this.state, { stream: 'rooms', ...s });
-    this.state = { ...this.state, roomsSeq: appended.seq, commands: recordCommand(this.state.commands, commandId, 'rooms', appended.seq) };
+    // In place: the log has it, and the actor alone holds its state (decisions and the
+    // scratch copy above built their own). Copying the maps per event made every command
+    // O(state events + live peeks + remembered transactions) in a big or busy room.
+    for (const s of stored) this.state = evolve(this.state, { stream: 'rooms', ...s }, true);
+    this.state = { ...this.state, roomsSeq: appended.seq, commands: recordCommand(this.state.commands, commandId, 'rooms', appended.seq, true) };
     this.sinceSnapshot += stored.length;
     this.maybeSnapshot();
     return { stored, ...appended };
@@ -309,8 +312,9 @@ export class RoomActor {
     const appended = await this.deps.log.append('peeks', this.roomId, encodeEnvelope(commandId, events), this.state.peeksSeq, commandId);
     if (appended.duplicate) return { stored: [], ...appended };
     const stored = events.map((event, i) => ({ seq: position(appended.seq, i), event }));
-    for (const s of stored) this.state = evolve(this.state, { stream: 'peeks', ...s } as StoredEvent);
-    this.state = { ...this.state, peeksSeq: appended.seq, commands: recordCommand(this.state.commands, commandId, 'peeks', appended.seq) };
+    // In place, as for room events: a peek command no longer copies the room's live peeks.
+    for (const s of stored) this.state = evolve(this.state, { stream: 'peeks', ...s } as StoredEvent, true);
+    this.state = { ...this.state, peeksSeq: appended.seq, commands: recordCommand(this.state.commands, commandId, 'peeks', appended.seq, true) };
     this.sinceSnapshot += stored.length;
     this.maybeSnapshot();
     return { stored, ...appended };

@@ -3,6 +3,7 @@
 import { DeliverPolicy, jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { messageId } from '../events/streams.ts';
+import { AckedPublisher } from './appendAcks.ts';
 import type { Naming, StreamKind } from '../events/subjects.ts';
 import { ConcurrencyError, isTransient, isWrongLastSequence, ServiceUnavailableError } from './errors.ts';
 import type { Logger } from '../logger.ts';
@@ -28,12 +29,13 @@ export class EventLog {
     readonly naming: Naming,
     private readonly js: JetStreamClient,
     private readonly jsm: JetStreamManager,
+    private readonly acks: AckedPublisher,
     private readonly logger?: Logger,
   ) {}
 
   /** `logger`: a debug line per append (with the command ID, which carries the request's). */
   static async open(nc: NatsConnection, naming: Naming, logger?: Logger): Promise<EventLog> {
-    return new EventLog(naming, jetstream(nc), await jetstreamManager(nc), logger);
+    return new EventLog(naming, jetstream(nc), await jetstreamManager(nc), new AckedPublisher(nc), logger);
   }
 
   /**
@@ -47,10 +49,7 @@ export class EventLog {
     const subject = this.naming.roomSubject(kind, roomId);
     const started = performance.now();
     try {
-      const ack = await this.js.publish(subject, envelope, {
-        msgID: messageId(kind, commandId),
-        expect: { lastSubjectSequence: expectedSeq },
-      });
+      const ack = await this.acks.publish(subject, envelope, messageId(kind, commandId), expectedSeq);
       const seconds = (performance.now() - started) / 1000;
       appendDurationSeconds.observe({ stream: kind }, seconds);
       if (this.logger?.isLevelEnabled('debug')) {

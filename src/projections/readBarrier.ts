@@ -23,7 +23,13 @@ interface SessionWrites extends Positions {
   recentPeeks: number[];
 }
 
-const RECENT_PEEK_WRITES = 16;
+/**
+ * Past this many of its own writes not yet visible, a device's next peek waits for them
+ * before the cap is counted. The PEEKS projections commit in groups (PEEKD_PROJECTION_LINGER_MS)
+ * and a busy group takes tens of ms, so a device writing fast has a few dozen in flight:
+ * 64 keeps those from waiting (at most 512 bytes per remembered session).
+ */
+export const RECENT_PEEK_WRITES = 64;
 
 /** Sessions whose last write position is remembered; an evicted one falls back to the process's. */
 const MAX_SESSIONS = 100_000;

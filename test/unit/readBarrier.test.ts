@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ReadBarrier, type Positions } from '../../src/projections/readBarrier.ts';
+import { ReadBarrier, RECENT_PEEK_WRITES, type Positions } from '../../src/projections/readBarrier.ts';
 
 /** A barrier over positions the test moves by hand; waits resolve when the position is reached. */
 function setup() {
@@ -67,7 +67,10 @@ describe('ReadBarrier', () => {
     expect(barrier.unseenPeekWrites(me.userId, me.deviceId)).toBe(1);
     advance('peeks', 3000);
     expect(barrier.unseenPeekWrites(me.userId, me.deviceId)).toBe(0);
-    for (let i = 1; i <= 40; i++) barrier.wrote(wrote(0, 3000 + i * 1000), me);
+    // Up to RECENT_PEEK_WRITES unseen writes are counted; past that, it cannot tell.
+    for (let i = 1; i < RECENT_PEEK_WRITES; i++) barrier.wrote(wrote(0, 3000 + i * 1000), me);
+    expect(barrier.unseenPeekWrites(me.userId, me.deviceId)).toBe(RECENT_PEEK_WRITES - 1);
+    for (let i = RECENT_PEEK_WRITES; i <= RECENT_PEEK_WRITES + 10; i++) barrier.wrote(wrote(0, 3000 + i * 1000), me);
     expect(barrier.unseenPeekWrites(me.userId, me.deviceId)).toBe(Infinity);
   });
 
