@@ -5,8 +5,12 @@ import type { RoomEvent } from '../events/roomEvents.ts';
 import type { Projected } from '../projections/projection.ts';
 import type { Hangup } from './hangup.ts';
 
-/** How many long-polls are woken before the event loop gets a turn. */
-const WAKE_SLICE = 200;
+/**
+ * How many long-polls are woken before the event loop gets a turn. Small: the first woken
+ * computes the answer the others share, and its database answers wait behind each slice
+ * (at 10,000 devices the first answer went out after 40–60 ms with 200, 20–33 ms with 50).
+ */
+const WAKE_SLICE = 50;
 
 export interface WaitInterest {
   userId: string;
