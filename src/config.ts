@@ -144,7 +144,7 @@ export const SETTINGS: Setting[] = [
   {
     env: 'PEEKD_PROJECTION_LINGER_MS',
     key: 'projectionLingerMs',
-    help: 'group commit of the peek projections (sync peeks, audit, federation peeks): while no read waits for them, at most one Postgres transaction per this many ms, gathering the events in between; a read that waits (read your writes) or a quiet stream commits at once; 0 commits every batch at once',
+    help: 'group commit of the peek projections (sync peeks, audit, federation peeks): while no read waits for them, at most one Postgres transaction per this many ms, gathering the events in between; a read in the same process that waits for them (read your writes) or a quiet stream commits at once (with roles split, a read in an HTTP process may wait up to this long); 0 commits every batch at once',
     default: '20',
   },
   { env: 'PEEKD_MAX_FEDERATION_BODY_BYTES', key: 'maxFederationBodyBytes', help: 'largest federation request body', default: '16777216' },
