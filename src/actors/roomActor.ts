@@ -119,6 +119,8 @@ export class RoomActor {
   private maybeSnapshot(): void {
     const interval = this.deps.settings.snapshotInterval ?? 0;
     if (!this.deps.snapshots || interval <= 0 || this.sinceSnapshot < interval || this.saving) return;
+    // The store must serialise `state` before its first await: the actor folds its later
+    // appends into the same maps (KvSnapshotStore.save does).
     const state = this.state;
     this.sinceSnapshot = 0;
     this.saving = this.deps.snapshots

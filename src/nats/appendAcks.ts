@@ -37,7 +37,17 @@ export class AckedPublisher {
   constructor(
     private readonly nc: NatsConnection,
     private readonly timeoutMs = APPEND_ACK_TIMEOUT_MS,
-  ) {}
+  ) {
+    // A closed connection answers nothing more: fail what waits now, not after the timeout.
+    void nc.closed().then(() => this.failAll('the NATS connection closed before JetStream acknowledged the append'));
+  }
+
+  private failAll(why: string): void {
+    for (const waiting of this.pending.values()) waiting.reject(new ServiceUnavailableError(why));
+    this.pending.clear();
+    clearInterval(this.sweeper);
+    this.sweeper = undefined;
+  }
 
   /**
    * Publishes `data` to `subject` with a message ID (JetStream's duplicate window) and the

@@ -50,7 +50,8 @@ export class SyncNotifier {
   /** Resolves with when the waking batch was committed (performance.now()), or false on timeout or abort. */
   wait(interest: WaitInterest, timeoutMs: number, signal?: Hangup): Promise<number | false> {
     return new Promise((resolve) => {
-      const rooms = Array.isArray(interest.roomIds) ? (interest.roomIds as string[]) : [...interest.roomIds];
+      // Not copied: often the room list of a shared answer, which nothing changes.
+      const rooms: readonly string[] = Array.isArray(interest.roomIds) ? (interest.roomIds as string[]) : [...interest.roomIds];
       const deviceKey = `${interest.userId}\u0000${interest.deviceId}`;
       let timer: NodeJS.Timeout | undefined;
       let finished = false;

@@ -3,8 +3,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JetStreamApiError } from '@nats-io/jetstream';
 import { AckedPublisher } from '../../src/nats/appendAcks.ts';
+import { connectNats } from '../../src/nats/connection.ts';
 import { isTransient, isWrongLastSequence, ServiceUnavailableError } from '../../src/nats/errors.ts';
-import { createTestStreams, uniqueName, type TestStreams } from '../helpers/services.ts';
+import { createTestStreams, natsUrl, uniqueName, type TestStreams } from '../helpers/services.ts';
 
 const bytes = (s: string): Uint8Array => Buffer.from(s, 'utf8');
 
@@ -69,6 +70,26 @@ describe('AckedPublisher', () => {
     } finally {
       sub.unsubscribe();
       sub2.unsubscribe();
+    }
+  });
+
+  it('an append waiting when its connection closes fails at once, retryably', async () => {
+    const nc = await connectNats(natsUrl());
+    const silent = `silent.${uniqueName('x')}`;
+    const sub = streams.nc.subscribe(silent, { callback: () => undefined });
+    await streams.nc.flush();
+    try {
+      const acks = new AckedPublisher(nc, 60_000);
+      const started = performance.now();
+      const pending = acks.publish(silent, bytes('x'), uniqueName('m'), 0).catch((e: unknown) => e);
+      await nc.flush();
+      await nc.close();
+      const err = await pending;
+      expect(err).toBeInstanceOf(ServiceUnavailableError);
+      expect(isTransient(err)).toBe(true);
+      expect(performance.now() - started).toBeLessThan(5_000);
+    } finally {
+      sub.unsubscribe();
     }
   });
 });
