@@ -5,6 +5,7 @@
 import { jetstreamManager } from '@nats-io/jetstream';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { throughSeq } from '../../src/events/envelope.ts';
 import { rowsOf } from '../../src/store/db.ts';
 import { startTestPeekd } from '../helpers/peekd.ts';
 import { enc, expectError, request, roomsIn, TestUser } from '../helpers/matrix.ts';
@@ -30,15 +31,19 @@ afterAll(async () => {
 
 /** Row counts of every table a client request may write, and the message counts of both streams. */
 async function footprint(): Promise<Record<string, number>> {
-  // Everything acknowledged so far, projected (writes answer before their rows exist).
-  await hs.peekd.client!.barrier.forReads();
+  // Everything in the log so far, projected by every projection, the audit included (writes
+  // answer before their rows exist, and the PEEKS projections commit in groups).
   const out: Record<string, number> = {};
+  const jsm = await jetstreamManager(hs.peekd.nc);
+  for (const kind of ['rooms', 'peeks'] as const) {
+    const { state } = await jsm.streams.info(hs.peekd.naming.streamName(kind));
+    out[`stream:${kind}`] = state.messages;
+    if (state.last_seq > 0) await hs.peekd.waitForProjections(kind, throughSeq(state.last_seq), 'all');
+  }
   for (const t of ['accounts', 'devices', 'access_tokens', 'filters', 'room_aliases', 'syncapi_room_events', 'syncapi_peeks', 'peek_audit']) {
     const [row] = rowsOf<{ n: string | number }>(await hs.peekd.database.db.execute(sql.raw(`select count(*) as n from ${t}`)));
     out[t] = Number(row!.n);
   }
-  const jsm = await jetstreamManager(hs.peekd.nc);
-  for (const kind of ['rooms', 'peeks'] as const) out[`stream:${kind}`] = (await jsm.streams.info(hs.peekd.naming.streamName(kind))).state.messages;
   return out;
 }
 
