@@ -2,7 +2,7 @@
 // API registered as plugins, one error handler, JSON everywhere.
 import cors from '@fastify/cors';
 import { randomUUID } from 'node:crypto';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { HttpApp, Peekd } from '../peekd.ts';
 import rateLimit from '@fastify/rate-limit';
 import { badJson, invalidParam, limitExceeded, matrixClientErrorHandler, matrixErrorHandler, notJson, sendMatrixError, toMatrixError, MatrixError } from './errors.ts';
@@ -55,19 +55,23 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
     genReqId: () => randomUUID(),
   });
   let ready = false;
+  // Every hook peekd adds to every request is synchronous (callback style) unless it must
+  // wait: an async hook costs a promise and a trip through the microtask queue per request.
   // The request ID names the commands this request sends (their envelopes in the log).
-  app.addHook('onRequest', async (req, reply) => {
+  app.addHook('onRequest', (req, reply, done) => {
     reply.header('X-Request-Id', req.id);
+    done();
   });
   // One line per request, and its metrics: the route pattern, never the URL (which may
   // hold an access_token) — unmatched URLs count as one route.
-  app.addHook('onResponse', async (req, reply) => {
+  app.addHook('onResponse', (req, reply, done) => {
     const route = req.routeOptions.url ?? 'unmatched';
     const status = reply.statusCode;
     const seconds = reply.elapsedTime / 1000;
     httpRequestsTotal.inc({ method: req.method, route, status });
     httpRequestDurationSeconds.observe({ method: req.method, route }, seconds);
     req.log.info({ method: req.method, route, status, ms: Math.round(seconds * 10_000) / 10 }, 'request');
+    done();
   });
 
   // Every body is JSON, whatever the client says its type is: strict UTF-8, valid JSON,
@@ -87,10 +91,10 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
   });
   // Matrix responses are `application/json` exactly: Fastify would add `; charset=utf-8`,
   // which some established client test suites refuse.
-  app.addHook('onSend', async (_req, reply, payload) => {
+  app.addHook('onSend', (_req, reply, payload, done) => {
     const type = reply.getHeader('content-type');
     if (typeof type === 'string' && type.startsWith('application/json')) reply.header('content-type', 'application/json');
-    return payload;
+    done(null, payload);
   });
   await app.register(cors, { origin: '*', methods: ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS'], allowedHeaders: ['X-Requested-With', 'Content-Type', 'Authorization'] });
   app.setErrorHandler(matrixErrorHandler);
@@ -103,28 +107,13 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
   // Every body is a JSON object (no Matrix endpoint takes anything else), checked before
   // any handler looks at state: other JSON is M_BAD_JSON, and a route with a body schema
   // that gets no body at all answers M_NOT_JSON.
-  app.addHook('preValidation', async (req) => {
-    // Path parameters are IDs, types and keys: none may hold U+0000 (it could never be stored).
-    for (const [name, value] of Object.entries((req.params ?? {}) as Record<string, unknown>)) {
-      if (typeof value === 'string' && value.includes('\u0000')) throw invalidParam(`the path parameter ${name} holds U+0000`);
+  app.addHook('preValidation', (req, _reply, done) => {
+    try {
+      checkBodyAndParams(req);
+    } catch (err) {
+      return done(err as Error);
     }
-    // The client and admin APIs take every query parameter once, except the lists the
-    // specification gives (`server_name`, `via`); a repeated one is refused rather than
-    // read as an array by code that expects a string.
-    if (!req.url.startsWith('/_matrix/federation') && !req.url.startsWith('/_matrix/key')) {
-      for (const [name, value] of Object.entries((req.query ?? {}) as Record<string, unknown>)) {
-        if (Array.isArray(value) && !REPEATABLE_QUERY.has(name)) throw invalidParam(`the query parameter ${name} is given more than once`);
-      }
-    }
-    if (req.body === undefined) {
-      if (!req.routeOptions.schema?.body) return;
-      if (req.method === 'POST' && isLenientEmptyBody(req.url)) {
-        req.body = {};
-        return;
-      }
-      throw notJson('the request needs a JSON object body');
-    }
-    if (req.body === null || typeof req.body !== 'object' || Array.isArray(req.body)) throw badJson('the request body must be a JSON object');
+    done();
   });
   await app.register(rateLimit, { global: false, errorResponseBuilder: (_req, context) => limitExceeded(context.ttl) });
 
@@ -138,8 +127,10 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
     // `config: { barrier: false }`; other routes that read one (federation history) say
     // `barrier: true`. Keys, versions and the rest never wait on a projection.
     const barrier = peekd.client.barrier;
-    app.addHook('preHandler', async (req) => {
-      if (req.routeOptions.config?.barrier ?? req.url.startsWith('/_matrix/client/')) await barrier.forReads();
+    app.addHook('preHandler', (req, _reply, done) => {
+      const waiting = (req.routeOptions.config?.barrier ?? req.url.startsWith('/_matrix/client/')) ? barrier.pendingReads() : undefined;
+      if (waiting) waiting.then(() => done(), done);
+      else done();
     });
     registerAccountRoutes(app, peekd.client);
     registerPeekRoutes(app, peekd.client);
@@ -158,6 +149,35 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
   registerFederationHistoryRoutes(app, peekd.federation);
   registerAdmin(app, peekd);
   return { app, markReady: () => (ready = true) };
+}
+
+/**
+ * No path parameter holds U+0000, the client and admin APIs take each query parameter once
+ * (except the specification's lists), and a body is a JSON object. Throws the Matrix error
+ * otherwise.
+ */
+function checkBodyAndParams(req: FastifyRequest): void {
+  // Path parameters are IDs, types and keys: none may hold U+0000 (it could never be stored).
+  for (const [name, value] of Object.entries((req.params ?? {}) as Record<string, unknown>)) {
+    if (typeof value === 'string' && value.includes('\u0000')) throw invalidParam(`the path parameter ${name} holds U+0000`);
+  }
+  // The client and admin APIs take every query parameter once, except the lists the
+  // specification gives (`server_name`, `via`); a repeated one is refused rather than
+  // read as an array by code that expects a string.
+  if (!req.url.startsWith('/_matrix/federation') && !req.url.startsWith('/_matrix/key')) {
+    for (const [name, value] of Object.entries((req.query ?? {}) as Record<string, unknown>)) {
+      if (Array.isArray(value) && !REPEATABLE_QUERY.has(name)) throw invalidParam(`the query parameter ${name} is given more than once`);
+    }
+  }
+  if (req.body === undefined) {
+    if (!req.routeOptions.schema?.body) return;
+    if (req.method === 'POST' && isLenientEmptyBody(req.url)) {
+      req.body = {};
+      return;
+    }
+    throw notJson('the request needs a JSON object body');
+  }
+  if (req.body === null || typeof req.body !== 'object' || Array.isArray(req.body)) throw badJson('the request body must be a JSON object');
 }
 
 /** Client API query parameters that are lists (given once per item). */

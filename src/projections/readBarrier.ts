@@ -92,6 +92,16 @@ export class ReadBarrier {
   }
 
   /**
+   * `forReads()` for a caller that would rather not make a promise when nothing is missing
+   * (the common case, asked on every client request): undefined if every write
+   * acknowledged so far is already visible to reads, else the wait.
+   */
+  pendingReads(): Promise<void> | undefined {
+    const seen = this.visible();
+    return this.written.rooms <= seen.rooms && this.written.peeks <= seen.peeks ? undefined : this.reach(this.written);
+  }
+
+  /**
    * Resolves once this session's own writes are visible. A session this process does not
    * remember (evicted, or its writes went through another process) waits for everything.
    */

@@ -45,6 +45,18 @@ describe('ReadBarrier', () => {
     expect(done).toBe(true);
   });
 
+  it('pendingReads is undefined while nothing acknowledged is missing, and otherwise the wait', async () => {
+    const { barrier, advance, waits } = setup();
+    expect(barrier.pendingReads()).toBeUndefined();
+    barrier.wrote(wrote(2000, 0));
+    const pending = barrier.pendingReads();
+    expect(pending).toBeInstanceOf(Promise);
+    advance('rooms', 2000);
+    await pending;
+    expect(barrier.pendingReads()).toBeUndefined();
+    expect(waits).toHaveLength(1);
+  });
+
   it('a session waits for its own writes only', async () => {
     const { barrier, advance } = setup();
     barrier.wrote(wrote(0, 1000), { userId: '@a:x', deviceId: 'A' });

@@ -1,4 +1,4 @@
-import type { FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { AccountStore, Session } from '../../clientapi/accounts.ts';
 import { MatrixError } from '../errors.ts';
 import { bearerToken } from '../secrets.ts';
@@ -23,13 +23,35 @@ export const guestForbidden = () => new MatrixError(403, 'M_GUEST_ACCESS_FORBIDD
 
 /** A preHandler that requires a valid access token and puts its session on the request. */
 export function requireAuth(accounts: AccountStore, options: AuthOptions = {}) {
-  return async (req: FastifyRequest): Promise<void> => {
-    const token = bearerToken(req.headers, req.query);
-    if (!token) throw new MatrixError(401, 'M_MISSING_TOKEN', 'missing access token');
-    const session = await accounts.authenticate(token);
+  /** Puts the session on the request; throws the Matrix error for none or a guest not allowed here. */
+  const admit = (req: FastifyRequest, session: Session | null): void => {
     if (!session) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'unknown or expired access token', { soft_logout: false });
     if (session.isGuest && !(options.guests && accounts.guestsAllowed)) throw guestForbidden();
     req.session = session;
+  };
+  // Callback style: a token in the cache (nearly every request) is admitted without a
+  // promise; only a cache miss waits for the database.
+  return (req: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void): void => {
+    try {
+      const token = bearerToken(req.headers, req.query);
+      if (!token) throw new MatrixError(401, 'M_MISSING_TOKEN', 'missing access token');
+      const cached = accounts.cachedSession(token);
+      if (cached === undefined) {
+        accounts.authenticate(token).then((session) => {
+          try {
+            admit(req, session);
+          } catch (err) {
+            return done(err as Error);
+          }
+          done();
+        }, done);
+        return;
+      }
+      admit(req, cached);
+    } catch (err) {
+      return done(err as Error);
+    }
+    done();
   };
 }
 
