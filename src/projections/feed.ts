@@ -113,6 +113,11 @@ export class SharedFeed<E> {
     this.js = jetstream(nc);
   }
 
+  /** Whether the feed has a read open, or is still closing one after its last member left. */
+  get reading(): boolean {
+    return this.running;
+  }
+
   /**
    * Would a member at `position` miss nothing by joining now? With `rewind`, also when the
    * feed is a short re-read past it.
@@ -170,7 +175,11 @@ export class SharedFeed<E> {
       try {
         messages = await openStream(this.js, this.naming, this.decoder.stream, this.last, this.batchSize);
         this.messages = messages;
-        if (this.restart || this.members.size === 0) continue;
+        // Asked to read again, or left by all, while the read was being opened: close it, and
+        // still iterate it below (the first check breaks; with nothing queued the loop ends at
+        // once). nats.js settles close() only when an iterator takes the stop it queues: a read
+        // closed but never iterated never settles, and awaiting it would hang the feed.
+        if (this.restart || this.members.size === 0) void messages.close().catch(() => undefined);
         const nextSlice = readSlices();
         let delivering = false;
         stopWatching = watchRead(
