@@ -81,6 +81,8 @@ const polls = {
   list: [] as Poller[],
   errors: 0,
   lastError: '',
+  /** The body of the latest response that carried new timeline events. */
+  sample: null as string | null,
 };
 
 function fire(i: number): void {
@@ -93,7 +95,10 @@ function fire(i: number): void {
       if (r.status === 200) {
         const body = JSON.parse(r.text) as { next_batch: string; rooms?: { peek?: Record<string, { timeline?: { events?: unknown[] } }> } };
         const woken = Object.values(body.rooms?.peek ?? {}).some((s) => (s.timeline?.events?.length ?? 0) > 0);
-        if (woken) p.arrivals.push(r.head);
+        if (woken) {
+          p.arrivals.push(r.head);
+          polls.sample = r.text;
+        }
         p.since = body.next_batch;
       } else {
         polls.errors++;
@@ -306,6 +311,8 @@ serveIpc({
     }
     return out;
   },
+  /** The body of the latest /sync answer that carried new timeline events (null if none yet). */
+  pollSample: () => polls.sample,
   pollStop: () => {
     polls.stopped = true;
     return true;

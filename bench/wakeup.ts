@@ -2,9 +2,30 @@
 // is appended; how long until every device has its /sync response? Measured at 1,000 and
 // 10,000 waiting devices, from the moment JetStream acknowledged the append (peekd's
 // process) to each response's last byte (the load generator's process), on the
-// machine-wide monotonic clock both share.
+// machine-wide monotonic clock both share. The ceiling, measured in the same run once peekd
+// has stopped: the same load generator long-polling the most direct node:http server
+// (bench/rawpoll.ts), which answers every waiting request with prepared bytes at once.
 import { readFileSync } from 'node:fs';
-import { appendPeeksToLog, coresReport, cpuBetween, cpuSample, fmtNum, log, percentile, profilePath, sleep, startLoadChild, startPeekdChild, until, type Row, type ScenarioResult } from './harness.ts';
+import {
+  appendPeeksToLog,
+  coresReport,
+  cpuBetween,
+  cpuSample,
+  fmtNum,
+  log,
+  logPath,
+  percentile,
+  pin,
+  profilePath,
+  sleep,
+  startLoadChild,
+  startPeekdChild,
+  until,
+  type Row,
+  type ScenarioResult,
+  type Services,
+} from './harness.ts';
+import { Child } from './ipc.ts';
 import { describeProfile, profiled, type ProfileSummary } from './profile.ts';
 import type { Scenario } from './scenario.ts';
 import { describeTrace, type TraceLine } from './trace.ts';
@@ -41,6 +62,10 @@ export const wakeUp: Scenario = {
     const server = await startPeekdChild(services, { label: 'wake-up' });
     const load = await startLoadChild(services, 'wake-up');
     const notes: string[] = [];
+    let result: ScenarioResult;
+    let template: string | null;
+    const rowSizes: number[] = [];
+    const rowP99s: number[] = [];
     try {
       const creator = `@bench:${server.serverName}`;
       const [room] = await server.child.call<string[]>('createRooms', { count: 1, creator });
@@ -132,6 +157,8 @@ export const wakeUp: Scenario = {
         const sentAll = roundsOut.map((r) => (r.serverSentMs as { p99: number }).p99).filter((x) => Number.isFinite(x));
         const serverP99 = Math.max(...sentAll);
         perSize[String(size)] = { rounds: roundsOut, p50: percentile(fromAck, 50), p99, max: Math.max(...fromAck), p99FromCommand: percentile(fromStart, 99), serverSentP99: serverP99 };
+        rowSizes.push(size);
+        rowP99s.push(p99);
         rows.push({
           scenario: 'wake-up',
           metric: `append → /sync response at the client, ${fmtNum(size)} waiting devices, p50 / p99 / max ms (in brackets: p99 of peekd ending the responses)`,
@@ -168,8 +195,9 @@ export const wakeUp: Scenario = {
           notes.push(describeTrace(`wake-up ${size} (peekd process, same window)`, trace, size, 'woken device', 16));
         }
       }
+      template = await load.call<string | null>('pollSample');
       await load.call('pollStop');
-      return {
+      result = {
         scenario: 'wake-up',
         rows,
         cores: coresReport(server.child.pid, load.pid),
@@ -189,5 +217,58 @@ export const wakeUp: Scenario = {
       await load.stop();
       await server.stop();
     }
+    if (!template) throw new Error('wake-up: no woken /sync answer to model the ceiling on');
+    const raw = await rawWakeUp(services, sizes, template, ctx.quick);
+    result.details.ceiling = raw;
+    result.rows.forEach((row, i) => {
+      const c = raw[String(rowSizes[i])]!;
+      const p99 = rowP99s[i]!;
+      row.ceiling = `${fmtNum(c.p50)} / ${fmtNum(c.p99)} / ${fmtNum(c.max)} with a bare node:http long-poll server`;
+      row.ratio = c.p99 / p99;
+    });
+    return result;
   },
 };
+
+/**
+ * The same long-polls against bench/rawpoll.ts: the same load generator code in a fresh
+ * process, the same devices, rounds and answer bytes (the last /sync answer peekd sent,
+ * with the raw server's token). p50 / p99 / max ms from the raw server's hrtime before its
+ * first write to each response's head at the client.
+ */
+async function rawWakeUp(services: Services, sizes: number[], template: string, quick: boolean): Promise<Record<string, { p50: number; p99: number; max: number }>> {
+  const server = await Child.start({ module: 'rawpoll', logFile: logPath('wake-up-rawpoll'), nodeFlags: ['--max-old-space-size=8192'] });
+  pin(server.pid, '0');
+  const load = await startLoadChild(services, 'wake-up-raw');
+  const out: Record<string, { p50: number; p99: number; max: number }> = {};
+  try {
+    const url = await server.call<string>('listen');
+    const n = sizes.at(-1)!;
+    await load.call('pollInit', { url, tokens: Array.from({ length: n }, (_, i) => `raw${i}`), since: '0', timeoutMs: 280_000 });
+    let armed = 0;
+    for (const size of sizes) {
+      log(`wake-up ceiling: ${size} devices long-polling a bare node:http server`);
+      await load.call('pollSince', { from: armed, to: size, since: await server.call<string>('token') });
+      for (let from = armed; from < size; from += 500) await load.call('pollArm', { from, to: Math.min(size, from + 500) });
+      armed = size;
+      const lat: number[] = [];
+      const rounds = size === n && !quick ? 1 : 3;
+      for (let r = 0; r < rounds; r++) {
+        await until(`${size} waiting on the raw server`, async () => (await server.call<number>('waiting')) >= size, 280_000, 20);
+        await sleep(200);
+        await load.call('pollTake', { from: 0, to: size });
+        const tAck = BigInt(await server.call<string>('wake', { template }));
+        await until(`${size} raw responses`, async () => (await load.call<{ withArrival: number }>('pollState')).withArrival >= size, 280_000, 10);
+        const arrivals = await load.call<(string | null)[]>('pollTake', { from: 0, to: size });
+        lat.push(...arrivals.filter((a): a is string => a !== null).map((a) => Number(BigInt(a) - tAck) / 1e6));
+      }
+      out[String(size)] = { p50: percentile(lat, 50), p99: percentile(lat, 99), max: Math.max(...lat) };
+      log(`wake-up ceiling: ${size} devices: p50 ${fmtNum(out[String(size)]!.p50)} ms, p99 ${fmtNum(out[String(size)]!.p99)} ms`);
+    }
+    await load.call('pollStop');
+  } finally {
+    await load.stop();
+    await server.stop();
+  }
+  return out;
+}
