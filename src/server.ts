@@ -308,6 +308,13 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
     // checks /send against them; the upkeep (renewals, idle ends, restarts) and the sender
     // run in one federation process at a time. Split, HTTP processes announce device syncs
     // on NATS for that upkeep.
+    // History of peeked rooms (backfill for /messages, gaps in /send and before a re-peek's
+    // snapshot): wherever HTTP is served.
+    const remoteHistory =
+      federationOn || roles.has('http')
+        ? new RemoteHistory({ db: database.db, bus, client: federationClient, keyRing, waitForProjections, logger: logger.child({ component: 'remote-history' }) })
+        : undefined;
+    client.history = remoteHistory;
     let outbound: OutboundPeeks | undefined;
     let upkeep: OutboundUpkeep | undefined;
     if (federationOn || roles.has('http')) {
@@ -319,6 +326,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
         clock,
         serverName: config.serverName,
         waitForProjections,
+        history: remoteHistory,
         logger: logger.child({ component: 'outbound-peeks' }),
       });
       outbound = o;
@@ -339,12 +347,6 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
         deviceSynced: allInOne ? (userId, deviceId) => u.deviceSynced(userId, deviceId) : (userId, deviceId) => announceActivity(userId, deviceId),
       };
     }
-    // History of peeked rooms (backfill for /messages, gaps in /send): wherever HTTP is served.
-    const remoteHistory =
-      federationOn || roles.has('http')
-        ? new RemoteHistory({ db: database.db, bus, client: federationClient, keyRing, waitForProjections, logger: logger.child({ component: 'remote-history' }) })
-        : undefined;
-    client.history = remoteHistory;
     const lastAnnounced = new LRUCache<string, true>({ max: 100_000, ttl: 1_000 });
     const announceActivity = (userId: string, deviceId: string) => {
       const key = `${userId}\u0000${deviceId}`;

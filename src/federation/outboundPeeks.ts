@@ -18,6 +18,7 @@ import { MatrixError } from '../matrix/errors.ts';
 import { FederationUnreachableError, type FederationClient } from './client.ts';
 import type { OutboundHooks } from './context.ts';
 import type { KeyRing } from './keyRing.ts';
+import type { RemoteHistory } from './remoteHistory.ts';
 import { checkPdu } from './verifyPdu.ts';
 import { settled } from '../projections/settled.ts';
 
@@ -54,6 +55,8 @@ export interface OutboundDeps {
   clock: Clock;
   serverName: string;
   waitForProjections(stream: 'peeks' | 'rooms', seq: number, which?: 'sync' | 'all'): Promise<void>;
+  /** Fills the gap between what we hold and a re-peek's snapshot (src/federation/remoteHistory.ts). */
+  history?: Pick<RemoteHistory, 'withMissingEvents'>;
   logger?: Logger;
 }
 
@@ -204,7 +207,10 @@ export class OutboundPeeks implements OutboundHooks {
       if (res.status === 403 || res.status === 404 || errcode === 'M_INCOMPATIBLE_ROOM_VERSION') throw new MatrixError(res.status, errcode, error);
       throw new Error(`${server} answered ${res.status} ${errcode}`);
     }
-    const pdus = await this.checkSnapshot(roomId, res.body);
+    // A re-peek (ours lapsed, or ended while idle): the snapshot ends with the host's latest
+    // event, and the events sent since the newest one we hold come before it.
+    const snapshot = await this.checkSnapshot(roomId, res.body);
+    const pdus = this.deps.history ? await this.deps.history.withMissingEvents(roomId, server, snapshot) : snapshot;
     const renewalIntervalMs = clampRenewalInterval(res.body.renewal_interval, 60 * 60_000);
     try {
       const result = await this.deps.bus.send({ type: 'StartOutboundPeek', roomId, server, peekId, renewalIntervalMs, pdus });

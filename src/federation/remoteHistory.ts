@@ -16,11 +16,16 @@ import { eventsByIds } from './authChain.ts';
 import { FederationUnreachableError, type FederationClient } from './client.ts';
 import type { KeyRing } from './keyRing.ts';
 import { checkPdu } from './verifyPdu.ts';
+import { RoomReader } from '../syncapi/roomReader.ts';
 
 /** The most events one backfill or get_missing_events request asks for. */
 export const MAX_FETCH = 100;
 /** How long one history request to the host may take. */
 const FETCH_TIMEOUT_MS = 10_000;
+/** The most events asked for to fill a gap before received PDUs. */
+export const MISSING_EVENTS_LIMIT = 20;
+/** How long filling that gap may hold up the PDUs after it. */
+export const MISSING_EVENTS_TIMEOUT_MS = 5_000;
 
 export interface RemoteHistoryDeps {
   db: Db;
@@ -32,7 +37,11 @@ export interface RemoteHistoryDeps {
 }
 
 export class RemoteHistory {
-  constructor(private readonly deps: RemoteHistoryDeps) {}
+  private readonly rooms: RoomReader;
+
+  constructor(private readonly deps: RemoteHistoryDeps) {
+    this.rooms = new RoomReader(deps.db);
+  }
 
   /** The server a room's history comes from: the one we peek it through, else the room ID's server. */
   private async hostOf(roomId: string): Promise<string> {
@@ -119,5 +128,39 @@ export class RemoteHistory {
     );
     if (res.status !== 200) throw new FederationUnreachableError(`${origin} answered get_missing_events of ${roomId} with ${res.status} ${res.body.errcode ?? ''}`.trim());
     return this.accept(roomId, res.body.events, origin);
+  }
+  /**
+   * `pdus` from `origin`, preceded by the events of a gap before them. A PDU we do not hold
+   * whose prev_events we hold neither here nor among `pdus` follows events the host did not
+   * send us (our peek lapsed, or was restarted, while they were sent): the events between
+   * the newest live event we hold and those PDUs are asked for with get_missing_events (at
+   * most `limit`, within `timeoutMs`) and go in before them. PDUs we already hold are not
+   * asked about (a re-peek's snapshot repeats the state we have). With no live event here
+   * (a first peek), or when the host cannot fill the gap, `pdus` unchanged: /messages
+   * backfills the gap later.
+   */
+  async withMissingEvents(roomId: string, origin: string, pdus: ReceivedPdu[], limit = MISSING_EVENTS_LIMIT, timeoutMs = MISSING_EVENTS_TIMEOUT_MS): Promise<ReceivedPdu[]> {
+    const inBatch = new Set(pdus.map((p) => p.eventId));
+    const prevs = [...new Set(pdus.flatMap((p) => p.pdu.prev_events))].filter((id) => !inBatch.has(id));
+    if (prevs.length === 0) return pdus;
+    const held = new Set((await eventsByIds(this.deps.db, [...prevs, ...inBatch])).map((e) => e.eventId));
+    const after = pdus.filter((p) => !held.has(p.eventId) && p.pdu.prev_events.some((id) => !inBatch.has(id) && !held.has(id)));
+    if (after.length === 0) return pdus;
+    const newest = await this.rooms.newestLiveEvent(roomId);
+    if (!newest) return pdus;
+    try {
+      const missing = await this.missingEvents(
+        roomId,
+        origin,
+        [newest.eventId],
+        after.map((p) => p.eventId),
+        limit,
+        timeoutMs,
+      );
+      return [...missing.filter((m) => !inBatch.has(m.eventId)), ...pdus];
+    } catch (err) {
+      this.deps.logger?.warn({ roomId, origin, err: (err as Error).message }, 'could not fill the gap before received events; /messages backfills it later');
+      return pdus;
+    }
   }
 }

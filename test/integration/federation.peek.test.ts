@@ -296,8 +296,8 @@ describe('A expires a peek B stopped renewing', () => {
     ];
     expect(told).toContainEqual({ room_id: roomId, peek_id: out!.peekId });
 
-    // A stops sending: a message after the expiry is queued for nobody.
-    const late = await alice.send(roomId, 'after the expiry');
+    // A stops sending: messages after the expiry are queued for nobody.
+    const late = [await alice.send(roomId, 'after the expiry 1'), await alice.send(roomId, 'after the expiry 2')];
     await holdsFor(
       'nothing queued for B',
       async () => {
@@ -339,12 +339,15 @@ describe('A expires a peek B stopped renewing', () => {
       );
       // The old peek ended at B too.
       expect((await expiriesOnce(B, roomId, 'outbound')).map((r) => r.peekId)).toContain(out!.peekId);
-      await alice.send(roomId, 'peeking again');
+      const again = await alice.send(roomId, 'peeking again');
       await f.until('new messages after the fresh peek', () => f.messages(roomId).includes('peeking again'), 10_000);
+      // What was sent while B's peek had lapsed reaches the device too, in order: the new
+      // snapshot ends with the latest of it, and B asks A for the events between.
+      expect(f.messages(roomId)).toEqual(['hello', 'after the expiry 1', 'after the expiry 2', 'peeking again']);
+      expect((await copyAtB(roomId)).slice(-3)).toEqual([...late, again]);
     } finally {
       await stopSyncing();
     }
-    void late;
   });
 });
 

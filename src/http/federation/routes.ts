@@ -6,7 +6,6 @@ import { DomainError, NotFoundError } from '../../actors/errors.ts';
 import { isValidPeekId, isValidRoomAlias, isValidRoomId, serverOf } from '../../events/ids.ts';
 import type { FederationContext } from '../../federation/context.ts';
 import { buildSnapshot } from '../../federation/snapshot.ts';
-import { eventsByIds } from '../../federation/authChain.ts';
 import { checkPdu } from '../../federation/verifyPdu.ts';
 import { eventIdForPdu } from '../../crypto/index.ts';
 import { serverAclAllows } from '../../actors/serverAcl.ts';
@@ -19,10 +18,6 @@ import type { Pdu } from '../../events/roomEvents.ts';
 import { settled } from '../../projections/settled.ts';
 
 export const PEEKD_VERSION = '0.1.0';
-/** A gap in what a host sent is filled with at most this many events… */
-const MISSING_EVENTS_LIMIT = 20;
-/** …asked for within this long. */
-const MISSING_EVENTS_TIMEOUT_MS = 5_000;
 
 function peekParams(params: unknown): { roomId: string; peekId: string } {
   const { roomId, peekId } = params as { roomId: string; peekId: string };
@@ -60,36 +55,9 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
   app.get('/_matrix/key/v2/server/:keyId', async () => ctx.ownKeys.response());
   app.get('/_matrix/federation/v1/version', async () => ({ server: { name: 'peekd', version: PEEKD_VERSION } }));
 
-  /**
-   * PDUs whose prev_events we do not hold follow a gap in what the host sent: the events
-   * between are asked for with get_missing_events (at most MISSING_EVENTS_LIMIT, within
-   * MISSING_EVENTS_TIMEOUT_MS) and go in before them. If the host cannot fill it, the PDUs
-   * go in anyway; /messages backfills the gap later.
-   */
-  const withMissingEvents = async (roomId: string, origin: string, pdus: ReceivedPdu[]): Promise<ReceivedPdu[]> => {
-    if (!ctx.history) return pdus;
-    const inBatch = new Set(pdus.map((p) => p.eventId));
-    const prevs = [...new Set(pdus.flatMap((p) => p.pdu.prev_events))].filter((id) => !inBatch.has(id));
-    if (prevs.length === 0) return pdus;
-    const held = new Set((await eventsByIds(ctx.db, prevs)).map((e) => e.eventId));
-    const after = pdus.filter((p) => p.pdu.prev_events.some((id) => !inBatch.has(id) && !held.has(id)));
-    if (after.length === 0) return pdus;
-    const newest = await rooms.newestLiveEvent(roomId);
-    if (!newest) return pdus;
-    try {
-      const missing = await ctx.history.missingEvents(
-        roomId,
-        origin,
-        [newest.eventId],
-        after.map((p) => p.eventId),
-        MISSING_EVENTS_LIMIT,
-        MISSING_EVENTS_TIMEOUT_MS,
-      );
-      return [...missing.filter((m) => !inBatch.has(m.eventId)), ...pdus];
-    } catch {
-      return pdus;
-    }
-  };
+  /** PDUs after a gap in what the host sent come with the events between (RemoteHistory.withMissingEvents). */
+  const withMissingEvents = (roomId: string, origin: string, pdus: ReceivedPdu[]): Promise<ReceivedPdu[]> =>
+    ctx.history ? ctx.history.withMissingEvents(roomId, origin, pdus) : Promise.resolve(pdus);
 
   /**
    * New peeks of one server start one at a time, so that the per-server cap holds against a
