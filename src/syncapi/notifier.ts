@@ -4,6 +4,7 @@ import type { PeekEvent } from '../events/peekEvents.ts';
 import type { RoomEvent } from '../events/roomEvents.ts';
 import type { Projected } from '../projections/projection.ts';
 import type { Hangup } from './hangup.ts';
+import { wakingBegins, wakingEnds } from './writeSlices.ts';
 
 /**
  * How many long-polls are woken before the event loop gets a turn. Small: the first woken
@@ -88,10 +89,15 @@ export class SyncNotifier {
     map.delete(key);
     const waiters = [...set];
     let i = 0;
+    // A wake-up of more than one slice is a burst: new /sync requests wait until its
+    // answers are out (src/syncapi/writeSlices.ts).
+    const burst = waiters.length > WAKE_SLICE;
+    if (burst) wakingBegins();
     const slice = () => {
       const end = Math.min(i + WAKE_SLICE, waiters.length);
       for (; i < end; i++) waiters[i]!.wake(at);
       if (i < waiters.length) setImmediate(slice);
+      else if (burst) wakingEnds();
     };
     slice();
   }

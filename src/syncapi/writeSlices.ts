@@ -6,10 +6,29 @@
 
 /** Answers written per turn of the event loop. */
 export const SLICE = 200;
+/** New /sync requests let in per turn once a burst of answers is out. */
+export const ADMIT_SLICE = 50;
+/** The longest a new /sync request is held, however long bursts follow one another. */
+export const MAX_HOLD_MS = 500;
+/**
+ * The most requests held at once; later ones go on at once. Each held request keeps its
+ * objects alive across young-generation collections: at 10,000 held, promoting them cost
+ * more than the order saved (the 10,000-device p99 rose by a third).
+ */
+export const MAX_HELD = 1_000;
 
 let used = 0;
 let scheduled = false;
 const queue: (() => void)[] = [];
+/** /sync requests that arrived during a burst, waiting for it to end. */
+const held: (() => void)[] = [];
+/** Wake-ups still waking their long-polls (the notifier's slices). */
+let waking = 0;
+/** The oldest held request has waited MAX_HOLD_MS: let them in, burst or not. */
+let overdue = false;
+let holdTimer: NodeJS.Timeout | undefined;
+
+const bursting = () => waking > 0 || queue.length > 0;
 
 function nextTurn(): void {
   if (scheduled) return;
@@ -19,7 +38,15 @@ function nextTurn(): void {
     const ready = queue.splice(0, SLICE);
     used = ready.length;
     for (const go of ready) go();
-    if (used > 0 || queue.length > 0) nextTurn();
+    // The answers first; the requests held behind them once every answer is out.
+    const admit = overdue || !bursting();
+    if (admit) for (const go of held.splice(0, ADMIT_SLICE)) go();
+    if (held.length === 0 && holdTimer) {
+      clearTimeout(holdTimer);
+      holdTimer = undefined;
+      overdue = false;
+    }
+    if (used > 0 || queue.length > 0 || (held.length > 0 && admit)) nextTurn();
   });
 }
 
@@ -32,4 +59,38 @@ export function writeSlot(): Promise<void> | undefined {
   }
   nextTurn();
   return new Promise<void>((resolve) => queue.push(resolve));
+}
+
+/**
+ * A wake-up of many long-polls begins (the notifier, before its first slice) or has woken
+ * all of them (after its last). Between the two, and while answers wait for their turn, new
+ * /sync requests are held (admitSlot).
+ */
+export function wakingBegins(): void {
+  waking++;
+}
+
+export function wakingEnds(): void {
+  waking--;
+  if (held.length > 0 && !bursting()) nextTurn();
+}
+
+/**
+ * A new /sync request asks before it does any work. Undefined when no burst is on;
+ * otherwise resolves once it is over (every woken long-poll woken, every answer written),
+ * ADMIT_SLICE requests per turn after that, and after MAX_HOLD_MS at the latest. The devices answered first in a burst ask
+ * again at once: handled between the slices, their new long-polls (authentication, the
+ * sync computation, the notifier's indexes) would delay the answers of the devices still
+ * waiting by as much.
+ */
+export function admitSlot(): Promise<void> | undefined {
+  if (held.length >= MAX_HELD) return undefined;
+  if (held.length === 0) {
+    if (!bursting()) return undefined;
+    holdTimer = setTimeout(() => {
+      overdue = true;
+      nextTurn();
+    }, MAX_HOLD_MS);
+  }
+  return new Promise<void>((resolve) => held.push(resolve));
 }

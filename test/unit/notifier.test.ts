@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { SyncNotifier } from '../../src/syncapi/notifier.ts';
 import { Hangup } from '../../src/syncapi/hangup.ts';
+import { admitSlot } from '../../src/syncapi/writeSlices.ts';
 import type { Projected } from '../../src/projections/projection.ts';
 import type { RoomEvent } from '../../src/events/roomEvents.ts';
 
@@ -33,6 +34,25 @@ describe('SyncNotifier', () => {
     const results = await Promise.all(waits);
     expect(results.every((r) => typeof r === 'number')).toBe(true);
     expect(n.waiting).toBe(0);
+  });
+
+  it('holds new /sync requests while it wakes more than one slice of waits, and lets them in once all are woken', async () => {
+    const n = new SyncNotifier();
+    const waits = Array.from({ length: 500 }, (_, i) => n.wait({ userId: `@u${i}:x`, deviceId: 'D', roomIds: ['!burst:x'] }, 60_000));
+    expect(admitSlot()).toBeUndefined();
+    let woken = 0;
+    for (const w of waits) void w.then(() => woken++);
+    n.onRoomEvents([roomEvent('!burst:x')]);
+    const request = admitSlot();
+    expect(request).toBeInstanceOf(Promise);
+    await request;
+    // Let in only after the last slice: every wait had been woken.
+    expect(woken).toBe(500);
+    // One slice is not a burst.
+    const few = Array.from({ length: 10 }, (_, i) => n.wait({ userId: `@f${i}:x`, deviceId: 'D', roomIds: ['!small:x'] }, 60_000));
+    n.onRoomEvents([roomEvent('!small:x')]);
+    expect(admitSlot()).toBeUndefined();
+    await Promise.all(few);
   });
 
   it('ends a wait when its client hangs up, and an aborted client never waits', async () => {

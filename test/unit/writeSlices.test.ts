@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { SLICE, writeSlot } from '../../src/syncapi/writeSlices.ts';
+import { ADMIT_SLICE, admitSlot, MAX_HELD, MAX_HOLD_MS, SLICE, wakingBegins, wakingEnds, writeSlot } from '../../src/syncapi/writeSlices.ts';
 
 const turn = () => new Promise<void>((r) => setImmediate(r));
 
@@ -30,5 +30,66 @@ describe('write slices', () => {
     expect(order).toEqual([...order].sort((a, b) => a - b));
     const perTurn = turnOf.reduce<Record<number, number>>((acc, x) => ((acc[x] = (acc[x] ?? 0) + 1), acc), {});
     expect(Object.values(perTurn)).toEqual([SLICE, SLICE, 50]);
+  });
+});
+
+describe('new /sync requests during a burst of wake-ups', () => {
+  const settledWithin = async (p: Promise<void>, turns: number): Promise<boolean> => {
+    let done = false;
+    void p.then(() => (done = true));
+    for (let i = 0; i < turns && !done; i++) await turn();
+    return done;
+  };
+
+  it('go on at once when no burst is on', () => {
+    expect(admitSlot()).toBeUndefined();
+  });
+
+  it('wait while a wake-up is waking its long-polls, and are let in ADMIT_SLICE per turn once it has', async () => {
+    wakingBegins();
+    const slots = Array.from({ length: ADMIT_SLICE + 10 }, () => admitSlot());
+    expect(slots.every((s) => s instanceof Promise)).toBe(true);
+    const order: number[] = [];
+    const turnOf: number[] = [];
+    let t = 0;
+    slots.forEach((s, i) => void s!.then(() => (order.push(i), turnOf.push(t))));
+    // Still waking: nobody gets in, however many turns pass.
+    expect(await settledWithin(slots[0]!, 5)).toBe(false);
+    wakingEnds();
+    while (order.length < slots.length) {
+      await turn();
+      t++;
+    }
+    expect(order).toEqual([...order].sort((a, b) => a - b));
+    const perTurn = turnOf.reduce<Record<number, number>>((acc, x) => ((acc[x] = (acc[x] ?? 0) + 1), acc), {});
+    expect(Object.values(perTurn)).toEqual([ADMIT_SLICE, 10]);
+    expect(admitSlot()).toBeUndefined();
+  });
+
+  it('wait behind answers still queued for their turn', async () => {
+    await turn();
+    const answers = Array.from({ length: SLICE + 1 }, () => writeSlot());
+    const request = admitSlot();
+    expect(request).toBeInstanceOf(Promise);
+    let answered = false;
+    void answers.at(-1)!.then(() => (answered = true));
+    await request;
+    expect(answered).toBe(true);
+  });
+
+  it('are held at most MAX_HELD at once, and at most MAX_HOLD_MS', async () => {
+    wakingBegins();
+    try {
+      const held = Array.from({ length: MAX_HELD }, () => admitSlot());
+      expect(held.every((s) => s instanceof Promise)).toBe(true);
+      expect(admitSlot()).toBeUndefined();
+      const t0 = performance.now();
+      await Promise.all(held);
+      expect(performance.now() - t0).toBeGreaterThanOrEqual(MAX_HOLD_MS - 50);
+    } finally {
+      wakingEnds();
+    }
+    await turn();
+    expect(admitSlot()).toBeUndefined();
   });
 });

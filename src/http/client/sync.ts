@@ -11,7 +11,7 @@ import { parseSyncToken } from '../../syncapi/syncToken.ts';
 import { badJson, forbidden, invalidParam, MatrixError, notFound, notJson } from '../errors.ts';
 import { requireAuth, sessionOf } from './auth.ts';
 import type { ClientContext } from './context.ts';
-import { writeSlot } from '../../syncapi/writeSlices.ts';
+import { admitSlot, writeSlot } from '../../syncapi/writeSlices.ts';
 import { hangupOnClose } from '../../syncapi/hangup.ts';
 import { clientRoute } from './prefixes.ts';
 
@@ -53,6 +53,13 @@ export function registerSyncRoutes(app: FastifyInstance, ctx: ClientContext): vo
   clientRoute(app, {
     method: 'GET',
     path: '/sync',
+    // During a burst of wake-ups, new long-polls (mostly the re-polls of the devices answered
+    // first) wait until every answer is out (src/syncapi/writeSlices.ts).
+    onRequest: (_req, _reply, done) => {
+      const slot = admitSlot();
+      if (slot) void slot.then(() => done());
+      else done();
+    },
     preHandler: syncAuth,
     handler: async (req, reply) => {
       const { userId, deviceId } = sessionOf(req);
