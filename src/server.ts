@@ -304,10 +304,6 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
       }),
     };
 
-    // Outbound peeks: any process that serves HTTP starts them (a client's /peek) and
-    // checks /send against them; the upkeep (renewals, idle ends, restarts) and the sender
-    // run in one federation process at a time. Split, HTTP processes announce device syncs
-    // on NATS for that upkeep.
     // History of peeked rooms (backfill for /messages, gaps in /send and before a re-peek's
     // snapshot): wherever HTTP is served.
     const remoteHistory =
@@ -315,6 +311,10 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
         ? new RemoteHistory({ db: database.db, bus, client: federationClient, keyRing, waitForProjections, logger: logger.child({ component: 'remote-history' }) })
         : undefined;
     client.history = remoteHistory;
+    // Outbound peeks: any process that serves HTTP starts them (a client's /peek) and
+    // checks /send against them; the upkeep (renewals, idle ends, restarts) and the sender
+    // run in one federation process at a time. Split, HTTP processes announce device syncs
+    // on NATS for that upkeep.
     let outbound: OutboundPeeks | undefined;
     let upkeep: OutboundUpkeep | undefined;
     if (federationOn || roles.has('http')) {

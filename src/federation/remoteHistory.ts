@@ -129,6 +129,7 @@ export class RemoteHistory {
     if (res.status !== 200) throw new FederationUnreachableError(`${origin} answered get_missing_events of ${roomId} with ${res.status} ${res.body.errcode ?? ''}`.trim());
     return this.accept(roomId, res.body.events, origin);
   }
+
   /**
    * `pdus` from `origin`, preceded by the events of a gap before them. A PDU we do not hold
    * whose prev_events we hold neither here nor among `pdus` follows events the host did not
