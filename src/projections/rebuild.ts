@@ -9,6 +9,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { getTableConfig, PgTable } from 'drizzle-orm/pg-core';
 import { is as isEntity, sql } from 'drizzle-orm';
 import { InvalidInputError } from '../actors/errors.ts';
+import { retryTransient } from '../nats/errors.ts';
 import { MAX_EVENTS_PER_ENVELOPE, seqOfPosition, throughSeq } from '../events/envelope.ts';
 import type { Naming, StreamKind } from '../events/subjects.ts';
 import { rowsOf, type Db, type Tx } from '../store/db.ts';
@@ -63,10 +64,15 @@ export interface RebuildDeps {
   logger?: Logger;
 }
 
+/** How long a replay's read of the stream keeps trying again after transient NATS failures. */
+const READ_RETRY_MS = 60_000;
+
 /** The position through the stream's last envelope (what a caught-up projection's checkpoint reads). */
 export async function streamLastSeq(nc: NatsConnection, naming: Naming, kind: 'peeks' | 'rooms'): Promise<number> {
-  const jsm = await jetstreamManager(nc);
-  return throughSeq((await jsm.streams.info(naming.streamName(kind))).state.last_seq);
+  return retryTransient(async () => {
+    const jsm = await jetstreamManager(nc);
+    return throughSeq((await jsm.streams.info(naming.streamName(kind))).state.last_seq);
+  }, READ_RETRY_MS);
 }
 
 /**
@@ -261,7 +267,9 @@ export async function catchUpAll(deps: RebuildDeps, targets: CatchUpTarget[], op
     return atEnd || open === 0 || failed !== undefined;
   };
   try {
-    await readUntil(js, naming, stream, read, Math.ceil(batchSize / 2), take, backpressure);
+    // A NATS request that times out (a busy server, or this process's event loop held up by
+    // its own commits so the answer is read too late) is read again from what was taken in.
+    await retryTransient(() => readUntil(js, naming, stream, read, Math.ceil(batchSize / 2), take, backpressure), READ_RETRY_MS);
     // A gap in the sequences (deleted messages) can end the read with a batch not yet written.
     for (const r of active) if (!r.finished) finish(r);
     await Promise.allSettled(finishing);
