@@ -33,6 +33,8 @@ export class AckedPublisher {
   private readonly pending = new Map<number, Pending>();
   private sub?: Subscription;
   private sweeper?: NodeJS.Timeout;
+  /** When the sweeper last ran (performance.now()). */
+  private lastSweep = 0;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -62,7 +64,10 @@ export class AckedPublisher {
         h.set('Nats-Msg-Id', msgId);
         h.set('Nats-Expected-Last-Subject-Sequence', String(expectedLastSubjectSeq));
         this.pending.set(id, { resolve, reject, deadline: performance.now() + this.timeoutMs });
-        this.sweeper ??= setInterval(() => this.expire(), Math.min(1_000, this.timeoutMs)).unref();
+        if (!this.sweeper) {
+          this.lastSweep = performance.now();
+          this.sweeper = setInterval(() => this.sweep(), this.sweepMs).unref();
+        }
         this.nc.publish(subject, data, { reply: `${this.prefix}.${id}`, headers: h });
       } catch (err) {
         // A closed or draining connection refuses at once.
@@ -92,6 +97,24 @@ export class AckedPublisher {
     if (answer.error) waiting.reject(new JetStreamApiError(answer.error));
     else if (!answer.stream || typeof answer.seq !== 'number') waiting.reject(new Error('invalid ack response'));
     else waiting.resolve({ stream: answer.stream, seq: answer.seq, duplicate: answer.duplicate === true });
+  }
+
+  private get sweepMs(): number {
+    return Math.min(1_000, this.timeoutMs);
+  }
+
+  /**
+   * Timers run before the event loop reads its sockets: after the loop was held up (a long
+   * synchronous task, a GC pause), the answers may be waiting unread while the deadlines have
+   * passed. The time the loop was held is not JetStream's: deadlines move on by it, and the
+   * expiry runs after this turn's reads (setImmediate), so what has arrived counts.
+   */
+  private sweep(): void {
+    const now = performance.now();
+    const late = now - this.lastSweep - this.sweepMs;
+    this.lastSweep = now;
+    if (late > this.sweepMs) for (const waiting of this.pending.values()) waiting.deadline += late;
+    setImmediate(() => this.expire());
   }
 
   private expire(): void {

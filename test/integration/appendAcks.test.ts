@@ -46,6 +46,21 @@ describe('AckedPublisher', () => {
     expect([...seqs].sort((a, b) => a - b)).toEqual(seqs);
   });
 
+  it('an event loop held up past the timeout does not time out an append JetStream answered meanwhile', async () => {
+    const acks = new AckedPublisher(streams.nc, 300);
+    const s = subject('held');
+    const first = await acks.publish(s, bytes('a'), uniqueName('m'), 0);
+    const second = acks.publish(s, bytes('b'), uniqueName('m'), first.seq);
+    // The publish goes out (peekd's connection writes once per turn)…
+    await new Promise((r) => setImmediate(r));
+    // …and the loop is held (a long synchronous task) well past the timeout while JetStream answers.
+    const until = performance.now() + 1_200;
+    while (performance.now() < until);
+    const answer = await second;
+    expect(answer.seq).toBeGreaterThan(first.seq);
+    expect(answer.duplicate).toBe(false);
+  });
+
   it('a subject no stream takes (no responders) fails at once, retryably', async () => {
     const acks = new AckedPublisher(streams.nc);
     const started = performance.now();
