@@ -64,8 +64,8 @@ export const wakeUp: Scenario = {
     const notes: string[] = [];
     let result: ScenarioResult;
     let template: string | null;
-    const rowSizes: number[] = [];
-    const rowP99s: number[] = [];
+    /** Per row: its number of devices and peekd's p99 (the ceiling's ratio is taken against it). */
+    const measured: { size: number; p99: number }[] = [];
     try {
       const creator = `@bench:${server.serverName}`;
       const [room] = await server.child.call<string[]>('createRooms', { count: 1, creator });
@@ -157,8 +157,7 @@ export const wakeUp: Scenario = {
         const sentAll = roundsOut.map((r) => (r.serverSentMs as { p99: number }).p99).filter((x) => Number.isFinite(x));
         const serverP99 = Math.max(...sentAll);
         perSize[String(size)] = { rounds: roundsOut, p50: percentile(fromAck, 50), p99, max: Math.max(...fromAck), p99FromCommand: percentile(fromStart, 99), serverSentP99: serverP99 };
-        rowSizes.push(size);
-        rowP99s.push(p99);
+        measured.push({ size, p99 });
         rows.push({
           scenario: 'wake-up',
           metric: `append → /sync response at the client, ${fmtNum(size)} waiting devices, p50 / p99 / max ms (in brackets: p99 of peekd ending the responses)`,
@@ -221,8 +220,8 @@ export const wakeUp: Scenario = {
     const raw = await rawWakeUp(services, sizes, template, ctx.quick);
     result.details.ceiling = raw;
     result.rows.forEach((row, i) => {
-      const c = raw[String(rowSizes[i])]!;
-      const p99 = rowP99s[i]!;
+      const { size, p99 } = measured[i]!;
+      const c = raw[String(size)]!;
       row.ceiling = `${fmtNum(c.p50)} / ${fmtNum(c.p99)} / ${fmtNum(c.max)} with a bare node:http long-poll server`;
       row.ratio = c.p99 / p99;
     });

@@ -35,11 +35,13 @@ export class AckedPublisher {
   private sweeper?: NodeJS.Timeout;
   /** When the sweeper last ran (performance.now()). */
   private lastSweep = 0;
+  private readonly sweepMs: number;
 
   constructor(
     private readonly nc: NatsConnection,
     private readonly timeoutMs = APPEND_ACK_TIMEOUT_MS,
   ) {
+    this.sweepMs = Math.min(1_000, timeoutMs);
     // A closed connection answers nothing more: fail what waits now, not after the timeout.
     void nc.closed().then(() => this.failAll('the NATS connection closed before JetStream acknowledged the append'));
   }
@@ -97,10 +99,6 @@ export class AckedPublisher {
     if (answer.error) waiting.reject(new JetStreamApiError(answer.error));
     else if (!answer.stream || typeof answer.seq !== 'number') waiting.reject(new Error('invalid ack response'));
     else waiting.resolve({ stream: answer.stream, seq: answer.seq, duplicate: answer.duplicate === true });
-  }
-
-  private get sweepMs(): number {
-    return Math.min(1_000, this.timeoutMs);
   }
 
   /**

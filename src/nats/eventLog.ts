@@ -33,8 +33,10 @@ export class EventLog {
     private readonly logger?: Logger,
   ) {}
 
-  /** `logger`: a debug line per append (with the command ID, which carries the request's). */
-  /** `ackTimeoutMs`: how long an append waits for JetStream's acknowledgement (default APPEND_ACK_TIMEOUT_MS). */
+  /**
+   * `logger`: a debug line per append (with the command ID, which carries the request's).
+   * `ackTimeoutMs`: how long an append waits for JetStream's acknowledgement (default APPEND_ACK_TIMEOUT_MS).
+   */
   static async open(nc: NatsConnection, naming: Naming, logger?: Logger, options: { ackTimeoutMs?: number } = {}): Promise<EventLog> {
     return new EventLog(naming, jetstream(nc), await jetstreamManager(nc), new AckedPublisher(nc, options.ackTimeoutMs), logger);
   }

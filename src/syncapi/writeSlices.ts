@@ -76,12 +76,12 @@ export function wakingEnds(): void {
 }
 
 /**
- * A new /sync request asks before it does any work. Undefined when no burst is on;
- * otherwise resolves once it is over (every woken long-poll woken, every answer written),
- * ADMIT_SLICE requests per turn after that, and after MAX_HOLD_MS at the latest. The devices answered first in a burst ask
- * again at once: handled between the slices, their new long-polls (authentication, the
- * sync computation, the notifier's indexes) would delay the answers of the devices still
- * waiting by as much.
+ * A new /sync request asks before it does any work. Undefined when no burst is on (or
+ * MAX_HELD are held already); otherwise resolves once it is over (every woken long-poll
+ * woken, every answer written), ADMIT_SLICE requests per turn, and after MAX_HOLD_MS at the
+ * latest. The devices answered first in a burst ask again at once: handled between the
+ * slices, their new long-polls (authentication, the sync computation, the notifier's
+ * indexes) would delay the answers of the devices still waiting by as much.
  */
 export function admitSlot(): Promise<void> | undefined {
   if (held.length >= MAX_HELD) return undefined;
@@ -90,7 +90,7 @@ export function admitSlot(): Promise<void> | undefined {
     holdTimer = setTimeout(() => {
       overdue = true;
       nextTurn();
-    }, MAX_HOLD_MS);
+    }, MAX_HOLD_MS).unref();
   }
   return new Promise<void>((resolve) => held.push(resolve));
 }
