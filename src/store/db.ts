@@ -31,13 +31,55 @@ export interface OpenOptions {
   maxConnections?: number;
 }
 
+/** Most parameters a statement may have and still be prepared by `preparing`. */
+export const PREPARE_MAX_PARAMS = 16;
+
+/**
+ * drizzle runs every statement through `postgres` unprepared, and `postgres` sends an
+ * unprepared statement with parameters as two round trips (Parse/Describe, wait for the
+ * parameter types, then Bind/Execute) and holds back the statements queued behind it, so
+ * statements issued together (`pipelined`) went one at a time, two round trips each. This
+ * wraps the client so that statements are prepared: `postgres` keeps them per connection,
+ * keyed by text and parameter types, and a statement seen before on that connection is one
+ * round trip and pipelines. Only statements with at most PREPARE_MAX_PARAMS parameters:
+ * an `IN ($1, …, $n)` list makes a new text for every n, and a connection would keep them all
+ * (the JSON-parameter statements of the projections and `tupleIn` have one). Postgres
+ * re-plans a prepared statement when a table it reads is replaced (a replay's swap) or the
+ * search_path differs.
+ */
+function preparing<T extends object>(client: T): T {
+  return new Proxy(client, {
+    get(target, prop, receiver) {
+      const value = Reflect.get(target, prop, receiver) as unknown;
+      if (typeof value !== 'function') return value;
+      const fn = value as (...args: unknown[]) => unknown;
+      if (prop === 'unsafe') {
+        return (query: string, params: unknown[] = [], opts: Record<string, unknown> = {}) =>
+          fn.call(target, query, params, params.length <= PREPARE_MAX_PARAMS ? { ...opts, prepare: true } : opts);
+      }
+      if (prop === 'begin' || prop === 'savepoint') {
+        // The transaction's own client (the callback's argument) is wrapped as well.
+        return (...args: unknown[]) => {
+          const i = args.findIndex((a) => typeof a === 'function');
+          if (i >= 0) {
+            const body = args[i] as (c: object) => unknown;
+            args[i] = (c: object) => body(preparing(c));
+          }
+          return fn.apply(target, args);
+        };
+      }
+      return value;
+    },
+  });
+}
+
 export async function openDatabase(options: OpenOptions): Promise<Database> {
   if (options.url) {
     const { default: postgres } = await import('postgres');
     const { drizzle } = await import('drizzle-orm/postgres-js');
     const { migrate } = await import('drizzle-orm/postgres-js/migrator');
     const client = postgres(options.url, { max: options.maxConnections ?? 20, onnotice: () => {} });
-    const db = drizzle(client, { schema });
+    const db = drizzle(preparing(client), { schema });
     // Several processes may start at once on one database: one migrates, the others wait
     // on a session advisory lock held on a connection of its own, then find nothing to do.
     const lock = postgres(options.url, { max: 1, onnotice: () => {} });
