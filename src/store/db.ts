@@ -54,8 +54,7 @@ function preparing<T extends object>(client: T): T {
       if (typeof value !== 'function') return value;
       const fn = value as (...args: unknown[]) => unknown;
       if (prop === 'unsafe') {
-        return (query: string, params: unknown[] = [], opts: Record<string, unknown> = {}) =>
-          fn.call(target, query, params, params.length <= PREPARE_MAX_PARAMS ? { ...opts, prepare: true } : opts);
+        return (query: string, params: unknown[] = [], opts: Record<string, unknown> = {}) => fn.call(target, query, params, params.length <= PREPARE_MAX_PARAMS ? { ...opts, prepare: true } : opts);
       }
       if (prop === 'begin' || prop === 'savepoint') {
         // The transaction's own client (the callback's argument) is wrapped as well.

@@ -25,7 +25,9 @@ describe('statements on the Postgres client', () => {
 
   /** Statements prepared on the transaction's connection whose text contains `marker`. */
   async function preparedIn(tx: { execute(q: ReturnType<typeof sql>): PromiseLike<unknown> }, marker: string): Promise<number> {
-    const rows = rowsOf<{ n: number }>(await tx.execute(sql`select count(*)::int as n from pg_prepared_statements where statement like ${`%${marker}%`} and statement not like '%pg_prepared_statements%'`));
+    const rows = rowsOf<{ n: number }>(
+      await tx.execute(sql`select count(*)::int as n from pg_prepared_statements where statement like ${`%${marker}%`} and statement not like '%pg_prepared_statements%'`),
+    );
     return Number(rows[0]!.n);
   }
 
