@@ -100,7 +100,7 @@ export class Child {
     const log = createWriteStream(options.logFile, { flags: 'a' });
     const proc = fork(script, [options.module], {
       env: { ...process.env, ...(options.env ?? {}) },
-      execArgv: options.nodeFlags ?? [],
+      execArgv: [...(options.nodeFlags ?? []), ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)],
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
       serialization: 'advanced',
     });

@@ -59,14 +59,16 @@ function category(frame: CallFrame): string {
     const rest = path.slice(nm + '/node_modules/'.length).split('/');
     return rest[0]!.startsWith('@') ? `${rest[0]}/${rest[1]}` : rest[0]!;
   }
-  if (path.startsWith(ROOT)) return relative(ROOT, path);
-  return path;
+  if (!path.startsWith(ROOT)) return path;
+  // peekd runs from dist/ (bench/distHooks.mjs): named by the source file it was compiled from.
+  const rel = relative(ROOT, path);
+  return rel.startsWith('dist/') && rel.endsWith('.js') ? `src/${rel.slice('dist/'.length, -'.js'.length)}.ts` : rel;
 }
 
 function frameName(frame: CallFrame): string {
   const cat = category(frame);
   if (SPECIAL.has(frame.functionName)) return frame.functionName;
-  // tsx emits each module on one line: a peekd function is named by its file alone.
+  // A peekd function is named by its source file alone (dist/'s lines are not src/'s).
   return cat.startsWith('src/') ? `${frame.functionName || '(anonymous)'} ${cat}` : `${frame.functionName || '(anonymous)'} ${cat}:${frame.lineNumber + 1}`;
 }
 
