@@ -22,6 +22,8 @@ let scheduled = false;
 const queue: (() => void)[] = [];
 /** /sync requests that arrived during a burst, waiting for it to end. */
 const held: (() => void)[] = [];
+/** Connections answered during a burst and not read from until it ends (holdConnection). */
+const paused: Connection[] = [];
 /** Wake-ups still waking their long-polls (the notifier's slices). */
 let waking = 0;
 /** The oldest held request has waited MAX_HOLD_MS: let them in, burst or not. */
@@ -40,13 +42,17 @@ function nextTurn(): void {
     for (const go of ready) go();
     // The answers first; the requests held behind them once every answer is out.
     const admit = overdue || !bursting();
-    if (admit) for (const go of held.splice(0, ADMIT_SLICE)) go();
-    if (held.length === 0 && holdTimer) {
+    if (admit) {
+      for (const go of held.splice(0, ADMIT_SLICE)) go();
+      for (const c of paused.splice(0, ADMIT_SLICE)) c.resume();
+    }
+    const holding = held.length > 0 || paused.length > 0;
+    if (!holding && holdTimer) {
       clearTimeout(holdTimer);
       holdTimer = undefined;
       overdue = false;
     }
-    if (used > 0 || queue.length > 0 || (held.length > 0 && admit)) nextTurn();
+    if (used > 0 || queue.length > 0 || (holding && admit)) nextTurn();
   });
 }
 
@@ -72,7 +78,16 @@ export function wakingBegins(): void {
 
 export function wakingEnds(): void {
   waking--;
-  if (held.length > 0 && !bursting()) nextTurn();
+  if ((held.length > 0 || paused.length > 0) && !bursting()) nextTurn();
+}
+
+/** Starts the MAX_HOLD_MS bound when the first request or connection is held. */
+function holdStarts(): void {
+  if (holdTimer) return;
+  holdTimer = setTimeout(() => {
+    overdue = true;
+    nextTurn();
+  }, MAX_HOLD_MS).unref();
 }
 
 /**
@@ -85,12 +100,34 @@ export function wakingEnds(): void {
  */
 export function admitSlot(): Promise<void> | undefined {
   if (held.length >= MAX_HELD) return undefined;
-  if (held.length === 0) {
-    if (!bursting()) return undefined;
-    holdTimer = setTimeout(() => {
-      overdue = true;
-      nextTurn();
-    }, MAX_HOLD_MS).unref();
-  }
+  if (held.length === 0 && !bursting()) return undefined;
+  holdStarts();
   return new Promise<void>((resolve) => held.push(resolve));
+}
+
+/** How many /sync requests (admitSlot) and connections (holdConnection) are held now. */
+export function holding(): { requests: number; connections: number } {
+  return { requests: held.length, connections: paused.length };
+}
+
+/** What holdConnection needs of a socket. */
+export interface Connection {
+  pause(): void;
+  resume(): void;
+}
+
+/**
+ * An answer has just been written to `socket` (a keep-alive connection). During a burst the
+ * connection is not read from again until the burst is over (ADMIT_SLICE connections per
+ * turn, MAX_HOLD_MS at the latest): the device's next request, which it sends as soon as it
+ * has the answer, waits in the kernel's socket buffer, where it costs nothing, instead of
+ * being parsed, routed and held as a request (admitSlot), whose objects would outlive
+ * young-generation collections. Node's HTTP server stops reading a paused socket
+ * (`readStop`) and starts again on resume. Outside a burst, nothing happens.
+ */
+export function holdConnection(socket: Connection): void {
+  if (!bursting()) return;
+  socket.pause();
+  paused.push(socket);
+  holdStarts();
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ADMIT_SLICE, admitSlot, MAX_HELD, MAX_HOLD_MS, SLICE, wakingBegins, wakingEnds, writeSlot } from '../../src/syncapi/writeSlices.ts';
+import { ADMIT_SLICE, admitSlot, holdConnection, MAX_HELD, MAX_HOLD_MS, SLICE, wakingBegins, wakingEnds, writeSlot } from '../../src/syncapi/writeSlices.ts';
 
 const turn = () => new Promise<void>((r) => setImmediate(r));
 
@@ -91,5 +91,56 @@ describe('new /sync requests during a burst of wake-ups', () => {
     }
     await turn();
     expect(admitSlot()).toBeUndefined();
+  });
+});
+
+describe('connections answered during a burst of wake-ups', () => {
+  /** A socket's pause and resume, recorded (what holdConnection calls). */
+  const resumed: number[] = [];
+  let made = 0;
+  const connection = () => {
+    const id = made++;
+    const c = { id, paused: false, resumes: 0, pause: () => void (c.paused = true), resume: () => void ((c.paused = false), c.resumes++, resumed.push(id)) };
+    return c;
+  };
+
+  it('are left alone when no burst is on', async () => {
+    await turn();
+    await turn();
+    const c = connection();
+    holdConnection(c);
+    expect(c.paused).toBe(false);
+  });
+
+  it('are not read from until the burst is over, then resumed ADMIT_SLICE per turn, in order', async () => {
+    wakingBegins();
+    const conns = Array.from({ length: ADMIT_SLICE + 7 }, () => connection());
+    for (const c of conns) holdConnection(c);
+    expect(conns.every((c) => c.paused)).toBe(true);
+    for (let i = 0; i < 5; i++) await turn();
+    expect(conns.some((c) => !c.paused)).toBe(false);
+    wakingEnds();
+    const perTurn: number[] = [];
+    while (conns.some((c) => c.paused)) {
+      await turn();
+      perTurn.push(conns.filter((c) => !c.paused).length);
+    }
+    expect(perTurn.filter((n, i) => n !== (perTurn[i - 1] ?? 0))).toEqual([ADMIT_SLICE, ADMIT_SLICE + 7]);
+    // Resumed once each, the first held first.
+    expect(conns.map((c) => c.resumes)).toEqual(conns.map(() => 1));
+    expect(resumed.slice(-conns.length)).toEqual(conns.map((c) => c.id));
+  });
+
+  it('are resumed after MAX_HOLD_MS even while the burst goes on', async () => {
+    wakingBegins();
+    try {
+      const c = connection();
+      holdConnection(c);
+      const t0 = performance.now();
+      while (c.paused) await new Promise((r) => setTimeout(r, 20));
+      expect(performance.now() - t0).toBeGreaterThanOrEqual(MAX_HOLD_MS - 50);
+    } finally {
+      wakingEnds();
+    }
   });
 });

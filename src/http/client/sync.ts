@@ -11,7 +11,7 @@ import { parseSyncToken } from '../../syncapi/syncToken.ts';
 import { badJson, forbidden, invalidParam, MatrixError, notFound, notJson } from '../errors.ts';
 import { requireAuth, sessionOf } from './auth.ts';
 import type { ClientContext } from './context.ts';
-import { admitSlot, writeSlot } from '../../syncapi/writeSlices.ts';
+import { admitSlot, holdConnection, writeSlot } from '../../syncapi/writeSlices.ts';
 import { hangupOnClose } from '../../syncapi/hangup.ts';
 import { clientRoute } from './prefixes.ts';
 
@@ -91,7 +91,10 @@ export function registerSyncRoutes(app: FastifyInstance, ctx: ClientContext): vo
       // written a slice per event-loop turn when many are ready at once.
       const slot = writeSlot();
       if (slot) await slot;
-      return reply.type('application/json').send(answer.body());
+      reply.type('application/json').send(answer.body());
+      // During a burst, the device's next request stays unread until every answer is out.
+      holdConnection(req.raw.socket);
+      return reply;
     },
   });
 
