@@ -31,6 +31,7 @@ let overdue = false;
 let holdTimer: NodeJS.Timeout | undefined;
 
 const bursting = () => waking > 0 || queue.length > 0;
+const anyHeld = () => held.length > 0 || paused.length > 0;
 
 function nextTurn(): void {
   if (scheduled) return;
@@ -46,13 +47,12 @@ function nextTurn(): void {
       for (const go of held.splice(0, ADMIT_SLICE)) go();
       for (const c of paused.splice(0, ADMIT_SLICE)) c.resume();
     }
-    const holding = held.length > 0 || paused.length > 0;
-    if (!holding && holdTimer) {
+    if (!anyHeld() && holdTimer) {
       clearTimeout(holdTimer);
       holdTimer = undefined;
       overdue = false;
     }
-    if (used > 0 || queue.length > 0 || (holding && admit)) nextTurn();
+    if (used > 0 || queue.length > 0 || (anyHeld() && admit)) nextTurn();
   });
 }
 
@@ -78,7 +78,7 @@ export function wakingBegins(): void {
 
 export function wakingEnds(): void {
   waking--;
-  if ((held.length > 0 || paused.length > 0) && !bursting()) nextTurn();
+  if (anyHeld() && !bursting()) nextTurn();
 }
 
 /** Starts the MAX_HOLD_MS bound when the first request or connection is held. */
