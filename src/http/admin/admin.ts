@@ -11,6 +11,9 @@ import { validateCommand } from '../../actors/validateCommand.ts';
 import { parseLivePeeksQuery, projectionPositions, queryLivePeeks, shardMap } from './liveQueries.ts';
 import { registerAdminView } from './view.ts';
 
+
+/** An operator's command ID: 1–255 visible ASCII characters (no spaces, no control characters). */
+const COMMAND_ID = /^[\x21-\x7e]{1,255}$/;
 export function registerAdmin(app: FastifyInstance, peekd: Peekd): void {
   const token = peekd.config.adminToken;
   const guard = async (req: FastifyRequest) => {
@@ -31,7 +34,8 @@ export function registerAdmin(app: FastifyInstance, peekd: Peekd): void {
       throw badJson('a command needs a string `type` and `roomId`');
     }
     const { commandId, ...command } = body;
-    if (commandId !== undefined && (typeof commandId !== 'string' || commandId === '' || commandId.length > 255)) throw badJson('commandId must be a non-empty string');
+    // It becomes the envelope's JetStream message ID, a NATS header: visible ASCII only.
+    if (commandId !== undefined && (typeof commandId !== 'string' || !COMMAND_ID.test(commandId))) throw badJson('commandId must be 1–255 visible ASCII characters');
     // The command comes as JSON, not from typed code: a shape the checks cannot even read is M_BAD_JSON.
     let invalid;
     try {
