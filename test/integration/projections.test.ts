@@ -215,9 +215,11 @@ describe('peek projections over a generated log', () => {
     const reasons = new Set(known.flatMap((p) => (p.event.type === 'PeekExpired' ? [p.event.reason] : [])));
     for (const r of [...DEVICE_REASONS, ...INBOUND_REASONS, ...OUTBOUND_REASONS]) expect(PEEK_END_REASONS).toContain(r);
     expect(reasons.size).toBe(new Set([...DEVICE_REASONS, ...INBOUND_REASONS, ...OUTBOUND_REASONS]).size);
-    // The rooms interleave in the stream.
+    // The rooms interleave in the stream: the ~100 envelopes (about two per room) change room
+    // far more often than the 50 times rooms appended one after another would. (Not "more
+    // than 100": that needed all but two boundaries to change room, which timing decides.)
     const switches = placed.filter((p, i) => i > 0 && p.roomId !== placed[i - 1]!.roomId).length;
-    expect(switches).toBeGreaterThan(100);
+    expect(switches).toBeGreaterThan(new Set(placed.map((p) => p.roomId)).size + 20);
     // Non-trivial reference tables.
     expect(reference.syncapi_peeks.length).toBeGreaterThan(200);
     expect(reference.syncapi_peeks.some((r) => r.endedSeq !== null)).toBe(true);
