@@ -11,7 +11,6 @@ import { validateCommand } from '../../actors/validateCommand.ts';
 import { parseLivePeeksQuery, projectionPositions, queryLivePeeks, shardMap } from './liveQueries.ts';
 import { registerAdminView } from './view.ts';
 
-
 /** An operator's command ID: 1–255 visible ASCII characters (no spaces, no control characters). */
 const COMMAND_ID = /^[\x21-\x7e]{1,255}$/;
 export function registerAdmin(app: FastifyInstance, peekd: Peekd): void {
