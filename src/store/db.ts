@@ -48,28 +48,20 @@ export const PREPARE_MAX_PARAMS = 16;
  * search_path differs.
  */
 function preparing<T extends object>(client: T): T {
-  return new Proxy(client, {
-    get(target, prop, receiver) {
-      const value = Reflect.get(target, prop, receiver) as unknown;
-      if (typeof value !== 'function') return value;
-      const fn = value as (...args: unknown[]) => unknown;
-      if (prop === 'unsafe') {
-        return (query: string, params: unknown[] = [], opts: Record<string, unknown> = {}) => fn.call(target, query, params, params.length <= PREPARE_MAX_PARAMS ? { ...opts, prepare: true } : opts);
-      }
-      if (prop === 'begin' || prop === 'savepoint') {
-        // The transaction's own client (the callback's argument) is wrapped as well.
-        return (...args: unknown[]) => {
-          const i = args.findIndex((a) => typeof a === 'function');
-          if (i >= 0) {
-            const body = args[i] as (c: object) => unknown;
-            args[i] = (c: object) => body(preparing(c));
-          }
-          return fn.apply(target, args);
-        };
-      }
-      return value;
+  const c = client as unknown as Record<string, (...args: unknown[]) => unknown>;
+  // Made once per client, not on every property read: drizzle reads `unsafe` per statement.
+  const overrides: Record<string, (...args: unknown[]) => unknown> = {
+    unsafe: (query, params, opts) => {
+      const n = Array.isArray(params) ? params.length : 0;
+      return c.unsafe!(query, params ?? [], n <= PREPARE_MAX_PARAMS ? { ...(opts as object | undefined), prepare: true } : (opts ?? {}));
     },
-  });
+  };
+  // A transaction's (or savepoint's) own client, the callback's argument, prepares as well.
+  for (const name of ['begin', 'savepoint']) {
+    if (typeof c[name] !== 'function') continue;
+    overrides[name] = (...args) => c[name]!(...args.map((a) => (typeof a === 'function' ? (inner: object) => (a as (x: object) => unknown)(preparing(inner)) : a)));
+  }
+  return new Proxy(client, { get: (target, prop, receiver) => (typeof prop === 'string' && Object.hasOwn(overrides, prop) ? overrides[prop] : Reflect.get(target, prop, receiver)) });
 }
 
 export async function openDatabase(options: OpenOptions): Promise<Database> {

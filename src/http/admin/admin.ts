@@ -13,6 +13,7 @@ import { registerAdminView } from './view.ts';
 
 /** An operator's command ID: 1–255 visible ASCII characters (no spaces, no control characters). */
 const COMMAND_ID = /^[\x21-\x7e]{1,255}$/;
+
 export function registerAdmin(app: FastifyInstance, peekd: Peekd): void {
   const token = peekd.config.adminToken;
   const guard = async (req: FastifyRequest) => {
