@@ -50,18 +50,31 @@ export const PREPARE_MAX_PARAMS = 16;
 function preparing<T extends object>(client: T): T {
   const c = client as unknown as Record<string, (...args: unknown[]) => unknown>;
   // Made once per client, not on every property read: drizzle reads `unsafe` per statement.
+  const unsafe = c.unsafe!.bind(client);
   const overrides: Record<string, (...args: unknown[]) => unknown> = {
     unsafe: (query, params, opts) => {
       const n = Array.isArray(params) ? params.length : 0;
-      return c.unsafe!(query, params ?? [], n <= PREPARE_MAX_PARAMS ? { ...(opts as object | undefined), prepare: true } : (opts ?? {}));
+      return unsafe(query, params ?? [], n <= PREPARE_MAX_PARAMS ? { ...(opts as object | undefined), prepare: true } : (opts ?? {}));
     },
   };
   // A transaction's (or savepoint's) own client, the callback's argument, prepares as well.
   for (const name of ['begin', 'savepoint']) {
     if (typeof c[name] !== 'function') continue;
-    overrides[name] = (...args) => c[name]!(...args.map((a) => (typeof a === 'function' ? (inner: object) => (a as (x: object) => unknown)(preparing(inner)) : a)));
+    const original = c[name].bind(client);
+    overrides[name] = (...args) => original(...args.map((a) => (typeof a === 'function' ? (inner: object) => (a as (x: object) => unknown)(preparing(inner)) : a)));
   }
-  return new Proxy(client, { get: (target, prop, receiver) => (typeof prop === 'string' && Object.hasOwn(overrides, prop) ? overrides[prop] : Reflect.get(target, prop, receiver)) });
+  return new Proxy(client, {
+    get: (target, prop, receiver) => (typeof prop === 'string' && Object.hasOwn(overrides, prop) ? overrides[prop] : Reflect.get(target, prop, receiver)),
+    // Whoever wraps a method of the client (a tracer: `client.unsafe = wrap(client.unsafe)`)
+    // wraps the override it read; the override still calls the client's own method.
+    set: (target, prop, value, receiver) => {
+      if (typeof prop === 'string' && Object.hasOwn(overrides, prop)) {
+        overrides[prop] = value as (...args: unknown[]) => unknown;
+        return true;
+      }
+      return Reflect.set(target, prop, value, receiver);
+    },
+  });
 }
 
 export async function openDatabase(options: OpenOptions): Promise<Database> {

@@ -59,6 +59,40 @@ describe('statements on the Postgres client', () => {
     });
   });
 
+  it('can be wrapped from outside, as the bench tracer does, and still prepare', async () => {
+    const { db } = database;
+    type Fn = (...args: unknown[]) => unknown;
+    const client = (db as unknown as { $client: Record<string, Fn> }).$client;
+    const seen: string[] = [];
+    const original = { unsafe: client.unsafe!, begin: client.begin };
+    for (const name of ['unsafe', 'begin'] as const) {
+      const inner = client[name];
+      if (typeof inner !== 'function') continue;
+      client[name] = (...args: unknown[]) => {
+        seen.push(name);
+        return inner(...args);
+      };
+    }
+    try {
+      await db.transaction(async (tx) => {
+        for (const n of [1, 2]) {
+          const rows = rowsOf<{ wrapped_marker: number }>(await tx.execute(sql`select ${n}::int as wrapped_marker`));
+          expect(Number(rows[0]!.wrapped_marker)).toBe(n);
+        }
+        expect(await preparedIn(tx, 'wrapped_marker')).toBe(database.kind === 'postgres' ? 1 : 0);
+      });
+      const rows = rowsOf<{ outside: number }>(await db.execute(sql`select ${7}::int as outside`));
+      expect(Number(rows[0]!.outside)).toBe(7);
+      if (database.kind === 'postgres') {
+        expect(seen).toContain('begin');
+        expect(seen).toContain('unsafe');
+      }
+    } finally {
+      client.unsafe = original.unsafe;
+      if (original.begin) client.begin = original.begin;
+    }
+  });
+
   it('read the table that replaced the one they were prepared against (a replay swap)', async () => {
     const { db } = database;
     await db.execute(sql`create table swap_probe (a int)`);
