@@ -4,7 +4,7 @@
 import { encodePeekEvent } from '../src/events/peekEvents.ts';
 import { coresReport, cpuBetween, cpuSample, fmtNum, log, profilePath, round, startLoadChild, startPeekdChild, uniqueName, type Row, type ScenarioResult } from './harness.ts';
 import { describeProfile, profiled } from './profile.ts';
-import type { BenchContext, Scenario } from './scenario.ts';
+import { profiles, type BenchContext, type Scenario } from './scenario.ts';
 import { describeTrace, type TraceLine } from './trace.ts';
 
 interface CycleResult {
@@ -95,8 +95,8 @@ async function runCommands(ctx: BenchContext, o: Options): Promise<ScenarioResul
 
     let profile;
     let trace: TraceLine[] | undefined;
-    if (!met && ctx.profile) {
-      log(`${o.name}: goal missed — profiling peekd for 5 s of the same load`);
+    if (profiles(ctx, !met)) {
+      log(`${o.name}: ${met ? 'profiling' : 'goal missed — profiling'} peekd for 5 s of the same load`);
       await server.child.call('traceStart');
       const p = await profiled(server.child, profilePath(o.name), () => cycle(5));
       trace = await server.child.call<TraceLine[]>('traceStop');

@@ -21,7 +21,7 @@ import {
   type ScenarioResult,
 } from './harness.ts';
 import { describeProfile, profiled } from './profile.ts';
-import type { Scenario } from './scenario.ts';
+import { profiles, type Scenario } from './scenario.ts';
 import { describeTrace, type TraceLine } from './trace.ts';
 
 interface PeekAnswer {
@@ -104,7 +104,7 @@ export const federation: Scenario = {
 
       let fanProfile;
       let fanTrace: TraceLine[] | undefined;
-      if (ctx.profile) {
+      if (ctx.profile !== 'never') {
         // No goal on this row, but the closing note says where its time goes.
         await peers.call('expect', { count: 25 });
         await server.child.call('traceStart');
@@ -124,7 +124,7 @@ export const federation: Scenario = {
       const ratio = v.peekdPduVerifier.perSecond / v.nodeNative.perSecond;
       const met = ratio >= 0.8;
       let verifyProfile;
-      if (!met && ctx.profile) {
+      if (profiles(ctx, !met)) {
         const p = await profiled(load, profilePath('federation-verify'), () => load!.call('verifyBench', { durationMs: 2000, only: 'peekdPduVerifier' }));
         verifyProfile = p.summary;
         notes.push(describeProfile('signature verification (verifier micro-benchmark process)', p.summary));

@@ -1,4 +1,4 @@
-// `npm run bench [-- <scenario>…] [--quick] [--no-profile]`: runs the scenarios, prints the
+// `npm run bench [-- <scenario>…] [--quick] [--profile | --no-profile]`: runs the scenarios, prints the
 // results table (peekd's number, the ceiling measured in the same run, the ratio, the
 // goal), the cores each side had and, for every goal missed, where the time goes; writes
 // bench/results/<date>-<scenario>.json and bench/results/latest.md.
@@ -17,12 +17,13 @@ const SCENARIOS: Scenario[] = [manyRooms, hotRoom, rebuild, wakeUp, memory, fede
 
 function usage(): string {
   return [
-    'usage: npm run bench [-- [scenario…] [--quick] [--no-profile]]',
+    'usage: npm run bench [-- [scenario…] [--quick] [--profile | --no-profile]]',
     '',
     'scenarios (default: all, in this order):',
     ...SCENARIOS.map((s) => `  ${s.name.padEnd(12)} ${s.summary}`),
     '',
     '  --quick       scaled-down sizes (a smoke run; do not publish its numbers)',
+    '  --profile     profile peekd in every scenario that can, goal met or not',
     '  --no-profile  do not profile peekd when a goal is missed',
     '',
     'Services: NATS_URL and DATABASE_URL when set; otherwise a throwaway nats-server and PGlite.',
@@ -37,7 +38,7 @@ async function main(): Promise<number> {
     return 0;
   }
   const quick = args.includes('--quick');
-  const profile = !args.includes('--no-profile');
+  const profile = args.includes('--no-profile') ? 'never' : args.includes('--profile') ? 'always' : 'missed';
   const names = args.filter((a) => !a.startsWith('--'));
   const unknown = names.filter((n) => n !== 'all' && !SCENARIOS.some((s) => s.name === n));
   if (unknown.length > 0) {

@@ -5,8 +5,13 @@ export interface BenchContext {
   services: Services;
   /** --quick: every size scaled down (a smoke run, not the numbers to publish). */
   quick: boolean;
-  /** Profile peekd when a goal is missed (default on; --no-profile turns it off). */
-  profile: boolean;
+  /** When to profile peekd: where a goal is missed (the default), always (--profile) or never (--no-profile). */
+  profile: 'missed' | 'always' | 'never';
+}
+
+/** Whether a scenario profiles peekd, given whether its goal was missed. */
+export function profiles(ctx: BenchContext, missed: boolean): boolean {
+  return ctx.profile === 'always' || (ctx.profile === 'missed' && missed);
 }
 
 export interface Scenario {

@@ -1,0 +1,57 @@
+// `npm run bench` is how an operator measures peekd on their machine (docs/performance.md).
+// It drives peekd from outside: a peekd process built from dist/, a load generator, and,
+// for the closing notes, a CPU profile and a trace that wraps peekd's live NATS and
+// Postgres clients. A change inside peekd can break that without any other test noticing
+// (the prepared-statements wrapper once made the tracer recurse until the stack ran out,
+// and every scenario failed). This runs the smallest whole scenario — the hot room, scaled
+// down, profiled whatever its result — against the test services, as a user would.
+import { spawn } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { cleanEnv, REPO_ROOT } from '../helpers/npmStart.ts';
+import { databaseUrl, natsUrl } from '../helpers/services.ts';
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function runBench(args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['bin/bench.mjs', ...args], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+const num = (s: string): number => Number(s.replace(/,/g, ''));
+
+describe('npm run bench', () => {
+  it('runs the hot-room scenario end to end: a ratio against its own ceiling, a clean verify, a profile and a trace of peekd', async () => {
+    const env = cleanEnv({ NATS_URL: natsUrl(), ...(databaseUrl() ? { DATABASE_URL: databaseUrl() } : {}) });
+    const run = await runBench(['hot-room', '--quick', '--profile'], env);
+    expect(run.code, `bench failed:\n${run.stderr.slice(-4000)}`).toBe(0);
+    expect(run.stderr).not.toMatch(/FAILED/);
+
+    const row = /^\| hot-room \| sequential peek\/renew\/unpeek on one room, commands\/s \(HTTP\) \| ([\d,.]+) \| ([\d,.]+) raw expected-seq publishes\/s \| ([\d.]+) \|/m.exec(run.stdout);
+    expect(row, run.stdout).not.toBeNull();
+    const [peekd, raw, ratio] = [num(row![1]!), num(row![2]!), Number(row![3])];
+    expect(peekd).toBeGreaterThan(0);
+    expect(raw).toBeGreaterThan(0);
+    expect(ratio).toBeCloseTo(peekd / raw, 1);
+
+    // Every read model equal to a rebuild from the log after the load.
+    expect(run.stdout).toContain('hot-room: peekd verify after the load: clean');
+    // The profiler ran in peekd's process, and the tracer saw its commands and its statements.
+    expect(run.stdout).toMatch(/hot-room \(peekd process\) — CPU profile of \d+ ms/);
+    const trace = /wall-clock trace over ([\d,]+) commands/.exec(run.stdout);
+    expect(trace, run.stdout).not.toBeNull();
+    expect(num(trace![1]!)).toBeGreaterThan(0);
+    expect(run.stdout).toMatch(/command bus: StartDevicePeek \(actor mailbox \+ handle\)/);
+    expect(run.stdout).toMatch(/pg(?: \(tx\))?: /);
+  }, 300_000);
+});
