@@ -1,11 +1,12 @@
 // Opens the read-model database: Postgres through the `postgres` driver when a URL is
 // given, otherwise an embedded PGlite database in the data directory. Migrations run here.
-import { mkdirSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { PgDatabase, PgQueryResultHKT, PgTransaction } from 'drizzle-orm/pg-core';
 import type { ExtractTablesWithRelations } from 'drizzle-orm';
 import * as schema from './schema.ts';
+import { ConfigError } from '../config.ts';
 
 export type Schema = typeof schema;
 export type Db = PgDatabase<PgQueryResultHKT, Schema>;
@@ -101,17 +102,88 @@ export async function openDatabase(options: OpenOptions): Promise<Database> {
   const { PGlite } = await import('@electric-sql/pglite');
   const { drizzle } = await import('drizzle-orm/pglite');
   const { migrate } = await import('drizzle-orm/pglite/migrator');
+  const open = async (client: InstanceType<typeof PGlite>, release: () => void): Promise<Database> => {
+    try {
+      const db = drizzle(client, { schema });
+      await migrate(db, { migrationsFolder: MIGRATIONS_DIR });
+      return { db: db as unknown as Db, kind: 'pglite', close: () => client.close().finally(release) };
+    } catch (err) {
+      await client.close().catch(() => undefined);
+      release();
+      throw err;
+    }
+  };
+  if (options.memory) return open(new PGlite(), () => {});
+  const dataDir = options.dataDir ?? './data';
+  const dir = join(dataDir, 'pglite');
+  mkdirSync(dir, { recursive: true });
+  const release = lockEmbeddedDatabase(join(dataDir, 'pglite.lock'), dir);
   let client;
-  if (options.memory) {
-    client = new PGlite();
-  } else {
-    const dir = join(options.dataDir ?? './data', 'pglite');
-    mkdirSync(dir, { recursive: true });
+  try {
     client = new PGlite(dir);
+  } catch (err) {
+    release();
+    throw err;
   }
-  const db = drizzle(client, { schema });
-  await migrate(db, { migrationsFolder: MIGRATIONS_DIR });
-  return { db: db as unknown as Db, kind: 'pglite', close: () => client.close() };
+  return open(client, release);
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'; // alive, someone else's
+  }
+}
+
+/**
+ * PGlite keeps its database in a directory that one process at a time may open: a second
+ * one fails to start ("PGlite failed to initialize properly") or, worse, writes beside the
+ * first. So the embedded database is taken with a lock file holding the owner's PID; a
+ * second process is refused with a message that says what to do. A lock left by a process
+ * that is gone (killed, crashed) — or that names this process (a container restarted with
+ * the same PID) — is taken over. Returns the release.
+ */
+function lockEmbeddedDatabase(lockPath: string, dir: string): () => void {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const fd = openSync(lockPath, 'wx');
+      try {
+        writeSync(fd, `${process.pid}\n`);
+      } finally {
+        closeSync(fd);
+      }
+      return () => {
+        try {
+          if (readFileSync(lockPath, 'utf8').trim() === String(process.pid)) unlinkSync(lockPath);
+        } catch {
+          // already gone
+        }
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 2) throw err;
+      let owner = NaN;
+      try {
+        owner = Number(readFileSync(lockPath, 'utf8').trim());
+      } catch {
+        continue; // released meanwhile
+      }
+      // An empty file: its owner is between creating and writing it.
+      if (!Number.isInteger(owner) || owner <= 0 || (owner !== process.pid && processAlive(owner))) {
+        throw new ConfigError(
+          `the embedded database in ${dir} is in use by ${Number.isInteger(owner) && owner > 0 ? `process ${owner}` : 'another process'}: PGlite serves one process at a time. ` +
+            'Stop that process first (with a peekd serving, use its admin API for replay, verify and audit), or set DATABASE_URL to a Postgres that several processes can share. ' +
+            `If no such process runs, remove ${lockPath}.`,
+        );
+      }
+      try {
+        unlinkSync(lockPath); // stale
+      } catch {
+        // someone else took it over first; try again
+      }
+    }
+  }
 }
 
 /** Rows of a raw `db.execute` result, whichever driver produced it. */

@@ -79,6 +79,17 @@ describe('peekd CLI in a child process', { timeout: 120_000 }, () => {
     });
   }
 
+  /**
+   * Runs the commands: at once with Postgres; one after another with PGlite, which one
+   * process at a time may open (a second is refused: the lock test below).
+   */
+  async function each(commands: string[][]): Promise<Run[]> {
+    if (t.databaseUrl) return Promise.all(commands.map((c) => peekd(...c)));
+    const runs: Run[] = [];
+    for (const c of commands) runs.push(await peekd(...c));
+    return runs;
+  }
+
   beforeAll(async () => {
     t = first = await startTestPeekd({ clock, env: { PEEKD_ROLES: 'http,rooms,projections' } });
     const histories = new Map<string, object[]>();
@@ -165,13 +176,13 @@ describe('peekd CLI in a child process', { timeout: 120_000 }, () => {
     const isDevice = (e: Known, user: string, device?: string) => e.event.peek.kind === 'device' && e.event.peek.userId === user && (device === undefined || e.event.peek.deviceId === device);
     const isServer = (e: Known, server: string) => e.event.peek.kind !== 'device' && e.event.peek.server === server;
     const [room, user, device, server, table, empty] = await withCli(() =>
-      Promise.all([
-        peekd('audit', '--room', ROOM, '--format', 'jsonl'),
-        peekd('audit', '--user', '@ann:example.org', '--format', 'jsonl'),
-        peekd('audit', '--user', '@bo:example.org', '--device', 'PHONE', '--since', String(since), '--until', new Date(until).toISOString(), '--format', 'jsonl'),
-        peekd('audit', '--server', 'peer.example', '--since', String(since), '--until', String(until), '--format', 'jsonl'),
-        peekd('audit', '--room', `!hosted:${t.serverName}`),
-        peekd('audit', '--server', 'nobody.example', '--format', 'jsonl'),
+      each([
+        ['audit', '--room', ROOM, '--format', 'jsonl'],
+        ['audit', '--user', '@ann:example.org', '--format', 'jsonl'],
+        ['audit', '--user', '@bo:example.org', '--device', 'PHONE', '--since', String(since), '--until', new Date(until).toISOString(), '--format', 'jsonl'],
+        ['audit', '--server', 'peer.example', '--since', String(since), '--until', String(until), '--format', 'jsonl'],
+        ['audit', '--room', `!hosted:${t.serverName}`],
+        ['audit', '--server', 'nobody.example', '--format', 'jsonl'],
       ]),
     );
     for (const r of [room, user, device, server, table, empty]) {
