@@ -163,7 +163,7 @@ function lockEmbeddedDatabase(lockPath: string, dir: string): () => void {
       };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 2) throw err;
-      let owner = NaN;
+      let owner: number;
       try {
         owner = Number(readFileSync(lockPath, 'utf8').trim());
       } catch {
