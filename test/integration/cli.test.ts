@@ -83,11 +83,14 @@ describe('peekd CLI in a child process', { timeout: 120_000 }, () => {
    * Runs the commands: at once with Postgres; one after another with PGlite, which one
    * process at a time may open (a second is refused: the lock test below).
    */
-  async function each(commands: string[][]): Promise<Run[]> {
-    if (t.databaseUrl) return Promise.all(commands.map((c) => peekd(...c)));
-    const runs: Run[] = [];
-    for (const c of commands) runs.push(await peekd(...c));
-    return runs;
+  async function each<T extends string[][]>(commands: [...T]): Promise<{ [K in keyof T]: Run }> {
+    let runs: Run[];
+    if (t.databaseUrl) runs = await Promise.all(commands.map((c) => peekd(...c)));
+    else {
+      runs = [];
+      for (const c of commands) runs.push(await peekd(...c));
+    }
+    return runs as { [K in keyof T]: Run };
   }
 
   beforeAll(async () => {
