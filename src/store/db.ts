@@ -128,13 +128,25 @@ export async function openDatabase(options: OpenOptions): Promise<Database> {
   return open(client, release);
 }
 
-function processAlive(pid: number): boolean {
+/**
+ * Whether `pid` may be a peekd holding the embedded database: a live process that, where
+ * Linux says what it runs, is a Node.js one. After a crash and a container restart its PID
+ * may belong to something else (a shell, npm as PID 1), which holds nothing.
+ */
+function mayHoldDatabase(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'; // alive, someone else's
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false; // EPERM: alive, someone else's
   }
+  let cmdline: string;
+  try {
+    cmdline = readFileSync(`/proc/${pid}/cmdline`, 'latin1');
+  } catch {
+    return true; // not Linux, or not ours to read: assume it is
+  }
+  const program = cmdline.split('\0')[0] ?? '';
+  return /(^|\/)node(js)?[\d.]*$/.test(program) || /peekd/.test(cmdline);
 }
 
 /**
@@ -142,8 +154,9 @@ function processAlive(pid: number): boolean {
  * one fails to start ("PGlite failed to initialize properly") or, worse, writes beside the
  * first. So the embedded database is taken with a lock file holding the owner's PID; a
  * second process is refused with a message that says what to do. A lock left by a process
- * that is gone (killed, crashed) — or that names this process (a container restarted with
- * the same PID) — is taken over. Returns the release.
+ * that is gone (killed, crashed), whose PID now runs something other than Node.js, or that
+ * names this process (a container restarted with the same PID) is taken over. Returns the
+ * release.
  */
 function lockEmbeddedDatabase(lockPath: string, dir: string): () => void {
   for (let attempt = 0; ; attempt++) {
@@ -170,7 +183,7 @@ function lockEmbeddedDatabase(lockPath: string, dir: string): () => void {
         continue; // released meanwhile
       }
       // An empty file: its owner is between creating and writing it.
-      if (!Number.isInteger(owner) || owner <= 0 || (owner !== process.pid && processAlive(owner))) {
+      if (!Number.isInteger(owner) || owner <= 0 || (owner !== process.pid && mayHoldDatabase(owner))) {
         throw new ConfigError(
           `the embedded database in ${dir} is in use by ${Number.isInteger(owner) && owner > 0 ? `process ${owner}` : 'another process'}: PGlite serves one process at a time. ` +
             'Stop that process first (with a peekd serving, use its admin API for replay, verify and audit), or set DATABASE_URL to a Postgres that several processes can share. ' +

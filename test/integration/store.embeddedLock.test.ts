@@ -63,6 +63,21 @@ describe('the embedded database', { timeout: 60_000 }, () => {
     expect(existsSync(lock)).toBe(false);
   });
 
+  it('is taken over from a PID that now runs something other than Node.js (a restart reused it)', async () => {
+    const dir = tempDir('peekd-pglite-lock-');
+    cleanups.push(() => dir.remove());
+    const lock = join(dir.path, 'pglite.lock');
+    const shell = spawn('sleep', ['60'], { stdio: 'ignore' });
+    cleanups.push(() => shell.kill('SIGKILL'));
+    writeFileSync(lock, `${shell.pid}\n`);
+    const database = await openDatabase({ dataDir: dir.path });
+    try {
+      expect(readFileSync(lock, 'utf8').trim()).toBe(String(process.pid));
+    } finally {
+      await database.close();
+    }
+  });
+
   it('is released when opening fails, so the next open is not refused', async () => {
     const dir = tempDir('peekd-pglite-lock-');
     cleanups.push(() => dir.remove());
