@@ -36,9 +36,11 @@ export class EventLog {
   /**
    * `logger`: a debug line per append (with the command ID, which carries the request's).
    * `ackTimeoutMs`: how long an append waits for JetStream's acknowledgement (default APPEND_ACK_TIMEOUT_MS).
+   * `apiTimeoutMs`: how long a read (direct get, consumer creation) waits for JetStream (the client's default, 5 s).
    */
-  static async open(nc: NatsConnection, naming: Naming, logger?: Logger, options: { ackTimeoutMs?: number } = {}): Promise<EventLog> {
-    return new EventLog(naming, jetstream(nc), await jetstreamManager(nc), new AckedPublisher(nc, options.ackTimeoutMs), logger);
+  static async open(nc: NatsConnection, naming: Naming, logger?: Logger, options: { ackTimeoutMs?: number; apiTimeoutMs?: number } = {}): Promise<EventLog> {
+    const api = options.apiTimeoutMs === undefined ? {} : { timeout: options.apiTimeoutMs };
+    return new EventLog(naming, jetstream(nc, api), await jetstreamManager(nc, api), new AckedPublisher(nc, options.ackTimeoutMs), logger);
   }
 
   /**
