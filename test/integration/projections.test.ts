@@ -479,7 +479,11 @@ describe('peek projections over a generated log', () => {
       expect(passedOver).toEqual([]);
       const cp = c.checkpointAtRetry!;
       expect(cp).toBeLessThan(c.failed![0]!);
-      expect(placed.filter((x) => x.seq > cp && x.seq < c.failed![0]! && x.event !== null)).toEqual([]);
+      // Nothing this projection writes lies between its checkpoint and the failed batch. (A
+      // stretch it does not touch moves its position without a transaction, and the stored
+      // checkpoint follows within CHECKPOINT_LAG_MS: a crash soon after such a stretch
+      // finds the checkpoint before it, and the retry reads it again, writing nothing.)
+      expect(placed.filter((x) => x.seq > cp && x.seq < c.failed![0]! && x.event !== null && (!p.touches || p.touches(x.event)))).toEqual([]);
       expect(c.tablesAtRetry).toEqual(only(referenceTables(placed, cp), p.tables));
     }
     expect(await readTables(db)).toEqual(reference);
