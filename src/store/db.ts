@@ -102,30 +102,30 @@ export async function openDatabase(options: OpenOptions): Promise<Database> {
   const { PGlite } = await import('@electric-sql/pglite');
   const { drizzle } = await import('drizzle-orm/pglite');
   const { migrate } = await import('drizzle-orm/pglite/migrator');
-  const open = async (client: InstanceType<typeof PGlite>, release: () => void): Promise<Database> => {
+  // `release` undoes what was taken before PGlite (the data directory's lock), whatever fails.
+  const open = async (create: () => InstanceType<typeof PGlite>, release: () => void): Promise<Database> => {
+    let client: InstanceType<typeof PGlite> | undefined;
     try {
+      client = create();
       const db = drizzle(client, { schema });
       await migrate(db, { migrationsFolder: MIGRATIONS_DIR });
-      return { db: db as unknown as Db, kind: 'pglite', close: () => client.close().finally(release) };
+      const opened = client;
+      return { db: db as unknown as Db, kind: 'pglite', close: () => opened.close().finally(release) };
     } catch (err) {
-      await client.close().catch(() => undefined);
+      await client?.close().catch(() => undefined);
       release();
       throw err;
     }
   };
-  if (options.memory) return open(new PGlite(), () => {});
+  if (options.memory)
+    return open(
+      () => new PGlite(),
+      () => {},
+    );
   const dataDir = options.dataDir ?? './data';
   const dir = join(dataDir, 'pglite');
   mkdirSync(dir, { recursive: true });
-  const release = lockEmbeddedDatabase(join(dataDir, 'pglite.lock'), dir);
-  let client;
-  try {
-    client = new PGlite(dir);
-  } catch (err) {
-    release();
-    throw err;
-  }
-  return open(client, release);
+  return open(() => new PGlite(dir), lockEmbeddedDatabase(join(dataDir, 'pglite.lock'), dir));
 }
 
 /**
