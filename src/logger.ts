@@ -1,6 +1,6 @@
 // Structured logs (pino). Secrets never reach a log line: authorization headers, access
 // tokens in query strings, passwords and key material are redacted at the serializer.
-import { pino, type Logger } from 'pino';
+import { pino, type Bindings, type ChildLoggerOptions, type Logger } from 'pino';
 
 const SECRET_QUERY = /([?&](?:access_token|token|password)=)[^&]*/gi;
 
@@ -23,3 +23,73 @@ export function createLogger(level: string, name = 'peekd'): Logger {
 }
 
 export type { Logger };
+
+type Level = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+
+/**
+ * A request's logger, as Fastify makes one per request (`childLoggerFactory`): the pino
+ * child with the request's bindings is made only when a line is actually written at an
+ * enabled level. A pino child serialises (and redacts) its bindings when it is made —
+ * about a microsecond and a few objects per request, for lines that at the usual levels
+ * only errors write.
+ */
+class LazyChildLogger {
+  #real: Logger | undefined;
+  constructor(
+    private readonly parent: Logger,
+    private readonly own: Bindings,
+    private readonly options: ChildLoggerOptions,
+  ) {}
+
+  private real(): Logger {
+    return (this.#real ??= this.parent.child(this.own, this.options));
+  }
+
+  private enabled(level: Level): boolean {
+    if (this.#real) return this.#real.isLevelEnabled(level);
+    const own = this.options.level;
+    if (own === undefined) return this.parent.isLevelEnabled(level);
+    const values = this.parent.levels.values;
+    return (values[level] ?? 0) >= (values[own] ?? 0);
+  }
+
+  get level(): string {
+    return this.#real?.level ?? this.options.level ?? this.parent.level;
+  }
+  set level(level: string) {
+    this.real().level = level;
+  }
+  isLevelEnabled(level: Level): boolean {
+    return this.enabled(level);
+  }
+  bindings(): Bindings {
+    return this.real().bindings();
+  }
+  child(bindings: Bindings, options?: ChildLoggerOptions): Logger {
+    return this.real().child(bindings, options);
+  }
+  fatal(...args: unknown[]): void {
+    if (this.enabled('fatal')) (this.real().fatal as (...a: unknown[]) => void)(...args);
+  }
+  error(...args: unknown[]): void {
+    if (this.enabled('error')) (this.real().error as (...a: unknown[]) => void)(...args);
+  }
+  warn(...args: unknown[]): void {
+    if (this.enabled('warn')) (this.real().warn as (...a: unknown[]) => void)(...args);
+  }
+  info(...args: unknown[]): void {
+    if (this.enabled('info')) (this.real().info as (...a: unknown[]) => void)(...args);
+  }
+  debug(...args: unknown[]): void {
+    if (this.enabled('debug')) (this.real().debug as (...a: unknown[]) => void)(...args);
+  }
+  trace(...args: unknown[]): void {
+    if (this.enabled('trace')) (this.real().trace as (...a: unknown[]) => void)(...args);
+  }
+  silent(): void {}
+}
+
+/** Fastify's `childLoggerFactory`: each request's logger, made lazily (LazyChildLogger). */
+export function lazyChildLogger(parent: Logger, bindings: Bindings, options: ChildLoggerOptions): Logger {
+  return new LazyChildLogger(parent, bindings, options) as unknown as Logger;
+}

@@ -23,6 +23,7 @@ import { registerAccountDataRoutes } from './client/accountData.ts';
 import { registerAdmin } from './admin/admin.ts';
 import { registerFederationRoutes } from './federation/routes.ts';
 import { registerFederationHistoryRoutes } from './federation/history.ts';
+import { lazyChildLogger, type Logger } from '../logger.ts';
 import { httpRequestDurationSeconds, httpRequestsTotal } from '../metrics.ts';
 import type { Health } from '../health.ts';
 
@@ -36,6 +37,9 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
     // The request ID is `req_id` in every line: the request's, and the command, actor and
     // append lines of the commands it sends (their command IDs start with it).
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'req_id' }),
+    // Each request's child logger is made when the request first writes a line, not for
+    // every request (src/logger.ts).
+    childLoggerFactory: (logger, bindings, options) => lazyChildLogger(logger as unknown as Logger, bindings, options) as unknown as FastifyBaseLogger,
     bodyLimit: config.maxFederationBodyBytes,
     // Matrix IDs in paths (`!room:server`, `#alias:server`) must reach handlers intact.
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH, ignoreTrailingSlash: true },

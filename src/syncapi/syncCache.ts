@@ -77,7 +77,10 @@ export class SyncCache {
         const i = rows.findIndex((r) => r.roomId === event.roomId);
         const next = foldDevicePeek(i < 0 ? undefined : rows[i], p);
         if (!next) return rows;
-        return i < 0 ? [...rows, next] : rows.map((r, j) => (j === i ? next : r));
+        // A new array (a read in flight may hold the old one), copied rather than mapped.
+        const copy = rows.slice();
+        copy[i < 0 ? rows.length : i] = next;
+        return copy;
       });
     }
   }

@@ -19,6 +19,21 @@ export interface AuthOptions {
   guests?: boolean;
 }
 
+/**
+ * The session of the request's access token as far as the token cache knows it, looked up
+ * once per request: a route with a per-device rate limit needs it for the limit's key
+ * (onRequest) before the auth hook needs it again (preHandler). `undefined` when there is
+ * no token or the cache does not hold it (the caller then asks the database).
+ */
+const cachedLookups = new WeakMap<FastifyRequest, Session>();
+export function cachedSessionOf(accounts: AccountStore, req: FastifyRequest, token: string): Session | undefined {
+  const known = cachedLookups.get(req);
+  if (known !== undefined) return known;
+  const cached = accounts.cachedSession(token);
+  if (cached !== undefined) cachedLookups.set(req, cached);
+  return cached;
+}
+
 export const guestForbidden = () => new MatrixError(403, 'M_GUEST_ACCESS_FORBIDDEN', 'guest accounts may not do this; register a full account');
 
 /** A preHandler that requires a valid access token and puts its session on the request. */
@@ -35,7 +50,7 @@ export function requireAuth(accounts: AccountStore, options: AuthOptions = {}) {
     try {
       const token = bearerToken(req.headers, req.query);
       if (!token) throw new MatrixError(401, 'M_MISSING_TOKEN', 'missing access token');
-      const cached = accounts.cachedSession(token);
+      const cached = cachedSessionOf(accounts, req, token);
       if (cached === undefined) {
         accounts.authenticate(token).then((session) => {
           try {

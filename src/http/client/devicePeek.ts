@@ -8,6 +8,7 @@ import type { Session } from '../../clientapi/accounts.ts';
 import { serverOf } from '../../events/ids.ts';
 import { MatrixError, limitExceeded } from '../errors.ts';
 import { bearerToken } from '../secrets.ts';
+import { cachedSessionOf } from './auth.ts';
 import { clientWrite } from './clientWrite.ts';
 import type { ClientContext } from './context.ts';
 
@@ -19,10 +20,14 @@ export function peekRateLimit(ctx: ClientContext, name: string) {
   return {
     max: ctx.config.peekRateBurst,
     timeWindow: Math.ceil((ctx.config.peekRateBurst / ctx.config.peekRatePerSecond) * 1000),
-    keyGenerator: async (req: FastifyRequest) => {
+    // Synchronous for a token in the cache (nearly every request), which the auth hook then
+    // reuses (cachedSessionOf); only a cache miss waits for the database.
+    keyGenerator: (req: FastifyRequest): string | Promise<string> => {
       const token = bearerToken(req.headers, req.query);
-      const session = token ? await ctx.accounts.authenticate(token) : null;
-      return session ? `${name}\u0000${session.userId}\u0000${session.deviceId}` : `${name}-ip\u0000${req.ip}`;
+      const key = (session: Session | null) => (session ? `${name}\u0000${session.userId}\u0000${session.deviceId}` : `${name}-ip\u0000${req.ip}`);
+      if (!token) return key(null);
+      const cached = cachedSessionOf(ctx.accounts, req, token);
+      return cached !== undefined ? key(cached) : ctx.accounts.authenticate(token).then(key);
     },
   };
 }
