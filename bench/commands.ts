@@ -2,7 +2,8 @@
 // peekd's HTTP API (autocannon in the load-generator process), against raw JetStream
 // publishes with the expected last subject sequence at the same concurrency and payload size.
 import { encodePeekEvent } from '../src/events/peekEvents.ts';
-import { coresReport, cpuBetween, cpuSample, fmtNum, log, profilePath, round, startLoadChild, startPeekdChild, uniqueName, type Row, type ScenarioResult } from './harness.ts';
+import { coresReport, cpuBetween, cpuSample, fmtNum, log, logPath, pin, profilePath, round, startLoadChild, startPeekdChild, uniqueName, type Row, type ScenarioResult } from './harness.ts';
+import { Child } from './ipc.ts';
 import { describeProfile, profiled } from './profile.ts';
 import { profiles, type BenchContext, type Scenario } from './scenario.ts';
 import { describeTrace, type TraceLine } from './trace.ts';
@@ -85,6 +86,11 @@ async function runCommands(ctx: BenchContext, o: Options): Promise<ScenarioResul
     const met = ratio >= o.goal;
     log(`${o.name}: peekd ${fmtNum(http.perSecond)}/s vs raw ${fmtNum(raw.perSecond)}/s = ${ratio.toFixed(3)}`);
 
+    const floor = await httpFloor(ctx, load, o, rooms, tokens);
+    const peekdUs = ((cpu.peekd ?? 0) * http.seconds * 1e6) / Math.max(1, http.ok);
+    notes.push(
+      `${o.name}: the HTTP floor (the same requests from the same load generator, answered by bench/rawhttp.ts with a small JSON body and nothing else): a bare node:http server ${fmtNum(floor.bare.perSecond)}/s at ${fmtNum(floor.bare.cpuUs)} µs of CPU per request; Fastify with peekd's plugins and hooks on these routes (CORS, rate limit, request ID) ${fmtNum(floor.fastify.perSecond)}/s at ${fmtNum(floor.fastify.cpuUs)} µs; peekd ${fmtNum(peekdUs)} µs per command (its whole process: HTTP, auth, actor, append, projections), so HTTP with Fastify is ${Math.round((100 * floor.fastify.cpuUs) / peekdUs)} % of it.`,
+    );
     if (http.non2xx > 0 || http.errors > 0) notes.push(`${o.name}: ${http.non2xx} non-2xx answers (${JSON.stringify(http.statusCodes)}) and ${http.errors} errors out of ${http.total} requests.`);
     notes.push(
       `${o.name}: CPU busy during the HTTP run, in cores (of ${coresReport(undefined, undefined).machine}): ${Object.entries(cpu)
@@ -138,11 +144,38 @@ async function runCommands(ctx: BenchContext, o: Options): Promise<ScenarioResul
       scenario: o.name,
       rows,
       cores: coresReport(server.child.pid, load.pid),
-      details: { options: o, setupMs, http, raw, payloadBytes, cpuCoresBusy: cpu, busOnly, profile, trace },
+      details: { options: o, setupMs, http, raw, payloadBytes, cpuCoresBusy: cpu, peekdCpuUsPerCommand: round(peekdUs, 1), httpFloor: floor, busOnly, profile, trace },
       notes,
     };
   } finally {
     await load.stop();
+    await server.stop();
+  }
+}
+
+interface FloorRun {
+  perSecond: number;
+  /** The floor server's CPU (user + system) per request, µs. */
+  cpuUs: number;
+}
+
+/** The same peek / renew / unpeek load against bench/rawhttp.ts: a bare node:http server, then Fastify with peekd's plugins. */
+async function httpFloor(ctx: BenchContext, load: Child, o: Options, rooms: string[], tokens: string[]): Promise<{ bare: FloorRun; fastify: FloorRun }> {
+  const server = await Child.start({ module: 'rawhttp', logFile: logPath(`${o.name}-rawhttp`) });
+  pin(server.pid, '0');
+  try {
+    const urls = await server.call<{ bare: string; fastify: string }>('listen');
+    const run = async (url: string): Promise<FloorRun> => {
+      const cycle = (durationS: number) => load.call<CycleResult>('peekCycle', { url, rooms, tokens, connections: o.connections, durationS }, durationS * 1000 + 120_000);
+      await cycle(ctx.quick ? 1 : 2);
+      const before = await server.call<number>('cpu');
+      const r = await cycle(ctx.quick ? 2 : 5);
+      const used = (await server.call<number>('cpu')) - before;
+      return { perSecond: round(r.perSecond, 0), cpuUs: round(used / Math.max(1, r.ok), 1) };
+    };
+    log(`${o.name}: HTTP floor — the same requests to a bare node:http server and to Fastify with peekd's plugins`);
+    return { bare: await run(urls.bare), fastify: await run(urls.fastify) };
+  } finally {
     await server.stop();
   }
 }

@@ -49,8 +49,8 @@ export function serveIpc(handlers: Record<string, Handler>): void {
 }
 
 export interface ChildOptions {
-  /** bench module to run: server, loadgen, peers, scaleworker (the scale-out scenario's processes) or rawpoll (the wake-up's ceiling). */
-  module: 'server' | 'loadgen' | 'peers' | 'scaleworker' | 'rawpoll';
+  /** bench module to run: server, loadgen, peers, scaleworker (the scale-out scenario's processes), rawpoll (the wake-up's ceiling) or rawhttp (the command scenarios' HTTP floor). */
+  module: 'server' | 'loadgen' | 'peers' | 'scaleworker' | 'rawpoll' | 'rawhttp';
   /** Its name in errors (default: the module's). */
   name?: string;
   /** Called as soon as the process exists, before it is ready: a caller that must stop it whatever happens next registers it here. */

@@ -8,6 +8,6 @@ import { ensureBuilt } from '../scripts/build.mjs';
 export function registerBenchLoaders() {
   register();
   if (process.env.BENCH_FROM_SOURCES === '1') return;
-  ensureBuilt();
+  if (!process.env.BENCH_PEEKD_DIST) ensureBuilt(); // another commit's build (bench/compare.ts)
   registerHooks('./distHooks.mjs', import.meta.url);
 }

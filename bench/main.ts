@@ -5,6 +5,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { hotRoom, manyRooms } from './commands.ts';
+import { compareMarkdown, runCompare } from './compare.ts';
 import { federation } from './federation.ts';
 import { coresReport, log, machineInfo, markQuick, RESULTS_DIR, Services, tableMarkdown, writeResult, type Row, type ScenarioResult } from './harness.ts';
 import { memory } from './memory.ts';
@@ -25,6 +26,9 @@ function usage(): string {
     '  --quick       scaled-down sizes (a smoke run; do not publish its numbers)',
     '  --profile     profile peekd in every scenario that can, goal met or not',
     '  --no-profile  do not profile peekd when a goal is missed',
+    "  --against=REF instead of the scenarios: the command load on this checkout's peekd and on",
+    "                REF's (a commit, branch or tag; built into bench/results/compare/), both",
+    '                running, in alternating turns (many-rooms and hot-room shapes)',
     '',
     'Services: NATS_URL and DATABASE_URL when set; otherwise a throwaway nats-server and PGlite.',
     'BENCH_PIN=1 pins peekd to CPU 0 and the load generator to CPU 1 (taskset).',
@@ -40,6 +44,8 @@ async function main(): Promise<number> {
   const quick = args.includes('--quick');
   const profile = args.includes('--no-profile') ? 'never' : args.includes('--profile') ? 'always' : 'missed';
   const names = args.filter((a) => !a.startsWith('--'));
+  const against = args.find((a) => a.startsWith('--against='))?.slice('--against='.length);
+  if (against !== undefined) return compare(against, quick);
   const unknown = names.filter((n) => n !== 'all' && !SCENARIOS.some((s) => s.name === n));
   if (unknown.length > 0) {
     console.error(`unknown scenario ${unknown.join(', ')}\n\n${usage()}`);
@@ -104,6 +110,36 @@ async function main(): Promise<number> {
   console.log(text);
   if (!quick && results.length > 0) writeFileSync(join(RESULTS_DIR, 'latest.md'), text);
   return failures.length > 0 ? 1 : 0;
+}
+
+/** `--against=REF`: this checkout against another commit, interleaved (bench/compare.ts). */
+async function compare(ref: string, quick: boolean): Promise<number> {
+  if (!ref) {
+    console.error(`--against needs a git ref\n\n${usage()}`);
+    return 2;
+  }
+  markQuick(quick);
+  const started = new Date();
+  const services = await Services.open();
+  const machine = { ...machineInfo(), nats: services.natsKind, database: services.dbKind === 'postgres' ? 'DATABASE_URL (Postgres)' : 'PGlite (embedded)' };
+  let result: ScenarioResult;
+  try {
+    result = await runCompare({ services, quick, profile: 'never' }, ref);
+  } finally {
+    await services.close();
+  }
+  writeResult(result, { date: started.toISOString(), quick, machine });
+  console.log(
+    [
+      `## peekd bench — ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC: this checkout against ${ref}${quick ? ' (--quick)' : ''}`,
+      '',
+      `Machine: ${machine.cpu}, ${machine.cores} cores. NATS: ${machine.nats}. Database: ${machine.database}.`,
+      '',
+      compareMarkdown(result),
+      '',
+    ].join('\n'),
+  );
+  return 0;
 }
 
 process.exitCode = await main();
