@@ -5,7 +5,7 @@
 // (the prepared-statements wrapper once made the tracer recurse until the stack ran out,
 // and every scenario failed). This runs the smallest whole scenario — the hot room, scaled
 // down, profiled whatever its result — against the test services, as a user would.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { cleanEnv, REPO_ROOT } from '../helpers/npmStart.ts';
 import { databaseUrl, natsUrl } from '../helpers/services.ts';
@@ -53,5 +53,27 @@ describe('npm run bench', () => {
     expect(num(trace![1]!)).toBeGreaterThan(0);
     expect(run.stdout).toMatch(/command bus: StartDevicePeek \(actor mailbox \+ handle\)/);
     expect(run.stdout).toMatch(/pg(?: \(tx\))?: /);
+    // The HTTP floor beside peekd's CPU per command.
+    const floor = /hot-room: the HTTP floor .*: a bare node:http server ([\d,]+)\/s at ([\d,.]+) µs .* Fastify .* ([\d,]+)\/s at ([\d,.]+) µs; peekd ([\d,.]+) µs per command/.exec(run.stdout);
+    expect(floor, run.stdout).not.toBeNull();
+    for (const v of floor!.slice(1)) expect(num(v!)).toBeGreaterThan(0);
+  }, 300_000);
+
+  it('--against=REF: this checkout and another commit under the same load at once, a row per shape and measure, nothing left behind', async () => {
+    const env = cleanEnv({ NATS_URL: natsUrl(), ...(databaseUrl() ? { DATABASE_URL: databaseUrl() } : {}) });
+    const worktrees = () => execFileSync('git', ['worktree', 'list'], { cwd: REPO_ROOT, encoding: 'utf8' });
+    const before = worktrees();
+    const run = await runBench(['--against=HEAD', '--quick'], env);
+    expect(run.code, `bench failed:\n${run.stderr.slice(-4000)}`).toBe(0);
+    const sha = execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
+    expect(run.stdout).toContain(`| scenario | what is measured | this checkout | ${sha} |`);
+    for (const shape of ['many-rooms', 'hot-room']) {
+      const rows = [...run.stdout.matchAll(new RegExp(`^\\| compare ${shape} \\| [^|]+ \\| ([\\d,.]+) \\| ([\\d,.]+) \\| ([\\d.]+) \\|`, 'gm'))];
+      expect(rows, run.stdout).toHaveLength(2); // commands/s, CPU per command
+      for (const r of rows) for (const v of r.slice(1, 4)) expect(num(v!)).toBeGreaterThan(0);
+    }
+    expect(run.stdout).not.toMatch(/non-2xx/);
+    // The other commit was built in a temporary worktree, removed afterwards.
+    expect(worktrees()).toBe(before);
   }, 300_000);
 });
