@@ -1,5 +1,6 @@
 // Accounts, devices and access tokens. Tokens are 256 random bits, stored only as their
 // SHA-256; a small in-memory cache spares the database on every request.
+import * as crypto from 'node:crypto';
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { and, DrizzleQueryError, eq, inArray } from 'drizzle-orm';
 import { LRUCache } from 'lru-cache';
@@ -29,8 +30,11 @@ export function isValidNewLocalpart(localpart: string, serverName = ''): boolean
   return localpart.length > 0 && LOCALPART.test(localpart) && Buffer.byteLength(`@${localpart}:${serverName}`, 'utf8') <= 255;
 }
 
+// One-shot `crypto.hash` (Node 20.12+) is 2–3× faster than a Hash object for a token, and
+// every authenticated request hashes one; older Node 20 releases take the long way.
+const oneShot = (crypto as { hash?: (algorithm: string, data: string, encoding: 'base64url') => string }).hash;
 function tokenHash(token: string): string {
-  return createHash('sha256').update(token).digest('base64url');
+  return oneShot ? oneShot('sha256', token, 'base64url') : createHash('sha256').update(token).digest('base64url');
 }
 
 function randomId(bytes: number): string {
