@@ -16,7 +16,9 @@ import type { BenchContext } from './scenario.ts';
 
 /** peekd's compiled dist/ at `ref`, built once into bench/results/compare/<sha>/ (ignored by git). */
 export function buildRef(ref: string): { sha: string; dist: string } {
-  const sha = execFileSync('git', ['rev-parse', '--verify', `${ref}^{commit}`], { cwd: ROOT, encoding: 'utf8' }).trim();
+  const found = spawnSync('git', ['rev-parse', '--verify', '--quiet', `${ref}^{commit}`], { cwd: ROOT, encoding: 'utf8' });
+  if (found.status !== 0) throw new Error(`--against=${ref}: not a commit of this repository (git rev-parse found none)`);
+  const sha = found.stdout.trim();
   const out = join(RESULTS_DIR, 'compare', sha.slice(0, 12));
   const dist = join(out, 'dist');
   if (existsSync(join(dist, '.built'))) return { sha, dist };
@@ -35,8 +37,9 @@ export function buildRef(ref: string): { sha: string; dist: string } {
     for (const dir of ['drizzle', 'static']) if (existsSync(join(tree, dir))) cpSync(join(tree, dir), join(out, dir), { recursive: true });
     writeFileSync(join(dist, '.built'), `${sha}\n`);
   } finally {
-    execFileSync('git', ['worktree', 'remove', '--force', tree], { cwd: ROOT, stdio: 'ignore' });
+    // Never leave the temporary worktree registered (nor let its removal hide a build error).
     rmSync(tree, { recursive: true, force: true });
+    spawnSync('git', ['worktree', 'prune'], { cwd: ROOT, stdio: 'ignore' });
   }
   return { sha, dist };
 }
@@ -70,8 +73,8 @@ function median(values: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-export async function runCompare(ctx: BenchContext, ref: string): Promise<ScenarioResult> {
-  const { sha, dist } = buildRef(ref);
+export async function runCompare(ctx: BenchContext, ref: string, built: { sha: string; dist: string }): Promise<ScenarioResult> {
+  const { sha, dist } = built;
   const short = sha.slice(0, 12);
   const shapes: Shape[] = [
     { name: 'many-rooms', rooms: ctx.quick ? 1000 : 10_000, connections: 64 },
@@ -163,7 +166,7 @@ export async function runCompare(ctx: BenchContext, ref: string): Promise<Scenar
   return {
     scenario: 'compare',
     rows,
-    cores: { machine: '', server: 'both peekds share the machine (each idle while the other is loaded)', load: 'one load generator', note: 'not pinned' },
+    cores: { machine: '', server: 'both peekds under load at once, sharing the machine', load: 'one load generator for both', note: 'not pinned' },
     details,
     notes,
   };

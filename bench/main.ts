@@ -5,7 +5,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { hotRoom, manyRooms } from './commands.ts';
-import { compareMarkdown, runCompare } from './compare.ts';
+import { buildRef, compareMarkdown, runCompare } from './compare.ts';
 import { federation } from './federation.ts';
 import { coresReport, log, machineInfo, markQuick, RESULTS_DIR, Services, tableMarkdown, writeResult, type Row, type ScenarioResult } from './harness.ts';
 import { memory } from './memory.ts';
@@ -118,13 +118,20 @@ async function compare(ref: string, quick: boolean): Promise<number> {
     console.error(`--against needs a git ref\n\n${usage()}`);
     return 2;
   }
+  let built: { sha: string; dist: string };
+  try {
+    built = buildRef(ref);
+  } catch (err) {
+    console.error((err as Error).message);
+    return 1;
+  }
   markQuick(quick);
   const started = new Date();
   const services = await Services.open();
   const machine = { ...machineInfo(), nats: services.natsKind, database: services.dbKind === 'postgres' ? 'DATABASE_URL (Postgres)' : 'PGlite (embedded)' };
   let result: ScenarioResult;
   try {
-    result = await runCompare({ services, quick, profile: 'never' }, ref);
+    result = await runCompare({ services, quick, profile: 'never' }, ref, built);
   } finally {
     await services.close();
   }

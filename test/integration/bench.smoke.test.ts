@@ -75,5 +75,10 @@ describe('npm run bench', () => {
     expect(run.stdout).not.toMatch(/non-2xx/);
     // The other commit was built in a temporary worktree, removed afterwards.
     expect(worktrees()).toBe(before);
+
+    // A ref that names no commit: said so, before anything starts.
+    const bad = await runBench(['--against=no-such-ref-anywhere', '--quick'], env);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('--against=no-such-ref-anywhere: not a commit of this repository');
   }, 300_000);
 });
