@@ -3,6 +3,7 @@
 // aliases), authorisation, and bad input — every error with its Matrix status and
 // errcode, and nothing written.
 import { jetstreamManager } from '@nats-io/jetstream';
+import http from 'node:http';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { throughSeq } from '../../src/events/envelope.ts';
@@ -170,6 +171,38 @@ describe('accounts and devices', () => {
     expectError(await phone.whoami(), 401, 'M_UNKNOWN_TOKEN');
     expectError(await phone.req('GET', v3('/sync')), 401, 'M_UNKNOWN_TOKEN');
     expect((await laptop.whoami()).status).toBe(200);
+  });
+
+  it('a token logged out while its /peek is still arriving is refused: the rate limit took its key from the token, the auth check still asks the cache', async () => {
+    const { room_id: roomId } = await alice.createRoom({ initial_state: [{ type: 'm.room.history_visibility', state_key: '', content: { history_visibility: 'world_readable' } }] });
+    const peeker = await user('mid');
+    expect((await peeker.whoami()).status).toBe(200); // its session now in the token cache, as for any busy client
+    const body = '{}';
+    const target = new URL(url);
+    const req = http.request({
+      host: target.hostname,
+      port: target.port,
+      method: 'POST',
+      path: v3(`/peek/${enc(roomId)}`),
+      headers: { authorization: `Bearer ${peeker.token}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+    });
+    const answer = new Promise<{ status: number; body: any; headers: Headers }>((resolve, reject) => {
+      req.on('response', (res) => {
+        let data = '';
+        res.on('data', (c: Buffer) => (data += c.toString()));
+        res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(data), headers: new Headers(res.headers as Record<string, string>) }));
+      });
+      req.on('error', reject);
+    });
+    // The headers are in (the per-device rate limit keys on the token when they arrive); the body is not.
+    req.flushHeaders();
+    expect((await peeker.logout()).status).toBe(200);
+    req.end(body);
+    expectError(await answer, 401, 'M_UNKNOWN_TOKEN');
+    // No peek was started: nothing of the device's in the log's projection, once it has caught up.
+    await footprint();
+    const rows = rowsOf(await hs.peekd.database.db.execute(sql`select room_id from syncapi_peeks where user_id = ${peeker.userId}`));
+    expect(rows).toEqual([]);
   });
 
   it('logout/all ends every device of the user', async () => {

@@ -20,18 +20,21 @@ export interface AuthOptions {
 }
 
 /**
- * The session of the request's access token as far as the token cache knows it, looked up
- * once per request: a route with a per-device rate limit needs it for the limit's key
- * (onRequest) before the auth hook needs it again (preHandler). `undefined` when there is
- * no token or the cache does not hold it (the caller then asks the database).
+ * The session of the request's access token as far as the token cache knows it now, or
+ * `undefined` when the cache does not hold it (the caller then asks the database). A route
+ * with a per-device rate limit needs it for the limit's key (onRequest) before the auth
+ * hook needs it again (preHandler): the token is hashed once per request, but the cache is
+ * asked each time, so a logout between the two (while the body uploads, or a read waits)
+ * still answers the auth hook M_UNKNOWN_TOKEN.
  */
-const cachedLookups = new WeakMap<FastifyRequest, Session>();
+const tokenHashes = new WeakMap<FastifyRequest, string>();
 export function cachedSessionOf(accounts: AccountStore, req: FastifyRequest, token: string): Session | undefined {
-  const known = cachedLookups.get(req);
-  if (known !== undefined) return known;
-  const cached = accounts.cachedSession(token);
-  if (cached !== undefined) cachedLookups.set(req, cached);
-  return cached;
+  let hash = tokenHashes.get(req);
+  if (hash === undefined) {
+    hash = accounts.hashToken(token);
+    tokenHashes.set(req, hash);
+  }
+  return accounts.cachedSessionOfHash(hash);
 }
 
 export const guestForbidden = () => new MatrixError(403, 'M_GUEST_ACCESS_FORBIDDEN', 'guest accounts may not do this; register a full account');
