@@ -24,8 +24,9 @@ export function buildRef(ref: string): { sha: string; dist: string } {
   if (existsSync(join(dist, '.built'))) return { sha, dist };
   const tree = mkdtempSync(join(tmpdir(), 'peekd-compare-'));
   log(`compare: building ${ref} (${sha.slice(0, 12)}) in ${tree}`);
-  execFileSync('git', ['worktree', 'add', '--detach', tree, sha], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
   try {
+    execFileSync('git', ['worktree', 'add', '--detach', tree, sha], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
+    // REF is built and run with this checkout's node_modules: a change of dependencies is not compared.
     symlinkSync(join(ROOT, 'node_modules'), join(tree, 'node_modules'));
     const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
     const res = spawnSync(process.execPath, [tsc, '-p', join(tree, 'tsconfig.build.json')], { cwd: tree, stdio: ['ignore', 2, 2] });
@@ -115,8 +116,9 @@ export async function runCompare(ctx: BenchContext, ref: string, built: { sha: s
               ),
             ),
           );
-          const after = cpuSample();
+          // After each side's projections have caught up: their work for the round counts too.
           await Promise.all(sides.map((side) => side.peekd.child.call('settle')));
+          const after = cpuSample();
           return sides.map((side, i) => {
             const pid = side.peekd.child.pid;
             const ticks = (after.get(pid)?.ticks ?? 0) - (before.get(pid)?.ticks ?? 0);

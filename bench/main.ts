@@ -26,13 +26,26 @@ function usage(): string {
     '  --quick       scaled-down sizes (a smoke run; do not publish its numbers)',
     '  --profile     profile peekd in every scenario that can, goal met or not',
     '  --no-profile  do not profile peekd when a goal is missed',
-    "  --against=REF instead of the scenarios: the command load on this checkout's peekd and on",
-    "                REF's (a commit, branch or tag; built into bench/results/compare/), both",
-    '                running, in alternating turns (many-rooms and hot-room shapes)',
+    "  --against=REF instead of the scenarios: this checkout's peekd and REF's (a commit, branch",
+    '                or tag; its dist/ built into bench/results/compare/) under the same command',
+    '                load at once (many-rooms and hot-room shapes)',
     '',
     'Services: NATS_URL and DATABASE_URL when set; otherwise a throwaway nats-server and PGlite.',
     'BENCH_PIN=1 pins peekd to CPU 0 and the load generator to CPU 1 (taskset).',
   ].join('\n');
+}
+
+/** Ctrl-C or SIGTERM: close the services (databases, streams, a throwaway nats-server) before exiting. */
+function cleanUpOnSignal(services: Services): void {
+  let closing = false;
+  const onSignal = () => {
+    if (closing) process.exit(130);
+    closing = true;
+    log('interrupted: cleaning up (Ctrl-C again to quit at once)');
+    void services.close().finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
 }
 
 async function main(): Promise<number> {
@@ -58,15 +71,7 @@ async function main(): Promise<number> {
   const services = await Services.open();
   const machine = { ...machineInfo(), nats: services.natsKind, database: services.dbKind === 'postgres' ? 'DATABASE_URL (Postgres)' : 'PGlite (embedded)' };
   log(`peekd bench: ${selected.map((s) => s.name).join(', ')}${quick ? ' (quick)' : ''} on ${machine.cpu}, ${machine.cores} cores; NATS: ${machine.nats}; database: ${machine.database}`);
-  let closing = false;
-  const onSignal = () => {
-    if (closing) process.exit(130);
-    closing = true;
-    log('interrupted: cleaning up (Ctrl-C again to quit at once)');
-    void services.close().finally(() => process.exit(130));
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  cleanUpOnSignal(services);
 
   const results: ScenarioResult[] = [];
   const failures: string[] = [];
@@ -112,10 +117,15 @@ async function main(): Promise<number> {
   return failures.length > 0 ? 1 : 0;
 }
 
-/** `--against=REF`: this checkout against another commit, interleaved (bench/compare.ts). */
+/** `--against=REF`: this checkout against another commit, both under load at once (bench/compare.ts). */
 async function compare(ref: string, quick: boolean): Promise<number> {
   if (!ref) {
     console.error(`--against needs a git ref\n\n${usage()}`);
+    return 2;
+  }
+  if (process.env.BENCH_FROM_SOURCES === '1') {
+    // Both sides would load this checkout's src/: a comparison of the code with itself.
+    console.error('--against compares two builds of dist/: unset BENCH_FROM_SOURCES');
     return 2;
   }
   let built: { sha: string; dist: string };
@@ -128,6 +138,7 @@ async function compare(ref: string, quick: boolean): Promise<number> {
   markQuick(quick);
   const started = new Date();
   const services = await Services.open();
+  cleanUpOnSignal(services);
   const machine = { ...machineInfo(), nats: services.natsKind, database: services.dbKind === 'postgres' ? 'DATABASE_URL (Postgres)' : 'PGlite (embedded)' };
   let result: ScenarioResult;
   try {

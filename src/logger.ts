@@ -30,8 +30,9 @@ type Level = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
  * A request's logger, as Fastify makes one per request (`childLoggerFactory`): the pino
  * child with the request's bindings is made only when a line is actually written at an
  * enabled level. A pino child serialises (and redacts) its bindings when it is made —
- * about a microsecond and a few objects per request, for lines that at the usual levels
- * only errors write.
+ * about a microsecond and a few objects per request. At `info` (the default) every request
+ * writes its request line and so makes its child as before; at `warn` and above only
+ * requests that log an error or a warning do.
  */
 class LazyChildLogger {
   #real: Logger | undefined;
