@@ -205,17 +205,16 @@ export class AccountStore {
     for (const hash of revoked) this.cache.delete(hash);
   }
 
-  /** The session of a token this process has in its cache (a copy), or undefined when it must ask the database. */
-  cachedSession(token: string): Session | undefined {
-    return this.cachedSessionOfHash(tokenHash(token));
-  }
-
   /** The key the cache and the database know a token by (SHA-256): hash once, look up as often as needed. */
   hashToken(token: string): string {
     return tokenHash(token);
   }
 
-  /** cachedSession by the token's hash (hashToken): always the cache as it is now, so a revoked token is never answered. */
+  /**
+   * The session of a token (by its hashToken) this process has in its cache (a copy), or
+   * undefined when it must ask the database. Always the cache as it is now, so a revoked
+   * token is never answered.
+   */
   cachedSessionOfHash(hash: string): Session | undefined {
     const cached = this.cache.get(hash);
     return cached ? { ...cached } : undefined;

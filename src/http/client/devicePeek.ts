@@ -20,8 +20,8 @@ export function peekRateLimit(ctx: ClientContext, name: string) {
   return {
     max: ctx.config.peekRateBurst,
     timeWindow: Math.ceil((ctx.config.peekRateBurst / ctx.config.peekRatePerSecond) * 1000),
-    // Synchronous for a token in the cache (nearly every request), which the auth hook then
-    // reuses (cachedSessionOf); only a cache miss waits for the database.
+    // Synchronous for a token in the cache (nearly every request); the auth hook reuses the
+    // token's hash (cachedSessionOf). Only a cache miss waits for the database.
     keyGenerator: (req: FastifyRequest): string | Promise<string> => {
       const token = bearerToken(req.headers, req.query);
       const key = (session: Session | null) => (session ? `${name}\u0000${session.userId}\u0000${session.deviceId}` : `${name}-ip\u0000${req.ip}`);
