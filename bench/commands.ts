@@ -8,7 +8,7 @@ import { describeProfile, profiled } from './profile.ts';
 import { profiles, type BenchContext, type Scenario } from './scenario.ts';
 import { describeTrace, type TraceLine } from './trace.ts';
 
-interface CycleResult {
+export interface CycleResult {
   seconds: number;
   ok: number;
   non2xx: number;
@@ -39,6 +39,11 @@ interface Options {
   p99GoalMs?: number;
 }
 
+/** One peek / renew / unpeek load from the load generator (autocannon) against `url`, for `durationS`. */
+export function peekCycle(load: Child, a: { url: string; rooms: string[]; tokens: string[]; connections: number; durationS: number }): Promise<CycleResult> {
+  return load.call<CycleResult>('peekCycle', a, a.durationS * 1000 + 120_000);
+}
+
 async function runCommands(ctx: BenchContext, o: Options): Promise<ScenarioResult> {
   const { services } = ctx;
   const server = await startPeekdChild(services, { label: o.name });
@@ -53,7 +58,7 @@ async function runCommands(ctx: BenchContext, o: Options): Promise<ScenarioResul
     log(`${o.name}: ${o.rooms} rooms in ${setupMs} ms; registering ${o.connections} devices`);
     const users = await load.call<{ userId: string; deviceId: string; token: string }[]>('register', { url: server.url, count: o.connections, prefix: 'c' });
     const tokens = users.map((u) => u.token);
-    const cycle = (durationS: number) => load.call<CycleResult>('peekCycle', { url: server.url, rooms, tokens, connections: o.connections, durationS }, durationS * 1000 + 120_000);
+    const cycle = (durationS: number) => peekCycle(load, { url: server.url, rooms, tokens, connections: o.connections, durationS });
 
     log(`${o.name}: warm-up`);
     await cycle(2);
@@ -166,7 +171,7 @@ async function httpFloor(ctx: BenchContext, load: Child, o: Options, rooms: stri
   try {
     const urls = await server.call<{ bare: string; fastify: string }>('listen');
     const run = async (url: string): Promise<FloorRun> => {
-      const cycle = (durationS: number) => load.call<CycleResult>('peekCycle', { url, rooms, tokens, connections: o.connections, durationS }, durationS * 1000 + 120_000);
+      const cycle = (durationS: number) => peekCycle(load, { url, rooms, tokens, connections: o.connections, durationS });
       await cycle(ctx.quick ? 1 : 2);
       const before = await server.call<number>('cpu');
       const r = await cycle(ctx.quick ? 2 : 5);

@@ -11,7 +11,8 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeF
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cpuSample, fmtNum, log, RESULTS_DIR, ROOT, round, startLoadChild, startPeekdChild, type PeekdHandle, type Row, type ScenarioResult } from './harness.ts';
+import { peekCycle } from './commands.ts';
+import { cpuSample, cpuSecondsOf, fmtNum, log, RESULTS_DIR, ROOT, round, startLoadChild, startPeekdChild, type PeekdHandle, type Row, type ScenarioResult } from './harness.ts';
 import type { BenchContext } from './scenario.ts';
 
 /** peekd's compiled dist/ at `ref`, built once into bench/results/compare/<sha>/ (ignored by git). */
@@ -66,8 +67,6 @@ interface Side {
   turns: Turn[];
 }
 
-const CLK_TCK = 100;
-
 function median(values: number[]): number {
   const s = [...values].sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -107,23 +106,14 @@ export async function runCompare(ctx: BenchContext, ref: string, built: { sha: s
         // (other tenants, frequency changes) falls on both alike.
         const together = async (seconds: number): Promise<Turn[]> => {
           const before = cpuSample();
-          const runs = await Promise.all(
-            sides.map((side) =>
-              load.call<{ perSecond: number; ok: number; non2xx: number }>(
-                'peekCycle',
-                { url: side.peekd.url, rooms: side.rooms, tokens: side.tokens, connections: shape.connections, durationS: seconds },
-                seconds * 1000 + 120_000,
-              ),
-            ),
-          );
+          const runs = await Promise.all(sides.map((side) => peekCycle(load, { url: side.peekd.url, rooms: side.rooms, tokens: side.tokens, connections: shape.connections, durationS: seconds })));
           // After each side's projections have caught up: their work for the round counts too.
           await Promise.all(sides.map((side) => side.peekd.child.call('settle')));
           const after = cpuSample();
           return sides.map((side, i) => {
-            const pid = side.peekd.child.pid;
-            const ticks = (after.get(pid)?.ticks ?? 0) - (before.get(pid)?.ticks ?? 0);
             const run = runs[i]!;
-            return { perSecond: run.perSecond, cpuUs: run.ok > 0 ? ((ticks / CLK_TCK) * 1e6) / run.ok : Infinity, non2xx: run.non2xx };
+            const cpuUs = run.ok > 0 ? (cpuSecondsOf(before, after, side.peekd.child.pid) * 1e6) / run.ok : Infinity;
+            return { perSecond: run.perSecond, cpuUs, non2xx: run.non2xx };
           });
         };
         log(`compare ${shape.name}: warm-up`);

@@ -195,6 +195,11 @@ export function cpuSample(): CpuSample {
   return out;
 }
 
+/** CPU seconds (user + system) one process used between two samples. */
+export function cpuSecondsOf(a: CpuSample, b: CpuSample, pid: number): number {
+  return ((b.get(pid)?.ticks ?? 0) - (a.get(pid)?.ticks ?? 0)) / CLK_TCK;
+}
+
 /** CPU seconds per role between two samples; `roles` names our own pids. */
 export function cpuBetween(a: CpuSample, b: CpuSample, roles: Record<string, number | undefined>, wallSeconds: number): Record<string, number> {
   const byPid = new Map<number, string>();

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { hotRoom, manyRooms } from './commands.ts';
 import { buildRef, compareMarkdown, runCompare } from './compare.ts';
 import { federation } from './federation.ts';
-import { coresReport, log, machineInfo, markQuick, RESULTS_DIR, Services, tableMarkdown, writeResult, type Row, type ScenarioResult } from './harness.ts';
+import { coresReport, log, machineInfo, markQuick, RESULTS_DIR, Services, tableMarkdown, writeResult, type MachineInfo, type Row, type ScenarioResult } from './harness.ts';
 import { memory } from './memory.ts';
 import { rebuild } from './rebuild.ts';
 import type { Scenario } from './scenario.ts';
@@ -33,6 +33,14 @@ function usage(): string {
     'Services: NATS_URL and DATABASE_URL when set; otherwise a throwaway nats-server and PGlite.',
     'BENCH_PIN=1 pins peekd to CPU 0 and the load generator to CPU 1 (taskset).',
   ].join('\n');
+}
+
+/** The services (NATS_URL and DATABASE_URL, or throwaway ones), cleaned up on a signal, and the machine they run on. */
+async function openServices(): Promise<{ services: Services; machine: MachineInfo & { nats: string; database: string } }> {
+  const services = await Services.open();
+  cleanUpOnSignal(services);
+  const machine = { ...machineInfo(), nats: services.natsKind, database: services.dbKind === 'postgres' ? 'DATABASE_URL (Postgres)' : 'PGlite (embedded)' };
+  return { services, machine };
 }
 
 /** Ctrl-C or SIGTERM: close the services (databases, streams, a throwaway nats-server) before exiting. */
@@ -68,10 +76,8 @@ async function main(): Promise<number> {
 
   markQuick(quick);
   const started = new Date();
-  const services = await Services.open();
-  const machine = { ...machineInfo(), nats: services.natsKind, database: services.dbKind === 'postgres' ? 'DATABASE_URL (Postgres)' : 'PGlite (embedded)' };
+  const { services, machine } = await openServices();
   log(`peekd bench: ${selected.map((s) => s.name).join(', ')}${quick ? ' (quick)' : ''} on ${machine.cpu}, ${machine.cores} cores; NATS: ${machine.nats}; database: ${machine.database}`);
-  cleanUpOnSignal(services);
 
   const results: ScenarioResult[] = [];
   const failures: string[] = [];
@@ -137,9 +143,7 @@ async function compare(ref: string, quick: boolean): Promise<number> {
   }
   markQuick(quick);
   const started = new Date();
-  const services = await Services.open();
-  cleanUpOnSignal(services);
-  const machine = { ...machineInfo(), nats: services.natsKind, database: services.dbKind === 'postgres' ? 'DATABASE_URL (Postgres)' : 'PGlite (embedded)' };
+  const { services, machine } = await openServices();
   let result: ScenarioResult;
   try {
     result = await runCompare({ services, quick, profile: 'never' }, ref, built);

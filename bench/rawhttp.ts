@@ -10,6 +10,7 @@ import rateLimit from '@fastify/rate-limit';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
+import { CORS_OPTIONS } from '../src/http/app.ts';
 import { commonHandlers } from './childCommon.ts';
 import { serveIpc } from './ipc.ts';
 
@@ -36,7 +37,7 @@ async function listenFastify(): Promise<string> {
     reply.header('X-Request-Id', req.id);
     done();
   });
-  await app.register(cors, { origin: '*', methods: ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS'], allowedHeaders: ['X-Requested-With', 'Content-Type', 'Authorization'] });
+  await app.register(cors, CORS_OPTIONS);
   await app.register(rateLimit, { global: false });
   const limit = { max: 1_000_000, timeWindow: 1000, keyGenerator: (req: { headers: Record<string, unknown> }) => String(req.headers.authorization) };
   app.post('/_matrix/client/v3/peek/:room', { config: { rateLimit: limit } }, async (req) => ({ room_id: (req.params as { room: string }).room, peek_expiry_ts: Date.now() + 3_600_000 }));

@@ -29,6 +29,9 @@ import type { Health } from '../health.ts';
 
 export type { HttpApp } from '../peekd.ts';
 
+/** CORS as the client-server specification asks of every client API route. */
+export const CORS_OPTIONS = { origin: '*', methods: ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS'], allowedHeaders: ['X-Requested-With', 'Content-Type', 'Authorization'] };
+
 export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
   const { config } = peekd;
   const app: FastifyInstance = Fastify({
@@ -100,7 +103,7 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
     if (typeof type === 'string' && type.startsWith('application/json')) reply.header('content-type', 'application/json');
     done(null, payload);
   });
-  await app.register(cors, { origin: '*', methods: ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS'], allowedHeaders: ['X-Requested-With', 'Content-Type', 'Authorization'] });
+  await app.register(cors, CORS_OPTIONS);
   app.setErrorHandler(matrixErrorHandler);
   app.setNotFoundHandler((_req, reply) => sendMatrixError(reply, new MatrixError(404, 'M_UNRECOGNIZED', 'unrecognized request')));
 
