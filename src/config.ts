@@ -145,7 +145,7 @@ export const SETTINGS: Setting[] = [
     env: 'PEEKD_PROJECTION_LINGER_MS',
     key: 'projectionLingerMs',
     help: 'group commit of the peek projections (sync peeks, audit, federation peeks): while no read waits for them, at most one Postgres transaction per this many ms, gathering the events in between; a read in the same process that waits for them (read your writes) or a quiet stream commits at once (with roles split, a read in an HTTP process may wait up to this long); 0 commits every batch at once',
-    default: '20',
+    default: '100',
   },
   { env: 'PEEKD_MAX_FEDERATION_BODY_BYTES', key: 'maxFederationBodyBytes', help: 'largest federation request body', default: '16777216' },
   { env: 'PEEKD_MAX_FEDERATION_RESPONSE_BYTES', key: 'maxFederationResponseBytes', help: 'largest federation response body peekd reads from a peer', default: '16777216' },
