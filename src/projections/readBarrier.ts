@@ -25,9 +25,10 @@ interface SessionWrites extends Positions {
 
 /**
  * Past this many of its own writes not yet visible, a device's next peek waits for them
- * before the cap is counted. The PEEKS projections commit in groups (PEEKD_PROJECTION_LINGER_MS)
- * and a busy group takes tens of ms, so a device writing fast has a few dozen in flight:
- * 64 keeps those from waiting (at most 512 bytes per remembered session).
+ * before the cap is counted (the wait hurries the commit). The PEEKS projections commit in
+ * groups, at most once per PEEKD_PROJECTION_LINGER_MS (100 by default) while nobody waits, so
+ * a device writing fast has dozens in flight: 64 keeps most of its peeks from waiting, and
+ * one that does wait makes the group commit at once (at most 512 bytes per remembered session).
  */
 export const RECENT_PEEK_WRITES = 64;
 
