@@ -229,16 +229,17 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
     const committed = (name: string) => (remote ? remote.committed(name) : (projections.get(name)?.committed ?? 0));
     /**
      * Resolves once `seq` is committed by the sync projection of `stream` (what a client's
-     * next /sync reads: read your writes), or with `which = 'all'` by every projection of it.
+     * next /sync reads: read your writes), or with `which = 'all'` by every projection of it;
+     * 503 past `timeoutMs`.
      */
-    const waitForProjections = async (stream: 'peeks' | 'rooms', seq: number, which: 'sync' | 'all' = 'sync') => {
+    const waitForProjections = async (stream: 'peeks' | 'rooms', seq: number, which: 'sync' | 'all' = 'sync', timeoutMs = config.projectionWaitMs) => {
       const syncName = stream === 'rooms' ? syncRoomsProjection.name : syncPeeksProjection.name;
       const names = PROJECTIONS.filter((p) => p.stream === stream && (which === 'all' || p.name === syncName)).map((p) => p.name);
       if (names.every((n) => committed(n) >= seq)) return; // the common case: already visible, no timer
       // Bounded: a projection that is behind (NATS recovering, Postgres slow) makes the
       // request answer 503, never hang. The change itself is in the log and will show.
-      const waits = remote ? [remote.waitFor(names, seq, config.projectionWaitMs)] : names.map((n) => projections.get(n)?.waitFor(seq));
-      await withDeadline(Promise.all(waits), config.projectionWaitMs, () => new ServiceUnavailableError(`the change is stored but not yet visible (${names.join(', ')} behind ${seq})`));
+      const waits = remote ? [remote.waitFor(names, seq, timeoutMs)] : names.map((n) => projections.get(n)?.waitFor(seq, timeoutMs));
+      await withDeadline(Promise.all(waits), timeoutMs, () => new ServiceUnavailableError(`the change is stored but not yet visible (${names.join(', ')} behind ${seq})`));
     };
 
     const hostId = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;

@@ -87,6 +87,11 @@ export class ReadBarrier {
     if (p.peeks > this.written.peeks) this.written.peeks = p.peeks;
   }
 
+  /** The highest positions this process has acknowledged to a client (or found in the log at start-up). */
+  acknowledged(): Positions {
+    return { ...this.written };
+  }
+
   /** Resolves once every write acknowledged so far is visible to reads (503 if that takes too long). */
   forReads(): Promise<void> {
     return this.reach(this.written);

@@ -11,6 +11,12 @@ import { validateCommand } from '../../actors/validateCommand.ts';
 import { parseLivePeeksQuery, projectionPositions, queryLivePeeks, shardMap } from './liveQueries.ts';
 import { registerAdminView } from './view.ts';
 
+/**
+ * Longest the audit waits for the peek events this process acknowledged: a hurried group
+ * commit takes milliseconds; a projection that lags is answered as it stands.
+ */
+export const AUDIT_SETTLE_MS = 1_000;
+
 /** An operator's command ID: 1–255 visible ASCII characters (no spaces, no control characters). */
 const COMMAND_ID = /^[\x21-\x7e]{1,255}$/;
 
@@ -75,6 +81,11 @@ export function registerAdmin(app: FastifyInstance, peekd: Peekd): void {
 
   app.get('/_peekd/admin/v1/audit', { preHandler: guard }, async (req) => {
     const query = parseAuditQuery(req.query as Record<string, string | undefined>);
+    // A peek this process answered shows at once: the wait hurries the PEEKS projections'
+    // group commit (PEEKD_PROJECTION_LINGER_MS). The audit is also how an operator looks at a
+    // projection that lags, so it never waits long and never answers 503 for it.
+    const { peeks } = peekd.client.barrier.acknowledged();
+    await peekd.waitForProjections('peeks', peeks, 'all', Math.min(AUDIT_SETTLE_MS, peekd.config.projectionWaitMs)).catch(() => undefined);
     return queryAudit(peekd.database.db, query);
   });
 
