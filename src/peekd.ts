@@ -56,8 +56,8 @@ export interface Peekd {
   notifier: SyncNotifier;
   /** Base URL the HTTP server listens on, when it does. */
   url?: string;
-  /** Resolves once the sync projection of `stream` (or, with 'all', every one) has committed `seq`; 503 past `timeoutMs` (PEEKD_PROJECTION_WAIT_MS). */
-  waitForProjections(stream: 'peeks' | 'rooms', seq: number, which?: 'sync' | 'all', timeoutMs?: number): Promise<void>;
+  /** Resolves once the sync projection of `stream` (with 'all' every one, or the ones named) has committed `seq`; 503 past `timeoutMs` (PEEKD_PROJECTION_WAIT_MS). */
+  waitForProjections(stream: 'peeks' | 'rooms', seq: number, which?: 'sync' | 'all' | readonly string[], timeoutMs?: number): Promise<void>;
   /** The graceful shutdown: readiness drops, HTTP drains, mailboxes drain, projections commit, leases are handed over, connections close. */
   close(): Promise<void>;
 }

@@ -229,12 +229,12 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
     const committed = (name: string) => (remote ? remote.committed(name) : (projections.get(name)?.committed ?? 0));
     /**
      * Resolves once `seq` is committed by the sync projection of `stream` (what a client's
-     * next /sync reads: read your writes), or with `which = 'all'` by every projection of it;
-     * 503 past `timeoutMs`.
+     * next /sync reads: read your writes), with `which = 'all'` by every projection of it, or
+     * by the projections `which` names; 503 past `timeoutMs`.
      */
-    const waitForProjections = async (stream: 'peeks' | 'rooms', seq: number, which: 'sync' | 'all' = 'sync', timeoutMs = config.projectionWaitMs) => {
-      const syncName = stream === 'rooms' ? syncRoomsProjection.name : syncPeeksProjection.name;
-      const names = PROJECTIONS.filter((p) => p.stream === stream && (which === 'all' || p.name === syncName)).map((p) => p.name);
+    const waitForProjections = async (stream: 'peeks' | 'rooms', seq: number, which: 'sync' | 'all' | readonly string[] = 'sync', timeoutMs = config.projectionWaitMs) => {
+      const wanted = which === 'sync' ? [stream === 'rooms' ? syncRoomsProjection.name : syncPeeksProjection.name] : which;
+      const names = PROJECTIONS.filter((p) => p.stream === stream && (wanted === 'all' || wanted.includes(p.name))).map((p) => p.name);
       if (names.every((n) => committed(n) >= seq)) return; // the common case: already visible, no timer
       // Bounded: a projection that is behind (NATS recovering, Postgres slow) makes the
       // request answer 503, never hang. The change itself is in the log and will show.

@@ -4,6 +4,7 @@ import type { RoomCommand } from '../../actors/commands.ts';
 import type { Peekd } from '../../peekd.ts';
 import { MatrixError, badJson } from '../errors.ts';
 import { bearerToken, secretsEqual } from '../secrets.ts';
+import { auditProjection } from '../../projections/audit.ts';
 import { queryAudit, parseAuditQuery } from '../../projections/auditQuery.ts';
 import { replayProjections, selectReadModels, verifyProjections } from '../../projections/rebuild.ts';
 import { settled } from '../../projections/settled.ts';
@@ -81,11 +82,11 @@ export function registerAdmin(app: FastifyInstance, peekd: Peekd): void {
 
   app.get('/_peekd/admin/v1/audit', { preHandler: guard }, async (req) => {
     const query = parseAuditQuery(req.query as Record<string, string | undefined>);
-    // A peek this process answered shows at once: the wait hurries the PEEKS projections'
+    // A peek this process answered shows at once: the wait hurries the audit projection's
     // group commit (PEEKD_PROJECTION_LINGER_MS). The audit is also how an operator looks at a
     // projection that lags, so it never waits long and never answers 503 for it.
     const { peeks } = peekd.client.barrier.acknowledged();
-    await peekd.waitForProjections('peeks', peeks, 'all', Math.min(AUDIT_SETTLE_MS, peekd.config.projectionWaitMs)).catch(() => undefined);
+    await peekd.waitForProjections('peeks', peeks, [auditProjection.name], Math.min(AUDIT_SETTLE_MS, peekd.config.projectionWaitMs)).catch(() => undefined);
     return queryAudit(peekd.database.db, query);
   });
 
