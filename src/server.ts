@@ -338,7 +338,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
         clock,
         serverName: config.serverName,
         outboundIdleMs: config.outboundIdleMs,
-        devicePeeks: syncCache ? (userId, deviceId) => client.sync.devicePeeks(userId, deviceId) : undefined,
+        liveDevicePeeks: syncCache ? (userId, deviceId) => client.sync.liveDevicePeeks(userId, deviceId) : undefined,
         logger: logger.child({ component: 'outbound-upkeep' }),
       });
       upkeep = u;

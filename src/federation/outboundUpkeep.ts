@@ -28,8 +28,8 @@ export interface UpkeepDeps {
   clock: Clock;
   serverName: string;
   outboundIdleMs: number;
-  /** A device's peek rows, from the sync cache where there is one (default: the table). */
-  devicePeeks?(userId: string, deviceId: string): Promise<{ roomId: string; endedSeq: number | null }[]>;
+  /** A device's live peek rows, from the sync cache where there is one (default: the table). */
+  liveDevicePeeks?(userId: string, deviceId: string): Promise<readonly { roomId: string; endedSeq: number | null }[]>;
   logger?: Logger;
 }
 
@@ -158,8 +158,8 @@ export class OutboundUpkeep {
 
   /** A device synced: restart outbound peeks its live peeks of remote rooms need. */
   private async restartFor(userId: string, deviceId: string): Promise<void> {
-    const rows = this.deps.devicePeeks
-      ? (await this.deps.devicePeeks(userId, deviceId)).filter((r) => r.endedSeq === null)
+    const rows = this.deps.liveDevicePeeks
+      ? await this.deps.liveDevicePeeks(userId, deviceId)
       : await this.deps.db
           .select({ roomId: syncapiPeeks.roomId })
           .from(syncapiPeeks)

@@ -10,7 +10,7 @@ import { withoutRoomId } from './clientEvents.ts';
 import type { DevicePeekRow, PeekReader } from './peekReader.ts';
 import type { SyncNotifier } from './notifier.ts';
 import { syncWakeupSeconds } from '../metrics.ts';
-import type { SyncCache } from './syncCache.ts';
+import { devicePeekEntry, liveRows, mattersAfter, type DevicePeekEntry, type SyncCache } from './syncCache.ts';
 import { ImmutableReadCache } from './memo.ts';
 import { formatSyncToken, formatTopologicalToken, positionOf, type SyncPosition, type SyncTokenPosition } from './syncToken.ts';
 import { ClientDataStore, presenceContent, type AccountDataRow, type PresenceState } from './clientData.ts';
@@ -178,11 +178,30 @@ export class SyncService {
     this.clientDataCommitted(streamId, [userId]);
   }
 
-  /** A device's peek rows (live and ended), from memory where the cache runs. */
-  async devicePeeks(userId: string, deviceId: string): Promise<DevicePeekRow[]> {
+  /**
+   * A device's peek rows that a sync at PEEKS positions past `endedAfter` can show: the
+   * live ones, those that ended after it, and those a join ended (`mattersAfter`). From
+   * memory where the cache runs and holds them (a `since` older than what it keeps reads
+   * the table), so what a device peeked long ago costs its syncs nothing.
+   */
+  async devicePeeks(userId: string, deviceId: string, endedAfter: number): Promise<readonly DevicePeekRow[]> {
     const { cache, peeks } = this.deps;
-    if (!cache) return peeks.ofDevice(userId, deviceId);
-    return cache.devicePeeks.get(`${userId}\u0000${deviceId}`, () => peeks.ofDevice(userId, deviceId));
+    if (cache) {
+      const entry = await this.devicePeekEntry(cache, userId, deviceId);
+      if (endedAfter >= entry.floor) return entry.rows.every((r) => mattersAfter(r, endedAfter)) ? entry.rows : entry.rows.filter((r) => mattersAfter(r, endedAfter));
+    }
+    return peeks.ofDeviceAfter(userId, deviceId, endedAfter);
+  }
+
+  /** A device's live peek rows, from memory where the cache runs. */
+  async liveDevicePeeks(userId: string, deviceId: string): Promise<readonly DevicePeekRow[]> {
+    const { cache, peeks } = this.deps;
+    if (!cache) return peeks.liveOfDevice(userId, deviceId);
+    return liveRows(await this.devicePeekEntry(cache, userId, deviceId));
+  }
+
+  private devicePeekEntry(cache: SyncCache, userId: string, deviceId: string): Promise<DevicePeekEntry> {
+    return cache.devicePeeks.get(`${userId}\u0000${deviceId}`, async () => devicePeekEntry(await this.deps.peeks.ofDevice(userId, deviceId)));
   }
 
   /**
@@ -244,7 +263,8 @@ export class SyncService {
    */
   private async computeShared(req: SyncRequest, upto: SyncTokenPosition): Promise<SyncAnswer> {
     const memberships = await this.membershipsOf(req.userId);
-    const devicePeeks = await this.devicePeeks(req.userId, req.deviceId);
+    // Rows that ended at or before both positions change nothing in the answer.
+    const devicePeeks = await this.devicePeeks(req.userId, req.deviceId, Math.min(req.since?.peeks ?? Infinity, upto.peeks));
     const key = memberships.length === 0 ? shareKey(req, upto, devicePeeks) : undefined;
     if (key === undefined) {
       const computed = await this.compute(req, upto, memberships, devicePeeks);
@@ -344,7 +364,7 @@ export class SyncService {
     return cache ? ((await cache.memberships.get(userId, () => rooms.membershipsOf(userId))) as Awaited<ReturnType<RoomReader['membershipsOf']>>) : rooms.membershipsOf(userId);
   }
 
-  private async compute(req: SyncRequest, upto: SyncTokenPosition, memberships: Awaited<ReturnType<RoomReader['membershipsOf']>>, devicePeeks: DevicePeekRow[]): Promise<Computed> {
+  private async compute(req: SyncRequest, upto: SyncTokenPosition, memberships: Awaited<ReturnType<RoomReader['membershipsOf']>>, devicePeeks: readonly DevicePeekRow[]): Promise<Computed> {
     const { rooms } = this.deps;
     const since = req.since;
     const view: View = { now: this.deps.now(), viewer: { userId: req.userId, deviceId: req.deviceId }, memberOf: new Set(), filter: req.filter ?? NO_FILTER };
@@ -617,7 +637,7 @@ function answerOf(computed: Computed): SyncAnswer {
  * that ended in the window, how it ended. Its user and device IDs do not show in it: a
  * reader with no membership sent none of the events, so no transaction ID is its own.
  */
-function shareKey(req: SyncRequest, upto: SyncPosition, peeks: DevicePeekRow[]): string {
+function shareKey(req: SyncRequest, upto: SyncPosition, peeks: readonly DevicePeekRow[]): string {
   const since = req.since;
   // Against both positions (since may be past upto when processes differ in how far they are).
   const at = (seq: number | null) => (seq === null ? 'n' : `${since && seq <= since.peeks ? 'b' : 'B'}${seq <= upto.peeks ? 'u' : 'U'}`);

@@ -58,9 +58,55 @@ export class InvalidatedCache<V extends object> {
   }
 }
 
+/**
+ * A device's peek rows as the cache keeps them. The table keeps a row for every room the
+ * device ever peeked; a device that peeked thousands over its life (a preview bot, a
+ * crawler of the room directory) would make every peek command and every /sync of it cost
+ * that many rows. The entry keeps what a sync can still show: every live row, every row a
+ * join ended (the sync that shows the join reads it: `peekedAt` in sync.ts), and the other
+ * ended rows from `floor` on, at most MAX_ENDED_KEPT of them once it has pruned.
+ */
+export interface DevicePeekEntry {
+  readonly rows: readonly DevicePeekRow[];
+  /** Rows ended (other than by a join) at or before this PEEKS position may be missing. */
+  readonly floor: number;
+}
+
+/** Ended rows an entry holds before it prunes, and keeps (the latest) when it does. */
+export const PRUNE_ENDED_AT = 64;
+export const MAX_ENDED_KEPT = 32;
+
+/** Whether a sync at PEEKS positions past `endedAfter` can show the row (sync.ts). */
+export function mattersAfter(row: DevicePeekRow, endedAfter: number): boolean {
+  return row.endedSeq === null || row.endedSeq > endedAfter || row.endReason === 'joined';
+}
+
+const prunable = (row: DevicePeekRow) => !mattersAfter(row, Infinity);
+
+/** The entry for these rows: past PRUNE_ENDED_AT prunable rows, the older ones go and `floor` rises. */
+export function devicePeekEntry(rows: readonly DevicePeekRow[], floor = 0): DevicePeekEntry {
+  let ended = 0;
+  for (const r of rows) if (prunable(r)) ended++;
+  if (ended <= PRUNE_ENDED_AT) return { rows, floor };
+  const seqs = rows
+    .filter(prunable)
+    .map((r) => r.endedSeq!)
+    .sort((a, b) => a - b);
+  const cut = Math.max(floor, seqs[seqs.length - MAX_ENDED_KEPT - 1]!);
+  return { rows: rows.filter((r) => !prunable(r) || r.endedSeq! > cut), floor: cut };
+}
+
+/** The live rows of an entry, worked out once per entry (entries are replaced, never changed). */
+const liveOf = new WeakMap<DevicePeekEntry, readonly DevicePeekRow[]>();
+export function liveRows(entry: DevicePeekEntry): readonly DevicePeekRow[] {
+  let live = liveOf.get(entry);
+  if (!live) liveOf.set(entry, (live = entry.rows.filter((r) => r.endedSeq === null)));
+  return live;
+}
+
 export class SyncCache {
   readonly memberships = new InvalidatedCache<object>();
-  readonly devicePeeks = new InvalidatedCache<DevicePeekRow[]>();
+  readonly devicePeeks = new InvalidatedCache<DevicePeekEntry>();
 
   onRoomEvents(batch: Projected<RoomEvent>[]): void {
     for (const { event } of batch) {
@@ -68,19 +114,25 @@ export class SyncCache {
     }
   }
 
-  /** A device's peek rows follow its committed events by the projection's own fold. */
+  /**
+   * A device's peek rows follow its committed events by the projection's own fold. A row
+   * the entry pruned folds as if absent: a new start then lacks the `prev…` of the ended
+   * peek it replaced, which only a sync from before `floor` could show — and such a sync
+   * reads the table (SyncService.devicePeeks).
+   */
   onPeekEvents(batch: Projected<PeekEvent>[]): void {
     for (const p of batch) {
       const { event } = p;
       if (event.peek.kind !== 'device') continue;
-      this.devicePeeks.update(`${event.peek.userId}\u0000${event.peek.deviceId}`, (rows) => {
+      this.devicePeeks.update(`${event.peek.userId}\u0000${event.peek.deviceId}`, (entry) => {
+        const { rows } = entry;
         const i = rows.findIndex((r) => r.roomId === event.roomId);
         const next = foldDevicePeek(i < 0 ? undefined : rows[i], p);
-        if (!next) return rows;
+        if (!next) return entry;
         // A new array (a read in flight may hold the old one), copied rather than mapped.
         const copy = rows.slice();
         copy[i < 0 ? rows.length : i] = next;
-        return copy;
+        return devicePeekEntry(copy, entry.floor);
       });
     }
   }

@@ -76,7 +76,7 @@ describe('GET /rooms/{roomId}/initialSync', () => {
 
     // A member reads without a peek.
     expect(roomsIn(await alice.sync(), 'peek')).toEqual([]);
-    expect(await hs.peekd.client!.sync.devicePeeks(alice.userId, alice.deviceId)).toEqual([]);
+    expect(await hs.peekd.client!.sync.devicePeeks(alice.userId, alice.deviceId, 0)).toEqual([]);
   });
 
   it('answers `public` for a room published in the directory', async () => {
@@ -134,7 +134,7 @@ describe('GET /rooms/{roomId}/initialSync', () => {
     const unknown = await initialSync(bob, `!nosuchroom:${hs.serverName}`);
     expect(unknown.status).toBe(403);
     expect(unknown.body.errcode).toBe('M_FORBIDDEN');
-    expect(await hs.peekd.client!.sync.devicePeeks(bob.userId, bob.deviceId)).toEqual([]);
+    expect(await hs.peekd.client!.sync.devicePeeks(bob.userId, bob.deviceId, 0)).toEqual([]);
   });
 
   it('gives a user who left a room that is not world_readable the room up to their leave', async () => {
@@ -243,7 +243,7 @@ describe('GET /events?room_id=…', () => {
     const mine = await alice.send(roomId, 'to the members');
     const r = await events(alice, { room_id: roomId, from: start, timeout: 10_000 });
     expect(r.body.chunk.map((e: any) => e.event_id)).toEqual([mine]);
-    expect(await hs.peekd.client!.sync.devicePeeks(alice.userId, alice.deviceId)).toEqual([]);
+    expect(await hs.peekd.client!.sync.devicePeeks(alice.userId, alice.deviceId, 0)).toEqual([]);
 
     // A world_readable room turned `shared`: the peeker gets the change, then 403.
     const { room_id: open } = await alice.createWorldReadableRoom();

@@ -40,7 +40,7 @@ export function peekRateLimit(ctx: ClientContext, name: string) {
 export async function checkPeekCap(ctx: ClientContext, userId: string, deviceId: string, roomId: string): Promise<void> {
   const cap = ctx.config.maxPeeksPerDevice;
   const count = async () => {
-    const live = (await ctx.sync.devicePeeks(userId, deviceId)).filter((p) => p.endedSeq === null);
+    const live = await ctx.sync.liveDevicePeeks(userId, deviceId);
     return live.some((p) => p.roomId === roomId) ? -1 : live.length;
   };
   const unseen = ctx.barrier.unseenPeekWrites(userId, deviceId);
@@ -81,8 +81,8 @@ export async function startDevicePeek(ctx: ClientContext, req: { id: string }, s
  */
 export async function keepDevicePeek(ctx: ClientContext, req: { id: string }, session: Session, roomId: string): Promise<boolean> {
   const now = ctx.clock.now();
-  const row = (await ctx.sync.devicePeeks(session.userId, session.deviceId)).find((p) => p.roomId === roomId);
-  const live = row !== undefined && row.endedSeq === null && (row.expiresAt === null || row.expiresAt > now);
+  const row = (await ctx.sync.liveDevicePeeks(session.userId, session.deviceId)).find((p) => p.roomId === roomId);
+  const live = row !== undefined && (row.expiresAt === null || row.expiresAt > now);
   if (live && (row.expiresAt === null || row.expiresAt - now > (ctx.config.peekLifetimeMs * 3) / 4)) return false;
   await startDevicePeek(ctx, req, session, roomId, [serverOf(roomId)]);
   return true;
