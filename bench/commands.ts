@@ -91,10 +91,11 @@ async function runCommands(ctx: BenchContext, o: Options): Promise<ScenarioResul
     const met = ratio >= o.goal;
     log(`${o.name}: peekd ${fmtNum(http.perSecond)}/s vs raw ${fmtNum(raw.perSecond)}/s = ${ratio.toFixed(3)}`);
 
-    const floor = await httpFloor(ctx, load, o, rooms, tokens);
+    const floor = await httpFloor(ctx, load, o, rooms, tokens, services.natsUrl, payloadBytes);
     const peekdUs = ((cpu.peekd ?? 0) * http.seconds * 1e6) / Math.max(1, http.ok);
     notes.push(
       `${o.name}: the HTTP floor (the same requests from the same load generator, answered by bench/rawhttp.ts with a small JSON body and nothing else): a bare node:http server ${fmtNum(floor.bare.perSecond)}/s at ${fmtNum(floor.bare.cpuUs)} µs of CPU per request; Fastify with peekd's plugins and hooks on these routes (CORS, rate limit, request ID) ${fmtNum(floor.fastify.perSecond)}/s at ${fmtNum(floor.fastify.cpuUs)} µs; peekd ${fmtNum(peekdUs)} µs per command (its whole process: HTTP, auth, actor, append, projections), so HTTP with Fastify is ${Math.round((100 * floor.fastify.cpuUs) / peekdUs)} % of it.`,
+      `${o.name}: the append floor (the bare node:http server appending each request to JetStream with the expected last subject sequence, one append at a time per room, and answering after the ack; nothing else): ${fmtNum(floor.appending.perSecond)}/s at ${fmtNum(floor.appending.cpuUs)} µs of CPU per request${floor.appending.failed > 0 ? ` (${floor.appending.failed} failed)` : ''}, ${(floor.appending.perSecond / raw.perSecond).toFixed(2)} of the raw ceiling: the most a server that writes every command to the log reaches on this machine under this load. peekd reached ${(http.perSecond / floor.appending.perSecond).toFixed(2)} of it.`,
     );
     if (http.non2xx > 0 || http.errors > 0) notes.push(`${o.name}: ${http.non2xx} non-2xx answers (${JSON.stringify(http.statusCodes)}) and ${http.errors} errors out of ${http.total} requests.`);
     notes.push(
@@ -162,24 +163,38 @@ interface FloorRun {
   perSecond: number;
   /** The floor server's CPU (user + system) per request, µs. */
   cpuUs: number;
+  /** Answers other than 2xx, and connection errors (the appending server answers 500 when an append fails). */
+  failed: number;
 }
 
-/** The same peek / renew / unpeek load against bench/rawhttp.ts: a bare node:http server, then Fastify with peekd's plugins. */
-async function httpFloor(ctx: BenchContext, load: Child, o: Options, rooms: string[], tokens: string[]): Promise<{ bare: FloorRun; fastify: FloorRun }> {
+interface Floor {
+  bare: FloorRun;
+  fastify: FloorRun;
+  /** The bare server appending each request to JetStream before it answers. */
+  appending: FloorRun;
+}
+
+/**
+ * The same peek / renew / unpeek load against bench/rawhttp.ts: a bare node:http server,
+ * Fastify with peekd's plugins, and the bare server appending each request to the log.
+ */
+async function httpFloor(ctx: BenchContext, load: Child, o: Options, rooms: string[], tokens: string[], natsUrl: string, payloadBytes: number): Promise<Floor> {
   const server = await Child.start({ module: 'rawhttp', logFile: logPath(`${o.name}-rawhttp`) });
   pin(server.pid, '0');
   try {
-    const urls = await server.call<{ bare: string; fastify: string }>('listen');
+    const urls = await server.call<{ bare: string; fastify: string; appending: string }>('listen', { natsUrl, prefix: `${uniqueName('floor')}_`, payloadBytes });
     const run = async (url: string): Promise<FloorRun> => {
       const cycle = (durationS: number) => peekCycle(load, { url, rooms, tokens, connections: o.connections, durationS });
       await cycle(ctx.quick ? 1 : 2);
       const before = await server.call<number>('cpu');
       const r = await cycle(ctx.quick ? 2 : 5);
       const used = (await server.call<number>('cpu')) - before;
-      return { perSecond: round(r.perSecond, 0), cpuUs: round(used / Math.max(1, r.ok), 1) };
+      return { perSecond: round(r.perSecond, 0), cpuUs: round(used / Math.max(1, r.ok), 1), failed: r.non2xx + r.errors };
     };
-    log(`${o.name}: HTTP floor — the same requests to a bare node:http server and to Fastify with peekd's plugins`);
-    return { bare: await run(urls.bare), fastify: await run(urls.fastify) };
+    log(`${o.name}: HTTP floor — the same requests to a bare node:http server, to Fastify with peekd's plugins, and to the bare server appending each to JetStream`);
+    const floor = { bare: await run(urls.bare), fastify: await run(urls.fastify), appending: await run(urls.appending) };
+    await server.call('closeAppending');
+    return floor;
   } finally {
     await server.stop();
   }

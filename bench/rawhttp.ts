@@ -5,17 +5,30 @@
 // per-device rate limit keyed by the access token, a request ID header, JSON bodies). The
 // same load generator drives them as it drives peekd; their CPU per request against
 // peekd's CPU per command says how much of peekd's time is HTTP that any server pays.
+//
+// A third server adds the one thing every command must do besides HTTP: a bare `node:http`
+// server that appends each request to JetStream (one publish with the expected last
+// subject sequence of the request's room, peekd's own NATS connection settings, a payload
+// of the size of a peek event) and answers after the ack. Nothing else: no auth, no actor,
+// no projection reads the stream back. What it reaches is the most any server that writes
+// each command to the log can reach on this machine under this load.
 import cors from '@fastify/cors';
 import rateLimit from '@fastify/rate-limit';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
+import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { Naming } from '../src/events/subjects.ts';
 import { CORS_OPTIONS } from '../src/http/app.ts';
+import { connectNats } from '../src/nats/connection.ts';
+import { deleteStreams, ensureStreams } from '../src/nats/streams.ts';
 import { commonHandlers } from './childCommon.ts';
 import { serveIpc } from './ipc.ts';
 
 let bare: http.Server | undefined;
 let app: FastifyInstance | undefined;
+let appending: { server: http.Server; nc: NatsConnection; naming: Naming } | undefined;
 
 function listenBare(): Promise<string> {
   bare = http.createServer({ keepAliveTimeout: 600_000 }, (req, res) => {
@@ -29,6 +42,61 @@ function listenBare(): Promise<string> {
     });
   });
   return new Promise((resolve) => bare!.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(bare!.address() as { port: number }).port}`)));
+}
+
+/** The bare server, appending each request to JetStream before it answers. */
+async function listenAppending(natsUrl: string, prefix: string, payloadBytes: number): Promise<string> {
+  const nc = await connectNats(natsUrl, 'peekd-bench-floor');
+  const naming = new Naming(prefix, 64);
+  await ensureStreams(nc, naming);
+  const js: JetStreamClient = jetstream(nc);
+  const payload = new Uint8Array(Buffer.alloc(payloadBytes, 'x'));
+  /** Per room subject: its last sequence, and the append in flight (one at a time per room, as an actor does). */
+  const rooms = new Map<string, { last: number; tail: Promise<void> }>();
+  let n = 0;
+  const append = (roomId: string): Promise<void> => {
+    const subject = naming.roomSubject('peeks', roomId);
+    let room = rooms.get(subject);
+    if (!room) rooms.set(subject, (room = { last: 0, tail: Promise.resolve() }));
+    const r = room;
+    r.tail = r.tail.then(async () => {
+      const ack = await js.publish(subject, payload, { msgID: `${prefix}${++n}`, expect: { lastSubjectSequence: r.last } });
+      r.last = ack.seq;
+    });
+    return r.tail;
+  };
+  const server = http.createServer({ keepAliveTimeout: 600_000 }, (req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as object;
+      const parts = req.url?.split('/') ?? [];
+      const unpeek = parts.at(-1) === 'unpeek';
+      const roomId = decodeURIComponent((unpeek ? parts.at(-2) : parts.at(-1)) ?? '');
+      append(roomId).then(
+        () => {
+          const out = JSON.stringify(unpeek ? { ...body } : { room_id: roomId, peek_expiry_ts: Date.now() + 3_600_000 });
+          res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(out) });
+          res.end(out);
+        },
+        (err: Error) => {
+          res.writeHead(500, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ errcode: 'M_UNKNOWN', error: err.message }));
+        },
+      );
+    });
+  });
+  appending = { server, nc, naming };
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as { port: number }).port}`)));
+}
+
+async function closeAppending(): Promise<void> {
+  if (!appending) return;
+  const { server, nc, naming } = appending;
+  appending = undefined;
+  server.close();
+  await deleteStreams(nc, naming).catch(() => undefined);
+  await nc.drain();
 }
 
 async function listenFastify(): Promise<string> {
@@ -49,9 +117,16 @@ serveIpc({
   ...commonHandlers(async () => {
     bare?.close();
     await app?.close();
+    await closeAppending();
   }),
-  /** Starts both servers; returns their base URLs. */
-  listen: async () => ({ bare: await listenBare(), fastify: await listenFastify() }),
+  /** Starts the three servers; returns their base URLs. */
+  listen: async ({ natsUrl, prefix, payloadBytes }: { natsUrl: string; prefix: string; payloadBytes: number }) => ({
+    bare: await listenBare(),
+    fastify: await listenFastify(),
+    appending: await listenAppending(natsUrl, prefix, payloadBytes),
+  }),
+  /** Deletes the appending server's streams. */
+  closeAppending,
   /** This process's CPU time so far (user + system), µs. */
   cpu: () => {
     const u = process.cpuUsage();

@@ -57,6 +57,11 @@ describe('npm run bench', () => {
     const floor = /hot-room: the HTTP floor .*: a bare node:http server ([\d,]+)\/s at ([\d,.]+) µs .* Fastify .* ([\d,]+)\/s at ([\d,.]+) µs; peekd ([\d,.]+) µs per command/.exec(run.stdout);
     expect(floor, run.stdout).not.toBeNull();
     for (const v of floor!.slice(1)) expect(num(v!)).toBeGreaterThan(0);
+    // The append floor: the bare server appending every request, every append acknowledged.
+    const append = /hot-room: the append floor .*: ([\d,]+)\/s at ([\d,.]+) µs of CPU per request(.*?), ([\d.]+) of the raw ceiling/.exec(run.stdout);
+    expect(append, run.stdout).not.toBeNull();
+    expect(append![3]).toBe('');
+    for (const v of [append![1], append![2], append![4]]) expect(num(v!)).toBeGreaterThan(0);
   }, 300_000);
 
   it('--against=REF: this checkout and another commit under the same load at once, a row per shape and measure, nothing left behind', async () => {
