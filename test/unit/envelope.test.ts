@@ -120,6 +120,19 @@ describe('decodeEnvelope', () => {
     expect(decodeRoomEnvelope(encodeEnvelope('cmd-room', [roomPdu]))).toEqual({ commandId: 'cmd-room', events: [roomPdu] });
   });
 
+  it('reads a message that is a view into a larger buffer, as the NATS client hands them over, and reads bytes as UTF-8 did before', () => {
+    const bytes = encodeEnvelope('cmd-view', [started]);
+    const big = Buffer.alloc(bytes.length + 64, 0x7b);
+    bytes.copy(big, 32);
+    const view = new Uint8Array(big.buffer, big.byteOffset + 32, bytes.length);
+    expect(decodePeekEnvelope(view)).toEqual({ commandId: 'cmd-view', events: [started] });
+    // A byte-order mark is not JSON: the message is no envelope (the runner quarantines it).
+    expect(() => decodeEnvelope(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), bytes]), raw)).toThrow();
+    // A byte that is no UTF-8 reads as U+FFFD, as Buffer#toString('utf8') reads it.
+    const bad = Buffer.concat([Buffer.from('{"envelope":1,"commandId":"a'), Buffer.from([0xff]), Buffer.from('b","events":[]}')]);
+    expect(decodeEnvelope(bad, raw).commandId).toBe('a\uFFFDb');
+  });
+
   it('keeps unknown shapes as null at their index, so known events keep their positions', () => {
     const data = json({ envelope: 1, commandId: 'cmd-mixed', events: [started, { v: 2, type: 'PeekStarted' }, expired, { type: 'Nope', v: 1 }, renewed] });
     const env = decodePeekEnvelope(data);
