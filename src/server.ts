@@ -339,6 +339,7 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
         serverName: config.serverName,
         outboundIdleMs: config.outboundIdleMs,
         liveDevicePeeks: syncCache ? (userId, deviceId) => client.sync.liveDevicePeeks(userId, deviceId) : undefined,
+        liveDevicePeeksNow: syncCache ? (userId, deviceId) => client.sync.liveDevicePeeksNow(userId, deviceId) : undefined,
         logger: logger.child({ component: 'outbound-upkeep' }),
       });
       upkeep = u;

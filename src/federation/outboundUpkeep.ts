@@ -30,6 +30,8 @@ export interface UpkeepDeps {
   outboundIdleMs: number;
   /** A device's live peek rows, from the sync cache where there is one (default: the table). */
   liveDevicePeeks?(userId: string, deviceId: string): Promise<readonly { roomId: string; endedSeq: number | null }[]>;
+  /** The same when they are at hand without a wait (the sync cache holds them); undefined otherwise. */
+  liveDevicePeeksNow?(userId: string, deviceId: string): readonly { roomId: string }[] | undefined;
   logger?: Logger;
 }
 
@@ -80,6 +82,9 @@ export class OutboundUpkeep {
     if (!this.timer) return;
     if (now - (this.lastSyncCheck.get(key) ?? 0) < SYNC_CHECK_THROTTLE_MS) return;
     this.lastSyncCheck.set(key, now);
+    // Most devices peek only rooms hosted here: nothing to restart, and no promise to make.
+    const live = this.deps.liveDevicePeeksNow?.(userId, deviceId);
+    if (live && live.every((r) => serverOf(r.roomId) === this.deps.serverName)) return;
     void this.restartFor(userId, deviceId).catch((err) => this.deps.logger?.warn({ err }, 'could not restart an outbound peek'));
   }
 

@@ -187,17 +187,29 @@ export class SyncService {
   async devicePeeks(userId: string, deviceId: string, endedAfter: number): Promise<readonly DevicePeekRow[]> {
     const { cache, peeks } = this.deps;
     if (cache) {
-      const entry = await this.devicePeekEntry(cache, userId, deviceId);
-      if (endedAfter >= entry.floor) return entry.rows.every((r) => mattersAfter(r, endedAfter)) ? entry.rows : entry.rows.filter((r) => mattersAfter(r, endedAfter));
+      const rows = rowsAfter(cache.devicePeeks.peek(`${userId}\u0000${deviceId}`) ?? (await this.devicePeekEntry(cache, userId, deviceId)), endedAfter);
+      if (rows) return rows;
     }
     return peeks.ofDeviceAfter(userId, deviceId, endedAfter);
+  }
+
+  /** devicePeeks when the cache holds them (undefined otherwise): no promise, no wait. */
+  private devicePeeksNow(userId: string, deviceId: string, endedAfter: number): readonly DevicePeekRow[] | undefined {
+    const entry = this.deps.cache?.devicePeeks.peek(`${userId}\u0000${deviceId}`);
+    return entry && rowsAfter(entry, endedAfter);
   }
 
   /** A device's live peek rows, from memory where the cache runs. */
   async liveDevicePeeks(userId: string, deviceId: string): Promise<readonly DevicePeekRow[]> {
     const { cache, peeks } = this.deps;
     if (!cache) return peeks.liveOfDevice(userId, deviceId);
-    return liveRows(await this.devicePeekEntry(cache, userId, deviceId));
+    return this.liveDevicePeeksNow(userId, deviceId) ?? liveRows(await this.devicePeekEntry(cache, userId, deviceId));
+  }
+
+  /** liveDevicePeeks when the cache holds them (undefined otherwise). */
+  liveDevicePeeksNow(userId: string, deviceId: string): readonly DevicePeekRow[] | undefined {
+    const entry = this.deps.cache?.devicePeeks.peek(`${userId}\u0000${deviceId}`);
+    return entry && liveRows(entry);
   }
 
   private devicePeekEntry(cache: SyncCache, userId: string, deviceId: string): Promise<DevicePeekEntry> {
@@ -238,8 +250,10 @@ export class SyncService {
     const deadline = this.deps.now() + req.timeoutMs;
     let wokenAt: number | undefined;
     for (;;) {
-      const upto: SyncTokenPosition = { ...this.deps.positions(), clientData: await this.clientDataPosition() };
-      const answer = await this.computeShared(req, upto);
+      const clientData = this.clientDataPosition();
+      const upto: SyncTokenPosition = { ...this.deps.positions(), clientData: typeof clientData === 'number' ? clientData : await clientData };
+      // A device woken with thousands of others mostly finds its answer computed already.
+      const answer = this.sharedNow(req, upto) ?? (await this.computeShared(req, upto));
       const remaining = deadline - this.deps.now();
       if (!req.since || !isEmpty(answer.response) || remaining <= 0 || req.signal?.aborted || this.closing) {
         if (wokenAt !== undefined) syncWakeupSeconds.observe((performance.now() - wokenAt) / 1000);
@@ -262,31 +276,60 @@ export class SyncService {
    * the client data (presence, account data) is the user's own, laid over it when there is any.
    */
   private async computeShared(req: SyncRequest, upto: SyncTokenPosition): Promise<SyncAnswer> {
-    const memberships = await this.membershipsOf(req.userId);
-    // Rows that ended at or before both positions change nothing in the answer.
-    const devicePeeks = await this.devicePeeks(req.userId, req.deviceId, Math.min(req.since?.peeks ?? Infinity, upto.peeks));
+    const memberships = this.membershipsNow(req.userId) ?? (await this.membershipsOf(req.userId));
+    const endedAfter = endedAfterOf(req, upto);
+    const devicePeeks = this.devicePeeksNow(req.userId, req.deviceId, endedAfter) ?? (await this.devicePeeks(req.userId, req.deviceId, endedAfter));
     const key = memberships.length === 0 ? shareKey(req, upto, devicePeeks) : undefined;
     if (key === undefined) {
       const computed = await this.compute(req, upto, memberships, devicePeeks);
       return answerOf(await this.withClientData(req, upto, computed));
     }
     const at = `${upto.rooms}_${upto.peeks}_${upto.clientData}`;
-    if (this.shared.at !== at) this.shared = { at, answers: new Map() };
-    const answers = this.shared.answers;
+    if (this.shared.at !== at) this.shared = { at, answers: new Map(), ready: new Map() };
+    const { answers, ready } = this.shared;
     let shared = answers.get(key);
     if (!shared) {
-      shared = this.compute(req, upto, memberships, devicePeeks).then((c) => ({ ...answerOf(c), computed: c }));
-      if (answers.size < MAX_SHARED_ANSWERS) {
+      const keep = answers.size < MAX_SHARED_ANSWERS;
+      shared = this.compute(req, upto, memberships, devicePeeks).then((c) => {
+        const answer = { ...answerOf(c), computed: c };
+        if (keep) ready.set(key, answer);
+        return answer;
+      });
+      if (keep) {
         answers.set(key, shared);
         shared.catch(() => answers.delete(key));
       }
     }
-    const answer = await shared;
+    const answer = ready.get(key) ?? (await shared);
+    if (!this.needsClientData(req, upto, answer.computed)) return answer;
     const own = await this.withClientData(req, upto, answer.computed);
     return own === answer.computed ? answer : answerOf(own);
   }
 
-  private shared: { at: string; answers: Map<string, Promise<SyncAnswer & { computed: Computed }>> } = { at: '', answers: new Map() };
+  /**
+   * computeShared's answer when everything it needs is at hand — the user's memberships
+   * (none) and the device's peeks in the cache, the shared answer computed, no client data
+   * to lay over it — and undefined otherwise (then computeShared works it out).
+   */
+  private sharedNow(req: SyncRequest, upto: SyncTokenPosition): SyncAnswer | undefined {
+    const memberships = this.membershipsNow(req.userId);
+    if (memberships === undefined || memberships.length > 0) return undefined;
+    const devicePeeks = this.devicePeeksNow(req.userId, req.deviceId, endedAfterOf(req, upto));
+    if (devicePeeks === undefined) return undefined;
+    if (this.shared.at !== `${upto.rooms}_${upto.peeks}_${upto.clientData}`) return undefined;
+    const answer = this.shared.ready.get(shareKey(req, upto, devicePeeks));
+    return answer && !this.needsClientData(req, upto, answer.computed) ? answer : undefined;
+  }
+
+  private shared: { at: string; answers: Map<string, Promise<SharedAnswer>>; ready: Map<string, SharedAnswer> } = { at: '', answers: new Map(), ready: new Map() };
+
+  /** Whether withClientData would add anything to `computed` (presence, account data). */
+  private needsClientData(req: SyncRequest, upto: SyncTokenPosition, computed: Computed): boolean {
+    const filter = req.filter ?? NO_FILTER;
+    if ((req.since?.clientData ?? 0) < upto.clientData) return true;
+    if (computed.fullRooms.some((r) => keepsRoom(filter.roomAccountData, r))) return true;
+    return req.since !== undefined && computed.newlyJoined.length > 0 && keeps(filter.presence, 'm.presence');
+  }
 
   /**
    * The computed answer with the user's presence and account data laid over it (the same
@@ -297,10 +340,10 @@ export class SyncService {
   private async withClientData(req: SyncRequest, upto: SyncTokenPosition, computed: Computed): Promise<Computed> {
     const filter = req.filter ?? NO_FILTER;
     const after = req.since?.clientData ?? 0;
+    if (!this.needsClientData(req, upto, computed)) return computed;
     const window = after < upto.clientData;
     const fullRooms = computed.fullRooms.filter((r) => keepsRoom(filter.roomAccountData, r));
     const newMates = req.since && computed.newlyJoined.length > 0 && keeps(filter.presence, 'm.presence') ? computed.newlyJoined : [];
-    if (!window && fullRooms.length === 0 && newMates.length === 0) return computed;
     const now = this.deps.now();
 
     // Presence: of the users sharing a room and the user themselves; the sender is the user.
@@ -357,6 +400,11 @@ export class SyncService {
       section[roomId] = { ...existing, account_data: { events } };
     }
     return { ...computed, response };
+  }
+
+  /** membershipsOf when the cache holds them (undefined otherwise). */
+  private membershipsNow(userId: string): Awaited<ReturnType<RoomReader['membershipsOf']>> | undefined {
+    return this.deps.cache?.memberships.peek(userId) as Awaited<ReturnType<RoomReader['membershipsOf']>> | undefined;
   }
 
   private async membershipsOf(userId: string): Promise<Awaited<ReturnType<RoomReader['membershipsOf']>>> {
@@ -623,6 +671,19 @@ export interface SyncAnswer {
 
 /** Distinct shared answers kept for one position; past this, answers are computed per request. */
 const MAX_SHARED_ANSWERS = 10_000;
+
+type SharedAnswer = SyncAnswer & { computed: Computed };
+
+/** The PEEKS position at or before which an ended peek changes nothing in the answer (both positions). */
+function endedAfterOf(req: SyncRequest, upto: SyncPosition): number {
+  return Math.min(req.since?.peeks ?? Infinity, upto.peeks);
+}
+
+/** The entry's rows a sync past `endedAfter` can show; undefined when the entry dropped some it needs (see syncCache.ts). */
+function rowsAfter(entry: DevicePeekEntry, endedAfter: number): readonly DevicePeekRow[] | undefined {
+  if (endedAfter < entry.floor) return undefined;
+  return entry.rows.every((r) => mattersAfter(r, endedAfter)) ? entry.rows : entry.rows.filter((r) => mattersAfter(r, endedAfter));
+}
 
 function answerOf(computed: Computed): SyncAnswer {
   let body: Buffer | undefined;

@@ -32,6 +32,12 @@ export class InvalidatedCache<V extends object> {
   private readonly generations = new LRUCache<string, number>({ max: MAX_ENTRIES });
   private generation = 0;
 
+  /** The cached value, without loading: undefined when the key is not cached (or invalidated). */
+  peek(key: string): V | undefined {
+    const hit = this.values.get(key);
+    return hit === undefined || hit === STALE ? undefined : (hit as V);
+  }
+
   async get(key: string, load: () => Promise<V>): Promise<V> {
     const hit = this.values.get(key);
     if (hit !== undefined && hit !== STALE) return hit as V;

@@ -2,7 +2,7 @@
 // (src/syncapi/sync.ts). Sharing must never hand a device an answer that is not its own.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestPeekd } from '../helpers/peekd.ts';
-import { roomsIn, TestUser } from '../helpers/matrix.ts';
+import { enc, request, roomsIn, TestUser } from '../helpers/matrix.ts';
 import { until } from '../helpers/until.ts';
 
 let hs: Awaited<ReturnType<typeof startTestPeekd>>;
@@ -45,5 +45,37 @@ describe('shared /sync answers', () => {
     expect(aw.rooms.peek[room].timeline.events.map((e: any) => e.content.body)).toEqual(['wake up']);
     expect(roomsIn(am, 'join')).toEqual([room]);
     expect(roomsIn(am, 'peek')).toEqual([]);
+  });
+
+  it('a device asking, at the same positions, a question already answered gets that answer at once; its own client data still lands on it', async () => {
+    const { room_id: room } = await alice.createWorldReadableRoom();
+    const { room_id: other } = await alice.createWorldReadableRoom();
+    const [q1, q2, q3, wide] = await Promise.all(['q1', 'q2', 'q3', 'qwide'].map((n) => TestUser.register(hs.url, n)));
+    for (const u of [q1!, q2!, q3!, wide!]) expect((await u.peek(room)).status).toBe(200);
+    expect((await wide!.peek(other)).status).toBe(200);
+    // Each device has synced before (what it peeks and its memberships are in memory), from one position.
+    const since = (await q1!.sync()).next_batch as string;
+    for (const u of [q2!, q3!, wide!]) await u.sync();
+    await alice.send(room, 'said once');
+    await alice.send(other, 'said elsewhere');
+    const a1 = await q1!.sync({ since });
+    expect(a1.rooms.peek[room].timeline.events.map((e: any) => e.content.body)).toEqual(['said once']);
+    // Nothing moved: q2 asks the same question at the same positions and gets the same bytes.
+    const a2 = await q2!.sync({ since });
+    expect(JSON.stringify(a2)).toBe(JSON.stringify(a1));
+    // A device that peeks one more room asks another question, and gets its own answer.
+    const aw = await wide!.sync({ since });
+    expect(roomsIn(aw, 'peek').sort()).toEqual([room, other].sort());
+    expect(aw.next_batch).toBe(a1.next_batch);
+    // q3 stores account data after `since`; then q2 asks again, then q3 (the same question
+    // but for its data): q3's answer carries its data over the same rooms, q2's does not.
+    const put = await request(hs.url, 'PUT', `/_matrix/client/v3/user/${enc(q3!.userId)}/account_data/org.example.note`, { token: q3!.token, body: { n: 3 } });
+    expect(put.status).toBe(200);
+    const again = await q2!.sync({ since });
+    expect(again.account_data.events).toEqual([]);
+    expect(again.rooms).toEqual(a1.rooms);
+    const a3 = await q3!.sync({ since });
+    expect(a3.account_data.events).toEqual([{ type: 'org.example.note', content: { n: 3 } }]);
+    expect(a3.rooms).toEqual(a1.rooms);
   });
 });

@@ -123,7 +123,7 @@ describe('decodeEnvelope', () => {
   it('reads a message that is a view into a larger buffer, as the NATS client hands them over, and reads bytes as UTF-8 did before', () => {
     const bytes = encodeEnvelope('cmd-view', [started]);
     const big = Buffer.alloc(bytes.length + 64, 0x7b);
-    bytes.copy(big, 32);
+    big.set(bytes, 32);
     const view = new Uint8Array(big.buffer, big.byteOffset + 32, bytes.length);
     expect(decodePeekEnvelope(view)).toEqual({ commandId: 'cmd-view', events: [started] });
     // A byte-order mark is not JSON: the message is no envelope (the runner quarantines it).
