@@ -10,7 +10,7 @@ import { withoutRoomId } from './clientEvents.ts';
 import type { DevicePeekRow, PeekReader } from './peekReader.ts';
 import type { SyncNotifier } from './notifier.ts';
 import { syncWakeupSeconds } from '../metrics.ts';
-import { devicePeekEntry, liveRows, mattersAfter, type DevicePeekEntry, type SyncCache } from './syncCache.ts';
+import { deviceKey, devicePeekEntry, liveRows, mattersAfter, type DevicePeekEntry, type SyncCache } from './syncCache.ts';
 import { ImmutableReadCache } from './memo.ts';
 import { formatSyncToken, formatTopologicalToken, positionOf, type SyncPosition, type SyncTokenPosition } from './syncToken.ts';
 import { ClientDataStore, presenceContent, type AccountDataRow, type PresenceState } from './clientData.ts';
@@ -187,7 +187,7 @@ export class SyncService {
   async devicePeeks(userId: string, deviceId: string, endedAfter: number): Promise<readonly DevicePeekRow[]> {
     const { cache, peeks } = this.deps;
     if (cache) {
-      const rows = rowsAfter(cache.devicePeeks.peek(`${userId}\u0000${deviceId}`) ?? (await this.devicePeekEntry(cache, userId, deviceId)), endedAfter);
+      const rows = rowsAfter(cache.devicePeeks.peek(deviceKey(userId, deviceId)) ?? (await this.devicePeekEntry(cache, userId, deviceId)), endedAfter);
       if (rows) return rows;
     }
     return peeks.ofDeviceAfter(userId, deviceId, endedAfter);
@@ -195,7 +195,7 @@ export class SyncService {
 
   /** devicePeeks when the cache holds them (undefined otherwise): no promise, no wait. */
   private devicePeeksNow(userId: string, deviceId: string, endedAfter: number): readonly DevicePeekRow[] | undefined {
-    const entry = this.deps.cache?.devicePeeks.peek(`${userId}\u0000${deviceId}`);
+    const entry = this.deps.cache?.devicePeeks.peek(deviceKey(userId, deviceId));
     return entry && rowsAfter(entry, endedAfter);
   }
 
@@ -208,12 +208,12 @@ export class SyncService {
 
   /** liveDevicePeeks when the cache holds them (undefined otherwise). */
   liveDevicePeeksNow(userId: string, deviceId: string): readonly DevicePeekRow[] | undefined {
-    const entry = this.deps.cache?.devicePeeks.peek(`${userId}\u0000${deviceId}`);
+    const entry = this.deps.cache?.devicePeeks.peek(deviceKey(userId, deviceId));
     return entry && liveRows(entry);
   }
 
   private devicePeekEntry(cache: SyncCache, userId: string, deviceId: string): Promise<DevicePeekEntry> {
-    return cache.devicePeeks.get(`${userId}\u0000${deviceId}`, async () => devicePeekEntry(await this.deps.peeks.ofDevice(userId, deviceId)));
+    return cache.devicePeeks.get(deviceKey(userId, deviceId), async () => devicePeekEntry(await this.deps.peeks.ofDevice(userId, deviceId)));
   }
 
   /**

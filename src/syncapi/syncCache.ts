@@ -39,8 +39,8 @@ export class InvalidatedCache<V extends object> {
   }
 
   async get(key: string, load: () => Promise<V>): Promise<V> {
-    const hit = this.values.get(key);
-    if (hit !== undefined && hit !== STALE) return hit as V;
+    const hit = this.peek(key);
+    if (hit !== undefined) return hit;
     const before = this.generations.get(key) ?? this.generation;
     const value = await load();
     // Only keep it if nothing invalidated the key while it was being read.
@@ -76,6 +76,11 @@ export interface DevicePeekEntry {
   readonly rows: readonly DevicePeekRow[];
   /** Rows ended (other than by a join) at or before this PEEKS position may be missing. */
   readonly floor: number;
+}
+
+/** The key of a device's entry. */
+export function deviceKey(userId: string, deviceId: string): string {
+  return `${userId}\u0000${deviceId}`;
 }
 
 /** Ended rows an entry holds before it prunes, and keeps (the latest) when it does. */
@@ -130,7 +135,7 @@ export class SyncCache {
     for (const p of batch) {
       const { event } = p;
       if (event.peek.kind !== 'device') continue;
-      this.devicePeeks.update(`${event.peek.userId}\u0000${event.peek.deviceId}`, (entry) => {
+      this.devicePeeks.update(deviceKey(event.peek.userId, event.peek.deviceId), (entry) => {
         const { rows } = entry;
         const i = rows.findIndex((r) => r.roomId === event.roomId);
         const next = foldDevicePeek(i < 0 ? undefined : rows[i], p);
