@@ -192,9 +192,8 @@ async function httpFloor(ctx: BenchContext, load: Child, o: Options, rooms: stri
       return { perSecond: round(r.perSecond, 0), cpuUs: round(used / Math.max(1, r.ok), 1), failed: r.non2xx + r.errors };
     };
     log(`${o.name}: HTTP floor — the same requests to a bare node:http server, to Fastify with peekd's plugins, and to the bare server appending each to JetStream`);
-    const floor = { bare: await run(urls.bare), fastify: await run(urls.fastify), appending: await run(urls.appending) };
-    await server.call('closeAppending');
-    return floor;
+    // The appending server's streams go when the child exits (server.stop below).
+    return { bare: await run(urls.bare), fastify: await run(urls.fastify), appending: await run(urls.appending) };
   } finally {
     await server.stop();
   }

@@ -30,18 +30,40 @@ let bare: http.Server | undefined;
 let app: FastifyInstance | undefined;
 let appending: { server: http.Server; nc: NatsConnection; naming: Naming } | undefined;
 
-function listenBare(): Promise<string> {
-  bare = http.createServer({ keepAliveTimeout: 600_000 }, (req, res) => {
+/**
+ * How both bare servers take a request: read and parse the JSON body, then `answer` the
+ * room it names (after `before`, when there is one) with the body peekd would send.
+ */
+function bareHandler(before?: (roomId: string) => Promise<void>): http.RequestListener {
+  return (req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as object;
-      const out = JSON.stringify(req.url?.endsWith('/unpeek') ? { ...body } : { room_id: decodeURIComponent(req.url?.split('/').at(-1) ?? ''), peek_expiry_ts: Date.now() + 3_600_000 });
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(out) });
-      res.end(out);
+      const parts = req.url?.split('/') ?? [];
+      const unpeek = parts.at(-1) === 'unpeek';
+      const roomId = decodeURIComponent((unpeek ? parts.at(-2) : parts.at(-1)) ?? '');
+      const answer = () => {
+        const out = JSON.stringify(unpeek ? { ...body } : { room_id: roomId, peek_expiry_ts: Date.now() + 3_600_000 });
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(out) });
+        res.end(out);
+      };
+      if (!before) return answer();
+      before(roomId).then(answer, (err: Error) => {
+        res.writeHead(500, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ errcode: 'M_UNKNOWN', error: err.message }));
+      });
     });
-  });
-  return new Promise((resolve) => bare!.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(bare!.address() as { port: number }).port}`)));
+  };
+}
+
+function listen(server: http.Server): Promise<string> {
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as { port: number }).port}`)));
+}
+
+function listenBare(): Promise<string> {
+  bare = http.createServer({ keepAliveTimeout: 600_000 }, bareHandler());
+  return listen(bare);
 }
 
 /** The bare server, appending each request to JetStream before it answers. */
@@ -59,37 +81,21 @@ async function listenAppending(natsUrl: string, prefix: string, payloadBytes: nu
     let room = rooms.get(subject);
     if (!room) rooms.set(subject, (room = { last: 0, tail: Promise.resolve() }));
     const r = room;
-    r.tail = r.tail.then(async () => {
-      const ack = await js.publish(subject, payload, { msgID: `${prefix}${++n}`, expect: { lastSubjectSequence: r.last } });
-      r.last = ack.seq;
-    });
+    // A failed append fails its own request only; the room's next append goes on.
+    r.tail = r.tail
+      .catch(() => undefined)
+      .then(async () => {
+        const ack = await js.publish(subject, payload, { msgID: `${prefix}${++n}`, expect: { lastSubjectSequence: r.last } });
+        r.last = ack.seq;
+      });
     return r.tail;
   };
-  const server = http.createServer({ keepAliveTimeout: 600_000 }, (req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as object;
-      const parts = req.url?.split('/') ?? [];
-      const unpeek = parts.at(-1) === 'unpeek';
-      const roomId = decodeURIComponent((unpeek ? parts.at(-2) : parts.at(-1)) ?? '');
-      append(roomId).then(
-        () => {
-          const out = JSON.stringify(unpeek ? { ...body } : { room_id: roomId, peek_expiry_ts: Date.now() + 3_600_000 });
-          res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(out) });
-          res.end(out);
-        },
-        (err: Error) => {
-          res.writeHead(500, { 'content-type': 'application/json' });
-          res.end(JSON.stringify({ errcode: 'M_UNKNOWN', error: err.message }));
-        },
-      );
-    });
-  });
+  const server = http.createServer({ keepAliveTimeout: 600_000 }, bareHandler(append));
   appending = { server, nc, naming };
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as { port: number }).port}`)));
+  return listen(server);
 }
 
+/** Closes the appending server and deletes its streams (at exit). */
 async function closeAppending(): Promise<void> {
   if (!appending) return;
   const { server, nc, naming } = appending;
@@ -125,8 +131,6 @@ serveIpc({
     fastify: await listenFastify(),
     appending: await listenAppending(natsUrl, prefix, payloadBytes),
   }),
-  /** Deletes the appending server's streams. */
-  closeAppending,
   /** This process's CPU time so far (user + system), µs. */
   cpu: () => {
     const u = process.cpuUsage();

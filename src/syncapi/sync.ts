@@ -186,16 +186,13 @@ export class SyncService {
    */
   async devicePeeks(userId: string, deviceId: string, endedAfter: number): Promise<readonly DevicePeekRow[]> {
     const { cache, peeks } = this.deps;
-    if (cache) {
-      const rows = rowsAfter(cache.devicePeeks.peek(deviceKey(userId, deviceId)) ?? (await this.devicePeekEntry(cache, userId, deviceId)), endedAfter);
-      if (rows) return rows;
-    }
-    return peeks.ofDeviceAfter(userId, deviceId, endedAfter);
+    const rows = cache && rowsAfter(await this.loadPeekEntry(cache, userId, deviceId), endedAfter);
+    return rows ?? peeks.ofDeviceAfter(userId, deviceId, endedAfter);
   }
 
   /** devicePeeks when the cache holds them (undefined otherwise): no promise, no wait. */
   private devicePeeksNow(userId: string, deviceId: string, endedAfter: number): readonly DevicePeekRow[] | undefined {
-    const entry = this.deps.cache?.devicePeeks.peek(deviceKey(userId, deviceId));
+    const entry = this.peekEntryNow(userId, deviceId);
     return entry && rowsAfter(entry, endedAfter);
   }
 
@@ -203,16 +200,22 @@ export class SyncService {
   async liveDevicePeeks(userId: string, deviceId: string): Promise<readonly DevicePeekRow[]> {
     const { cache, peeks } = this.deps;
     if (!cache) return peeks.liveOfDevice(userId, deviceId);
-    return this.liveDevicePeeksNow(userId, deviceId) ?? liveRows(await this.devicePeekEntry(cache, userId, deviceId));
+    return this.liveDevicePeeksNow(userId, deviceId) ?? liveRows(await this.loadPeekEntry(cache, userId, deviceId));
   }
 
   /** liveDevicePeeks when the cache holds them (undefined otherwise). */
   liveDevicePeeksNow(userId: string, deviceId: string): readonly DevicePeekRow[] | undefined {
-    const entry = this.deps.cache?.devicePeeks.peek(deviceKey(userId, deviceId));
+    const entry = this.peekEntryNow(userId, deviceId);
     return entry && liveRows(entry);
   }
 
-  private devicePeekEntry(cache: SyncCache, userId: string, deviceId: string): Promise<DevicePeekEntry> {
+  /** The device's cache entry when the cache holds it. */
+  private peekEntryNow(userId: string, deviceId: string): DevicePeekEntry | undefined {
+    return this.deps.cache?.devicePeeks.peek(deviceKey(userId, deviceId));
+  }
+
+  /** The device's cache entry, loaded from the table (and pruned) when the cache does not hold it. */
+  private loadPeekEntry(cache: SyncCache, userId: string, deviceId: string): Promise<DevicePeekEntry> {
     return cache.devicePeeks.get(deviceKey(userId, deviceId), async () => devicePeekEntry(await this.deps.peeks.ofDevice(userId, deviceId)));
   }
 
@@ -284,7 +287,7 @@ export class SyncService {
       const computed = await this.compute(req, upto, memberships, devicePeeks);
       return answerOf(await this.withClientData(req, upto, computed));
     }
-    const at = `${upto.rooms}_${upto.peeks}_${upto.clientData}`;
+    const at = sharedAt(upto);
     if (this.shared.at !== at) this.shared = { at, answers: new Map(), ready: new Map() };
     const { answers, ready } = this.shared;
     let shared = answers.get(key);
@@ -316,7 +319,7 @@ export class SyncService {
     if (memberships === undefined || memberships.length > 0) return undefined;
     const devicePeeks = this.devicePeeksNow(req.userId, req.deviceId, endedAfterOf(req, upto));
     if (devicePeeks === undefined) return undefined;
-    if (this.shared.at !== `${upto.rooms}_${upto.peeks}_${upto.clientData}`) return undefined;
+    if (this.shared.at !== sharedAt(upto)) return undefined;
     const answer = this.shared.ready.get(shareKey(req, upto, devicePeeks));
     return answer && !this.needsClientData(req, upto, answer.computed) ? answer : undefined;
   }
@@ -673,6 +676,11 @@ export interface SyncAnswer {
 const MAX_SHARED_ANSWERS = 10_000;
 
 type SharedAnswer = SyncAnswer & { computed: Computed };
+
+/** The positions shared answers are kept for (one set at a time). */
+function sharedAt(upto: SyncTokenPosition): string {
+  return `${upto.rooms}_${upto.peeks}_${upto.clientData}`;
+}
 
 /** The PEEKS position at or before which an ended peek changes nothing in the answer (both positions). */
 function endedAfterOf(req: SyncRequest, upto: SyncPosition): number {
