@@ -161,6 +161,62 @@ describe('SyncCache device peek entries', () => {
     expect(table.filter((r) => mattersAfter(r, entry.floor - 1000)).length).toBeGreaterThan(entry.rows.filter((r) => mattersAfter(r, entry.floor - 1000)).length);
   });
 
+  it('an entry loaded from a table that already holds batches it then folds again (a load racing their commit) still shows what the table shows', async () => {
+    // A load can read the table after a batch committed and be kept before the batch is
+    // folded into the cache, which then folds it once more. Rows the load pruned must not
+    // come back live: the batches folded again hold each pruned peek's end as well as its
+    // start (they run on from the load's snapshot), so the fold ends it again.
+    const events = history(400, 3000, 5);
+    const BATCH = 45;
+    const batches: Projected<PeekEvent>[][] = [];
+    for (let i = 0; i < events.length; i += BATCH) batches.push(events.slice(i, i + BATCH));
+    const table = [...tableOf(events).values()];
+    const last = events.at(-1)!.seq;
+    // Rooms the load pruned whose start is folded again: the case this is about.
+    let revisited = 0;
+    for (const [foldedUpTo, loadedUpTo] of [
+      [5, 15],
+      [20, 30],
+      [30, 30],
+      [40, 55],
+      [0, 60],
+    ] as const) {
+      const snapshot = [...tableOf(batches.slice(0, loadedUpTo).flat()).values()];
+      const loaded = devicePeekEntry(snapshot);
+      const kept = new Set(loaded.rows.map((r) => r.roomId));
+      const again = batches.slice(foldedUpTo, loadedUpTo).flat();
+      revisited += snapshot.filter((r) => !kept.has(r.roomId) && again.some((p) => p.roomId === r.roomId && p.event.type === 'PeekStarted')).length;
+      const cache = new SyncCache();
+      await cache.devicePeeks.get(KEY, async () => loaded);
+      for (const batch of batches.slice(foldedUpTo)) cache.onPeekEvents(batch);
+      const entry = await cache.devicePeeks.get(KEY, async () => expect.unreachable('cached'));
+      expect(
+        liveRows(entry)
+          .map((r) => r.roomId)
+          .sort(),
+      ).toEqual(
+        table
+          .filter((r) => r.endedSeq === null)
+          .map((r) => r.roomId)
+          .sort(),
+      );
+      for (let after = entry.floor; after <= last; after += 3000) {
+        expect(
+          sorted(
+            entry.rows.filter((r) => mattersAfter(r, after)),
+            after,
+          ),
+        ).toEqual(
+          sorted(
+            table.filter((r) => mattersAfter(r, after)),
+            after,
+          ),
+        );
+      }
+    }
+    expect(revisited).toBeGreaterThan(10);
+  });
+
   it('a device loaded from the table with a long history is pruned at load, with the same floor rule', () => {
     const table = [...tableOf(history(400, 3000, 11)).values()];
     const entry = devicePeekEntry(table);
