@@ -84,6 +84,13 @@ describe('SyncCache device peek entries', () => {
     return table;
   }
 
+  /** The rooms of the live rows among `rows`, sorted. */
+  const liveRoomsOf = (rows: readonly Row[]) =>
+    rows
+      .filter((r) => r.endedSeq === null)
+      .map((r) => r.roomId)
+      .sort();
+
   /** What a sync past `after` can observe of a row: its `prev…` only when that peek ended after it. */
   const observed = (r: Row, after: number) => (r.prevEndedSeq !== null && r.prevEndedSeq <= after ? { ...r, prevStartedSeq: null, prevEndedSeq: null } : r);
   const sorted = (rows: readonly Row[], after: number) => rows.map((r) => observed(r, after)).sort((a, b) => (a.roomId < b.roomId ? -1 : 1));
@@ -128,16 +135,7 @@ describe('SyncCache device peek entries', () => {
       // Live and join-ended rows are all there, whatever their age.
       const kept = (r: Row) => r.endedSeq === null || r.endReason === 'joined';
       expect(sorted(entry.rows.filter(kept), entry.floor)).toEqual(sorted(table.filter(kept), entry.floor));
-      expect(
-        liveRows(entry)
-          .map((r) => r.roomId)
-          .sort(),
-      ).toEqual(
-        table
-          .filter((r) => r.endedSeq === null)
-          .map((r) => r.roomId)
-          .sort(),
-      );
+      expect(liveRoomsOf(liveRows(entry))).toEqual(liveRoomsOf(table));
     }
   });
 
@@ -190,16 +188,7 @@ describe('SyncCache device peek entries', () => {
       await cache.devicePeeks.get(KEY, async () => loaded);
       for (const batch of batches.slice(foldedUpTo)) cache.onPeekEvents(batch);
       const entry = await cache.devicePeeks.get(KEY, async () => expect.unreachable('cached'));
-      expect(
-        liveRows(entry)
-          .map((r) => r.roomId)
-          .sort(),
-      ).toEqual(
-        table
-          .filter((r) => r.endedSeq === null)
-          .map((r) => r.roomId)
-          .sort(),
-      );
+      expect(liveRoomsOf(liveRows(entry))).toEqual(liveRoomsOf(table));
       for (let after = entry.floor; after <= last; after += 3000) {
         expect(
           sorted(
