@@ -338,8 +338,8 @@ export async function startPeekd(config: Config, options: StartOptions = {}): Pr
         clock,
         serverName: config.serverName,
         outboundIdleMs: config.outboundIdleMs,
-        liveDevicePeeks: syncCache ? (userId, deviceId) => client.sync.liveDevicePeeks(userId, deviceId) : undefined,
-        liveDevicePeeksNow: syncCache ? (userId, deviceId) => client.sync.liveDevicePeeksNow(userId, deviceId) : undefined,
+        liveDevicePeeks: (userId, deviceId) => client.sync.liveDevicePeeks(userId, deviceId),
+        liveDevicePeeksNow: (userId, deviceId) => client.sync.liveDevicePeeksNow(userId, deviceId),
         logger: logger.child({ component: 'outbound-upkeep' }),
       });
       upkeep = u;

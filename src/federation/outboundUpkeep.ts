@@ -4,7 +4,7 @@
 // and when a peeking device syncs again after it ended, it is started again. One process
 // runs this at a time (split, the `outbound_upkeep` job); the lifecycle of one peek
 // (start, renew, end) is outboundPeeks.ts.
-import { and, eq, isNull, notLike } from 'drizzle-orm';
+import { and, isNull, notLike } from 'drizzle-orm';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { Clock } from '../actors/roomActor.ts';
@@ -28,10 +28,10 @@ export interface UpkeepDeps {
   clock: Clock;
   serverName: string;
   outboundIdleMs: number;
-  /** A device's live peek rows, from the sync cache where there is one (default: the table). */
-  liveDevicePeeks?(userId: string, deviceId: string): Promise<readonly { roomId: string; endedSeq: number | null }[]>;
+  /** A device's live peek rows (SyncService: from the sync cache where there is one, else the table). */
+  liveDevicePeeks(userId: string, deviceId: string): Promise<readonly { roomId: string }[]>;
   /** The same when they are at hand without a wait (the sync cache holds them); undefined otherwise. */
-  liveDevicePeeksNow?(userId: string, deviceId: string): readonly { roomId: string }[] | undefined;
+  liveDevicePeeksNow(userId: string, deviceId: string): readonly { roomId: string }[] | undefined;
   logger?: Logger;
 }
 
@@ -83,7 +83,7 @@ export class OutboundUpkeep {
     if (now - (this.lastSyncCheck.get(key) ?? 0) < SYNC_CHECK_THROTTLE_MS) return;
     this.lastSyncCheck.set(key, now);
     // Most devices peek only rooms hosted here: nothing to restart, and no promise to make.
-    const live = this.deps.liveDevicePeeksNow?.(userId, deviceId);
+    const live = this.deps.liveDevicePeeksNow(userId, deviceId);
     if (live && live.every((r) => serverOf(r.roomId) === this.deps.serverName)) return;
     void this.restartFor(userId, deviceId).catch((err) => this.deps.logger?.warn({ err }, 'could not restart an outbound peek'));
   }
@@ -163,13 +163,7 @@ export class OutboundUpkeep {
 
   /** A device synced: restart outbound peeks its live peeks of remote rooms need. */
   private async restartFor(userId: string, deviceId: string): Promise<void> {
-    const rows = this.deps.liveDevicePeeks
-      ? await this.deps.liveDevicePeeks(userId, deviceId)
-      : await this.deps.db
-          .select({ roomId: syncapiPeeks.roomId })
-          .from(syncapiPeeks)
-          .where(and(eq(syncapiPeeks.userId, userId), eq(syncapiPeeks.deviceId, deviceId), isNull(syncapiPeeks.endedSeq)));
-    for (const { roomId } of rows) {
+    for (const { roomId } of await this.deps.liveDevicePeeks(userId, deviceId)) {
       if (serverOf(roomId) === this.deps.serverName || this.deps.peeks.starting(roomId)) continue;
       if (await this.deps.peeks.live(roomId)) continue;
       this.restart(roomId);

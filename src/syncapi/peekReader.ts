@@ -30,12 +30,4 @@ export class PeekReader {
       .from(syncapiPeeks)
       .where(and(eq(syncapiPeeks.userId, userId), eq(syncapiPeeks.deviceId, deviceId), isNull(syncapiPeeks.endedSeq)));
   }
-
-  async liveRoomsOfDevice(userId: string, deviceId: string): Promise<string[]> {
-    const rows = await this.db
-      .select({ r: syncapiPeeks.roomId })
-      .from(syncapiPeeks)
-      .where(and(eq(syncapiPeeks.userId, userId), eq(syncapiPeeks.deviceId, deviceId), isNull(syncapiPeeks.endedSeq)));
-    return rows.map((r) => r.r);
-  }
 }

@@ -285,7 +285,7 @@ export class SyncService {
     const key = memberships.length === 0 ? shareKey(req, upto, devicePeeks) : undefined;
     if (key === undefined) {
       const computed = await this.compute(req, upto, memberships, devicePeeks);
-      return answerOf(await this.withClientData(req, upto, computed));
+      return answerOf(this.needsClientData(req, upto, computed) ? await this.withClientData(req, upto, computed) : computed);
     }
     const at = sharedAt(upto);
     if (this.shared.at !== at) this.shared = { at, answers: new Map(), ready: new Map() };
@@ -338,12 +338,11 @@ export class SyncService {
    * The computed answer with the user's presence and account data laid over it (the same
    * object when there are none): changed in (since, upto] of the client-data positions; all
    * of it on an initial sync; and with a room shown as new, all of its account data and the
-   * presence of its members.
+   * presence of its members. Its callers ask needsClientData first: no promise when not.
    */
   private async withClientData(req: SyncRequest, upto: SyncTokenPosition, computed: Computed): Promise<Computed> {
     const filter = req.filter ?? NO_FILTER;
     const after = req.since?.clientData ?? 0;
-    if (!this.needsClientData(req, upto, computed)) return computed;
     const window = after < upto.clientData;
     const fullRooms = computed.fullRooms.filter((r) => keepsRoom(filter.roomAccountData, r));
     const newMates = req.since && computed.newlyJoined.length > 0 && keeps(filter.presence, 'm.presence') ? computed.newlyJoined : [];

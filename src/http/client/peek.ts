@@ -22,8 +22,8 @@ export async function endDevicePeeks(ctx: ClientContext, req: { id: string }, us
   // The device's own peeks, its latest /peek included — as far as the projections show
   // them in time: the device is already gone, so ending what is visible beats a 503.
   await ctx.barrier.forSession(userId, deviceId).catch(() => undefined);
-  const rooms = await ctx.peeks.liveRoomsOfDevice(userId, deviceId);
-  for (const roomId of rooms) {
+  const rows = await ctx.peeks.liveOfDevice(userId, deviceId);
+  for (const { roomId } of rows) {
     try {
       await clientWrite(ctx, req, { userId, deviceId }, { type: 'StopDevicePeek', roomId, userId, deviceId, reason });
     } catch (err) {
