@@ -8,8 +8,9 @@
 //
 // A third server adds the one thing every command must do besides HTTP: a bare `node:http`
 // server that appends each request to JetStream (one publish with the expected last
-// subject sequence of the request's room, peekd's own NATS connection settings, a payload
-// of the size of a peek event) and answers after the ack. Nothing else: no auth, no actor,
+// subject sequence of the request's room, a payload of the size of a peek event, through
+// peekd's own NATS connection settings and append publisher, src/nats/appendAcks.ts) and
+// answers after the ack. Nothing else: no auth, no actor,
 // no projection reads the stream back. What it reaches is the most any server that writes
 // each command to the log can reach on this machine under this load.
 import cors from '@fastify/cors';
@@ -17,10 +18,10 @@ import rateLimit from '@fastify/rate-limit';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
-import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Naming } from '../src/events/subjects.ts';
 import { CORS_OPTIONS } from '../src/http/app.ts';
+import { AckedPublisher } from '../src/nats/appendAcks.ts';
 import { connectNats } from '../src/nats/connection.ts';
 import { deleteStreams, ensureStreams } from '../src/nats/streams.ts';
 import { commonHandlers } from './childCommon.ts';
@@ -71,7 +72,8 @@ async function listenAppending(natsUrl: string, prefix: string, payloadBytes: nu
   const nc = await connectNats(natsUrl, 'peekd-bench-floor');
   const naming = new Naming(prefix, 64);
   await ensureStreams(nc, naming);
-  const js: JetStreamClient = jetstream(nc);
+  // peekd's own publisher for appends (one map entry and one message per append).
+  const acks = new AckedPublisher(nc);
   const payload = new Uint8Array(Buffer.alloc(payloadBytes, 'x'));
   /** Per room subject: its last sequence, and the append in flight (one at a time per room, as an actor does). */
   const rooms = new Map<string, { last: number; tail: Promise<void> }>();
@@ -85,7 +87,7 @@ async function listenAppending(natsUrl: string, prefix: string, payloadBytes: nu
     r.tail = r.tail
       .catch(() => undefined)
       .then(async () => {
-        const ack = await js.publish(subject, payload, { msgID: `${prefix}${++n}`, expect: { lastSubjectSequence: r.last } });
+        const ack = await acks.publish(subject, payload, `${prefix}${++n}`, r.last);
         r.last = ack.seq;
       });
     return r.tail;
