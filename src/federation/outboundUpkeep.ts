@@ -36,10 +36,12 @@ export interface UpkeepDeps {
 }
 
 export class OutboundUpkeep {
-  /** When each device last synced. */
-  private readonly lastSync = new LRUCache<string, number>({ max: MAX_TRACKED });
-  /** When each device's peeks were last checked for a restart (throttles the checks). */
-  private readonly lastSyncCheck = new LRUCache<string, number>({ max: MAX_TRACKED });
+  /**
+   * Per device: when it last synced, and when its peeks were last checked for a restart
+   * (throttles the checks). One record, changed in place: a woken long-poll costs one
+   * lookup here, not one per field (each is a few cache misses with 10,000 devices).
+   */
+  private readonly devices = new LRUCache<string, { syncedAt: number; checkedAt: number }>({ max: MAX_TRACKED });
   /** Per room: when a failed (re)start or renewal may be tried again, and the backoff. */
   private readonly retry = new LRUCache<string, { at: number; backoffMs: number }>({ max: MAX_TRACKED });
   private readonly startedAt: number;
@@ -77,11 +79,13 @@ export class OutboundUpkeep {
   deviceSynced(userId: string, deviceId: string): void {
     const key = `${userId}\u0000${deviceId}`;
     const now = this.deps.clock.now();
-    this.lastSync.set(key, now);
+    let seen = this.devices.get(key);
+    if (seen) seen.syncedAt = now;
+    else this.devices.set(key, (seen = { syncedAt: now, checkedAt: 0 }));
     // Restarts are the upkeep's business: only where it runs (split, one process at a time).
     if (!this.timer) return;
-    if (now - (this.lastSyncCheck.get(key) ?? 0) < SYNC_CHECK_THROTTLE_MS) return;
-    this.lastSyncCheck.set(key, now);
+    if (now - seen.checkedAt < SYNC_CHECK_THROTTLE_MS) return;
+    seen.checkedAt = now;
     // Most devices peek only rooms hosted here: nothing to restart, and no promise to make.
     const live = this.deps.liveDevicePeeksNow(userId, deviceId);
     if (live && live.every((r) => serverOf(r.roomId) === this.deps.serverName)) return;
@@ -141,7 +145,7 @@ export class OutboundUpkeep {
   }
 
   private isActive(userId: string, deviceId: string, peekRenewedAt: number, now: number): boolean {
-    const seen = Math.max(this.lastSync.get(`${userId}\u0000${deviceId}`) ?? this.startedAt, peekRenewedAt);
+    const seen = Math.max(this.devices.get(`${userId}\u0000${deviceId}`)?.syncedAt ?? this.startedAt, peekRenewedAt);
     return now - seen < this.deps.outboundIdleMs;
   }
 
