@@ -6,7 +6,8 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { HttpApp, Peekd } from '../peekd.ts';
 import rateLimit from '@fastify/rate-limit';
 import { badJson, invalidParam, limitExceeded, matrixClientErrorHandler, matrixErrorHandler, notJson, sendMatrixError, toMatrixError, MatrixError } from './errors.ts';
-import { parseJsonBody, unstorableString } from './jsonBody.ts';
+import { parseJsonBody } from './jsonBody.ts';
+import { unstorableString } from '../matrix/storable.ts';
 import { registerAccountRoutes } from './client/account.ts';
 import { registerDirectoryRoutes } from './client/directory.ts';
 import { registerMiscRoutes } from './client/misc.ts';
