@@ -22,13 +22,24 @@ export class FederationClient {
     private readonly fetcher: SafeFetcher = defaultSafeFetcher(),
   ) {}
 
-  /** Sends a signed request; `path` includes the query string exactly as it goes on the wire. */
+  /**
+   * Sends a signed request; `path` includes the query string. What is signed is the
+   * request target as it goes on the wire — the URL parser's form of `path`, which
+   * percent-encodes what a client may leave bare (a `'` in a query value becomes `%27`) —
+   * since the receiver checks the signature against the target it receives.
+   */
   async request<T = unknown>(destination: string, method: string, path: string, body?: unknown, timeoutMs = 30_000, signal?: AbortSignal): Promise<FederationResponse<T>> {
     const { base, trusted } = await this.resolver.resolve(destination);
-    const authorization = signRequest({ method, uri: path, origin: this.serverName, destination, content: body }, this.key);
+    let url: URL;
+    try {
+      url = new URL(base + path);
+    } catch {
+      throw new FederationUnreachableError(`${method} ${path.split('?')[0]} to ${destination}: not a valid URL`);
+    }
+    const authorization = signRequest({ method, uri: url.pathname + url.search, origin: this.serverName, destination, content: body }, this.key);
     let res;
     try {
-      res = await this.fetcher.fetch(base + path, {
+      res = await this.fetcher.fetch(url.href, {
         destination,
         method,
         headers: { authorization, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
