@@ -86,9 +86,10 @@ function liveOrDue(state: RoomState, peek: PeekRef, now: number): { live?: LiveP
 function startDevicePeek(state: RoomState, cmd: StartDevicePeek, ctx: DecideContext): Decision | DomainError {
   const room = requireRoom(state);
   if (room instanceof DomainError) return room;
+  // MSC2753's order: a joined user has nothing to peek, whatever the room's settings.
+  if (membershipOf(room, cmd.userId) === 'join') return new BadStateError(`${cmd.userId} is already joined to the room`);
   if (isEncrypted(room)) return new ForbiddenError('the room is encrypted and cannot be peeked');
   if (!isWorldReadable(room)) return new ForbiddenError('the room is not world_readable');
-  if (membershipOf(room, cmd.userId) === 'join') return new BadStateError(`${cmd.userId} is already joined to the room`);
   const peek: PeekRef = { kind: 'device', userId: cmd.userId, deviceId: cmd.deviceId };
   const expiresAt = ctx.now + ctx.peekLifetimeMs;
   const { live, due } = liveOrDue(state, peek, ctx.now);

@@ -124,6 +124,11 @@ describe('StartDevicePeek (MSC2753)', () => {
     given(room).when(startPeek(ALICE, 'ALICEPHONE')).thenThrows(BadStateError, `${ALICE} is already joined`);
   });
 
+  it('answers a joined user BadStateError first, even in a room no one may peek (MSC2753 lists that check first)', () => {
+    given(roomWith('shared')).when(startPeek(ALICE, 'ALICEPHONE')).thenThrows(BadStateError, `${ALICE} is already joined`);
+    given(encryptedRoom()).when(startPeek(ALICE, 'ALICEPHONE')).thenThrows(BadStateError, `${ALICE} is already joined`);
+  });
+
   it('allows a user who joined and then left', () => {
     const history = [...room, member(40, '$bj', BOB, 'join'), member(44, '$bl', BOB, 'leave')];
     given(history)
