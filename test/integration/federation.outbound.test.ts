@@ -5,7 +5,7 @@
 // expired_peeks from the host.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { eq } from 'drizzle-orm';
-import { generateSigningKey } from '../../src/crypto/index.ts';
+import { eventIdForPdu, generateSigningKey } from '../../src/crypto/index.ts';
 import { MAX_RENEWAL_INTERVAL_MS, MIN_RENEWAL_INTERVAL_MS, SUPPORTED_ROOM_VERSIONS } from '../../src/federation/outboundPeeks.ts';
 import { syncapiRoomEvents } from '../../src/store/schema.ts';
 import {
@@ -137,27 +137,32 @@ describe('starting the peek', () => {
 
     await f.until('the room under peek', () => f.peeked.has(room.roomId));
     const tl = f.peeked.get(room.roomId)!;
-    // History visibility is judged at each event: the device's timeline starts where the
-    // room became world_readable (what came before reaches it as state).
-    const fromVisible = room.events.findIndex((e) => e.pdu.type === 'm.room.history_visibility');
-    expect(tl[0].type).toBe('m.room.history_visibility');
-    expect(tl.map((e) => e.event_id)).toEqual(room.events.slice(fromVisible).map((e) => e.id));
+    // Like a new join: the whole (short) history, from m.room.create on.
+    expect(tl[0].type).toBe('m.room.create');
+    expect(tl.map((e) => e.event_id)).toEqual(room.events.map((e) => e.id));
     expect(f.messages(room.roomId)).toEqual(['hello from the fake']);
     const [row] = await outboundPeeks(A, room.roomId);
     expect(row).toMatchObject({ serverName: F.name, peekId: put!.peekId, renewalIntervalMs: 60_000 });
   });
 
-  it("peeks through the alias's server when the room ID names another", async () => {
+  // The second alias holds a character the URL parser percent-encodes on the wire (`'`
+  // → %27): the request must be signed as it is sent, or G refuses the signature.
+  it.each([
+    ['a plain alias', ''],
+    ["an alias with a ' in it", "it's-"],
+  ])("peeks through the alias's server when the room ID names another: %s", async (_what, prefix) => {
     const room = new FakeRoom(F);
     host(room);
-    const alias = `#fake${++n}:${G.name}`;
+    const tag = `fake${++n}`;
+    const alias = `#${prefix}${tag}:${G.name}`;
     G.handler = (r) => (r.uri.startsWith('/_matrix/federation/v1/query/directory') && r.verifiedOrigin === A.name ? { status: 200, body: { room_id: room.roomId, servers: [F.name] } } : undefined);
     try {
       const { bob } = await peeker();
       const p = await bob.peek(alias);
       expect(p.status).toBe(200);
       expect(p.body.room_id).toBe(room.roomId);
-      const dir = G.requests.find((r) => r.uri.startsWith('/_matrix/federation/v1/query/directory'))!;
+      const dir = G.requests.find((r) => r.uri.startsWith('/_matrix/federation/v1/query/directory') && r.uri.includes(tag))!;
+      expect(dir.verifiedOrigin).toBe(A.name);
       expect(new URL(dir.uri, 'http://x').searchParams.get('room_alias')).toBe(alias);
       expect(peekRequests(room.roomId, 'put')).toHaveLength(1);
     } finally {
@@ -208,10 +213,10 @@ describe('starting the peek', () => {
 
   const forgeries: [string, (room: FakeRoom) => Record<string, unknown>][] = [
     [
-      'an event whose content was changed after hashing',
+      'an event whose signed fields were changed after signing',
       (room) => {
         const s = room.snapshot(60_000) as any;
-        s.state = s.state.map((p: any) => (p.type === 'm.room.name' ? { ...p, content: { name: 'changed' } } : p));
+        s.state = s.state.map((p: any) => (p.type === 'm.room.name' ? { ...p, origin_server_ts: p.origin_server_ts + 1 } : p));
         return s;
       },
     ],
@@ -261,6 +266,28 @@ describe('starting the peek', () => {
     expect(await copyAtA(room.roomId)).toEqual([]);
     await f.once(0);
     expect(f.peeked.has(room.roomId)).toBe(false);
+  });
+});
+
+describe('a snapshot event whose content does not match its hash', () => {
+  it('is kept in its redacted form (the specification: a redacted copy passed on), never with the content that came with it', async () => {
+    const room = new FakeRoom(F);
+    const nameId = room.events.find((e) => e.pdu.type === 'm.room.name')!.id;
+    const changed = (p: any) => (p.type === 'm.room.name' ? { ...p, content: { name: 'changed on the way' } } : p);
+    host(room, 60_000, {
+      onPut: () => {
+        const s = room.snapshot(60_000) as any;
+        return { status: 200, body: { ...s, state: s.state.map(changed), events: s.events.map(changed) } };
+      },
+    });
+    const { bob, f } = await peeker();
+    expect((await bob.peek(room.roomId)).status).toBe(200);
+    await f.until('the room under peek', () => f.peeked.has(room.roomId));
+    const name = f.peeked.get(room.roomId)!.find((e) => e.event_id === nameId);
+    expect(name).toMatchObject({ type: 'm.room.name', state_key: '', content: {} });
+    expect(await copyAtA(room.roomId)).toContain(nameId);
+    const state = await bob.ok('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(room.roomId)}/state/m.room.name/`);
+    expect(state).toEqual({});
   });
 });
 
@@ -323,7 +350,7 @@ describe('renewing', () => {
 });
 
 describe('what the host sends', () => {
-  it('accepts each checked PDU from the host, wakes the device, and drops forged ones', async () => {
+  it('accepts each checked PDU from the host, wakes the device, keeps one whose content does not match its hash only redacted, and drops forged ones', async () => {
     const room = new FakeRoom(F);
     host(room);
     const { bob, f } = await peeker();
@@ -331,18 +358,28 @@ describe('what the host sends', () => {
     await f.until('the room', () => f.peeked.has(room.roomId));
 
     const good1 = room.add('m.room.message', { msgtype: 'm.text', body: 'good one' });
-    const tampered = room.build('m.room.message', { msgtype: 'm.text', body: 'tampered' });
+    // The signature covers the redacted event only: content that does not match the hash
+    // is taken to have been redacted on the way, and the event is kept without it
+    // (server-server API, "Validating hashes and signatures on received events").
+    const tampered = room.add('m.room.message', { msgtype: 'm.text', body: 'tampered' });
     tampered.pdu.content = { msgtype: 'm.text', body: 'changed in transit' };
+    // A signed field changed: the signature no longer holds.
+    const forged = room.build('m.room.message', { msgtype: 'm.text', body: 'forged' });
+    forged.pdu.origin_server_ts += 1;
+    const forgedId = eventIdForPdu(forged.pdu);
     const unknownKey = room.build('m.room.message', { msgtype: 'm.text', body: 'unknown key' }, undefined, { key: generateSigningKey() });
     const good2 = room.add('m.room.message', { msgtype: 'm.text', body: 'good two' });
 
     const poll = bob.sync({ since: f.since, timeout: 5_000 });
     const sentAt = Date.now();
-    const res = await sendTxn(F, [good1.pdu, tampered.pdu, unknownKey.pdu, good2.pdu]);
+    const res = await sendTxn(F, [good1.pdu, tampered.pdu, forged.pdu, unknownKey.pdu, good2.pdu]);
     expect(res.status).toBe(200);
     expect(res.body.pdus[good1.id]).toEqual({});
+    expect(res.body.pdus[tampered.id]).toEqual({});
     expect(res.body.pdus[good2.id]).toEqual({});
-    expect(Object.values(res.body.pdus).filter((v: any) => typeof v.error === 'string')).toHaveLength(2);
+    // Refused PDUs are answered under a placeholder key (their event ID is not trusted).
+    const errors = Object.values(res.body.pdus).filter((v: any) => typeof v.error === 'string');
+    expect(errors).toEqual([{ error: expect.stringMatching(/signature/) }, { error: expect.stringMatching(/signature/) }]);
     const woken = await poll;
     expect(Date.now() - sentAt).toBeLessThan(4_000);
     expect(roomsIn(woken, 'peek')).toEqual([room.roomId]);
@@ -351,14 +388,35 @@ describe('what the host sends', () => {
     f.peeked.get(room.roomId)!.push(...(woken.rooms.peek[room.roomId]?.timeline?.events ?? []));
     await f.until('both good messages', () => f.messages(room.roomId).includes('good two'));
     const copy = await copyAtA(room.roomId);
-    expect(copy.slice(-2)).toEqual([good1.id, good2.id]);
+    expect(copy.slice(-3)).toEqual([good1.id, tampered.id, good2.id]);
     expect(copy).not.toContain(unknownKey.id);
+    expect(copy).not.toContain(forgedId);
+    // The device sees the tampered event as redacted: no content, never the changed body.
+    const seen = f.peeked.get(room.roomId)!.find((e) => e.event_id === tampered.id);
+    expect(seen).toMatchObject({ type: 'm.room.message', content: {} });
+    expect(f.messages(room.roomId)).not.toContain('changed in transit');
     // The same transaction again changes nothing.
     const again = await sendTxn(F, [good1.pdu, good2.pdu], {}, 'repeat-me');
     expect(again.status).toBe(200);
     const repeated = await sendTxn(F, [good1.pdu, good2.pdu], {}, 'repeat-me');
     expect(repeated.status).toBe(200);
     expect(await copyAtA(room.roomId)).toEqual(copy);
+  });
+
+  it('refuses a PDU holding U+0000 (no read model can store it), and takes one whose text only spells \\u0000', async () => {
+    const room = new FakeRoom(F);
+    host(room);
+    const { bob, f } = await peeker();
+    expect((await bob.peek(room.roomId)).status).toBe(200);
+    await f.until('the room', () => f.peeked.has(room.roomId));
+    const nul = room.build('m.room.message', { msgtype: 'm.text', body: 'a real \u0000 here' });
+    const spelled = room.add('m.room.message', { msgtype: 'm.text', body: 'the text \\u0000, six characters' });
+    const res = await sendTxn(F, [nul.pdu, spelled.pdu]);
+    expect(res.status).toBe(200);
+    expect(res.body.pdus[spelled.id]).toEqual({});
+    expect(Object.values(res.body.pdus).filter((v: any) => typeof v.error === 'string')).toEqual([{ error: expect.stringMatching(/U\+0000/) }]);
+    await f.until('the spelled-out one', () => f.messages(room.roomId).includes('the text \\u0000, six characters'));
+    expect(await copyAtA(room.roomId)).not.toContain(nul.id);
   });
 
   it('refuses PDUs of the room from a server it does not peek through, and unsigned or replayed transactions', async () => {
