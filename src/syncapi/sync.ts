@@ -524,11 +524,22 @@ export class SyncService {
    * The timeline slice in (after, upto], less what the viewer may not see (history
    * visibility, judged at each event). `hidden` says events were left out: the state
    * section then carries what they changed.
+   *
+   * A peeker (no membership) is shown the room's state events whatever the visibility in
+   * force when they were sent — a new peek arrives like a new join, whose timeline starts
+   * at `m.room.create` when the whole history fits (MSC2753; sytest's peeking tests make
+   * a room world_readable and then expect exactly that) — and messages only from where the
+   * room became world_readable. The state is the peeker's to see either way (in the state
+   * section otherwise); what was said before is not.
    */
   private async visibleTimeline(roomId: string, after: number, upto: number, limit: number, view: View): Promise<TimelineSlice & { hidden: boolean }> {
     const slice = await this.deps.rooms.timeline(roomId, after, upto, limit, view.filter.timeline);
     const viewer = view.memberOf.has(roomId) ? view.viewer.userId : null;
-    const events = await this.deps.rooms.visibleTo(roomId, viewer, slice.events, upto);
+    let events = await this.deps.rooms.visibleTo(roomId, viewer, slice.events, upto);
+    if (viewer === null && events.length < slice.events.length) {
+      const visible = new Set(events);
+      events = slice.events.filter((e) => visible.has(e) || e.pdu.state_key !== undefined);
+    }
     // Events the timeline filter left out count as hidden: their state changes go in the state section.
     return { events, limited: slice.limited, hidden: events.length < slice.events.length || selects(view.filter.timeline) };
   }

@@ -61,7 +61,7 @@ describe('peek lifetime', () => {
     expect((await bob.peek(roomId)).status).toBe(200);
     const again = await bob.sync({ since: later.next_batch });
     expect(roomsIn(again, 'peek')).toEqual([roomId]);
-    expect(again.rooms.peek[roomId].timeline.events[0].type).toBe('m.room.history_visibility');
+    expect(again.rooms.peek[roomId].timeline.events[0].type).toBe('m.room.create');
   });
 
   it('a repeated /peek renews: the peek outlives its first expiry and ends at the renewed one', async () => {

@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestPeekd } from '../helpers/peekd.ts';
 import { audit, auditUntil, enc, request, roomsIn, TestUser, timelineOf } from '../helpers/matrix.ts';
+import { until } from '../helpers/until.ts';
 
 const ADMIN = 'admin-secret-peek-tests';
 let hs: Awaited<ReturnType<typeof startTestPeekd>>;
@@ -61,12 +62,13 @@ describe('POST /peek by room ID, then /sync', () => {
     expect(roomsIn(s1, 'leave')).toEqual([]);
     const section = s1.rooms.peek[roomId];
     expect(Object.keys(section)).toEqual(expect.arrayContaining(['state', 'timeline', 'ephemeral', 'account_data']));
-    // History visibility is judged at each event: a peeker sees the room from the event
-    // that made it world_readable; what came before reaches it as state.
-    expect(section.state.events.map((e: any) => e.type)).toEqual(expect.arrayContaining(['m.room.create', 'm.room.member', 'm.room.power_levels']));
+    // Like a new join: the whole history fits, so the timeline starts at m.room.create
+    // (sent before the room was world_readable: state is shown to a peeker whatever the
+    // visibility it was sent under) and the state section is empty.
+    expect(section.state.events).toEqual([]);
     const tl = section.timeline.events;
-    expect(tl[0]).toMatchObject({ type: 'm.room.history_visibility', content: { history_visibility: 'world_readable' } });
-    expect(tl.map((e: any) => e.type)).not.toContain('m.room.create');
+    expect(tl[0]).toMatchObject({ type: 'm.room.create' });
+    expect(tl.map((e: any) => e.type)).toEqual(expect.arrayContaining(['m.room.member', 'm.room.power_levels', 'm.room.join_rules']));
     expect(tl.at(-1)).toMatchObject({ type: 'm.room.message', event_id: helloId, sender: alice.userId, content: { body: 'hello' } });
     expect(tl.map((e: any) => e.type)).toEqual(expect.arrayContaining(['m.room.history_visibility', 'm.room.name', 'm.room.topic']));
     expect(section.timeline.limited).toBe(false);
@@ -91,13 +93,45 @@ describe('POST /peek by room ID, then /sync', () => {
     expect(s3.rooms.peek[roomId].timeline.limited).toBe(false);
   });
 
+  it('a room made world_readable after it began: the peek still starts at m.room.create, without what was said before (sytest 31sync/17peeking)', async () => {
+    const { room_id: roomId } = await alice.createRoom({ preset: 'public_chat', name: 'Opened later' });
+    const secret = await alice.send(roomId, 'said while the history was shared');
+    const opened = await alice.setState(roomId, 'm.room.history_visibility', { history_visibility: 'world_readable' });
+    const bob = await user('bob');
+    const s0 = await bob.sync();
+    expect((await bob.peek(roomId)).status).toBe(200);
+    const said = await alice.send(roomId, 'something to peek');
+    // The first sync that shows the peek, taken from the same token until it holds Alice's message.
+    let section: any;
+    await until('the peek with the message', async () => {
+      const body = await bob.sync({ since: s0.next_batch });
+      expect(roomsIn(body, 'join')).toEqual([]);
+      section = body.rooms.peek[roomId];
+      return (section?.timeline.events ?? []).some((e: any) => e.event_id === said);
+    });
+    const tl = section.timeline.events;
+    expect(tl[0].type).toBe('m.room.create');
+    expect(tl.at(-1)).toMatchObject({ event_id: said, type: 'm.room.message', content: { body: 'something to peek' } });
+    expect(section.state.events).toEqual([]);
+    // Every state event, the room's name and its earlier `shared` visibility included; the
+    // message sent under `shared` is not shown.
+    const ids = tl.map((e: any) => e.event_id);
+    expect(ids).toContain(opened);
+    expect(ids).not.toContain(secret);
+    expect(tl.filter((e: any) => e.type === 'm.room.message').map((e: any) => e.content.body)).toEqual(['something to peek']);
+    expect(tl.map((e: any) => e.type)).toEqual(expect.arrayContaining(['m.room.member', 'm.room.power_levels', 'm.room.join_rules', 'm.room.name']));
+    // Paging back from the timeline finds nothing more.
+    const older = await bob.ok('GET', `/_matrix/client/v3/rooms/${enc(roomId)}/messages?dir=b&limit=10&from=${enc(section.timeline.prev_batch)}`);
+    expect(older.chunk).toEqual([]);
+  });
+
   it('shows the room on the first sync after /peek even without a since token, and that sync does not end the peek', async () => {
     const { room_id: roomId } = await alice.createWorldReadableRoom();
     const bob = await user('bob');
     expect((await bob.peek(roomId)).status).toBe(200);
     const s0 = await bob.sync();
     expect(roomsIn(s0, 'peek')).toEqual([roomId]);
-    expect(s0.rooms.peek[roomId].timeline.events[0].type).toBe('m.room.history_visibility');
+    expect(s0.rooms.peek[roomId].timeline.events[0].type).toBe('m.room.create');
     const id = await alice.send(roomId, 'after an initial sync');
     const s1 = await bob.sync({ since: s0.next_batch });
     expect(roomsIn(s1, 'peek')).toEqual([roomId]);
@@ -130,7 +164,7 @@ describe('POST /peek by room ID, then /sync', () => {
     const body = await poll;
     expect(Date.now() - start).toBeLessThan(1_000);
     expect(roomsIn(body, 'peek')).toEqual([roomId]);
-    expect(body.rooms.peek[roomId].timeline.events[0].type).toBe('m.room.history_visibility');
+    expect(body.rooms.peek[roomId].timeline.events[0].type).toBe('m.room.create');
   });
 
   it('waits out the timeout when nothing happens in the peeked room', async () => {
@@ -469,8 +503,8 @@ describe('ending a peek', () => {
     const s2 = await bob.sync({ since: s1.next_batch });
     expect(roomsIn(s2, 'peek')).toEqual([roomId]);
     expect(roomsIn(s2, 'leave')).toEqual([]);
-    expect(s2.rooms.peek[roomId].timeline.events[0].type).toBe('m.room.history_visibility');
-    expect(s2.rooms.peek[roomId].state.events.map((e: any) => e.type)).toContain('m.room.create');
+    expect(s2.rooms.peek[roomId].timeline.events[0].type).toBe('m.room.create');
+    expect(s2.rooms.peek[roomId].state.events).toEqual([]);
     // And it is live: new messages arrive.
     const id = await alice.send(roomId, 'welcome back');
     const s3 = await bob.sync({ since: s2.next_batch });
