@@ -227,6 +227,22 @@ describe('GET /events?room_id=…', () => {
     expect(back.chunk.map((e: any) => e.event_id)).toEqual([second, sent]);
   });
 
+  it('without `timeout` long-polls (30 s by default, as Synapse): a first poll with neither `from` nor `timeout` answers the next message, never what came before the room was world_readable (sytest 30history-visibility)', async () => {
+    const { room_id: roomId } = await alice.createRoom({ preset: 'public_chat' });
+    await alice.send(roomId, 'private');
+    await alice.setState(roomId, 'm.room.history_visibility', { history_visibility: 'world_readable' });
+    const bob = await user('bob');
+    const waiting = hs.peekd.notifier.waiting;
+    const startedAt = Date.now();
+    const poll = events(bob, { room_id: roomId, limit: 3, dir: 'b' });
+    await until('the /events poll to wait', () => hs.peekd.notifier.waiting > waiting, 5_000, 5);
+    const sent = await alice.send(roomId, 'public');
+    const r = await poll;
+    expect(r.status).toBe(200);
+    expect(r.body.chunk.map((e: any) => e.event_id)).toEqual([sent]);
+    expect(Date.now() - startedAt).toBeLessThan(10_000);
+  });
+
   it("without `from` (matrix-js-sdk's first poll) goes on from where the device's initialSync ended", async () => {
     const { room_id: roomId } = await alice.createWorldReadableRoom();
     const bob = await user('bob');

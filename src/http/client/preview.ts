@@ -33,6 +33,12 @@ import { hangupOnClose, type Hangup } from '../../syncapi/hangup.ts';
 const DEFAULT_LIMIT = 10;
 /** The longest an /events poll waits (as /sync). */
 const MAX_EVENTS_TIMEOUT_MS = 5 * 60_000;
+/**
+ * How long an /events poll waits when the client names no `timeout`: /events is a
+ * long-poll, and clients and test suites that omit the parameter expect one (Synapse
+ * waits 30 s too).
+ */
+const DEFAULT_EVENTS_TIMEOUT_MS = 30_000;
 /** Events read per step of an /events poll; one answer holds at most this many. */
 const EVENTS_PAGE = 100;
 /** Previewing devices whose last `end` is remembered (for a first /events poll without `from`). */
@@ -73,7 +79,7 @@ function parseLimit(raw: string | undefined): number {
 }
 
 function parseTimeout(raw: string | undefined): number {
-  const timeoutMs = raw === undefined ? 0 : Number(raw);
+  const timeoutMs = raw === undefined ? DEFAULT_EVENTS_TIMEOUT_MS : Number(raw);
   if (!Number.isFinite(timeoutMs) || timeoutMs < 0) throw invalidParam('timeout must be a non-negative number of ms');
   return Math.min(timeoutMs, MAX_EVENTS_TIMEOUT_MS);
 }
@@ -185,6 +191,10 @@ export function registerPreviewRoutes(app: FastifyInstance, ctx: ClientContext):
       const timeoutMs = parseTimeout(q.timeout);
       if (!(await ctx.rooms.roomExists(roomId))) throw forbidden('you are not in this room (or it does not exist)');
       const access = await accessOf(ctx, roomId, userId);
+      // A poll with no `from` and no cursor reads from now: now as the poll arrived, not
+      // after the peek's renewal below, which may let events sent meanwhile slip past.
+      const key = cursorKey(session, roomId);
+      let after = from ?? cursors.get(key) ?? ctx.sync.positions().rooms;
       if (access.kind === 'peek') {
         // Each poll keeps the preview's peek alive (and starts it again if it ran out).
         await keepDevicePeek(ctx, req, session, roomId);
@@ -196,8 +206,6 @@ export function registerPreviewRoutes(app: FastifyInstance, ctx: ClientContext):
       // polling renews its peek well before it runs out.
       const wait = access.kind === 'peek' ? Math.min(timeoutMs, Math.floor(ctx.config.peekLifetimeMs / 2)) : timeoutMs;
       const deadline = ctx.clock.now() + wait;
-      const key = cursorKey(session, roomId);
-      let after = from ?? cursors.get(key) ?? ctx.sync.positions().rooms;
       const start = q.from !== undefined && q.from !== '' ? q.from : formatSyncToken({ rooms: after, peeks: ctx.sync.positions().peeks });
       for (;;) {
         const upto = ctx.sync.positions();
