@@ -8,7 +8,7 @@ import { clientEvents, type StoredEvent } from '../../syncapi/roomReader.ts';
 import { toClientEvent } from '../../syncapi/clientEvents.ts';
 import { formatTopologicalToken, parsePaginationToken, positionAfter, positionOf, type PaginationToken, type TopoPosition } from '../../syncapi/syncToken.ts';
 import { mayOpenRoom, visibilityJudge, type EventRef } from '../../syncapi/visibility.ts';
-import { forbidden, invalidParam, notFound } from '../errors.ts';
+import { forbidden, invalidParam, MatrixError, notFound } from '../errors.ts';
 import { requireAuth, sessionOf } from './auth.ts';
 import type { ClientContext } from './context.ts';
 import { clientRoute } from './prefixes.ts';
@@ -127,7 +127,11 @@ export function registerHistoryRoutes(app: FastifyInstance, ctx: ClientContext):
       const { userId } = sessionOf(req);
       const { roomId, eventId } = req.params as { roomId: string; eventId: string };
       requireRoomId(roomId);
-      const visible = await readerOf(ctx, roomId, userId);
+      // 404 whether the event is unknown or the reader may not see it, the room as a whole
+      // included (client-server API: "not found or you do not have permission").
+      const visible = await readerOf(ctx, roomId, userId).catch((err: unknown) => {
+        throw err instanceof MatrixError && err.status === 403 ? notFound('no such event') : err;
+      });
       const e = await ctx.rooms.eventById(eventId);
       if (!e || e.pdu.room_id !== roomId || !visible(e)) throw notFound('no such event');
       return toClientEvent(e.eventId, e.pdu, ctx.clock.now());
