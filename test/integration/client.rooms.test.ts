@@ -69,12 +69,12 @@ describe('state', () => {
 });
 
 describe('send', () => {
-  it('r0 takes POST /rooms/{id}/send/{type} without a transaction ID: each is a new event', async () => {
+  it('takes POST /rooms/{id}/send/{type} without a transaction ID, under r0 and v3 (as Synapse): each is a new event', async () => {
     const alice = await user('alice');
     const { room_id: roomId } = await alice.createRoom({ preset: 'public_chat' });
     const body = { msgtype: 'm.text', body: 'legacy' };
     const a = await alice.ok('POST', r0(`/rooms/${enc(roomId)}/send/m.room.message`), body);
-    const b = await alice.ok('POST', r0(`/rooms/${enc(roomId)}/send/m.room.message`), body);
+    const b = await alice.ok('POST', v3(`/rooms/${enc(roomId)}/send/m.room.message`), body);
     expect(a.event_id).toMatch(/^\$/);
     expect(b.event_id).not.toBe(a.event_id);
     const [newest, before] = await alice.messages(roomId, 2);

@@ -38,13 +38,17 @@ export function registerRoomEventRoutes(app: FastifyInstance, ctx: ClientContext
     handler: (req) => send(req, (req.params as { txnId: string }).txnId),
   });
 
-  // The r0 API also took a POST without a transaction ID (no idempotency: as Synapse does,
-  // the event is sent as a new one every time).
-  clientRoute(
-    app,
-    { method: 'POST', path: '/rooms/:roomId/send/:eventType', config: { barrier: false }, schema: { body: { type: 'object' } }, preHandler: guestsToo, handler: (req) => send(req, undefined) },
-    ['/_matrix/client/r0'],
-  );
+  // A POST without a transaction ID (from r0; Synapse serves it under v3 too, and
+  // Complement's TestSendAndFetchMessage uses it there): no idempotency, as in Synapse — the
+  // event is sent as a new one every time.
+  clientRoute(app, {
+    method: 'POST',
+    path: '/rooms/:roomId/send/:eventType',
+    config: { barrier: false },
+    schema: { body: { type: 'object' } },
+    preHandler: guestsToo,
+    handler: (req) => send(req, undefined),
+  });
 
   // Setting state to what it already is (same sender, same content) writes nothing and
   // answers the current event's ID. Guests may set state too (since v1.2 of the spec),
