@@ -130,7 +130,8 @@ export function parseXMatrixHeader(value: string): XMatrixAuth | null {
   if (!origin || !key || !sig) return null;
   const destination = params.get('destination');
   const auth: XMatrixAuth = { origin, key, sig };
-  if (destination !== undefined && destination !== '') auth.destination = destination;
+  // Present but empty stays present: only a header without the parameter is an older server's.
+  if (destination !== undefined) auth.destination = destination;
   return auth;
 }
 

@@ -62,6 +62,16 @@ describe('signRequest', () => {
     expect(verifyRequestSignature(req, parsed!, key.publicKey, tweetnaclEd25519)).toBe(true);
   });
 
+  it('tells a header without destination (older servers: checked against our own name) from one with an empty destination (refused)', () => {
+    const without = parseXMatrixHeader(header.replace(/destination="[^"]*",/, ''))!;
+    expect(without.destination).toBeUndefined();
+    expect(verifyRequestSignature(req, without, key.publicKey)).toBe(true);
+    expect(verifyRequestSignature({ ...req, destination: 'elsewhere.example' }, without, key.publicKey)).toBe(false);
+    const empty = parseXMatrixHeader(header.replace(/destination="[^"]*"/, 'destination=""'))!;
+    expect(empty.destination).toBe('');
+    expect(verifyRequestSignature(req, empty, key.publicKey)).toBe(false);
+  });
+
   it('works without a body', () => {
     const { content: _c, ...getReq } = { ...req, method: 'GET', uri: '/_matrix/federation/v1/version' };
     const parsed = parseXMatrixHeader(signRequest(getReq, key))!;

@@ -1,6 +1,9 @@
 // X-Matrix request authentication for the federation API. Missing, malformed or wrong
-// signatures, unknown keys, and a missing destination or one that is not this server are
-// 401 M_UNAUTHORIZED — checked before the handler runs, so nothing is written.
+// signatures, unknown keys, and a destination that is not this server are 401
+// M_UNAUTHORIZED — checked before the handler runs, so nothing is written. A header with no
+// destination at all is accepted (the server-server spec: "for compatibility with older
+// servers, recipients should accept requests without this parameter"); its signature is
+// checked against this server's name, so it still holds only if it was made for us.
 import type { FastifyRequest } from 'fastify';
 import { decodeBase64, parseXMatrixHeader, verifyRequestSignature } from '../../crypto/index.ts';
 import { isValidServerName } from '../../events/ids.ts';
@@ -24,8 +27,7 @@ export function requireServerAuth(ctx: FederationContext) {
     if (!isValidServerName(auth.origin)) throw unauthorized('malformed origin');
     // Everything that can be judged without the origin's keys is judged first: a request
     // that fails here never makes us fetch anything (nor connect anywhere).
-    if (auth.destination === undefined) throw unauthorized('the X-Matrix header names no destination');
-    if (auth.destination !== ctx.config.serverName) throw unauthorized('the request is for another server');
+    if (auth.destination !== undefined && auth.destination !== ctx.config.serverName) throw unauthorized('the request is for another server');
     if (auth.origin === ctx.config.serverName) throw unauthorized('requests from ourselves are not accepted');
     if (!KEY_ID.test(auth.key)) throw unauthorized(`unsupported key ID ${JSON.stringify(auth.key.slice(0, 64))}`);
     if (!isSignature(auth.sig)) throw unauthorized('the X-Matrix sig is not an ed25519 signature');
