@@ -35,6 +35,24 @@ function unverifiedEventId(raw: unknown, roomVersion: string): string | undefine
   }
 }
 
+/**
+ * The peeks a /send's `expired_peeks` ends, each checked before any of the transaction is
+ * taken. A malformed entry (a room ID or peek ID outside their grammar) refuses the whole
+ * transaction with 400 M_BAD_JSON, as the server-server API does with any malformed /send
+ * body: only PDUs get a verdict each (the answer's `pdus`), an entry has no place to be
+ * refused in, and the sender, which retries until a 200, sees its mistake instead of having
+ * it dropped unseen. Nothing of the transaction has reached a room by then.
+ */
+function expiredPeeksOf(entries: unknown[] | undefined): { roomId: string; peekId: string }[] {
+  return (entries ?? []).map((item) => {
+    const { room_id: roomId, peek_id: peekId } = (item ?? {}) as { room_id?: unknown; peek_id?: unknown };
+    if (typeof roomId !== 'string' || typeof peekId !== 'string') throw badJson('expired_peeks entries need room_id and peek_id');
+    if (!isValidRoomId(roomId)) throw badJson('an expired_peeks entry holds a malformed room_id');
+    if (!isValidPeekId(peekId, roomId)) throw badJson('an expired_peeks entry holds a malformed peek_id');
+    return { roomId, peekId };
+  });
+}
+
 function versionsOf(ver: unknown): string[] {
   if (ver === undefined) return [];
   return (Array.isArray(ver) ? ver : [ver]).filter((v): v is string => typeof v === 'string');
@@ -163,6 +181,7 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
       const txnKey = `${origin}\u0000${(req.params as { txnId: string }).txnId}`;
       if (seenTxns.has(txnKey)) return seenTxns.get(txnKey);
       const body = req.body as { pdus?: unknown[]; expired_peeks?: unknown[] };
+      const expiredPeeks = expiredPeeksOf(body.expired_peeks);
       const results: Record<string, Record<string, string>> = {};
       const byRoom = new Map<string, ReceivedPdu[]>();
       const accepted = new Map<string, boolean>();
@@ -209,11 +228,7 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
           for (const p of pdus) results[p.eventId] = { error: err.message };
         }
       }
-      for (const item of body.expired_peeks ?? []) {
-        const { room_id, peek_id } = (item ?? {}) as { room_id?: unknown; peek_id?: unknown };
-        if (typeof room_id !== 'string' || typeof peek_id !== 'string') throw badJson('expired_peeks entries need room_id and peek_id');
-        await ctx.outbound?.remoteExpired(origin, room_id, peek_id);
-      }
+      for (const { roomId, peekId } of expiredPeeks) await ctx.outbound?.remoteExpired(origin, roomId, peekId);
       const response = { pdus: results };
       seenTxns.set(txnKey, response);
       if (seenTxns.size > 10_000) seenTxns.delete(seenTxns.keys().next().value!);

@@ -1,0 +1,85 @@
+// Malformed federation transactions, met before anything is taken: a /send whose body is
+// wrong anywhere (here its expired_peeks) is refused as a whole with 400 M_BAD_JSON, and none
+// of its PDUs reaches the room; a well-formed retry of it is then taken in full.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eq } from 'drizzle-orm';
+import { syncapiRoomEvents } from '../../src/store/schema.ts';
+import { FakeRoom, holdsFor, outboundPeeks, startFederation, SyncFollower, waitFor, type FakeServer, type Federation, type FedServer } from '../helpers/federation.ts';
+import { TestUser } from '../helpers/matrix.ts';
+
+let fed: Federation;
+let A: FedServer;
+let F: FakeServer;
+let n = 0;
+/** Rooms F hosts, by room ID. */
+const hosted = new Map<string, FakeRoom>();
+
+beforeAll(async () => {
+  fed = await startFederation({ servers: 1, fakes: 1 });
+  [A] = fed.servers as [FedServer];
+  [F] = fed.fakes as [FakeServer];
+  // F answers A's peeks of its rooms: the snapshot, renewals, DELETEs.
+  F.handler = (r) => {
+    const m = new URL(r.uri, 'http://x').pathname.match(/^\/_matrix\/federation\/v1\/peek\/([^/]+)\/[^/]+(\/renew)?$/);
+    if (!m) return undefined;
+    const room = hosted.get(decodeURIComponent(m[1]!));
+    if (!room || r.verifiedOrigin !== A.name) return { status: 404, body: { errcode: 'M_NOT_FOUND', error: 'unknown room' } };
+    if (m[2]) return { status: 200, body: { renewal_interval: 60_000 } };
+    return { status: 200, body: r.method === 'PUT' ? room.snapshot(60_000) : {} };
+  };
+}, 60_000);
+
+afterAll(async () => {
+  await fed?.cleanup();
+});
+
+async function copyAtA(roomId: string): Promise<string[]> {
+  const rows = await A.peekd.database.db.select().from(syncapiRoomEvents).where(eq(syncapiRoomEvents.roomId, roomId));
+  return rows.sort((a, b) => a.seq - b.seq).map((r) => r.eventId);
+}
+
+/** A room hosted by F that a user of A peeks (so A takes F's PDUs of it). */
+async function peekedRoom() {
+  const room = new FakeRoom(F);
+  hosted.set(room.roomId, room);
+  const bob = await TestUser.register(A.url, `bob${++n}`);
+  const f = new SyncFollower(bob, 500);
+  await f.once(0);
+  expect((await bob.peek(room.roomId)).status).toBe(200);
+  await f.until('the room under peek', () => f.peeked.has(room.roomId));
+  const [row] = await outboundPeeks(A, room.roomId);
+  return { room, peekId: row!.peekId };
+}
+
+function sendTxn(txnId: string, pdus: unknown[], expiredPeeks: unknown[]) {
+  return F.send(A.name, 'PUT', `/_matrix/federation/v1/send/${txnId}`, { origin: F.name, origin_server_ts: Date.now(), pdus, edus: [], expired_peeks: expiredPeeks });
+}
+
+describe('/send with malformed expired_peeks', () => {
+  it('refuses the whole transaction with 400 M_BAD_JSON and takes none of its PDUs; the corrected retry is taken', async () => {
+    const { room, peekId } = await peekedRoom();
+    const before = await copyAtA(room.roomId);
+    const message = room.add('m.room.message', { msgtype: 'm.text', body: 'sent beside a bad expired_peeks' });
+    const malformed = [
+      { room_id: '\u0000', peek_id: 'x' },
+      { room_id: room.roomId, peek_id: '\u0000' },
+      { room_id: `!nul\u0000:${F.name}`, peek_id: 'abc' },
+      { room_id: 'not a room ID', peek_id: 'abc' },
+      { room_id: room.roomId, peek_id: 'far-too-long-for-a-peek-id' },
+    ];
+    for (const [i, entry] of malformed.entries()) {
+      const r = await sendTxn(`bad-peeks-${i}`, [message.pdu], [{ room_id: room.roomId, peek_id: 'notours' }, entry]);
+      expect({ entry, status: r.status, errcode: r.body?.errcode }).toEqual({ entry, status: 400, errcode: 'M_BAD_JSON' });
+    }
+    // Nothing was written: the message is not in A's copy, and A still peeks through F.
+    await holdsFor('the message stays out', async () => !(await copyAtA(room.roomId)).includes(message.id), 500);
+    expect(await copyAtA(room.roomId)).toEqual(before);
+    expect((await outboundPeeks(A, room.roomId)).map((r) => r.peekId)).toEqual([peekId]);
+
+    // The refusal was not remembered: the same transaction ID, well formed, is taken in full.
+    const good = await sendTxn('bad-peeks-0', [message.pdu], [{ room_id: room.roomId, peek_id: 'notours' }]);
+    expect(good.status).toBe(200);
+    expect(good.body.pdus[message.id]).toEqual({});
+    await waitFor('the message in A', async () => (await copyAtA(room.roomId)).includes(message.id), 5_000);
+  });
+});
