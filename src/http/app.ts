@@ -106,7 +106,14 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
   });
   await app.register(cors, CORS_OPTIONS);
   app.setErrorHandler(matrixErrorHandler);
-  app.setNotFoundHandler((_req, reply) => sendMatrixError(reply, new MatrixError(404, 'M_UNRECOGNIZED', 'unrecognized request')));
+  // An unknown endpoint is 404 M_UNRECOGNIZED; a known one asked with a method it does not
+  // take is 405 M_UNRECOGNIZED, as the client-server specification says.
+  app.setNotFoundHandler((req, reply) => {
+    const allowed = ROUTED_METHODS.filter((method) => method !== req.method && app.findRoute({ method, url: req.url }) !== null);
+    if (allowed.length === 0) return sendMatrixError(reply, new MatrixError(404, 'M_UNRECOGNIZED', 'unrecognized request'));
+    reply.header('Allow', allowed.join(', '));
+    return sendMatrixError(reply, new MatrixError(405, 'M_UNRECOGNIZED', `${req.method} is not supported on this endpoint`));
+  });
 
   // Client API bodies have their own, smaller limit.
   app.addHook('onRoute', (route) => {
@@ -160,20 +167,27 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
 }
 
 /**
- * No path parameter holds U+0000, the client and admin APIs take each query parameter once
- * (except the specification's lists), and a body is a JSON object. Throws the Matrix error
- * otherwise.
+ * No path parameter holds U+0000, no query parameter U+0000 or a lone surrogate, the client
+ * and admin APIs take each query parameter once (except the specification's lists), and a
+ * body is a JSON object. Throws the Matrix error otherwise.
  */
 function checkBodyAndParams(req: FastifyRequest): void {
   // Path parameters are IDs, types and keys: none may hold U+0000 (it could never be stored).
   for (const [name, value] of Object.entries((req.params ?? {}) as Record<string, unknown>)) {
     if (typeof value === 'string' && value.includes('\u0000')) throw invalidParam(`the path parameter ${name} holds U+0000`);
   }
+  // Nor may a query parameter's name or value: handlers hand them to Postgres as filter
+  // IDs, tokens, device IDs.
+  const query = Object.entries((req.query ?? {}) as Record<string, unknown>);
+  for (const [name, value] of query) {
+    const bad = unstorableString([name, value]);
+    if (bad) throw invalidParam(`a query parameter holds ${bad}`);
+  }
   // The client and admin APIs take every query parameter once, except the lists the
   // specification gives (`server_name`, `via`); a repeated one is refused rather than
   // read as an array by code that expects a string.
   if (!req.url.startsWith('/_matrix/federation') && !req.url.startsWith('/_matrix/key')) {
-    for (const [name, value] of Object.entries((req.query ?? {}) as Record<string, unknown>)) {
+    for (const [name, value] of query) {
       if (Array.isArray(value) && !REPEATABLE_QUERY.has(name)) throw invalidParam(`the query parameter ${name} is given more than once`);
     }
   }
@@ -187,6 +201,12 @@ function checkBodyAndParams(req: FastifyRequest): void {
   }
   if (req.body === null || typeof req.body !== 'object' || Array.isArray(req.body)) throw badJson('the request body must be a JSON object');
 }
+
+/**
+ * The methods a route may answer, to tell a known endpoint asked with the wrong method from an
+ * unknown one. Not OPTIONS: the CORS preflight route matches every URL. HEAD comes with GET.
+ */
+const ROUTED_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH'] as const;
 
 /** Client API query parameters that are lists (given once per item). */
 const REPEATABLE_QUERY: ReadonlySet<string> = new Set(['server_name', 'via']);

@@ -51,15 +51,42 @@ export class ServiceUnavailableError extends Error {
  * (same command ID) may simply be tried again: a request timeout, no responders (no room
  * host, or a JetStream stream without a leader), a JetStream "temporarily unavailable"
  * (503, 10008), a connection closed or draining under us. Never a domain answer.
+ *
+ * Database errors are judged by what they are, never by the words of their messages: a
+ * failed query's message holds the query and its parameters, and a server error's message
+ * may quote a parameter (`invalid input syntax for type bigint: "timeout"`) — client input
+ * that must not turn a 500 into a "try again".
  */
 export function isTransient(err: unknown): boolean {
   if (err instanceof ServiceUnavailableError) return true;
   if (!(err instanceof Error)) return false;
   if (err instanceof JetStreamApiError) return err.status === 503 || err.code === 10008;
+  if (isQueryError(err)) return err.cause !== undefined && err.cause !== err && isTransient(err.cause);
+  const sqlState = sqlStateOf(err);
+  if (sqlState !== undefined) return TRANSIENT_SQLSTATE.test(sqlState);
   const text = `${err.name} ${err.message} ${(err as { code?: unknown }).code ?? ''}`;
   if (/TimeoutError|timeout|no responders|503|JetStreamNotEnabled|jetstream is not enabled|ConnectionClosed|closed|disconnect|draining|reconnect/i.test(text)) return true;
   const cause = (err as { cause?: unknown }).cause;
   return cause !== undefined && cause !== err && isTransient(cause);
+}
+
+/**
+ * SQLSTATEs after which the same statement may succeed in a moment: the connection failed
+ * (class 08), the server is shutting down or starting up (57P01–57P03), it has no free
+ * connection (53300).
+ */
+const TRANSIENT_SQLSTATE = /^(08[0-9A-Z]{3}|57P0[1-3]|53300)$/;
+
+/** A failed query as drizzle reports it (DrizzleQueryError): the query and its parameters, and the driver's error as `cause`. */
+function isQueryError(err: Error): boolean {
+  const { query, params } = err as { query?: unknown; params?: unknown };
+  return typeof query === 'string' && Array.isArray(params);
+}
+
+/** The SQLSTATE of an error the database server sent (postgres.js and PGlite both give `code` and `severity`). */
+function sqlStateOf(err: Error): string | undefined {
+  const { code, severity } = err as { code?: unknown; severity?: unknown };
+  return typeof code === 'string' && typeof severity === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
 }
 
 /**

@@ -1,7 +1,7 @@
 // Reads peek_audit: who peeked a room, when, and why it ended. Paged by stream sequence.
 import { and, asc, eq, gt, gte, lte, type SQL } from 'drizzle-orm';
 import { InvalidInputError } from '../actors/errors.ts';
-import { isValidRoomId, isValidServerName, isValidUserId } from '../events/ids.ts';
+import { isValidDeviceId, isValidRoomId, isValidServerName, isValidUserId } from '../events/ids.ts';
 import type { Db } from '../store/db.ts';
 import { peekAudit } from '../store/schema.ts';
 
@@ -62,7 +62,10 @@ export function parseSubjectFilters(q: Record<string, string | undefined>): { ro
 
 export function parseAuditQuery(q: Record<string, string | undefined>): AuditQuery {
   const out: AuditQuery = { limit: 100, ...parseSubjectFilters(q) };
-  if (q.device_id !== undefined) out.deviceId = q.device_id;
+  if (q.device_id !== undefined) {
+    if (!isValidDeviceId(q.device_id)) throw new InvalidInputError('malformed device_id');
+    out.deviceId = q.device_id;
+  }
   if (!out.roomId && !out.userId && !out.serverName) throw new InvalidInputError('give room_id, user_id or server_name');
   if (out.deviceId && !out.userId) throw new InvalidInputError('device_id needs user_id');
   if (q.since !== undefined) out.since = parseTime(q.since, 'since');

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_JSON_DEPTH } from '../../src/http/jsonBody.ts';
 import { MAX_PDU_BYTES, pduSize } from '../../src/matrix/pduFactory.ts';
 import { startTestPeekd } from '../helpers/peekd.ts';
-import { enc, request, TestUser, type MatrixResponse } from '../helpers/matrix.ts';
+import { enc, registerGuest, request, TestUser, type MatrixResponse } from '../helpers/matrix.ts';
 
 const ADMIN = 'input-test-admin-token';
 let hs: Awaited<ReturnType<typeof startTestPeekd>>;
@@ -153,6 +153,75 @@ describe('URLs and headers', () => {
     expect(whoami.headers.get('content-type')).toBe('application/json');
     const missing = await request(hs.url, 'GET', '/_matrix/client/v3/nothing-here');
     expectMatrixError(missing, 404, 'M_UNRECOGNIZED');
+  });
+});
+
+describe('query strings', () => {
+  it('refuses U+0000 in a query value with 400 M_INVALID_PARAM, guests and the admin API included', async () => {
+    const guest = await registerGuest(hs.url);
+    for (const filter of ['%00', 'closed%00', 'timeout%00', '%7B%7D%00']) {
+      expectMatrixError(await guest.req('GET', v3(`/sync?filter=${filter}`)), 400, 'M_INVALID_PARAM');
+      expectMatrixError(await alice.req('GET', v3(`/sync?filter=${filter}`)), 400, 'M_INVALID_PARAM');
+    }
+    expectMatrixError(await alice.req('GET', v3(`/sync?since=s1%00`)), 400, 'M_INVALID_PARAM');
+    expectMatrixError(await alice.req('GET', v3(`/rooms/${enc(roomId)}/messages?dir=b&from=%00`)), 400, 'M_INVALID_PARAM');
+    const audit = (query: string) => request(hs.url, 'GET', `/_peekd/admin/v1/audit?${query}`, { token: ADMIN });
+    expectMatrixError(await audit('user_id=@a:b&device_id=%00'), 400, 'M_INVALID_PARAM');
+    expectMatrixError(await audit('user_id=@a:b&device_id=closed%00'), 400, 'M_INVALID_PARAM');
+    expectMatrixError(await audit(`room_id=${enc(roomId)}&until=%00`), 400, 'M_INVALID_PARAM');
+    // A query parameter's name likewise.
+    expectMatrixError(await alice.req('GET', v3('/sync?%00=1')), 400, 'M_INVALID_PARAM');
+    // A device ID the audit could never hold.
+    expectMatrixError(await audit(`user_id=@a:b&device_id=${'d'.repeat(300)}`), 400, 'M_INVALID_PARAM');
+    expectMatrixError(await audit('user_id=@a:b&device_id=a%20b'), 400, 'M_INVALID_PARAM');
+    // Still served without one.
+    expect((await guest.req('GET', v3('/sync'))).status).toBe(200);
+    expect((await audit('user_id=@a:b&device_id=DEV')).status).toBe(200);
+  });
+
+  it('refuses an inline /sync filter whose escapes spell U+0000 or a lone surrogate with M_BAD_JSON, as a stored one', async () => {
+    for (const filter of [{ room: { timeline: { types: ['\u0000'] } } }, { room: { timeline: { senders: ['\ud800'] } } }, { room: { state: { not_types: ['a\u0000'] } } }]) {
+      expectMatrixError(await alice.req('GET', v3(`/sync?filter=${enc(JSON.stringify(filter))}`)), 400, 'M_BAD_JSON');
+      expectMatrixError(await alice.req('POST', v3(`/user/${enc(alice.userId)}/filter`), filter), 400, 'M_BAD_JSON');
+    }
+    // Text that only spells the escape is a type like any other.
+    const spelled = await alice.req('GET', v3(`/sync?filter=${enc(JSON.stringify({ room: { timeline: { types: ['\\u0000'] } } }))}`));
+    expect(spelled.status).toBe(200);
+  });
+});
+
+describe('methods', () => {
+  it('answers 405 M_UNRECOGNIZED to a known endpoint asked with a method it does not take, 404 to an unknown one', async () => {
+    for (const [method, path] of [
+      ['PUT', v3('/login')],
+      ['DELETE', v3('/sync')],
+      ['PATCH', v3('/register')],
+      ['GET', v3(`/rooms/${enc(roomId)}/send/m.room.message/t1`)],
+      ['POST', '/_matrix/client/r0/account/whoami'],
+      ['GET', '/_matrix/federation/v1/send/txn1'],
+      ['POST', `/_matrix/federation/v1/peek/${enc(roomId)}/abc`],
+      ['PUT', '/_matrix/key/v2/server'],
+      ['POST', '/_peekd/admin/v1/audit'],
+    ] as const) {
+      const r = await alice.req(method, path, method === 'GET' ? undefined : {});
+      expect([method, path, r.status]).toEqual([method, path, 405]);
+      expectMatrixError(r, 405, 'M_UNRECOGNIZED');
+    }
+    for (const [method, path] of [
+      ['GET', v3('/nothing-here')],
+      ['PUT', v3('/nothing-here')],
+      ['POST', '/_matrix/federation/v1/nothing'],
+      ['DELETE', '/_peekd/admin/v1/nothing'],
+      ['GET', '/elsewhere'],
+    ] as const) {
+      expectMatrixError(await alice.req(method, path, method === 'GET' ? undefined : {}), 404, 'M_UNRECOGNIZED');
+    }
+    // CORS preflight still answers on every path, known or not.
+    for (const path of [v3('/login'), v3('/nothing-here')]) {
+      const r = await fetch(hs.url + path, { method: 'OPTIONS', headers: { origin: 'https://app.example', 'access-control-request-method': 'PUT' } });
+      expect([r.status, r.headers.get('access-control-allow-origin')]).toEqual([204, '*']);
+      expect(r.headers.get('access-control-allow-methods')).toContain('PUT');
+    }
   });
 });
 

@@ -4,6 +4,7 @@ import { and, eq, sql } from 'drizzle-orm';
 import type { FastifyInstance } from 'fastify';
 import { rowsOf } from '../../store/db.ts';
 import { isValidUserId } from '../../events/ids.ts';
+import { unstorableString } from '../../matrix/storable.ts';
 import { filterProblem } from '../../syncapi/filterShape.ts';
 import { filters } from '../../store/schema.ts';
 import { DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT, syncFilterOf } from '../../syncapi/syncFilter.ts';
@@ -40,6 +41,10 @@ export function registerSyncRoutes(app: FastifyInstance, ctx: ClientContext): vo
       }
       const problem = filterProblem(inline);
       if (problem) throw badJson(`filter: ${problem}`);
+      // Its escapes may spell what Postgres cannot take (the sync query carries the filter's
+      // types and senders): refused as in a stored filter's body.
+      const bad = unstorableString(inline);
+      if (bad) throw badJson(`filter: holds ${bad}, which is not supported`);
       return inline;
     }
     const [row] = await ctx.db
