@@ -30,6 +30,17 @@ function roomVersionNumber(roomVersion: string): number {
   return Number(roomVersion);
 }
 
+/**
+ * Whether an event of this room version may only be verified with a key whose
+ * `valid_until_ts` (capped at seven days after it was fetched) is not before the event's
+ * `origin_server_ts`: room versions 5 and later ("Signing key validity period"). Unknown
+ * versions are held to it too.
+ */
+export function enforcesKeyValidity(roomVersion: string): boolean {
+  const n = Number(roomVersion);
+  return !(Number.isInteger(n) && n >= 1 && n <= 4);
+}
+
 function sha256(bytes: Uint8Array): Uint8Array {
   return new Uint8Array(createHash('sha256').update(bytes).digest());
 }

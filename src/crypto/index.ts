@@ -17,6 +17,7 @@ export {
 export { getSignature, signJson, signableJson, verifyJsonSignature, type Signatures } from './signJson.ts';
 export {
   REDACTION_ROOM_VERSIONS,
+  enforcesKeyValidity,
   UnsupportedRoomVersionError,
   checkContentHash,
   computeContentHash,

@@ -4,7 +4,7 @@
 // origin per `refetchIntervalMs`: a flood of requests naming made-up key IDs costs the
 // origin one fetch, not one each.
 import { LRUCache } from 'lru-cache';
-import { decodeBase64, verifyJsonSignature } from '../crypto/index.ts';
+import { decodeBase64, enforcesKeyValidity, verifyJsonSignature } from '../crypto/index.ts';
 import type { ServerResolver } from './resolver.ts';
 import { defaultSafeFetcher, type SafeFetcher } from './safeFetch.ts';
 
@@ -81,16 +81,26 @@ export class KeyRing {
     return keys?.verify.get(keyId) ?? null;
   }
 
-  /** A key of `server` that may verify an event: current, or old (expired after the event). */
-  async eventKey(server: string, keyId: string, eventTs: number): Promise<Uint8Array | null> {
+  /**
+   * A key of `server` that may verify an event sent at `eventTs` in a room of `roomVersion`:
+   * an old key expired after the event, or a current one — in room versions 5 and later
+   * only while its validity (`valid_until_ts`, at most seven days from its fetch) reaches
+   * the event; if it does not, the keys are fetched again once, in case the server has
+   * extended it since.
+   */
+  async eventKey(server: string, keyId: string, eventTs: number, roomVersion = '10'): Promise<Uint8Array | null> {
     if (this.own && server === this.own.serverName) return this.own.keys.get(keyId) ?? null;
-    const keys = await this.keysOf(server);
-    const current = keys?.verify.get(keyId);
-    if (current) return current;
-    const old = keys?.old.get(keyId);
-    if (old && eventTs < old.expiredTs) return old.key;
+    const enforce = enforcesKeyValidity(roomVersion);
+    const pick = (keys: ServerKeys | null): Uint8Array | undefined => {
+      const current = keys?.verify.get(keyId);
+      if (current && (!enforce || eventTs <= keys!.until)) return current;
+      const old = keys?.old.get(keyId);
+      return old && eventTs < old.expiredTs ? old.key : undefined;
+    };
+    const found = pick(await this.keysOf(server));
+    if (found) return found;
     if (!this.mayRefetch(server)) return null;
-    return (await this.keysOf(server, true))?.verify.get(keyId) ?? null;
+    return pick(await this.keysOf(server, true)) ?? null;
   }
 
   /** Whether an unknown key ID may make us fetch `server`'s keys again now (and if so, counts it). */

@@ -62,7 +62,7 @@ export async function checkPdu(raw: unknown, roomVersion: string, keyRing: KeyRi
   let verified = false;
   for (const keyId of Object.keys(sigs)) {
     if (!keyId.startsWith('ed25519:')) continue;
-    const key = await keyRing.eventKey(server, keyId, pdu.origin_server_ts);
+    const key = await keyRing.eventKey(server, keyId, pdu.origin_server_ts, roomVersion);
     if (key && verifyPduSignature(pdu, server, keyId, key, undefined, roomVersion)) {
       verified = true;
       break;

@@ -242,6 +242,30 @@ describe('request authentication', () => {
       K.keyResponse = undefined;
     }
   });
+
+  it('in room versions 5 and later, verifies an event only with a key whose valid_until_ts reaches it (refetching once), in earlier ones with any current key', async () => {
+    const now = Date.now();
+    const ring = new KeyRing(new ServerResolver(fed.destinations, () => now), () => now, undefined, { refetchIntervalMs: 0 });
+    let validUntil = now + 3_600_000;
+    K.keyResponse = () => K.keyBody(validUntil);
+    K.keyFetches = 0;
+    try {
+      expect(await ring.eventKey(K.name, K.key.keyId, now, '10')).toEqual(K.key.publicKey);
+      expect(await ring.eventKey(K.name, K.key.keyId, validUntil, '5')).toEqual(K.key.publicKey);
+      expect(K.keyFetches).toBe(1);
+      // An event stamped after the key's validity: refused in v5+ (after one refetch), not in v4.
+      const later = now + 30 * 86_400_000;
+      expect(await ring.eventKey(K.name, K.key.keyId, later, '10')).toBeNull();
+      expect(K.keyFetches).toBe(2);
+      expect(await ring.eventKey(K.name, K.key.keyId, later, '4')).toEqual(K.key.publicKey);
+      // The server extends the validity: the refetch finds it, but never past seven days from now.
+      validUntil = now + 60 * 86_400_000;
+      expect(await ring.eventKey(K.name, K.key.keyId, now + 6 * 86_400_000, '10')).toEqual(K.key.publicKey);
+      expect(await ring.eventKey(K.name, K.key.keyId, later, '10')).toBeNull();
+    } finally {
+      K.keyResponse = undefined;
+    }
+  });
 });
 
 describe('inbound peeks', () => {
