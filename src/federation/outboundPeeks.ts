@@ -19,6 +19,7 @@ import { FederationUnreachableError, type FederationClient } from './client.ts';
 import type { OutboundHooks } from './context.ts';
 import type { KeyRing } from './keyRing.ts';
 import type { RemoteHistory } from './remoteHistory.ts';
+import { OutboundRequestError, type OutboundFailure } from './safeFetch.ts';
 import { checkPdu } from './verifyPdu.ts';
 import { settled } from '../projections/settled.ts';
 
@@ -116,7 +117,8 @@ export class OutboundPeeks implements OutboundHooks {
         `/_matrix/federation/v1/query/directory?room_alias=${encodeURIComponent(alias)}`,
       );
     } catch (err) {
-      throw new MatrixError(502, 'M_UNKNOWN', `could not reach ${server} to resolve ${alias}: ${(err as Error).message}`);
+      this.deps.logger?.warn({ alias, server, err: (err as Error).message }, 'could not resolve a remote alias');
+      throw new MatrixError(502, 'M_UNKNOWN', `could not reach ${server} to resolve ${alias}: ${clientSafeReason(err)}`);
     }
     if (res.status === 404) throw new MatrixError(404, 'M_NOT_FOUND', res.body.error ?? `unknown room alias ${alias}`);
     if (res.status !== 200 || typeof res.body.room_id !== 'string' || !isValidRoomId(res.body.room_id)) {
@@ -183,7 +185,8 @@ export class OutboundPeeks implements OutboundHooks {
         if (err instanceof MatrixError && (err.status === 403 || err.status === 404 || err.errcode === 'M_INCOMPATIBLE_ROOM_VERSION')) {
           refusal ??= err;
         } else {
-          failures.push(`${server}: ${(err as Error).message}`);
+          this.deps.logger?.warn({ roomId, server, err: (err as Error).message }, 'could not start an outbound peek through this server');
+          failures.push(`${server}: ${clientSafeReason(err)}`);
         }
       }
     }
@@ -199,7 +202,7 @@ export class OutboundPeeks implements OutboundHooks {
     try {
       res = await this.deps.client.request<Snapshot & { errcode?: string; error?: string }>(server, 'PUT', path, {});
     } catch (err) {
-      throw new FederationUnreachableError((err as Error).message);
+      throw new FederationUnreachableError((err as Error).message, { cause: err });
     }
     if (res.status !== 200) {
       const errcode = typeof res.body.errcode === 'string' ? res.body.errcode : 'M_UNKNOWN';
@@ -309,3 +312,25 @@ export class OutboundPeeks implements OutboundHooks {
     return { renewed: false, retryInMs };
   }
 }
+
+/**
+ * Why a request to another server failed, as a client may be told it: for a connection that
+ * was refused or failed, only the kind of failure — never the addresses a name resolved to,
+ * nor which ports answered (a client naming servers would otherwise map the network peekd
+ * sits in). The whole message goes to the log.
+ */
+function clientSafeReason(err: unknown): string {
+  for (let e: unknown = err; e instanceof Error; e = e.cause) {
+    if (e instanceof OutboundRequestError) return OUTBOUND_FAILURES[e.reason];
+  }
+  return err instanceof FederationUnreachableError ? 'unreachable' : (err as Error).message;
+}
+
+const OUTBOUND_FAILURES: Record<OutboundFailure, string> = {
+  'denied-address': 'not an address outbound federation may connect to',
+  redirect: 'answered with a redirect, which is not followed',
+  'too-large': 'answered with more than peekd reads',
+  timeout: 'no answer in time',
+  aborted: 'the request was aborted',
+  unreachable: 'unreachable',
+};

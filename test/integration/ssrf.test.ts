@@ -16,6 +16,7 @@ import { OutboundRequestError, SafeFetcher } from '../../src/federation/safeFetc
 import { freePort } from '../../src/nats/embeddedServer.ts';
 import { FakeServer, holdsFor, inboundPeeks, peekPath, startFederation, waitFor, type Federation, type FedServer } from '../helpers/federation.ts';
 import { startTestPeekd } from '../helpers/peekd.ts';
+import { TestUser } from '../helpers/matrix.ts';
 import { uniqueName } from '../helpers/services.ts';
 
 // --- loopback "peers" ---------------------------------------------------------------
@@ -219,6 +220,19 @@ describe('a forged request naming a loopback origin', () => {
     const uri = peekPath(`!r${uniqueName()}:${A.name}`, 'ssrf');
     const r = await sendAs(origin, F.key, 'PUT', uri, {}, `X-Matrix origin="${origin}",destination="${A.name}",key="ed25519:abc",sig="${'A'.repeat(86)}"`);
     expect401(r);
+    await holdsFor('no connection reaches the loopback listener', () => loopTrap.connections === 0, 300);
+  });
+});
+
+describe('a client naming servers peekd may not reach', () => {
+  it('gets 502 saying only why each failed, never the address a name resolved to; peekd connects to none of them', async () => {
+    const bob = await TestUser.register(A.url, `bob${uniqueName()}`);
+    const roomId = `!r${uniqueName()}:elsewhere.invalid`;
+    const r = await bob.peek(roomId, { servers: [`localhost:${loopTrap.port}`, `127.0.0.1:${loopTrap.port}`] });
+    expect([r.status, r.body.errcode]).toEqual([502, 'M_UNKNOWN']);
+    expect(r.body.error).toContain('not an address outbound federation may connect to');
+    expect(r.body.error).not.toMatch(/resolves to|127\.0\.0\.1 is|::1/);
+    expect(r.body.error).not.toMatch(/127\.0\.0\.1(?!:\d)/);
     await holdsFor('no connection reaches the loopback listener', () => loopTrap.connections === 0, 300);
   });
 });
