@@ -16,13 +16,22 @@ function config() {
   return loadConfig(process.env, opts.config ?? process.env.PEEKD_CONFIG);
 }
 
-/** Prints one clear line for the errors an operator can fix, and exits non-zero. */
+/**
+ * One line for an error: its message for the errors an operator can fix, its name and
+ * message for any other. Never the whole object: its other properties may hold a secret
+ * (Node's ERR_INVALID_URL carries the URL it refused, password and all).
+ */
+function oneLine(err: unknown): string {
+  if (err instanceof ConfigError || err instanceof NatsServerNotFoundError || err instanceof ShardCountMismatchError || err instanceof DomainError) return err.message;
+  if (!(err instanceof Error)) return `unexpected ${typeof err} thrown`;
+  // A system error's code (ECONNREFUSED) says what failed where the message may not (an AggregateError's is empty).
+  const code = (err as NodeJS.ErrnoException).code;
+  return `${err.name}: ${err.message}${typeof code === 'string' && !err.message.includes(code) ? ` (${code})` : ''}`;
+}
+
+/** Prints one line saying what failed, and exits non-zero. */
 function fail(err: unknown): never {
-  if (err instanceof ConfigError || err instanceof NatsServerNotFoundError || err instanceof ShardCountMismatchError || err instanceof DomainError) {
-    console.error(`peekd: ${err.message}`);
-  } else {
-    console.error('peekd:', err);
-  }
+  console.error(`peekd: ${oneLine(err)}`);
   process.exit(1);
 }
 
@@ -69,7 +78,7 @@ program
     process.on('unhandledRejection', (reason) => {
       const log = peekd?.logger;
       if (log) log.error({ err: reason }, 'unhandled promise rejection (peekd keeps running)');
-      else console.error('peekd: unhandled promise rejection:', reason);
+      else console.error(`peekd: unhandled promise rejection: ${oneLine(reason)}`);
     });
     process.on('uncaughtException', (err, origin) => {
       peekd?.logger.fatal({ err, origin }, 'uncaught exception');

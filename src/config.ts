@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import ipaddr from 'ipaddr.js';
+import { parse as parseJsonc, type ParseError } from 'jsonc-parser';
 import { isValidServerName } from './events/ids.ts';
 
 export const ALL_ROLES = ['http', 'rooms', 'projections', 'federation'] as const;
@@ -196,14 +197,24 @@ function replicas(raw: string): number {
   return n;
 }
 
-/** Reads the config file (JSON whose keys are the env var names) if one is given. */
+/**
+ * Reads the config file (JSON whose keys are the env var names) if one is given. A syntax
+ * error is reported by line and column only: V8's message quotes the text around it, which
+ * may be part of a secret (the admin token, a DATABASE_URL password).
+ */
 function readConfigFile(path: string | undefined): Record<string, string> {
   if (!path) return {};
-  let parsed: unknown;
+  let text: string;
   try {
-    parsed = JSON.parse(readFileSync(path, 'utf8'));
+    text = readFileSync(path, 'utf8');
   } catch (err) {
     throw new ConfigError(`cannot read config file ${path}: ${(err as Error).message}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new ConfigError(`config file ${path} is not valid JSON: ${jsonErrorPlace(text)}`);
   }
   if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new ConfigError(`config file ${path} must hold a JSON object`);
   const out: Record<string, string> = {};
@@ -212,6 +223,68 @@ function readConfigFile(path: string | undefined): Record<string, string> {
     out[k] = typeof v === 'string' ? v : JSON.stringify(v);
   }
   return out;
+}
+
+/**
+ * Where a text JSON.parse refused stops being JSON, as "syntax error at line L, column C"
+ * (jsonc-parser's strict reading, no comments or trailing commas): V8's own message says
+ * where only for some errors, and quotes the text around it.
+ */
+function jsonErrorPlace(text: string): string {
+  const errors: ParseError[] = [];
+  parseJsonc(text, errors, { disallowComments: true, allowTrailingComma: false, allowEmptyContent: false });
+  const at = errors[0]?.offset;
+  if (at === undefined) return 'syntax error';
+  const line = text.slice(0, at).split('\n').length;
+  const column = at - text.lastIndexOf('\n', at - 1);
+  return `syntax error at line ${line}, column ${column}`;
+}
+
+const URL_ESCAPE_HINT = 'percent-encode special characters in the user name and password (# as %23, @ as %40, / as %2F, ? as %3F, : as %3A, % as %25)';
+
+/**
+ * Checks DATABASE_URL before the postgres driver sees it: the driver's own error for a URL it
+ * cannot parse (Node's ERR_INVALID_URL) carries the whole URL, password included. These
+ * messages name the variable, never its value. A comma-separated host list (which the driver
+ * accepts) is checked by its first host, as the driver reads it.
+ */
+export function checkDatabaseUrl(raw: string): string {
+  if (!/^postgres(ql)?:\/\//i.test(raw)) throw new ConfigError('DATABASE_URL must be a postgres:// or postgresql:// URL (its value is not shown: it may hold a password)');
+  if (raw.includes('#')) throw new ConfigError(`DATABASE_URL holds a #, which ends a URL (its value is not shown: it may hold a password): ${URL_ESCAPE_HINT}`);
+  const authority = raw.slice(raw.indexOf('://') + 3).split(/[/?]/)[0]!;
+  const hosts = authority.slice(authority.lastIndexOf('@') + 1);
+  let url: URL;
+  try {
+    url = new URL(hosts.includes(',') ? raw.replace(hosts, hosts.split(',')[0]!) : raw);
+  } catch {
+    throw new ConfigError(`DATABASE_URL is not a valid URL (its value is not shown: it may hold a password): ${URL_ESCAPE_HINT}`);
+  }
+  try {
+    decodeURIComponent(url.username);
+    decodeURIComponent(url.password);
+  } catch {
+    throw new ConfigError(`DATABASE_URL holds a % that starts no valid escape: ${URL_ESCAPE_HINT}`);
+  }
+  return raw;
+}
+
+/**
+ * Checks the servers of NATS_URL that carry credentials (`nats://user:password@host:port`):
+ * the NATS client's error for one it cannot parse carries the whole URL, password included.
+ * The rest are left to the client, whose forms (bare host:port, IPv6) are its own.
+ */
+export function checkNatsUrl(raw: string): string {
+  for (const server of raw.split(',').map((s) => s.trim())) {
+    if (!server.includes('@')) continue;
+    let valid = !server.includes('#');
+    try {
+      new URL(`http://${server.replace(/^[a-z][a-z0-9+.-]*:\/\//i, '')}`);
+    } catch {
+      valid = false;
+    }
+    if (!valid) throw new ConfigError(`NATS_URL is not a valid URL (its value is not shown: it may hold a password): ${URL_ESCAPE_HINT}`);
+  }
+  return raw;
 }
 
 function cidrList(name: string, raw: string): string[] {
@@ -227,6 +300,10 @@ function cidrList(name: string, raw: string): string[] {
     }
   }
   return list;
+}
+
+function optional<T>(raw: string | undefined, parse: (raw: string) => T): T | undefined {
+  return raw === undefined ? undefined : parse(raw);
 }
 
 function oneOf<T extends string>(name: string, raw: string, allowed: readonly T[]): T {
@@ -271,8 +348,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, configFile = en
     listenHost: m[1]!.replace(/^\[(.*)\]$/, '$1'),
     listenPort: Number(m[2]),
     dataDir,
-    databaseUrl: get('DATABASE_URL'),
-    natsUrl: get('NATS_URL'),
+    databaseUrl: optional(get('DATABASE_URL'), checkDatabaseUrl),
+    natsUrl: optional(get('NATS_URL'), checkNatsUrl),
     natsServerBin: get('PEEKD_NATS_SERVER'),
     streamPrefix: value('PEEKD_STREAM_PREFIX'),
     shards: positiveInt('PEEKD_SHARDS', value('PEEKD_SHARDS')),

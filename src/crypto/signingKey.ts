@@ -137,9 +137,8 @@ export function formatSigningKeyFile(key: SigningKey): string {
 }
 
 /**
- * Reads the key file at `path`, or if it does not exist generates a key and
- * writes it (parent directories created, mode 0600, via temp file + rename so
- * a crash never leaves a truncated key file).
+ * Reads the key file at `path`, or if it does not exist generates a key and writes it
+ * (see writePrivateFile).
  */
 export async function loadOrCreateSigningKeyFile(path: string, ed: Ed25519 = defaultEd25519): Promise<{ key: SigningKey; created: boolean }> {
   try {
@@ -150,6 +149,17 @@ export async function loadOrCreateSigningKeyFile(path: string, ed: Ed25519 = def
   }
 
   const key = generateSigningKey(undefined, ed);
+  await writePrivateFile(path, formatSigningKeyFile(key));
+  return { key, created: true };
+}
+
+/**
+ * Writes `text` to `path`, readable by its owner only (mode 0600), whole or not at all:
+ * missing parent directories are made 0700; the text goes to a temp file of a new name
+ * (created exclusively, so no file or symlink left at a guessable name is reused or
+ * followed), is synced, and is renamed over `path`; then the directory is synced.
+ */
+export async function writePrivateFile(path: string, text: string): Promise<void> {
   const dir = dirname(path);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const tmp = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
@@ -157,7 +167,7 @@ export async function loadOrCreateSigningKeyFile(path: string, ed: Ed25519 = def
   try {
     try {
       await handle.chmod(0o600); // in case the umask is unusual
-      await handle.writeFile(formatSigningKeyFile(key), 'utf8');
+      await handle.writeFile(text, 'utf8');
       await handle.sync();
     } finally {
       await handle.close();
@@ -168,7 +178,6 @@ export async function loadOrCreateSigningKeyFile(path: string, ed: Ed25519 = def
     throw err;
   }
   await syncDirectory(dir);
-  return { key, created: true };
 }
 
 /** Best effort: persist the rename itself. Not supported everywhere (e.g. Windows). */

@@ -1,7 +1,8 @@
 // This server's keys as others see them: GET /_matrix/key/v2/server, self-signed. Keys
 // retired by `peekd keys rotate` stay listed under old_verify_keys.
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { encodeBase64Unpadded, formatSigningKeyFile, generateSigningKey, signJson, type SigningKey } from '../crypto/index.ts';
+import { writePrivateFile } from '../crypto/signingKey.ts';
 
 export interface OldKey {
   keyId: string;
@@ -31,15 +32,12 @@ export async function rotateSigningKey(signingKeyPath: string, current: SigningK
   old.push({ keyId: current.keyId, publicKey: encodeBase64Unpadded(current.publicKey), expiredTs: now });
   const json: Record<string, { key: string; expired_ts: number }> = {};
   for (const k of old) json[k.keyId] = { key: k.publicKey, expired_ts: k.expiredTs };
-  // Old keys first (atomically): a crash before the new key is written leaves the current
-  // key listed twice, never a retired key missing from old_verify_keys.
-  const oldTmp = `${oldKeysPath(signingKeyPath)}.tmp`;
-  await writeFile(oldTmp, JSON.stringify(json, null, 2), { mode: 0o600 });
-  await rename(oldTmp, oldKeysPath(signingKeyPath));
+  // Old keys first: a crash before the new key is written leaves the current key listed
+  // twice, never a retired key missing from old_verify_keys. Both files are written as the
+  // first start writes the key (0600, whole or not at all).
+  await writePrivateFile(oldKeysPath(signingKeyPath), JSON.stringify(json, null, 2));
   const next = generateSigningKey();
-  const tmp = `${signingKeyPath}.tmp`;
-  await writeFile(tmp, formatSigningKeyFile(next), { mode: 0o600 });
-  await rename(tmp, signingKeyPath);
+  await writePrivateFile(signingKeyPath, formatSigningKeyFile(next));
   return next;
 }
 

@@ -1,9 +1,10 @@
 // Starts a private nats-server (JetStream on, store under the data dir) when NATS_URL is
 // unset, and stops it on exit. Used by `peekd serve` and by the tests' fallback.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, mkdirSync } from 'node:fs';
+import { accessSync, constants } from 'node:fs';
 import { createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
+import { makeStoreDir } from '../store/privateDirs.ts';
 
 export const NATS_INSTALL_HINT =
   'nats-server was not found on PATH: install it (Debian/Ubuntu: `apt-get install nats-server`; ' +
@@ -71,7 +72,7 @@ export interface EmbeddedNatsOptions {
 export async function startEmbeddedNats(options: EmbeddedNatsOptions): Promise<EmbeddedNats> {
   const bin = options.bin !== undefined ? findNatsServer({ PEEKD_NATS_SERVER: options.bin }) : findNatsServer();
   if (!bin) throw new NatsServerNotFoundError();
-  mkdirSync(options.storeDir, { recursive: true });
+  makeStoreDir(options.storeDir); // 0700: the streams hold every event
   const port = options.port ?? (await freePort());
   const args = [...(options.configFile ? ['-c', options.configFile] : []), '-js', '-a', '127.0.0.1', '-p', String(port), '-sd', options.storeDir];
   const child: ChildProcess = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });

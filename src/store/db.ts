@@ -1,12 +1,13 @@
 // Opens the read-model database: Postgres through the `postgres` driver when a URL is
 // given, otherwise an embedded PGlite database in the data directory. Migrations run here.
-import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { PgDatabase, PgQueryResultHKT, PgTransaction } from 'drizzle-orm/pg-core';
 import type { ExtractTablesWithRelations } from 'drizzle-orm';
 import * as schema from './schema.ts';
-import { ConfigError } from '../config.ts';
+import { checkDatabaseUrl, ConfigError } from '../config.ts';
+import { makeDataDir, makeStoreDir } from './privateDirs.ts';
 
 export type Schema = typeof schema;
 export type Db = PgDatabase<PgQueryResultHKT, Schema>;
@@ -83,6 +84,8 @@ export async function openDatabase(options: OpenOptions): Promise<Database> {
     const { default: postgres } = await import('postgres');
     const { drizzle } = await import('drizzle-orm/postgres-js');
     const { migrate } = await import('drizzle-orm/postgres-js/migrator');
+    // The driver's error for a URL it cannot parse would carry the password.
+    checkDatabaseUrl(options.url);
     const client = postgres(options.url, { max: options.maxConnections ?? 20, onnotice: () => {} });
     const db = drizzle(preparing(client), { schema });
     // Several processes may start at once on one database: one migrates, the others wait
@@ -124,7 +127,8 @@ export async function openDatabase(options: OpenOptions): Promise<Database> {
     );
   const dataDir = options.dataDir ?? './data';
   const dir = join(dataDir, 'pglite');
-  mkdirSync(dir, { recursive: true });
+  makeDataDir(dataDir);
+  makeStoreDir(dir);
   return open(() => new PGlite(dir), lockEmbeddedDatabase(join(dataDir, 'pglite.lock'), dir));
 }
 

@@ -62,6 +62,60 @@ describe('configuration', () => {
     }
   });
 
+  it('refuses a DATABASE_URL the driver would choke on, naming the variable and never its value; takes the forms the driver takes', () => {
+    const password = 'Zr8s3cretQm4';
+    for (const [url, message] of [
+      [`postgres://peekd:${password}#x@db.example/peekd`, /^DATABASE_URL holds a #, .*# as %23/],
+      [`postgres://peekd:${password}?x@db.example/peekd`, /^DATABASE_URL is not a valid URL .*\? as %3F/],
+      [`postgres://peekd:${password}/x@db.example/peekd`, /^DATABASE_URL is not a valid URL .*\/ as %2F/],
+      [`postgres://peekd:${password}%zz@db.example/peekd`, /^DATABASE_URL holds a % that starts no valid escape: .*% as %25/],
+      [`peekd:${password}@db.example/peekd`, /^DATABASE_URL must be a postgres:\/\/ or postgresql:\/\/ URL/],
+    ] as const) {
+      let err: unknown;
+      try {
+        loadConfig({ DATABASE_URL: url }, undefined);
+      } catch (e) {
+        err = e;
+      }
+      expect(err, url).toBeInstanceOf(ConfigError);
+      expect((err as Error).message).toMatch(message);
+      expect((err as Error).message).not.toContain(password);
+      expect((err as Error).message).not.toContain('db.example');
+    }
+    for (const url of [
+      `postgres://peekd:${encodeURIComponent('s3cr#t/?@:%')}@db.example:5432/peekd?sslmode=require`,
+      'postgresql://peekd@db1.example:5432,db2.example:5433/peekd?target_session_attrs=read-write',
+      'postgres:///peekd?host=/var/run/postgresql',
+      'postgres://peekd:pw@[::1]:5432/peekd',
+    ]) {
+      expect(loadConfig({ DATABASE_URL: url }, undefined).databaseUrl).toBe(url);
+    }
+  });
+
+  it('reports a syntax error in the config file by line and column, quoting none of the file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'peekd-config-'));
+    try {
+      const file = join(dir, 'peekd.json');
+      const token = 'Tk9vQ2xsecretZ7';
+      for (const [text, place] of [
+        // An unquoted or single-quoted value, an unterminated string (where it starts), a
+        // trailing comma, a missing comma, a missing brace, a leading zero.
+        [`{"PEEKD_ADMIN_TOKEN": ${token}}`, 'line 1, column 23'],
+        [`{\n  "PEEKD_ADMIN_TOKEN": '${token}'\n}`, 'line 2, column 24'],
+        [`{\n  "PEEKD_ADMIN_TOKEN": "${token}\n}`, 'line 2, column 24'],
+        [`{"PEEKD_ADMIN_TOKEN": "${token}",\n}`, 'line 2, column 1'],
+        [`{"PEEKD_ADMIN_TOKEN": "${token}" "PEEKD_SHARDS": 8}`, 'line 1, column 41'],
+        [`{"PEEKD_ADMIN_TOKEN": "${token}"`, 'line 1, column 40'],
+        [`{"PEEKD_SHARDS": 08, "PEEKD_ADMIN_TOKEN": "${token}"}`, 'line 1, column 19'],
+      ] as const) {
+        writeFileSync(file, text);
+        expect(() => loadConfig({}, file), text).toThrow(new ConfigError(`config file ${file} is not valid JSON: syntax error at ${place}`));
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('docs/configuration.md lists exactly the settings src/config.ts knows', () => {
     const doc = readFileSync(join(import.meta.dirname, '../../docs/configuration.md'), 'utf8');
     const table = doc.slice(doc.indexOf('<!-- settings:start'), doc.indexOf('<!-- settings:end -->'));
