@@ -243,6 +243,9 @@ export class OutboundPeeks implements OutboundHooks {
     const pdus = [...byId.values()];
     const create = pdus.find((p) => p.pdu.type === 'm.room.create' && p.pdu.state_key === '');
     if (!create) throw new Error('the snapshot has no m.room.create event');
+    // The version the events were checked under must be the room's own (absent: "1").
+    const createdAs = create.pdu.content['room_version'] ?? '1';
+    if (createdAs !== version) throw new Error(`the snapshot says room version ${version}, its m.room.create ${JSON.stringify(createdAs)}`);
     const latestId = [...byId.values()].find((p) => p.pdu === (body.latest_event as Pdu))?.eventId;
     const rank = (p: ReceivedPdu) => (p === create ? -1 : p.eventId === latestId ? Number.MAX_SAFE_INTEGER : p.pdu.depth);
     return pdus.sort((a, b) => rank(a) - rank(b));

@@ -253,6 +253,7 @@ describe('starting the peek', () => {
       },
     ],
     ['a room version it does not understand', (room) => ({ ...room.snapshot(60_000), room_version: '99' })],
+    ["a room version (understood) that is not its create event's", (room) => ({ ...room.snapshot(60_000), room_version: '9' })],
   ];
 
   it.each(forgeries)('refuses a snapshot with %s: 502 to the client, nothing kept', async (_what, forge) => {
