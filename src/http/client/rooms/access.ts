@@ -1,5 +1,6 @@
-// What the room routes share: who may read a room, which rooms this server writes, the
-// event ID a write answers with, and state writes that leave unchanged state alone.
+// What the room routes share: who may read a room (and which of its states), which rooms
+// this server writes, the event ID a write answers with, and state writes that leave
+// unchanged state alone.
 import { and, eq } from 'drizzle-orm';
 import type { PduDraft } from '../../../actors/commands.ts';
 import type { CommandResult } from '../../../actors/roomActor.ts';
@@ -7,6 +8,7 @@ import type { Session } from '../../../clientapi/accounts.ts';
 import { canonicalJson } from '../../../crypto/index.ts';
 import { serverOf } from '../../../events/ids.ts';
 import { syncapiCurrentState, syncapiRoomEvents } from '../../../store/schema.ts';
+import type { StoredEvent } from '../../../syncapi/roomReader.ts';
 import { MatrixError, forbidden } from '../../errors.ts';
 import { clientWrite } from '../clientWrite.ts';
 import type { ClientContext } from '../context.ts';
@@ -17,7 +19,7 @@ export function lastEventId(result: CommandResult): string {
   return id;
 }
 
-/** Members read a room; anyone reads a world_readable one. */
+/** Members read a room; anyone reads a world_readable one. (Its state and members: stateViewOf.) */
 export async function requireReadable(ctx: ClientContext, roomId: string, userId: string): Promise<void> {
   if (!(await ctx.rooms.roomExists(roomId))) throw forbidden('you are not in this room (or it does not exist)');
   if ((await ctx.rooms.membership(roomId, userId)) === 'join') return;
@@ -25,11 +27,47 @@ export async function requireReadable(ctx: ClientContext, roomId: string, userId
   throw forbidden('you are not in this room and it is not world_readable');
 }
 
+/**
+ * Which state of a room a user reads through GET /state, /state/{type}/{stateKey} and
+ * /members: the current one, or the one just after the user's departure (`seq`, the
+ * sequence of their leave, kick or ban, which it includes).
+ */
+export type StateView = { kind: 'current' } | { kind: 'departed'; seq: number };
+
+/**
+ * Members read the current state, and so does anyone else in a world_readable room (a
+ * peek, a preview). A user who left, was kicked or was banned reads the state "of the room
+ * when they left" (client-server API, GET /rooms/{roomId}/state) — even in a world_readable
+ * room: Synapse answers a user whose membership is leave with the state at that event
+ * whatever the history visibility, and peekd follows it. (Synapse refuses a banned user,
+ * with a comment calling that bogus; peekd takes a ban as a departure, as its initialSync
+ * does.) Anyone else (never a member, invited, knocking): 403 unless world_readable.
+ */
+export async function stateViewOf(ctx: ClientContext, roomId: string, userId: string): Promise<StateView> {
+  if (!(await ctx.rooms.roomExists(roomId))) throw forbidden('you are not in this room (or it does not exist)');
+  // The member event in force: its membership and where it is in the room, from one row.
+  const member = await currentStateEvent(ctx, roomId, 'm.room.member', userId);
+  const membership = member?.content.membership;
+  if (membership === 'join') return { kind: 'current' };
+  if (member && (membership === 'leave' || membership === 'ban')) return { kind: 'departed', seq: member.seq };
+  if ((await ctx.rooms.historyVisibility(roomId)) === 'world_readable') return { kind: 'current' };
+  throw forbidden('you are not in this room and it is not world_readable');
+}
+
+/** The room's state as `view` shows it; with `beforeSeq`, as it was just before that position (never later than the view). */
+export function stateIn(ctx: ClientContext, roomId: string, view: StateView, beforeSeq?: number): Promise<StoredEvent[]> {
+  const bound = view.kind === 'departed' ? view.seq + 1 : undefined;
+  const before = beforeSeq === undefined ? bound : Math.min(beforeSeq, bound ?? beforeSeq);
+  return before === undefined ? ctx.rooms.currentState(roomId) : ctx.rooms.stateBefore(roomId, before);
+}
+
 export function requireLocalRoom(ctx: ClientContext, roomId: string): void {
   if (serverOf(roomId) !== ctx.config.serverName) throw new MatrixError(403, 'M_FORBIDDEN', 'this server can only write to rooms it hosts');
 }
 
 export interface CurrentStateEvent {
+  /** ROOMS stream sequence of the event. */
+  seq: number;
   eventId: string;
   sender: string;
   content: Record<string, unknown>;
@@ -38,11 +76,11 @@ export interface CurrentStateEvent {
 /** The room's current state event of (type, stateKey), as the sync projection holds it. */
 export async function currentStateEvent(ctx: ClientContext, roomId: string, type: string, stateKey: string): Promise<CurrentStateEvent | null> {
   const [row] = await ctx.db
-    .select({ eventId: syncapiCurrentState.eventId, sender: syncapiRoomEvents.sender, content: syncapiCurrentState.content })
+    .select({ seq: syncapiCurrentState.seq, eventId: syncapiCurrentState.eventId, sender: syncapiRoomEvents.sender, content: syncapiCurrentState.content })
     .from(syncapiCurrentState)
     .innerJoin(syncapiRoomEvents, eq(syncapiRoomEvents.seq, syncapiCurrentState.seq))
     .where(and(eq(syncapiCurrentState.roomId, roomId), eq(syncapiCurrentState.type, type), eq(syncapiCurrentState.stateKey, stateKey)));
-  return row ? { eventId: row.eventId, sender: row.sender, content: row.content as Record<string, unknown> } : null;
+  return row ? { seq: row.seq, eventId: row.eventId, sender: row.sender, content: row.content as Record<string, unknown> } : null;
 }
 
 function sameContent(a: Record<string, unknown>, b: Record<string, unknown>): boolean {

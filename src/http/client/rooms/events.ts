@@ -1,5 +1,6 @@
 // A room's events and state: send, put and get state. Writes go to the room's actor
-// (rooms hosted here only); reads come from the sync projection.
+// (rooms hosted here only); reads come from the sync projection (for a user who left, the
+// state when they left: access.ts, stateViewOf).
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { toClientEvent } from '../../../syncapi/clientEvents.ts';
 import { clientEvents } from '../../../syncapi/roomReader.ts';
@@ -9,7 +10,7 @@ import type { ClientContext } from '../context.ts';
 import { clientWrite } from '../clientWrite.ts';
 import { clientRoute } from '../prefixes.ts';
 import { requireRoomId } from '../resolveRoom.ts';
-import { currentStateEvent, lastEventId, requireLocalRoom, requireReadable, sendState } from './access.ts';
+import { currentStateEvent, lastEventId, requireLocalRoom, sendState, stateIn, stateViewOf } from './access.ts';
 
 export function registerRoomEventRoutes(app: FastifyInstance, ctx: ClientContext): void {
   const guestsToo = requireAuth(ctx.accounts, { guests: true });
@@ -73,8 +74,7 @@ export function registerRoomEventRoutes(app: FastifyInstance, ctx: ClientContext
     handler: async (req) => {
       const { userId } = sessionOf(req);
       const roomId = requireRoomId((req.params as { roomId: string }).roomId);
-      await requireReadable(ctx, roomId, userId);
-      return clientEvents(await ctx.rooms.currentState(roomId), ctx.clock.now());
+      return clientEvents(await stateIn(ctx, roomId, await stateViewOf(ctx, roomId, userId)), ctx.clock.now());
     },
   });
 
@@ -85,7 +85,12 @@ export function registerRoomEventRoutes(app: FastifyInstance, ctx: ClientContext
     const { format = 'content' } = req.query as { format?: string };
     if (format !== 'content' && format !== 'event') throw invalidParam('format must be content or event');
     requireRoomId(roomId);
-    await requireReadable(ctx, roomId, userId);
+    const view = await stateViewOf(ctx, roomId, userId);
+    if (view.kind === 'departed') {
+      const event = (await stateIn(ctx, roomId, view)).find((e) => e.pdu.type === eventType && e.pdu.state_key === (stateKey ?? ''));
+      if (!event) throw notFound('no such state event');
+      return format === 'content' ? event.pdu.content : toClientEvent(event.eventId, event.pdu, ctx.clock.now());
+    }
     if (format === 'content') {
       const content = await ctx.rooms.stateContent(roomId, eventType, stateKey ?? '');
       if (!content) throw notFound('no such state event');

@@ -15,7 +15,7 @@ import type { ClientContext } from '../context.ts';
 import { clientWrite } from '../clientWrite.ts';
 import { clientRoute } from '../prefixes.ts';
 import { requireRoomId, resolveRoomIdOrAlias } from '../resolveRoom.ts';
-import { currentStateEvent, requireLocalRoom, requireReadable, sendState } from './access.ts';
+import { currentStateEvent, requireLocalRoom, requireReadable, sendState, stateIn, stateViewOf } from './access.ts';
 
 const MEMBERSHIPS = new Set(['join', 'invite', 'knock', 'leave', 'ban']);
 
@@ -69,9 +69,10 @@ export function registerMembershipRoutes(app: FastifyInstance, ctx: ClientContex
       }
       const at = q.at !== undefined ? parsePaginationToken(q.at) : undefined;
       if (at === null) throw invalidParam('unknown at token');
-      await requireReadable(ctx, roomId, userId);
-      // `at`: the members as they were at that point (a sync or pagination token).
-      const state = at ? await ctx.rooms.stateBefore(roomId, 'stream' in at ? at.stream : at.topo.seq) : await ctx.rooms.currentState(roomId);
+      const view = await stateViewOf(ctx, roomId, userId);
+      // `at`: the members as they were at that point (a sync or pagination token); for a
+      // user who left, never later than their leave.
+      const state = await stateIn(ctx, roomId, view, at ? ('stream' in at ? at.stream : at.topo.seq) : undefined);
       const members = state.filter((e) => {
         if (e.pdu.type !== 'm.room.member') return false;
         const m = e.pdu.content.membership;
