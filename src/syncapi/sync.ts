@@ -525,12 +525,12 @@ export class SyncService {
    * visibility, judged at each event). `hidden` says events were left out: the state
    * section then carries what they changed.
    *
-   * A peeker (no membership) is shown the room's state events whatever the visibility in
-   * force when they were sent — a new peek arrives like a new join, whose timeline starts
-   * at `m.room.create` when the whole history fits (MSC2753; sytest's peeking tests make
-   * a room world_readable and then expect exactly that) — and messages only from where the
-   * room became world_readable. The state is the peeker's to see either way (in the state
-   * section otherwise); what was said before is not.
+   * A peeker (no membership) is also shown, where they fall, the state events still in
+   * force at `upto`, whatever the visibility they were sent under: a new peek arrives like a
+   * new join, whose timeline starts at `m.room.create` when the whole history fits (MSC2753;
+   * sytest's peeking tests make a room world_readable and then expect exactly that). Those
+   * events are the peeker's to see either way (the state section would carry them); state
+   * since replaced, and messages, from before the room was world_readable stay hidden.
    */
   private async visibleTimeline(roomId: string, after: number, upto: number, limit: number, view: View): Promise<TimelineSlice & { hidden: boolean }> {
     const slice = await this.deps.rooms.timeline(roomId, after, upto, limit, view.filter.timeline);
@@ -538,7 +538,8 @@ export class SyncService {
     let events = await this.deps.rooms.visibleTo(roomId, viewer, slice.events, upto);
     if (viewer === null && events.length < slice.events.length) {
       const visible = new Set(events);
-      events = slice.events.filter((e) => visible.has(e) || e.pdu.state_key !== undefined);
+      const inForce = new Set((await this.deps.rooms.stateBefore(roomId, upto + 1)).map((e) => e.eventId));
+      events = slice.events.filter((e) => visible.has(e) || inForce.has(e.eventId));
     }
     // Events the timeline filter left out count as hidden: their state changes go in the state section.
     return { events, limited: slice.limited, hidden: events.length < slice.events.length || selects(view.filter.timeline) };

@@ -113,13 +113,14 @@ describe('POST /peek by room ID, then /sync', () => {
     expect(tl[0].type).toBe('m.room.create');
     expect(tl.at(-1)).toMatchObject({ event_id: said, type: 'm.room.message', content: { body: 'something to peek' } });
     expect(section.state.events).toEqual([]);
-    // Every state event, the room's name and its earlier `shared` visibility included; the
-    // message sent under `shared` is not shown.
+    // The state events still in force, wherever they fall (the room's name among them); not
+    // the `shared` visibility since replaced, nor the message sent under it.
     const ids = tl.map((e: any) => e.event_id);
     expect(ids).toContain(opened);
     expect(ids).not.toContain(secret);
     expect(tl.filter((e: any) => e.type === 'm.room.message').map((e: any) => e.content.body)).toEqual(['something to peek']);
     expect(tl.map((e: any) => e.type)).toEqual(expect.arrayContaining(['m.room.member', 'm.room.power_levels', 'm.room.join_rules', 'm.room.name']));
+    expect(tl.filter((e: any) => e.type === 'm.room.history_visibility').map((e: any) => e.content.history_visibility)).toEqual(['world_readable']);
     // Paging back from the timeline finds nothing more.
     const older = await bob.ok('GET', `/_matrix/client/v3/rooms/${enc(roomId)}/messages?dir=b&limit=10&from=${enc(section.timeline.prev_batch)}`);
     expect(older.chunk).toEqual([]);
