@@ -250,8 +250,10 @@ const URL_ESCAPE_HINT = 'percent-encode special characters in the user name and 
  */
 export function checkDatabaseUrl(raw: string): string {
   if (!/^postgres(ql)?:\/\//i.test(raw)) throw new ConfigError('DATABASE_URL must be a postgres:// or postgresql:// URL (its value is not shown: it may hold a password)');
-  if (raw.includes('#')) throw new ConfigError(`DATABASE_URL holds a #, which ends a URL (its value is not shown: it may hold a password): ${URL_ESCAPE_HINT}`);
   const authority = raw.slice(raw.indexOf('://') + 3).split(/[/?]/)[0]!;
+  // A # in the user name or password would end the URL there (a fragment after the path is
+  // harmless: the driver ignores it).
+  if (authority.includes('#')) throw new ConfigError(`DATABASE_URL holds a #, which ends a URL (its value is not shown: it may hold a password): ${URL_ESCAPE_HINT}`);
   const hosts = authority.slice(authority.lastIndexOf('@') + 1);
   let url: URL;
   try {

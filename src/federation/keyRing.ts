@@ -88,7 +88,7 @@ export class KeyRing {
    * the event; if it does not, the keys are fetched again once, in case the server has
    * extended it since.
    */
-  async eventKey(server: string, keyId: string, eventTs: number, roomVersion = '10'): Promise<Uint8Array | null> {
+  async eventKey(server: string, keyId: string, eventTs: number, roomVersion: string): Promise<Uint8Array | null> {
     if (this.own && server === this.own.serverName) return this.own.keys.get(keyId) ?? null;
     const enforce = enforcesKeyValidity(roomVersion);
     const pick = (keys: ServerKeys | null): Uint8Array | undefined => {

@@ -234,11 +234,14 @@ export class OutboundPeeks implements OutboundHooks {
     for (const list of [body.auth_chain, body.state, body.events]) if (Array.isArray(list)) raw.push(...list);
     if (body.latest_event) raw.push(body.latest_event);
     const byId = new Map<string, ReceivedPdu>();
+    let latestId: string | undefined;
     for (const item of raw) {
       if ((item as { room_id?: unknown })?.room_id !== roomId) throw new Error('the snapshot holds an event of another room');
       const checked = await checkPdu(item, version, this.deps.keyRing);
       if (!checked.ok) throw new Error(`the snapshot failed its checks: ${checked.error}`);
       byId.set(checked.eventId, { eventId: checked.eventId, pdu: checked.pdu as Pdu });
+      // (By what was sent: checkPdu may answer a redacted copy.)
+      if (item === body.latest_event) latestId = checked.eventId;
     }
     const pdus = [...byId.values()];
     const create = pdus.find((p) => p.pdu.type === 'm.room.create' && p.pdu.state_key === '');
@@ -246,7 +249,6 @@ export class OutboundPeeks implements OutboundHooks {
     // The version the events were checked under must be the room's own (absent: "1").
     const createdAs = create.pdu.content['room_version'] ?? '1';
     if (createdAs !== version) throw new Error(`the snapshot says room version ${version}, its m.room.create ${JSON.stringify(createdAs)}`);
-    const latestId = [...byId.values()].find((p) => p.pdu === (body.latest_event as Pdu))?.eventId;
     const rank = (p: ReceivedPdu) => (p === create ? -1 : p.eventId === latestId ? Number.MAX_SAFE_INTEGER : p.pdu.depth);
     return pdus.sort((a, b) => rank(a) - rank(b));
   }

@@ -65,17 +65,19 @@ export function isTransient(err: unknown): boolean {
   const sqlState = sqlStateOf(err);
   if (sqlState !== undefined) return TRANSIENT_SQLSTATE.test(sqlState);
   const text = `${err.name} ${err.message} ${(err as { code?: unknown }).code ?? ''}`;
-  if (/TimeoutError|timeout|no responders|503|JetStreamNotEnabled|jetstream is not enabled|ConnectionClosed|closed|disconnect|draining|reconnect/i.test(text)) return true;
+  if (/TimeoutError|timeout|no responders|503|JetStreamNotEnabled|jetstream is not enabled|ConnectionClosed|closed|disconnect|draining|reconnect|ECONNRESET|ECONNREFUSED|ETIMEDOUT|EPIPE/i.test(text)) return true;
   const cause = (err as { cause?: unknown }).cause;
   return cause !== undefined && cause !== err && isTransient(cause);
 }
 
 /**
  * SQLSTATEs after which the same statement may succeed in a moment: the connection failed
- * (class 08), the server is shutting down or starting up (57P01–57P03), it has no free
- * connection (53300).
+ * (class 08), the server is shutting down or starting up (57P01–57P03), an idle session or
+ * transaction was ended (57P05, 25P03), it has no free connection (53300), a statement or
+ * lock wait timed out or was cancelled (57014, 55P03), a serialization failure or deadlock
+ * (40001, 40P01: commands are idempotent by ID, reads have no effect).
  */
-const TRANSIENT_SQLSTATE = /^(08[0-9A-Z]{3}|57P0[1-3]|53300)$/;
+const TRANSIENT_SQLSTATE = /^(08[0-9A-Z]{3}|57P0[1235]|25P03|53300|57014|55P03|40001|40P01)$/;
 
 /** A failed query as drizzle reports it (DrizzleQueryError): the query and its parameters, and the driver's error as `cause`. */
 function isQueryError(err: Error): boolean {

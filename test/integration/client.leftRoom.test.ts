@@ -192,6 +192,19 @@ describe('who else reads', () => {
     expectError(await carol.req('GET', roomPath(roomId.replace(/^!\w+/, '!nosuchroom'), '/state')), 403, 'M_FORBIDDEN');
   });
 
+  it('a leave or ban of someone never joined (a rejected invite, a ban in advance) gives no view: 403 M_FORBIDDEN', async () => {
+    const { alice, roomId } = await roomOf('shared');
+    const [erin, frank] = await Promise.all([user('erin'), user('frank')]);
+    expect(await alice.ok('POST', roomPath(roomId, '/invite'), { user_id: erin.userId })).toEqual({});
+    expect((await erin.leave(roomId)).status).toBe(200); // rejects the invite
+    expect(await alice.ok('POST', roomPath(roomId, '/ban'), { user_id: frank.userId })).toEqual({});
+    for (const stranger of [erin, frank]) {
+      expectError(await stranger.req('GET', roomPath(roomId, '/state')), 403, 'M_FORBIDDEN');
+      expectError(await stranger.req('GET', roomPath(roomId, '/state/m.room.create')), 403, 'M_FORBIDDEN');
+      expectError(await stranger.req('GET', roomPath(roomId, '/members')), 403, 'M_FORBIDDEN');
+    }
+  });
+
   it('in a world_readable room a user who left reads the state at their leave (as Synapse); one who never was a member reads the current state', async () => {
     const { alice, roomId } = await roomOf('world_readable');
     const [bob, carol] = await Promise.all([user('bob'), user('carol')]);

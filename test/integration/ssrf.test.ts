@@ -325,7 +325,7 @@ describe('unknown key IDs', () => {
     flood.keyFetches = 0;
     for (let i = 0; i < 20; i++) expect(await ring.requestKey(flood.name, generateSigningKey().keyId)).toBeNull();
     expect(flood.keyFetches).toBe(2);
-    for (let i = 0; i < 20; i++) expect(await ring.eventKey(flood.name, generateSigningKey().keyId, now)).toBeNull();
+    for (let i = 0; i < 20; i++) expect(await ring.eventKey(flood.name, generateSigningKey().keyId, now, '10')).toBeNull();
     expect(flood.keyFetches).toBe(2);
     now += 30_000;
     expect(await ring.requestKey(flood.name, generateSigningKey().keyId)).toBeNull();

@@ -87,6 +87,7 @@ describe('configuration', () => {
       'postgresql://peekd@db1.example:5432,db2.example:5433/peekd?target_session_attrs=read-write',
       'postgres:///peekd?host=/var/run/postgresql',
       'postgres://peekd:pw@[::1]:5432/peekd',
+      'postgres://peekd@db.example/peekd#a-fragment-the-driver-ignores',
     ]) {
       expect(loadConfig({ DATABASE_URL: url }, undefined).databaseUrl).toBe(url);
     }

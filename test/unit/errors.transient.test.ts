@@ -60,8 +60,9 @@ describe('database errors, as postgres.js gives them', () => {
     expect(isTransient(new DrizzleQueryError('SELECT $1', ['closed\u0000'], serverError('22021', 'invalid byte sequence for encoding "UTF8": 0x00')))).toBe(false);
     expect(isTransient(new DrizzleQueryError('SELECT $1::bigint', ['timeout'], serverError('22P02', 'invalid input syntax for type bigint: "timeout"')))).toBe(false);
     expect(isTransient(serverError('22P02', 'invalid input syntax for type bigint: "reconnect"'))).toBe(false);
-    // The server shutting down, starting up, out of connections, or the connection failing: try again.
-    for (const code of ['57P01', '57P03', '53300', '08006']) {
+    // The server shutting down, starting up, out of connections, the connection failing, a
+    // statement or lock timeout, an idle session ended, a serialization failure or deadlock: try again.
+    for (const code of ['57P01', '57P03', '57P05', '25P03', '53300', '08006', '57014', '55P03', '40001', '40P01']) {
       expect(isTransient(new DrizzleQueryError('SELECT 1', [], serverError(code, 'the database system is starting up'))), code).toBe(true);
     }
   });
@@ -69,6 +70,9 @@ describe('database errors, as postgres.js gives them', () => {
   it('takes a lost connection as transient', () => {
     expect(isTransient(new DrizzleQueryError('SELECT $1', ['x'], connectionError('CONNECTION_CLOSED')))).toBe(true);
     expect(isTransient(new DrizzleQueryError('SELECT $1', ['x'], connectionError('CONNECT_TIMEOUT')))).toBe(true);
+    for (const code of ['ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT', 'EPIPE']) {
+      expect(isTransient(new DrizzleQueryError('SELECT 1', [], Object.assign(new Error('socket failure'), { code }))), code).toBe(true);
+    }
   });
 });
 

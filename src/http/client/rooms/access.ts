@@ -49,9 +49,17 @@ export async function stateViewOf(ctx: ClientContext, roomId: string, userId: st
   const member = await currentStateEvent(ctx, roomId, 'm.room.member', userId);
   const membership = member?.content.membership;
   if (membership === 'join') return { kind: 'current' };
-  if (member && (membership === 'leave' || membership === 'ban')) return { kind: 'departed', seq: member.seq };
+  // Departed means a member who left: a ban, rejected invite or refused knock of someone
+  // never joined gives no view of the room.
+  if (member && (membership === 'leave' || membership === 'ban') && (await wasJoinedBefore(ctx, roomId, userId, member.seq))) return { kind: 'departed', seq: member.seq };
   if ((await ctx.rooms.historyVisibility(roomId)) === 'world_readable') return { kind: 'current' };
   throw forbidden('you are not in this room and it is not world_readable');
+}
+
+/** Whether `userId` was joined to the room at some point before position `seq`. */
+async function wasJoinedBefore(ctx: ClientContext, roomId: string, userId: string, seq: number): Promise<boolean> {
+  const facts = await ctx.rooms.visibilityFacts(roomId, userId);
+  return facts.membership.some((m) => m.membership === 'join' && m.seq < seq);
 }
 
 /** The room's state as `view` shows it; with `beforeSeq`, as it was just before that position (never later than the view). */
