@@ -65,7 +65,8 @@ export function isTransient(err: unknown): boolean {
   const sqlState = sqlStateOf(err);
   if (sqlState !== undefined) return TRANSIENT_SQLSTATE.test(sqlState);
   const text = `${err.name} ${err.message} ${(err as { code?: unknown }).code ?? ''}`;
-  if (/TimeoutError|timeout|no responders|503|JetStreamNotEnabled|jetstream is not enabled|ConnectionClosed|closed|disconnect|draining|reconnect|ECONNRESET|ECONNREFUSED|ETIMEDOUT|EPIPE/i.test(text)) return true;
+  if (/TimeoutError|timeout|no responders|503|JetStreamNotEnabled|jetstream is not enabled|ConnectionClosed|closed|disconnect|draining|reconnect|ECONNRESET|ECONNREFUSED|ETIMEDOUT|EPIPE/i.test(text))
+    return true;
   const cause = (err as { cause?: unknown }).cause;
   return cause !== undefined && cause !== err && isTransient(cause);
 }
