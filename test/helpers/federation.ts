@@ -20,7 +20,7 @@ import {
   type SigningKey,
 } from '../../src/crypto/index.ts';
 import { freePort } from '../../src/nats/embeddedServer.ts';
-import { federationsenderInboundPeeks, federationsenderOutboundPeeks, peekAudit } from '../../src/store/schema.ts';
+import { federationsenderInboundPeeks, federationsenderOutboundPeeks, peekAudit, syncapiRoomEvents } from '../../src/store/schema.ts';
 import type { Peekd } from '../../src/server.ts';
 import { startTestPeekd } from './peekd.ts';
 import { createTestDatabase, tempDir, uniqueName, type TestDatabase } from './services.ts';
@@ -251,6 +251,12 @@ export async function expiries(s: FedServer, roomId: string, kind: 'inbound' | '
   return rows.sort((a, b) => a.seq - b.seq);
 }
 
+/** `s`'s copy of a room: its event IDs in the order `s` holds them. */
+export async function roomCopy(s: FedServer, roomId: string): Promise<string[]> {
+  const rows = await s.peekd.database.db.select().from(syncapiRoomEvents).where(eq(syncapiRoomEvents.roomId, roomId));
+  return rows.sort((a, b) => a.seq - b.seq).map((r) => r.eventId);
+}
+
 export async function auditRows(s: FedServer, roomId: string) {
   const rows = await s.peekd.database.db.select().from(peekAudit).where(eq(peekAudit.roomId, roomId));
   return rows.sort((a, b) => a.seq - b.seq);
@@ -462,6 +468,22 @@ export class FakeServer {
 }
 
 /** PUT /peek path with `ver` query parameters. */
+/**
+ * A FakeServer handler hosting `rooms` for peeks: PUT /peek answers the room's snapshot,
+ * /renew a renewal interval of a minute, DELETE `{}`; an unknown room is 404 (and so is any
+ * request not signed by `onlyFrom`, when given). Other requests fall through (undefined).
+ */
+export function hostPeeksOf(rooms: Map<string, FakeRoom>, onlyFrom?: string): FakeServer['handler'] {
+  return (r) => {
+    const m = new URL(r.uri, 'http://x').pathname.match(/^\/_matrix\/federation\/v1\/peek\/([^/]+)\/[^/]+(\/renew)?$/);
+    if (!m) return undefined;
+    const room = rooms.get(decodeURIComponent(m[1]!));
+    if (!room || (onlyFrom !== undefined && r.verifiedOrigin !== onlyFrom)) return { status: 404, body: { errcode: 'M_NOT_FOUND', error: 'unknown room' } };
+    if (m[2]) return { status: 200, body: { renewal_interval: 60_000 } };
+    return { status: 200, body: r.method === 'PUT' ? room.snapshot(60_000) : {} };
+  };
+}
+
 export function peekPath(roomId: string, peekId: string, versions: string[] = ['10']): string {
   const q = versions.map((v) => `ver=${encodeURIComponent(v)}`).join('&');
   return `/_matrix/federation/v1/peek/${encodeURIComponent(roomId)}/${encodeURIComponent(peekId)}${q ? `?${q}` : ''}`;

@@ -5,9 +5,7 @@
 // renew or end another's peek; a flood of peeks stops at the per-server cap; and
 // oversized transactions are refused whole. The remote servers are FakeServers.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { eq } from 'drizzle-orm';
 import { generateSigningKey, signingKeyFromSeed, keyVersionOf } from '../../src/crypto/index.ts';
-import { syncapiRoomEvents } from '../../src/store/schema.ts';
 import { randomBytes } from 'node:crypto';
 import {
   auditRows,
@@ -22,6 +20,8 @@ import {
   type FakeServer,
   type Federation,
   type FedServer,
+  hostPeeksOf,
+  roomCopy,
 } from '../helpers/federation.ts';
 import { enc, TestUser } from '../helpers/matrix.ts';
 
@@ -53,15 +53,7 @@ beforeAll(async () => {
   [F, G, H, T] = fed.fakes as [FakeServer, FakeServer, FakeServer, FakeServer];
   alice = await TestUser.register(A.url, 'alice');
   // F hosts FakeRooms: PUT /peek answers the snapshot, /renew and DELETE succeed.
-  F.handler = (r) => {
-    const m = new URL(r.uri, 'http://x').pathname.match(/^\/_matrix\/federation\/v1\/peek\/([^/]+)\/([^/]+)(\/renew)?$/);
-    if (!m) return undefined;
-    const room = hosted.get(decodeURIComponent(m[1]!));
-    if (!room) return { status: 404, body: { errcode: 'M_NOT_FOUND', error: 'unknown room' } };
-    if (m[3]) return { status: 200, body: { renewal_interval: 60_000 } };
-    if (r.method === 'PUT') return { status: 200, body: room.snapshot(60_000) };
-    return { status: 200, body: {} };
-  };
+  F.handler = hostPeeksOf(hosted);
 });
 
 afterAll(async () => {
@@ -82,10 +74,7 @@ async function untouched(roomId: string) {
 }
 
 /** A's copy of a remote room: its event IDs in order. */
-async function copyAtA(roomId: string): Promise<string[]> {
-  const rows = await A.peekd.database.db.select().from(syncapiRoomEvents).where(eq(syncapiRoomEvents.roomId, roomId));
-  return rows.sort((a, b) => a.seq - b.seq).map((r) => r.eventId);
-}
+const copyAtA = (roomId: string) => roomCopy(A, roomId);
 
 /** A room F hosts that a device on A peeks: A accepts its PDUs from F. */
 async function peekedRoomOfF(): Promise<FakeRoom> {

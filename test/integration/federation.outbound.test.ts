@@ -4,10 +4,8 @@
 // snapshot and each PDU the host sends, the renewal interval clamped to a sane range, and
 // expired_peeks from the host.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { eq } from 'drizzle-orm';
 import { eventIdForPdu, generateSigningKey } from '../../src/crypto/index.ts';
 import { MAX_RENEWAL_INTERVAL_MS, MIN_RENEWAL_INTERVAL_MS, SUPPORTED_ROOM_VERSIONS } from '../../src/federation/outboundPeeks.ts';
-import { syncapiRoomEvents } from '../../src/store/schema.ts';
 import {
   expiries,
   expiriesOnce,
@@ -21,6 +19,7 @@ import {
   type Federation,
   type FedServer,
   type RecordedRequest,
+  roomCopy,
 } from '../helpers/federation.ts';
 import { roomsIn, TestUser } from '../helpers/matrix.ts';
 
@@ -103,10 +102,7 @@ function host(room: FakeRoom, renewalMs = 60_000, script: Partial<Hosted> = {}):
   return h;
 }
 
-async function copyAtA(roomId: string): Promise<string[]> {
-  const rows = await A.peekd.database.db.select().from(syncapiRoomEvents).where(eq(syncapiRoomEvents.roomId, roomId));
-  return rows.sort((a, b) => a.seq - b.seq).map((r) => r.eventId);
-}
+const copyAtA = (roomId: string) => roomCopy(A, roomId);
 
 async function peeker() {
   const bob = await TestUser.register(A.url, `bob${++n}`);

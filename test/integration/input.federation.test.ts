@@ -2,9 +2,7 @@
 // wrong anywhere (here its expired_peeks) is refused as a whole with 400 M_BAD_JSON, and none
 // of its PDUs reaches the room; a well-formed retry of it is then taken in full.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { eq } from 'drizzle-orm';
-import { syncapiRoomEvents } from '../../src/store/schema.ts';
-import { FakeRoom, holdsFor, outboundPeeks, startFederation, SyncFollower, waitFor, type FakeServer, type Federation, type FedServer } from '../helpers/federation.ts';
+import { FakeRoom, holdsFor, outboundPeeks, startFederation, SyncFollower, waitFor, type FakeServer, type Federation, type FedServer, hostPeeksOf, roomCopy } from '../helpers/federation.ts';
 import { TestUser } from '../helpers/matrix.ts';
 
 let fed: Federation;
@@ -19,24 +17,14 @@ beforeAll(async () => {
   [A] = fed.servers as [FedServer];
   [F] = fed.fakes as [FakeServer];
   // F answers A's peeks of its rooms: the snapshot, renewals, DELETEs.
-  F.handler = (r) => {
-    const m = new URL(r.uri, 'http://x').pathname.match(/^\/_matrix\/federation\/v1\/peek\/([^/]+)\/[^/]+(\/renew)?$/);
-    if (!m) return undefined;
-    const room = hosted.get(decodeURIComponent(m[1]!));
-    if (!room || r.verifiedOrigin !== A.name) return { status: 404, body: { errcode: 'M_NOT_FOUND', error: 'unknown room' } };
-    if (m[2]) return { status: 200, body: { renewal_interval: 60_000 } };
-    return { status: 200, body: r.method === 'PUT' ? room.snapshot(60_000) : {} };
-  };
+  F.handler = hostPeeksOf(hosted, A.name);
 }, 60_000);
 
 afterAll(async () => {
   await fed?.cleanup();
 });
 
-async function copyAtA(roomId: string): Promise<string[]> {
-  const rows = await A.peekd.database.db.select().from(syncapiRoomEvents).where(eq(syncapiRoomEvents.roomId, roomId));
-  return rows.sort((a, b) => a.seq - b.seq).map((r) => r.eventId);
-}
+const copyAtA = (roomId: string) => roomCopy(A, roomId);
 
 /** A room hosted by F that a user of A peeks (so A takes F's PDUs of it). */
 async function peekedRoom() {
