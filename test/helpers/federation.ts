@@ -22,6 +22,7 @@ import {
 import { freePort } from '../../src/nats/embeddedServer.ts';
 import { federationsenderInboundPeeks, federationsenderOutboundPeeks, peekAudit, syncapiRoomEvents } from '../../src/store/schema.ts';
 import type { Peekd } from '../../src/server.ts';
+import { TestUser } from './matrix.ts';
 import { startTestPeekd } from './peekd.ts';
 import { createTestDatabase, tempDir, uniqueName, type TestDatabase } from './services.ts';
 
@@ -468,6 +469,24 @@ export class FakeServer {
 }
 
 /** PUT /peek path with `ver` query parameters. */
+/**
+ * A new room `host` hosts (added to `rooms`, which `host` answers peeks of: hostPeeksOf) that
+ * a new user of `s` peeks; resolves once the user's sync shows it and `s` has recorded its
+ * peek of it, with that peek's ID.
+ */
+export async function peekedRoomOn(s: FedServer, host: FakeServer, rooms: Map<string, FakeRoom>): Promise<{ room: FakeRoom; peekId: string }> {
+  const room = new FakeRoom(host);
+  rooms.set(room.roomId, room);
+  const bob = await TestUser.register(s.url, uniqueName('bob'));
+  const f = new SyncFollower(bob, 500);
+  await f.once(0);
+  const peek = await bob.peek(room.roomId);
+  if (peek.status !== 200) throw new Error(`peek of ${room.roomId}: ${peek.status} ${JSON.stringify(peek.body)}`);
+  await f.until('the peeked room', () => f.peeked.has(room.roomId));
+  const row = await waitFor('the outbound peek is recorded', async () => (await outboundPeeks(s, room.roomId))[0]);
+  return { room, peekId: row.peekId };
+}
+
 /**
  * A FakeServer handler hosting `rooms` for peeks: PUT /peek answers the room's snapshot,
  * /renew a renewal interval of a minute, DELETE `{}`; an unknown room is 404 (and so is any

@@ -12,16 +12,15 @@ import {
   FakeRoom,
   holdsFor,
   inboundPeeks,
-  outboundPeeks,
   peekPath,
   startFederation,
-  SyncFollower,
   waitFor,
   type FakeServer,
   type Federation,
   type FedServer,
   hostPeeksOf,
   roomCopy,
+  peekedRoomOn,
 } from '../helpers/federation.ts';
 import { enc, TestUser } from '../helpers/matrix.ts';
 
@@ -78,15 +77,7 @@ const copyAtA = (roomId: string) => roomCopy(A, roomId);
 
 /** A room F hosts that a device on A peeks: A accepts its PDUs from F. */
 async function peekedRoomOfF(): Promise<FakeRoom> {
-  const room = new FakeRoom(F);
-  hosted.set(room.roomId, room);
-  const bob = await TestUser.register(A.url, `bob${++n}`);
-  const f = new SyncFollower(bob, 500);
-  await f.once(0);
-  expect((await bob.peek(room.roomId)).status).toBe(200);
-  await f.until('the peeked room', () => f.peeked.has(room.roomId));
-  await waitFor('the outbound peek is recorded', async () => (await outboundPeeks(A, room.roomId)).length === 1);
-  return room;
+  return (await peekedRoomOn(A, F, hosted)).room;
 }
 
 function txn(from: FakeServer, pdus: unknown[], edus: unknown[] = []) {

@@ -2,13 +2,11 @@
 // wrong anywhere (here its expired_peeks) is refused as a whole with 400 M_BAD_JSON, and none
 // of its PDUs reaches the room; a well-formed retry of it is then taken in full.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FakeRoom, holdsFor, outboundPeeks, startFederation, SyncFollower, waitFor, type FakeServer, type Federation, type FedServer, hostPeeksOf, roomCopy } from '../helpers/federation.ts';
-import { TestUser } from '../helpers/matrix.ts';
+import { holdsFor, hostPeeksOf, outboundPeeks, peekedRoomOn, roomCopy, startFederation, waitFor, type FakeRoom, type FakeServer, type Federation, type FedServer } from '../helpers/federation.ts';
 
 let fed: Federation;
 let A: FedServer;
 let F: FakeServer;
-let n = 0;
 /** Rooms F hosts, by room ID. */
 const hosted = new Map<string, FakeRoom>();
 
@@ -27,17 +25,7 @@ afterAll(async () => {
 const copyAtA = (roomId: string) => roomCopy(A, roomId);
 
 /** A room hosted by F that a user of A peeks (so A takes F's PDUs of it). */
-async function peekedRoom() {
-  const room = new FakeRoom(F);
-  hosted.set(room.roomId, room);
-  const bob = await TestUser.register(A.url, `bob${++n}`);
-  const f = new SyncFollower(bob, 500);
-  await f.once(0);
-  expect((await bob.peek(room.roomId)).status).toBe(200);
-  await f.until('the room under peek', () => f.peeked.has(room.roomId));
-  const [row] = await outboundPeeks(A, room.roomId);
-  return { room, peekId: row!.peekId };
-}
+const peekedRoom = () => peekedRoomOn(A, F, hosted);
 
 function sendTxn(txnId: string, pdus: unknown[], expiredPeeks: unknown[]) {
   return F.send(A.name, 'PUT', `/_matrix/federation/v1/send/${txnId}`, { origin: F.name, origin_server_ts: Date.now(), pdus, edus: [], expired_peeks: expiredPeeks });
