@@ -8,7 +8,7 @@ import { clientEvents, type StoredEvent } from '../../syncapi/roomReader.ts';
 import { toClientEvent } from '../../syncapi/clientEvents.ts';
 import { formatTopologicalToken, parsePaginationToken, positionAfter, positionOf, type PaginationToken, type TopoPosition } from '../../syncapi/syncToken.ts';
 import { mayOpenRoom, visibilityJudge, type EventRef } from '../../syncapi/visibility.ts';
-import { forbidden, invalidParam, MatrixError, notFound } from '../errors.ts';
+import { forbidden, invalidParam, notFound, type MatrixError } from '../errors.ts';
 import { requireAuth, sessionOf } from './auth.ts';
 import type { ClientContext } from './context.ts';
 import { clientRoute } from './prefixes.ts';
@@ -24,14 +24,15 @@ const MAX_PAGE = 1000;
 const MAX_HIDDEN_PAGES = 10;
 
 /**
- * The judge of what `userId` may see in the room, or 403 when it may see nothing at all: it
- * has never been a member (nor invited) and the room is not world_readable now.
+ * The judge of what `userId` may see in the room, or `refuse` (403 unless the caller says
+ * otherwise) when it may see nothing at all: it has never been a member (nor invited) and
+ * the room is not world_readable now.
  */
-async function readerOf(ctx: ClientContext, roomId: string, userId: string): Promise<(e: EventRef) => boolean> {
-  if (!(await ctx.rooms.roomExists(roomId))) throw forbidden('you are not in this room (or it does not exist)');
+async function readerOf(ctx: ClientContext, roomId: string, userId: string, refuse: (why: string) => MatrixError = forbidden): Promise<(e: EventRef) => boolean> {
+  if (!(await ctx.rooms.roomExists(roomId))) throw refuse('you are not in this room (or it does not exist)');
   const facts = await ctx.rooms.visibilityFacts(roomId, userId);
   const current = facts.visibility.at(-1)?.value ?? 'shared';
-  if (!mayOpenRoom(facts, current)) throw forbidden('you are not in this room and it is not world_readable');
+  if (!mayOpenRoom(facts, current)) throw refuse('you are not in this room and it is not world_readable');
   return visibilityJudge(facts);
 }
 
@@ -129,9 +130,7 @@ export function registerHistoryRoutes(app: FastifyInstance, ctx: ClientContext):
       requireRoomId(roomId);
       // 404 whether the event is unknown or the reader may not see it, the room as a whole
       // included (client-server API: "not found or you do not have permission").
-      const visible = await readerOf(ctx, roomId, userId).catch((err: unknown) => {
-        throw err instanceof MatrixError && err.status === 403 ? notFound('no such event') : err;
-      });
+      const visible = await readerOf(ctx, roomId, userId, () => notFound('no such event'));
       const e = await ctx.rooms.eventById(eventId);
       if (!e || e.pdu.room_id !== roomId || !visible(e)) throw notFound('no such event');
       return toClientEvent(e.eventId, e.pdu, ctx.clock.now());

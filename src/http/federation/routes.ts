@@ -43,10 +43,9 @@ function unverifiedEventId(raw: unknown, roomVersion: string): string | undefine
  * refused in, and the sender, which retries until a 200, sees its mistake instead of having
  * it dropped unseen. Nothing of the transaction has reached a room by then.
  */
-function expiredPeeksOf(entries: unknown[] | undefined): { roomId: string; peekId: string }[] {
-  return (entries ?? []).map((item) => {
-    const { room_id: roomId, peek_id: peekId } = (item ?? {}) as { room_id?: unknown; peek_id?: unknown };
-    if (typeof roomId !== 'string' || typeof peekId !== 'string') throw badJson('expired_peeks entries need room_id and peek_id');
+function expiredPeeksOf(entries: { room_id: string; peek_id: string }[] | undefined): { roomId: string; peekId: string }[] {
+  // (The body schema has made each entry an object with both as strings.)
+  return (entries ?? []).map(({ room_id: roomId, peek_id: peekId }) => {
     if (!isValidRoomId(roomId)) throw badJson('an expired_peeks entry holds a malformed room_id');
     if (!isValidPeekId(peekId, roomId)) throw badJson('an expired_peeks entry holds a malformed peek_id');
     return { roomId, peekId };
@@ -180,7 +179,7 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
       const origin = originOf(req);
       const txnKey = `${origin}\u0000${(req.params as { txnId: string }).txnId}`;
       if (seenTxns.has(txnKey)) return seenTxns.get(txnKey);
-      const body = req.body as { pdus?: unknown[]; expired_peeks?: unknown[] };
+      const body = req.body as { pdus?: unknown[]; expired_peeks?: { room_id: string; peek_id: string }[] };
       const expiredPeeks = expiredPeeksOf(body.expired_peeks);
       const results: Record<string, Record<string, string>> = {};
       const byRoom = new Map<string, ReceivedPdu[]>();
