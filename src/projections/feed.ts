@@ -15,7 +15,7 @@ import { DeliverPolicy, jetstream, jetstreamManager, type ConsumerMessages, type
 import type { NatsConnection } from '@nats-io/transport-node';
 import { seqOfPosition, throughSeq } from '../events/envelope.ts';
 import type { Naming, StreamKind } from '../events/subjects.ts';
-import { readSlices } from './pipeline.ts';
+import { afterQuiet, readSlices } from './pipeline.ts';
 import { decodeMessage, type DecodedMessage, type Decoder } from './projection.ts';
 
 /** Longest a member may hold the feed back (waiting for its commits) before it is let go. */
@@ -181,6 +181,7 @@ export class SharedFeed<E> {
         // closed but never iterated never settles, and awaiting it would hang the feed.
         if (this.restart || this.members.size === 0) void messages.close().catch(() => undefined);
         const nextSlice = readSlices();
+        const quietWait = afterQuiet();
         let delivering = false;
         stopWatching = watchRead(
           this.nc,
@@ -196,6 +197,11 @@ export class SharedFeed<E> {
           if (this.restart || this.members.size === 0) break;
           const through = throughSeq(m.seq);
           if (through <= this.last) continue;
+          const quiet = quietWait();
+          if (quiet) {
+            await quiet;
+            if (this.restart || this.members.size === 0) break;
+          }
           const decoded = decodeMessage(this.decoder, this.naming, m);
           this.last = through;
           delivering = true;

@@ -199,3 +199,27 @@ export function readSlices(): () => Promise<void> | undefined {
     });
   };
 }
+
+/** A message arriving this long after the previous one is handled a macrotask later (afterQuiet). */
+export const QUIET_MS = 0.25;
+
+/**
+ * A live stream's message often arrives in the same socket read as the ack of the append
+ * that wrote it, and is queued ahead of it: handled at once, the projections' folding would
+ * run before the command that waits for the ack answers its client. Awaiting what this
+ * returns before each message defers the first message after a quiet spell by one
+ * macrotask, so the answers go out first; messages that follow close on each other (a busy
+ * stream, a catch-up read) are not deferred.
+ */
+export function afterQuiet(): () => Promise<void> | undefined {
+  let last = 0;
+  return () => {
+    const now = performance.now();
+    const quiet = now - last > QUIET_MS;
+    last = now;
+    if (!quiet) return undefined;
+    return nextMacrotask().then(() => {
+      last = performance.now();
+    });
+  };
+}
