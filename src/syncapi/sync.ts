@@ -430,9 +430,12 @@ export class SyncService {
       device_one_time_keys_count: {},
     };
     view.memberOf = new Set(memberships.map((m) => m.roomId));
+    // The filter's room lists leave rooms out of the response altogether (and out of what
+    // a long-poll waits for); a device's peek of a left-out room goes on all the same.
+    const wanted = (roomId: string) => keepsRoom(view.filter.room, roomId);
     const peekRows = new Map<string, DevicePeekRow>();
-    for (const row of devicePeeks) peekRows.set(row.roomId, row);
-    const joined = memberships.filter((m) => m.membership === 'join' && m.seq <= upto.rooms);
+    for (const row of devicePeeks) if (wanted(row.roomId)) peekRows.set(row.roomId, row);
+    const joined = memberships.filter((m) => m.membership === 'join' && m.seq <= upto.rooms && wanted(m.roomId));
     const joinedIds = new Set(joined.map((m) => m.roomId));
 
     // Incremental syncs only look at rooms with new events.
@@ -491,7 +494,7 @@ export class SyncService {
     }
 
     for (const m of memberships) {
-      if (m.seq > upto.rooms || joinedIds.has(m.roomId)) continue;
+      if (m.seq > upto.rooms || joinedIds.has(m.roomId) || !wanted(m.roomId)) continue;
       const changed = !since || m.seq > since.rooms;
       if (!changed) continue;
       if (m.membership === 'invite') {
@@ -533,6 +536,8 @@ export class SyncService {
    * since replaced, and messages, from before the room was world_readable stay hidden.
    */
   private async visibleTimeline(roomId: string, after: number, upto: number, limit: number, view: View): Promise<TimelineSlice & { hidden: boolean }> {
+    // room.timeline.rooms / not_rooms: no timeline for this room (its state changes go in the state section).
+    if (!keepsRoom(view.filter.timeline, roomId)) return { events: [], limited: false, hidden: true };
     const slice = await this.deps.rooms.timeline(roomId, after, upto, limit, view.filter.timeline);
     const viewer = view.memberOf.has(roomId) ? view.viewer.userId : null;
     let events = await this.deps.rooms.visibleTo(roomId, viewer, slice.events, upto);
@@ -553,6 +558,7 @@ export class SyncService {
    * the entries the visible timeline itself carries.
    */
   private async stateFor(roomId: string, after: number, upto: number, slice: TimelineSlice & { hidden: boolean }, fullState: boolean, view: View): Promise<StoredEvent[]> {
+    if (!keepsRoom(view.filter.state, roomId)) return [];
     const state = await this.unfilteredStateFor(roomId, after, upto, slice, fullState);
     return applyFilter(
       view.filter.state,

@@ -17,6 +17,8 @@ export interface EventFilter {
 }
 
 export interface SyncFilter {
+  /** `room.rooms` and `room.not_rooms`: which rooms the response holds at all. */
+  room: { rooms?: string[]; notRooms?: string[] };
   timeline: EventFilter & { limit: number };
   state: EventFilter;
   presence: EventFilter;
@@ -56,7 +58,13 @@ export function syncFilterOf(raw: unknown): SyncFilter {
   const top = isObject(raw) ? raw : {};
   const room = isObject(top.room) ? top.room : {};
   const timeline = eventFilterOf(room.timeline, MAX_TIMELINE_LIMIT);
+  const roomLists: SyncFilter['room'] = {};
+  const rooms = strings(room.rooms);
+  const notRooms = strings(room.not_rooms);
+  if (rooms) roomLists.rooms = rooms;
+  if (notRooms) roomLists.notRooms = notRooms;
   const parts = {
+    room: roomLists,
     timeline: { ...timeline, limit: timeline.limit ?? DEFAULT_TIMELINE_LIMIT },
     state: eventFilterOf(room.state, Number.MAX_SAFE_INTEGER),
     presence: eventFilterOf(top.presence, MAX_SECTION_LIMIT),
@@ -114,8 +122,8 @@ export function keeps(f: EventFilter, type: string, sender?: string): boolean {
   return true;
 }
 
-/** Whether a room passes a filter's room lists. */
-export function keepsRoom(f: EventFilter, roomId: string): boolean {
+/** Whether a room passes a filter's room lists (`not_rooms` first, then `rooms`). */
+export function keepsRoom(f: Pick<EventFilter, 'rooms' | 'notRooms'>, roomId: string): boolean {
   if (f.notRooms && f.notRooms.includes(roomId)) return false;
   if (f.rooms && !f.rooms.includes(roomId)) return false;
   return true;

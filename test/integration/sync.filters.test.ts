@@ -1,5 +1,6 @@
 // The sync filter shapes /sync: room.timeline and room.state types, not_types (with `*`
-// wildcards) and limits, inline or by filter ID, for joined and peeked rooms alike.
+// wildcards) and limits, inline or by filter ID, for joined and peeked rooms alike; the
+// room lists (room.rooms / not_rooms, and per section) choose the rooms.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestPeekd } from '../helpers/peekd.ts';
 import { enc, TestUser, timelineOf } from '../helpers/matrix.ts';
@@ -117,5 +118,46 @@ describe('peeked rooms', () => {
     await alice.send(room, 'for p1');
     const p1Body = await polls[0]!;
     expect(timelineOf(p1Body.rooms.peek[room])).toEqual([{ type: 'm.room.message', body: 'for p1' }]);
+  });
+});
+
+describe('room lists', () => {
+  it('room.rooms and room.not_rooms choose the joined and peeked rooms in the response, and what a long-poll waits for', async () => {
+    const carol = await TestUser.register(hs.url, 'carol');
+    const other = (await alice.createWorldReadableRoom({ name: 'Other' })).room_id;
+    const peeked = (await alice.createWorldReadableRoom({ name: 'Peeked' })).room_id;
+    expect((await carol.join(room)).status).toBe(200);
+    expect((await carol.join(other)).status).toBe(200);
+    expect((await carol.peek(peeked)).status).toBe(200);
+    const sections = (b: any) => ({ join: Object.keys(b.rooms.join).sort(), peek: Object.keys(b.rooms.peek).sort() });
+
+    expect(sections(await sync(carol, {}))).toEqual({ join: [room, other].sort(), peek: [peeked] });
+    expect(sections(await sync(carol, { room: { rooms: [other, peeked] } }))).toEqual({ join: [other], peek: [peeked] });
+    expect(sections(await sync(carol, { room: { not_rooms: [other, peeked] } }))).toEqual({ join: [room], peek: [] });
+    // not_rooms wins over rooms.
+    expect(sections(await sync(carol, { room: { rooms: [room, other], not_rooms: [room] } }))).toEqual({ join: [other], peek: [] });
+
+    // A long-poll filtered to one room is not ended by events in the others.
+    const filter = { room: { rooms: [other] } };
+    const since = (await sync(carol, filter)).next_batch as string;
+    const waiting = hs.peekd.notifier.waiting;
+    const longPoll = carol.sync({ since, timeout: 20_000, filter: JSON.stringify(filter) });
+    await until('carol to long-poll', () => hs.peekd.notifier.waiting > waiting);
+    await alice.send(room, 'not for this filter');
+    await alice.send(peeked, 'nor this');
+    await alice.send(other, 'this one');
+    const woken = await longPoll;
+    expect(sections(woken)).toEqual({ join: [other], peek: [] });
+    expect(timelineOf(woken.rooms.join[other])).toEqual([{ type: 'm.room.message', body: 'this one' }]);
+  });
+
+  it('room.timeline.not_rooms and room.state.rooms empty one section of a room and keep the other', async () => {
+    const noTimeline = await sync(bob, { room: { timeline: { not_rooms: [room] } } });
+    expect(noTimeline.rooms.join[room].timeline.events).toEqual([]);
+    // What the timeline would have shown is in the state section instead.
+    expect(types(noTimeline.rooms.join[room].state.events)).toEqual(expect.arrayContaining(['m.room.create', 'm.room.topic', 'm.room.member']));
+    const noState = await sync(bob, { room: { state: { rooms: ['!elsewhere:example.org'] }, timeline: { limit: 3 } } });
+    expect(noState.rooms.join[room].state.events).toEqual([]);
+    expect(noState.rooms.join[room].timeline.events).toHaveLength(3);
   });
 });
