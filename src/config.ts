@@ -126,7 +126,7 @@ export const SETTINGS: Setting[] = [
   { env: 'PEEKD_ADMIN_TOKEN', key: 'adminToken', help: 'bearer token for /_peekd/admin/… (unset: admin API off)', default: '' },
   { env: 'PEEKD_ROLES', key: 'roles', help: 'http,rooms,projections,federation or a subset', default: 'http,rooms,projections,federation' },
   { env: 'PEEKD_NATS_SERVER', key: 'natsServerBin', help: 'the nats-server binary to start when NATS_URL is unset (unset: search PATH)', default: '' },
-  { env: 'PEEKD_LOG_LEVEL', key: 'logLevel', help: 'log level: trace, debug, info, warn, error', default: 'info' },
+  { env: 'PEEKD_LOG_LEVEL', key: 'logLevel', help: 'log level: trace, debug, info, warn, error, fatal or silent', default: 'info' },
   { env: 'PEEKD_PEEK_RATE_PER_SECOND', key: 'peekRatePerSecond', help: '/peek calls per device per second, averaged over a window of PEEKD_PEEK_RATE_BURST calls', default: '5' },
   { env: 'PEEKD_PEEK_RATE_BURST', key: 'peekRateBurst', help: '/peek calls a device may make in a burst', default: '20' },
   { env: 'PEEKD_MAX_PEEKS_PER_DEVICE', key: 'maxPeeksPerDevice', help: 'live peeks one device may hold', default: '100' },
@@ -153,7 +153,7 @@ export const SETTINGS: Setting[] = [
   {
     env: 'PEEKD_FEDERATION_IP_DENYLIST',
     key: 'federationIpDenylist',
-    help: 'comma-separated CIDR ranges outbound federation never connects to, unless the server is in PEEKD_FEDERATION_DESTINATIONS (default: loopback, private, link-local and reserved ranges)',
+    help: 'comma-separated CIDR ranges outbound federation never connects to, unless the server is in PEEKD_FEDERATION_DESTINATIONS (default: loopback, private, link-local and reserved ranges; `none` for no denylist; empty means the default)',
     default: DEFAULT_IP_DENYLIST.join(','),
   },
   { env: 'PEEKD_FEDERATION_IP_ALLOWLIST', key: 'federationIpAllowlist', help: 'comma-separated CIDR ranges exempt from the denylist', default: '' },
@@ -304,6 +304,19 @@ function cidrList(name: string, raw: string): string[] {
   return list;
 }
 
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+/** Whether `raw` is an http(s) URL a federation request can be sent to (a base: no query or fragment). */
+function isHttpBaseUrl(raw: unknown): boolean {
+  if (typeof raw !== 'string') return false;
+  try {
+    const url = new URL(raw);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.search === '' && url.hash === '';
+  } catch {
+    return false;
+  }
+}
+
 function optional<T>(raw: string | undefined, parse: (raw: string) => T): T | undefined {
   return raw === undefined ? undefined : parse(raw);
 }
@@ -326,7 +339,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, configFile = en
   if (!isValidServerName(serverName)) throw new ConfigError(`PEEKD_SERVER_NAME is not a valid server name: ${serverName}`);
   const listen = value('PEEKD_LISTEN');
   const m = listen.match(/^(.*):(\d+)$/);
-  if (!m) throw new ConfigError(`PEEKD_LISTEN must be host:port, got ${listen}`);
+  if (!m || Number(m[2]) > 65535) throw new ConfigError(`PEEKD_LISTEN must be host:port (a port up to 65535), got ${listen}`);
   const metricsListen = get('PEEKD_METRICS_LISTEN');
   const mm = metricsListen?.match(/^(.*):(\d+)$/);
   if (metricsListen && (!mm || Number(mm[2]) > 65535)) throw new ConfigError(`PEEKD_METRICS_LISTEN must be host:port, got ${metricsListen}`);
@@ -339,6 +352,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, configFile = en
   }
   if (!federationDestinations || typeof federationDestinations !== 'object' || Array.isArray(federationDestinations)) {
     throw new ConfigError('PEEKD_FEDERATION_DESTINATIONS must be a JSON object of server name → base URL');
+  }
+  for (const [name, base] of Object.entries(federationDestinations)) {
+    if (!isValidServerName(name)) throw new ConfigError(`PEEKD_FEDERATION_DESTINATIONS: ${JSON.stringify(name)} is not a valid server name`);
+    if (!isHttpBaseUrl(base)) throw new ConfigError(`PEEKD_FEDERATION_DESTINATIONS: the base URL of ${name} must be an http:// or https:// URL, got ${JSON.stringify(base)}`);
   }
   const roles = value('PEEKD_ROLES')
     .split(',')
@@ -362,7 +379,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, configFile = en
     outboundIdleMs: positiveInt('PEEKD_OUTBOUND_IDLE_MS', value('PEEKD_OUTBOUND_IDLE_MS')),
     adminToken: get('PEEKD_ADMIN_TOKEN'),
     roles: roles as Role[],
-    logLevel: value('PEEKD_LOG_LEVEL'),
+    logLevel: oneOf('PEEKD_LOG_LEVEL', value('PEEKD_LOG_LEVEL'), LOG_LEVELS),
     peekRatePerSecond: positiveInt('PEEKD_PEEK_RATE_PER_SECOND', value('PEEKD_PEEK_RATE_PER_SECOND')),
     peekRateBurst: positiveInt('PEEKD_PEEK_RATE_BURST', value('PEEKD_PEEK_RATE_BURST')),
     maxPeeksPerDevice: positiveInt('PEEKD_MAX_PEEKS_PER_DEVICE', value('PEEKD_MAX_PEEKS_PER_DEVICE')),
@@ -375,7 +392,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, configFile = en
     streamReplicas: replicas(value('PEEKD_STREAM_REPLICAS')),
     projectionWaitMs: positiveInt('PEEKD_PROJECTION_WAIT_MS', value('PEEKD_PROJECTION_WAIT_MS')),
     projectionLingerMs: nonNegativeInt('PEEKD_PROJECTION_LINGER_MS', value('PEEKD_PROJECTION_LINGER_MS')),
-    federationIpDenylist: cidrList('PEEKD_FEDERATION_IP_DENYLIST', env.PEEKD_FEDERATION_IP_DENYLIST ?? file.PEEKD_FEDERATION_IP_DENYLIST ?? dflt('PEEKD_FEDERATION_IP_DENYLIST')),
+    // Empty means the default, as for every setting (a blank line in an env file must not
+    // open loopback and private addresses to outbound requests); `none` turns it off.
+    federationIpDenylist: value('PEEKD_FEDERATION_IP_DENYLIST') === 'none' ? [] : cidrList('PEEKD_FEDERATION_IP_DENYLIST', value('PEEKD_FEDERATION_IP_DENYLIST')),
     federationIpAllowlist: cidrList('PEEKD_FEDERATION_IP_ALLOWLIST', value('PEEKD_FEDERATION_IP_ALLOWLIST')),
     maxFederationResponseBytes: positiveInt('PEEKD_MAX_FEDERATION_RESPONSE_BYTES', value('PEEKD_MAX_FEDERATION_RESPONSE_BYTES')),
     registration: oneOf('PEEKD_REGISTRATION', value('PEEKD_REGISTRATION'), ['open', 'closed'] as const),

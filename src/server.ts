@@ -70,8 +70,8 @@ export interface Infrastructure {
 }
 
 /**
- * NATS (NATS_URL, or a nats-server started on the data dir), the streams, and the
- * migrated database: what `serve` and the operator commands (replay, verify, audit) share.
+ * The migrated database, NATS (NATS_URL, or a nats-server started on the data dir) and the
+ * streams: what `serve` and the operator commands (replay, verify, audit) share.
  */
 export async function openInfrastructure(config: Config, logger: Logger, shared?: Database): Promise<Infrastructure> {
   const closers: (() => Promise<unknown>)[] = [];
@@ -79,6 +79,10 @@ export async function openInfrastructure(config: Config, logger: Logger, shared?
     for (const c of closers.reverse()) await c().catch((err) => logger.warn({ err }, 'shutdown step failed'));
   };
   try {
+    // The database first: an embedded one is locked to one process, and a second peekd on
+    // the same data directory must stop before it starts a nats-server on the same store.
+    const database = shared ?? (await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir }));
+    if (!shared) closers.push(() => database.close());
     let natsUrl = config.natsUrl;
     if (!natsUrl) {
       const embedded: EmbeddedNats = await startEmbeddedNats({ storeDir: join(config.dataDir, 'nats'), configFile: NATS_CONF, bin: config.natsServerBin });
@@ -90,8 +94,6 @@ export async function openInfrastructure(config: Config, logger: Logger, shared?
     closers.push(() => nc.drain());
     const naming = new Naming(config.streamPrefix, config.shards);
     await retryTransient(() => ensureStreams(nc, naming, config.streamReplicas));
-    const database = shared ?? (await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir }));
-    if (!shared) closers.push(() => database.close());
     return { nc, naming, database, close };
   } catch (err) {
     await close();

@@ -12,8 +12,13 @@ export const NATS_INSTALL_HINT =
 
 export class NatsServerNotFoundError extends Error {
   override readonly name = 'NatsServerNotFoundError';
-  constructor() {
-    super(NATS_INSTALL_HINT);
+  /** `configured`: the path PEEKD_NATS_SERVER gave, which is not an executable file. */
+  constructor(configured?: string) {
+    super(
+      configured === undefined
+        ? NATS_INSTALL_HINT
+        : `PEEKD_NATS_SERVER is ${JSON.stringify(configured)}, which is not an executable file: point it at nats-server (Debian/Ubuntu: \`apt-get install nats-server\`), unset it to look on PATH, or set NATS_URL to a NATS server with JetStream`,
+    );
   }
 }
 
@@ -71,7 +76,7 @@ export interface EmbeddedNatsOptions {
 
 export async function startEmbeddedNats(options: EmbeddedNatsOptions): Promise<EmbeddedNats> {
   const bin = options.bin !== undefined ? findNatsServer({ PEEKD_NATS_SERVER: options.bin }) : findNatsServer();
-  if (!bin) throw new NatsServerNotFoundError();
+  if (!bin) throw new NatsServerNotFoundError(options.bin ?? (process.env.PEEKD_NATS_SERVER || undefined));
   makeStoreDir(options.storeDir); // 0700: the streams hold every event
   const port = options.port ?? (await freePort());
   const args = [...(options.configFile ? ['-c', options.configFile] : []), '-js', '-a', '127.0.0.1', '-p', String(port), '-sd', options.storeDir];

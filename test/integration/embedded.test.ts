@@ -94,7 +94,7 @@ describe('npm start with no configuration', () => {
     expect(left.stdout.trim()).toBe(''); // the embedded nats-server is gone too
   }, 150_000);
 
-  it('says in one line how to get nats-server when it cannot find it', async () => {
+  it('says in one line how to get nats-server when it cannot find it, and that PEEKD_NATS_SERVER points elsewhere', async () => {
     const c = spawn(process.execPath, [BIN, 'serve'], {
       cwd: dir.path,
       env: bareEnv({ PEEKD_NATS_SERVER: '/nonexistent/nats-server', PEEKD_LISTEN: '127.0.0.1:0' }),
@@ -104,6 +104,6 @@ describe('npm start with no configuration', () => {
     const code = await new Promise<number | null>((r) => c.once('exit', (x) => r(x)));
     expect(code).toBe(1);
     const lines = log.out().trim().split('\n');
-    expect(lines.at(-1)).toMatch(/^peekd: nats-server was not found.*apt-get install nats-server.*NATS_URL/);
+    expect(lines.at(-1)).toMatch(/^peekd: PEEKD_NATS_SERVER is "\/nonexistent\/nats-server", which is not an executable file: point it at nats-server.*apt-get install nats-server.*NATS_URL/);
   }, 60_000);
 });

@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, SETTINGS } from '../../src/config.ts';
+import { ConfigError, DEFAULT_IP_DENYLIST, loadConfig, SETTINGS } from '../../src/config.ts';
 import { settingsMarkdownTable } from '../../src/operator/configDoc.ts';
 
 describe('configuration', () => {
@@ -46,9 +46,23 @@ describe('configuration', () => {
     [{ PEEKD_LISTEN: 'nowhere' }, /PEEKD_LISTEN/],
     [{ PEEKD_FEDERATION_DESTINATIONS: '[1]' }, /PEEKD_FEDERATION_DESTINATIONS/],
     [{ PEEKD_ROLES: 'http,cooking' }, /cooking/],
+    [{ PEEKD_LISTEN: '127.0.0.1:99999' }, /PEEKD_LISTEN/],
+    [{ PEEKD_LOG_LEVEL: 'verbose' }, /PEEKD_LOG_LEVEL/],
+    [{ PEEKD_FEDERATION_DESTINATIONS: '{"a.example":"notaurl"}' }, /PEEKD_FEDERATION_DESTINATIONS/],
+    [{ PEEKD_FEDERATION_DESTINATIONS: '{"a.example":5}' }, /PEEKD_FEDERATION_DESTINATIONS/],
+    [{ PEEKD_FEDERATION_DESTINATIONS: '{"a.example":"ftp://127.0.0.1:9"}' }, /PEEKD_FEDERATION_DESTINATIONS/],
+    [{ PEEKD_FEDERATION_DESTINATIONS: '{"bad name":"http://127.0.0.1:9"}' }, /PEEKD_FEDERATION_DESTINATIONS/],
+    [{ PEEKD_FEDERATION_IP_DENYLIST: '10.0.0.0/8,nonsense' }, /PEEKD_FEDERATION_IP_DENYLIST/],
   ])('refuses %j with an error naming the setting', (env, message) => {
     expect(() => loadConfig(env, undefined)).toThrow(ConfigError);
     expect(() => loadConfig(env, undefined)).toThrow(message);
+  });
+
+  it('an empty PEEKD_FEDERATION_IP_DENYLIST means the default, as for every setting; `none` turns it off', () => {
+    expect(loadConfig({ PEEKD_FEDERATION_IP_DENYLIST: '' }, undefined).federationIpDenylist).toEqual(DEFAULT_IP_DENYLIST);
+    expect(loadConfig({}, undefined).federationIpDenylist).toEqual(DEFAULT_IP_DENYLIST);
+    expect(loadConfig({ PEEKD_FEDERATION_IP_DENYLIST: 'none' }, undefined).federationIpDenylist).toEqual([]);
+    expect(loadConfig({ PEEKD_FEDERATION_IP_DENYLIST: '10.0.0.0/8' }, undefined).federationIpDenylist).toEqual(['10.0.0.0/8']);
   });
 
   it('refuses an unknown key in the config file', () => {
