@@ -126,9 +126,30 @@ describe('what a guest may do', () => {
       const viaAlias = await guest.req('POST', v3(`/join/${enc(room)}`), {});
       expect(viaAlias.status).toBe(403);
       expect(viaAlias.body.errcode).toBe('M_GUEST_ACCESS_FORBIDDEN');
+      // Nor through the state endpoint, with its own member event.
+      const viaState = await guest.req('PUT', v3(`/rooms/${enc(room)}/state/m.room.member/${enc(guest.userId)}`), { membership: 'join' });
+      expect([viaState.status, viaState.body.errcode]).toEqual([403, 'M_GUEST_ACCESS_FORBIDDEN']);
       const members = await alice.ok('GET', v3(`/rooms/${enc(room)}/members`));
       expect(members.chunk.map((e: { state_key: string }) => e.state_key)).toEqual([alice.userId]);
     }
+  });
+
+  it('through the state endpoint, joins and leaves where the join endpoints let it, and sets no one else’s membership', async () => {
+    const room = (await alice.createRoom({ preset: 'public_chat', initial_state: [{ type: 'm.room.guest_access', state_key: '', content: { guest_access: 'can_join' } }] })).room_id;
+    const memberPath = (userId: string) => v3(`/rooms/${enc(room)}/state/m.room.member/${enc(userId)}`);
+    expect((await guest.req('PUT', memberPath(guest.userId), { membership: 'join' })).status).toBe(200);
+    for (const [target, membership] of [
+      [alice.userId, 'leave'],
+      [alice.userId, 'ban'],
+      ['@someone:example.org', 'invite'],
+      [guest.userId, 'invite'],
+    ] as const) {
+      const r = await guest.req('PUT', memberPath(target), { membership });
+      expect([target, membership, r.status, r.body.errcode]).toEqual([target, membership, 403, 'M_GUEST_ACCESS_FORBIDDEN']);
+    }
+    expect((await guest.req('PUT', memberPath(guest.userId), { membership: 'leave' })).status).toBe(200);
+    const members = await alice.ok('GET', v3(`/rooms/${enc(room)}/joined_members`));
+    expect(Object.keys(members.joined)).toEqual([alice.userId]);
   });
 
   it('leaves the rooms whose guest_access stops being can_join (the server sets its membership to leave)', async () => {
@@ -148,7 +169,10 @@ describe('what a guest may do', () => {
     expect(again.body.errcode).toBe('M_GUEST_ACCESS_FORBIDDEN');
   });
 
-  it('sets its display name', async () => {
+  it('sets its display name (having none before: 200, empty)', async () => {
+    const fresh = await registerGuest(url);
+    const before = await request(url, 'GET', v3(`/profile/${enc(fresh.userId)}/displayname`));
+    expect([before.status, before.body]).toEqual([200, {}]);
     const r = await guest.req('PUT', v3(`/profile/${enc(guest.userId)}/displayname`), { displayname: 'Visitor' });
     expect(r.status).toBe(200);
     const p = await request(url, 'GET', v3(`/profile/${enc(guest.userId)}/displayname`));
@@ -174,6 +198,8 @@ describe('what a guest may not do: 403 M_GUEST_ACCESS_FORBIDDEN, nothing changed
     ['publish a room in the directory', 'PUT', (_g, r) => v3(`/directory/list/room/${enc(r)}`), { visibility: 'public' }],
     ['set an avatar', 'PUT', (g) => v3(`/profile/${enc(g.userId)}/avatar_url`), { avatar_url: 'mxc://example.org/abc' }],
     ['log out every device', 'POST', () => v3('/logout/all'), {}],
+    // /events is for room previews: a guest must name the room (and is answered at once).
+    ['call /events globally', 'GET', () => v3('/events?timeout=20000'), undefined],
   ];
 
   for (const [what, method, path, body] of refusals) {

@@ -155,6 +155,23 @@ describe('GET /rooms/{roomId}/initialSync', () => {
     expect(r.body.presence).toEqual([]);
   });
 
+  it('gives a user who left a world_readable room the room as it was when they left, and starts no peek (as Synapse)', async () => {
+    const { room_id: roomId } = await alice.createWorldReadableRoom({ name: 'Before' });
+    const carol = await user('carol');
+    expect((await carol.join(roomId)).status).toBe(200);
+    expect((await carol.leave(roomId)).status).toBe(200);
+    await alice.setState(roomId, 'm.room.name', { name: 'After' });
+    await alice.send(roomId, 'after carol left');
+    const r = await initialSync(carol, roomId);
+    expect(r.status).toBe(200);
+    expect(r.body.membership).toBe('leave');
+    expect(r.body.state.find((e: any) => e.type === 'm.room.name').content.name).toBe('Before');
+    const chunk: any[] = r.body.messages.chunk;
+    expect(chunk.some((e) => e.content.body === 'after carol left' || e.content.name === 'After')).toBe(false);
+    expect(chunk.at(-1)).toMatchObject({ type: 'm.room.member', state_key: carol.userId, content: { membership: 'leave' } });
+    expect(await peeksOf(roomId, carol)).toEqual([]);
+  });
+
   it('answers bad input with the spec error codes', async () => {
     const bob = await user('bob');
     const { room_id: roomId } = await alice.createWorldReadableRoom();

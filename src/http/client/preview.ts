@@ -20,7 +20,7 @@ import { clientEvents, type StoredEvent } from '../../syncapi/roomReader.ts';
 import { roomEventsAfter } from '../../syncapi/roomStream.ts';
 import { MAX_TIMELINE_LIMIT } from '../../syncapi/sync.ts';
 import { formatSyncToken, formatTopologicalToken, parseSyncToken, positionOf } from '../../syncapi/syncToken.ts';
-import { forbidden, invalidParam } from '../errors.ts';
+import { MatrixError, forbidden, invalidParam } from '../errors.ts';
 import { requireAuth, sessionOf } from './auth.ts';
 import type { ClientContext } from './context.ts';
 import { keepDevicePeek, peekRateLimit, startDevicePeek } from './devicePeek.ts';
@@ -60,14 +60,17 @@ const MEMBERSHIPS: ReadonlySet<string> = new Set(['invite', 'join', 'leave', 'ba
 async function accessOf(ctx: ClientContext, roomId: string, userId: string): Promise<Access> {
   const membership = await ctx.rooms.membership(roomId, userId);
   if (membership === 'join') return { kind: 'member' };
-  const worldReadable = (await ctx.rooms.historyVisibility(roomId)) === 'world_readable';
-  const encryption = await ctx.rooms.stateContent(roomId, 'm.room.encryption');
-  if (worldReadable && typeof encryption?.algorithm !== 'string') return { kind: 'peek', membership };
+  // Someone who left (or was banned) sees the room as it was when they went, world_readable
+  // or not (the RoomInfo of initialSync: "the state of the room when they left it"), as
+  // Synapse does; only then does world_readable let a stranger in.
   if (membership === 'leave' || membership === 'ban') {
     const facts = await ctx.rooms.visibilityFacts(roomId, userId);
     const last = facts.membership.at(-1);
     if (last) return { kind: 'parted', membership, leftAt: last.seq };
   }
+  const worldReadable = (await ctx.rooms.historyVisibility(roomId)) === 'world_readable';
+  const encryption = await ctx.rooms.stateContent(roomId, 'm.room.encryption');
+  if (worldReadable && typeof encryption?.algorithm !== 'string') return { kind: 'peek', membership };
   return { kind: 'none' };
 }
 
@@ -180,7 +183,11 @@ export function registerPreviewRoutes(app: FastifyInstance, ctx: ClientContext):
       const { userId, deviceId } = session;
       const q = req.query as { room_id?: string; from?: string; timeout?: string };
       const abortOnClose = () => hangupOnClose(req.raw, reply.raw);
-      if (q.room_id === undefined || q.room_id === '') return allRoomsEvents(ctx, session, q.from, parseTimeout(q.timeout), abortOnClose());
+      if (q.room_id === undefined || q.room_id === '') {
+        // Guests may call /events only as room previews use it (Guest access module).
+        if (session.isGuest) throw new MatrixError(403, 'M_GUEST_ACCESS_FORBIDDEN', 'guests must give room_id: /events is for room previews');
+        return allRoomsEvents(ctx, session, q.from, parseTimeout(q.timeout), abortOnClose());
+      }
       const roomId = requireRoomId(q.room_id);
       let from: number | undefined;
       if (q.from !== undefined && q.from !== '') {

@@ -112,3 +112,27 @@ export async function sendState(ctx: ClientContext, req: { id: string }, session
   if (current && current.sender === draft.sender && sameContent(current.content, draft.content)) return current.eventId;
   return lastEventId(await clientWrite(ctx, req, session, { type: 'SendEvents', roomId, events: [draft] }));
 }
+
+/**
+ * The Guest access module: a guest joins only rooms whose m.room.guest_access is
+ * `can_join`, judged on the room as it stands after every write acknowledged so far.
+ */
+export async function requireGuestMayJoin(ctx: ClientContext, roomId: string): Promise<void> {
+  await ctx.barrier.forReads();
+  if ((await ctx.rooms.stateContent(roomId, 'm.room.guest_access'))?.guest_access !== 'can_join') {
+    throw new MatrixError(403, 'M_GUEST_ACCESS_FORBIDDEN', 'guests may not join this room');
+  }
+}
+
+/**
+ * A member event a guest sets through the state endpoint is held to what the membership
+ * endpoints allow a guest: its own join (where the room lets guests join) or its own
+ * leave; never another user's membership (invite, kick, ban) — as Synapse does.
+ */
+export async function requireGuestMemberEvent(ctx: ClientContext, session: Session, roomId: string, stateKey: string, content: Record<string, unknown>): Promise<void> {
+  const membership = content.membership;
+  if (stateKey !== session.userId || (membership !== 'join' && membership !== 'leave')) {
+    throw new MatrixError(403, 'M_GUEST_ACCESS_FORBIDDEN', 'guests may only join and leave rooms themselves');
+  }
+  if (membership === 'join') await requireGuestMayJoin(ctx, roomId);
+}

@@ -10,7 +10,7 @@ import type { ClientContext } from '../context.ts';
 import { clientWrite } from '../clientWrite.ts';
 import { clientRoute } from '../prefixes.ts';
 import { requireRoomId } from '../resolveRoom.ts';
-import { currentStateEvent, lastEventId, requireLocalRoom, sendState, stateIn, stateViewOf } from './access.ts';
+import { currentStateEvent, lastEventId, requireGuestMemberEvent, requireLocalRoom, sendState, stateIn, stateViewOf } from './access.ts';
 
 export function registerRoomEventRoutes(app: FastifyInstance, ctx: ClientContext): void {
   const guestsToo = requireAuth(ctx.accounts, { guests: true });
@@ -55,12 +55,13 @@ export function registerRoomEventRoutes(app: FastifyInstance, ctx: ClientContext
   // answers the current event's ID. Guests may set state too (since v1.2 of the spec),
   // as far as the room's power levels let them.
   const putState = async (req: FastifyRequest) => {
-    const { userId } = sessionOf(req);
+    const session = sessionOf(req);
     const { roomId, eventType, stateKey } = req.params as { roomId: string; eventType: string; stateKey?: string };
     requireRoomId(roomId);
     requireLocalRoom(ctx, roomId);
-    const draft = { type: eventType, sender: userId, state_key: stateKey ?? '', content: req.body as Record<string, unknown> };
-    const eventId = await sendState(ctx, req, sessionOf(req), roomId, draft);
+    const draft = { type: eventType, sender: session.userId, state_key: stateKey ?? '', content: req.body as Record<string, unknown> };
+    if (session.isGuest && eventType === 'm.room.member') await requireGuestMemberEvent(ctx, session, roomId, draft.state_key, draft.content);
+    const eventId = await sendState(ctx, req, session, roomId, draft);
     if (eventType === 'm.room.guest_access' && (stateKey ?? '') === '' && draft.content.guest_access !== 'can_join') await removeGuests(ctx, req, roomId);
     return { event_id: eventId };
   };

@@ -15,7 +15,7 @@ import type { ClientContext } from '../context.ts';
 import { clientWrite } from '../clientWrite.ts';
 import { clientRoute } from '../prefixes.ts';
 import { requireRoomId, resolveRoomIdOrAlias } from '../resolveRoom.ts';
-import { currentStateEvent, requireLocalRoom, requireReadable, sendState, stateIn, stateViewOf } from './access.ts';
+import { currentStateEvent, requireGuestMayJoin, requireLocalRoom, requireReadable, sendState, stateIn, stateViewOf } from './access.ts';
 
 const MEMBERSHIPS = new Set(['join', 'invite', 'knock', 'leave', 'ban']);
 
@@ -100,14 +100,7 @@ export function registerMembershipRoutes(app: FastifyInstance, ctx: ClientContex
   const join = async (req: FastifyRequest, roomId: string) => {
     requireLocalRoom(ctx, roomId);
     const session = sessionOf(req);
-    // Guests join only rooms that let them (client-server API, Guest access module), as
-    // the room stands after every write acknowledged so far.
-    if (session.isGuest) {
-      await ctx.barrier.forReads();
-      if ((await ctx.rooms.stateContent(roomId, 'm.room.guest_access'))?.guest_access !== 'can_join') {
-        throw new MatrixError(403, 'M_GUEST_ACCESS_FORBIDDEN', 'guests may not join this room');
-      }
-    }
+    if (session.isGuest) await requireGuestMayJoin(ctx, roomId);
     const body = { ...((req.body as Record<string, unknown> | undefined) ?? {}) };
     for (const key of JOIN_PARAMETERS) delete body[key];
     const profile = (await readProfile(ctx.db, session.userId)) ?? {};
