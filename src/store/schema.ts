@@ -221,6 +221,42 @@ export const accountData = pgTable(
   (t) => [primaryKey({ columns: [t.userId, t.roomId, t.type] }), index('account_data_stream_idx').on(t.userId, t.streamId)],
 );
 
+/**
+ * Receipts (`POST /rooms/{roomId}/receipt/…`, `/read_markers`): the latest per room, type
+ * (m.read, m.read.private), user and thread ('' for an unthreaded one).
+ */
+export const receipts = pgTable(
+  'receipts',
+  {
+    roomId: text('room_id').notNull(),
+    receiptType: text('receipt_type').notNull(),
+    userId: text('user_id').notNull(),
+    threadId: text('thread_id').notNull(),
+    eventId: text('event_id').notNull(),
+    ts: ms('ts').notNull(),
+    /** The client_data_stream value of the last change. */
+    streamId: ms('stream_id').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.roomId, t.receiptType, t.userId, t.threadId] }), index('receipts_room_stream_idx').on(t.roomId, t.streamId), index('receipts_stream_idx').on(t.streamId)],
+);
+
+/**
+ * Typing notifications (`PUT /rooms/{roomId}/typing/{userId}`): a user types in a room
+ * until `until_ts` (0: stopped). A change — start, stop, or the end of the time asked for —
+ * takes a client_data_stream value, which is how a long-poll learns the list changed.
+ */
+export const typing = pgTable(
+  'typing',
+  {
+    roomId: text('room_id').notNull(),
+    userId: text('user_id').notNull(),
+    untilTs: ms('until_ts').notNull(),
+    /** The client_data_stream value of the last change. */
+    streamId: ms('stream_id').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.roomId, t.userId] }), index('typing_room_stream_idx').on(t.roomId, t.streamId), index('typing_stream_idx').on(t.streamId)],
+);
+
 /** The public room directory (`PUT /directory/list/room/{roomId}`): rooms listed in /publicRooms. */
 export const roomDirectory = pgTable('room_directory', {
   roomId: text('room_id').primaryKey(),

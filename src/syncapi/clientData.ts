@@ -1,4 +1,5 @@
-// Per-user client data for /sync: presence and account data. Not derived from the streams:
+// Per-user client data for /sync: presence, account data, receipts and typing notifications.
+// Not derived from the streams:
 // written directly, each change taking the next `client_data_stream` value, which is what
 // a sync token's client-data part counts.
 //
@@ -10,7 +11,7 @@
 // takes a greater one. That read is the position a /sync answers up to.
 import { and, eq, gt, inArray, lte, or, sql, type SQL } from 'drizzle-orm';
 import { rowsOf, type Db } from '../store/db.ts';
-import { accountData, presence } from '../store/schema.ts';
+import { accountData, presence, receipts, typing } from '../store/schema.ts';
 
 /** The advisory lock that orders client-data writes ("peekdc" in ASCII). */
 const CLIENT_DATA_LOCK_KEY = 0x7065656b6463;
@@ -26,6 +27,25 @@ export interface AccountDataRow {
   type: string;
   content: Record<string, unknown>;
   streamId: number;
+}
+
+export type ReceiptRow = typeof receipts.$inferSelect;
+
+/** Receipt types stored as receipts (m.fully_read is account data). */
+export const RECEIPT_TYPES: readonly string[] = ['m.read', 'm.read.private'];
+
+/**
+ * The content of one m.receipt event for `rows` (all of one room): event ID → type → user
+ * → `{ts, thread_id?}`.
+ */
+export function receiptContent(rows: readonly ReceiptRow[]): Record<string, Record<string, Record<string, Record<string, unknown>>>> {
+  const content: Record<string, Record<string, Record<string, Record<string, unknown>>>> = {};
+  for (const r of rows) {
+    const byType = (content[r.eventId] ??= {});
+    const byUser = (byType[r.receiptType] ??= {});
+    byUser[r.userId] = r.threadId === '' ? { ts: r.ts } : { ts: r.ts, thread_id: r.threadId };
+  }
+  return content;
 }
 
 /** A user counts as currently active while their last activity is this recent (and they are online). */
@@ -157,13 +177,117 @@ export class ClientDataStore {
   }
 
   /**
+   * Stores a receipt. Resolves with the change's stream value, or null when the user's
+   * receipt of this type and thread already points at this event (nothing changes).
+   */
+  async putReceipt(r: Omit<ReceiptRow, 'streamId'>): Promise<number | null> {
+    return this.db.transaction(async (tx) => {
+      await tx.execute(sql`select pg_advisory_xact_lock(${CLIENT_DATA_LOCK_KEY}::bigint)`);
+      const key = and(eq(receipts.roomId, r.roomId), eq(receipts.receiptType, r.receiptType), eq(receipts.userId, r.userId), eq(receipts.threadId, r.threadId));
+      const [prev] = await tx.select({ eventId: receipts.eventId }).from(receipts).where(key);
+      if (prev?.eventId === r.eventId) return null;
+      const [row] = await tx
+        .insert(receipts)
+        .values({ ...r, streamId: sql`nextval('client_data_stream')` })
+        .onConflictDoUpdate({
+          target: [receipts.roomId, receipts.receiptType, receipts.userId, receipts.threadId],
+          set: { eventId: r.eventId, ts: r.ts, streamId: sql`excluded.stream_id` },
+        })
+        .returning({ streamId: receipts.streamId });
+      return Number(row!.streamId);
+    });
+  }
+
+  /**
+   * The receipts of these rooms `viewer` may see (a private one only its own): changed in
+   * (after, upto], or with `after` null all of them up to `upto`.
+   */
+  async receiptsOf(roomIds: string[], viewer: string, after: number | null, upto: number): Promise<ReceiptRow[]> {
+    if (roomIds.length === 0 || (after !== null && after >= upto)) return [];
+    return this.db
+      .select()
+      .from(receipts)
+      .where(
+        and(
+          inArray(receipts.roomId, roomIds),
+          after === null ? undefined : gt(receipts.streamId, after),
+          lte(receipts.streamId, upto),
+          or(eq(receipts.receiptType, 'm.read'), eq(receipts.userId, viewer)),
+        ),
+      )
+      .orderBy(receipts.streamId);
+  }
+
+  /**
+   * Sets whether `userId` types in a room: until `untilTs`, or not (0). Resolves with the
+   * change's stream value, or null when it changes nothing a reader sees (a stop of someone
+   * not typing).
+   */
+  async setTyping(roomId: string, userId: string, untilTs: number, now: number): Promise<number | null> {
+    return this.db.transaction(async (tx) => {
+      await tx.execute(sql`select pg_advisory_xact_lock(${CLIENT_DATA_LOCK_KEY}::bigint)`);
+      const key = and(eq(typing.roomId, roomId), eq(typing.userId, userId));
+      if (untilTs === 0) {
+        const [prev] = await tx.select({ untilTs: typing.untilTs }).from(typing).where(key);
+        if (!prev || prev.untilTs <= now) return null;
+      }
+      const [row] = await tx
+        .insert(typing)
+        .values({ roomId, userId, untilTs, streamId: sql`nextval('client_data_stream')` })
+        .onConflictDoUpdate({ target: [typing.roomId, typing.userId], set: { untilTs, streamId: sql`excluded.stream_id` } })
+        .returning({ streamId: typing.streamId });
+      return Number(row!.streamId);
+    });
+  }
+
+  /**
+   * The end of a typing spell: when the user still types until exactly `untilTs` (no later
+   * start or stop replaced it), the row takes a new stream value so that long-polls learn
+   * the list changed. Resolves with it, or null.
+   */
+  async typingEnded(roomId: string, userId: string, untilTs: number): Promise<number | null> {
+    return this.db.transaction(async (tx) => {
+      await tx.execute(sql`select pg_advisory_xact_lock(${CLIENT_DATA_LOCK_KEY}::bigint)`);
+      const [row] = await tx
+        .update(typing)
+        .set({ untilTs: 0, streamId: sql`nextval('client_data_stream')` })
+        .where(and(eq(typing.roomId, roomId), eq(typing.userId, userId), eq(typing.untilTs, untilTs)))
+        .returning({ streamId: typing.streamId });
+      return row ? Number(row.streamId) : null;
+    });
+  }
+
+  /**
+   * Typing in these rooms: per room whose list changed in (after, upto] (every room with
+   * someone typing when `after` is null), who types at `now`.
+   */
+  async typingOf(roomIds: string[], after: number | null, upto: number, now: number): Promise<Map<string, string[]>> {
+    const lists = new Map<string, string[]>();
+    if (roomIds.length === 0 || (after !== null && after >= upto)) return lists;
+    const changed =
+      after === null
+        ? roomIds
+        : [...new Set((await this.db.selectDistinct({ roomId: typing.roomId }).from(typing).where(and(inArray(typing.roomId, roomIds), gt(typing.streamId, after), lte(typing.streamId, upto)))).map((r) => r.roomId))];
+    if (changed.length === 0) return lists;
+    const rows = await this.db
+      .select({ roomId: typing.roomId, userId: typing.userId })
+      .from(typing)
+      .where(and(inArray(typing.roomId, changed), gt(typing.untilTs, now)))
+      .orderBy(typing.userId);
+    if (after !== null) for (const r of changed) lists.set(r, []);
+    for (const r of rows) lists.set(r.roomId, [...(lists.get(r.roomId) ?? []), r.userId]);
+    return lists;
+  }
+
+  /**
    * Who changes in (after, upto] concern (a roles-split process that did not take the writes
    * wakes its long-polls with this): account data changes its owner; a presence change its
    * user and everyone sharing a room with them.
    */
-  async concernedBy(after: number, upto: number): Promise<Set<string>> {
+  async concernedBy(after: number, upto: number): Promise<{ users: Set<string>; rooms: Set<string> }> {
     const users = new Set<string>();
-    if (after >= upto) return users;
+    const rooms = new Set<string>();
+    if (after >= upto) return { users, rooms };
     const result = await this.db.execute(sql`
       select user_id as u from account_data where stream_id > ${after} and stream_id <= ${upto}
       union
@@ -174,6 +298,16 @@ export class ClientDataStore {
       join syncapi_current_state o on o.room_id = m.room_id and o.type = 'm.room.member' and o.membership = 'join'
       where p.stream_id > ${after} and p.stream_id <= ${upto}`);
     for (const r of rowsOf<{ u: string }>(result)) users.add(r.u);
-    return users;
+    // Receipts and typing concern their room: its members' long-polls and its previews.
+    const changedRooms = await this.db.execute(sql`
+      select room_id as r from receipts where stream_id > ${after} and stream_id <= ${upto}
+      union
+      select room_id from typing where stream_id > ${after} and stream_id <= ${upto}
+      union
+      select m.room_id from presence p
+      join syncapi_current_state m on m.type = 'm.room.member' and m.state_key = p.user_id and m.membership = 'join'
+      where p.stream_id > ${after} and p.stream_id <= ${upto}`);
+    for (const r of rowsOf<{ r: string }>(changedRooms)) rooms.add(r.r);
+    return { users, rooms };
   }
 }

@@ -124,9 +124,14 @@ export class SyncNotifier {
     }
   }
 
-  /** Presence or account data changed: wakes the long-polls of these users (src/syncapi/clientData.ts). */
-  onClientData(userIds: Iterable<string>): void {
+  /**
+   * Client data changed (src/syncapi/clientData.ts): wakes the long-polls of these users,
+   * and of everyone waiting on these rooms (receipts, typing, a member's presence: the
+   * members, and the previews of the room).
+   */
+  onClientData(userIds: Iterable<string>, roomIds: Iterable<string> = []): void {
     const at = performance.now();
     for (const userId of userIds) this.wakeAll(this.byUser, userId, at);
+    for (const roomId of roomIds) this.wakeAll(this.byRoom, roomId, at);
   }
 }

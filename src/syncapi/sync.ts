@@ -13,7 +13,7 @@ import { syncWakeupSeconds } from '../metrics.ts';
 import { deviceKey, devicePeekEntry, liveRows, mattersAfter, type DevicePeekEntry, type SyncCache } from './syncCache.ts';
 import { ImmutableReadCache } from './memo.ts';
 import { formatSyncToken, formatTopologicalToken, positionOf, type SyncPosition, type SyncTokenPosition } from './syncToken.ts';
-import { ClientDataStore, presenceContent, type AccountDataRow, type PresenceState } from './clientData.ts';
+import { ClientDataStore, presenceContent, receiptContent, type AccountDataRow, type PresenceState, type ReceiptRow } from './clientData.ts';
 import { applyFilter, keeps, keepsRoom, selects, syncFilterOf, type SyncFilter } from './syncFilter.ts';
 import type { Hangup } from './hangup.ts';
 
@@ -139,10 +139,16 @@ export class SyncService {
     return this.clientDataReading;
   }
 
-  /** A client-data write committed with `streamId`: later /syncs answer up to it, and these users' long-polls wake. */
-  private clientDataCommitted(streamId: number, users: Iterable<string>): void {
+  /** A client-data write committed with `streamId`: later /syncs answer up to it, and these users' and rooms' long-polls wake. */
+  private clientDataCommitted(streamId: number, users: Iterable<string>, rooms: Iterable<string> = []): void {
     this.clientDataKnown = Math.max(this.clientDataKnown ?? 0, streamId);
-    this.deps.notifier.onClientData(users);
+    this.deps.notifier.onClientData(users, rooms);
+  }
+
+  /** The client-data position a read made now answers up to (the legacy /events of a room preview). */
+  async clientDataNow(): Promise<number> {
+    const p = this.clientDataPosition();
+    return typeof p === 'number' ? p : await p;
   }
 
   /** Roles split: while long-polls wait here, notice client-data changes other processes took (see clientDataPosition). */
@@ -157,7 +163,8 @@ export class SyncService {
         const now = await this.readClientDataPosition();
         if (now <= before) return;
         this.clientDataPolledUpTo = now;
-        this.deps.notifier.onClientData(await this.clientData.concernedBy(before, now));
+        const concerned = await this.clientData.concernedBy(before, now);
+        this.deps.notifier.onClientData(concerned.users, concerned.rooms);
       })().catch(() => {
         // The database is away: the long-polls see the change at their next wake or sync.
       });
@@ -169,7 +176,47 @@ export class SyncService {
   async setPresence(userId: string, state: PresenceState, statusMsg: string | null): Promise<void> {
     const streamId = await this.clientData.setPresence(userId, state, statusMsg, this.deps.now());
     if (streamId === null) return;
-    this.clientDataCommitted(streamId, await this.clientData.usersSharingARoom(userId));
+    const rooms = (await this.deps.rooms.membershipsOf(userId)).filter((m) => m.membership === 'join').map((m) => m.roomId);
+    this.clientDataCommitted(streamId, await this.clientData.usersSharingARoom(userId), rooms);
+  }
+
+  /** Stores a receipt (POST /rooms/{roomId}/receipt/…) and wakes the long-polls of the room. */
+  async putReceipt(receipt: Omit<ReceiptRow, 'streamId' | 'ts'>): Promise<void> {
+    const streamId = await this.clientData.putReceipt({ ...receipt, ts: this.deps.now() });
+    if (streamId !== null) this.clientDataCommitted(streamId, [], [receipt.roomId]);
+  }
+
+  /** Typing spells whose end this process will write (see setTyping), by room and user. */
+  private readonly typingTimers = new Map<string, NodeJS.Timeout>();
+
+  /**
+   * Starts (`timeoutMs` > 0) or stops (0) `userId` typing in a room, and wakes the room's
+   * long-polls. The process that starts a spell writes its end when the time runs out, so
+   * long-polls learn of it; readers never count a spell past its end either way (a process
+   * that stops first leaves a spell that lists nobody once it is over).
+   */
+  async setTyping(roomId: string, userId: string, timeoutMs: number): Promise<void> {
+    const key = `${roomId}\u0000${userId}`;
+    clearTimeout(this.typingTimers.get(key));
+    this.typingTimers.delete(key);
+    const now = this.deps.now();
+    const until = timeoutMs > 0 ? now + timeoutMs : 0;
+    const streamId = await this.clientData.setTyping(roomId, userId, until, now);
+    if (streamId !== null) this.clientDataCommitted(streamId, [], [roomId]);
+    if (until === 0 || this.closing) return;
+    const timer = setTimeout(() => {
+      if (this.typingTimers.get(key) === timer) this.typingTimers.delete(key);
+      void this.clientData
+        .typingEnded(roomId, userId, until)
+        .then((ended) => {
+          if (ended !== null) this.clientDataCommitted(ended, [], [roomId]);
+        })
+        .catch(() => {
+          // The database is away: the spell still counts as over for every reader.
+        });
+    }, timeoutMs);
+    timer.unref();
+    this.typingTimers.set(key, timer);
   }
 
   /** Stores account data (roomId '' for global) and wakes the user's long-polls. */
@@ -231,6 +278,8 @@ export class SyncService {
   close(): void {
     this.closing = true;
     clearInterval(this.clientDataPoller);
+    for (const timer of this.typingTimers.values()) clearTimeout(timer);
+    this.typingTimers.clear();
     this.deps.notifier.releaseAll();
   }
 
@@ -246,6 +295,9 @@ export class SyncService {
    */
   waitForNews(interest: Parameters<SyncNotifier['wait']>[0], timeoutMs: number, signal?: Hangup): Promise<number | false> {
     if (this.closing || signal?.aborted) return Promise.resolve(false);
+    // Roles split: client data written through another process wakes this wait too.
+    this.clientDataPolledUpTo ??= this.clientDataKnown ?? 0;
+    this.pollClientData();
     return this.deps.notifier.wait(interest, timeoutMs, signal);
   }
 
@@ -331,6 +383,8 @@ export class SyncService {
     const filter = req.filter ?? NO_FILTER;
     if ((req.since?.clientData ?? 0) < upto.clientData) return true;
     if (computed.fullRooms.some((r) => keepsRoom(filter.roomAccountData, r))) return true;
+    // A joined room shown as new carries its receipts and who is typing.
+    if (computed.joinedIds.length > 0 && computed.fullRooms.length > 0 && (keeps(filter.ephemeral, 'm.receipt') || keeps(filter.ephemeral, 'm.typing'))) return true;
     return req.since !== undefined && computed.newlyJoined.length > 0 && keeps(filter.presence, 'm.presence');
   }
 
@@ -384,7 +438,8 @@ export class SyncService {
       const kept = applyFilter(filter.roomAccountData, list, (r) => r.type);
       if (kept.length > 0) roomEvents.set(roomId, kept.map(event));
     }
-    if (presence.length === 0 && accountData.length === 0 && roomEvents.size === 0) return computed;
+    const ephemeral = await this.ephemeralOf(req, upto, computed, now);
+    if (presence.length === 0 && accountData.length === 0 && roomEvents.size === 0 && ephemeral.size === 0) return computed;
 
     const base = computed.response;
     const response: SyncResponse = {
@@ -394,14 +449,52 @@ export class SyncService {
       account_data: { events: accountData },
     };
     const joined = new Set(computed.joinedIds);
-    for (const [roomId, events] of roomEvents) {
+    const sectionOf = (roomId: string) => {
       const section = joined.has(roomId) ? response.rooms.join : response.rooms.peek;
-      // A room with nothing else new still shows, for its account data.
+      // A room with nothing else new still shows, for its account data or ephemeral events.
       const existing =
         section[roomId] ?? this.section([], [], false, formatSyncToken({ rooms: upto.rooms, peeks: 0 }), { now, viewer: { userId: req.userId, deviceId: req.deviceId }, memberOf: new Set(), filter });
+      return { section, existing };
+    };
+    for (const [roomId, events] of roomEvents) {
+      const { section, existing } = sectionOf(roomId);
       section[roomId] = { ...existing, account_data: { events } };
     }
+    for (const [roomId, events] of ephemeral) {
+      const { section, existing } = sectionOf(roomId);
+      section[roomId] = { ...existing, ephemeral: { events } };
+    }
     return { ...computed, response };
+  }
+
+  /**
+   * The ephemeral events of the joined rooms this answer shows: m.receipt with the receipts
+   * changed in (since, upto] (all of them for a room shown as new; a private receipt only
+   * to its owner), m.typing with who types now where the list changed (for a room shown as
+   * new, where someone types). Receipts and typing are for members: peeked rooms get none.
+   */
+  private async ephemeralOf(req: SyncRequest, upto: SyncTokenPosition, computed: Computed, now: number): Promise<Map<string, unknown[]>> {
+    const filter = req.filter ?? NO_FILTER;
+    const out = new Map<string, unknown[]>();
+    const joined = computed.joinedIds.filter((r) => keepsRoom(filter.ephemeral, r));
+    if (joined.length === 0) return out;
+    const after = req.since?.clientData ?? 0;
+    const full = new Set(computed.fullRooms);
+    const fullJoined = joined.filter((r) => full.has(r));
+    const rest = joined.filter((r) => !full.has(r));
+    const add = (roomId: string, event: unknown) => out.set(roomId, [...(out.get(roomId) ?? []), event]);
+    if (keeps(filter.ephemeral, 'm.receipt')) {
+      const rows = [...(await this.clientData.receiptsOf(fullJoined, req.userId, null, upto.clientData)), ...(await this.clientData.receiptsOf(rest, req.userId, after, upto.clientData))];
+      const byRoom = new Map<string, ReceiptRow[]>();
+      for (const r of rows) byRoom.set(r.roomId, [...(byRoom.get(r.roomId) ?? []), r]);
+      for (const [roomId, list] of byRoom) add(roomId, { type: 'm.receipt', content: receiptContent(list) });
+    }
+    if (keeps(filter.ephemeral, 'm.typing')) {
+      const lists = new Map([...(await this.clientData.typingOf(fullJoined, null, upto.clientData, now)), ...(await this.clientData.typingOf(rest, after, upto.clientData, now))]);
+      for (const [roomId, userIds] of lists) add(roomId, { type: 'm.typing', content: { user_ids: userIds } });
+    }
+    if (filter.ephemeral.limit !== undefined) for (const [roomId, events] of out) out.set(roomId, events.slice(0, filter.ephemeral.limit));
+    return out;
   }
 
   /** membershipsOf when the cache holds them (undefined otherwise). */

@@ -21,6 +21,7 @@ export interface SyncFilter {
   room: { rooms?: string[]; notRooms?: string[] };
   timeline: EventFilter & { limit: number };
   state: EventFilter;
+  ephemeral: EventFilter;
   presence: EventFilter;
   accountData: EventFilter;
   roomAccountData: EventFilter;
@@ -67,6 +68,7 @@ export function syncFilterOf(raw: unknown): SyncFilter {
     room: roomLists,
     timeline: { ...timeline, limit: timeline.limit ?? DEFAULT_TIMELINE_LIMIT },
     state: eventFilterOf(room.state, Number.MAX_SAFE_INTEGER),
+    ephemeral: eventFilterOf(room.ephemeral, MAX_SECTION_LIMIT),
     presence: eventFilterOf(top.presence, MAX_SECTION_LIMIT),
     accountData: eventFilterOf(top.account_data, MAX_SECTION_LIMIT),
     roomAccountData: eventFilterOf(room.account_data, MAX_SECTION_LIMIT),

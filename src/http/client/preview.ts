@@ -9,13 +9,13 @@
 // without a peek; a user who left or was banned reads the room as it was when they went.
 // peekd serves /events only in its room form: the event stream of all a user's rooms was
 // replaced by /sync long ago.
-import { and, eq } from 'drizzle-orm';
+import { and, eq, gt, lte } from 'drizzle-orm';
 import type { FastifyInstance } from 'fastify';
 import { LRUCache } from 'lru-cache';
 import type { Session } from '../../clientapi/accounts.ts';
 import { serverOf } from '../../events/ids.ts';
 import { accountData, presence, syncapiCurrentState } from '../../store/schema.ts';
-import { presenceContent } from '../../syncapi/clientData.ts';
+import { presenceContent, receiptContent } from '../../syncapi/clientData.ts';
 import { clientEvents, type StoredEvent } from '../../syncapi/roomReader.ts';
 import { roomEventsAfter } from '../../syncapi/roomStream.ts';
 import { MAX_TIMELINE_LIMIT } from '../../syncapi/sync.ts';
@@ -97,16 +97,34 @@ async function roomAccountData(ctx: ClientContext, userId: string, roomId: strin
 }
 
 /** m.presence events of the room's joined members (those with a presence recorded). */
-async function membersPresence(ctx: ClientContext, roomId: string, now: number): Promise<unknown[]> {
+/** The presence of the room's joined members: all of it, or what changed in (after, upto] of the client-data positions. */
+async function membersPresence(ctx: ClientContext, roomId: string, now: number, window?: { after: number; upto: number }): Promise<unknown[]> {
   const rows = await ctx.db
     .select({ p: presence })
     .from(presence)
     .innerJoin(
       syncapiCurrentState,
       and(eq(syncapiCurrentState.roomId, roomId), eq(syncapiCurrentState.type, 'm.room.member'), eq(syncapiCurrentState.stateKey, presence.userId), eq(syncapiCurrentState.membership, 'join')),
-    );
+    )
+    .where(window ? and(gt(presence.streamId, window.after), lte(presence.streamId, window.upto)) : undefined)
+    .orderBy(presence.streamId);
   // Older clients (matrix-js-sdk's peek among them) read the user from the content.
   return rows.map(({ p }) => ({ type: 'm.presence', sender: p.userId, content: { ...presenceContent(p, now), user_id: p.userId } }));
+}
+
+/**
+ * What a preview's /events carries besides room events (as Synapse's does, and sytest's
+ * history-visibility tests expect): the presence of the room's members, its (public)
+ * receipts and who types in it, changed in (after, upto] of the client-data positions.
+ */
+async function previewEphemeral(ctx: ClientContext, roomId: string, viewer: string, after: number, upto: number, now: number): Promise<unknown[]> {
+  if (after >= upto) return [];
+  const events = await membersPresence(ctx, roomId, now, { after, upto });
+  const receipts = (await ctx.sync.clientData.receiptsOf([roomId], viewer, after, upto)).filter((r) => r.receiptType === 'm.read');
+  if (receipts.length > 0) events.push({ type: 'm.receipt', room_id: roomId, content: receiptContent(receipts) });
+  const typing = (await ctx.sync.clientData.typingOf([roomId], after, upto, now)).get(roomId);
+  if (typing) events.push({ type: 'm.typing', room_id: roomId, content: { user_ids: typing } });
+  return events;
 }
 
 export function registerPreviewRoutes(app: FastifyInstance, ctx: ClientContext): void {
@@ -118,7 +136,7 @@ export function registerPreviewRoutes(app: FastifyInstance, ctx: ClientContext):
    * message sent in between would be lost. A device this process does not remember reads
    * from the current position, as the specification has it.
    */
-  const cursors = new LRUCache<string, number>({ max: MAX_CURSORS });
+  const cursors = new LRUCache<string, { rooms: number; clientData: number }>({ max: MAX_CURSORS });
   const cursorKey = (s: Session, roomId: string) => `${s.userId}\u0000${s.deviceId}\u0000${roomId}`;
 
   clientRoute(app, {
@@ -152,7 +170,8 @@ export function registerPreviewRoutes(app: FastifyInstance, ctx: ClientContext):
       const slice = await ctx.rooms.timeline(roomId, 0, bound, limit);
       const shown = await ctx.rooms.visibleTo(roomId, userId, slice.events, upto.rooms);
       const state = await ctx.rooms.stateBefore(roomId, bound + 1);
-      cursors.set(cursorKey(session, roomId), bound);
+      const clientData = await ctx.sync.clientDataNow();
+      cursors.set(cursorKey(session, roomId), { rooms: bound, clientData });
       const first: StoredEvent | undefined = slice.events[0];
       const membership = access.kind === 'member' ? 'join' : access.membership;
       return {
@@ -164,7 +183,7 @@ export function registerPreviewRoutes(app: FastifyInstance, ctx: ClientContext):
           // Where /messages goes on backwards (always given, as clients expect the key: with
           // nothing shown it is the same place as end).
           start: first ? formatTopologicalToken(positionOf(first)) : formatSyncToken({ rooms: bound, peeks: upto.peeks }),
-          end: formatSyncToken({ rooms: bound, peeks: upto.peeks }),
+          end: formatSyncToken({ rooms: bound, peeks: upto.peeks, clientData }),
         },
         state: clientEvents(state, now),
         visibility: await directoryVisibility(ctx.db, roomId),
@@ -190,10 +209,13 @@ export function registerPreviewRoutes(app: FastifyInstance, ctx: ClientContext):
       }
       const roomId = requireRoomId(q.room_id);
       let from: number | undefined;
+      // A token without a client-data part (an older one) reads presence, receipts and typing from now.
+      let clientDataFrom: number | undefined;
       if (q.from !== undefined && q.from !== '') {
         const token = parseSyncToken(q.from);
         if (!token) throw invalidParam('unknown from token: give the end of the initialSync or of the previous /events');
         from = token.rooms;
+        if (q.from.split('_').length === 3) clientDataFrom = token.clientData;
       }
       const timeoutMs = parseTimeout(q.timeout);
       if (!(await ctx.rooms.roomExists(roomId))) throw forbidden('you are not in this room (or it does not exist)');
@@ -201,7 +223,11 @@ export function registerPreviewRoutes(app: FastifyInstance, ctx: ClientContext):
       // A poll with no `from` and no cursor reads from now: now as the poll arrived, not
       // after the peek's renewal below, which may let events sent meanwhile slip past.
       const key = cursorKey(session, roomId);
-      let after = from ?? cursors.get(key) ?? ctx.sync.positions().rooms;
+      const remembered = cursors.get(key);
+      let after = from ?? remembered?.rooms ?? ctx.sync.positions().rooms;
+      const clientDataAfter = clientDataFrom ?? (from === undefined ? remembered?.clientData : undefined) ?? (await ctx.sync.clientDataNow());
+      // Members read their receipts and typing in /sync; previews (peekers) read them here.
+      const withEphemeral = access.kind === 'peek' || access.kind === 'member';
       if (access.kind === 'peek') {
         // Each poll keeps the preview's peek alive (and starts it again if it ran out).
         await keepDevicePeek(ctx, req, session, roomId);
@@ -216,6 +242,7 @@ export function registerPreviewRoutes(app: FastifyInstance, ctx: ClientContext):
       const start = q.from !== undefined && q.from !== '' ? q.from : formatSyncToken({ rooms: after, peeks: ctx.sync.positions().peeks });
       for (;;) {
         const upto = ctx.sync.positions();
+        const clientDataUpto = Math.max(clientDataAfter, await ctx.sync.clientDataNow());
         let bound = upto.rooms;
         let horizon: number | undefined;
         if (access.kind === 'peek' || access.kind === 'none') {
@@ -231,11 +258,12 @@ export function registerPreviewRoutes(app: FastifyInstance, ctx: ClientContext):
         const cursor = full ? read.at(-1)!.seq : Math.max(after, bound);
         const shown = await ctx.rooms.visibleTo(roomId, userId, read, upto.rooms);
         after = cursor;
+        const ephemeral = withEphemeral ? await previewEphemeral(ctx, roomId, userId, clientDataAfter, clientDataUpto, ctx.clock.now()) : [];
         const answer = () => {
-          cursors.set(key, cursor);
-          return { chunk: clientEvents(shown, ctx.clock.now(), session), start, end: formatSyncToken({ rooms: cursor, peeks: upto.peeks }) };
+          cursors.set(key, { rooms: cursor, clientData: clientDataUpto });
+          return { chunk: [...clientEvents(shown, ctx.clock.now(), session), ...ephemeral], start, end: formatSyncToken({ rooms: cursor, peeks: upto.peeks, clientData: clientDataUpto }) };
         };
-        if (shown.length > 0) return answer();
+        if (shown.length > 0 || ephemeral.length > 0) return answer();
         if (horizon !== undefined && !full) {
           // The peek's view ended there: the next poll finds out what the reader may still do.
           if (access.kind === 'none') throw forbidden('you are not a member of this room and it is not world_readable');
@@ -244,8 +272,9 @@ export function registerPreviewRoutes(app: FastifyInstance, ctx: ClientContext):
         if (full) continue; // hidden events only, and more to read
         const remaining = deadline - ctx.clock.now();
         if (remaining <= 0 || signal.aborted) return answer();
-        // Wait for something in this room, unless the projection moved on meanwhile.
+        // Wait for something in this room, unless the projection or client data moved on meanwhile.
         if (ctx.sync.positions().rooms !== upto.rooms) continue;
+        if (withEphemeral && (await ctx.sync.clientDataNow()) > clientDataUpto) continue;
         const woken = await ctx.sync.waitForNews({ userId, deviceId, roomIds: [roomId] }, remaining, signal);
         if (woken === false) return answer();
       }

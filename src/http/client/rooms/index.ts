@@ -1,8 +1,9 @@
-// Rooms hosted here: create, send, state, read, join, leave. Every write goes through the
+// Rooms hosted here: create, send, state, read, join, leave; receipts and typing. Every write goes through the
 // room's actor (command bus); every read comes from the sync projection.
 import type { FastifyInstance } from 'fastify';
 import type { ClientContext } from '../context.ts';
 import { registerCreateRoomRoute } from './createRoom.ts';
+import { registerEphemeralRoutes } from './ephemeral.ts';
 import { registerRoomEventRoutes } from './events.ts';
 import { registerMembershipRoutes } from './membership.ts';
 import { registerModerationRoutes } from './moderation.ts';
@@ -14,4 +15,5 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: ClientContext): vo
   registerRoomEventRoutes(app, ctx);
   registerMembershipRoutes(app, ctx);
   registerModerationRoutes(app, ctx);
+  registerEphemeralRoutes(app, ctx);
 }
