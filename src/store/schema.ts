@@ -197,15 +197,19 @@ export const profiles = pgTable('profiles', {
  */
 export const clientDataStream = pgSequence('client_data_stream');
 
-export const presence = pgTable('presence', {
-  userId: text('user_id').primaryKey(),
-  /** online, offline or unavailable. */
-  presence: text('presence').notNull(),
-  statusMsg: text('status_msg'),
-  lastActiveAt: ms('last_active_at').notNull(),
-  /** The client_data_stream value of the last change. */
-  streamId: ms('stream_id').notNull(),
-});
+export const presence = pgTable(
+  'presence',
+  {
+    userId: text('user_id').primaryKey(),
+    /** online, offline or unavailable. */
+    presence: text('presence').notNull(),
+    statusMsg: text('status_msg'),
+    lastActiveAt: ms('last_active_at').notNull(),
+    /** The client_data_stream value of the last change. */
+    streamId: ms('stream_id').notNull(),
+  },
+  (t) => [index('presence_stream_idx').on(t.streamId)],
+);
 
 /** Account data: global (room_id '') and per room, one JSON object per type. */
 export const accountData = pgTable(
@@ -233,6 +237,8 @@ export const receipts = pgTable(
     userId: text('user_id').notNull(),
     threadId: text('thread_id').notNull(),
     eventId: text('event_id').notNull(),
+    /** The event's ROOMS sequence: a receipt only moves forward (one for an older event changes nothing). */
+    eventSeq: ms('event_seq').notNull(),
     ts: ms('ts').notNull(),
     /** The client_data_stream value of the last change. */
     streamId: ms('stream_id').notNull(),

@@ -178,20 +178,22 @@ export class ClientDataStore {
 
   /**
    * Stores a receipt. Resolves with the change's stream value, or null when the user's
-   * receipt of this type and thread already points at this event (nothing changes).
+   * receipt of this type and thread already points at this event or a later one: receipts
+   * only move forward (as in Synapse), so a client acknowledging an old event again does
+   * not wind everyone's view of it back.
    */
   async putReceipt(r: Omit<ReceiptRow, 'streamId'>): Promise<number | null> {
     return this.db.transaction(async (tx) => {
       await tx.execute(sql`select pg_advisory_xact_lock(${CLIENT_DATA_LOCK_KEY}::bigint)`);
       const key = and(eq(receipts.roomId, r.roomId), eq(receipts.receiptType, r.receiptType), eq(receipts.userId, r.userId), eq(receipts.threadId, r.threadId));
-      const [prev] = await tx.select({ eventId: receipts.eventId }).from(receipts).where(key);
-      if (prev?.eventId === r.eventId) return null;
+      const [prev] = await tx.select({ eventSeq: receipts.eventSeq }).from(receipts).where(key);
+      if (prev && prev.eventSeq >= r.eventSeq) return null;
       const [row] = await tx
         .insert(receipts)
         .values({ ...r, streamId: sql`nextval('client_data_stream')` })
         .onConflictDoUpdate({
           target: [receipts.roomId, receipts.receiptType, receipts.userId, receipts.threadId],
-          set: { eventId: r.eventId, ts: r.ts, streamId: sql`excluded.stream_id` },
+          set: { eventId: r.eventId, eventSeq: r.eventSeq, ts: r.ts, streamId: sql`excluded.stream_id` },
         })
         .returning({ streamId: receipts.streamId });
       return Number(row!.streamId);
@@ -277,6 +279,24 @@ export class ClientDataStore {
     if (after !== null) for (const r of changed) lists.set(r, []);
     for (const r of rows) lists.set(r.roomId, [...(lists.get(r.roomId) ?? []), r.userId]);
     return lists;
+  }
+
+  /**
+   * Writes the end of every typing spell whose time is over but that still counts as
+   * running (its process stopped before its timer fired): each takes a new stream value.
+   * Resolves with the rooms and the highest value, or null when there were none.
+   */
+  async endLapsedTyping(now: number): Promise<{ rooms: string[]; streamId: number } | null> {
+    return this.db.transaction(async (tx) => {
+      await tx.execute(sql`select pg_advisory_xact_lock(${CLIENT_DATA_LOCK_KEY}::bigint)`);
+      const rows = await tx
+        .update(typing)
+        .set({ untilTs: 0, streamId: sql`nextval('client_data_stream')` })
+        .where(and(gt(typing.untilTs, 0), lte(typing.untilTs, now)))
+        .returning({ roomId: typing.roomId, streamId: typing.streamId });
+      if (rows.length === 0) return null;
+      return { rooms: [...new Set(rows.map((r) => r.roomId))], streamId: Math.max(...rows.map((r) => Number(r.streamId))) };
+    });
   }
 
   /**

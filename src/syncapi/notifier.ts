@@ -17,6 +17,12 @@ export interface WaitInterest {
   userId: string;
   deviceId: string;
   roomIds: Iterable<string>;
+  /**
+   * Rooms whose client data (receipts, typing, members' presence) the waiter reads: a
+   * member's joined rooms, a preview's room. Not a peeker's /sync, which shows none of it,
+   * so that a room's typing does not wake its thousands of peekers.
+   */
+  clientDataRoomIds?: readonly string[];
 }
 
 interface Waiter {
@@ -41,6 +47,7 @@ export class SyncNotifier {
   private readonly byRoom = new Map<string, Set<Waiter>>();
   private readonly byUser = new Map<string, Set<Waiter>>();
   private readonly byDevice = new Map<string, Set<Waiter>>();
+  private readonly byClientDataRoom = new Map<string, Set<Waiter>>();
 
   get waiting(): number {
     let n = 0;
@@ -53,6 +60,7 @@ export class SyncNotifier {
     return new Promise((resolve) => {
       // Not copied: often the room list of a shared answer, which nothing changes.
       const rooms: readonly string[] = Array.isArray(interest.roomIds) ? (interest.roomIds as string[]) : [...interest.roomIds];
+      const clientDataRooms: readonly string[] = interest.clientDataRoomIds ?? [];
       const deviceKey = `${interest.userId}\u0000${interest.deviceId}`;
       let timer: NodeJS.Timeout | undefined;
       let finished = false;
@@ -63,6 +71,7 @@ export class SyncNotifier {
         clearTimeout(timer);
         signal?.onAbort(undefined);
         for (const r of rooms) remove(this.byRoom, r, waiter);
+        for (const r of clientDataRooms) remove(this.byClientDataRoom, r, waiter);
         remove(this.byUser, interest.userId, waiter);
         remove(this.byDevice, deviceKey, waiter);
         resolve(woken);
@@ -70,6 +79,7 @@ export class SyncNotifier {
       const waiter: Waiter = { wake: (at) => done(at), release: () => done(false) };
       const onAbort = () => done(false);
       for (const r of rooms) add(this.byRoom, r, waiter);
+      for (const r of clientDataRooms) add(this.byClientDataRoom, r, waiter);
       add(this.byUser, interest.userId, waiter);
       add(this.byDevice, deviceKey, waiter);
       timer = setTimeout(() => done(false), timeoutMs);
@@ -126,12 +136,12 @@ export class SyncNotifier {
 
   /**
    * Client data changed (src/syncapi/clientData.ts): wakes the long-polls of these users,
-   * and of everyone waiting on these rooms (receipts, typing, a member's presence: the
-   * members, and the previews of the room).
+   * and of those reading these rooms' client data (receipts, typing, a member's presence:
+   * the members, and the previews of the room; not its peekers' /sync).
    */
   onClientData(userIds: Iterable<string>, roomIds: Iterable<string> = []): void {
     const at = performance.now();
     for (const userId of userIds) this.wakeAll(this.byUser, userId, at);
-    for (const roomId of roomIds) this.wakeAll(this.byRoom, roomId, at);
+    for (const roomId of roomIds) this.wakeAll(this.byClientDataRoom, roomId, at);
   }
 }

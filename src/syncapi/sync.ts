@@ -131,6 +131,7 @@ export class SyncService {
     this.clientDataReading ??= this.clientData
       .position()
       .then((p) => {
+        this.userChangesFrom ??= p;
         this.clientDataKnown = Math.max(this.clientDataKnown ?? 0, p);
         this.clientDataReadAt = performance.now();
         return this.clientDataKnown;
@@ -142,7 +143,30 @@ export class SyncService {
   /** A client-data write committed with `streamId`: later /syncs answer up to it, and these users' and rooms' long-polls wake. */
   private clientDataCommitted(streamId: number, users: Iterable<string>, rooms: Iterable<string> = []): void {
     this.clientDataKnown = Math.max(this.clientDataKnown ?? 0, streamId);
+    if (this.userChanges.size >= MAX_TRACKED_USERS) {
+      this.userChanges.clear();
+      this.userChangesFrom = this.clientDataKnown;
+    }
+    for (const u of users) this.userChanges.set(u, streamId);
     this.deps.notifier.onClientData(users, rooms);
+  }
+
+  /**
+   * All roles in one process (every client-data write passes through here): the latest
+   * client-data value that concerned each user (their account data, their own or a
+   * room-mate's presence), for changes after `userChangesFrom`. A device with no joined
+   * room is concerned by nothing else, so it can tell without a query whether the client
+   * data that moved since its last sync (someone's typing, somewhere) is any of its business.
+   */
+  private readonly userChanges = new Map<string, number>();
+  private userChangesFrom: number | undefined;
+
+  /** Whether client data changed in (since, upto] may concern this answer's device. */
+  private clientDataConcerns(req: SyncRequest, upto: SyncTokenPosition, computed: Computed): boolean {
+    const after = req.since?.clientData ?? 0;
+    if (after >= upto.clientData) return false;
+    if (computed.joinedIds.length > 0 || !this.deps.cache || this.userChangesFrom === undefined || after < this.userChangesFrom) return true;
+    return (this.userChanges.get(req.userId) ?? 0) > after;
   }
 
   /** The client-data position a read made now answers up to (the legacy /events of a room preview). */
@@ -182,8 +206,32 @@ export class SyncService {
 
   /** Stores a receipt (POST /rooms/{roomId}/receipt/…) and wakes the long-polls of the room. */
   async putReceipt(receipt: Omit<ReceiptRow, 'streamId' | 'ts'>): Promise<void> {
+    this.sweepLapsedTyping();
     const streamId = await this.clientData.putReceipt({ ...receipt, ts: this.deps.now() });
     if (streamId !== null) this.clientDataCommitted(streamId, [], [receipt.roomId]);
+  }
+
+  /**
+   * A spell whose process stopped before its timer fired would count as over for every
+   * reader but never tell a long-poll so. Every TYPING_SWEEP_MS, from this process's first
+   * /sync, receipt or typing notification on, it writes the end of such spells (any process
+   * may: the write is conditional and ordered by the client-data lock).
+   */
+  private typingSweeper: NodeJS.Timeout | undefined;
+  private sweepLapsedTyping(): void {
+    if (this.typingSweeper || this.closing) return;
+    const sweep = () =>
+      this.clientData
+        .endLapsedTyping(this.deps.now())
+        .then((ended) => {
+          if (ended) this.clientDataCommitted(ended.streamId, [], ended.rooms);
+        })
+        .catch(() => {
+          // The database is away: the next sweep writes them.
+        });
+    void sweep();
+    this.typingSweeper = setInterval(() => void sweep(), TYPING_SWEEP_MS);
+    this.typingSweeper.unref();
   }
 
   /** Typing spells whose end this process will write (see setTyping), by room and user. */
@@ -196,6 +244,7 @@ export class SyncService {
    * that stops first leaves a spell that lists nobody once it is over).
    */
   async setTyping(roomId: string, userId: string, timeoutMs: number): Promise<void> {
+    this.sweepLapsedTyping();
     const key = `${roomId}\u0000${userId}`;
     clearTimeout(this.typingTimers.get(key));
     this.typingTimers.delete(key);
@@ -278,6 +327,7 @@ export class SyncService {
   close(): void {
     this.closing = true;
     clearInterval(this.clientDataPoller);
+    clearInterval(this.typingSweeper);
     for (const timer of this.typingTimers.values()) clearTimeout(timer);
     this.typingTimers.clear();
     this.deps.notifier.releaseAll();
@@ -295,13 +345,15 @@ export class SyncService {
    */
   waitForNews(interest: Parameters<SyncNotifier['wait']>[0], timeoutMs: number, signal?: Hangup): Promise<number | false> {
     if (this.closing || signal?.aborted) return Promise.resolve(false);
-    // Roles split: client data written through another process wakes this wait too.
-    this.clientDataPolledUpTo ??= this.clientDataKnown ?? 0;
-    this.pollClientData();
+    // Roles split: client data written through another process wakes this wait too (from
+    // the position known now; a process that has read none yet starts from the next read).
+    if (this.clientDataPolledUpTo === undefined && this.clientDataKnown !== undefined) this.clientDataPolledUpTo = this.clientDataKnown;
+    if (this.clientDataPolledUpTo !== undefined) this.pollClientData();
     return this.deps.notifier.wait(interest, timeoutMs, signal);
   }
 
   async sync(req: SyncRequest): Promise<SyncAnswer> {
+    if (!this.typingSweeper) this.sweepLapsedTyping();
     const deadline = this.deps.now() + req.timeoutMs;
     let wokenAt: number | undefined;
     for (;;) {
@@ -320,7 +372,7 @@ export class SyncService {
       if (moved.rooms !== upto.rooms || moved.peeks !== upto.peeks || (this.clientDataKnown ?? 0) > upto.clientData) continue;
       this.clientDataPolledUpTo ??= upto.clientData;
       this.pollClientData();
-      const woken = await this.deps.notifier.wait({ userId: req.userId, deviceId: req.deviceId, roomIds: answer.roomIds }, remaining, req.signal);
+      const woken = await this.deps.notifier.wait({ userId: req.userId, deviceId: req.deviceId, roomIds: answer.roomIds, clientDataRoomIds: answer.joinedIds }, remaining, req.signal);
       if (woken === false) return answer;
       wokenAt ??= woken;
     }
@@ -381,7 +433,7 @@ export class SyncService {
   /** Whether withClientData would add anything to `computed` (presence, account data). */
   private needsClientData(req: SyncRequest, upto: SyncTokenPosition, computed: Computed): boolean {
     const filter = req.filter ?? NO_FILTER;
-    if ((req.since?.clientData ?? 0) < upto.clientData) return true;
+    if (this.clientDataConcerns(req, upto, computed)) return true;
     if (computed.fullRooms.some((r) => keepsRoom(filter.roomAccountData, r))) return true;
     // A joined room shown as new carries its receipts and who is typing.
     if (computed.joinedIds.length > 0 && computed.fullRooms.length > 0 && (keeps(filter.ephemeral, 'm.receipt') || keeps(filter.ephemeral, 'm.typing'))) return true;
@@ -779,8 +831,16 @@ function hasEvents(section: RoomSection): boolean {
 export interface SyncAnswer {
   response: SyncResponse;
   roomIds: string[];
+  /** The joined rooms among them: their receipts, typing and members' presence wake the long-poll too. */
+  joinedIds: string[];
   body(): Buffer;
 }
+
+/** How often a process that takes typing notifications writes the end of spells whose timer was lost (a process stopped). */
+const TYPING_SWEEP_MS = 5_000;
+
+/** Users whose latest client-data change SyncService remembers (then it starts again from the current position). */
+const MAX_TRACKED_USERS = 100_000;
 
 /** Distinct shared answers kept for one position; past this, answers are computed per request. */
 const MAX_SHARED_ANSWERS = 10_000;

@@ -68,6 +68,30 @@ describe('receipts', () => {
     expect(both.content[second]['m.read'][bob.userId]).toEqual({ ts: expect.any(Number) });
   });
 
+  it('a receipt only moves forward: one for an earlier event changes nothing', async () => {
+    const later = await alice.send(room, 'later');
+    expect((await carol.join(room)).status).toBe(200);
+    await carol.ok('POST', receiptPath(room, 'm.read', later), {});
+    const since = (await alice.sync()).next_batch as string;
+    expect(await carol.ok('POST', receiptPath(room, 'm.read', first), {})).toEqual({});
+    const after = await alice.sync({ since, timeout: 0 });
+    expect(receiptIn(after, room)).toBeUndefined();
+    const now = receiptIn(await alice.sync(), room);
+    expect(now.content[later]['m.read'][carol.userId]).toBeDefined();
+    expect(now.content[first]?.['m.read']?.[carol.userId]).toBeUndefined();
+  });
+
+  it('a thread_id must fit the event: main for one in no thread, the root for the root or an event of its thread', async () => {
+    const root = await alice.send(room, 'a thread root');
+    const reply = await alice.ok('PUT', v3(`/rooms/${enc(room)}/send/m.room.message/t${Date.now()}`), { msgtype: 'm.text', body: 'in the thread', 'm.relates_to': { rel_type: 'm.thread', event_id: root } });
+    expect((await bob.req('POST', receiptPath(room, 'm.read', reply.event_id), { thread_id: root })).status).toBe(200);
+    expect((await bob.req('POST', receiptPath(room, 'm.read', root), { thread_id: root })).status).toBe(200);
+    expect((await bob.req('POST', receiptPath(room, 'm.read', root), { thread_id: 'main' })).status).toBe(200);
+    expectError(await bob.req('POST', receiptPath(room, 'm.read', reply.event_id), { thread_id: 'main' }), 400, 'M_INVALID_PARAM');
+    expectError(await bob.req('POST', receiptPath(room, 'm.read', first), { thread_id: root }), 400, 'M_INVALID_PARAM');
+    expectError(await bob.req('POST', receiptPath(room, 'm.read', first), { thread_id: 'elsewhere' }), 400, 'M_INVALID_PARAM');
+  });
+
   it('a private receipt reaches only its owner', async () => {
     const since = (await bob.sync()).next_batch as string;
     await bob.ok('POST', receiptPath(room, 'm.read.private', first), {});
@@ -96,7 +120,8 @@ describe('receipts', () => {
     expectError(await bob.req('POST', receiptPath(room, 'm.fully_read', first), { thread_id: 'main' }), 400, 'M_INVALID_PARAM');
     expectError(await bob.req('POST', receiptPath(room, 'm.read', elsewhere), {}), 404, 'M_NOT_FOUND');
     expectError(await bob.req('POST', receiptPath(room, 'm.read', '$nosuchevent'), {}), 404, 'M_NOT_FOUND');
-    expectError(await carol.req('POST', receiptPath(room, 'm.read', first), {}), 403, 'M_FORBIDDEN');
+    const outsider = await TestUser.register(hs.url, 'outsider1');
+    expectError(await outsider.req('POST', receiptPath(room, 'm.read', first), {}), 403, 'M_FORBIDDEN');
     expectError(await bob.req('POST', receiptPath('not-a-room', 'm.read', first), {}), 400, 'M_INVALID_PARAM');
     // One bad marker: neither is written.
     expectError(await bob.req('POST', v3(`/rooms/${enc(room)}/read_markers`), { 'm.fully_read': first, 'm.read': elsewhere }), 404, 'M_NOT_FOUND');
@@ -129,11 +154,22 @@ describe('typing', () => {
     expect(typingIn(body, room).content).toEqual({ user_ids: [] });
   });
 
+  it('a spell whose timer was lost (its process stopped) is ended by the next sweep, which wakes the long-polls', async () => {
+    const since = (await alice.sync()).next_batch as string;
+    // Written straight to the store, as a process that stopped before its timer fired leaves it.
+    const streamId = await hs.peekd.client.sync.clientData.setTyping(room, bob.userId, Date.now() + 200, Date.now());
+    expect(streamId).not.toBeNull();
+    const { seen } = await alice.syncUntil(since, (b) => typingIn(b, room)?.content.user_ids.length === 0, 15_000);
+    // The spell was visible while it ran (if a sync fell in it), and its end came without anyone typing.
+    expect(seen.every((b) => typingIn(b, room) === undefined || typingIn(b, room).content.user_ids.every((u: string) => u === bob.userId))).toBe(true);
+  });
+
   it('a filter leaving out m.typing leaves it out', async () => {
     const filter = { room: { ephemeral: { not_types: ['m.typing'] } } };
+    const fresh = await alice.send(room, 'fresh');
     const since = (await alice.sync({ filter: JSON.stringify(filter) })).next_batch as string;
     await bob.ok('PUT', typingPath(room, bob.userId), { typing: true, timeout: 60_000 });
-    await bob.ok('POST', receiptPath(room, 'm.read', first), {});
+    await bob.ok('POST', receiptPath(room, 'm.read', fresh), {});
     const { body } = await alice.syncUntil(since, (b) => receiptIn(b, room) !== undefined, 10_000, { filter: JSON.stringify(filter) });
     expect(typingIn(body, room)).toBeUndefined();
     await bob.ok('PUT', typingPath(room, bob.userId), { typing: false });
@@ -141,7 +177,8 @@ describe('typing', () => {
 
   it('refuses bad input with the spec errors', async () => {
     expectError(await bob.req('PUT', typingPath(room, alice.userId), { typing: true }), 403, 'M_FORBIDDEN');
-    expectError(await carol.req('PUT', typingPath(room, carol.userId), { typing: true }), 403, 'M_FORBIDDEN');
+    const outsider = await TestUser.register(hs.url, 'outsider2');
+    expectError(await outsider.req('PUT', typingPath(room, outsider.userId), { typing: true }), 403, 'M_FORBIDDEN');
     expectError(await bob.req('PUT', typingPath(room, bob.userId), {}), 400, 'M_MISSING_PARAM');
     expectError(await bob.req('PUT', typingPath(room, bob.userId), { typing: 'yes' }), 400, 'M_INVALID_PARAM');
     expectError(await bob.req('PUT', typingPath(room, bob.userId), { typing: true, timeout: -1 }), 400, 'M_INVALID_PARAM');

@@ -27,6 +27,22 @@ describe('SyncNotifier', () => {
     expect(n.waiting).toBe(0);
   });
 
+  it('client data of a room (receipts, typing) wakes its members and previews, not the waits that only peek it', async () => {
+    const n = new SyncNotifier();
+    const member = n.wait({ userId: '@m:x', deviceId: 'M', roomIds: ['!r:x'], clientDataRoomIds: ['!r:x'] }, 60_000);
+    let peekerWoken = false;
+    const peeker = n.wait({ userId: '@p:x', deviceId: 'P', roomIds: ['!r:x'] }, 200).then((v) => ((peekerWoken = v !== false), v));
+    n.onClientData([], ['!r:x']);
+    expect(typeof (await member)).toBe('number');
+    expect(await peeker).toBe(false); // timed out, never woken
+    expect(peekerWoken).toBe(false);
+    // A room event still wakes the peeker.
+    const again = n.wait({ userId: '@p:x', deviceId: 'P', roomIds: ['!r:x'] }, 60_000);
+    n.onRoomEvents([roomEvent('!r:x')]);
+    expect(typeof (await again)).toBe('number');
+    expect(n.waiting).toBe(0);
+  });
+
   it('wakes thousands of waits on one room, all of them', async () => {
     const n = new SyncNotifier();
     const waits = Array.from({ length: 2_500 }, (_, i) => n.wait({ userId: `@u${i}:x`, deviceId: 'D', roomIds: ['!big:x'] }, 60_000));

@@ -275,7 +275,7 @@ export function registerPreviewRoutes(app: FastifyInstance, ctx: ClientContext):
         // Wait for something in this room, unless the projection or client data moved on meanwhile.
         if (ctx.sync.positions().rooms !== upto.rooms) continue;
         if (withEphemeral && (await ctx.sync.clientDataNow()) > clientDataUpto) continue;
-        const woken = await ctx.sync.waitForNews({ userId, deviceId, roomIds: [roomId] }, remaining, signal);
+        const woken = await ctx.sync.waitForNews({ userId, deviceId, roomIds: [roomId], clientDataRoomIds: withEphemeral ? [roomId] : [] }, remaining, signal);
         if (woken === false) return answer();
       }
     },

@@ -4,6 +4,7 @@
 // account data) and to room previews in GET /events. Guests may use them (Guest access).
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { RECEIPT_TYPES } from '../../../syncapi/clientData.ts';
+import type { StoredEvent } from '../../../syncapi/roomReader.ts';
 import { MatrixError, forbidden, invalidParam, notFound } from '../../errors.ts';
 import { requireAuth, sessionOf } from '../auth.ts';
 import type { ClientContext } from '../context.ts';
@@ -16,6 +17,18 @@ export const MAX_TYPING_MS = 120_000;
 
 const FULLY_READ = 'm.fully_read';
 
+/**
+ * Whether a receipt's `thread_id` fits its event (client-server API, threaded receipts):
+ * `main` for an event in no thread, a thread root's ID for the root itself or an event of
+ * that thread (`m.relates_to` with `rel_type: m.thread`). Anything else is 400.
+ */
+function inThread(event: StoredEvent, threadId: string): boolean {
+  const relation = (event.pdu.content as { 'm.relates_to'?: { rel_type?: unknown; event_id?: unknown } } | undefined)?.['m.relates_to'];
+  const threadRoot = relation?.rel_type === 'm.thread' && typeof relation.event_id === 'string' ? relation.event_id : undefined;
+  if (threadId === 'main') return threadRoot === undefined;
+  return threadId.startsWith('$') && (event.eventId === threadId || threadRoot === threadId);
+}
+
 export function registerEphemeralRoutes(app: FastifyInstance, ctx: ClientContext): void {
   const guestsToo = requireAuth(ctx.accounts, { guests: true });
 
@@ -24,17 +37,17 @@ export function registerEphemeralRoutes(app: FastifyInstance, ctx: ClientContext
   };
 
   /** The event a receipt or marker points at must be one of this room's. */
-  const requireEventIn = async (roomId: string, eventId: unknown, what: string): Promise<string> => {
+  const requireEventIn = async (roomId: string, eventId: unknown, what: string): Promise<StoredEvent> => {
     if (typeof eventId !== 'string' || !eventId.startsWith('$')) throw invalidParam(`${what} must be an event ID`);
     const event = await ctx.rooms.eventById(eventId);
     if (!event || event.pdu.room_id !== roomId) throw notFound(`${eventId} is not an event of this room`);
-    return eventId;
+    return event;
   };
 
-  const mark = async (req: FastifyRequest, roomId: string, type: string, eventId: string, threadId: string) => {
+  const mark = async (req: FastifyRequest, roomId: string, type: string, event: StoredEvent, threadId: string) => {
     const { userId } = sessionOf(req);
-    if (type === FULLY_READ) await ctx.sync.putAccountData(userId, roomId, FULLY_READ, { event_id: eventId });
-    else await ctx.sync.putReceipt({ roomId, receiptType: type, userId, threadId, eventId });
+    if (type === FULLY_READ) await ctx.sync.putAccountData(userId, roomId, FULLY_READ, { event_id: event.eventId });
+    else await ctx.sync.putReceipt({ roomId, receiptType: type, userId, threadId, eventId: event.eventId, eventSeq: event.seq });
   };
 
   clientRoute(app, {
@@ -52,8 +65,9 @@ export function registerEphemeralRoutes(app: FastifyInstance, ctx: ClientContext
       if (threadId !== undefined && (typeof threadId !== 'string' || threadId === '')) throw invalidParam('thread_id must be "main" or an event ID');
       if (threadId !== undefined && type === FULLY_READ) throw invalidParam('m.fully_read takes no thread_id');
       await requireJoined(roomId, userId);
-      const eventId = await requireEventIn(roomId, params.eventId, 'the event');
-      await mark(req, roomId, type, eventId, threadId ?? '');
+      const event = await requireEventIn(roomId, params.eventId, 'the event');
+      if (threadId !== undefined && !inThread(event, threadId)) throw invalidParam(`${event.eventId} is not in thread ${threadId}`);
+      await mark(req, roomId, type, event, threadId ?? '');
       return {};
     },
   });
@@ -70,9 +84,9 @@ export function registerEphemeralRoutes(app: FastifyInstance, ctx: ClientContext
       const marks = [FULLY_READ, ...RECEIPT_TYPES].filter((type) => body[type] !== undefined);
       await requireJoined(roomId, userId);
       // Every marker is checked before any is written: a bad one changes nothing.
-      const checked: [string, string][] = [];
+      const checked: [string, StoredEvent][] = [];
       for (const type of marks) checked.push([type, await requireEventIn(roomId, body[type], type)]);
-      for (const [type, eventId] of checked) await mark(req, roomId, type, eventId, '');
+      for (const [type, event] of checked) await mark(req, roomId, type, event, '');
       return {};
     },
   });
