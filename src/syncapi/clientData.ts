@@ -269,7 +269,16 @@ export class ClientDataStore {
     const changed =
       after === null
         ? roomIds
-        : [...new Set((await this.db.selectDistinct({ roomId: typing.roomId }).from(typing).where(and(inArray(typing.roomId, roomIds), gt(typing.streamId, after), lte(typing.streamId, upto)))).map((r) => r.roomId))];
+        : [
+            ...new Set(
+              (
+                await this.db
+                  .selectDistinct({ roomId: typing.roomId })
+                  .from(typing)
+                  .where(and(inArray(typing.roomId, roomIds), gt(typing.streamId, after), lte(typing.streamId, upto)))
+              ).map((r) => r.roomId),
+            ),
+          ];
     if (changed.length === 0) return lists;
     const rows = await this.db
       .select({ roomId: typing.roomId, userId: typing.userId })

@@ -8,6 +8,7 @@ import { deleteStreams } from '../../src/nats/streams.ts';
 import { startPeekd, type Peekd } from '../../src/server.ts';
 import type { Database } from '../../src/store/db.ts';
 import { createTestDatabase, natsUrl, tempDir, uniqueName, type TestDatabase } from './services.ts';
+import { TestUser } from './matrix.ts';
 
 export interface SplitDeployment {
   serverName: string;
@@ -65,4 +66,28 @@ export async function splitDeployment(options: { shards: number; env?: Record<st
       dir.remove();
     },
   };
+}
+
+/**
+ * A roles-split server with two HTTP processes (and one for the other roles), alice and bob
+ * registered through the first, bob's same session also on the second, and a room alice
+ * made (`makeRoom`) that bob has joined: the shape of "a change made through one HTTP
+ * process wakes a long-poll held by another".
+ */
+export async function twoHttpProcesses(label: string, makeRoom: (alice: TestUser) => Promise<string>) {
+  const split = await splitDeployment({ shards: 4, label });
+  try {
+    await split.start('rooms,projections,federation');
+    const [one, two] = [await split.start('http'), await split.start('http')];
+    const alice = await TestUser.register(one.url!, 'alice');
+    const bobOnOne = await TestUser.register(one.url!, 'bob');
+    const bobOnTwo = new TestUser(two.url!, bobOnOne.userId, bobOnOne.deviceId, bobOnOne.token);
+    const room = await makeRoom(alice);
+    const joined = await bobOnOne.join(room);
+    if (joined.status !== 200) throw new Error(`bob's join: ${joined.status} ${JSON.stringify(joined.body)}`);
+    return { split, one, two, alice, bobOnOne, bobOnTwo, room };
+  } catch (err) {
+    await split.close();
+    throw err;
+  }
 }

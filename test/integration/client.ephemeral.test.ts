@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestPeekd } from '../helpers/peekd.ts';
 import { enc, expectError, registerGuest, TestUser } from '../helpers/matrix.ts';
 import { until } from '../helpers/until.ts';
-import { splitDeployment } from '../helpers/splitDeployment.ts';
+import { twoHttpProcesses } from '../helpers/splitDeployment.ts';
 
 let hs: Awaited<ReturnType<typeof startTestPeekd>>;
 let alice: TestUser;
@@ -83,7 +83,11 @@ describe('receipts', () => {
 
   it('a thread_id must fit the event: main for one in no thread, the root for the root or an event of its thread', async () => {
     const root = await alice.send(room, 'a thread root');
-    const reply = await alice.ok('PUT', v3(`/rooms/${enc(room)}/send/m.room.message/t${Date.now()}`), { msgtype: 'm.text', body: 'in the thread', 'm.relates_to': { rel_type: 'm.thread', event_id: root } });
+    const reply = await alice.ok('PUT', v3(`/rooms/${enc(room)}/send/m.room.message/t${Date.now()}`), {
+      msgtype: 'm.text',
+      body: 'in the thread',
+      'm.relates_to': { rel_type: 'm.thread', event_id: root },
+    });
     expect((await bob.req('POST', receiptPath(room, 'm.read', reply.event_id), { thread_id: root })).status).toBe(200);
     expect((await bob.req('POST', receiptPath(room, 'm.read', root), { thread_id: root })).status).toBe(200);
     expect((await bob.req('POST', receiptPath(room, 'm.read', root), { thread_id: 'main' })).status).toBe(200);
@@ -230,16 +234,9 @@ describe('a room preview (GET /events?room_id=) carries presence, receipts and t
 
 describe('roles split: the process that takes the receipt or typing is not the one holding the long-poll', () => {
   it('a receipt and a typing notification sent through one HTTP process wake a member’s /sync and a preview’s /events held by another', async () => {
-    const split = await splitDeployment({ shards: 4, label: 'ephemeral' });
+    const { split, two, alice: a, bobOnTwo: b, room: shared } = await twoHttpProcesses('ephemeral', async (alice) => (await alice.createWorldReadableRoom()).room_id);
     try {
-      await split.start('rooms,projections,federation');
-      const [one, two] = [await split.start('http'), await split.start('http')];
-      const a = await TestUser.register(one.url!, 'alice');
-      const b1 = await TestUser.register(one.url!, 'bob');
-      const b = new TestUser(two.url!, b1.userId, b1.deviceId, b1.token);
       const viewer = await registerGuest(two.url!);
-      const shared = (await a.createWorldReadableRoom()).room_id;
-      expect((await b1.join(shared)).status).toBe(200);
       const event = await a.send(shared, 'read me');
       // The second process has the message (else the long-polls below would answer with it).
       const { body: joined } = await b.syncUntil(undefined, (x) => (x.rooms?.join?.[shared]?.timeline?.events ?? []).some((e: any) => e.event_id === event));

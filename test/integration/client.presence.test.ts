@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestPeekd } from '../helpers/peekd.ts';
 import { enc, request, TestUser } from '../helpers/matrix.ts';
 import { until } from '../helpers/until.ts';
-import { splitDeployment } from '../helpers/splitDeployment.ts';
+import { twoHttpProcesses } from '../helpers/splitDeployment.ts';
 
 let hs: Awaited<ReturnType<typeof startTestPeekd>>;
 let alice: TestUser;
@@ -148,15 +148,8 @@ describe('presence in /sync', () => {
 
 describe('roles split: the process that takes the change is not the one holding the long-poll', () => {
   it('a presence change and an account data change made through one HTTP process wake a long-poll held by another within seconds', async () => {
-    const split = await splitDeployment({ shards: 4, label: 'presence' });
+    const { split, two, alice: a, bobOnOne: b1, bobOnTwo: b, room: shared } = await twoHttpProcesses('presence', async (alice) => (await alice.createRoom({ preset: 'public_chat' })).room_id);
     try {
-      await split.start('rooms,projections,federation');
-      const [one, two] = [await split.start('http'), await split.start('http')];
-      const a = await TestUser.register(one.url!, 'alice');
-      const b1 = await TestUser.register(one.url!, 'bob');
-      const b = new TestUser(two.url!, b1.userId, b1.deviceId, b1.token);
-      const { room_id: shared } = await a.createRoom({ preset: 'public_chat' });
-      expect((await b1.join(shared)).status).toBe(200);
       const { body: joined } = await b.syncUntil(undefined, (x) => shared in (x.rooms?.join ?? {}));
 
       const poll = b.sync({ since: joined.next_batch, timeout: 20_000 });
