@@ -1,5 +1,6 @@
-// The Postgres read models (drizzle schema). Every table here is derived from the
-// streams and can be rebuilt by replaying them. Times are ms since the epoch.
+// The Postgres tables (drizzle schema). The read models are derived from the streams and
+// can be rebuilt by replaying them; accounts, profiles and client data (presence, account
+// data, receipts, typing) are written directly and are not. Times are ms since the epoch.
 import { bigint, boolean, customType, index, integer, jsonb, pgSequence, pgTable, primaryKey, text, uniqueIndex } from 'drizzle-orm/pg-core';
 import { sql } from 'drizzle-orm';
 
