@@ -54,6 +54,8 @@ describe('state', () => {
       type: 'org.example.thing',
       state_key: 'key',
       sender: alice.userId,
+      // The sender again under its pre-r0 name, as Synapse's client format has it outside /sync.
+      user_id: alice.userId,
       room_id: roomId,
       content: { v: 1 },
       origin_server_ts: expect.any(Number),

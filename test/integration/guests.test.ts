@@ -114,6 +114,15 @@ describe('what a guest may do', () => {
     expect(Object.keys(members.joined).sort()).toEqual([alice.userId, guest.userId].sort());
     const sent = await guest.req('PUT', v3(`/rooms/${enc(room)}/send/m.room.message/g1`), { msgtype: 'm.text', body: 'hi from a guest' });
     expect(sent.status).toBe(200);
+    // sytest's "Guest users can send messages to guest_access rooms if joined" reads it back
+    // through /messages with the pre-r0 user_id (Synapse's client format outside /sync).
+    const [last] = (await alice.ok('GET', v3(`/rooms/${enc(room)}/messages?dir=b&limit=1`))).chunk;
+    expect(last).toMatchObject({ type: 'm.room.message', room_id: room, sender: guest.userId, user_id: guest.userId, content: { body: 'hi from a guest' } });
+    // /sync has neither room_id nor user_id in a room's events.
+    const synced = (await alice.sync()).rooms.join[room].timeline.events.at(-1);
+    expect(synced.event_id).toBe(sent.body.event_id);
+    expect(synced.user_id).toBeUndefined();
+    expect(synced.room_id).toBeUndefined();
   });
 
   it('is refused a room whose guest_access is not can_join: 403 M_GUEST_ACCESS_FORBIDDEN, no member event', async () => {
