@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { connectNats } from '../src/nats/connection.ts';
-import { startEmbeddedNats, freePort, type EmbeddedNats } from '../src/nats/embeddedServer.ts';
+import { startEmbeddedNats, type EmbeddedNats } from '../src/nats/embeddedServer.ts';
 import { deleteStreams } from '../src/nats/streams.ts';
 import { Naming } from '../src/events/subjects.ts';
 import { jetstream } from '@nats-io/jetstream';
@@ -263,12 +263,13 @@ export async function startPeekdChild(services: Services, options: PeekdOptions)
   const dataDir = services.tempDir(`${options.label}-`);
   const prefix = `${uniqueName('bench')}_`;
   const shards = 64;
-  const port = await freePort();
   const serverName = options.serverName ?? `${uniqueName('hs')}.bench`;
   const logFile = logPath(`${options.label}-peekd`);
   const env: Record<string, string> = {
     ...benchPeekdEnv({ serverName, dataDir, natsUrl: services.natsUrl, prefix, shards }),
-    PEEKD_LISTEN: `127.0.0.1:${port}`,
+    // Port 0: the kernel's pick at bind time, read back from the child ('info'); a port
+    // probed beforehand could be taken by then.
+    PEEKD_LISTEN: '127.0.0.1:0',
     ...(options.env ?? {}),
   };
   if (db.url) env.DATABASE_URL = db.url;

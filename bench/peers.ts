@@ -4,7 +4,7 @@
 // arrive in PUT /send and answer 200.
 import http from 'node:http';
 import { canonicalJson, encodeBase64Unpadded, generateSigningKey, signJson, signRequest, type SigningKey } from '../src/crypto/index.ts';
-import { freePort } from '../src/nats/embeddedServer.ts';
+import { freePort } from '../src/nats/freePorts.ts';
 import { commonHandlers, pool } from './childCommon.ts';
 import { serveIpc } from './ipc.ts';
 

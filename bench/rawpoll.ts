@@ -6,7 +6,7 @@
 // the ratio says how much of the wake-up's time peekd adds to what the machine, Node's
 // HTTP and the clients cost by themselves.
 import http from 'node:http';
-import { freePort } from '../src/nats/embeddedServer.ts';
+import { freePort } from '../src/nats/freePorts.ts';
 import { commonHandlers, nowNs } from './childCommon.ts';
 import { serveIpc } from './ipc.ts';
 

@@ -7,7 +7,7 @@
 import { jetstreamManager } from '@nats-io/jetstream';
 import { readFileSync, rmSync } from 'node:fs';
 import { Naming } from '../src/events/subjects.ts';
-import { freePort } from '../src/nats/embeddedServer.ts';
+import { freePort } from '../src/nats/freePorts.ts';
 import { deleteStreams } from '../src/nats/streams.ts';
 import { benchPeekdEnv, coresReport, cpuBetween, cpuSample, fmtNum, type CpuSample, log, logPath, round, sleep, uniqueName, type Row, type ScenarioResult, type TempDatabase } from './harness.ts';
 import { Child } from './ipc.ts';

@@ -2,9 +2,9 @@
 // unset, and stops it on exit. Used by `peekd serve` and by the tests' fallback.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
-import { createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
 import { makeStoreDir } from '../store/privateDirs.ts';
+import { freePort } from './freePorts.ts';
 
 export const NATS_INSTALL_HINT =
   'nats-server was not found on PATH: install it (Debian/Ubuntu: `apt-get install nats-server`; ' +
@@ -47,18 +47,6 @@ export function findNatsServer(env: NodeJS.ProcessEnv = process.env): string | n
     }
   }
   return null;
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
 }
 
 export interface EmbeddedNats {

@@ -19,7 +19,7 @@ import {
   verifyRequestSignature,
   type SigningKey,
 } from '../../src/crypto/index.ts';
-import { freePort } from '../../src/nats/embeddedServer.ts';
+import { freePort } from '../../src/nats/freePorts.ts';
 import { federationsenderInboundPeeks, federationsenderOutboundPeeks, peekAudit, syncapiRoomEvents } from '../../src/store/schema.ts';
 import type { Peekd } from '../../src/server.ts';
 import { TestUser } from './matrix.ts';

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eq } from 'drizzle-orm';
 import { syncapiRoomEvents, federationsenderOutbox, federationsenderPendingTxns } from '../../src/store/schema.ts';
-import { freePort } from '../../src/nats/embeddedServer.ts';
+import { freePort } from '../../src/nats/freePorts.ts';
 import { expiries, expiriesOnce, holdsFor, inboundPeeks, outboundPeeks, startFederation, SyncFollower, waitFor, type Federation, type FedServer } from '../helpers/federation.ts';
 import { TestUser } from '../helpers/matrix.ts';
 

@@ -13,7 +13,7 @@ import { encodeBase64Unpadded, generateSigningKey, signJson, type SigningKey } f
 import { KeyRing } from '../../src/federation/keyRing.ts';
 import { ServerResolver } from '../../src/federation/resolver.ts';
 import { OutboundRequestError, SafeFetcher } from '../../src/federation/safeFetch.ts';
-import { freePort } from '../../src/nats/embeddedServer.ts';
+import { freePort } from '../../src/nats/freePorts.ts';
 import { FakeServer, holdsFor, inboundPeeks, peekPath, startFederation, waitFor, type Federation, type FedServer } from '../helpers/federation.ts';
 import { startTestPeekd } from '../helpers/peekd.ts';
 import { TestUser } from '../helpers/matrix.ts';
