@@ -16,6 +16,7 @@ import { formatSyncToken, formatTopologicalToken, positionOf, type SyncPosition,
 import { ClientDataStore, presenceContent, receiptContent, type AccountDataRow, type PresenceState, type ReceiptRow } from './clientData.ts';
 import { applyFilter, keeps, keepsRoom, selects, syncFilterOf, type SyncFilter } from './syncFilter.ts';
 import type { Hangup } from './hangup.ts';
+import { roomSummary, type RoomSummary } from './roomSummary.ts';
 
 export { DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT } from './syncFilter.ts';
 
@@ -657,14 +658,14 @@ export class SyncService {
     return first ? formatTopologicalToken(positionOf(first)) : formatSyncToken({ rooms: upto, peeks: 0 });
   }
 
-  private section(state: StoredEvent[], timeline: StoredEvent[], limited: boolean, prevBatch: string, view: View): RoomSection {
+  private section(state: StoredEvent[], timeline: StoredEvent[], limited: boolean, prevBatch: string, view: View, summary: RoomSummary | Record<string, never> = {}): RoomSection {
     return {
       state: { events: clientEvents(state, view.now, view.viewer).map(withoutRoomId) },
       timeline: { events: clientEvents(timeline, view.now, view.viewer).map(withoutRoomId), limited, prev_batch: prevBatch },
       ephemeral: { events: [] },
       account_data: { events: [] },
       unread_notifications: { highlight_count: 0, notification_count: 0 },
-      summary: {},
+      summary,
     };
   }
 
@@ -752,13 +753,25 @@ export class SyncService {
   private async makeFullRoom(roomId: string, upto: number, limit: number, view: View): Promise<RoomSection> {
     const slice = await this.visibleTimeline(roomId, 0, upto, limit, view);
     const state = await this.stateFor(roomId, 0, upto, slice, true, view);
-    return this.section(state, slice.events, slice.limited, this.prevBatch(slice.events[0], upto), view);
+    return this.section(state, slice.events, slice.limited, this.prevBatch(slice.events[0], upto), view, await this.summaryAt(roomId, upto, view));
+  }
+
+  /**
+   * The room's summary at `upto` (heroes, joined and invited counts), as the reader sees it:
+   * a member is never among its own heroes; a reader with no membership (a peeker) shares
+   * its answer with every other.
+   */
+  private async summaryAt(roomId: string, upto: number, view: View): Promise<RoomSummary> {
+    return roomSummary(await this.deps.rooms.stateBefore(roomId, upto + 1), view.memberOf.has(roomId) ? view.viewer.userId : null);
   }
 
   private async makeIncrementalRoom(roomId: string, after: number, upto: number, limit: number, fullState: boolean, view: View): Promise<RoomSection> {
     const slice = await this.visibleTimeline(roomId, after, upto, limit, view);
     const state = await this.stateFor(roomId, after, upto, slice, fullState, view);
-    return this.section(state, slice.events, slice.limited, this.prevBatch(slice.events[0], upto), view);
+    // The summary when the membership changed (the spec's counts are required then, and may
+    // be left out otherwise), or when the client asked for the full state.
+    const membershipChanged = fullState || state.some(isMemberEvent) || slice.events.some(isMemberEvent);
+    return this.section(state, slice.events, slice.limited, this.prevBatch(slice.events[0], upto), view, membershipChanged ? await this.summaryAt(roomId, upto, view) : {});
   }
 
   /**
@@ -821,6 +834,8 @@ function isEmpty(r: SyncResponse): boolean {
   const rooms = Object.keys(join).length + Object.keys(peek).length + Object.keys(leave).length + Object.keys(invite).length;
   return rooms + r.presence.events.length + r.account_data.events.length === 0;
 }
+
+const isMemberEvent = (e: StoredEvent) => e.pdu.type === 'm.room.member';
 
 /** Whether a room section has timeline or state events. */
 function hasEvents(section: RoomSection): boolean {
