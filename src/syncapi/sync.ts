@@ -705,13 +705,28 @@ export class SyncService {
    */
   private async stateFor(roomId: string, after: number, upto: number, slice: TimelineSlice & { hidden: boolean }, fullState: boolean, view: View): Promise<StoredEvent[]> {
     if (!keepsRoom(view.filter.state, roomId)) return [];
-    const state = await this.unfilteredStateFor(roomId, after, upto, slice, fullState);
+    let state = await this.unfilteredStateFor(roomId, after, upto, slice, fullState);
+    if (view.filter.state.lazyLoadMembers && (fullState || after === 0)) state = await this.lazyMembers(roomId, upto, state, slice.events, view);
     return applyFilter(
       view.filter.state,
       state,
       (e) => e.pdu.type,
       (e) => e.pdu.sender,
     );
+  }
+
+  /**
+   * `lazy_load_members` in a room's full state (a room new to the answer, or `full_state`):
+   * of the member events, only those of the timeline's senders, of the heroes the summary
+   * names, and the reader's own. The client loads the others when it needs them (`/members`).
+   * Incremental sections keep every membership change, lazy or not: a client learns of joins
+   * and leaves in a gap only from them (encryption depends on it).
+   */
+  private async lazyMembers(roomId: string, upto: number, state: StoredEvent[], timeline: StoredEvent[], view: View): Promise<StoredEvent[]> {
+    const wanted = new Set(timeline.map((e) => e.pdu.sender));
+    for (const hero of (await this.summaryAt(roomId, upto, view))['m.heroes']) wanted.add(hero);
+    if (view.memberOf.has(roomId)) wanted.add(view.viewer.userId);
+    return state.filter((e) => !isMemberEvent(e) || wanted.has(e.pdu.state_key as string));
   }
 
   private async unfilteredStateFor(roomId: string, after: number, upto: number, slice: TimelineSlice & { hidden: boolean }, fullState: boolean): Promise<StoredEvent[]> {

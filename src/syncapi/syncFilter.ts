@@ -14,6 +14,8 @@ export interface EventFilter {
   limit?: number;
   rooms?: string[];
   notRooms?: string[];
+  /** `lazy_load_members` (honoured in `room.state`): member events only of those the client needs. */
+  lazyLoadMembers?: true;
 }
 
 export interface SyncFilter {
@@ -51,6 +53,7 @@ function eventFilterOf(raw: unknown, maxLimit: number): EventFilter {
     if (list) f[to] = list;
   }
   if (typeof raw.limit === 'number' && Number.isSafeInteger(raw.limit) && raw.limit >= 0) f.limit = Math.min(raw.limit, maxLimit);
+  if (raw.lazy_load_members === true) f.lazyLoadMembers = true;
   return f;
 }
 

@@ -115,6 +115,33 @@ async function backfillBelow(
   return { stored, gap: await gapBelow(ctx, exhaustedGaps, roomId, from, limit + 1) };
 }
 
+/** Whether /messages' `filter` (a RoomEventFilter as JSON) asks for `lazy_load_members`; one that does not parse asks for nothing. */
+function lazyLoadsMembers(filter: string | undefined): boolean {
+  if (filter === undefined) return false;
+  try {
+    const parsed: unknown = JSON.parse(filter);
+    return parsed !== null && typeof parsed === 'object' && (parsed as { lazy_load_members?: unknown }).lazy_load_members === true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * With `lazy_load_members`, /messages' `state`: the member events of the chunk's senders, as
+ * they stood at the chunk's newest event, so a client that lazy-loads members can show who
+ * sent what.
+ */
+async function sendersMembers(ctx: ClientContext, roomId: string, chunk: StoredEvent[]) {
+  if (chunk.length === 0) return [];
+  const senders = new Set(chunk.map((e) => e.pdu.sender));
+  const newest = Math.max(...chunk.map((e) => e.seq));
+  const state = await ctx.rooms.stateBefore(roomId, newest + 1);
+  return clientEvents(
+    state.filter((e) => e.pdu.type === 'm.room.member' && senders.has(e.pdu.state_key as string)),
+    ctx.clock.now(),
+  );
+}
+
 export function registerHistoryRoutes(app: FastifyInstance, ctx: ClientContext): void {
   // Guests read history as anyone does (client-server API, Guest access module).
   const auth = requireAuth(ctx.accounts, { guests: true });
@@ -144,7 +171,7 @@ export function registerHistoryRoutes(app: FastifyInstance, ctx: ClientContext):
     handler: async (req) => {
       const { userId } = sessionOf(req);
       const roomId = requireRoomId((req.params as { roomId: string }).roomId);
-      const q = req.query as { from?: string; to?: string; dir?: string; limit?: string };
+      const q = req.query as { from?: string; to?: string; dir?: string; limit?: string; filter?: string };
       const dir = q.dir ?? 'b';
       if (dir !== 'b' && dir !== 'f') throw invalidParam('dir must be b or f');
       const limit = parseLimit(q.limit, 10);
@@ -187,7 +214,7 @@ export function registerHistoryRoutes(app: FastifyInstance, ctx: ClientContext):
         chunk: clientEvents(chunk, ctx.clock.now(), sessionOf(req)),
         start: q.from ?? formatTopologicalToken(from),
         ...(more || chunk.length > 0 ? { end: formatTopologicalToken(cursor) } : {}),
-        state: [],
+        state: lazyLoadsMembers(q.filter) ? await sendersMembers(ctx, roomId, chunk) : [],
       };
     },
   });
