@@ -1,6 +1,7 @@
 // matrix-js-sdk (the real npm client) against a running peekd: log in, start the client
 // until it reaches SYNCING, create a room, set state, send a message; a second js-sdk
-// client peeks through its HTTP API and finds the message in its raw /sync body.
+// client peeks through its HTTP API and finds the message in its raw /sync body. A client
+// that lazy-loads members gets the counts from the summary and the rest from /members.
 import * as sdk from 'matrix-js-sdk';
 import { logger } from 'matrix-js-sdk/lib/logger';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -127,5 +128,33 @@ describe('matrix-js-sdk 36 against peekd', () => {
     expect(woken.rooms.peek[roomId].timeline.events.map((e: any) => e.event_id)).toEqual([second.event_id]);
     await remoteEcho(alice, roomId, second.event_id);
     expect(alice.getSyncState()).toBe(sdk.SyncState.Syncing);
+  });
+
+  it('lazy-loads members: the summary gives the counts, the state the senders and heroes, /members the rest', async () => {
+    const owner = await TestUser.register(hs.url, 'llowner', 'pw-llowner');
+    const { room_id: roomId } = await owner.createRoom({ preset: 'public_chat' });
+    const crowd = await Promise.all(['lla', 'llb', 'llc', 'lld', 'lle', 'llf'].map((name) => TestUser.register(hs.url, name, `pw-${name}`)));
+    for (const u of crowd) expect((await u.join(roomId)).status).toBe(200);
+    await crowd.at(-1)!.send(roomId, 'the last word');
+    await TestUser.register(hs.url, 'lazy', 'lazy-password');
+    const lazy = await login('lazy', 'lazy-password');
+    await lazy.joinRoom(roomId);
+    await lazy.startClient({ initialSyncLimit: 1, lazyLoadMembers: true });
+    await syncState(lazy, sdk.SyncState.Syncing);
+    const room = lazy.getRoom(roomId)!;
+    // Eight joined; the sync sent only some of their member events, and the counts.
+    expect(room.getJoinedMemberCount()).toBe(8);
+    const loaded = room.currentState.getMembers().length;
+    expect(loaded).toBeLessThan(8);
+    expect(room.getMember(lazy.getUserId()!)?.membership).toBe(sdk.KnownMembership.Join);
+    // The client asks /members for the rest when it needs them.
+    await room.loadMembersIfNeeded();
+    expect(
+      room
+        .getJoinedMembers()
+        .map((m) => m.userId)
+        .sort(),
+    ).toEqual([owner.userId, ...crowd.map((u) => u.userId), lazy.getUserId()!].sort());
+    expect(lazy.getSyncState()).toBe(sdk.SyncState.Syncing);
   });
 });
