@@ -645,8 +645,10 @@ export class SyncService {
       if (!changed) continue;
       if (m.membership === 'invite') {
         response.rooms.invite[m.roomId] = await this.invite(m.roomId, view);
-      } else if ((m.membership === 'leave' || m.membership === 'ban') && since && !(m.roomId in response.rooms.leave)) {
-        response.rooms.leave[m.roomId] = await this.leftRoom(m.roomId, since.rooms, m.seq, req.timelineLimit, view);
+      } else if ((m.membership === 'leave' || m.membership === 'ban') && (since || view.filter.room.includeLeave) && !(m.roomId in response.rooms.leave)) {
+        // An incremental sync shows a room left since `since`; an initial one, with
+        // `include_leave`, every room left: its state and latest events up to the leave.
+        response.rooms.leave[m.roomId] = await this.leftRoom(m.roomId, since?.rooms ?? 0, m.seq, req.timelineLimit, view);
       }
     }
     const roomIds = [...joinedIds, ...shown.filter((p) => p.endedSeq === null).map((p) => p.roomId)];

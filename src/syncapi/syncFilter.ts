@@ -19,8 +19,8 @@ export interface EventFilter {
 }
 
 export interface SyncFilter {
-  /** `room.rooms` and `room.not_rooms`: which rooms the response holds at all. */
-  room: { rooms?: string[]; notRooms?: string[] };
+  /** `room.rooms` and `room.not_rooms`: which rooms the response holds at all; `room.include_leave`: rooms left, in an initial sync too. */
+  room: { rooms?: string[]; notRooms?: string[]; includeLeave?: true };
   timeline: EventFilter & { limit: number };
   state: EventFilter;
   ephemeral: EventFilter;
@@ -67,6 +67,7 @@ export function syncFilterOf(raw: unknown): SyncFilter {
   const notRooms = strings(room.not_rooms);
   if (rooms) roomLists.rooms = rooms;
   if (notRooms) roomLists.notRooms = notRooms;
+  if (room.include_leave === true) roomLists.includeLeave = true;
   const parts = {
     room: roomLists,
     timeline: { ...timeline, limit: timeline.limit ?? DEFAULT_TIMELINE_LIMIT },

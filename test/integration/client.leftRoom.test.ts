@@ -2,7 +2,8 @@
 // were when they went — "If the user has left the room then the state is taken from the
 // state of the room when they left" (client-server API, GET /rooms/{roomId}/state and
 // /members) — as Complement's TestLeftRoomFixture checks; a re-join reads the current
-// state again, and a user who never was a member reads only a world_readable room.
+// state again, and a user who never was a member reads only a world_readable room. An
+// initial /sync with include_leave lists the rooms left.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestPeekd } from '../helpers/peekd.ts';
 import { enc, expectError, TestUser } from '../helpers/matrix.ts';
@@ -218,5 +219,30 @@ describe('who else reads', () => {
     expect(await carol.ok('GET', roomPath(roomId, '/state/m.room.topic'))).toEqual({ topic: 'after' });
     expect(await stateIds(carol, roomId)).toEqual(await stateIds(alice, roomId));
     expect(await members(carol, roomId)).toEqual([`${alice.userId}=join`, `${bob.userId}=leave`].sort());
+  });
+});
+
+describe('include_leave', () => {
+  it('an initial sync with include_leave has the rooms left, up to the leave; without it, none', async () => {
+    const { alice, roomId } = await roomOf('shared');
+    const bob = await user('bob');
+    expect((await bob.join(roomId)).status).toBe(200);
+    const before = await alice.send(roomId, 'while bob was here');
+    expect((await bob.leave(roomId)).status).toBe(200);
+    await alice.send(roomId, 'after bob left');
+
+    const withLeave = await bob.sync({ filter: JSON.stringify({ room: { include_leave: true } }) });
+    const left = withLeave.rooms.leave[roomId];
+    const timeline = left.timeline.events;
+    // Up to bob's own leave, and nothing after it.
+    expect(timeline.at(-1)).toMatchObject({ type: 'm.room.member', state_key: bob.userId, content: { membership: 'leave' } });
+    expect(timeline.map((e: any) => e.event_id)).toContain(before);
+    expect(JSON.stringify(left)).not.toContain('after bob left');
+    expect(withLeave.rooms.join[roomId]).toBeUndefined();
+
+    const without = await bob.sync();
+    expect(without.rooms.leave).toEqual({});
+    // A room the user is still in is not a left room.
+    expect((await alice.sync({ filter: JSON.stringify({ room: { include_leave: true } }) })).rooms.leave).toEqual({});
   });
 });
