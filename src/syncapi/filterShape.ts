@@ -57,3 +57,8 @@ const filter = object({
 export function filterProblem(value: unknown): string | null {
   return filter(value, '');
 }
+
+/** What is wrong with a room event filter's shape (/messages' and /context's `filter`), or null. */
+export function roomEventFilterProblem(value: unknown): string | null {
+  return roomEventFilter(value, '');
+}

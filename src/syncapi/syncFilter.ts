@@ -57,6 +57,11 @@ function eventFilterOf(raw: unknown, maxLimit: number): EventFilter {
   return f;
 }
 
+/** A room event filter (/messages' and /context's `filter`) whose shape was checked. */
+export function roomEventFilterOf(raw: unknown): EventFilter {
+  return eventFilterOf(raw, Number.MAX_SAFE_INTEGER);
+}
+
 /** The filter /sync applies (null: no filter — everything, with the default timeline limit). */
 export function syncFilterOf(raw: unknown): SyncFilter {
   const top = isObject(raw) ? raw : {};

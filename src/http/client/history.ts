@@ -8,7 +8,9 @@ import { clientEvents, type StoredEvent } from '../../syncapi/roomReader.ts';
 import { toClientEvent } from '../../syncapi/clientEvents.ts';
 import { formatTopologicalToken, parsePaginationToken, positionAfter, positionOf, type PaginationToken, type TopoPosition } from '../../syncapi/syncToken.ts';
 import { mayOpenRoom, visibilityJudge, type EventRef } from '../../syncapi/visibility.ts';
-import { forbidden, invalidParam, notFound, type MatrixError } from '../errors.ts';
+import { badJson, forbidden, invalidParam, notFound, notJson, type MatrixError } from '../errors.ts';
+import { roomEventFilterProblem } from '../../syncapi/filterShape.ts';
+import { keeps, roomEventFilterOf, type EventFilter } from '../../syncapi/syncFilter.ts';
 import { requireAuth, sessionOf } from './auth.ts';
 import type { ClientContext } from './context.ts';
 import { clientRoute } from './prefixes.ts';
@@ -115,31 +117,37 @@ async function backfillBelow(
   return { stored, gap: await gapBelow(ctx, exhaustedGaps, roomId, from, limit + 1) };
 }
 
-/** Whether /messages' `filter` (a RoomEventFilter as JSON) asks for `lazy_load_members`; one that does not parse asks for nothing. */
-function lazyLoadsMembers(filter: string | undefined): boolean {
-  if (filter === undefined) return false;
+/**
+ * /messages' and /context's `filter`: a room event filter as JSON (types, senders and
+ * `lazy_load_members` apply). `400 M_NOT_JSON` when it does not parse, `400 M_BAD_JSON` when
+ * it is not a room event filter.
+ */
+function roomEventFilterParam(raw: string | undefined): EventFilter | undefined {
+  if (raw === undefined) return undefined;
+  let parsed: unknown;
   try {
-    const parsed: unknown = JSON.parse(filter);
-    return parsed !== null && typeof parsed === 'object' && (parsed as { lazy_load_members?: unknown }).lazy_load_members === true;
+    parsed = JSON.parse(raw);
   } catch {
-    return false;
+    throw notJson('filter is not valid JSON');
   }
+  const problem = roomEventFilterProblem(parsed);
+  if (problem) throw badJson(`filter: ${problem}`);
+  return roomEventFilterOf(parsed);
 }
 
+const kept = (filter: EventFilter | undefined) => (e: StoredEvent) => filter === undefined || keeps(filter, e.pdu.type, e.pdu.sender);
+
 /**
- * With `lazy_load_members`, /messages' `state`: the member events of the chunk's senders, as
- * they stood at the chunk's newest event, so a client that lazy-loads members can show who
- * sent what.
+ * With `lazy_load_members`, the `state` of /messages and /context: the member events of the
+ * senders of the events returned, as they stood at the newest of them, so a client that
+ * lazy-loads members can show who sent what.
  */
-async function sendersMembers(ctx: ClientContext, roomId: string, chunk: StoredEvent[]) {
-  if (chunk.length === 0) return [];
-  const senders = new Set(chunk.map((e) => e.pdu.sender));
-  const newest = Math.max(...chunk.map((e) => e.seq));
+async function sendersMembers(ctx: ClientContext, roomId: string, events: StoredEvent[]): Promise<StoredEvent[]> {
+  if (events.length === 0) return [];
+  const senders = new Set(events.map((e) => e.pdu.sender));
+  const newest = Math.max(...events.map((e) => e.seq));
   const state = await ctx.rooms.stateBefore(roomId, newest + 1);
-  return clientEvents(
-    state.filter((e) => e.pdu.type === 'm.room.member' && senders.has(e.pdu.state_key as string)),
-    ctx.clock.now(),
-  );
+  return state.filter((e) => e.pdu.type === 'm.room.member' && senders.has(e.pdu.state_key as string));
 }
 
 export function registerHistoryRoutes(app: FastifyInstance, ctx: ClientContext): void {
@@ -172,6 +180,8 @@ export function registerHistoryRoutes(app: FastifyInstance, ctx: ClientContext):
       const { userId } = sessionOf(req);
       const roomId = requireRoomId((req.params as { roomId: string }).roomId);
       const q = req.query as { from?: string; to?: string; dir?: string; limit?: string; filter?: string };
+      const filter = roomEventFilterParam(q.filter);
+      const wanted = kept(filter);
       const dir = q.dir ?? 'b';
       if (dir !== 'b' && dir !== 'f') throw invalidParam('dir must be b or f');
       const limit = parseLimit(q.limit, 10);
@@ -198,7 +208,8 @@ export function registerHistoryRoutes(app: FastifyInstance, ctx: ClientContext):
       for (let pages = 0; more && chunk.length < limit && pages < MAX_HIDDEN_PAGES; pages++) {
         const want = limit - chunk.length;
         const page = await ctx.rooms.page(roomId, cursor, dir, want, to);
-        for (const e of page) if (visible(e)) chunk.push(e);
+        // Events the filter leaves out are passed over like hidden ones.
+        for (const e of page) if (visible(e) && wanted(e)) chunk.push(e);
         more = page.length === want;
         const last = page.at(-1);
         if (last) cursor = dir === 'b' ? positionOf(last) : positionAfter(last);
@@ -214,7 +225,7 @@ export function registerHistoryRoutes(app: FastifyInstance, ctx: ClientContext):
         chunk: clientEvents(chunk, ctx.clock.now(), sessionOf(req)),
         start: q.from ?? formatTopologicalToken(from),
         ...(more || chunk.length > 0 ? { end: formatTopologicalToken(cursor) } : {}),
-        state: lazyLoadsMembers(q.filter) ? await sendersMembers(ctx, roomId, chunk) : [],
+        state: filter?.lazyLoadMembers ? clientEvents(await sendersMembers(ctx, roomId, chunk), ctx.clock.now()) : [],
       };
     },
   });
@@ -227,7 +238,10 @@ export function registerHistoryRoutes(app: FastifyInstance, ctx: ClientContext):
       const { userId } = sessionOf(req);
       const { roomId, eventId } = req.params as { roomId: string; eventId: string };
       requireRoomId(roomId);
-      const limit = parseLimit((req.query as { limit?: string }).limit, 10);
+      const q = req.query as { limit?: string; filter?: string };
+      const limit = parseLimit(q.limit, 10);
+      const filter = roomEventFilterParam(q.filter);
+      const wanted = kept(filter);
       const visible = await readerOf(ctx, roomId, userId);
       const event = await ctx.rooms.eventById(eventId);
       if (!event || event.pdu.room_id !== roomId || !visible(event)) throw notFound('no such event');
@@ -237,8 +251,11 @@ export function registerHistoryRoutes(app: FastifyInstance, ctx: ClientContext):
       const after = afterCount > 0 ? await ctx.rooms.page(roomId, positionAfter(event), 'f', afterCount) : [];
       const now = ctx.clock.now();
       const viewer = sessionOf(req);
-      const shownBefore = before.filter(visible);
-      const shownAfter = after.filter(visible);
+      // The filter applies to the events around the event, and to the state; never to the event itself.
+      const shownBefore = before.filter((e) => visible(e) && wanted(e));
+      const shownAfter = after.filter((e) => visible(e) && wanted(e));
+      const last = (shownAfter.at(-1) ?? event).seq;
+      const state = filter?.lazyLoadMembers ? await sendersMembers(ctx, roomId, [...shownBefore, event, ...shownAfter]) : (await ctx.rooms.stateBefore(roomId, last + 1)).filter(wanted);
       return {
         event: toClientEvent(event.eventId, event.pdu, now),
         // Newest first, as /messages backwards gives them.
@@ -247,8 +264,8 @@ export function registerHistoryRoutes(app: FastifyInstance, ctx: ClientContext):
         // Paginating on continues past everything read, shown or not.
         start: formatTopologicalToken(positionOf(before.at(-1) ?? event)),
         end: formatTopologicalToken(positionAfter(after.at(-1) ?? event)),
-        // The state at the last event returned.
-        state: clientEvents(await ctx.rooms.stateBefore(roomId, (shownAfter.at(-1) ?? event).seq + 1), now),
+        // The state at the last event returned (with lazy_load_members, its senders' members).
+        state: clientEvents(state, now),
       };
     },
   });

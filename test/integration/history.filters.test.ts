@@ -1,0 +1,95 @@
+// The `filter` of /messages and /context (a room event filter as JSON): types and senders
+// choose the events (paging passes over the rest), lazy_load_members the member events in
+// `state`; a filter that is not JSON, or not a filter, is refused.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestPeekd } from '../helpers/peekd.ts';
+import { enc, expectError, TestUser } from '../helpers/matrix.ts';
+
+let hs: Awaited<ReturnType<typeof startTestPeekd>>;
+let alice: TestUser;
+let bob: TestUser;
+let roomId: string;
+let aliceSaid: string[];
+let bobSaid: string[];
+let middle: string;
+
+const messages = (reader: TestUser, query: Record<string, string>) => reader.req('GET', `/_matrix/client/v3/rooms/${enc(roomId)}/messages?${new URLSearchParams(query)}`);
+const context = (reader: TestUser, eventId: string, query: Record<string, string>) =>
+  reader.req('GET', `/_matrix/client/v3/rooms/${enc(roomId)}/context/${enc(eventId)}?${new URLSearchParams(query)}`);
+const f = (filter: unknown) => JSON.stringify(filter);
+
+beforeAll(async () => {
+  hs = await startTestPeekd();
+  alice = await TestUser.register(hs.url, 'alice');
+  bob = await TestUser.register(hs.url, 'bob');
+  roomId = (await alice.createRoom({ preset: 'public_chat' })).room_id;
+  expect((await bob.join(roomId)).status).toBe(200);
+  aliceSaid = [];
+  bobSaid = [];
+  for (let i = 0; i < 4; i++) {
+    aliceSaid.push(await alice.send(roomId, `alice ${i}`));
+    bobSaid.push(await bob.send(roomId, `bob ${i}`));
+    if (i === 1) middle = await alice.setState(roomId, 'm.room.topic', { topic: 'filters' });
+  }
+});
+
+afterAll(async () => {
+  await hs?.dropAll();
+});
+
+describe('/messages filter', () => {
+  it('keeps the senders and types asked for, and pages on past the others', async () => {
+    const first = await messages(alice, { dir: 'b', limit: '3', filter: f({ senders: [bob.userId] }) });
+    expect(first.status).toBe(200);
+    expect(first.body.chunk.map((e: any) => e.event_id)).toEqual([...bobSaid].reverse().slice(0, 3));
+    const rest = await messages(alice, { dir: 'b', limit: '3', from: first.body.end, filter: f({ senders: [bob.userId] }) });
+    // The rest of bob's events: his first message, then his join.
+    expect(rest.body.chunk.map((e: any) => e.event_id)[0]).toBe(bobSaid[0]);
+    expect(rest.body.chunk.slice(1).map((e: any) => [e.type, e.sender, e.content.membership])).toEqual([['m.room.member', bob.userId, 'join']]);
+
+    const texts = await messages(alice, { dir: 'b', limit: '100', filter: f({ types: ['m.room.message'], not_senders: [bob.userId] }) });
+    expect(texts.body.chunk.map((e: any) => e.event_id)).toEqual([...aliceSaid].reverse());
+    const noMembers = await messages(alice, { dir: 'b', limit: '100', filter: f({ not_types: ['m.room.member', 'm.room.message'] }) });
+    expect(noMembers.body.chunk.every((e: any) => e.type !== 'm.room.member' && e.type !== 'm.room.message')).toBe(true);
+    expect(noMembers.body.chunk.map((e: any) => e.event_id)).toContain(middle);
+    // Without a filter: everything, and no state.
+    const all = await messages(alice, { dir: 'b', limit: '100' });
+    expect(all.body.chunk.length).toBeGreaterThan(texts.body.chunk.length + first.body.chunk.length);
+    expect(all.body.state).toEqual([]);
+  });
+
+  it('with lazy_load_members, gives the member events of the senders in state', async () => {
+    const page = await messages(alice, { dir: 'b', limit: '1', filter: f({ lazy_load_members: true }) });
+    expect(page.body.chunk.map((e: any) => e.sender)).toEqual([bob.userId]);
+    expect(page.body.state.map((e: any) => [e.type, e.state_key, e.content.membership])).toEqual([['m.room.member', bob.userId, 'join']]);
+  });
+
+  it('refuses a filter that is not JSON (400 M_NOT_JSON) or not a room event filter (400 M_BAD_JSON)', async () => {
+    expectError(await messages(alice, { dir: 'b', filter: '{not json' }), 400, 'M_NOT_JSON');
+    expectError(await messages(alice, { dir: 'b', filter: '[1]' }), 400, 'M_BAD_JSON');
+    expectError(await messages(alice, { dir: 'b', filter: f({ types: 'm.room.message' }) }), 400, 'M_BAD_JSON');
+    expectError(await messages(alice, { dir: 'b', filter: f({ lazy_load_members: 'yes' }) }), 400, 'M_BAD_JSON');
+  });
+});
+
+describe('/context filter', () => {
+  it('applies to the events around and to the state, never to the event itself', async () => {
+    const around = aliceSaid[2]!;
+    const onlyBob = await context(alice, around, { limit: '4', filter: f({ senders: [bob.userId] }) });
+    expect(onlyBob.status).toBe(200);
+    expect(onlyBob.body.event.event_id).toBe(around);
+    for (const e of [...onlyBob.body.events_before, ...onlyBob.body.events_after]) expect(e.sender).toBe(bob.userId);
+    expect(onlyBob.body.events_after.map((e: any) => e.event_id)).toEqual([bobSaid[2]]);
+
+    const topicOnly = await context(alice, around, { limit: '2', filter: f({ types: ['m.room.topic'] }) });
+    expect(topicOnly.body.state.map((e: any) => e.type)).toEqual(['m.room.topic']);
+    const whole = await context(alice, around, { limit: '2' });
+    expect(whole.body.state.length).toBeGreaterThan(3);
+
+    const lazy = await context(alice, around, { limit: '2', filter: f({ lazy_load_members: true }) });
+    const senders = new Set([lazy.body.event, ...lazy.body.events_before, ...lazy.body.events_after].map((e: any) => e.sender));
+    expect(lazy.body.state.map((e: any) => e.state_key).sort()).toEqual([...senders].sort());
+    expect(lazy.body.state.every((e: any) => e.type === 'm.room.member')).toBe(true);
+    expectError(await context(alice, around, { filter: 'nope' }), 400, 'M_NOT_JSON');
+  });
+});
