@@ -55,3 +55,20 @@ export function nestingDepth(text: string): number {
   }
   return max;
 }
+
+/**
+ * A filter given as JSON in a query parameter (/sync's inline filter, /messages' and
+ * /context's room event filter): `400 M_NOT_JSON` when it does not parse, `400 M_BAD_JSON`
+ * with what `problemOf` finds wrong with its shape.
+ */
+export function jsonFilterParam(raw: string, problemOf: (value: unknown) => string | null): unknown {
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    throw notJson('filter is not valid JSON');
+  }
+  const problem = problemOf(value);
+  if (problem) throw badJson(`filter: ${problem}`);
+  return value;
+}

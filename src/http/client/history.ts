@@ -8,7 +8,8 @@ import { clientEvents, type StoredEvent } from '../../syncapi/roomReader.ts';
 import { toClientEvent } from '../../syncapi/clientEvents.ts';
 import { formatTopologicalToken, parsePaginationToken, positionAfter, positionOf, type PaginationToken, type TopoPosition } from '../../syncapi/syncToken.ts';
 import { mayOpenRoom, visibilityJudge, type EventRef } from '../../syncapi/visibility.ts';
-import { badJson, forbidden, invalidParam, notFound, notJson, type MatrixError } from '../errors.ts';
+import { forbidden, invalidParam, notFound, type MatrixError } from '../errors.ts';
+import { jsonFilterParam } from '../jsonBody.ts';
 import { roomEventFilterProblem } from '../../syncapi/filterShape.ts';
 import { keeps, roomEventFilterOf, type EventFilter } from '../../syncapi/syncFilter.ts';
 import { requireAuth, sessionOf } from './auth.ts';
@@ -123,16 +124,7 @@ async function backfillBelow(
  * it is not a room event filter.
  */
 function roomEventFilterParam(raw: string | undefined): EventFilter | undefined {
-  if (raw === undefined) return undefined;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(raw);
-  } catch {
-    throw notJson('filter is not valid JSON');
-  }
-  const problem = roomEventFilterProblem(parsed);
-  if (problem) throw badJson(`filter: ${problem}`);
-  return roomEventFilterOf(parsed);
+  return raw === undefined ? undefined : roomEventFilterOf(jsonFilterParam(raw, roomEventFilterProblem));
 }
 
 const kept = (filter: EventFilter | undefined) => (e: StoredEvent) => filter === undefined || keeps(filter, e.pdu.type, e.pdu.sender);

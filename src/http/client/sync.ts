@@ -6,10 +6,11 @@ import { rowsOf } from '../../store/db.ts';
 import { isValidUserId } from '../../events/ids.ts';
 import { unstorableString } from '../../matrix/storable.ts';
 import { filterProblem } from '../../syncapi/filterShape.ts';
+import { jsonFilterParam } from '../jsonBody.ts';
 import { filters } from '../../store/schema.ts';
 import { DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT, syncFilterOf } from '../../syncapi/syncFilter.ts';
 import { parseSyncToken } from '../../syncapi/syncToken.ts';
-import { badJson, forbidden, invalidParam, MatrixError, notFound, notJson } from '../errors.ts';
+import { badJson, forbidden, invalidParam, MatrixError, notFound } from '../errors.ts';
 import { requireAuth, sessionOf } from './auth.ts';
 import type { ClientContext } from './context.ts';
 import { admitSlot, holdConnection, writeSlot } from '../../syncapi/writeSlices.ts';
@@ -33,14 +34,7 @@ export function registerSyncRoutes(app: FastifyInstance, ctx: ClientContext): vo
   async function loadFilter(userId: string, raw: string | undefined): Promise<unknown> {
     if (raw === undefined || raw === '') return null;
     if (raw.trim().startsWith('{')) {
-      let inline: unknown;
-      try {
-        inline = JSON.parse(raw);
-      } catch {
-        throw notJson('filter is not valid JSON');
-      }
-      const problem = filterProblem(inline);
-      if (problem) throw badJson(`filter: ${problem}`);
+      const inline = jsonFilterParam(raw, filterProblem);
       // Its escapes may spell what Postgres cannot take (the sync query carries the filter's
       // types and senders): refused as in a stored filter's body.
       const bad = unstorableString(inline);
