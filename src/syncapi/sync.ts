@@ -705,10 +705,12 @@ export class SyncService {
    * must still reach the client: the state at `upto` (or what changed since `after`), less
    * the entries the visible timeline itself carries.
    */
-  private async stateFor(roomId: string, after: number, upto: number, slice: TimelineSlice & { hidden: boolean }, fullState: boolean, view: View): Promise<StoredEvent[]> {
+  private async stateFor(roomId: string, after: number, upto: number, slice: TimelineSlice & { hidden: boolean }, fullState: boolean, view: View, summary?: RoomSummary): Promise<StoredEvent[]> {
     if (!keepsRoom(view.filter.state, roomId)) return [];
     let state = await this.unfilteredStateFor(roomId, after, upto, slice, fullState);
-    if (view.filter.state.lazyLoadMembers && (fullState || after === 0)) state = await this.lazyMembers(roomId, upto, state, slice.events, view);
+    if (view.filter.state.lazyLoadMembers && (fullState || after === 0)) {
+      state = this.lazyMembers(roomId, state, slice.events, (summary ?? (await this.summaryAt(roomId, upto, view)))['m.heroes'], view);
+    }
     return applyFilter(
       view.filter.state,
       state,
@@ -724,9 +726,8 @@ export class SyncService {
    * Incremental sections keep every membership change, lazy or not: a client learns of joins
    * and leaves in a gap only from them (encryption depends on it).
    */
-  private async lazyMembers(roomId: string, upto: number, state: StoredEvent[], timeline: StoredEvent[], view: View): Promise<StoredEvent[]> {
-    const wanted = new Set(timeline.map((e) => e.pdu.sender));
-    for (const hero of (await this.summaryAt(roomId, upto, view))['m.heroes']) wanted.add(hero);
+  private lazyMembers(roomId: string, state: StoredEvent[], timeline: StoredEvent[], heroes: string[], view: View): StoredEvent[] {
+    const wanted = new Set([...timeline.map((e) => e.pdu.sender), ...heroes]);
     if (view.memberOf.has(roomId)) wanted.add(view.viewer.userId);
     return state.filter((e) => !isMemberEvent(e) || wanted.has(e.pdu.state_key as string));
   }
@@ -769,8 +770,10 @@ export class SyncService {
 
   private async makeFullRoom(roomId: string, upto: number, limit: number, view: View): Promise<RoomSection> {
     const slice = await this.visibleTimeline(roomId, 0, upto, limit, view);
-    const state = await this.stateFor(roomId, 0, upto, slice, true, view);
-    return this.section(state, slice.events, slice.limited, this.prevBatch(slice.events[0], upto), view, await this.summaryAt(roomId, upto, view));
+    // One summary for the section and for the heroes lazy loading keeps.
+    const summary = await this.summaryAt(roomId, upto, view);
+    const state = await this.stateFor(roomId, 0, upto, slice, true, view, summary);
+    return this.section(state, slice.events, slice.limited, this.prevBatch(slice.events[0], upto), view, summary);
   }
 
   /**
@@ -784,11 +787,14 @@ export class SyncService {
 
   private async makeIncrementalRoom(roomId: string, after: number, upto: number, limit: number, fullState: boolean, view: View): Promise<RoomSection> {
     const slice = await this.visibleTimeline(roomId, after, upto, limit, view);
-    const state = await this.stateFor(roomId, after, upto, slice, fullState, view);
-    // The summary when the membership changed (the spec's counts are required then, and may
-    // be left out otherwise), or when the client asked for the full state.
-    const membershipChanged = fullState || state.some(isMemberEvent) || slice.events.some(isMemberEvent);
-    return this.section(state, slice.events, slice.limited, this.prevBatch(slice.events[0], upto), view, membershipChanged ? await this.summaryAt(roomId, upto, view) : {});
+    // With the full state asked for, the summary comes along (and gives lazy loading its heroes).
+    const full = fullState ? await this.summaryAt(roomId, upto, view) : undefined;
+    const state = await this.stateFor(roomId, after, upto, slice, fullState, view, full);
+    // Otherwise the summary when the membership changed (the spec's counts are required then,
+    // and may be left out otherwise).
+    const membershipChanged = state.some(isMemberEvent) || slice.events.some(isMemberEvent);
+    const summary = full ?? (membershipChanged ? await this.summaryAt(roomId, upto, view) : {});
+    return this.section(state, slice.events, slice.limited, this.prevBatch(slice.events[0], upto), view, summary);
   }
 
   /**
