@@ -4,7 +4,8 @@
 import type { StoredEvent } from './roomReader.ts';
 
 export interface RoomSummary {
-  'm.heroes': string[];
+  /** Only for a room with neither a name nor a canonical alias (what a client names it by otherwise). */
+  'm.heroes'?: string[];
   'm.joined_member_count': number;
   'm.invited_member_count': number;
 }
@@ -16,7 +17,9 @@ const HEROES = 5;
  * The summary of a room whose state is `state` (ordered by position, as stateBefore returns
  * it), for `self` (null: a reader with no membership, such as a peeking device). Heroes are
  * the first five joined or invited members by the position of their membership, never
- * `self`; when there are none, the first five who left or were banned.
+ * `self`; when there are none, the first five who left or were banned. A room with a name or
+ * a canonical alias has no heroes: the client names it by those (and, lazy-loading members,
+ * is not sent the heroes' member events it would not use).
  */
 export function roomSummary(state: readonly StoredEvent[], self: string | null): RoomSummary {
   const present: string[] = [];
@@ -33,5 +36,14 @@ export function roomSummary(state: readonly StoredEvent[], self: string | null):
     if (membership === 'join' || membership === 'invite') present.push(userId);
     else if (membership === 'leave' || membership === 'ban') gone.push(userId);
   }
-  return { 'm.heroes': (present.length > 0 ? present : gone).slice(0, HEROES), 'm.joined_member_count': joined, 'm.invited_member_count': invited };
+  const counts = { 'm.joined_member_count': joined, 'm.invited_member_count': invited };
+  if (hasText(state, 'm.room.name', 'name') || hasText(state, 'm.room.canonical_alias', 'alias')) return counts;
+  return { 'm.heroes': (present.length > 0 ? present : gone).slice(0, HEROES), ...counts };
+}
+
+/** Whether the room's state event of `type` (state key "") has a non-empty string `field`. */
+function hasText(state: readonly StoredEvent[], type: string, field: string): boolean {
+  const e = state.find((x) => x.pdu.type === type && x.pdu.state_key === '');
+  const value = (e?.pdu.content as Record<string, unknown> | undefined)?.[field];
+  return typeof value === 'string' && value !== '';
 }

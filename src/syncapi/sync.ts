@@ -17,6 +17,7 @@ import { ClientDataStore, presenceContent, receiptContent, type AccountDataRow, 
 import { applyFilter, keeps, keepsRoom, selects, syncFilterOf, type SyncFilter } from './syncFilter.ts';
 import type { Hangup } from './hangup.ts';
 import { roomSummary, type RoomSummary } from './roomSummary.ts';
+import { SentMembers } from './sentMembers.ts';
 
 export { DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT } from './syncFilter.ts';
 
@@ -98,6 +99,8 @@ export interface SyncDeps {
 export class SyncService {
   /** Presence and account data: the HTTP handlers write through setPresence and putAccountData below. */
   readonly clientData: ClientDataStore;
+  /** The member events each device has been sent (lazy-loaded members). */
+  private readonly sentMembers = new SentMembers();
 
   constructor(private readonly deps: SyncDeps) {
     this.clientData = deps.clientData ?? new ClientDataStore(deps.rooms.db);
@@ -576,6 +579,8 @@ export class SyncService {
       device_one_time_keys_count: {},
     };
     view.memberOf = new Set(memberships.map((m) => m.roomId));
+    // A new sync sequence: the device may have lost every member event it had.
+    if (!since && view.filter.state.lazyLoadMembers) this.sentMembers.forget(view.viewer);
     // The filter's room lists leave rooms out of the response altogether (and out of what
     // a long-poll waits for); a device's peek of a left-out room goes on all the same.
     const wanted = (roomId: string) => keepsRoom(view.filter.room, roomId);
@@ -708,15 +713,50 @@ export class SyncService {
   private async stateFor(roomId: string, after: number, upto: number, slice: TimelineSlice & { hidden: boolean }, fullState: boolean, view: View, summary?: RoomSummary): Promise<StoredEvent[]> {
     if (!keepsRoom(view.filter.state, roomId)) return [];
     let state = await this.unfilteredStateFor(roomId, after, upto, slice, fullState);
-    if (view.filter.state.lazyLoadMembers && (fullState || after === 0)) {
-      state = this.lazyMembers(roomId, state, slice.events, (summary ?? (await this.summaryAt(roomId, upto, view)))['m.heroes'], view);
+    const lazy = view.filter.state.lazyLoadMembers === true;
+    if (lazy && (fullState || after === 0)) {
+      state = this.lazyMembers(roomId, state, slice.events, (summary ?? (await this.summaryAt(roomId, upto, view)))['m.heroes'] ?? [], view);
+    } else if (lazy) {
+      state = await this.lazyIncremental(roomId, after, state, slice.events, view);
     }
-    return applyFilter(
+    const filtered = applyFilter(
       view.filter.state,
       state,
       (e) => e.pdu.type,
       (e) => e.pdu.sender,
     );
+    // A member's sections are its own (a peeker's are shared): what it is sent is remembered.
+    if (lazy && !view.filter.state.includeRedundantMembers && view.memberOf.has(roomId)) {
+      this.sentMembers.record(view.viewer, roomId, filtered, upto);
+      this.sentMembers.record(view.viewer, roomId, slice.events, upto);
+    }
+    return filtered;
+  }
+
+  /**
+   * `lazy_load_members` in an incremental section: the state changes as they are (membership
+   * changes in a gap included: a client learns of joins and leaves only from them), plus the
+   * member events of the timeline's senders as they stood at its start — a sender the client
+   * may never have been sent, whose member event is not in the timeline before its first
+   * event. A member of the room is not sent again a member event it has had (unless the
+   * filter asks for `include_redundant_members`) — had: carried by an answer at or before
+   * `after`, the position the device syncs from (sentMembers.ts); a peeker's sections are shared by every
+   * peeking device, so a peeker gets the senders' member events each time.
+   */
+  private async lazyIncremental(roomId: string, after: number, state: StoredEvent[], timeline: StoredEvent[], view: View): Promise<StoredEvent[]> {
+    const have = new Set(state.filter(isMemberEvent).map((e) => e.pdu.state_key as string));
+    const wanted = new Set<string>();
+    for (const e of timeline) {
+      if (!have.has(e.pdu.sender)) wanted.add(e.pdu.sender);
+      if (isMemberEvent(e)) have.add(e.pdu.state_key as string); // later events' senders are described by it
+    }
+    let out = state;
+    if (wanted.size > 0 && timeline.length > 0) {
+      const atStart = await this.deps.rooms.stateBefore(roomId, timeline[0]!.seq);
+      out = [...state, ...atStart.filter((e) => isMemberEvent(e) && wanted.has(e.pdu.state_key as string))];
+    }
+    if (view.filter.state.includeRedundantMembers || !view.memberOf.has(roomId)) return out;
+    return out.filter((e) => !isMemberEvent(e) || !this.sentMembers.has(view.viewer, roomId, e, after));
   }
 
   /**

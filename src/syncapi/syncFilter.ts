@@ -16,6 +16,8 @@ export interface EventFilter {
   notRooms?: string[];
   /** `lazy_load_members` (honoured in `room.state`): member events only of those the client needs. */
   lazyLoadMembers?: true;
+  /** `include_redundant_members` (with lazy_load_members): the senders' member events even when the device has them. */
+  includeRedundantMembers?: true;
 }
 
 export interface SyncFilter {
@@ -54,6 +56,7 @@ function eventFilterOf(raw: unknown, maxLimit: number): EventFilter {
   }
   if (typeof raw.limit === 'number' && Number.isSafeInteger(raw.limit) && raw.limit >= 0) f.limit = Math.min(raw.limit, maxLimit);
   if (raw.lazy_load_members === true) f.lazyLoadMembers = true;
+  if (raw.include_redundant_members === true) f.includeRedundantMembers = true;
   return f;
 }
 

@@ -6,7 +6,8 @@ import type { StoredEvent } from '../../src/syncapi/roomReader.ts';
 let seq = 0;
 const member = (userId: string, membership: string): StoredEvent =>
   ({ seq: ++seq, eventId: `$m${seq}`, pdu: { type: 'm.room.member', state_key: userId, sender: userId, content: { membership } } }) as unknown as StoredEvent;
-const other = (type: string): StoredEvent => ({ seq: ++seq, eventId: `$e${seq}`, pdu: { type, state_key: '', sender: '@a:hs', content: {} } }) as unknown as StoredEvent;
+const other = (type: string, content: Record<string, unknown> = {}): StoredEvent =>
+  ({ seq: ++seq, eventId: `$e${seq}`, pdu: { type, state_key: '', sender: '@a:hs', content } }) as unknown as StoredEvent;
 
 describe('roomSummary', () => {
   it('names the first five joined or invited members by position, never the reader, and counts joins and invites', () => {
@@ -28,5 +29,14 @@ describe('roomSummary', () => {
     const state = [member('@me:hs', 'join'), member('@gone:hs', 'leave'), member('@bad:hs', 'ban')];
     expect(roomSummary(state, '@me:hs')).toEqual({ 'm.heroes': ['@gone:hs', '@bad:hs'], 'm.joined_member_count': 1, 'm.invited_member_count': 0 });
     expect(roomSummary([other('m.room.create')], null)).toEqual({ 'm.heroes': [], 'm.joined_member_count': 0, 'm.invited_member_count': 0 });
+  });
+
+  it('gives no heroes to a room with a name or a canonical alias, and heroes again when they are empty', () => {
+    const people = [member('@me:hs', 'join'), member('@x:hs', 'join'), member('@y:hs', 'invite')];
+    const counts = { 'm.joined_member_count': 2, 'm.invited_member_count': 1 };
+    expect(roomSummary([other('m.room.name', { name: 'A room name' }), ...people], '@me:hs')).toEqual(counts);
+    expect(roomSummary([other('m.room.canonical_alias', { alias: '#a:hs' }), ...people], '@me:hs')).toEqual(counts);
+    // A name or alias removed (empty) names nothing: the heroes are back.
+    expect(roomSummary([other('m.room.name', { name: '' }), other('m.room.canonical_alias', {}), ...people], '@me:hs')).toEqual({ 'm.heroes': ['@x:hs', '@y:hs'], ...counts });
   });
 });

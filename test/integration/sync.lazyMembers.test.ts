@@ -1,0 +1,150 @@
+// Lazy-loaded members in incremental /sync (client-server API, "Lazy-loading room members";
+// the scenarios of sytest's tests/31sync/15lazy-members.pl): an incremental section carries
+// the member events of its timeline's senders that the device has not been sent, the
+// membership changes of a gap, and not a member event the device already has — unless the
+// filter asks for `include_redundant_members`. A named room has no heroes, so lazy loading
+// sends no member events for them. The reader's own member event comes with the full state
+// (the specification requires it).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestPeekd } from '../helpers/peekd.ts';
+import { TestUser } from '../helpers/matrix.ts';
+import { until } from '../helpers/until.ts';
+
+let hs: Awaited<ReturnType<typeof startTestPeekd>>;
+let n = 0;
+const user = (name: string) => TestUser.register(hs.url, `${name}${++n}`);
+
+beforeAll(async () => {
+  hs = await startTestPeekd();
+});
+
+afterAll(async () => {
+  await hs?.dropAll();
+});
+
+const LAZY = JSON.stringify({ room: { state: { lazy_load_members: true }, timeline: { limit: 10 } } });
+const REDUNDANT = JSON.stringify({ room: { state: { lazy_load_members: true, include_redundant_members: true }, timeline: { limit: 10 } } });
+
+/** The user IDs of the member events in a room section's state, sorted. */
+const members = (body: any, roomId: string, section = 'join') =>
+  ((body.rooms?.[section]?.[roomId]?.state?.events ?? []) as any[])
+    .filter((e) => e.type === 'm.room.member')
+    .map((e) => e.state_key as string)
+    .sort();
+
+/** A named room with alice and the others joined (named: no heroes, as in sytest). */
+async function namedRoom(alice: TestUser, others: TestUser[]): Promise<string> {
+  const { room_id: roomId } = await alice.createRoom({ preset: 'public_chat', name: 'A room name' });
+  for (const u of others) expect((await u.join(roomId)).status).toBe(200);
+  return roomId;
+}
+
+/** `count` messages from `u`; returns the last one's ID. */
+async function say(u: TestUser, roomId: string, count: number): Promise<string> {
+  let last = '';
+  for (let i = 1; i <= count; i++) last = await u.send(roomId, `message ${i} from ${u.userId}`);
+  return last;
+}
+
+/** Waits until `reader` can read `eventId` as the room's newest event (then its /sync holds it too). */
+async function visible(reader: TestUser, roomId: string, eventId: string): Promise<void> {
+  await until(`${eventId} readable`, async () => (await reader.messages(roomId, 1))[0]?.event_id === eventId);
+}
+
+describe('lazy-loaded members in /sync', () => {
+  it('initial sync of a named room: the timeline’s senders and the reader, no heroes', async () => {
+    const [alice, bob, charlie] = await Promise.all([user('alice'), user('bob'), user('charlie')]);
+    const roomId = await namedRoom(alice, [bob, charlie]);
+    await say(bob, roomId, 10);
+    await visible(alice, roomId, await say(charlie, roomId, 10));
+    const body = await alice.sync({ filter: LAZY });
+    expect(members(body, roomId)).toEqual([alice.userId, charlie.userId].sort());
+    expect(body.rooms.join[roomId].summary).toEqual({ 'm.joined_member_count': 3, 'm.invited_member_count': 0 });
+  });
+
+  it('incremental, no gap: the member event of a sender the device was not sent', async () => {
+    const [alice, bob, charlie] = await Promise.all([user('alice'), user('bob'), user('charlie')]);
+    const roomId = await namedRoom(alice, [bob, charlie]);
+    await visible(alice, roomId, await say(bob, roomId, 10));
+    const first = await alice.sync({ filter: LAZY });
+    expect(members(first, roomId)).toEqual([alice.userId, bob.userId].sort());
+
+    await visible(alice, roomId, await say(charlie, roomId, 1));
+    const next = await alice.sync({ filter: LAZY, since: first.next_batch });
+    expect(next.rooms.join[roomId].timeline.limited).toBe(false);
+    expect(members(next, roomId)).toEqual([charlie.userId]);
+    // Without lazy loading, a gapless incremental section has no state at all.
+    expect(members(await alice.sync({ since: first.next_batch }), roomId)).toEqual([]);
+  });
+
+  it('incremental with a gap: the timeline’s senders, not those of the gap — but the gap’s joins', async () => {
+    const [alice, bob, charlie, dave, erin] = await Promise.all([user('alice'), user('bob'), user('charlie'), user('dave'), user('erin')]);
+    const roomId = await namedRoom(alice, [bob, charlie, dave]);
+    await visible(alice, roomId, await say(bob, roomId, 10));
+    const first = await alice.sync({ filter: LAZY });
+    expect(members(first, roomId)).toEqual([alice.userId, bob.userId].sort());
+
+    // charlie's ten fall in the gap, dave's ten fill the timeline; erin joins in the gap.
+    await say(charlie, roomId, 5);
+    expect((await erin.join(roomId)).status).toBe(200);
+    await say(charlie, roomId, 5);
+    await visible(alice, roomId, await say(dave, roomId, 10));
+    const next = await alice.sync({ filter: LAZY, since: first.next_batch });
+    expect(next.rooms.join[roomId].timeline.limited).toBe(true);
+    expect(members(next, roomId)).toEqual([dave.userId, erin.userId].sort());
+  });
+
+  it('does not send a member event the device has, unless include_redundant_members asks', async () => {
+    for (const [filter, again] of [
+      [LAZY, false],
+      [REDUNDANT, true],
+    ] as const) {
+      const [alice, bob, charlie] = await Promise.all([user('alice'), user('bob'), user('charlie')]);
+      const roomId = await namedRoom(alice, [bob, charlie]);
+      await say(bob, roomId, 10);
+      await visible(alice, roomId, await say(charlie, roomId, 5));
+      const first = await alice.sync({ filter });
+      expect(members(first, roomId)).toEqual([alice.userId, bob.userId, charlie.userId].sort());
+
+      await say(bob, roomId, 1);
+      await visible(alice, roomId, await say(charlie, roomId, 1));
+      const next = await alice.sync({ filter, since: first.next_batch });
+      expect(members(next, roomId)).toEqual(again ? [bob.userId, charlie.userId].sort() : []);
+    }
+  });
+
+  it('sends the members again to a device that asks again from the same position (its answer was lost)', async () => {
+    const [alice, bob, charlie] = await Promise.all([user('alice'), user('bob'), user('charlie')]);
+    const roomId = await namedRoom(alice, [bob, charlie]);
+    await visible(alice, roomId, await say(bob, roomId, 10));
+    const first = await alice.sync({ filter: LAZY });
+    expect(members(first, roomId)).toEqual([alice.userId, bob.userId].sort());
+    await visible(alice, roomId, await say(charlie, roomId, 1));
+    const lost = await alice.sync({ filter: LAZY, since: first.next_batch });
+    expect(members(lost, roomId)).toEqual([charlie.userId]);
+    const retried = await alice.sync({ filter: LAZY, since: first.next_batch });
+    expect(members(retried, roomId)).toEqual([charlie.userId]);
+    // Once the device syncs on from that answer, charlie's member event is its own.
+    await visible(alice, roomId, await say(charlie, roomId, 1));
+    expect(members(await alice.sync({ filter: LAZY, since: retried.next_batch }), roomId)).toEqual([]);
+    // A new initial sync starts over: the device may have lost everything it was sent.
+    await visible(alice, roomId, await say(bob, roomId, 10));
+    const fresh = await alice.sync({ filter: LAZY });
+    expect(members(fresh, roomId)).toEqual([alice.userId, bob.userId].sort());
+    await visible(alice, roomId, await say(charlie, roomId, 1));
+    expect(members(await alice.sync({ filter: LAZY, since: fresh.next_batch }), roomId)).toEqual([charlie.userId]);
+  });
+
+  it('a peeking device gets the senders’ member events in its incremental sections', async () => {
+    const [alice, bob, peeker] = await Promise.all([user('alice'), user('bob'), user('peeker')]);
+    const { room_id: roomId } = await alice.createWorldReadableRoom({ preset: 'public_chat', name: 'Peeked' });
+    expect((await bob.join(roomId)).status).toBe(200);
+    await visible(alice, roomId, await say(alice, roomId, 10));
+    expect((await peeker.peek(roomId)).status).toBe(200);
+    const first = await peeker.sync({ filter: LAZY });
+    expect(members(first, roomId, 'peek')).toEqual([alice.userId]);
+    await visible(alice, roomId, await say(bob, roomId, 1));
+    const next = await peeker.sync({ filter: LAZY, since: first.next_batch });
+    expect(members(next, roomId, 'peek')).toEqual([bob.userId]);
+  });
+});
