@@ -25,7 +25,9 @@ interface Sent {
 const isMember = (e: StoredEvent) => e.pdu.type === 'm.room.member' && typeof e.pdu.state_key === 'string';
 
 export class SentMembers {
-  private readonly devices = new LRUCache<string, LRUCache<string, Sent>>({ max: DEVICES });
+  // Per device a plain Map in insertion order, the oldest dropped past `perDevice` (an
+  // LRUCache per device would allocate its full-size arrays up front, for every device).
+  private readonly devices = new LRUCache<string, Map<string, Sent>>({ max: DEVICES });
 
   constructor(private readonly perDevice = PER_DEVICE) {}
 
@@ -50,11 +52,13 @@ export class SentMembers {
     let sent = this.devices.get(key);
     for (const e of events) {
       if (!isMember(e)) continue;
-      if (!sent) this.devices.set(key, (sent = new LRUCache<string, Sent>({ max: this.perDevice })));
+      if (!sent) this.devices.set(key, (sent = new Map()));
       const k = `${roomId}\u0000${e.pdu.state_key as string}`;
       const before = sent.get(k);
       if (before?.eventId === e.eventId && before.pos <= pos) continue; // the first answer that carried it counts
+      sent.delete(k); // re-inserted as the newest
       sent.set(k, { eventId: e.eventId, pos });
+      if (sent.size > this.perDevice) sent.delete(sent.keys().next().value as string);
     }
   }
 }
