@@ -111,7 +111,7 @@ export class RoomReader {
    */
   timeline(roomId: string, afterSeq: number, uptoSeq: number, limit: number, filter?: EventFilter): Promise<TimelineSlice> {
     const which = filter && selects(filter) ? filter : undefined;
-    const key = `${roomId}\u0000${afterSeq}\u0000${uptoSeq}\u0000${limit}${which ? `\u0000${JSON.stringify([which.types, which.notTypes, which.senders, which.notSenders])}` : ''}`;
+    const key = `${roomId}\u0000${afterSeq}\u0000${uptoSeq}\u0000${limit}${which ? `\u0000${JSON.stringify([which.types, which.notTypes, which.senders, which.notSenders, which.containsUrl])}` : ''}`;
     return this.timelines.get(key, () => this.readTimeline(roomId, afterSeq, uptoSeq, limit, which));
   }
 
@@ -339,14 +339,20 @@ export class RoomReader {
   }
 }
 
-/** A timeline filter's type and sender lists as SQL (an empty `types` or `senders` keeps nothing). */
+/**
+ * A timeline filter's type and sender lists and `contains_url` as SQL (an empty `types` or
+ * `senders` keeps nothing; `->` gives SQL NULL only for a missing key, so a `url` of JSON
+ * null counts as present, as hasUrl counts it).
+ */
 function filterCondition(f: EventFilter): SQL | undefined {
+  const url = sql`(${syncapiRoomEvents.pdu} -> 'content' -> 'url')`;
   const typeLike = (patterns: string[]) => (patterns.length === 0 ? sql`false` : or(...likePatterns(patterns).map((p) => like(syncapiRoomEvents.type, p))));
   return and(
     f.types ? typeLike(f.types) : undefined,
     f.notTypes && f.notTypes.length > 0 ? not(typeLike(f.notTypes)!) : undefined,
     f.senders ? (f.senders.length === 0 ? sql`false` : inArray(syncapiRoomEvents.sender, f.senders)) : undefined,
     f.notSenders && f.notSenders.length > 0 ? notInArray(syncapiRoomEvents.sender, f.notSenders) : undefined,
+    f.containsUrl === undefined ? undefined : f.containsUrl ? sql`${url} is not null` : sql`${url} is null`,
   );
 }
 

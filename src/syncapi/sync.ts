@@ -724,6 +724,7 @@ export class SyncService {
       state,
       (e) => e.pdu.type,
       (e) => e.pdu.sender,
+      (e) => e.pdu.content ?? {},
     );
     // A member's sections are its own (a peeker's are shared): what it is sent is remembered.
     if (lazy && !view.filter.state.includeRedundantMembers && view.memberOf.has(roomId)) {

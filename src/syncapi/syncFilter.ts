@@ -14,6 +14,8 @@ export interface EventFilter {
   limit?: number;
   rooms?: string[];
   notRooms?: string[];
+  /** `contains_url`: true keeps only events whose content has a `url` key, false only those without. */
+  containsUrl?: boolean;
   /** `lazy_load_members` (honoured in `room.state`): member events only of those the client needs. */
   lazyLoadMembers?: true;
   /** `include_redundant_members` (with lazy_load_members): the senders' member events even when the device has them. */
@@ -55,6 +57,7 @@ function eventFilterOf(raw: unknown, maxLimit: number): EventFilter {
     if (list) f[to] = list;
   }
   if (typeof raw.limit === 'number' && Number.isSafeInteger(raw.limit) && raw.limit >= 0) f.limit = Math.min(raw.limit, maxLimit);
+  if (typeof raw.contains_url === 'boolean') f.containsUrl = raw.contains_url;
   if (raw.lazy_load_members === true) f.lazyLoadMembers = true;
   if (raw.include_redundant_members === true) f.includeRedundantMembers = true;
   return f;
@@ -88,9 +91,9 @@ export function syncFilterOf(raw: unknown): SyncFilter {
   return { ...parts, key: JSON.stringify(parts) };
 }
 
-/** Whether a filter keeps events by type or sender (not only by count). */
+/** Whether a filter keeps events by type, sender or content (not only by count). */
 export function selects(f: EventFilter): boolean {
-  return f.types !== undefined || f.notTypes !== undefined || f.senders !== undefined || f.notSenders !== undefined;
+  return f.types !== undefined || f.notTypes !== undefined || f.senders !== undefined || f.notSenders !== undefined || f.containsUrl !== undefined;
 }
 
 /**
@@ -125,8 +128,12 @@ export function matchesPattern(pattern: string, value: string): boolean {
 
 const anyMatches = (list: string[], value: string) => list.some((p) => matchesPattern(p, value));
 
-/** Whether an event of `type` from `sender` passes the filter's type and sender lists. */
-export function keeps(f: EventFilter, type: string, sender?: string): boolean {
+/**
+ * Whether an event of `type` from `sender` passes the filter's type and sender lists — and,
+ * given the event's `content`, its `contains_url`.
+ */
+export function keeps(f: EventFilter, type: string, sender?: string, content?: unknown): boolean {
+  if (f.containsUrl !== undefined && content !== undefined && hasUrl(content) !== f.containsUrl) return false;
   if (f.notTypes && anyMatches(f.notTypes, type)) return false;
   if (f.types && !anyMatches(f.types, type)) return false;
   if (sender !== undefined) {
@@ -134,6 +141,11 @@ export function keeps(f: EventFilter, type: string, sender?: string): boolean {
     if (f.senders && !f.senders.includes(sender)) return false;
   }
   return true;
+}
+
+/** Whether an event's content has a `url` key (what `contains_url` asks about). */
+export function hasUrl(content: unknown): boolean {
+  return content !== null && typeof content === 'object' && Object.prototype.hasOwnProperty.call(content, 'url');
 }
 
 /** Whether a room passes a filter's room lists (`not_rooms` first, then `rooms`). */
@@ -144,8 +156,8 @@ export function keepsRoom(f: Pick<EventFilter, 'rooms' | 'notRooms'>, roomId: st
 }
 
 /** Events that pass the filter, at most its limit. */
-export function applyFilter<E>(f: EventFilter, events: E[], typeOf: (e: E) => string, senderOf?: (e: E) => string): E[] {
-  const kept = events.filter((e) => keeps(f, typeOf(e), senderOf?.(e)));
+export function applyFilter<E>(f: EventFilter, events: E[], typeOf: (e: E) => string, senderOf?: (e: E) => string, contentOf?: (e: E) => unknown): E[] {
+  const kept = events.filter((e) => keeps(f, typeOf(e), senderOf?.(e), contentOf?.(e)));
   return f.limit !== undefined && kept.length > f.limit ? kept.slice(0, f.limit) : kept;
 }
 

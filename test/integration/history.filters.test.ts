@@ -93,3 +93,39 @@ describe('/context filter', () => {
     expectError(await context(alice, around, { filter: 'nope' }), 400, 'M_NOT_JSON');
   });
 });
+
+describe('contains_url', () => {
+  it('keeps only events with a url in their content (true) or only the others (false), in /messages, /context and /sync', async () => {
+    const carol = await TestUser.register(hs.url, 'carol');
+    const room = (await carol.createRoom({ preset: 'public_chat' })).room_id;
+    const send = async (content: Record<string, unknown>) =>
+      (await carol.ok('PUT', `/_matrix/client/v3/rooms/${enc(room)}/send/m.room.message/t${Math.random().toString(36).slice(2)}`, content)).event_id as string;
+    const text1 = await send({ msgtype: 'm.text', body: 'hello' });
+    const image = await send({ msgtype: 'm.image', body: 'cat.png', url: 'mxc://localhost/cat' });
+    const text2 = await send({ msgtype: 'm.text', body: 'and' });
+    const file = await send({ msgtype: 'm.file', body: 'notes.txt', url: 'mxc://localhost/notes' });
+    const page = (filter: unknown) => carol.ok('GET', `/_matrix/client/v3/rooms/${enc(room)}/messages?${new URLSearchParams({ dir: 'b', limit: '100', filter: f(filter) })}`);
+
+    expect((await page({ contains_url: true })).chunk.map((e: any) => e.event_id)).toEqual([file, image]);
+    const without = (await page({ contains_url: false })).chunk.map((e: any) => e.event_id);
+    expect(without.slice(0, 2)).toEqual([text2, text1]);
+    expect(without).not.toContain(image);
+    expect(without.length).toBeGreaterThan(2); // the room's state events have no url either
+    // Paged one at a time, the pages pass over the others.
+    const one = await carol.ok('GET', `/_matrix/client/v3/rooms/${enc(room)}/messages?${new URLSearchParams({ dir: 'b', limit: '1', filter: f({ contains_url: true }) })}`);
+    expect(one.chunk.map((e: any) => e.event_id)).toEqual([file]);
+    const two = await carol.ok('GET', `/_matrix/client/v3/rooms/${enc(room)}/messages?${new URLSearchParams({ dir: 'b', limit: '1', from: one.end, filter: f({ contains_url: true }) })}`);
+    expect(two.chunk.map((e: any) => e.event_id)).toEqual([image]);
+
+    const ctx = await carol.ok('GET', `/_matrix/client/v3/rooms/${enc(room)}/context/${enc(text2)}?${new URLSearchParams({ limit: '10', filter: f({ contains_url: true }) })}`);
+    expect(ctx.event.event_id).toBe(text2);
+    expect(ctx.events_before.map((e: any) => e.event_id)).toEqual([image]);
+    expect(ctx.events_after.map((e: any) => e.event_id)).toEqual([file]);
+
+    const synced = await carol.sync({ filter: f({ room: { timeline: { contains_url: true, limit: 10 } } }) });
+    expect(synced.rooms.join[room].timeline.events.map((e: any) => e.event_id)).toEqual([image, file]);
+
+    const bad = await carol.req('GET', `/_matrix/client/v3/rooms/${enc(room)}/messages?${new URLSearchParams({ dir: 'b', filter: f({ contains_url: 'yes' }) })}`);
+    expectError(bad, 400, 'M_BAD_JSON');
+  });
+});

@@ -119,15 +119,15 @@ async function backfillBelow(
 }
 
 /**
- * /messages' and /context's `filter`: a room event filter as JSON (types, senders and
- * `lazy_load_members` apply). `400 M_NOT_JSON` when it does not parse, `400 M_BAD_JSON` when
+ * /messages' and /context's `filter`: a room event filter as JSON (types, senders,
+ * `contains_url` and `lazy_load_members` apply). `400 M_NOT_JSON` when it does not parse, `400 M_BAD_JSON` when
  * it is not a room event filter.
  */
 function roomEventFilterParam(raw: string | undefined): EventFilter | undefined {
   return raw === undefined ? undefined : roomEventFilterOf(jsonFilterParam(raw, roomEventFilterProblem));
 }
 
-const kept = (filter: EventFilter | undefined) => (e: StoredEvent) => filter === undefined || keeps(filter, e.pdu.type, e.pdu.sender);
+const kept = (filter: EventFilter | undefined) => (e: StoredEvent) => filter === undefined || keeps(filter, e.pdu.type, e.pdu.sender, e.pdu.content ?? {});
 
 /**
  * With `lazy_load_members`, the `state` of /messages and /context: the member events of the
