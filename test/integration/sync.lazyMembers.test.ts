@@ -51,6 +51,19 @@ async function visible(reader: TestUser, roomId: string, eventId: string): Promi
   await until(`${eventId} readable`, async () => (await reader.messages(roomId, 1))[0]?.event_id === eventId);
 }
 
+/**
+ * alice, bob and charlie in a named room where bob said the last ten things, and alice's
+ * initial lazy sync: bob's member event and her own, nobody else's.
+ */
+async function bobSpokeLast() {
+  const [alice, bob, charlie] = await Promise.all([user('alice'), user('bob'), user('charlie')]);
+  const roomId = await namedRoom(alice, [bob, charlie]);
+  await visible(alice, roomId, await say(bob, roomId, 10));
+  const first = await alice.sync({ filter: LAZY });
+  expect(members(first, roomId)).toEqual([alice.userId, bob.userId].sort());
+  return { alice, bob, charlie, roomId, first };
+}
+
 describe('lazy-loaded members in /sync', () => {
   it('initial sync of a named room: the timeline’s senders and the reader, no heroes', async () => {
     const [alice, bob, charlie] = await Promise.all([user('alice'), user('bob'), user('charlie')]);
@@ -63,12 +76,7 @@ describe('lazy-loaded members in /sync', () => {
   });
 
   it('incremental, no gap: the member event of a sender the device was not sent', async () => {
-    const [alice, bob, charlie] = await Promise.all([user('alice'), user('bob'), user('charlie')]);
-    const roomId = await namedRoom(alice, [bob, charlie]);
-    await visible(alice, roomId, await say(bob, roomId, 10));
-    const first = await alice.sync({ filter: LAZY });
-    expect(members(first, roomId)).toEqual([alice.userId, bob.userId].sort());
-
+    const { alice, charlie, roomId, first } = await bobSpokeLast();
     await visible(alice, roomId, await say(charlie, roomId, 1));
     const next = await alice.sync({ filter: LAZY, since: first.next_batch });
     expect(next.rooms.join[roomId].timeline.limited).toBe(false);
@@ -114,11 +122,7 @@ describe('lazy-loaded members in /sync', () => {
   });
 
   it('sends the members again to a device that asks again from the same position (its answer was lost)', async () => {
-    const [alice, bob, charlie] = await Promise.all([user('alice'), user('bob'), user('charlie')]);
-    const roomId = await namedRoom(alice, [bob, charlie]);
-    await visible(alice, roomId, await say(bob, roomId, 10));
-    const first = await alice.sync({ filter: LAZY });
-    expect(members(first, roomId)).toEqual([alice.userId, bob.userId].sort());
+    const { alice, bob, charlie, roomId, first } = await bobSpokeLast();
     await visible(alice, roomId, await say(charlie, roomId, 1));
     const lost = await alice.sync({ filter: LAZY, since: first.next_batch });
     expect(members(lost, roomId)).toEqual([charlie.userId]);
