@@ -46,6 +46,17 @@ export class SentMembers {
     return sent !== undefined && sent.eventId === e.eventId && sent.pos <= since;
   }
 
+  /**
+   * Whether the device has a member event of `userId` in the room from an answer at or before
+   * `since`. Every membership change after a device's initial sync reaches it (in a timeline,
+   * or in the state of a gap) and is recorded here as it goes out, so what the device has is
+   * the room's member event as of `since`: an incremental answer need not look it up.
+   */
+  knows(viewer: Viewer, roomId: string, userId: string, since: number): boolean {
+    const sent = this.devices.get(SentMembers.key(viewer))?.get(`${roomId}\u0000${userId}`);
+    return sent !== undefined && sent.pos <= since;
+  }
+
   /** Records the member events among `events` as sent in an answer at ROOMS position `pos`. */
   record(viewer: Viewer, roomId: string, events: readonly StoredEvent[], pos: number): void {
     const key = SentMembers.key(viewer);

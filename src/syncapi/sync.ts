@@ -746,9 +746,11 @@ export class SyncService {
    */
   private async lazyIncremental(roomId: string, after: number, state: StoredEvent[], timeline: StoredEvent[], view: View): Promise<StoredEvent[]> {
     const have = new Set(state.filter(isMemberEvent).map((e) => e.pdu.state_key as string));
+    const deduped = !view.filter.state.includeRedundantMembers && view.memberOf.has(roomId);
     const wanted = new Set<string>();
     for (const e of timeline) {
-      if (!have.has(e.pdu.sender)) wanted.add(e.pdu.sender);
+      // A sender whose member event the device has from before `after` needs no lookup (sentMembers.knows).
+      if (!have.has(e.pdu.sender) && !(deduped && this.sentMembers.knows(view.viewer, roomId, e.pdu.sender, after))) wanted.add(e.pdu.sender);
       if (isMemberEvent(e)) have.add(e.pdu.state_key as string); // later events' senders are described by it
     }
     let out = state;
@@ -756,7 +758,7 @@ export class SyncService {
       const atStart = await this.deps.rooms.stateBefore(roomId, timeline[0]!.seq);
       out = [...state, ...atStart.filter((e) => isMemberEvent(e) && wanted.has(e.pdu.state_key as string))];
     }
-    if (view.filter.state.includeRedundantMembers || !view.memberOf.has(roomId)) return out;
+    if (!deduped) return out;
     return out.filter((e) => !isMemberEvent(e) || !this.sentMembers.has(view.viewer, roomId, e, after));
   }
 

@@ -121,6 +121,21 @@ describe('lazy-loaded members in /sync', () => {
     }
   });
 
+  it('sends the new member event of a sender the device knew, when it changed in a gap', async () => {
+    const { alice, bob, charlie, roomId, first } = await bobSpokeLast();
+    await visible(alice, roomId, await say(charlie, roomId, 1));
+    const second = await alice.sync({ filter: LAZY, since: first.next_batch });
+    expect(members(second, roomId)).toEqual([charlie.userId]);
+    // bob renames himself, charlie's ten messages push that out of the timeline, bob speaks.
+    const renamed = await bob.setState(roomId, 'm.room.member', { membership: 'join', displayname: 'Robert' }, bob.userId);
+    await say(charlie, roomId, 10);
+    await visible(alice, roomId, await say(bob, roomId, 1));
+    const next = await alice.sync({ filter: LAZY, since: second.next_batch });
+    expect(next.rooms.join[roomId].timeline.limited).toBe(true);
+    const state = next.rooms.join[roomId].state.events.filter((e: any) => e.type === 'm.room.member');
+    expect(state.map((e: any) => [e.state_key, e.event_id, e.content.displayname])).toEqual([[bob.userId, renamed, 'Robert']]);
+  });
+
   it('sends the members again to a device that asks again from the same position (its answer was lost)', async () => {
     const { alice, bob, charlie, roomId, first } = await bobSpokeLast();
     await visible(alice, roomId, await say(charlie, roomId, 1));

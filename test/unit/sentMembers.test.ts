@@ -21,7 +21,12 @@ describe('SentMembers', () => {
     // Carried again by a later answer: the first one still counts.
     sent.record(device, '!r:hs', [bob], 8_000);
     expect(sent.has(device, '!r:hs', bob, 5_000)).toBe(true);
+    // It knows bob from that answer on, whichever member event of his it holds.
+    expect(sent.knows(device, '!r:hs', '@bob:hs', 4_999)).toBe(false);
+    expect(sent.knows(device, '!r:hs', '@bob:hs', 5_000)).toBe(true);
+    expect(sent.knows(device, '!r:hs', '@carol:hs', 9_000)).toBe(false);
     sent.forget(device);
+    expect(sent.knows(device, '!r:hs', '@bob:hs', 9_000)).toBe(false);
     expect(sent.has(device, '!r:hs', bob, 9_000)).toBe(false);
   });
 
