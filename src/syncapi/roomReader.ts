@@ -95,6 +95,17 @@ export class RoomReader {
     return rows as StoredEvent[];
   }
 
+  /** The current member events of `userIds` in the room (those who have one). */
+  async currentMembers(roomId: string, userIds: string[]): Promise<StoredEvent[]> {
+    if (userIds.length === 0) return [];
+    const rows = await this.db
+      .select(EVENT_COLUMNS)
+      .from(syncapiCurrentState)
+      .innerJoin(syncapiRoomEvents, eq(syncapiRoomEvents.seq, syncapiCurrentState.seq))
+      .where(and(eq(syncapiCurrentState.roomId, roomId), eq(syncapiCurrentState.type, 'm.room.member'), inArray(syncapiCurrentState.stateKey, userIds)));
+    return rows as StoredEvent[];
+  }
+
   async eventById(eventId: string): Promise<StoredEvent | null> {
     const [row] = await this.db.select(EVENT_COLUMNS).from(syncapiRoomEvents).where(eq(syncapiRoomEvents.eventId, eventId));
     return (row as StoredEvent) ?? null;

@@ -1,20 +1,26 @@
 // Which member events a device has been sent, for lazy-loaded members (client-server API,
 // "Lazy-loading room members"): an incremental /sync carries the member events of the
 // timeline's senders that the device has not had yet, and — unless the filter asks for
-// `include_redundant_members` — not again the ones it has. Kept in memory per device, as
-// Synapse keeps it: what falls out (an evicted device, a restart, another HTTP process
-// answering) is only sent again, which the specification allows ("redundant" members).
+// `include_redundant_members` — not again the ones it has.
 //
-// Each member event is remembered with the position of the answer that carried it, and it
-// counts as the device's only once the device syncs from that position or later: a client
-// that lost an answer and asks again from the same `since` is sent its members again.
+// What a device has belongs to one sync sequence: the answers from one initial sync on,
+// each `since` the previous `next_batch`. A sequence has an ID of its own, made by the answer
+// that starts it and carried in every sync token after (syncToken.ts), so a new initial sync —
+// answered by whichever HTTP process — starts from nothing without telling anyone, and two
+// sequences of one device (two tabs) do not mix. Each member event is remembered with the
+// position of the answer that carried it, and counts as the device's only once the device
+// syncs from that position or later: a client that lost an answer and asks again from the
+// same `since` is sent its members again.
+//
+// Kept in memory, bounded over all devices (least recently recorded dropped first), as
+// Synapse keeps it: what is not here (dropped, a restart, another HTTP process answering) is
+// only sent again, which the specification allows ("redundant" members).
+import { randomUUID } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
-import type { StoredEvent, Viewer } from './roomReader.ts';
+import type { StoredEvent } from './roomReader.ts';
 
-/** Devices remembered (least recently synced dropped first). */
-const DEVICES = 10_000;
-/** Member events remembered per device, over all its rooms. */
-const PER_DEVICE = 1_000;
+/** Member events remembered over all sequences (~0.4 KB each). */
+const ENTRIES = 200_000;
 
 interface Sent {
   eventId: string;
@@ -24,52 +30,36 @@ interface Sent {
 
 const isMember = (e: StoredEvent) => e.pdu.type === 'm.room.member' && typeof e.pdu.state_key === 'string';
 
+/** A new sync sequence's ID (what syncToken.ts accepts: lower-case letters and digits). */
+export function newLazySeq(): string {
+  return randomUUID().replace(/-/g, '').slice(0, 16);
+}
+
 export class SentMembers {
-  // Per device a plain Map in insertion order, the oldest dropped past `perDevice` (an
-  // LRUCache per device would allocate its full-size arrays up front, for every device).
-  private readonly devices = new LRUCache<string, Map<string, Sent>>({ max: DEVICES });
+  private readonly sent: LRUCache<string, Sent>;
 
-  constructor(private readonly perDevice = PER_DEVICE) {}
-
-  private static key(viewer: Viewer): string {
-    return `${viewer.userId}\u0000${viewer.deviceId}`;
+  constructor(entries = ENTRIES) {
+    this.sent = new LRUCache<string, Sent>({ max: entries });
   }
 
-  /** An initial sync: the device starts again from nothing (it may have lost what it had). */
-  forget(viewer: Viewer): void {
-    this.devices.delete(SentMembers.key(viewer));
+  private static key(seq: string, roomId: string, userId: string): string {
+    return `${seq}\u0000${roomId}\u0000${userId}`;
   }
 
-  /** Whether the device has this very member event, from an answer at or before `since`. */
-  has(viewer: Viewer, roomId: string, e: StoredEvent, since: number): boolean {
-    const sent = this.devices.get(SentMembers.key(viewer))?.get(`${roomId}\u0000${e.pdu.state_key as string}`);
+  /** Whether the sequence has had this very member event, from an answer at or before `since`. */
+  has(seq: string, roomId: string, e: StoredEvent, since: number): boolean {
+    const sent = this.sent.get(SentMembers.key(seq, roomId, e.pdu.state_key as string));
     return sent !== undefined && sent.eventId === e.eventId && sent.pos <= since;
   }
 
-  /**
-   * Whether the device has a member event of `userId` in the room from an answer at or before
-   * `since`. Every membership change after a device's initial sync reaches it (in a timeline,
-   * or in the state of a gap) and is recorded here as it goes out, so what the device has is
-   * the room's member event as of `since`: an incremental answer need not look it up.
-   */
-  knows(viewer: Viewer, roomId: string, userId: string, since: number): boolean {
-    const sent = this.devices.get(SentMembers.key(viewer))?.get(`${roomId}\u0000${userId}`);
-    return sent !== undefined && sent.pos <= since;
-  }
-
   /** Records the member events among `events` as sent in an answer at ROOMS position `pos`. */
-  record(viewer: Viewer, roomId: string, events: readonly StoredEvent[], pos: number): void {
-    const key = SentMembers.key(viewer);
-    let sent = this.devices.get(key);
+  record(seq: string, roomId: string, events: readonly StoredEvent[], pos: number): void {
     for (const e of events) {
       if (!isMember(e)) continue;
-      if (!sent) this.devices.set(key, (sent = new Map()));
-      const k = `${roomId}\u0000${e.pdu.state_key as string}`;
-      const before = sent.get(k);
+      const k = SentMembers.key(seq, roomId, e.pdu.state_key as string);
+      const before = this.sent.get(k);
       if (before?.eventId === e.eventId && before.pos <= pos) continue; // the first answer that carried it counts
-      sent.delete(k); // re-inserted as the newest
-      sent.set(k, { eventId: e.eventId, pos });
-      if (sent.size > this.perDevice) sent.delete(sent.keys().next().value as string);
+      this.sent.set(k, { eventId: e.eventId, pos });
     }
   }
 }

@@ -17,7 +17,7 @@ import { ClientDataStore, presenceContent, receiptContent, type AccountDataRow, 
 import { applyFilter, keeps, keepsRoom, selects, syncFilterOf, type SyncFilter } from './syncFilter.ts';
 import type { Hangup } from './hangup.ts';
 import { roomSummary, type RoomSummary } from './roomSummary.ts';
-import { SentMembers } from './sentMembers.ts';
+import { newLazySeq, SentMembers } from './sentMembers.ts';
 
 export { DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT } from './syncFilter.ts';
 
@@ -71,6 +71,12 @@ interface View {
   memberOf: ReadonlySet<string>;
   /** The sync filter: which events each section keeps. */
   filter: SyncFilter;
+  /**
+   * A lazy-loading reader's sync sequence (sentMembers.ts): what its member rooms' sections
+   * send is remembered under it, and not sent again. Absent for everyone else (peekers'
+   * sections are shared), and with `include_redundant_members`.
+   */
+  lazySeq?: string;
 }
 
 export interface SyncResponse {
@@ -566,11 +572,17 @@ export class SyncService {
   private async compute(req: SyncRequest, upto: SyncTokenPosition, memberships: Awaited<ReturnType<RoomReader['membershipsOf']>>, devicePeeks: readonly DevicePeekRow[]): Promise<Computed> {
     const { rooms } = this.deps;
     const since = req.since;
-    const view: View = { now: this.deps.now(), viewer: { userId: req.userId, deviceId: req.deviceId }, memberOf: new Set(), filter: req.filter ?? NO_FILTER };
+    const view: View = { now: this.deps.now(), viewer: { userId: req.userId, deviceId: req.deviceId }, memberOf: new Set(memberships.map((m) => m.roomId)), filter: req.filter ?? NO_FILTER };
+    const { lazyLoadMembers, includeRedundantMembers } = view.filter.state;
+    // A lazy-loading member's sequence goes on, or (an initial sync, or one that was not lazy) starts.
+    if (lazyLoadMembers && !includeRedundantMembers && memberships.length > 0) view.lazySeq = since?.lazySeq ?? newLazySeq();
     const fullRooms: string[] = [];
     const newlyJoinedIds: string[] = [];
     const response: SyncResponse = {
-      next_batch: formatSyncToken(since ? { rooms: Math.max(since.rooms, upto.rooms), peeks: Math.max(since.peeks, upto.peeks), clientData: Math.max(since.clientData, upto.clientData) } : upto),
+      next_batch: formatSyncToken({
+        ...(since ? { rooms: Math.max(since.rooms, upto.rooms), peeks: Math.max(since.peeks, upto.peeks), clientData: Math.max(since.clientData, upto.clientData) } : upto),
+        lazySeq: view.lazySeq,
+      }),
       rooms: { join: {}, peek: {}, leave: {}, invite: {} },
       presence: { events: [] },
       account_data: { events: [] },
@@ -578,9 +590,6 @@ export class SyncService {
       device_lists: { changed: [], left: [] },
       device_one_time_keys_count: {},
     };
-    view.memberOf = new Set(memberships.map((m) => m.roomId));
-    // A new sync sequence: the device may have lost every member event it had.
-    if (!since && view.filter.state.lazyLoadMembers) this.sentMembers.forget(view.viewer);
     // The filter's room lists leave rooms out of the response altogether (and out of what
     // a long-poll waits for); a device's peek of a left-out room goes on all the same.
     const wanted = (roomId: string) => keepsRoom(view.filter.room, roomId);
@@ -727,9 +736,9 @@ export class SyncService {
       (e) => e.pdu.content ?? {},
     );
     // A member's sections are its own (a peeker's are shared): what it is sent is remembered.
-    if (lazy && !view.filter.state.includeRedundantMembers && view.memberOf.has(roomId)) {
-      this.sentMembers.record(view.viewer, roomId, filtered, upto);
-      this.sentMembers.record(view.viewer, roomId, slice.events, upto);
+    if (view.lazySeq !== undefined && view.memberOf.has(roomId)) {
+      this.sentMembers.record(view.lazySeq, roomId, filtered, upto);
+      this.sentMembers.record(view.lazySeq, roomId, slice.events, upto);
     }
     return filtered;
   }
@@ -737,29 +746,64 @@ export class SyncService {
   /**
    * `lazy_load_members` in an incremental section: the state changes as they are (membership
    * changes in a gap included: a client learns of joins and leaves only from them), plus the
-   * member events of the timeline's senders as they stood at its start — a sender the client
-   * may never have been sent, whose member event is not in the timeline before its first
-   * event. A member of the room is not sent again a member event it has had (unless the
-   * filter asks for `include_redundant_members`) — had: carried by an answer at or before
-   * `after`, the position the device syncs from (sentMembers.ts); a peeker's sections are shared by every
-   * peeking device, so a peeker gets the senders' member events each time.
+   * member events of the timeline's senders as they stood at its start — for a sender the
+   * client may never have been sent, and whose first event in the timeline is not a member
+   * event of its own. A member of the room is not sent again a member event it has had in
+   * this sync sequence (unless the filter asks for `include_redundant_members`) — had: carried
+   * by an answer at or before `after`, the position the device syncs from (sentMembers.ts). A
+   * peeker's sections are shared by every peeking device, so a peeker gets the senders'
+   * member events each time.
    */
   private async lazyIncremental(roomId: string, after: number, state: StoredEvent[], timeline: StoredEvent[], view: View): Promise<StoredEvent[]> {
     const have = new Set(state.filter(isMemberEvent).map((e) => e.pdu.state_key as string));
-    const deduped = !view.filter.state.includeRedundantMembers && view.memberOf.has(roomId);
     const wanted = new Set<string>();
     for (const e of timeline) {
-      // A sender whose member event the device has from before `after` needs no lookup (sentMembers.knows).
-      if (!have.has(e.pdu.sender) && !(deduped && this.sentMembers.knows(view.viewer, roomId, e.pdu.sender, after))) wanted.add(e.pdu.sender);
+      const ownMembership = isMemberEvent(e) && e.pdu.state_key === e.pdu.sender;
+      if (!have.has(e.pdu.sender) && !ownMembership) wanted.add(e.pdu.sender);
       if (isMemberEvent(e)) have.add(e.pdu.state_key as string); // later events' senders are described by it
     }
-    let out = state;
-    if (wanted.size > 0 && timeline.length > 0) {
-      const atStart = await this.deps.rooms.stateBefore(roomId, timeline[0]!.seq);
-      out = [...state, ...atStart.filter((e) => isMemberEvent(e) && wanted.has(e.pdu.state_key as string))];
-    }
-    if (!deduped) return out;
-    return out.filter((e) => !isMemberEvent(e) || !this.sentMembers.has(view.viewer, roomId, e, after));
+    const added = wanted.size > 0 ? await this.membersAt(roomId, timeline[0]!.seq, [...wanted]) : [];
+    return this.unsent(roomId, after, [...state, ...added], view);
+  }
+
+  /**
+   * The member events of `userIds` as they stood just before `beforeSeq`: from the current
+   * state where it has not changed since (one indexed read), from the state then otherwise.
+   */
+  private async membersAt(roomId: string, beforeSeq: number, userIds: string[]): Promise<StoredEvent[]> {
+    const current = (await this.deps.rooms.currentMembers(roomId, userIds)).filter((e) => e.seq < beforeSeq);
+    const found = new Set(current.map((e) => e.pdu.state_key as string));
+    const rest = new Set(userIds.filter((u) => !found.has(u)));
+    if (rest.size === 0) return current;
+    const then = await this.deps.rooms.stateBefore(roomId, beforeSeq);
+    return [...current, ...then.filter((e) => isMemberEvent(e) && rest.has(e.pdu.state_key as string))];
+  }
+
+  /** `events` less the member events the reader has had in its sync sequence by `after` (lazySeq). */
+  private unsent(roomId: string, after: number, events: StoredEvent[], view: View): StoredEvent[] {
+    const seq = view.lazySeq;
+    if (seq === undefined || !view.memberOf.has(roomId)) return events;
+    return events.filter((e) => !isMemberEvent(e) || !this.sentMembers.has(seq, roomId, e, after));
+  }
+
+  /**
+   * With lazy-loaded members, an incremental section whose summary names heroes also carries
+   * the heroes' member events the reader has not had (a client names the room by them).
+   */
+  private async heroMembers(roomId: string, after: number, upto: number, state: StoredEvent[], timeline: StoredEvent[], heroes: string[], view: View): Promise<StoredEvent[]> {
+    const described = new Set([...state, ...timeline].filter(isMemberEvent).map((e) => e.pdu.state_key as string));
+    const missing = new Set(heroes.filter((h) => !described.has(h)));
+    if (missing.size === 0 || !keepsRoom(view.filter.state, roomId)) return state;
+    const current = (await this.deps.rooms.stateBefore(roomId, upto + 1)).filter((e) => isMemberEvent(e) && missing.has(e.pdu.state_key as string));
+    const added = applyFilter(
+      view.filter.state,
+      this.unsent(roomId, after, current, view),
+      (e) => e.pdu.type,
+      (e) => e.pdu.sender,
+      (e) => e.pdu.content ?? {},
+    );
+    if (view.lazySeq !== undefined && view.memberOf.has(roomId)) this.sentMembers.record(view.lazySeq, roomId, added, upto);
+    return [...state, ...added];
   }
 
   /**
@@ -835,9 +879,13 @@ export class SyncService {
     const state = await this.stateFor(roomId, after, upto, slice, fullState, view, full);
     // Otherwise the summary when the membership changed (the spec's counts are required then,
     // and may be left out otherwise).
-    const membershipChanged = state.some(isMemberEvent) || slice.events.some(isMemberEvent);
+    // So does a change of the room's name or alias: whether it has heroes depends on them.
+    const changed = [...state, ...slice.events];
+    const membershipChanged = changed.some(isMemberEvent) || changed.some((e) => (e.pdu.type === 'm.room.name' || e.pdu.type === 'm.room.canonical_alias') && e.pdu.state_key === '');
     const summary = full ?? (membershipChanged ? await this.summaryAt(roomId, upto, view) : {});
-    return this.section(state, slice.events, slice.limited, this.prevBatch(slice.events[0], upto), view, summary);
+    const heroes = full ? undefined : (summary as Partial<RoomSummary>)['m.heroes'];
+    const withHeroes = view.filter.state.lazyLoadMembers && heroes && heroes.length > 0 ? await this.heroMembers(roomId, after, upto, state, slice.events, heroes, view) : state;
+    return this.section(withHeroes, slice.events, slice.limited, this.prevBatch(slice.events[0], upto), view, summary);
   }
 
   /**

@@ -9,11 +9,24 @@ export interface SyncPosition {
 /** A /sync token: the stream positions, and the last client_data_stream value the client saw. */
 export interface SyncTokenPosition extends SyncPosition {
   clientData: number;
+  /**
+   * The sync sequence a lazy-loading member's tokens belong to (sentMembers.ts): set by the
+   * answer that started it, carried on by every answer after. Absent in other tokens.
+   */
+  lazySeq?: string;
 }
 
-/** `s<rooms>_<peeks>_<clientData>`; without a client-data part, the older `s<rooms>_<peeks>` (pagination tokens). */
-export function formatSyncToken(p: SyncPosition & { clientData?: number }): string {
-  return p.clientData === undefined ? `s${p.rooms}_${p.peeks}` : `s${p.rooms}_${p.peeks}_${p.clientData}`;
+/** What a lazy sequence ID may be: lower-case letters and digits. */
+const LAZY_SEQ = /^[0-9a-z]{1,16}$/;
+
+/**
+ * `s<rooms>_<peeks>_<clientData>`, and `_<lazySeq>` when there is one; without a client-data
+ * part, the older `s<rooms>_<peeks>` (pagination tokens).
+ */
+export function formatSyncToken(p: SyncPosition & { clientData?: number; lazySeq?: string }): string {
+  if (p.clientData === undefined) return `s${p.rooms}_${p.peeks}`;
+  if (p.lazySeq !== undefined && LAZY_SEQ.test(p.lazySeq)) return `s${p.rooms}_${p.peeks}_${p.clientData}_${p.lazySeq}`;
+  return `s${p.rooms}_${p.peeks}_${p.clientData}`;
 }
 
 /**
@@ -25,8 +38,11 @@ export function formatSyncToken(p: SyncPosition & { clientData?: number }): stri
  * presence and account data events replace what the client holds.
  */
 export function parseSyncToken(token: string): SyncTokenPosition | null {
-  const m = /^s(\d{1,15})_(\d{1,15})(?:_(\d{1,15}))?$/.exec(token);
-  return m ? { rooms: Number(m[1]), peeks: Number(m[2]), clientData: m[3] === undefined ? 0 : Number(m[3]) } : null;
+  const m = /^s(\d{1,15})_(\d{1,15})(?:_(\d{1,15})(?:_([0-9a-z]{1,16}))?)?$/.exec(token);
+  if (!m) return null;
+  const p: SyncTokenPosition = { rooms: Number(m[1]), peeks: Number(m[2]), clientData: m[3] === undefined ? 0 : Number(m[3]) };
+  if (m[4] !== undefined) p.lazySeq = m[4];
+  return p;
 }
 
 /**

@@ -154,6 +154,36 @@ describe('lazy-loaded members in /sync', () => {
     expect(members(await alice.sync({ filter: LAZY, since: fresh.next_batch }), roomId)).toEqual([charlie.userId]);
   });
 
+  it('after leaving and joining again, a sender renamed meanwhile comes with the new member event', async () => {
+    const { alice, bob, charlie, roomId } = await bobSpokeLast();
+    const lazyCharlie = await charlie.sync({ filter: LAZY });
+    expect(members(lazyCharlie, roomId)).toEqual([bob.userId, charlie.userId].sort());
+    expect((await charlie.leave(roomId)).status).toBe(200);
+    const renamed = await bob.setState(roomId, 'm.room.member', { membership: 'join', displayname: 'Robert' }, bob.userId);
+    await say(alice, roomId, 10);
+    expect((await charlie.join(roomId)).status).toBe(200);
+    const back = await charlie.syncUntil(lazyCharlie.next_batch, (b) => b.rooms?.join?.[roomId] !== undefined, 10_000, { filter: LAZY });
+    await visible(charlie, roomId, await say(bob, roomId, 1));
+    const next = await charlie.sync({ filter: LAZY, since: back.body.next_batch });
+    // Not in the timeline (that is bob's message alone): the state carries his new member event.
+    expect(next.rooms.join[roomId].timeline.events.map((e: any) => e.sender)).toEqual([bob.userId]);
+    const bobs = next.rooms.join[roomId].state.events.filter((e: any) => e.type === 'm.room.member');
+    expect(bobs.map((e: any) => [e.state_key, e.event_id, e.content.displayname])).toEqual([[bob.userId, renamed, 'Robert']]);
+  });
+
+  it('a room that loses its name gets heroes in its summary, and their member events', async () => {
+    const [alice, bob, charlie] = await Promise.all([user('alice'), user('bob'), user('charlie')]);
+    const roomId = await namedRoom(alice, [bob, charlie]);
+    await visible(alice, roomId, await say(alice, roomId, 10));
+    const first = await alice.sync({ filter: LAZY });
+    expect(first.rooms.join[roomId].summary['m.heroes']).toBeUndefined();
+    expect(members(first, roomId)).toEqual([alice.userId]);
+    await visible(alice, roomId, await alice.setState(roomId, 'm.room.name', {}));
+    const next = await alice.sync({ filter: LAZY, since: first.next_batch });
+    expect(next.rooms.join[roomId].summary).toEqual({ 'm.heroes': [bob.userId, charlie.userId], 'm.joined_member_count': 3, 'm.invited_member_count': 0 });
+    expect(members(next, roomId)).toEqual([bob.userId, charlie.userId].sort());
+  });
+
   it('a peeking device gets the senders’ member events in its incremental sections', async () => {
     const [alice, bob, peeker] = await Promise.all([user('alice'), user('bob'), user('peeker')]);
     const { room_id: roomId } = await alice.createWorldReadableRoom({ preset: 'public_chat', name: 'Peeked' });
