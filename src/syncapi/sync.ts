@@ -77,6 +77,8 @@ interface View {
    * sections are shared), and with `include_redundant_members`.
    */
   lazySeq?: string;
+  /** The answer's ROOMS position (its next_batch): where the device syncs from once it has the answer. */
+  answerPos: number;
 }
 
 export interface SyncResponse {
@@ -515,7 +517,14 @@ export class SyncService {
       const section = joined.has(roomId) ? response.rooms.join : response.rooms.peek;
       // A room with nothing else new still shows, for its account data or ephemeral events.
       const existing =
-        section[roomId] ?? this.section([], [], false, formatSyncToken({ rooms: upto.rooms, peeks: 0 }), { now, viewer: { userId: req.userId, deviceId: req.deviceId }, memberOf: new Set(), filter });
+        section[roomId] ??
+        this.section([], [], false, formatSyncToken({ rooms: upto.rooms, peeks: 0 }), {
+          now,
+          viewer: { userId: req.userId, deviceId: req.deviceId },
+          memberOf: new Set(),
+          filter,
+          answerPos: upto.rooms,
+        });
       return { section, existing };
     };
     for (const [roomId, events] of roomEvents) {
@@ -572,10 +581,21 @@ export class SyncService {
   private async compute(req: SyncRequest, upto: SyncTokenPosition, memberships: Awaited<ReturnType<RoomReader['membershipsOf']>>, devicePeeks: readonly DevicePeekRow[]): Promise<Computed> {
     const { rooms } = this.deps;
     const since = req.since;
-    const view: View = { now: this.deps.now(), viewer: { userId: req.userId, deviceId: req.deviceId }, memberOf: new Set(memberships.map((m) => m.roomId)), filter: req.filter ?? NO_FILTER };
+    const answerPos = since ? Math.max(since.rooms, upto.rooms) : upto.rooms;
+    const view: View = {
+      now: this.deps.now(),
+      viewer: { userId: req.userId, deviceId: req.deviceId },
+      memberOf: new Set(memberships.map((m) => m.roomId)),
+      filter: req.filter ?? NO_FILTER,
+      answerPos,
+    };
     const { lazyLoadMembers, includeRedundantMembers } = view.filter.state;
-    // A lazy-loading member's sequence goes on, or (an initial sync, or one that was not lazy) starts.
-    if (lazyLoadMembers && !includeRedundantMembers && memberships.length > 0) view.lazySeq = since?.lazySeq ?? newLazySeq();
+    // A lazy-loading member's sequence goes on (the answer it syncs from has arrived), or (an
+    // initial sync, or one that was not lazy) starts.
+    if (lazyLoadMembers && !includeRedundantMembers && memberships.length > 0) {
+      view.lazySeq = since?.lazySeq ?? newLazySeq();
+      if (since?.lazySeq !== undefined) this.sentMembers.syncedFrom(view.viewer, since.lazySeq, since.rooms);
+    }
     const fullRooms: string[] = [];
     const newlyJoinedIds: string[] = [];
     const response: SyncResponse = {
@@ -737,8 +757,8 @@ export class SyncService {
     );
     // A member's sections are its own (a peeker's are shared): what it is sent is remembered.
     if (view.lazySeq !== undefined && view.memberOf.has(roomId)) {
-      this.sentMembers.record(view.lazySeq, roomId, filtered, upto);
-      this.sentMembers.record(view.lazySeq, roomId, slice.events, upto);
+      this.sentMembers.record(view.viewer, view.lazySeq, roomId, filtered, view.answerPos);
+      this.sentMembers.record(view.viewer, view.lazySeq, roomId, slice.events, view.answerPos);
     }
     return filtered;
   }
@@ -747,8 +767,8 @@ export class SyncService {
    * `lazy_load_members` in an incremental section: the state changes as they are (membership
    * changes in a gap included: a client learns of joins and leaves only from them), plus the
    * member events of the timeline's senders as they stood at its start — for a sender the
-   * client may never have been sent, and whose first event in the timeline is not a member
-   * event of its own. A member of the room is not sent again a member event it has had in
+   * client may never have been sent, whose member event is not in the timeline before its
+   * first event there. A member of the room is not sent again a member event it has had in
    * this sync sequence (unless the filter asks for `include_redundant_members`) — had: carried
    * by an answer at or before `after`, the position the device syncs from (sentMembers.ts). A
    * peeker's sections are shared by every peeking device, so a peeker gets the senders'
@@ -758,8 +778,8 @@ export class SyncService {
     const have = new Set(state.filter(isMemberEvent).map((e) => e.pdu.state_key as string));
     const wanted = new Set<string>();
     for (const e of timeline) {
-      const ownMembership = isMemberEvent(e) && e.pdu.state_key === e.pdu.sender;
-      if (!have.has(e.pdu.sender) && !ownMembership) wanted.add(e.pdu.sender);
+      // Even one whose first event is its own membership change: the client shows who made it.
+      if (!have.has(e.pdu.sender)) wanted.add(e.pdu.sender);
       if (isMemberEvent(e)) have.add(e.pdu.state_key as string); // later events' senders are described by it
     }
     const added = wanted.size > 0 ? await this.membersAt(roomId, timeline[0]!.seq, [...wanted]) : [];
@@ -770,7 +790,14 @@ export class SyncService {
    * The member events of `userIds` as they stood just before `beforeSeq`: from the current
    * state where it has not changed since (one indexed read), from the state then otherwise.
    */
-  private async membersAt(roomId: string, beforeSeq: number, userIds: string[]): Promise<StoredEvent[]> {
+  private readonly membersBefore = new ImmutableReadCache<StoredEvent[]>(2_000);
+
+  private membersAt(roomId: string, beforeSeq: number, userIds: string[]): Promise<StoredEvent[]> {
+    // Committed positions only: the answer never changes (devices woken together share it).
+    return this.membersBefore.get(`${roomId}\u0000${beforeSeq}\u0000${[...userIds].sort().join('\u0001')}`, () => this.readMembersAt(roomId, beforeSeq, userIds));
+  }
+
+  private async readMembersAt(roomId: string, beforeSeq: number, userIds: string[]): Promise<StoredEvent[]> {
     const current = (await this.deps.rooms.currentMembers(roomId, userIds)).filter((e) => e.seq < beforeSeq);
     const found = new Set(current.map((e) => e.pdu.state_key as string));
     const rest = new Set(userIds.filter((u) => !found.has(u)));
@@ -783,7 +810,7 @@ export class SyncService {
   private unsent(roomId: string, after: number, events: StoredEvent[], view: View): StoredEvent[] {
     const seq = view.lazySeq;
     if (seq === undefined || !view.memberOf.has(roomId)) return events;
-    return events.filter((e) => !isMemberEvent(e) || !this.sentMembers.has(seq, roomId, e, after));
+    return events.filter((e) => !isMemberEvent(e) || !this.sentMembers.has(view.viewer, seq, roomId, e, after));
   }
 
   /**
@@ -802,7 +829,7 @@ export class SyncService {
       (e) => e.pdu.sender,
       (e) => e.pdu.content ?? {},
     );
-    if (view.lazySeq !== undefined && view.memberOf.has(roomId)) this.sentMembers.record(view.lazySeq, roomId, added, upto);
+    if (view.lazySeq !== undefined && view.memberOf.has(roomId)) this.sentMembers.record(view.viewer, view.lazySeq, roomId, added, view.answerPos);
     return [...state, ...added];
   }
 

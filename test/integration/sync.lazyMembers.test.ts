@@ -184,6 +184,21 @@ describe('lazy-loaded members in /sync', () => {
     expect(members(next, roomId)).toEqual([bob.userId, charlie.userId].sort());
   });
 
+  it('a member event carried only by a lost answer is sent when it is needed next', async () => {
+    const { alice, bob, charlie, roomId, first } = await bobSpokeLast();
+    await visible(alice, roomId, await say(charlie, roomId, 1));
+    const lost = await alice.sync({ filter: LAZY, since: first.next_batch });
+    expect(members(lost, roomId)).toEqual([charlie.userId]);
+    // Before the device asks again, bob's ten messages push charlie's out of the timeline.
+    await visible(alice, roomId, await say(bob, roomId, 10));
+    const retried = await alice.sync({ filter: LAZY, since: first.next_batch });
+    expect(retried.rooms.join[roomId].timeline.events.every((e: any) => e.sender === bob.userId)).toBe(true);
+    expect(members(retried, roomId)).toEqual([]);
+    await visible(alice, roomId, await say(charlie, roomId, 1));
+    const next = await alice.sync({ filter: LAZY, since: retried.next_batch });
+    expect(members(next, roomId)).toEqual([charlie.userId]);
+  });
+
   it('a peeking device gets the senders’ member events in its incremental sections', async () => {
     const [alice, bob, peeker] = await Promise.all([user('alice'), user('bob'), user('peeker')]);
     const { room_id: roomId } = await alice.createWorldReadableRoom({ preset: 'public_chat', name: 'Peeked' });

@@ -215,7 +215,7 @@ export function registerPreviewRoutes(app: FastifyInstance, ctx: ClientContext):
         const token = parseSyncToken(q.from);
         if (!token) throw invalidParam('unknown from token: give the end of the initialSync or of the previous /events');
         from = token.rooms;
-        if (q.from.split('_').length === 3) clientDataFrom = token.clientData;
+        if (q.from.split('_').length >= 3) clientDataFrom = token.clientData; // a /sync token may carry a lazy sequence too
       }
       const timeoutMs = parseTimeout(q.timeout);
       if (!(await ctx.rooms.roomExists(roomId))) throw forbidden('you are not in this room (or it does not exist)');
