@@ -766,7 +766,7 @@ export class SyncService {
   /**
    * `lazy_load_members` in an incremental section: the state changes as they are (membership
    * changes in a gap included: a client learns of joins and leaves only from them), plus the
-   * member events of the timeline's senders as they stood at its start — for a sender the
+   * member events of the timeline's senders as they stood at its first event — for a sender the
    * client may never have been sent, whose member event is not in the timeline before its
    * first event there. A member of the room is not sent again a member event it has had in
    * this sync sequence (unless the filter asks for `include_redundant_members`) — had: carried
@@ -782,7 +782,9 @@ export class SyncService {
       if (!have.has(e.pdu.sender)) wanted.add(e.pdu.sender);
       if (isMemberEvent(e)) have.add(e.pdu.state_key as string); // later events' senders are described by it
     }
-    const added = wanted.size > 0 ? await this.membersAt(roomId, timeline[0]!.seq, [...wanted]) : [];
+    // As of the timeline's first event, that event included (as Synapse reads it, and sytest
+    // expects: a leave that opens the timeline is in the state section too).
+    const added = wanted.size > 0 ? await this.membersAt(roomId, timeline[0]!.seq + 1, [...wanted]) : [];
     return this.unsent(roomId, after, [...state, ...added], view);
   }
 

@@ -102,6 +102,16 @@ describe('lazy-loaded members in /sync', () => {
     expect(members(next, roomId)).toEqual([dave.userId, erin.userId].sort());
   });
 
+  it('a leave that opens a gapless timeline is in the state section too (sytest: leaves in non-gapped syncs)', async () => {
+    const { alice, bob, charlie, roomId, first } = await bobSpokeLast();
+    expect((await charlie.leave(roomId)).status).toBe(200);
+    await visible(alice, roomId, await say(bob, roomId, 5));
+    const next = await alice.sync({ filter: LAZY, since: first.next_batch });
+    expect(next.rooms.join[roomId].timeline.limited).toBe(false);
+    const state = next.rooms.join[roomId].state.events.filter((e: any) => e.type === 'm.room.member');
+    expect(state.map((e: any) => [e.state_key, e.content.membership])).toEqual([[charlie.userId, 'leave']]);
+  });
+
   it('does not send a member event the device has, unless include_redundant_members asks', async () => {
     for (const [filter, again] of [
       [LAZY, false],
