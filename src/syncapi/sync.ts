@@ -748,19 +748,14 @@ export class SyncService {
     } else if (lazy) {
       state = await this.lazyIncremental(roomId, after, state, slice.events, view);
     }
-    const filtered = applyFilter(
-      view.filter.state,
-      state,
-      (e) => e.pdu.type,
-      (e) => e.pdu.sender,
-      (e) => e.pdu.content ?? {},
-    );
-    // A member's sections are its own (a peeker's are shared): what it is sent is remembered.
-    if (view.lazySeq !== undefined && view.memberOf.has(roomId)) {
-      this.sentMembers.record(view.viewer, view.lazySeq, roomId, filtered, view.answerPos);
-      this.sentMembers.record(view.viewer, view.lazySeq, roomId, slice.events, view.answerPos);
-    }
+    const filtered = keptState(view, state);
+    this.remember(roomId, [...filtered, ...slice.events], view);
     return filtered;
+  }
+
+  /** A lazy-loading member's sections are its own (a peeker's are shared): the member events they carry are remembered. */
+  private remember(roomId: string, events: StoredEvent[], view: View): void {
+    if (view.lazySeq !== undefined && view.memberOf.has(roomId)) this.sentMembers.record(view.viewer, view.lazySeq, roomId, events, view.answerPos);
   }
 
   /**
@@ -788,12 +783,12 @@ export class SyncService {
     return this.unsent(roomId, after, [...state, ...added], view);
   }
 
+  private readonly membersBefore = new ImmutableReadCache<StoredEvent[]>(2_000);
+
   /**
    * The member events of `userIds` as they stood just before `beforeSeq`: from the current
    * state where it has not changed since (one indexed read), from the state then otherwise.
    */
-  private readonly membersBefore = new ImmutableReadCache<StoredEvent[]>(2_000);
-
   private membersAt(roomId: string, beforeSeq: number, userIds: string[]): Promise<StoredEvent[]> {
     // Committed positions only: the answer never changes (devices woken together share it).
     return this.membersBefore.get(`${roomId}\u0000${beforeSeq}\u0000${[...userIds].sort().join('\u0001')}`, () => this.readMembersAt(roomId, beforeSeq, userIds));
@@ -824,14 +819,8 @@ export class SyncService {
     const missing = new Set(heroes.filter((h) => !described.has(h)));
     if (missing.size === 0 || !keepsRoom(view.filter.state, roomId)) return state;
     const current = (await this.deps.rooms.stateBefore(roomId, upto + 1)).filter((e) => isMemberEvent(e) && missing.has(e.pdu.state_key as string));
-    const added = applyFilter(
-      view.filter.state,
-      this.unsent(roomId, after, current, view),
-      (e) => e.pdu.type,
-      (e) => e.pdu.sender,
-      (e) => e.pdu.content ?? {},
-    );
-    if (view.lazySeq !== undefined && view.memberOf.has(roomId)) this.sentMembers.record(view.viewer, view.lazySeq, roomId, added, view.answerPos);
+    const added = keptState(view, this.unsent(roomId, after, current, view));
+    this.remember(roomId, added, view);
     return [...state, ...added];
   }
 
@@ -979,6 +968,16 @@ function isEmpty(r: SyncResponse): boolean {
 }
 
 const isMemberEvent = (e: StoredEvent) => e.pdu.type === 'm.room.member';
+
+/** The state events the sync filter's `room.state` keeps. */
+const keptState = (view: View, events: StoredEvent[]) =>
+  applyFilter(
+    view.filter.state,
+    events,
+    (e) => e.pdu.type,
+    (e) => e.pdu.sender,
+    (e) => e.pdu.content ?? {},
+  );
 
 /** Whether a room section has timeline or state events. */
 function hasEvents(section: RoomSection): boolean {
