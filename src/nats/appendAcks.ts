@@ -117,14 +117,16 @@ export class AckedPublisher {
   /**
    * Timers run before the event loop reads its sockets: after the loop was held up (a long
    * synchronous task, a GC pause), the answers may be waiting unread while the deadlines have
-   * passed. The time the loop was held is not JetStream's: deadlines move on by it, and the
-   * expiry runs after this turn's reads (setImmediate), so what has arrived counts.
+   * passed. The time the loop was held is not JetStream's: deadlines move on by it — and by
+   * at least one more sweep period from now, since JetStream (on the same cores) may have
+   * been held up as well — and the expiry runs after this turn's reads (setImmediate), so
+   * what has arrived counts.
    */
   private sweep(): void {
     const now = performance.now();
     const late = now - this.lastSweep - this.sweepMs;
     this.lastSweep = now;
-    if (late > this.sweepMs) for (const waiting of this.pending.values()) waiting.deadline += late;
+    if (late > this.sweepMs) for (const waiting of this.pending.values()) waiting.deadline = Math.max(waiting.deadline + late, now + this.sweepMs);
     setImmediate(() => this.expire());
   }
 
