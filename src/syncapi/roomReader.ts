@@ -106,6 +106,20 @@ export class RoomReader {
     return rows as StoredEvent[];
   }
 
+  /**
+   * The member events of `userIds` as they stood just before `beforeSeq` (those who had
+   * one): from the current state where it has not changed since (one indexed read), from
+   * the state then for the rest.
+   */
+  async membersBefore(roomId: string, beforeSeq: number, userIds: string[]): Promise<StoredEvent[]> {
+    const current = (await this.currentMembers(roomId, userIds)).filter((e) => e.seq < beforeSeq);
+    const found = new Set(current.map((e) => e.pdu.state_key as string));
+    const rest = new Set(userIds.filter((u) => !found.has(u)));
+    if (rest.size === 0) return current;
+    const then = await this.stateBefore(roomId, beforeSeq);
+    return [...current, ...then.filter((e) => e.pdu.type === 'm.room.member' && rest.has(e.pdu.state_key as string))];
+  }
+
   async eventById(eventId: string): Promise<StoredEvent | null> {
     const [row] = await this.db.select(EVENT_COLUMNS).from(syncapiRoomEvents).where(eq(syncapiRoomEvents.eventId, eventId));
     return (row as StoredEvent) ?? null;

@@ -785,22 +785,10 @@ export class SyncService {
 
   private readonly membersBefore = new ImmutableReadCache<StoredEvent[]>(2_000);
 
-  /**
-   * The member events of `userIds` as they stood just before `beforeSeq`: from the current
-   * state where it has not changed since (one indexed read), from the state then otherwise.
-   */
+  /** The member events of `userIds` as they stood just before `beforeSeq` (RoomReader.membersBefore), memoised. */
   private membersAt(roomId: string, beforeSeq: number, userIds: string[]): Promise<StoredEvent[]> {
     // Committed positions only: the answer never changes (devices woken together share it).
-    return this.membersBefore.get(`${roomId}\u0000${beforeSeq}\u0000${[...userIds].sort().join('\u0001')}`, () => this.readMembersAt(roomId, beforeSeq, userIds));
-  }
-
-  private async readMembersAt(roomId: string, beforeSeq: number, userIds: string[]): Promise<StoredEvent[]> {
-    const current = (await this.deps.rooms.currentMembers(roomId, userIds)).filter((e) => e.seq < beforeSeq);
-    const found = new Set(current.map((e) => e.pdu.state_key as string));
-    const rest = new Set(userIds.filter((u) => !found.has(u)));
-    if (rest.size === 0) return current;
-    const then = await this.deps.rooms.stateBefore(roomId, beforeSeq);
-    return [...current, ...then.filter((e) => isMemberEvent(e) && rest.has(e.pdu.state_key as string))];
+    return this.membersBefore.get(`${roomId}\u0000${beforeSeq}\u0000${[...userIds].sort().join('\u0001')}`, () => this.deps.rooms.membersBefore(roomId, beforeSeq, userIds));
   }
 
   /** `events` less the member events the reader has had in its sync sequence by `after` (lazySeq). */

@@ -64,6 +64,25 @@ describe('/messages filter', () => {
     expect(page.body.state.map((e: any) => [e.type, e.state_key, e.content.membership])).toEqual([['m.room.member', bob.userId, 'join']]);
   });
 
+  it('with lazy_load_members, gives each sender’s member event as it stood at the page, not a later rename', async () => {
+    const room = (await alice.createRoom({ preset: 'public_chat' })).room_id;
+    const carol = await TestUser.register(hs.url, 'renamer');
+    expect((await carol.join(room)).status).toBe(200);
+    await carol.setState(room, 'm.room.member', { membership: 'join', displayname: 'Carol before' }, carol.userId);
+    const said = await carol.send(room, 'hello');
+    await carol.setState(room, 'm.room.member', { membership: 'join', displayname: 'Carol after' }, carol.userId);
+    await alice.send(room, 'later');
+    const around = await alice.req('GET', `/_matrix/client/v3/rooms/${enc(room)}/context/${enc(said)}?${new URLSearchParams({ limit: '0', filter: f({ lazy_load_members: true }) })}`);
+    expect(around.status).toBe(200);
+    expect(around.body.state.map((e: any) => [e.state_key, e.content.displayname])).toEqual([[carol.userId, 'Carol before']]);
+    // Newest first, the page of the last two events: alice's message and carol's rename,
+    // both senders as they stood at the newest of them.
+    const page = await alice.req('GET', `/_matrix/client/v3/rooms/${enc(room)}/messages?${new URLSearchParams({ dir: 'b', limit: '2', filter: f({ lazy_load_members: true }) })}`);
+    expect(page.status).toBe(200);
+    const names = Object.fromEntries(page.body.state.map((e: any) => [e.state_key, e.content.displayname ?? null]));
+    expect(names).toEqual({ [alice.userId]: alice.userId.slice(1).split(':')[0], [carol.userId]: 'Carol after' });
+  });
+
   it('refuses a filter that is not JSON (400 M_NOT_JSON) or not a room event filter (400 M_BAD_JSON)', async () => {
     expectError(await messages(alice, { dir: 'b', filter: '{not json' }), 400, 'M_NOT_JSON');
     expectError(await messages(alice, { dir: 'b', filter: '[1]' }), 400, 'M_BAD_JSON');

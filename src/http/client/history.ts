@@ -136,10 +136,9 @@ const kept = (filter: EventFilter | undefined) => (e: StoredEvent) => filter ===
  */
 async function sendersMembers(ctx: ClientContext, roomId: string, events: StoredEvent[]): Promise<StoredEvent[]> {
   if (events.length === 0) return [];
-  const senders = new Set(events.map((e) => e.pdu.sender));
+  const senders = [...new Set(events.map((e) => e.pdu.sender))];
   const newest = Math.max(...events.map((e) => e.seq));
-  const state = await ctx.rooms.stateBefore(roomId, newest + 1);
-  return state.filter((e) => e.pdu.type === 'm.room.member' && senders.has(e.pdu.state_key as string));
+  return ctx.rooms.membersBefore(roomId, newest + 1, senders);
 }
 
 export function registerHistoryRoutes(app: FastifyInstance, ctx: ClientContext): void {
