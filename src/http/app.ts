@@ -23,6 +23,7 @@ import { registerPresenceRoutes } from './client/presence.ts';
 import { registerAccountDataRoutes } from './client/accountData.ts';
 import { registerAdmin } from './admin/admin.ts';
 import { registerFederationRoutes } from './federation/routes.ts';
+import { SharedRateLimitStore } from './rateLimitStore.ts';
 import { registerFederationHistoryRoutes } from './federation/history.ts';
 import { lazyChildLogger, type Logger } from '../logger.ts';
 import { httpRequestDurationSeconds, httpRequestsTotal } from '../metrics.ts';
@@ -30,8 +31,13 @@ import type { Health } from '../health.ts';
 
 export type { HttpApp } from '../peekd.ts';
 
-/** CORS as the client-server specification asks of every client API route. */
-export const CORS_OPTIONS = { origin: '*', methods: ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS'], allowedHeaders: ['X-Requested-With', 'Content-Type', 'Authorization'] };
+/** CORS as the client-server specification asks of every client API route; any OPTIONS is answered 204 (a preflight or not). */
+export const CORS_OPTIONS = {
+  origin: '*',
+  methods: ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS'],
+  allowedHeaders: ['X-Requested-With', 'Content-Type', 'Authorization'],
+  strictPreflight: false,
+};
 
 export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
   const { config } = peekd;
@@ -51,7 +57,8 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
     clientErrorHandler: matrixClientErrorHandler,
     // The router's own refusals (an ID past MAX_PARAM_LENGTH, a malformed %-escape): Matrix errors too.
     frameworkErrors: (err, _req, reply) => {
-      if (err.code === 'FST_ERR_MAX_PARAM_LENGTH') return sendMatrixError(reply, new MatrixError(414, 'M_TOO_LARGE', `a path parameter is longer than ${MAX_PARAM_LENGTH} characters`));
+      // Matrix IDs are at most 255 bytes: a longer one is malformed (400), as a shorter one past 255 is.
+      if (err.code === 'FST_ERR_MAX_PARAM_LENGTH') return sendMatrixError(reply, new MatrixError(400, 'M_INVALID_PARAM', `a path parameter is longer than ${MAX_PARAM_LENGTH} characters`));
       if (err.code === 'FST_ERR_BAD_URL') return sendMatrixError(reply, new MatrixError(400, 'M_INVALID_PARAM', 'the path is not a valid URL'));
       return sendMatrixError(reply, toMatrixError(err));
     },
@@ -130,7 +137,7 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
     }
     done();
   });
-  await app.register(rateLimit, { global: false, errorResponseBuilder: (_req, context) => limitExceeded(context.ttl) });
+  await app.register(rateLimit, { global: false, store: SharedRateLimitStore, errorResponseBuilder: (_req, context) => limitExceeded(context.ttl) });
 
   registerVersions(app, () => ready);
   registerOperationsRoutes(app, peekd.health, !peekd.config.metricsListen);
@@ -213,7 +220,7 @@ const MAX_PARAM_LENGTH = 1024;
 
 /** POSTs whose body may be left out entirely (clients send none for these). */
 function isLenientEmptyBody(url: string): boolean {
-  return /\/(peek\/[^/]+|rooms\/[^/]+\/(join|leave|unpeek)|join\/[^/]+|logout(\/all)?)(\?|$)/.test(url);
+  return /\/(peek\/[^/]+|rooms\/[^/]+\/(join|leave|unpeek)|join\/[^/]+|logout(\/all)?|register)(\?|$)/.test(url);
 }
 
 declare module 'fastify' {

@@ -554,6 +554,10 @@ describe('limits on /peek', () => {
     expectError(limited, 429, 'M_LIMIT_EXCEEDED');
     expect(limited.body.retry_after_ms).toBeGreaterThan(0);
     expect(statuses.filter((s) => s === 200).length).toBeGreaterThanOrEqual(6);
+    // One budget per device, whichever prefix the request comes by.
+    for (const prefix of ['/_matrix/client/r0', '/_matrix/client/unstable/org.matrix.msc2753']) {
+      expectError(await bob.req('POST', `${prefix}/peek/${encodeURIComponent(roomId)}`, {}), 429, 'M_LIMIT_EXCEEDED');
+    }
     const laptop = await bob.login();
     expect((await laptop.peek(roomId)).status).toBe(200);
     const carol = await user('carol');

@@ -37,6 +37,12 @@ describe('guest registration', () => {
     expect((await alice.ok('GET', v3('/account/whoami'))).is_guest).toBe(false);
   });
 
+  it('POST /register?kind=guest takes no body at all as well', async () => {
+    const r = await fetch(url + v3('/register?kind=guest'), { method: 'POST' });
+    expect(r.status).toBe(200);
+    expect(typeof ((await r.json()) as { access_token?: unknown }).access_token).toBe('string');
+  });
+
   it('each guest is a new user', async () => {
     const [a, b] = await Promise.all([registerGuest(url), registerGuest(url)]);
     expect(a.userId).not.toBe(b.userId);

@@ -1,6 +1,6 @@
 // Accounts: register (m.login.dummy, one call), login (password), logout, whoami.
 import { randomBytes } from 'node:crypto';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { isValidNewLocalpart, UserInUseError } from '../../clientapi/accounts.ts';
 import { accountKey, addressKey, GuestRegistrationLimiter, LoginLimiter } from '../../clientapi/loginLimiter.ts';
 import { PasswordHasher, PasswordHasherBusyError } from '../../clientapi/passwords.ts';
@@ -56,7 +56,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext):
     method: 'POST',
     path: '/register',
     schema: { body: registerBody },
-    config: { barrier: false, rateLimit: { max: ctx.config.registrationRatePerSecond, timeWindow: 1000 } },
+    config: { barrier: false, rateLimit: { max: ctx.config.registrationRatePerSecond, timeWindow: 1000, keyGenerator: (req: FastifyRequest) => `register\u0000${req.ip}` } },
     handler: async (req, reply) => {
       const q = req.query as { kind?: string };
       const body = (req.body ?? {}) as {
