@@ -2,7 +2,9 @@
 // address. Each login attempt takes a token from both before its password is hashed, so a
 // burst of concurrent guesses cannot all slip through before the first one fails; a
 // success gives its tokens back. With either bucket empty the attempt is refused without
-// hashing. Pure: time comes from the injected clock.
+// hashing — unless attempts still in flight hold the missing tokens: then it waits for
+// them to end (`admit`), so logins that are all right never refuse each other however many
+// come at once. Time comes from the injected clock.
 import { createHash } from 'node:crypto';
 import ipaddr from 'ipaddr.js';
 import { LRUCache } from 'lru-cache';
@@ -72,10 +74,17 @@ export class Buckets {
   }
 }
 
+/** Attempts that may wait at once for others to end, over all keys; past it they are refused. */
+const MAX_WAITING = 256;
+
 export class LoginLimiter {
   private readonly accounts: Buckets;
   private readonly addresses: Buckets;
   private readonly now: () => number;
+  /** Attempts begun and not yet ended, per account key and per address key. */
+  private readonly inFlight = new Map<string, number>();
+  /** Wake-ups of the attempts waiting for one in flight to end. */
+  private readonly waiting = new Set<(ended: boolean) => void>();
 
   constructor(options: LoginLimiterOptions) {
     const { burst, refillMs, maxEntries = 50_000 } = options;
@@ -106,26 +115,70 @@ export class LoginLimiter {
     if (waitMs > 0) return { allowed: false, retryAfterMs: waitMs };
     this.accounts.add(account, -1, nowMs);
     this.addresses.add(address, -1, nowMs);
+    this.count(`a\u0000${account}`, 1);
+    this.count(`i\u0000${address}`, 1);
     return { allowed: true };
+  }
+
+  /**
+   * begin, but an attempt refused only because others still in flight hold the tokens
+   * (a success gives its tokens back) waits for them to end, at most `maxWaitMs`, and tries
+   * again. Refused at once when the buckets were emptied by failures alone.
+   */
+  async admit(account: string, address: string, maxWaitMs = 10_000): Promise<LoginGate> {
+    const deadline = performance.now() + maxWaitMs;
+    for (;;) {
+      const gate = this.begin(account, address);
+      if (gate.allowed) return gate;
+      const held = (this.inFlight.get(`a\u0000${account}`) ?? 0) + (this.inFlight.get(`i\u0000${address}`) ?? 0);
+      const left = deadline - performance.now();
+      if (held === 0 || left <= 0 || this.waiting.size >= MAX_WAITING) return gate;
+      const woken = await new Promise<boolean>((resolve) => {
+        const wake = (ended: boolean) => {
+          clearTimeout(timer);
+          this.waiting.delete(wake);
+          resolve(ended);
+        };
+        const timer = setTimeout(() => wake(false), left);
+        this.waiting.add(wake);
+      });
+      if (!woken) return this.begin(account, address);
+    }
   }
 
   /** The password was right: a success costs nothing, so both tokens come back. */
   succeeded(account: string, address: string): void {
     this.giveBack(account, address);
+    this.ended(account, address);
   }
 
   /** The password was wrong: the tokens stay spent. */
-  failed(_account: string, _address: string): void {}
+  failed(account: string, address: string): void {
+    this.ended(account, address);
+  }
 
   /** The password was never checked (the hashing queue was full, the server failed). */
   abandoned(account: string, address: string): void {
     this.giveBack(account, address);
+    this.ended(account, address);
   }
 
   private giveBack(account: string, address: string): void {
     const nowMs = this.now();
     this.accounts.add(account, 1, nowMs);
     this.addresses.add(address, 1, nowMs);
+  }
+
+  private ended(account: string, address: string): void {
+    this.count(`a\u0000${account}`, -1);
+    this.count(`i\u0000${address}`, -1);
+    for (const wake of [...this.waiting]) wake(true);
+  }
+
+  private count(key: string, delta: number): void {
+    const n = (this.inFlight.get(key) ?? 0) + delta;
+    if (n > 0) this.inFlight.set(key, n);
+    else this.inFlight.delete(key);
   }
 }
 

@@ -101,6 +101,24 @@ describe('guessing one account’s password', () => {
   });
 });
 
+describe('right passwords arriving together', () => {
+  let hs: Hs;
+  beforeAll(async () => {
+    hs = await startTestPeekd({ env: { PEEKD_LOGIN_FAILURE_REFILL_MS: String(REFILL_MS) } });
+  });
+  afterAll(async () => {
+    await hs?.dropAll();
+  });
+
+  it('twice the burst of logins at once, from one address and to one account, all succeed (a test suite logging in its devices)', async () => {
+    const user = await TestUser.register(hs.url, 'many', 'many pw');
+    const others = await Promise.all([1, 2, 3].map((i) => TestUser.register(hs.url, `other${i}`, 'other pw')));
+    const answers = await Promise.all([...Array.from({ length: 10 }, () => login(hs.url, user.userId, 'many pw')), ...others.map((o) => login(hs.url, o.userId, 'other pw'))]);
+    expect(answers.map((a) => a.status)).toEqual(Array(13).fill(200));
+    expect(new Set(answers.map((a) => a.body.device_id)).size).toBe(13);
+  });
+});
+
 describe('guessing across many accounts from one address', () => {
   let hs: Hs;
   beforeAll(async () => {

@@ -174,6 +174,43 @@ describe('login limiter', () => {
   });
 });
 
+describe('logins arriving together (admit)', () => {
+  it('an attempt finding the tokens held by attempts in flight waits for them: successes let every one through', async () => {
+    const { l } = limiter({ burst: 2 });
+    expect(await l.admit('@a:hs', 'x')).toEqual(allowed);
+    expect(await l.admit('@a:hs', 'x')).toEqual(allowed);
+    let third: LoginGate | undefined;
+    const waiting = l.admit('@a:hs', 'x').then((g) => (third = g));
+    await Promise.resolve();
+    expect(third).toBeUndefined();
+    l.succeeded('@a:hs', 'x');
+    await waiting;
+    expect(third).toEqual(allowed);
+    l.succeeded('@a:hs', 'x');
+    l.succeeded('@a:hs', 'x');
+    expect(l.size).toEqual({ accounts: 0, addresses: 0 });
+  });
+
+  it('when the attempts in flight fail, the waiting one is refused (failures are what the limit counts)', async () => {
+    const { l } = limiter({ burst: 2 });
+    await l.admit('@a:hs', 'x');
+    await l.admit('@a:hs', 'x');
+    const waiting = l.admit('@a:hs', 'x');
+    l.failed('@a:hs', 'x');
+    l.failed('@a:hs', 'x');
+    expect(await waiting).toEqual(refused(6000));
+  });
+
+  it('refuses at once when no attempt is in flight, and gives up waiting after maxWaitMs', async () => {
+    const { l, fail } = limiter({ burst: 1 });
+    expect(fail('@a:hs', 'x')).toEqual(allowed);
+    expect(await l.admit('@a:hs', 'x')).toEqual(refused(6000));
+    const { l: busy } = limiter({ burst: 1 });
+    expect(await busy.admit('@b:hs', 'y')).toEqual(allowed);
+    expect(await busy.admit('@b:hs', 'y', 20)).toEqual(refused(6000));
+  });
+});
+
 describe('limiter keys', () => {
   it('an address key: IPv4 as is, IPv4-mapped IPv6 as IPv4, IPv6 by its /64', () => {
     expect(addressKey('203.0.113.9')).toBe('203.0.113.9');

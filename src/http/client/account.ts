@@ -159,7 +159,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: ClientContext):
       // count like real ones: the answers must not tell them apart.
       const account = accountKey(userId);
       const address = addressKey(req.ip);
-      const gate = loginLimiter.begin(account, address);
+      const gate = await loginLimiter.admit(account, address);
       if (!gate.allowed) throw limitExceeded(gate.retryAfterMs, 'too many failed logins; try again later');
       let ok: boolean;
       try {
