@@ -668,8 +668,10 @@ export class SyncService {
         since !== undefined &&
         (peek.startedSeq <= since.peeks || (peek.prevStartedSeq !== null && peek.prevEndedSeq !== null && peek.prevStartedSeq <= since.peeks && peek.prevEndedSeq > since.peeks));
       // A peek ended by a join shows under `join` (once the join is visible), never under `leave`.
-      if (endedInWindow && deviceSawIt && peek.endReason !== 'joined') {
-        response.rooms.leave[roomId] = await this.endedPeek(peek, since.rooms, boundOf(peek), req.timelineLimit, view);
+      // One that began and ended since the device last synced shows as well, from the room's
+      // start (the device has nothing of the room yet).
+      if (endedInWindow && peek.endReason !== 'joined') {
+        response.rooms.leave[roomId] = await this.endedPeek(peek, deviceSawIt ? since.rooms : 0, boundOf(peek), req.timelineLimit, view);
       }
     }
 
@@ -908,11 +910,14 @@ export class SyncService {
       upto = Math.min(upto, await this.deps.rooms.lastSeqAtOrBefore(peek.roomId, after, bound, endedAt));
     }
     if (upto <= after) return {};
-    const { events, limited } = await this.visibleTimeline(peek.roomId, after, upto, limit, view);
-    if (events.length === 0) return {};
+    const slice = await this.visibleTimeline(peek.roomId, after, upto, limit, view);
+    if (slice.events.length === 0) return {};
+    // The state up to the timeline's start, as in any left room: what changed in a gap, all
+    // of it for a device that never had the room.
+    const state = await this.stateFor(peek.roomId, after, upto, slice, false, view);
     return {
-      state: { events: [] },
-      timeline: { events: clientEvents(events, view.now, view.viewer).map(withoutRoomId), limited, prev_batch: this.prevBatch(events[0], upto) },
+      state: { events: clientEvents(state, view.now, view.viewer).map(withoutRoomId) },
+      timeline: { events: clientEvents(slice.events, view.now, view.viewer).map(withoutRoomId), limited: slice.limited, prev_batch: this.prevBatch(slice.events[0], upto) },
       account_data: { events: [] },
     };
   }

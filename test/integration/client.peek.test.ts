@@ -458,6 +458,40 @@ describe('ending a peek', () => {
     expect(s1.rooms.leave[roomId].timeline.events.map((e: any) => e.event_id)).toEqual([unseen]);
   });
 
+  it('a peek that began and ended between two syncs still ends under leave, with the room up to its end', async () => {
+    const room = await alice.createWorldReadableRoom();
+    const bob = await user('bob');
+    const s0 = await bob.sync();
+    expect((await bob.peek(room.room_id)).status).toBe(200);
+    const during = await alice.send(room.room_id, 'while peeking');
+    expect((await bob.unpeek(room.room_id)).status).toBe(200);
+    const after = await alice.send(room.room_id, 'after the unpeek');
+    const s1 = await bob.sync({ since: s0.next_batch });
+    expect(roomsIn(s1, 'leave')).toEqual([room.room_id]);
+    expect(roomsIn(s1, 'peek')).toEqual([]);
+    const left = s1.rooms.leave[room.room_id];
+    const ids = left.timeline.events.map((e: any) => e.event_id);
+    expect(ids.at(-1)).toBe(during);
+    expect(ids).not.toContain(after);
+    // The device never had the room: its start comes too, in the timeline or the state.
+    expect([...left.state.events, ...left.timeline.events].map((e: any) => e.type)).toContain('m.room.create');
+    // And only once.
+    const s2 = await bob.sync({ since: s1.next_batch, timeout: 0 });
+    expect(roomsIn(s2, 'leave')).toEqual([]);
+  });
+
+  it('unpeek after a gap: the leave entry is limited and its state has what changed in the gap', async () => {
+    const { roomId, bob, since } = await peekedRoom();
+    const topic = await alice.setState(roomId, 'm.room.topic', { topic: 'changed in the gap' });
+    for (let i = 0; i < 25; i++) await alice.send(roomId, `filler ${i}`);
+    expect((await bob.unpeek(roomId)).status).toBe(200);
+    const s1 = await bob.sync({ since });
+    const left = s1.rooms.leave[roomId];
+    expect(left.timeline.limited).toBe(true);
+    expect(left.timeline.events.map((e: any) => e.event_id)).not.toContain(topic);
+    expect(left.state.events.map((e: any) => [e.type, e.event_id])).toEqual([['m.room.topic', topic]]);
+  });
+
   it('unpeek: the leave entry stops where the peek ended; later events are not delivered', async () => {
     const { roomId, bob, since } = await peekedRoom();
     const seen = await alice.send(roomId, 'while peeking');
