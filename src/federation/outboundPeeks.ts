@@ -240,7 +240,6 @@ export class OutboundPeeks implements OutboundHooks {
       const checked = await checkPdu(item, version, this.deps.keyRing);
       if (!checked.ok) throw new Error(`the snapshot failed its checks: ${checked.error}`);
       byId.set(checked.eventId, { eventId: checked.eventId, pdu: checked.pdu as Pdu });
-      // (By what was sent: checkPdu may answer a redacted copy.)
       if (item === body.latest_event) latestId = checked.eventId;
     }
     const pdus = [...byId.values()];

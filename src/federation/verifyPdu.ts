@@ -1,7 +1,8 @@
-// Accepts a PDU received over federation only when its sender's server signature checks
-// out; one whose content hash does not is taken in its redacted form (the specification:
-// it is assumed to have been redacted on the way). Computes its event ID (reference hash).
-import { checkContentHash, eventIdForPdu, redactPdu, verifyPduSignature } from '../crypto/index.ts';
+// Accepts a PDU received over federation only when its content hash and its sender's
+// server signature both check out (peekd's wire contract; the specification would keep a
+// PDU whose hash fails as its redacted copy, but a copy changed on the way is refused here,
+// whatever it claims). Computes its event ID (reference hash).
+import { checkContentHash, eventIdForPdu, verifyPduSignature } from '../crypto/index.ts';
 import { serverOf } from '../events/ids.ts';
 import type { Pdu } from '../events/roomEvents.ts';
 import type { KeyRing } from './keyRing.ts';
@@ -56,6 +57,9 @@ export async function checkPdu(raw: unknown, roomVersion: string, keyRing: KeyRi
     return { ok: false, error: `not canonical JSON: ${(err as Error).message}` };
   }
   if (size > MAX_PDU_BYTES) return { ok: false, error: `the PDU is ${size} bytes; the limit is ${MAX_PDU_BYTES}` };
+  // The content hash first: it costs no key fetch. Content changed on the way (or an event
+  // passed on in its redacted form) is refused, never kept in any form.
+  if (!checkContentHash(pdu)) return { ok: false, error: 'the content does not match its hash (hashes.sha256)' };
   const server = serverOf(pdu.sender);
   const sigs = pdu.signatures[server];
   if (!sigs || typeof sigs !== 'object') return { ok: false, error: `no signature from ${server}` };
@@ -69,16 +73,11 @@ export async function checkPdu(raw: unknown, roomVersion: string, keyRing: KeyRi
     }
   }
   if (!verified) return { ok: false, error: `bad or unverifiable signature from ${server}` };
-  // Signatures cover the redacted event, the content hash the whole of it. A server may
-  // pass on a redacted copy of an event: then the hash fails while the signature holds,
-  // and the event is kept as the redacted copy, never as the content that came with it
-  // (server-server API, "Validating hashes and signatures on received events").
-  const kept = checkContentHash(pdu) ? pdu : (redactPdu(pdu, roomVersion) as unknown as Pdu);
   let eventId: string;
   try {
     eventId = eventIdForPdu(pdu, roomVersion);
   } catch (err) {
     return { ok: false, error: (err as Error).message };
   }
-  return { ok: true, eventId, pdu: kept };
+  return { ok: true, eventId, pdu };
 }

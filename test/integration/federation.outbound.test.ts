@@ -4,7 +4,7 @@
 // snapshot and each PDU the host sends, the renewal interval clamped to a sane range, and
 // expired_peeks from the host.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { eventIdForPdu, generateSigningKey } from '../../src/crypto/index.ts';
+import { computeContentHash, eventIdForPdu, generateSigningKey } from '../../src/crypto/index.ts';
 import { MAX_RENEWAL_INTERVAL_MS, MIN_RENEWAL_INTERVAL_MS, SUPPORTED_ROOM_VERSIONS } from '../../src/federation/outboundPeeks.ts';
 import {
   expiries,
@@ -248,6 +248,14 @@ describe('starting the peek', () => {
         return { ...s, state: [...s.state, other.events[5]!.pdu] };
       },
     ],
+    [
+      'an event whose content does not match its hash (changed on the way, or passed on redacted)',
+      (room) => {
+        const changed = (p: any) => (p.type === 'm.room.name' ? { ...p, content: { name: 'changed on the way' } } : p);
+        const s = room.snapshot(60_000) as any;
+        return { ...s, state: s.state.map(changed), events: s.events.map(changed) };
+      },
+    ],
     ['a room version it does not understand', (room) => ({ ...room.snapshot(60_000), room_version: '99' })],
     ["a room version (understood) that is not its create event's", (room) => ({ ...room.snapshot(60_000), room_version: '9' })],
   ];
@@ -263,28 +271,6 @@ describe('starting the peek', () => {
     expect(await copyAtA(room.roomId)).toEqual([]);
     await f.once(0);
     expect(f.peeked.has(room.roomId)).toBe(false);
-  });
-});
-
-describe('a snapshot event whose content does not match its hash', () => {
-  it('is kept in its redacted form (the specification: a redacted copy passed on), never with the content that came with it', async () => {
-    const room = new FakeRoom(F);
-    const nameId = room.events.find((e) => e.pdu.type === 'm.room.name')!.id;
-    const changed = (p: any) => (p.type === 'm.room.name' ? { ...p, content: { name: 'changed on the way' } } : p);
-    host(room, 60_000, {
-      onPut: () => {
-        const s = room.snapshot(60_000) as any;
-        return { status: 200, body: { ...s, state: s.state.map(changed), events: s.events.map(changed) } };
-      },
-    });
-    const { bob, f } = await peeker();
-    expect((await bob.peek(room.roomId)).status).toBe(200);
-    await f.until('the room under peek', () => f.peeked.has(room.roomId));
-    const name = f.peeked.get(room.roomId)!.find((e) => e.event_id === nameId);
-    expect(name).toMatchObject({ type: 'm.room.name', state_key: '', content: {} });
-    expect(await copyAtA(room.roomId)).toContain(nameId);
-    const state = await bob.ok('GET', `/_matrix/client/v3/rooms/${encodeURIComponent(room.roomId)}/state/m.room.name/`);
-    expect(state).toEqual({});
   });
 });
 
@@ -347,7 +333,7 @@ describe('renewing', () => {
 });
 
 describe('what the host sends', () => {
-  it('accepts each checked PDU from the host, wakes the device, keeps one whose content does not match its hash only redacted, and drops forged ones', async () => {
+  it('accepts each checked PDU from the host, wakes the device, and refuses, under their event IDs, one whose content does not match its hash and forged ones', async () => {
     const room = new FakeRoom(F);
     host(room);
     const { bob, f } = await peeker();
@@ -355,14 +341,15 @@ describe('what the host sends', () => {
     await f.until('the room', () => f.peeked.has(room.roomId));
 
     const good1 = room.add('m.room.message', { msgtype: 'm.text', body: 'good one' });
-    // The signature covers the redacted event only: content that does not match the hash
-    // is taken to have been redacted on the way, and the event is kept without it
-    // (server-server API, "Validating hashes and signatures on received events").
-    const tampered = room.add('m.room.message', { msgtype: 'm.text', body: 'tampered' });
+    // The signature covers the redacted event only, so it still holds for content changed
+    // in transit; the content hash does not, and the event is refused in every form.
+    const tampered = room.build('m.room.message', { msgtype: 'm.text', body: 'tampered' });
     tampered.pdu.content = { msgtype: 'm.text', body: 'changed in transit' };
-    // A signed field changed: the signature no longer holds.
+    // A signed field changed and the content hash made again to match: the hash holds, the
+    // signature no longer does.
     const forged = room.build('m.room.message', { msgtype: 'm.text', body: 'forged' });
     forged.pdu.origin_server_ts += 1;
+    forged.pdu.hashes = { sha256: computeContentHash(forged.pdu) };
     const forgedId = eventIdForPdu(forged.pdu);
     const unknownKey = room.build('m.room.message', { msgtype: 'm.text', body: 'unknown key' }, undefined, { key: generateSigningKey() });
     const good2 = room.add('m.room.message', { msgtype: 'm.text', body: 'good two' });
@@ -371,12 +358,14 @@ describe('what the host sends', () => {
     const sentAt = Date.now();
     const res = await sendTxn(F, [good1.pdu, tampered.pdu, forged.pdu, unknownKey.pdu, good2.pdu]);
     expect(res.status).toBe(200);
-    expect(res.body.pdus[good1.id]).toEqual({});
-    expect(res.body.pdus[tampered.id]).toEqual({});
-    expect(res.body.pdus[good2.id]).toEqual({});
-    // Refused PDUs are answered under a placeholder key (their event ID is not trusted).
-    const errors = Object.values(res.body.pdus).filter((v: any) => typeof v.error === 'string');
-    expect(errors).toEqual([{ error: expect.stringMatching(/signature/) }, { error: expect.stringMatching(/signature/) }]);
+    // Every PDU is answered under its event ID, the refused ones with their reason.
+    expect(res.body.pdus).toEqual({
+      [good1.id]: {},
+      [tampered.id]: { error: expect.stringMatching(/hash/) },
+      [forgedId]: { error: expect.stringMatching(/signature/) },
+      [unknownKey.id]: { error: expect.stringMatching(/signature/) },
+      [good2.id]: {},
+    });
     const woken = await poll;
     expect(Date.now() - sentAt).toBeLessThan(4_000);
     expect(roomsIn(woken, 'peek')).toEqual([room.roomId]);
@@ -385,12 +374,11 @@ describe('what the host sends', () => {
     f.peeked.get(room.roomId)!.push(...(woken.rooms.peek[room.roomId]?.timeline?.events ?? []));
     await f.until('both good messages', () => f.messages(room.roomId).includes('good two'));
     const copy = await copyAtA(room.roomId);
-    expect(copy.slice(-3)).toEqual([good1.id, tampered.id, good2.id]);
+    expect(copy.slice(-2)).toEqual([good1.id, good2.id]);
+    expect(copy).not.toContain(tampered.id);
     expect(copy).not.toContain(unknownKey.id);
     expect(copy).not.toContain(forgedId);
-    // The device sees the tampered event as redacted: no content, never the changed body.
-    const seen = f.peeked.get(room.roomId)!.find((e) => e.event_id === tampered.id);
-    expect(seen).toMatchObject({ type: 'm.room.message', content: {} });
+    expect(f.peeked.get(room.roomId)!.find((e) => e.event_id === tampered.id)).toBeUndefined();
     expect(f.messages(room.roomId)).not.toContain('changed in transit');
     // The same transaction again changes nothing.
     const again = await sendTxn(F, [good1.pdu, good2.pdu], {}, 'repeat-me');
@@ -446,6 +434,10 @@ describe('what the host sends', () => {
     const stranger = new FakeRoom(F);
     const notPeeked = await sendTxn(F, [stranger.events.at(-1)!.pdu]);
     expect(notPeeked.body.pdus[stranger.events.at(-1)!.id].error).toEqual(expect.any(String));
+    // An event claiming a room this server hosts: answered under its event ID, never taken.
+    const hosted = { ...stranger.events.at(-1)!.pdu, room_id: `!hosted:${A.name}` };
+    const hostedAnswer = await sendTxn(F, [hosted]);
+    expect(hostedAnswer.body.pdus).toEqual({ [eventIdForPdu(hosted)]: { error: expect.stringMatching(/hosts/) } });
 
     await holdsFor('nothing was appended', async () => (await copyAtA(room.roomId)).length === before.length, 500);
     expect(await copyAtA(stranger.roomId)).toEqual([]);

@@ -187,8 +187,20 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
       const versions = new Map<string, string>();
       for (const raw of body.pdus ?? []) {
         const roomId = (raw as { room_id?: unknown })?.room_id;
-        if (typeof roomId !== 'string' || !isValidRoomId(roomId)) continue;
-        if (serverOf(roomId) === ctx.config.serverName) continue; // we host it: copies are not taken
+        // Refusals are keyed by the event ID the PDU would have (the answer's `pdus` is keyed
+        // by event ID); only a PDU too malformed to have one gets a placeholder key.
+        const refuse = (error: string, version = '10') => {
+          results[unverifiedEventId(raw, version) ?? `unknown-${Object.keys(results).length}`] = { error };
+        };
+        if (typeof roomId !== 'string' || !isValidRoomId(roomId)) {
+          refuse('not a PDU of a valid room ID');
+          continue;
+        }
+        if (serverOf(roomId) === ctx.config.serverName) {
+          // We host it: its events are made here, never taken from another server.
+          refuse(`${ctx.config.serverName} hosts ${roomId} and takes no events of it over federation`);
+          continue;
+        }
         // Only the server we peek the room through sends us its events (after the
         // snapshot of a peek being set up is in).
         if (!accepted.has(roomId)) {
@@ -200,15 +212,12 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
         // Unwanted PDUs are refused before checkPdu: checking a signature may fetch the
         // signer's keys, and a PDU we would drop anyway must not make us fetch anything.
         if (!accepted.get(roomId)) {
-          results[unverifiedEventId(raw, versions.get(roomId)!) ?? `unknown-${Object.keys(results).length}`] = {
-            error: `${ctx.config.serverName} does not peek ${roomId} through ${origin}`,
-          };
+          refuse(`${ctx.config.serverName} does not peek ${roomId} through ${origin}`, versions.get(roomId));
           continue;
         }
         const checked = await checkPdu(raw, versions.get(roomId)!, ctx.keyRing);
         if (!checked.ok) {
-          const id = `unknown-${Object.keys(results).length}`;
-          results[id] = { error: checked.error };
+          refuse(checked.error, versions.get(roomId));
           continue;
         }
         results[checked.eventId] = {};
