@@ -73,12 +73,20 @@ export class KeyRing {
     this.maxResponseBytes = options.maxResponseBytes ?? MAX_KEY_RESPONSE_BYTES;
   }
 
-  /** A current verify key of `server`, or null when there is none we trust. */
+  /**
+   * A current verify key of `server` that is valid now (its `valid_until_ts` not passed:
+   * "keys used beyond this timestamp MUST be considered invalid"), or null when there is
+   * none we trust. An unknown or run-out key makes us fetch the keys again once.
+   */
   async requestKey(server: string, keyId: string): Promise<Uint8Array | null> {
     if (this.own && server === this.own.serverName) return this.own.keys.get(keyId) ?? null;
-    let keys = await this.keysOf(server);
-    if (keys && !keys.verify.has(keyId) && this.mayRefetch(server)) keys = await this.keysOf(server, true); // rotated since we looked
-    return keys?.verify.get(keyId) ?? null;
+    const valid = (keys: ServerKeys | null) => (keys && keys.until > this.now() ? keys.verify.get(keyId) : undefined);
+    const keys = await this.keysOf(server);
+    const found = valid(keys);
+    if (found) return found;
+    // (No keys at all: the fetch failed, and its back-off decides when to try again.)
+    if (!keys || !this.mayRefetch(server)) return null; // rotated, or extended, since we looked
+    return valid(await this.keysOf(server, true)) ?? null;
   }
 
   /**

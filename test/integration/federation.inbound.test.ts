@@ -243,6 +243,22 @@ describe('request authentication', () => {
     }
   });
 
+  it('does not verify a request with a key whose valid_until_ts has passed, even in a key response fetched just now', async () => {
+    const now = Date.now();
+    const ring = new KeyRing(new ServerResolver(fed.destinations, () => now), () => now, undefined, { refetchIntervalMs: 0 });
+    K.keyFetches = 0;
+    try {
+      K.keyResponse = () => K.keyBody(now - 60_000);
+      expect(await ring.requestKey(K.name, K.key.keyId)).toBeNull();
+      // Fetched once more in case the server has extended it: then it verifies.
+      expect(K.keyFetches).toBe(2);
+      K.keyResponse = () => K.keyBody(now + 60_000);
+      expect(await ring.requestKey(K.name, K.key.keyId)).toEqual(K.key.publicKey);
+    } finally {
+      K.keyResponse = undefined;
+    }
+  });
+
   it('in room versions 5 and later, verifies an event only with a key whose valid_until_ts reaches it (refetching once), in earlier ones with any current key', async () => {
     const now = Date.now();
     const ring = new KeyRing(new ServerResolver(fed.destinations, () => now), () => now, undefined, { refetchIntervalMs: 0 });
