@@ -3,7 +3,7 @@
 // other through PEEKD_FEDERATION_DESTINATIONS; and "fake" remote servers made of our own
 // crypto module and a tiny node:http server, for the cases a real peekd never produces
 // (forged requests, a peer that is down, a peer that never renews, wire-level checks).
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { and, eq } from 'drizzle-orm';
 import {
   canonicalJson,
@@ -422,10 +422,11 @@ export class FakeServer {
     method: string,
     uri: string,
     content?: unknown,
-    opts: { authorization?: string | null; rawBody?: string; key?: SigningKey } = {},
+    opts: { authorization?: string | null | string[]; rawBody?: string; key?: SigningKey } = {},
   ): Promise<{ status: number; body: any }> {
     const base = this.destinations[destination];
     if (!base) throw new Error(`no destination ${destination}`);
+    if (Array.isArray(opts.authorization)) return this.sendRaw(base, method, uri, content, opts.authorization);
     const headers: Record<string, string> = {};
     const authorization = opts.authorization === undefined ? this.authorization(destination, method, uri, content, opts.key) : opts.authorization;
     if (authorization !== null) headers.authorization = authorization;
@@ -440,6 +441,34 @@ export class FakeServer {
       // not JSON: the test sees the text
     }
     return { status: res.status, body };
+  }
+
+  /** A request with several `Authorization` header lines (fetch would join them into one). */
+  private sendRaw(base: string, method: string, uri: string, content: unknown, authorizations: string[]): Promise<{ status: number; body: any }> {
+    const bodyText = content === undefined ? undefined : canonicalJson(content);
+    // An array value goes out as one header line per element.
+    const headers: Record<string, string | string[]> = { authorization: authorizations };
+    if (bodyText !== undefined) Object.assign(headers, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(bodyText)) });
+    const url = new URL(base + uri);
+    return new Promise((resolve, reject) => {
+      const req = httpRequest({ host: url.hostname, port: url.port, method, path: url.pathname + url.search, headers }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let body: any = text;
+          try {
+            body = text === '' ? undefined : JSON.parse(text);
+          } catch {
+            // not JSON: the test sees the text
+          }
+          resolve({ status: res.statusCode ?? 0, body });
+        });
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end(bodyText);
+    });
   }
 
   /** Keeps a peek alive: renews it every `everyMs` until the returned function is called. */

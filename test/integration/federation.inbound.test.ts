@@ -134,7 +134,28 @@ describe('request authentication', () => {
     ["another server's origin with our key", () => F.send(A.name, 'PUT', put('x14'), {}, { authorization: F.authorization(A.name, 'PUT', put('x14'), {}, F.key, G.name) })],
     ['an origin whose keys cannot be fetched', () => F.send(A.name, 'PUT', put('x15'), {}, { authorization: F.authorization(A.name, 'PUT', put('x15'), {}, F.key, 'nowhere.invalid') })],
     ['this server as the origin', () => F.send(A.name, 'PUT', put('x16'), {}, { authorization: F.authorization(A.name, 'PUT', put('x16'), {}, F.key, A.name) })],
+    [
+      'a good X-Matrix header beside a forged one (every signature by a known key must hold)',
+      async () => {
+        const good = F.authorization(A.name, 'PUT', put('x18'), {});
+        return F.send(A.name, 'PUT', put('x18'), {}, { authorization: [good, F.authorization(A.name, 'PUT', put('x18'), { other: 1 })] });
+      },
+    ],
+    [
+      'X-Matrix headers from two origins',
+      async () => F.send(A.name, 'PUT', put('x19'), {}, { authorization: [F.authorization(A.name, 'PUT', put('x19'), {}), G.authorization(A.name, 'PUT', put('x19'), {})] }),
+    ],
   ];
+
+  it('reads every Authorization header: another scheme beside X-Matrix is passed over, and so is a signature by a key it cannot find', async () => {
+    const open = await worldReadableRoom();
+    const uri = peekPath(open, 'multi');
+    const good = F.authorization(A.name, 'PUT', uri, {});
+    const byUnknownKey = F.authorization(A.name, 'PUT', uri, {}, generateSigningKey());
+    expect((await F.send(A.name, 'PUT', uri, {}, { authorization: ['Bearer sometoken', good] })).status).toBe(200);
+    expect((await F.send(A.name, 'PUT', uri, {}, { authorization: [byUnknownKey, good] })).status).toBe(200);
+    expect((await F.send(A.name, 'DELETE', peekPath(open, 'multi', []))).status).toBe(200);
+  });
 
   it.each(cases)('refuses %s with 401 M_UNAUTHORIZED and writes nothing', async (_what, attempt) => {
     const r = await attempt();
