@@ -5,7 +5,8 @@ import { randomUUID } from 'node:crypto';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { HttpApp, Peekd } from '../peekd.ts';
 import rateLimit from '@fastify/rate-limit';
-import { badJson, invalidParam, limitExceeded, matrixClientErrorHandler, matrixErrorHandler, notJson, sendMatrixError, toMatrixError, MatrixError } from './errors.ts';
+import { badJson, invalidParam, limitExceeded, matrixClientErrorHandler, matrixErrorHandler, sendMatrixError, toMatrixError, MatrixError } from './errors.ts';
+import { checkBody, deferBodyError, isFederationUrl } from './bodyChecks.ts';
 import { parseJsonBody } from './jsonBody.ts';
 import { unstorableString } from '../matrix/storable.ts';
 import { registerAccountRoutes } from './client/account.ts';
@@ -94,7 +95,15 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (req, body, done) => {
     const parsed = parseJsonBody(body as Buffer);
-    if (!parsed.ok) return done(parsed.error, undefined);
+    if (!parsed.ok) {
+      // A federation request's body is judged once its signature is (401 comes first: an
+      // unsigned or forged request learns nothing of how its body would have fared).
+      if (isFederationUrl(req.url)) {
+        deferBodyError(req, parsed.error);
+        return done(null, undefined);
+      }
+      return done(parsed.error, undefined);
+    }
     // Postgres cannot store U+0000 nor a lone surrogate in text or jsonb: refuse them at the
     // edge rather than let something that can never be projected into the log. (Federation
     // checks each PDU on its own.)
@@ -131,7 +140,9 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
   // that gets no body at all answers M_NOT_JSON.
   app.addHook('preValidation', (req, _reply, done) => {
     try {
-      checkBodyAndParams(req);
+      checkParams(req);
+      // The federation API checks the body after the request's signature (requireServerAuth).
+      if (!isFederationUrl(req.url)) checkBody(req);
     } catch (err) {
       return done(err as Error);
     }
@@ -174,11 +185,11 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
 }
 
 /**
- * No path parameter holds U+0000, no query parameter U+0000 or a lone surrogate, the client
- * and admin APIs take each query parameter once (except the specification's lists), and a
- * body is a JSON object. Throws the Matrix error otherwise.
+ * No path parameter holds U+0000, no query parameter U+0000 or a lone surrogate, and the
+ * client and admin APIs take each query parameter once (except the specification's lists).
+ * Throws the Matrix error otherwise. (The body: checkBody, src/http/bodyChecks.ts.)
  */
-function checkBodyAndParams(req: FastifyRequest): void {
+function checkParams(req: FastifyRequest): void {
   // Path parameters are IDs, types and keys: none may hold U+0000 (it could never be stored).
   for (const [name, value] of Object.entries((req.params ?? {}) as Record<string, unknown>)) {
     if (typeof value === 'string' && value.includes('\u0000')) throw invalidParam(`the path parameter ${name} holds U+0000`);
@@ -190,20 +201,11 @@ function checkBodyAndParams(req: FastifyRequest): void {
   // The client and admin APIs take every query parameter once, except the lists the
   // specification gives (`server_name`, `via`); a repeated one is refused rather than
   // read as an array by code that expects a string.
-  if (!req.url.startsWith('/_matrix/federation') && !req.url.startsWith('/_matrix/key')) {
+  if (!isFederationUrl(req.url) && !req.url.startsWith('/_matrix/key')) {
     for (const [name, value] of Object.entries((req.query ?? {}) as Record<string, unknown>)) {
       if (Array.isArray(value) && !REPEATABLE_QUERY.has(name)) throw invalidParam(`the query parameter ${name} is given more than once`);
     }
   }
-  if (req.body === undefined) {
-    if (!req.routeOptions.schema?.body) return;
-    if (req.method === 'POST' && isLenientEmptyBody(req.url)) {
-      req.body = {};
-      return;
-    }
-    throw notJson('the request needs a JSON object body');
-  }
-  if (req.body === null || typeof req.body !== 'object' || Array.isArray(req.body)) throw badJson('the request body must be a JSON object');
 }
 
 /**
@@ -217,11 +219,6 @@ const REPEATABLE_QUERY: ReadonlySet<string> = new Set(['server_name', 'via']);
 
 /** The longest path parameter (an ID) the router matches; Matrix IDs are at most 255 bytes. */
 const MAX_PARAM_LENGTH = 1024;
-
-/** POSTs whose body may be left out entirely (clients send none for these). */
-function isLenientEmptyBody(url: string): boolean {
-  return /\/(peek\/[^/]+|rooms\/[^/]+\/(join|leave|unpeek)|join\/[^/]+|logout(\/all)?|register)(\?|$)/.test(url);
-}
 
 declare module 'fastify' {
   interface FastifyContextConfig {

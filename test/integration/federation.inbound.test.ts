@@ -141,6 +141,10 @@ describe('request authentication', () => {
         return F.send(A.name, 'PUT', put('x18'), {}, { authorization: [good, F.authorization(A.name, 'PUT', put('x18'), { other: 1 })] });
       },
     ],
+    // The signature is judged before the body: a request that is not signed learns nothing of it.
+    ['no Authorization header and a body that is not JSON', () => F.send(A.name, 'PUT', put('x20'), {}, { authorization: null, rawBody: '{not json' })],
+    ['no Authorization header and a body that is JSON but no object', () => F.send(A.name, 'PUT', put('x21'), {}, { authorization: null, rawBody: '[]' })],
+    ['a forged signature over a body that is not JSON', () => F.send(A.name, 'PUT', put('x22'), {}, { key: generateSigningKey(), rawBody: '{not json' })],
     [
       'X-Matrix headers from two origins',
       async () => F.send(A.name, 'PUT', put('x19'), {}, { authorization: [F.authorization(A.name, 'PUT', put('x19'), {}), G.authorization(A.name, 'PUT', put('x19'), {})] }),

@@ -458,12 +458,16 @@ function authorize(ep: Endpoint, built: BuiltRequest, m: Mutation): void {
       return signRequest({ method: built.req.method, uri: over.uri ?? uri, origin: over.origin ?? F.name, destination: over.destination ?? A.name }, over.key ?? F.key);
     }
   };
-  // Parsing precedes authentication: a body the parser refuses (413, M_NOT_JSON, not an
-  // object) keeps that answer. A JSON object may be refused as unauthenticated or, if the
-  // server checks its shape first, as M_BAD_JSON / M_NOT_JSON — either way not taken.
-  const unauthorized = (why: string) => {
+  // A body over the limit is refused (413) before anything is read. Otherwise the request's
+  // authorization is judged before its body: an unsigned request, or one signed by a key
+  // that cannot be found, is 401 whatever it carries; one naming a key the origin publishes
+  // may hear what is wrong with its body (400) before its signature fails (401).
+  const unauthorized = (why: string, knownKey = false) => {
     const o = built.req.body !== undefined ? bodyOracle(built.req.body, A.peekd.config.maxFederationBodyBytes) : undefined;
-    built.expect = o?.expect ?? { why, status: [400, 401], errcode: ['M_UNAUTHORIZED', 'M_BAD_JSON', 'M_NOT_JSON'] };
+    if (o?.expect?.status.includes(413)) built.expect = o.expect;
+    else if (knownKey && o?.expect)
+      built.expect = { why: `${why}, ${o.expect.why}`, status: [...o.expect.status, 401], errcode: o.expect.errcode ? [...o.expect.errcode, 'M_UNAUTHORIZED'] : undefined };
+    else built.expect = { why, status: [401], errcode: ['M_UNAUTHORIZED'] };
   };
   if (unsigned && m.kind !== 'xmatrix') {
     delete headers.authorization;
@@ -526,8 +530,11 @@ function authorize(ep: Endpoint, built: BuiltRequest, m: Mutation): void {
       break;
   }
   if (m.variant === 'huge') built.expect = { why: 'a 20 KB Authorization header', status: [400, 401, 431], errcode: ['M_TOO_LARGE', 'M_UNAUTHORIZED', 'M_UNKNOWN'] };
-  else unauthorized(`X-Matrix ${m.variant}`);
+  else unauthorized(`X-Matrix ${m.variant}`, KNOWN_KEY_VARIANTS.has(m.variant));
 }
+
+/** Forgeries whose header may name a key its origin publishes (so the body can be judged before the signature fails). */
+const KNOWN_KEY_VARIANTS: ReadonlySet<string> = new Set(['wrong-key', 'other-server-key', 'tampered-uri', 'tampered-body', 'raw', 'origin']);
 
 /** A key F never published, under the ID of the one it did. */
 function otherKeyWithFsId() {

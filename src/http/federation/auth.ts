@@ -9,6 +9,7 @@ import { decodeBase64, parseXMatrixHeader, verifyRequestSignature, type XMatrixA
 import { isValidServerName } from '../../events/ids.ts';
 import type { FederationContext } from '../../federation/context.ts';
 import { unauthorized } from '../errors.ts';
+import { checkBody, deferredBodyError } from '../bodyChecks.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -61,12 +62,18 @@ export function requireServerAuth(ctx: FederationContext) {
     for (const auth of auths) {
       const key = await ctx.keyRing.requestKey(origin, auth.key);
       if (!key) continue;
+      // A body that is not JSON leaves no content to check the signature over: a request
+      // that got this far (a known origin and key) hears what is wrong with its body.
+      const bodyError = deferredBodyError(req);
+      if (bodyError) throw bodyError;
       const ok = verifyRequestSignature({ method: req.method, uri: req.raw.url ?? req.url, origin, destination: ctx.config.serverName, content: req.body }, auth, key);
       if (!ok) throw unauthorized('bad X-Matrix signature');
       verified = true;
     }
     if (!verified) throw unauthorized(`unknown key ${auths.map((a) => a.key).join(', ')} of ${origin}`);
     req.origin = origin;
+    // Now the body may be judged (src/http/bodyChecks.ts).
+    checkBody(req);
   };
 }
 

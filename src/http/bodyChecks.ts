@@ -1,0 +1,46 @@
+// Every request body is a JSON object (no Matrix endpoint takes anything else): other JSON
+// is 400 M_BAD_JSON, and a route with a body schema that gets no body at all answers
+// M_NOT_JSON. The client and admin APIs check this before anything else; the federation API
+// once the request is known to come from a server whose key it names (requireServerAuth),
+// so an unsigned request, or one by an unknown key, is 401 whatever its body — its parse
+// error, if any, waits on the request until then.
+import type { FastifyRequest } from 'fastify';
+import { badJson, notJson, type MatrixError } from './errors.ts';
+
+const DEFERRED = Symbol('peekd.deferredBodyError');
+
+type WithDeferred = FastifyRequest & { [DEFERRED]?: MatrixError };
+
+export function isFederationUrl(url: string): boolean {
+  return url.startsWith('/_matrix/federation/');
+}
+
+/** Keeps a body's parse error on its request, for checkBody to throw. */
+export function deferBodyError(req: FastifyRequest, err: MatrixError): void {
+  (req as WithDeferred)[DEFERRED] = err;
+}
+
+/** The parse error kept on the request, if its body could not be parsed. */
+export function deferredBodyError(req: FastifyRequest): MatrixError | undefined {
+  return (req as WithDeferred)[DEFERRED];
+}
+
+/** The body is a JSON object (an empty one where the route allows no body): throws the Matrix error otherwise. */
+export function checkBody(req: FastifyRequest): void {
+  const deferred = (req as WithDeferred)[DEFERRED];
+  if (deferred) throw deferred;
+  if (req.body === undefined) {
+    if (!req.routeOptions.schema?.body) return;
+    if (req.method === 'POST' && isLenientEmptyBody(req.url)) {
+      req.body = {};
+      return;
+    }
+    throw notJson('the request needs a JSON object body');
+  }
+  if (req.body === null || typeof req.body !== 'object' || Array.isArray(req.body)) throw badJson('the request body must be a JSON object');
+}
+
+/** POSTs whose body may be left out entirely (clients send none for these). */
+function isLenientEmptyBody(url: string): boolean {
+  return /\/(peek\/[^/]+|rooms\/[^/]+\/(join|leave|unpeek)|join\/[^/]+|logout(\/all)?|register)(\?|$)/.test(url);
+}
