@@ -76,6 +76,8 @@ export class Buckets {
 
 /** Attempts that may wait at once for others to end, over all keys; past it they are refused. */
 const MAX_WAITING = 256;
+/** Attempts that may wait at once on one account or one address. */
+const MAX_WAITING_PER_KEY = 32;
 
 export class LoginLimiter {
   private readonly accounts: Buckets;
@@ -83,8 +85,9 @@ export class LoginLimiter {
   private readonly now: () => number;
   /** Attempts begun and not yet ended, per account key and per address key. */
   private readonly inFlight = new Map<string, number>();
-  /** Wake-ups of the attempts waiting for one in flight to end. */
-  private readonly waiting = new Set<(ended: boolean) => void>();
+  /** Wake-ups of the attempts waiting for one in flight to end, per key they wait on. */
+  private readonly waiting = new Map<string, Set<(ended: boolean) => void>>();
+  private waitingCount = 0;
 
   constructor(options: LoginLimiterOptions) {
     const { burst, refillMs, maxEntries = 50_000 } = options;
@@ -122,25 +125,40 @@ export class LoginLimiter {
 
   /**
    * begin, but an attempt refused only because others still in flight hold the tokens
-   * (a success gives its tokens back) waits for them to end, at most `maxWaitMs`, and tries
-   * again. Refused at once when the buckets were emptied by failures alone.
+   * (a success gives its tokens back) waits for one of those to end, at most `maxWaitMs`,
+   * and tries again. Refused at once when a bucket it needs was emptied by failures alone
+   * (no attempt under that bucket's key is in flight).
    */
   async admit(account: string, address: string, maxWaitMs = 10_000): Promise<LoginGate> {
     const deadline = performance.now() + maxWaitMs;
+    const keys = [`a\u0000${account}`, `i\u0000${address}`];
     for (;;) {
       const gate = this.begin(account, address);
       if (gate.allowed) return gate;
-      const held = (this.inFlight.get(`a\u0000${account}`) ?? 0) + (this.inFlight.get(`i\u0000${address}`) ?? 0);
+      const nowMs = this.now();
+      // The keys whose buckets are empty: each must have attempts in flight to wait on.
+      const empty = [this.accounts.waitMs(account, nowMs) > 0 ? keys[0]! : undefined, this.addresses.waitMs(address, nowMs) > 0 ? keys[1]! : undefined].filter((k): k is string => k !== undefined);
       const left = deadline - performance.now();
-      if (held === 0 || left <= 0 || this.waiting.size >= MAX_WAITING) return gate;
+      if (empty.length === 0 || empty.some((k) => !this.inFlight.has(k)) || left <= 0) return gate;
+      if (this.waitingCount >= MAX_WAITING || empty.some((k) => (this.waiting.get(k)?.size ?? 0) >= MAX_WAITING_PER_KEY)) return gate;
       const woken = await new Promise<boolean>((resolve) => {
         const wake = (ended: boolean) => {
           clearTimeout(timer);
-          this.waiting.delete(wake);
+          for (const k of empty) {
+            const set = this.waiting.get(k);
+            set?.delete(wake);
+            if (set?.size === 0) this.waiting.delete(k);
+          }
+          this.waitingCount--;
           resolve(ended);
         };
         const timer = setTimeout(() => wake(false), left);
-        this.waiting.add(wake);
+        for (const k of empty) {
+          let set = this.waiting.get(k);
+          if (!set) this.waiting.set(k, (set = new Set()));
+          set.add(wake);
+        }
+        this.waitingCount++;
       });
       if (!woken) return this.begin(account, address);
     }
@@ -169,10 +187,14 @@ export class LoginLimiter {
     this.addresses.add(address, 1, nowMs);
   }
 
+  /** An attempt ended: it leaves the in-flight counts, and what waited on its keys tries again. */
   private ended(account: string, address: string): void {
-    this.count(`a\u0000${account}`, -1);
-    this.count(`i\u0000${address}`, -1);
-    for (const wake of [...this.waiting]) wake(true);
+    const woken = new Set<(ended: boolean) => void>();
+    for (const key of [`a\u0000${account}`, `i\u0000${address}`]) {
+      this.count(key, -1);
+      for (const wake of this.waiting.get(key) ?? []) woken.add(wake);
+    }
+    for (const wake of woken) wake(true);
   }
 
   private count(key: string, delta: number): void {

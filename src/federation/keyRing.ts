@@ -135,6 +135,12 @@ export class KeyRing {
     return pending;
   }
 
+  /** The server's cached keys if they are still valid. */
+  private holdsValid(server: string): ServerKeys | undefined {
+    const held = this.cache.get(server);
+    return held && !('failedUntil' in held) && held.until > this.now() ? held : undefined;
+  }
+
   private async fetchKeys(server: string): Promise<ServerKeys | null> {
     try {
       const { base, trusted } = await this.resolver.resolve(server);
@@ -147,12 +153,15 @@ export class KeyRing {
       if (res.status !== 200) throw new Error(`status ${res.status}`);
       const keys = parseKeyResponse(server, JSON.parse(res.body.toString('utf8')) as KeyResponse, this.now());
       if (!keys) throw new Error('invalid key response');
-      this.cache.set(server, keys);
+      // Keys that have run out already are answered (a caller may ask once more, in case
+      // they were extended) but remembered as a failure, so they are not fetched per request.
+      if (keys.until > this.now()) this.cache.set(server, keys);
+      else if (!this.holdsValid(server)) this.cache.set(server, { failedUntil: this.now() + FAILURE_CACHE_MS });
       return keys;
     } catch {
       // A failed refetch does not forget keys that are still valid.
-      const held = this.cache.get(server);
-      if (held && !('failedUntil' in held) && held.until > this.now()) return held;
+      const held = this.holdsValid(server);
+      if (held) return held;
       this.cache.set(server, { failedUntil: this.now() + FAILURE_CACHE_MS });
       return null;
     }

@@ -6,7 +6,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { HttpApp, Peekd } from '../peekd.ts';
 import rateLimit from '@fastify/rate-limit';
 import { badJson, invalidParam, limitExceeded, matrixClientErrorHandler, matrixErrorHandler, sendMatrixError, toMatrixError, MatrixError } from './errors.ts';
-import { checkBody, deferBodyError, isFederationUrl } from './bodyChecks.ts';
+import { checkBody, deferBodyError, isFederationRequest } from './bodyChecks.ts';
 import { parseJsonBody } from './jsonBody.ts';
 import { unstorableString } from '../matrix/storable.ts';
 import { registerAccountRoutes } from './client/account.ts';
@@ -98,7 +98,7 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
     if (!parsed.ok) {
       // A federation request's body is judged once its signature is (401 comes first: an
       // unsigned or forged request learns nothing of how its body would have fared).
-      if (isFederationUrl(req.url)) {
+      if (isFederationRequest(req)) {
         deferBodyError(req, parsed.error);
         return done(null, undefined);
       }
@@ -142,7 +142,7 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
     try {
       checkParams(req);
       // The federation API checks the body after the request's signature (requireServerAuth).
-      if (!isFederationUrl(req.url)) checkBody(req);
+      if (!isFederationRequest(req)) checkBody(req);
     } catch (err) {
       return done(err as Error);
     }
@@ -201,7 +201,7 @@ function checkParams(req: FastifyRequest): void {
   // The client and admin APIs take every query parameter once, except the lists the
   // specification gives (`server_name`, `via`); a repeated one is refused rather than
   // read as an array by code that expects a string.
-  if (!isFederationUrl(req.url) && !req.url.startsWith('/_matrix/key')) {
+  if (!isFederationRequest(req) && !req.url.startsWith('/_matrix/key')) {
     for (const [name, value] of Object.entries((req.query ?? {}) as Record<string, unknown>)) {
       if (Array.isArray(value) && !REPEATABLE_QUERY.has(name)) throw invalidParam(`the query parameter ${name} is given more than once`);
     }

@@ -1,9 +1,10 @@
 // Every request body is a JSON object (no Matrix endpoint takes anything else): other JSON
 // is 400 M_BAD_JSON, and a route with a body schema that gets no body at all answers
 // M_NOT_JSON. The client and admin APIs check this before anything else; the federation API
-// once the request is known to come from a server whose key it names (requireServerAuth),
-// so an unsigned request, or one by an unknown key, is 401 whatever its body — its parse
-// error, if any, waits on the request until then.
+// once the request's signature holds (requireServerAuth), so an unsigned or forged request
+// is 401 whatever its body — a parse error waits on the request until then (and the
+// signature is then checked as over no content: only a request signed without one hears
+// what is wrong with its body).
 import type { FastifyRequest } from 'fastify';
 import { badJson, notJson, type MatrixError } from './errors.ts';
 
@@ -11,8 +12,9 @@ const DEFERRED = Symbol('peekd.deferredBodyError');
 
 type WithDeferred = FastifyRequest & { [DEFERRED]?: MatrixError };
 
-export function isFederationUrl(url: string): boolean {
-  return url.startsWith('/_matrix/federation/');
+/** Whether the request is for the federation API (by its route, whatever escapes its URL spells the path with). */
+export function isFederationRequest(req: FastifyRequest): boolean {
+  return (req.routeOptions?.url ?? req.url).startsWith('/_matrix/federation/');
 }
 
 /** Keeps a body's parse error on its request, for checkBody to throw. */

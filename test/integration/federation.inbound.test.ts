@@ -269,16 +269,21 @@ describe('request authentication', () => {
   });
 
   it('does not verify a request with a key whose valid_until_ts has passed, even in a key response fetched just now', async () => {
-    const now = Date.now();
+    let now = Date.now();
     const ring = new KeyRing(new ServerResolver(fed.destinations, () => now), () => now, undefined, { refetchIntervalMs: 0 });
     K.keyFetches = 0;
     try {
       K.keyResponse = () => K.keyBody(now - 60_000);
       expect(await ring.requestKey(K.name, K.key.keyId)).toBeNull();
-      // Fetched once more in case the server has extended it: then it verifies.
+      // Fetched once more in case the server has extended it.
       expect(K.keyFetches).toBe(2);
+      // Then remembered as a failure for a few seconds: the next requests fetch nothing.
       K.keyResponse = () => K.keyBody(now + 60_000);
+      expect(await ring.requestKey(K.name, K.key.keyId)).toBeNull();
+      expect(K.keyFetches).toBe(2);
+      now += 5_001;
       expect(await ring.requestKey(K.name, K.key.keyId)).toEqual(K.key.publicKey);
+      expect(K.keyFetches).toBe(3);
     } finally {
       K.keyResponse = undefined;
     }

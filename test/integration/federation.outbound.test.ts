@@ -356,7 +356,11 @@ describe('what the host sends', () => {
 
     const poll = bob.sync({ since: f.since, timeout: 5_000 });
     const sentAt = Date.now();
-    const res = await sendTxn(F, [good1.pdu, tampered.pdu, forged.pdu, unknownKey.pdu, good2.pdu]);
+    // A changed copy of good1 in the same transaction has good1's event ID (the ID hashes the
+    // redacted form): it is refused, and good1's answer stays.
+    const copyOfGood1 = { ...good1.pdu, content: { msgtype: 'm.text', body: 'a changed copy' } };
+    expect(eventIdForPdu(copyOfGood1)).toBe(good1.id);
+    const res = await sendTxn(F, [good1.pdu, copyOfGood1, tampered.pdu, forged.pdu, unknownKey.pdu, good2.pdu]);
     expect(res.status).toBe(200);
     // Every PDU is answered under its event ID, the refused ones with their reason.
     expect(res.body.pdus).toEqual({
@@ -380,6 +384,7 @@ describe('what the host sends', () => {
     expect(copy).not.toContain(forgedId);
     expect(f.peeked.get(room.roomId)!.find((e) => e.event_id === tampered.id)).toBeUndefined();
     expect(f.messages(room.roomId)).not.toContain('changed in transit');
+    expect(f.messages(room.roomId)).not.toContain('a changed copy');
     // The same transaction again changes nothing.
     const again = await sendTxn(F, [good1.pdu, good2.pdu], {}, 'repeat-me');
     expect(again.status).toBe(200);

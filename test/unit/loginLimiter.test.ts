@@ -201,6 +201,31 @@ describe('logins arriving together (admit)', () => {
     expect(await waiting).toEqual(refused(6000));
   });
 
+  it('a woken attempt that still finds no token waits again, for the next attempt to end', async () => {
+    const { l } = limiter({ burst: 2 });
+    await l.admit('@a:hs', 'x');
+    await l.admit('@a:hs', 'x');
+    let third: LoginGate | undefined;
+    const waiting = l.admit('@a:hs', 'x').then((g) => (third = g));
+    l.failed('@a:hs', 'x');
+    await new Promise((r) => setTimeout(r, 5));
+    expect(third).toBeUndefined();
+    l.succeeded('@a:hs', 'x');
+    await waiting;
+    expect(third).toEqual(allowed);
+  });
+
+  it('does not wait when the bucket it lacks was emptied by failures, whatever else is in flight', async () => {
+    const { l, fail } = limiter({ burst: 2 });
+    // The address's two tokens spent on failures; another account's attempt in flight from elsewhere.
+    expect(fail('@x:hs', 'nat')).toEqual(allowed);
+    expect(fail('@y:hs', 'nat')).toEqual(allowed);
+    expect(await l.admit('@a:hs', 'elsewhere')).toEqual(allowed);
+    const t0 = performance.now();
+    expect(await l.admit('@a:hs', 'nat')).toEqual(refused(6000));
+    expect(performance.now() - t0).toBeLessThan(100);
+  });
+
   it('refuses at once when no attempt is in flight, and gives up waiting after maxWaitMs', async () => {
     const { l, fail } = limiter({ burst: 1 });
     expect(fail('@a:hs', 'x')).toEqual(allowed);

@@ -62,11 +62,10 @@ export function requireServerAuth(ctx: FederationContext) {
     for (const auth of auths) {
       const key = await ctx.keyRing.requestKey(origin, auth.key);
       if (!key) continue;
-      // A body that is not JSON leaves no content to check the signature over: a request
-      // that got this far (a known origin and key) hears what is wrong with its body.
-      const bodyError = deferredBodyError(req);
-      if (bodyError) throw bodyError;
-      const ok = verifyRequestSignature({ method: req.method, uri: req.raw.url ?? req.url, origin, destination: ctx.config.serverName, content: req.body }, auth, key);
+      // A body that could not be parsed is no content to check the signature over: checked
+      // as a request without one, so only a request signed that way hears of its body (checkBody).
+      const content = deferredBodyError(req) ? undefined : req.body;
+      const ok = verifyRequestSignature({ method: req.method, uri: req.raw.url ?? req.url, origin, destination: ctx.config.serverName, content }, auth, key);
       if (!ok) throw unauthorized('bad X-Matrix signature');
       verified = true;
     }

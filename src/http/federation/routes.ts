@@ -189,8 +189,11 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
         const roomId = (raw as { room_id?: unknown })?.room_id;
         // Refusals are keyed by the event ID the PDU would have (the answer's `pdus` is keyed
         // by event ID); only a PDU too malformed to have one gets a placeholder key.
+        // A copy of a PDU taken in this transaction (same event ID, other content) does not
+        // overwrite its answer.
         const refuse = (error: string, version = '10') => {
-          results[unverifiedEventId(raw, version) ?? `unknown-${Object.keys(results).length}`] = { error };
+          const id = unverifiedEventId(raw, version) ?? `unknown-${Object.keys(results).length}`;
+          if (!(id in results)) results[id] = { error };
         };
         if (typeof roomId !== 'string' || !isValidRoomId(roomId)) {
           refuse('not a PDU of a valid room ID');
@@ -198,7 +201,11 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
         }
         if (serverOf(roomId) === ctx.config.serverName) {
           // We host it: its events are made here, never taken from another server.
-          refuse(`${ctx.config.serverName} hosts ${roomId} and takes no events of it over federation`);
+          if (!versions.has(roomId)) {
+            const create = await rooms.stateContent(roomId, 'm.room.create');
+            versions.set(roomId, typeof create?.room_version === 'string' ? create.room_version : '10');
+          }
+          refuse(`${ctx.config.serverName} hosts ${roomId} and takes no events of it over federation`, versions.get(roomId));
           continue;
         }
         // Only the server we peek the room through sends us its events (after the
