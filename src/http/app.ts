@@ -6,7 +6,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { HttpApp, Peekd } from '../peekd.ts';
 import rateLimit from '@fastify/rate-limit';
 import { badJson, invalidParam, limitExceeded, matrixClientErrorHandler, matrixErrorHandler, sendMatrixError, toMatrixError, MatrixError } from './errors.ts';
-import { checkBody, deferBodyError, isFederationRequest } from './bodyChecks.ts';
+import { bodyAfterAuth, checkBody, deferBodyError, isFederationRequest } from './bodyChecks.ts';
 import { parseJsonBody } from './jsonBody.ts';
 import { unstorableString } from '../matrix/storable.ts';
 import { registerAccountRoutes } from './client/account.ts';
@@ -94,22 +94,22 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
   // bounded nesting (src/http/jsonBody.ts).
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (req, body, done) => {
+    // A body that is refused here waits on the request when the route authenticates first
+    // (the federation API, client routes that need a token: src/http/bodyChecks.ts), so a
+    // request without valid credentials is 401 whatever it carries.
+    const refuse = (err: MatrixError) => {
+      if (!bodyAfterAuth(req)) return done(err, undefined);
+      deferBodyError(req, err);
+      done(null, undefined);
+    };
     const parsed = parseJsonBody(body as Buffer);
-    if (!parsed.ok) {
-      // A federation request's body is judged once its signature is (401 comes first: an
-      // unsigned or forged request learns nothing of how its body would have fared).
-      if (isFederationRequest(req)) {
-        deferBodyError(req, parsed.error);
-        return done(null, undefined);
-      }
-      return done(parsed.error, undefined);
-    }
+    if (!parsed.ok) return refuse(parsed.error);
     // Postgres cannot store U+0000 nor a lone surrogate in text or jsonb: refuse them at the
     // edge rather than let something that can never be projected into the log. (Federation
     // checks each PDU on its own.)
-    if (!req.url.startsWith('/_matrix/federation')) {
+    if (!isFederationRequest(req)) {
       const bad = unstorableString(parsed.value);
-      if (bad) return done(badJson(`the body holds ${bad}, which is not supported`), undefined);
+      if (bad) return refuse(badJson(`the body holds ${bad}, which is not supported`));
     }
     done(null, parsed.value);
   });
@@ -141,8 +141,9 @@ export async function buildHttpApp(peekd: Peekd): Promise<HttpApp> {
   app.addHook('preValidation', (req, _reply, done) => {
     try {
       checkParams(req);
-      // The federation API checks the body after the request's signature (requireServerAuth).
-      if (!isFederationRequest(req)) checkBody(req);
+      // The federation API checks the body after the request's signature (requireServerAuth),
+      // client routes that need a token after the token (requireAuth).
+      if (!bodyAfterAuth(req)) checkBody(req);
     } catch (err) {
       return done(err as Error);
     }

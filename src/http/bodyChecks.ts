@@ -1,16 +1,29 @@
 // Every request body is a JSON object (no Matrix endpoint takes anything else): other JSON
 // is 400 M_BAD_JSON, and a route with a body schema that gets no body at all answers
-// M_NOT_JSON. The client and admin APIs check this before anything else; the federation API
-// once the request's signature holds (requireServerAuth), so an unsigned or forged request
+// M_NOT_JSON. Routes open to anyone check this before anything else; client routes that
+// need an access token once the token is admitted (requireAuth: 401 first, as Synapse); the
+// federation API once the request's signature holds (requireServerAuth), so an unsigned or forged request
 // is 401 whatever its body — a parse error waits on the request until then (and the
 // signature is then checked as over no content: only a request signed without one hears
 // what is wrong with its body).
 import type { FastifyRequest } from 'fastify';
 import { badJson, notJson, type MatrixError } from './errors.ts';
 
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The route's access-token check judges the body once the token is admitted (clientRoute). */
+    bodyAfterAuth?: boolean;
+  }
+}
+
 const DEFERRED = Symbol('peekd.deferredBodyError');
 
 type WithDeferred = FastifyRequest & { [DEFERRED]?: MatrixError };
+
+/** Whether the request's body is judged after its authentication: the federation API, and client routes that need a token. */
+export function bodyAfterAuth(req: FastifyRequest): boolean {
+  return isFederationRequest(req) || req.routeOptions?.config?.bodyAfterAuth === true;
+}
 
 /** Whether the request is for the federation API (by its route, whatever escapes its URL spells the path with). */
 export function isFederationRequest(req: FastifyRequest): boolean {

@@ -86,6 +86,19 @@ describe('bodies', () => {
     expectMatrixError(r, 400, 'M_NOT_JSON');
   });
 
+  it('checks the access token before the body (as Synapse): no or an unknown token is 401 whatever the body, a valid one hears of its body', async () => {
+    for (const body of ['{"a":', '[]', '{"servers": 5}', '{"a":"\u0000"}']) {
+      const path = v3(`/peek/${enc(roomId)}`);
+      expectMatrixError(await request(hs.url, 'POST', path, { rawBody: body }), 401, 'M_MISSING_TOKEN');
+      expectMatrixError(await request(hs.url, 'POST', path, { token: 'not-a-token', rawBody: body }), 401, 'M_UNKNOWN_TOKEN');
+      const r = await request(hs.url, 'POST', path, { token: alice.token, rawBody: body });
+      expect(r.status).toBe(400);
+      expect(['M_NOT_JSON', 'M_BAD_JSON', 'M_INVALID_PARAM']).toContain(r.body.errcode);
+    }
+    // Routes open to anyone still judge the body first.
+    expectMatrixError(await request(hs.url, 'POST', v3('/login'), { rawBody: '{"a":' }), 400, 'M_NOT_JSON');
+  });
+
   it('limits nesting depth: deeper content is M_BAD_JSON and creates no room; content at the limit is fine', async () => {
     // As text: JSON.stringify itself cannot write 10,000 levels.
     const nested = (depth: number) => '{"k":'.repeat(depth) + '"leaf"' + '}'.repeat(depth);

@@ -2,6 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { AccountStore, Session } from '../../clientapi/accounts.ts';
 import { MatrixError } from '../errors.ts';
 import { bearerToken } from '../secrets.ts';
+import { checkBody } from '../bodyChecks.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -39,7 +40,16 @@ export function cachedSessionOf(accounts: AccountStore, req: FastifyRequest, tok
 
 export const guestForbidden = () => new MatrixError(403, 'M_GUEST_ACCESS_FORBIDDEN', 'guest accounts may not do this; register a full account');
 
-/** A preHandler that requires a valid access token and puts its session on the request. */
+/** The hooks requireAuth makes: clientRoute runs them before the body is judged (src/http/bodyChecks.ts). */
+const authHooks = new WeakSet<object>();
+export const isAuthHook = (hook: unknown): boolean => typeof hook === 'function' && authHooks.has(hook);
+
+/**
+ * A hook that requires a valid access token and puts its session on the request. Registered
+ * through clientRoute it runs before the request's body is judged, as Synapse does: a request
+ * without a valid token is 401 whatever its body, and one with a token hears what is wrong
+ * with its body next (checkBody).
+ */
 export function requireAuth(accounts: AccountStore, options: AuthOptions = {}) {
   /** Puts the session on the request; throws the Matrix error for none or a guest not allowed here. */
   const admit = (req: FastifyRequest, session: Session | null): void => {
@@ -47,9 +57,13 @@ export function requireAuth(accounts: AccountStore, options: AuthOptions = {}) {
     if (session.isGuest && !(options.guests && accounts.guestsAllowed)) throw guestForbidden();
     req.session = session;
   };
+  /** Admitted: now the body, when the route left it to this hook. */
+  const admitted = (req: FastifyRequest): void => {
+    if (req.routeOptions.config?.bodyAfterAuth) checkBody(req);
+  };
   // Callback style: a token in the cache (nearly every request) is admitted without a
   // promise; only a cache miss waits for the database.
-  return (req: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void): void => {
+  const hook = (req: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void): void => {
     try {
       const token = bearerToken(req.headers, req.query);
       if (!token) throw new MatrixError(401, 'M_MISSING_TOKEN', 'missing access token');
@@ -58,6 +72,7 @@ export function requireAuth(accounts: AccountStore, options: AuthOptions = {}) {
         accounts.authenticate(token).then((session) => {
           try {
             admit(req, session);
+            admitted(req);
           } catch (err) {
             return done(err as Error);
           }
@@ -66,11 +81,14 @@ export function requireAuth(accounts: AccountStore, options: AuthOptions = {}) {
         return;
       }
       admit(req, cached);
+      admitted(req);
     } catch (err) {
       return done(err as Error);
     }
     done();
   };
+  authHooks.add(hook);
+  return hook;
 }
 
 export function sessionOf(req: FastifyRequest): Session {
