@@ -91,6 +91,8 @@ export interface Config {
   loginFailureBurst: number;
   /** One more failed login is allowed every this many ms. */
   loginFailureRefillMs: number;
+  /** CIDR ranges whose per-address failed-login bucket is not applied (PEEKD_LOGIN_FAILURE_EXEMPT_ADDRESSES). */
+  loginFailureExemptAddresses: string[];
   /** Password hashes computed at once; further logins queue (and past the queue get 429). */
   passwordHashConcurrency: number;
   maxFiltersPerUser: number;
@@ -168,6 +170,12 @@ export const SETTINGS: Setting[] = [
   { env: 'PEEKD_GUEST_REGISTRATION_REFILL_MS', key: 'guestRegistrationRefillMs', help: 'after the burst, one more guest registration per client address every this many ms', default: '1000' },
   { env: 'PEEKD_LOGIN_FAILURE_BURST', key: 'loginFailureBurst', help: 'failed logins allowed in a burst, per account and per client address, before 429', default: '5' },
   { env: 'PEEKD_LOGIN_FAILURE_REFILL_MS', key: 'loginFailureRefillMs', help: 'after the burst, one more failed login is allowed every this many ms', default: '6000' },
+  {
+    env: 'PEEKD_LOGIN_FAILURE_EXEMPT_ADDRESSES',
+    key: 'loginFailureExemptAddresses',
+    help: 'client addresses (comma-separated CIDR ranges, or none) whose per-address failed-login limit does not apply — the local machine: a test suite, or a reverse proxy through which every client would share one address; the per-account limit still applies',
+    default: '127.0.0.1/32,::1/128',
+  },
   { env: 'PEEKD_PASSWORD_HASH_CONCURRENCY', key: 'passwordHashConcurrency', help: 'password hashes computed at once (each takes 16 MiB); more wait in a bounded queue', default: '2' },
   { env: 'PEEKD_METRICS_LISTEN', key: 'metricsListen', help: 'host:port of a listener of its own for /metrics (unset: /metrics on PEEKD_LISTEN)', default: '' },
   { env: 'PEEKD_SHUTDOWN_TIMEOUT_MS', key: 'shutdownTimeoutMs', help: 'on SIGTERM/SIGINT, longest the graceful shutdown may take before peekd exits non-zero', default: '10000' },
@@ -403,6 +411,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, configFile = en
     guestRegistrationRefillMs: positiveInt('PEEKD_GUEST_REGISTRATION_REFILL_MS', value('PEEKD_GUEST_REGISTRATION_REFILL_MS')),
     loginFailureBurst: positiveInt('PEEKD_LOGIN_FAILURE_BURST', value('PEEKD_LOGIN_FAILURE_BURST')),
     loginFailureRefillMs: positiveInt('PEEKD_LOGIN_FAILURE_REFILL_MS', value('PEEKD_LOGIN_FAILURE_REFILL_MS')),
+    loginFailureExemptAddresses: value('PEEKD_LOGIN_FAILURE_EXEMPT_ADDRESSES') === 'none' ? [] : cidrList('PEEKD_LOGIN_FAILURE_EXEMPT_ADDRESSES', value('PEEKD_LOGIN_FAILURE_EXEMPT_ADDRESSES')),
     passwordHashConcurrency: positiveInt('PEEKD_PASSWORD_HASH_CONCURRENCY', value('PEEKD_PASSWORD_HASH_CONCURRENCY')),
     maxFiltersPerUser: positiveInt('PEEKD_MAX_FILTERS_PER_USER', value('PEEKD_MAX_FILTERS_PER_USER')),
     metricsListen: mm ? { host: mm[1]!.replace(/^\[(.*)\]$/, '$1'), port: Number(mm[2]) } : undefined,

@@ -112,14 +112,13 @@ export class LoginLimiter {
    * or, if either is empty, takes none and says how long to wait for both to hold one.
    * The attempt then ends in exactly one of succeeded, failed or abandoned.
    */
-  begin(account: string, address: string): LoginGate {
+  begin(account: string, address: string | null): LoginGate {
     const nowMs = this.now();
-    const waitMs = Math.max(this.accounts.waitMs(account, nowMs), this.addresses.waitMs(address, nowMs));
+    const waitMs = Math.max(this.accounts.waitMs(account, nowMs), address === null ? 0 : this.addresses.waitMs(address, nowMs));
     if (waitMs > 0) return { allowed: false, retryAfterMs: waitMs };
     this.accounts.add(account, -1, nowMs);
-    this.addresses.add(address, -1, nowMs);
-    this.count(`a\u0000${account}`, 1);
-    this.count(`i\u0000${address}`, 1);
+    if (address !== null) this.addresses.add(address, -1, nowMs);
+    for (const key of keysOf(account, address)) this.count(key, 1);
     return { allowed: true };
   }
 
@@ -129,15 +128,17 @@ export class LoginLimiter {
    * and tries again. Refused at once when a bucket it needs was emptied by failures alone
    * (no attempt under that bucket's key is in flight).
    */
-  async admit(account: string, address: string, maxWaitMs = 10_000): Promise<LoginGate> {
+  async admit(account: string, address: string | null, maxWaitMs = 10_000): Promise<LoginGate> {
     const deadline = performance.now() + maxWaitMs;
-    const keys = [`a\u0000${account}`, `i\u0000${address}`];
+    const [onAccount, onAddress] = keysOf(account, address);
     for (;;) {
       const gate = this.begin(account, address);
       if (gate.allowed) return gate;
       const nowMs = this.now();
       // The keys whose buckets are empty: each must have attempts in flight to wait on.
-      const empty = [this.accounts.waitMs(account, nowMs) > 0 ? keys[0]! : undefined, this.addresses.waitMs(address, nowMs) > 0 ? keys[1]! : undefined].filter((k): k is string => k !== undefined);
+      const empty = [this.accounts.waitMs(account, nowMs) > 0 ? onAccount : undefined, address !== null && this.addresses.waitMs(address, nowMs) > 0 ? onAddress : undefined].filter(
+        (k): k is string => k !== undefined,
+      );
       const left = deadline - performance.now();
       if (empty.length === 0 || empty.some((k) => !this.inFlight.has(k)) || left <= 0) return gate;
       if (this.waitingCount >= MAX_WAITING || empty.some((k) => (this.waiting.get(k)?.size ?? 0) >= MAX_WAITING_PER_KEY)) return gate;
@@ -165,32 +166,32 @@ export class LoginLimiter {
   }
 
   /** The password was right: a success costs nothing, so both tokens come back. */
-  succeeded(account: string, address: string): void {
+  succeeded(account: string, address: string | null): void {
     this.giveBack(account, address);
     this.ended(account, address);
   }
 
   /** The password was wrong: the tokens stay spent. */
-  failed(account: string, address: string): void {
+  failed(account: string, address: string | null): void {
     this.ended(account, address);
   }
 
   /** The password was never checked (the hashing queue was full, the server failed). */
-  abandoned(account: string, address: string): void {
+  abandoned(account: string, address: string | null): void {
     this.giveBack(account, address);
     this.ended(account, address);
   }
 
-  private giveBack(account: string, address: string): void {
+  private giveBack(account: string, address: string | null): void {
     const nowMs = this.now();
     this.accounts.add(account, 1, nowMs);
-    this.addresses.add(address, 1, nowMs);
+    if (address !== null) this.addresses.add(address, 1, nowMs);
   }
 
   /** An attempt ended: it leaves the in-flight counts, and what waited on its keys tries again. */
-  private ended(account: string, address: string): void {
+  private ended(account: string, address: string | null): void {
     const woken = new Set<(ended: boolean) => void>();
-    for (const key of [`a\u0000${account}`, `i\u0000${address}`]) {
+    for (const key of keysOf(account, address)) {
       this.count(key, -1);
       for (const wake of this.waiting.get(key) ?? []) woken.add(wake);
     }
@@ -202,6 +203,11 @@ export class LoginLimiter {
     if (n > 0) this.inFlight.set(key, n);
     else this.inFlight.delete(key);
   }
+}
+
+/** The in-flight keys of an attempt: its account's, and its address's unless the address is exempt (null). */
+function keysOf(account: string, address: string | null): string[] {
+  return address === null ? [`a\u0000${account}`] : [`a\u0000${account}`, `i\u0000${address}`];
 }
 
 /**

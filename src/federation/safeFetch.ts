@@ -26,20 +26,35 @@ type Range = [ipaddr.IPv4 | ipaddr.IPv6, number];
  * `::ffff:127.0.0.1` falls under `127.0.0.0/8` too. Anything unparseable is denied.
  */
 export class IpGuard {
-  private readonly deny: Range[];
-  private readonly allow: Range[];
+  private readonly deny: IpRanges;
+  private readonly allow: IpRanges;
 
   constructor(denylist: readonly string[] = DEFAULT_IP_DENYLIST, allowlist: readonly string[] = []) {
-    this.deny = denylist.map((c) => ipaddr.parseCIDR(c));
-    this.allow = allowlist.map((c) => ipaddr.parseCIDR(c));
+    this.deny = new IpRanges(denylist);
+    this.allow = new IpRanges(allowlist);
   }
 
   /** True when peekd may connect to `address` (an IP literal, without brackets). */
   allows(address: string): boolean {
-    const forms = addressForms(address);
-    if (forms.length === 0) return false;
-    if (forms.some((a) => inAny(a, this.allow))) return true;
-    return !forms.some((a) => inAny(a, this.deny));
+    if (addressForms(address).length === 0) return false;
+    if (this.allow.has(address)) return true;
+    return !this.deny.has(address);
+  }
+}
+
+/**
+ * A set of CIDR ranges. An IPv4-mapped IPv6 address is in it when it or the IPv4 address it
+ * carries is; an address that does not parse is in none.
+ */
+export class IpRanges {
+  private readonly ranges: Range[];
+
+  constructor(cidrs: readonly string[]) {
+    this.ranges = cidrs.map((c) => ipaddr.parseCIDR(c));
+  }
+
+  has(address: string): boolean {
+    return addressForms(address).some((a) => inAny(a, this.ranges));
   }
 }
 

@@ -117,12 +117,27 @@ describe('right passwords arriving together', () => {
     expect(answers.map((a) => a.status)).toEqual(Array(13).fill(200));
     expect(new Set(answers.map((a) => a.body.device_id)).size).toBe(13);
   });
+
+  it('the local machine (127.0.0.1, by default) is limited per account only: wrong passwords for many accounts do not lock out another', async () => {
+    const user = await TestUser.register(hs.url, 'local', 'local pw');
+    for (let i = 0; i < 8; i++) expectForbidden(await login(hs.url, `nobody-local${i}`, 'wrong'));
+    expect((await login(hs.url, user.userId, 'local pw')).status).toBe(200);
+    // Another loopback address is a client like any other.
+    const other = new Agent({ localAddress: '127.0.0.7' });
+    try {
+      for (let i = 0; i < 5; i++) expectForbidden(await loginFrom(other, hs.url, `nobody-other${i}`, 'wrong'));
+      expectLimited(await loginFrom(other, hs.url, user.userId, 'local pw'));
+    } finally {
+      await other.close();
+    }
+  });
 });
 
 describe('guessing across many accounts from one address', () => {
   let hs: Hs;
   beforeAll(async () => {
-    hs = await startTestPeekd({ env: { PEEKD_LOGIN_FAILURE_REFILL_MS: String(REFILL_MS) } });
+    // The local machine is limited per address too here (by default it is exempt: below).
+    hs = await startTestPeekd({ env: { PEEKD_LOGIN_FAILURE_REFILL_MS: String(REFILL_MS), PEEKD_LOGIN_FAILURE_EXEMPT_ADDRESSES: 'none' } });
   });
   afterAll(async () => {
     await hs?.dropAll();

@@ -10,7 +10,7 @@ function limiter(options: { burst?: number; refillMs?: number; maxEntries?: numb
     l,
     advance: (ms: number) => void (nowMs += ms),
     /** One wrong password: begin, then (when allowed) failed. */
-    fail(account: string, address: string): LoginGate {
+    fail(account: string, address: string | null): LoginGate {
       const gate = l.begin(account, address);
       if (gate.allowed) l.failed(account, address);
       return gate;
@@ -233,6 +233,18 @@ describe('logins arriving together (admit)', () => {
     const { l: busy } = limiter({ burst: 1 });
     expect(await busy.admit('@b:hs', 'y')).toEqual(allowed);
     expect(await busy.admit('@b:hs', 'y', 20)).toEqual(refused(6000));
+  });
+});
+
+describe('an exempt address (null)', () => {
+  it('is limited per account only', async () => {
+    const { l, fail } = limiter({ burst: 2 });
+    for (let i = 0; i < 6; i++) expect(fail(`@u${i}:hs`, null)).toEqual(allowed);
+    expect(fail('@u0:hs', null)).toEqual(allowed);
+    expect(fail('@u0:hs', null)).toEqual(refused(6000));
+    expect(await l.admit('@other:hs', null)).toEqual(allowed);
+    l.succeeded('@other:hs', null);
+    expect(l.size.addresses).toBe(0);
   });
 });
 
