@@ -10,7 +10,7 @@
 // peekd serves /events only in its room form: the event stream of all a user's rooms was
 // replaced by /sync long ago.
 import { and, eq, gt, lte } from 'drizzle-orm';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { LRUCache } from 'lru-cache';
 import type { Session } from '../../clientapi/accounts.ts';
 import { serverOf } from '../../events/ids.ts';
@@ -193,9 +193,17 @@ export function registerPreviewRoutes(app: FastifyInstance, ctx: ClientContext):
     },
   });
 
+  // Where the room stream stood when each /events request arrived: a poll with no `from`
+  // reads from there, so an event sent while the poll was being authenticated and checked
+  // (a client sending and polling at once) is not skipped.
+  const arrivedAt = new WeakMap<FastifyRequest, number>();
   clientRoute(app, {
     method: 'GET',
     path: '/events',
+    onRequest: (req, _reply, done) => {
+      arrivedAt.set(req, ctx.sync.positions().rooms);
+      done();
+    },
     preHandler: auth,
     handler: async (req, reply) => {
       const session = sessionOf(req);
@@ -221,10 +229,10 @@ export function registerPreviewRoutes(app: FastifyInstance, ctx: ClientContext):
       if (!(await ctx.rooms.roomExists(roomId))) throw forbidden('you are not in this room (or it does not exist)');
       const access = await accessOf(ctx, roomId, userId);
       // A poll with no `from` and no cursor reads from now: now as the poll arrived, not
-      // after the peek's renewal below, which may let events sent meanwhile slip past.
+      // after its checks or the peek's renewal below, which may let events sent meanwhile slip past.
       const key = cursorKey(session, roomId);
       const remembered = cursors.get(key);
-      let after = from ?? remembered?.rooms ?? ctx.sync.positions().rooms;
+      let after = from ?? remembered?.rooms ?? arrivedAt.get(req) ?? ctx.sync.positions().rooms;
       const clientDataAfter = clientDataFrom ?? (from === undefined ? remembered?.clientData : undefined) ?? (await ctx.sync.clientDataNow());
       // Members read their receipts and typing in /sync; previews (peekers) read them here.
       const withEphemeral = access.kind === 'peek' || access.kind === 'member';
