@@ -58,6 +58,10 @@ export class SentMembers {
     return `${viewer.userId}\u0000${viewer.deviceId}\u0000${seq}`;
   }
 
+  private static entryKey(seqKey: string, roomId: string, userId: string): string {
+    return `${seqKey}\u0000${roomId}\u0000${userId}`;
+  }
+
   /**
    * A sync from `since` in the sequence: the answer at that position was received (what it
    * carried is the device's now); answers at older positions never were.
@@ -79,7 +83,7 @@ export class SentMembers {
 
   /** Whether the device has this very member event (received in this sequence by `since`). */
   has(viewer: Viewer, seq: string, roomId: string, e: StoredEvent, since: number): boolean {
-    const sent = this.sent.get(`${SentMembers.seqKey(viewer, seq)}\u0000${roomId}\u0000${e.pdu.state_key as string}`);
+    const sent = this.sent.get(SentMembers.entryKey(SentMembers.seqKey(viewer, seq), roomId, e.pdu.state_key as string));
     return sent !== undefined && sent.received && sent.eventId === e.eventId && sent.pos <= since;
   }
 
@@ -89,7 +93,7 @@ export class SentMembers {
     let answers = this.pending.get(seqKey);
     for (const e of events) {
       if (!isMember(e)) continue;
-      const k = `${seqKey}\u0000${roomId}\u0000${e.pdu.state_key as string}`;
+      const k = SentMembers.entryKey(seqKey, roomId, e.pdu.state_key as string);
       const before = this.sent.get(k);
       if (before?.eventId === e.eventId && (before.received || before.pos === pos)) continue; // had, or already on its way
       this.sent.set(k, { eventId: e.eventId, pos, received: false });

@@ -785,12 +785,12 @@ export class SyncService {
     return this.unsent(roomId, after, [...state, ...added], view);
   }
 
-  private readonly membersBefore = new ImmutableReadCache<StoredEvent[]>(2_000);
+  private readonly membersAtCache = new ImmutableReadCache<StoredEvent[]>(2_000);
 
   /** The member events of `userIds` as they stood just before `beforeSeq` (RoomReader.membersBefore), memoised. */
   private membersAt(roomId: string, beforeSeq: number, userIds: string[]): Promise<StoredEvent[]> {
     // Committed positions only: the answer never changes (devices woken together share it).
-    return this.membersBefore.get(`${roomId}\u0000${beforeSeq}\u0000${[...userIds].sort().join('\u0001')}`, () => this.deps.rooms.membersBefore(roomId, beforeSeq, userIds));
+    return this.membersAtCache.get(`${roomId}\u0000${beforeSeq}\u0000${[...userIds].sort().join('\u0001')}`, () => this.deps.rooms.membersBefore(roomId, beforeSeq, userIds));
   }
 
   /** `events` less the member events the reader has had in its sync sequence by `after` (lazySeq). */
@@ -808,7 +808,7 @@ export class SyncService {
     const described = new Set([...state, ...timeline].filter(isMemberEvent).map((e) => e.pdu.state_key as string));
     const missing = new Set(heroes.filter((h) => !described.has(h)));
     if (missing.size === 0 || !keepsRoom(view.filter.state, roomId)) return state;
-    const current = (await this.deps.rooms.stateBefore(roomId, upto + 1)).filter((e) => isMemberEvent(e) && missing.has(e.pdu.state_key as string));
+    const current = await this.membersAt(roomId, upto + 1, [...missing]);
     const added = keptState(view, this.unsent(roomId, after, current, view));
     this.remember(roomId, added, view);
     return [...state, ...added];

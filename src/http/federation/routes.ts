@@ -185,6 +185,16 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
       const byRoom = new Map<string, ReceivedPdu[]>();
       const accepted = new Map<string, boolean>();
       const versions = new Map<string, string>();
+      /** The room's version as held here (read once per room per transaction). */
+      const versionOf = async (roomId: string): Promise<string> => {
+        let version = versions.get(roomId);
+        if (version === undefined) {
+          const create = await rooms.stateContent(roomId, 'm.room.create');
+          version = typeof create?.room_version === 'string' ? create.room_version : '10';
+          versions.set(roomId, version);
+        }
+        return version;
+      };
       for (const raw of body.pdus ?? []) {
         const roomId = (raw as { room_id?: unknown })?.room_id;
         // Refusals are keyed by the event ID the PDU would have (the answer's `pdus` is keyed
@@ -201,11 +211,7 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
         }
         if (serverOf(roomId) === ctx.config.serverName) {
           // We host it: its events are made here, never taken from another server.
-          if (!versions.has(roomId)) {
-            const create = await rooms.stateContent(roomId, 'm.room.create');
-            versions.set(roomId, typeof create?.room_version === 'string' ? create.room_version : '10');
-          }
-          refuse(`${ctx.config.serverName} hosts ${roomId} and takes no events of it over federation`, versions.get(roomId));
+          refuse(`${ctx.config.serverName} hosts ${roomId} and takes no events of it over federation`, await versionOf(roomId));
           continue;
         }
         // Only the server we peek the room through sends us its events (after the
@@ -213,18 +219,17 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: FederationCo
         if (!accepted.has(roomId)) {
           await ctx.outbound?.settled(roomId);
           accepted.set(roomId, (await ctx.outbound?.accepts(origin, roomId)) ?? false);
-          const create = await rooms.stateContent(roomId, 'm.room.create');
-          versions.set(roomId, typeof create?.room_version === 'string' ? create.room_version : '10');
         }
+        const version = await versionOf(roomId);
         // Unwanted PDUs are refused before checkPdu: checking a signature may fetch the
         // signer's keys, and a PDU we would drop anyway must not make us fetch anything.
         if (!accepted.get(roomId)) {
-          refuse(`${ctx.config.serverName} does not peek ${roomId} through ${origin}`, versions.get(roomId));
+          refuse(`${ctx.config.serverName} does not peek ${roomId} through ${origin}`, version);
           continue;
         }
-        const checked = await checkPdu(raw, versions.get(roomId)!, ctx.keyRing);
+        const checked = await checkPdu(raw, version, ctx.keyRing);
         if (!checked.ok) {
-          refuse(checked.error, versions.get(roomId));
+          refuse(checked.error, version);
           continue;
         }
         results[checked.eventId] = {};
