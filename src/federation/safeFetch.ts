@@ -7,17 +7,15 @@
 // operator chose them, so they skip the address check but keep every other bound.
 import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
 import { isIP, type LookupFunction } from 'node:net';
-import ipaddr from 'ipaddr.js';
 import { Agent, type Dispatcher } from 'undici';
 import { DEFAULT_IP_DENYLIST } from '../config.ts';
+import { addressForms, IpRanges } from '../ipRanges.ts';
 
 /** Default bound on one whole exchange (connect, request, response body). */
 export const DEFAULT_OUTBOUND_TIMEOUT_MS = 30_000;
 /** Default response body cap when nothing smaller is asked for. */
 export const DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
 const CONNECT_TIMEOUT_MS = 10_000;
-
-type Range = [ipaddr.IPv4 | ipaddr.IPv6, number];
 
 /**
  * The address rules (Synapse's ip_range_blacklist / ip_range_whitelist): an address in
@@ -36,43 +34,11 @@ export class IpGuard {
 
   /** True when peekd may connect to `address` (an IP literal, without brackets). */
   allows(address: string): boolean {
-    if (addressForms(address).length === 0) return false;
-    if (this.allow.has(address)) return true;
-    return !this.deny.has(address);
+    const forms = addressForms(address);
+    if (forms.length === 0) return false;
+    if (this.allow.holds(forms)) return true;
+    return !this.deny.holds(forms);
   }
-}
-
-/**
- * A set of CIDR ranges. An IPv4-mapped IPv6 address is in it when it or the IPv4 address it
- * carries is; an address that does not parse is in none.
- */
-export class IpRanges {
-  private readonly ranges: Range[];
-
-  constructor(cidrs: readonly string[]) {
-    this.ranges = cidrs.map((c) => ipaddr.parseCIDR(c));
-  }
-
-  has(address: string): boolean {
-    return addressForms(address).some((a) => inAny(a, this.ranges));
-  }
-}
-
-function addressForms(address: string): (ipaddr.IPv4 | ipaddr.IPv6)[] {
-  const bare = address.startsWith('[') && address.endsWith(']') ? address.slice(1, -1) : address;
-  if (isIP(bare.replace(/%.*$/, '')) === 0) return [];
-  let parsed: ipaddr.IPv4 | ipaddr.IPv6;
-  try {
-    parsed = ipaddr.parse(bare);
-  } catch {
-    return [];
-  }
-  if (parsed.kind() === 'ipv6' && (parsed as ipaddr.IPv6).isIPv4MappedAddress()) return [parsed, (parsed as ipaddr.IPv6).toIPv4Address()];
-  return [parsed];
-}
-
-function inAny(addr: ipaddr.IPv4 | ipaddr.IPv6, ranges: Range[]): boolean {
-  return ranges.some(([net, bits]) => net.kind() === addr.kind() && addr.match(net, bits));
 }
 
 export type OutboundFailure = 'denied-address' | 'redirect' | 'too-large' | 'timeout' | 'aborted' | 'unreachable';

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { isValidNewLocalpart, UserInUseError } from '../../clientapi/accounts.ts';
 import { accountKey, addressKey, GuestRegistrationLimiter, LoginLimiter } from '../../clientapi/loginLimiter.ts';
-import { IpRanges } from '../../federation/safeFetch.ts';
+import { IpRanges } from '../../ipRanges.ts';
 import { PasswordHasher, PasswordHasherBusyError } from '../../clientapi/passwords.ts';
 import { isValidUserId, localpartOf, serverOf } from '../../events/ids.ts';
 import { forbidden, limitExceeded, MatrixError } from '../errors.ts';

@@ -58,14 +58,14 @@ export function requireServerAuth(ctx: FederationContext) {
     // As Synapse: a signature by a key we cannot find is passed over, one by a key we have
     // must hold, and at least one must.
     const origin = auths[0]!.origin;
+    // A body that could not be parsed is no content to check the signature over: checked
+    // as a request without one, so only a request signed that way hears of its body (checkBody).
+    const signed = { method: req.method, uri: req.raw.url ?? req.url, origin, destination: ctx.config.serverName, content: deferredBodyError(req) ? undefined : req.body };
     let verified = false;
     for (const auth of auths) {
       const key = await ctx.keyRing.requestKey(origin, auth.key);
       if (!key) continue;
-      // A body that could not be parsed is no content to check the signature over: checked
-      // as a request without one, so only a request signed that way hears of its body (checkBody).
-      const content = deferredBodyError(req) ? undefined : req.body;
-      const ok = verifyRequestSignature({ method: req.method, uri: req.raw.url ?? req.url, origin, destination: ctx.config.serverName, content }, auth, key);
+      const ok = verifyRequestSignature(signed, auth, key);
       if (!ok) throw unauthorized('bad X-Matrix signature');
       verified = true;
     }
