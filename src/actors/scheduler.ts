@@ -76,11 +76,7 @@ export class DeadlineScheduler {
 
   async dueRooms(now: number): Promise<Set<string>> {
     const rooms = new Set<string>();
-    const device = await this.db
-      .selectDistinct({ roomId: syncapiPeeks.roomId })
-      .from(syncapiPeeks)
-      .where(and(isNull(syncapiPeeks.endedSeq), lte(syncapiPeeks.expiresAt, now), this.shardFilter(syncapiPeeks.shard)))
-      .limit(1000);
+    const device = await devicePeekLooks(this.db, now, this.shardFilter(syncapiPeeks.shard)).due;
     const inbound = await this.db
       .selectDistinct({ roomId: federationsenderInboundPeeks.roomId })
       .from(federationsenderInboundPeeks)
@@ -96,10 +92,7 @@ export class DeadlineScheduler {
   }
 
   private async nextDeadline(): Promise<number | null> {
-    const [a] = await this.db
-      .select({ at: min(syncapiPeeks.expiresAt) })
-      .from(syncapiPeeks)
-      .where(and(isNull(syncapiPeeks.endedSeq), this.shardFilter(syncapiPeeks.shard)));
+    const [a] = await devicePeekLooks(this.db, this.clock.now(), this.shardFilter(syncapiPeeks.shard)).next;
     const [b] = await this.db
       .select({ at: min(federationsenderInboundPeeks.expiresAt) })
       .from(federationsenderInboundPeeks)
@@ -111,4 +104,24 @@ export class DeadlineScheduler {
     const all = [a?.at, b?.at, c?.at].filter((x): x is number => x !== null && x !== undefined).map(Number);
     return all.length ? Math.min(...all) : null;
   }
+}
+
+/**
+ * The scheduler's two looks at device peeks: the live ones due by `now`, and the earliest
+ * deadline of a live one. Ended peeks stay in the table for /sync; the partial index
+ * `syncapi_peeks_due_idx` (live rows only) keeps both looks from reading them. Exported for
+ * the tests that check their plans.
+ */
+export function devicePeekLooks(db: Db, now: number, shards: SQL | undefined) {
+  return {
+    due: db
+      .selectDistinct({ roomId: syncapiPeeks.roomId })
+      .from(syncapiPeeks)
+      .where(and(isNull(syncapiPeeks.endedSeq), lte(syncapiPeeks.expiresAt, now), shards))
+      .limit(1000),
+    next: db
+      .select({ at: min(syncapiPeeks.expiresAt) })
+      .from(syncapiPeeks)
+      .where(and(isNull(syncapiPeeks.endedSeq), shards)),
+  };
 }

@@ -3,7 +3,7 @@
 import type { PgColumn, PgTable } from 'drizzle-orm/pg-core';
 import { decodePeekEvents, type PeekEvent, type PeekStarted } from '../events/peekEvents.ts';
 import { federationsenderInboundPeeks, federationsenderOutboundPeeks } from '../store/schema.ts';
-import { chunks, insertRows, pipelined, tupleIn } from '../store/sqlHelpers.ts';
+import { chunks, insertRows, pipelined, selectByKeys, tupleIn } from '../store/sqlHelpers.ts';
 import type { Tx } from '../store/db.ts';
 import type { PeekProjection, Projected } from './projection.ts';
 
@@ -85,7 +85,7 @@ async function applyTo<R extends { renewedAt: number; renewalIntervalMs: number;
     else if (!startedHere.has(keys[i]!)) needed.set(keys[i]!, fields[i]!);
   });
   const rows = new Map<string, R | null>();
-  const found = await pipelined(chunks([...needed.values()], 1000).map((part) => tx.select().from(spec.table).where(tupleIn(spec.keyColumns, part))));
+  const found = await pipelined(chunks([...needed.values()], 1000).map((part) => selectByKeys(tx, spec.table, spec.keyColumns, part)));
   for (const r of found.flat() as R[]) rows.set(spec.rowKey(r).join('\u0000'), r);
 
   const gone = new Map<string, string[]>();

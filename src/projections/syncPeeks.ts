@@ -2,7 +2,7 @@
 // started, were renewed or ended after a device's position; the scheduler reads deadlines.
 import { decodePeekEvents, type PeekEvent } from '../events/peekEvents.ts';
 import { syncapiPeeks } from '../store/schema.ts';
-import { chunks, insertRows, pipelined, tupleIn } from '../store/sqlHelpers.ts';
+import { chunks, insertRows, pipelined, selectByKeys } from '../store/sqlHelpers.ts';
 import type { Tx } from '../store/db.ts';
 import type { PeekProjection, Projected } from './projection.ts';
 
@@ -65,14 +65,7 @@ export const syncPeeksProjection: PeekProjection = {
       if (!startedHere.has(k)) needed.set(k, [event.roomId, event.peek.userId, event.peek.deviceId]);
       if (event.type === 'PeekStarted') startedHere.add(k);
     }
-    const existing = await pipelined(
-      chunks([...needed.values()], 1000).map((part) =>
-        tx
-          .select()
-          .from(syncapiPeeks)
-          .where(tupleIn([syncapiPeeks.roomId, syncapiPeeks.userId, syncapiPeeks.deviceId], part)),
-      ),
-    );
+    const existing = await pipelined(chunks([...needed.values()], 1000).map((part) => selectByKeys(tx, syncapiPeeks, [syncapiPeeks.roomId, syncapiPeeks.userId, syncapiPeeks.deviceId], part)));
     for (const r of existing.flat()) rows.set(key(r.roomId, r.userId, r.deviceId), r);
     for (const p of mine) {
       if (p.event.peek.kind !== 'device') continue;

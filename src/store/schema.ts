@@ -70,7 +70,18 @@ export const syncapiPeeks = pgTable(
     prevStartedSeq: ms('prev_started_seq'),
     prevEndedSeq: ms('prev_ended_seq'),
   },
-  (t) => [primaryKey({ columns: [t.roomId, t.userId, t.deviceId] }), index('syncapi_peeks_device_idx').on(t.userId, t.deviceId), index('syncapi_peeks_due_idx').on(t.shard, t.expiresAt)],
+  (t) => [
+    primaryKey({ columns: [t.roomId, t.userId, t.deviceId] }),
+    // The room is the index's last column so that a lookup by the whole key finds one row
+    // whichever of this index and the primary key the planner picks: on a table not yet
+    // analysed it picked this one and read every peek of the device for each key.
+    index('syncapi_peeks_device_idx').on(t.userId, t.deviceId, t.roomId),
+    // Live peeks only: ended rows are kept for /sync and would otherwise fill every look for
+    // the next deadline.
+    index('syncapi_peeks_due_idx')
+      .on(t.expiresAt)
+      .where(sql`${t.endedSeq} is null`),
+  ],
 );
 
 /** Remote servers peeking rooms hosted here (live peeks only). */
@@ -91,7 +102,8 @@ export const federationsenderInboundPeeks = pgTable(
   },
   (t) => [
     primaryKey({ columns: [t.roomId, t.serverName, t.peekId] }),
-    index('federationsender_inbound_peeks_server_idx').on(t.serverName),
+    // Whole key after the server, for the same reason as syncapi_peeks_device_idx.
+    index('federationsender_inbound_peeks_server_idx').on(t.serverName, t.roomId, t.peekId),
     index('federationsender_inbound_peeks_due_idx').on(t.shard, t.expiresAt),
   ],
 );
