@@ -145,8 +145,14 @@ export const peekAudit = pgTable(
   },
   (t) => [
     index('peek_audit_room_idx').on(t.roomId, t.seq),
-    index('peek_audit_user_idx').on(t.userId, t.seq),
-    index('peek_audit_server_idx').on(t.serverName, t.seq),
+    // A row is a device's peek (user) or a server's (server), never both: each of these
+    // indexes holds only the rows it can find, so a row costs one of them, not two.
+    index('peek_audit_user_idx')
+      .on(t.userId, t.seq)
+      .where(sql`${t.userId} is not null`),
+    index('peek_audit_server_idx')
+      .on(t.serverName, t.seq)
+      .where(sql`${t.serverName} is not null`),
     index('peek_audit_at_idx').on(t.at),
   ],
 );
