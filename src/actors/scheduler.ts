@@ -76,7 +76,7 @@ export class DeadlineScheduler {
 
   async dueRooms(now: number): Promise<Set<string>> {
     const rooms = new Set<string>();
-    const device = await devicePeekLooks(this.db, now, this.shardFilter(syncapiPeeks.shard)).due;
+    const device = await dueDevicePeekRooms(this.db, now, this.shardFilter(syncapiPeeks.shard));
     const inbound = await this.db
       .selectDistinct({ roomId: federationsenderInboundPeeks.roomId })
       .from(federationsenderInboundPeeks)
@@ -92,7 +92,7 @@ export class DeadlineScheduler {
   }
 
   private async nextDeadline(): Promise<number | null> {
-    const [a] = await devicePeekLooks(this.db, this.clock.now(), this.shardFilter(syncapiPeeks.shard)).next;
+    const [a] = await nextDevicePeekDeadline(this.db, this.shardFilter(syncapiPeeks.shard));
     const [b] = await this.db
       .select({ at: min(federationsenderInboundPeeks.expiresAt) })
       .from(federationsenderInboundPeeks)
@@ -107,21 +107,22 @@ export class DeadlineScheduler {
 }
 
 /**
- * The scheduler's two looks at device peeks: the live ones due by `now`, and the earliest
+ * The scheduler's looks at device peeks: the live ones due by `now`, and the earliest
  * deadline of a live one. Ended peeks stay in the table for /sync; the partial index
  * `syncapi_peeks_due_idx` (live rows only) keeps both looks from reading them. Exported for
  * the tests that check their plans.
  */
-export function devicePeekLooks(db: Db, now: number, shards: SQL | undefined) {
-  return {
-    due: db
-      .selectDistinct({ roomId: syncapiPeeks.roomId })
-      .from(syncapiPeeks)
-      .where(and(isNull(syncapiPeeks.endedSeq), lte(syncapiPeeks.expiresAt, now), shards))
-      .limit(1000),
-    next: db
-      .select({ at: min(syncapiPeeks.expiresAt) })
-      .from(syncapiPeeks)
-      .where(and(isNull(syncapiPeeks.endedSeq), shards)),
-  };
+export function dueDevicePeekRooms(db: Db, now: number, shards: SQL | undefined) {
+  return db
+    .selectDistinct({ roomId: syncapiPeeks.roomId })
+    .from(syncapiPeeks)
+    .where(and(isNull(syncapiPeeks.endedSeq), lte(syncapiPeeks.expiresAt, now), shards))
+    .limit(1000);
+}
+
+export function nextDevicePeekDeadline(db: Db, shards: SQL | undefined) {
+  return db
+    .select({ at: min(syncapiPeeks.expiresAt) })
+    .from(syncapiPeeks)
+    .where(and(isNull(syncapiPeeks.endedSeq), shards));
 }

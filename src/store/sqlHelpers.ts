@@ -12,20 +12,23 @@ export function tupleIn(columns: PgColumn[], keys: unknown[][]): SQL {
     columns.map((c) => sql`${c}`),
     sql`, `,
   );
+  return sql`(${cols}) in (${keyRecordset(columns, keys)})`;
+}
+
+/** `keys` as rows `k0, k1, …` typed like `columns`, from one JSON parameter. */
+function keyRecordset(columns: PgColumn[], keys: unknown[][]): SQL {
   const defs: [string, string][] = columns.map((c, i) => [`k${i}`, c.getSQLType()]);
   const rows = keys.map((k) => Object.fromEntries(k.map((v, i) => [`k${i}`, v])));
-  return sql`(${cols}) in (${jsonRecordset(rows, defs)})`;
+  return jsonRecordset(rows, defs);
 }
 
 /** The statement `selectByKeys` runs (exported for tests that look at its plan). */
 export function keyLookup(table: PgTable, keyColumns: PgColumn[], keys: unknown[][]): SQL {
-  const typed = keyColumns.map((c, i) => `"k${i}" ${c.getSQLType()}`).join(', ');
-  const json = keys.map((k) => Object.fromEntries(k.map((v, i) => [`k${i}`, v])));
   const match = sql.join(
     keyColumns.map((c, i) => sql`t.${sql.identifier(c.name)} = x.${sql.identifier(`k${i}`)}`),
     sql` and `,
   );
-  return sql`select t.* from jsonb_to_recordset(${JSON.stringify(json)}::jsonb) as x(${sql.raw(typed)}) cross join lateral (select * from ${table} t where ${match} limit 1) t`;
+  return sql`select t.* from (${keyRecordset(keyColumns, keys)}) x cross join lateral (select * from ${table} t where ${match} limit 1) t`;
 }
 
 /**
