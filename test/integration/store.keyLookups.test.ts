@@ -14,6 +14,8 @@ import { createTestDatabase, type TestDatabase } from '../helpers/services.ts';
 const DEVICES = 64;
 const ROOMS = 1000;
 const NOW = 1_800_000_000_000;
+/** syncapi_peeks's key, as the sync_peeks projection looks it up. */
+const KEY = [syncapiPeeks.roomId, syncapiPeeks.userId, syncapiPeeks.deviceId];
 
 /** Buffers (hit + read) the statement touched, and the rows it returned. */
 async function cost(database: Database, query: SQL): Promise<{ buffers: number; rows: number }> {
@@ -72,11 +74,8 @@ describe('projection key lookups (selectByKeys), on a table analysed when it was
 
   it('return exactly the rows of the keys asked for, mapped as drizzle’s select maps them', async () => {
     const keys = [key(3, 7), key(500, 1), key(1000, 64), key(1001, 1), ['!r2:hs', '@u9:hs', 'D8']];
-    const got = await selectByKeys(database().db, syncapiPeeks, [syncapiPeeks.roomId, syncapiPeeks.userId, syncapiPeeks.deviceId], keys);
-    const expected = await database()
-      .db.select()
-      .from(syncapiPeeks)
-      .where(tupleIn([syncapiPeeks.roomId, syncapiPeeks.userId, syncapiPeeks.deviceId], keys));
+    const got = await selectByKeys(database().db, syncapiPeeks, KEY, keys);
+    const expected = await database().db.select().from(syncapiPeeks).where(tupleIn(KEY, keys));
     const order = (rows: { roomId: string; deviceId: string }[]) => [...rows].sort((a, b) => (a.roomId + a.deviceId).localeCompare(b.roomId + b.deviceId));
     expect(got).toHaveLength(3); // room 1001 and the mismatched device do not exist
     expect(order(got)).toEqual(order(expected));
@@ -84,12 +83,12 @@ describe('projection key lookups (selectByKeys), on a table analysed when it was
     expect(live).toMatchObject({ userId: '@u7:hs', deviceId: 'D7', shard: 3, startedSeq: 307, expiresAt: NOW - 1003, endedSeq: null, endReason: null });
     expect(typeof live.startedAt).toBe('number');
     expect(got.find((r) => r.roomId === '!r500:hs')).toMatchObject({ endedSeq: 50_002, endReason: 'unpeek' });
-    expect(await selectByKeys(database().db, syncapiPeeks, [syncapiPeeks.roomId, syncapiPeeks.userId, syncapiPeeks.deviceId], [])).toEqual([]);
+    expect(await selectByKeys(database().db, syncapiPeeks, KEY, [])).toEqual([]);
   });
 
   it('touch a few buffers per key, not every peek of the device nor the whole table', async () => {
     const keys = Array.from({ length: 20 }, (_, i) => key(1 + ((i * 97) % ROOMS), 1 + ((i * 13) % DEVICES)));
-    const c = await cost(database(), keyLookup(syncapiPeeks, [syncapiPeeks.roomId, syncapiPeeks.userId, syncapiPeeks.deviceId], keys));
+    const c = await cost(database(), keyLookup(syncapiPeeks, KEY, keys));
     expect(c.rows).toBe(20);
     // An index probe is a few pages; each device's 1,000 peeks span dozens of pages, the
     // table ~1,500.
