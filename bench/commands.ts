@@ -2,7 +2,24 @@
 // peekd's HTTP API (autocannon in the load-generator process), against raw JetStream
 // publishes with the expected last subject sequence at the same concurrency and payload size.
 import { encodePeekEvent } from '../src/events/peekEvents.ts';
-import { coresReport, cpuBetween, cpuSample, fmtNum, log, logPath, pin, profilePath, round, startLoadChild, startPeekdChild, uniqueName, type Row, type ScenarioResult } from './harness.ts';
+import {
+  coresReport,
+  cpuBetween,
+  cpuSample,
+  fmtNum,
+  log,
+  logPath,
+  pin,
+  profilePath,
+  round,
+  schedBetween,
+  schedSample,
+  startLoadChild,
+  startPeekdChild,
+  uniqueName,
+  type Row,
+  type ScenarioResult,
+} from './harness.ts';
 import { Child } from './ipc.ts';
 import { describeProfile, profiled } from './profile.ts';
 import { profiles, type BenchContext, type Scenario } from './scenario.ts';
@@ -65,9 +82,12 @@ async function runCommands(ctx: BenchContext, o: Options): Promise<ScenarioResul
     await server.child.call('settle');
     log(`${o.name}: ${o.durationS} s of peek/renew/unpeek over HTTP, ${o.connections} connection(s)`);
     const c0 = cpuSample();
+    const s0 = schedSample(server.child.pid);
     const w0 = Date.now();
     const http = await cycle(o.durationS);
-    const cpu = cpuBetween(c0, cpuSample(), { peekd: server.child.pid, loadgen: load.pid, bench: process.pid }, (Date.now() - w0) / 1000);
+    const wall = (Date.now() - w0) / 1000;
+    const cpu = cpuBetween(c0, cpuSample(), { peekd: server.child.pid, loadgen: load.pid, bench: process.pid }, wall);
+    const mainThread = schedBetween(s0, schedSample(server.child.pid), wall);
     await server.child.call('settle');
 
     let busOnly: { commands: number; perSecond: number } | undefined;
@@ -103,6 +123,11 @@ async function runCommands(ctx: BenchContext, o: Options): Promise<ScenarioResul
         .map(([k, v]) => `${k} ${v}`)
         .join(', ')}.`,
     );
+    if (mainThread) {
+      notes.push(
+        `${o.name}: peekd's main thread (its event loop) during the HTTP run: on a core ${mainThread.onCpu} of the time, runnable but waiting in the run queue for a core ${mainThread.waiting}, idle (waiting for I/O or a timer) ${mainThread.idle} (/proc schedstat). ${mainThread.idle < 0.05 ? 'It was never short of work: what held it back was CPU, its own and that of the processes it shares the cores with.' : 'It waited on I/O part of the time.'}`,
+      );
+    }
     if (busOnly) notes.push(`${o.name}: the room actor alone (command bus in peekd's process, no HTTP, no wait for projections) runs ${fmtNum(busOnly.perSecond)} commands/s sequentially.`);
 
     let profile;
@@ -150,7 +175,7 @@ async function runCommands(ctx: BenchContext, o: Options): Promise<ScenarioResul
       scenario: o.name,
       rows,
       cores: coresReport(server.child.pid, load.pid),
-      details: { options: o, setupMs, http, raw, payloadBytes, cpuCoresBusy: cpu, peekdCpuUsPerCommand: round(peekdUs, 1), httpFloor: floor, busOnly, profile, trace },
+      details: { options: o, setupMs, http, raw, payloadBytes, cpuCoresBusy: cpu, peekdMainThread: mainThread, peekdCpuUsPerCommand: round(peekdUs, 1), httpFloor: floor, busOnly, profile, trace },
       notes,
     };
   } finally {

@@ -195,6 +195,37 @@ export function cpuSample(): CpuSample {
   return out;
 }
 
+/**
+ * One thread's time on a core and time runnable but waiting in the run queue for one, in
+ * ns (/proc/<pid>/task/<tid>/schedstat); undefined where the kernel does not keep them.
+ */
+export interface SchedSample {
+  onCpuNs: number;
+  waitNs: number;
+}
+
+/** The schedstat of thread `tid` of `pid` (the main thread by default: its tid is the pid). */
+export function schedSample(pid: number, tid = pid): SchedSample | undefined {
+  try {
+    const [onCpu, wait] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').trim().split(' ');
+    return { onCpuNs: Number(onCpu), waitNs: Number(wait) };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Where a thread spent a window, in cores: on one, runnable and waiting for one, and the rest
+ * (blocked: waiting for I/O or a timer). A thread that is never idle but waits for a core is
+ * held back by the machine's other work, not by what it waits on.
+ */
+export function schedBetween(a: SchedSample | undefined, b: SchedSample | undefined, wallSeconds: number): { onCpu: number; waiting: number; idle: number } | undefined {
+  if (!a || !b || wallSeconds <= 0) return undefined;
+  const onCpu = (b.onCpuNs - a.onCpuNs) / 1e9 / wallSeconds;
+  const waiting = (b.waitNs - a.waitNs) / 1e9 / wallSeconds;
+  return { onCpu: round(onCpu, 2), waiting: round(waiting, 2), idle: round(Math.max(0, 1 - onCpu - waiting), 2) };
+}
+
 /** CPU seconds (user + system) one process used between two samples. */
 export function cpuSecondsOf(a: CpuSample, b: CpuSample, pid: number): number {
   return ((b.get(pid)?.ticks ?? 0) - (a.get(pid)?.ticks ?? 0)) / CLK_TCK;

@@ -62,6 +62,14 @@ describe('npm run bench', () => {
     expect(append, run.stdout).not.toBeNull();
     expect(append![3]).toBe('');
     for (const v of [append![1], append![2], append![4]]) expect(num(v!)).toBeGreaterThan(0);
+    // Where peekd's main thread spent the run (the kernel's schedstat): the three parts add up to the run.
+    const thread = /hot-room: peekd's main thread .*: on a core ([\d.]+) of the time, runnable but waiting in the run queue for a core ([\d.]+), idle \(waiting for I\/O or a timer\) ([\d.]+)/.exec(
+      run.stdout,
+    );
+    expect(thread, run.stdout).not.toBeNull();
+    const [onCpu, waiting, idle] = thread!.slice(1).map(Number) as [number, number, number];
+    expect(onCpu).toBeGreaterThan(0);
+    expect(onCpu + waiting + idle).toBeCloseTo(1, 1);
   }, 300_000);
 
   it('--against=REF: this checkout and another commit under the same load at once, a row per shape and measure, nothing left behind', async () => {
