@@ -56,12 +56,21 @@ function common(e: PeekStarted & { peek: ServerPeek }, seq: number, shard: numbe
   };
 }
 
+/**
+ * The bytes every server peek's JSON holds (`"kind":"inbound"` or `"kind":"outbound"`: the
+ * log's JSON escapes no letters). A message without them holds only device peeks, which
+ * these tables never take: a rebuild from a log of millions of device peeks decodes only
+ * the few messages that may be server peeks.
+ */
+const SERVER_PEEK_MARK = Buffer.from('bound"', 'latin1');
+
 export const federationPeeksProjection: PeekProjection = {
   name: 'federation_peeks',
   stream: 'peeks',
   tables: ['federationsender_inbound_peeks', 'federationsender_outbound_peeks'],
   decode: decodePeekEvents,
   touches: (event: PeekEvent) => event.peek.kind !== 'device',
+  mayTouch: (data: Uint8Array) => Buffer.from(data.buffer, data.byteOffset, data.byteLength).includes(SERVER_PEEK_MARK),
   async apply(tx: Tx, batch: Projected<PeekEvent>[]): Promise<void> {
     const byKind: Record<ServerPeek['kind'], Projected<PeekEvent>[]> = { inbound: [], outbound: [] };
     for (const b of batch) if (b.event.peek.kind !== 'device') byKind[b.event.peek.kind].push(b);

@@ -38,6 +38,15 @@ export interface Projection<E = unknown> {
    * CHECKPOINT_LAG_MS. Unset: every event may matter.
    */
   touches?(event: E): boolean;
+  /**
+   * False when no event in a log message with these bytes can be one `touches` takes,
+   * judged on the raw bytes before any decoding (a byte search). Such a message is passed
+   * over: not decoded for this projection, nor quarantined by it, whichever way it is read
+   * (the shared feed, a read of its own, a rebuild), so live and rebuilt tables and
+   * quarantines agree. Never false for a message holding an event `touches` would take.
+   * Unset: every message is decoded.
+   */
+  mayTouch?(data: Uint8Array): boolean;
 }
 
 export type PeekProjection = Projection<PeekEvent>;
@@ -98,6 +107,18 @@ export function decodeMessage<E>(decoder: Decoder<E>, naming: Naming, m: { seq: 
   if (events.length === decoded.length) return { events };
   const unknown = decoded.flatMap((e, i) => (e === null ? [i] : []));
   return quarantine(decoder, naming, m, whyUnknown(m.data, unknown), events);
+}
+
+/** What a projection takes from a message it passes over (Projection.mayTouch): nothing but the position. */
+const PASSED_OVER: DecodedMessage<never> = Object.freeze({ events: Object.freeze([]) as unknown as never[] });
+
+/**
+ * The message as `projection` takes it: `decoded` (decodeMessage's result, made only when
+ * needed: it may be shared with other projections), or nothing when the projection passes
+ * it over (mayTouch false for its bytes).
+ */
+export function takeMessage<E>(projection: Projection<E>, data: Uint8Array, decoded: () => DecodedMessage<E>): DecodedMessage<E> {
+  return projection.mayTouch && !projection.mayTouch(data) ? PASSED_OVER : decoded();
 }
 
 function quarantine<E>(decoder: Decoder<E>, naming: Naming, m: { seq: number; subject: string; data: Uint8Array }, reason: string, events: Projected<E>[] = []): DecodedMessage<E> {

@@ -18,7 +18,7 @@ import * as schema from '../store/schema.ts';
 import { readModels } from './index.ts';
 import type { Logger } from '../logger.ts';
 import { CommitPipeline } from './pipeline.ts';
-import { decodeMessage, type DecodedMessage, type Projection } from './projection.ts';
+import { decodeMessage, takeMessage, type DecodedMessage, type Projection } from './projection.ts';
 import { commitBatch, defaultProjectionLogger, readCheckpoint, reportQuarantined, useSchema } from './runner.ts';
 
 const LIVE = 'public';
@@ -259,7 +259,11 @@ export async function catchUpAll(deps: RebuildDeps, targets: CatchUpTarget[], op
     for (let i = 0; i < active.length; i++) {
       const r = active[i]!;
       if (r.finished) continue;
-      if (seq <= r.toEnvelope) r.pipeline!.add(through, (decoded[decodeOf[i]!] ??= decodeMessage(r.target.projection, naming, m)));
+      if (seq <= r.toEnvelope)
+        r.pipeline!.add(
+          through,
+          takeMessage(r.target.projection, m.data, () => (decoded[decodeOf[i]!] ??= decodeMessage(r.target.projection, naming, m))),
+        );
       if (seq >= r.toEnvelope || atEnd) finish(r);
       else open++;
     }

@@ -23,7 +23,7 @@ import { pipelined } from '../store/sqlHelpers.ts';
 import { projectionCheckpoints, projectionQuarantine } from '../store/schema.ts';
 import { openStream, sharedFeed, watchRead, type FeedEnd, type FeedMember, type FeedMembership, type SharedFeed } from './feed.ts';
 import { CommitPipeline, readSlices } from './pipeline.ts';
-import { decodeMessage, type Projected, type Projection, type Quarantined } from './projection.ts';
+import { decodeMessage, takeMessage, type Projected, type Projection, type Quarantined } from './projection.ts';
 
 export interface RunnerOptions {
   batchSize?: number;
@@ -345,7 +345,9 @@ export class ProjectionRunner<E = unknown> {
     const feed = sharedFeed(this.nc, this.naming, this.projection, this.batchSize);
     const member: FeedMember<E> = {
       offer: (through, decoded) => {
-        pipeline.add(through, decoded);
+        // The feed decodes for every member. A message this projection passes over
+        // (mayTouch) holds no event it would take, so only its quarantine must go.
+        pipeline.add(through, decoded.quarantined ? takeMessage(this.projection, decoded.quarantined.payload, () => decoded) : decoded);
         return pipeline.backpressure;
       },
     };
@@ -402,7 +404,10 @@ export class ProjectionRunner<E = unknown> {
         if (this.stopped || pipeline.failed) break;
         const through = throughSeq(m.seq);
         if (through <= pipeline.last) continue;
-        pipeline.add(through, decodeMessage(this.projection, this.naming, m));
+        pipeline.add(
+          through,
+          takeMessage(this.projection, m.data, () => decodeMessage(this.projection, this.naming, m)),
+        );
         const wait = pipeline.backpressure ?? nextSlice();
         waiting = true;
         if (wait) await wait;

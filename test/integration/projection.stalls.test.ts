@@ -13,12 +13,13 @@ import type { PeekEvent } from '../../src/events/peekEvents.ts';
 import { metricsRegistry } from '../../src/metrics.ts';
 import { isTransient, ServiceUnavailableError } from '../../src/nats/errors.ts';
 import { auditProjection } from '../../src/projections/audit.ts';
+import { federationPeeksProjection } from '../../src/projections/federationPeeks.ts';
 import type { PeekProjection } from '../../src/projections/projection.ts';
 import { replayProjection, verifyProjection } from '../../src/projections/rebuild.ts';
 import { ProjectionBehindError, ProjectionRunner, QUARANTINE_PAYLOAD_MAX_BYTES, readCheckpoint, RETRY_MAX_MS } from '../../src/projections/runner.ts';
 import { syncPeeksProjection } from '../../src/projections/syncPeeks.ts';
 import type { Database, Db } from '../../src/store/db.ts';
-import { peekAudit, projectionQuarantine, syncapiPeeks } from '../../src/store/schema.ts';
+import { federationsenderInboundPeeks, federationsenderOutboundPeeks, peekAudit, projectionQuarantine, syncapiPeeks } from '../../src/store/schema.ts';
 import { createTestDatabase, createTestStreams, type TestStreams } from '../helpers/services.ts';
 
 const T0 = 1_700_000_000_000;
@@ -181,6 +182,60 @@ describe('projections never stall silently', () => {
       } finally {
         await runner.stop();
       }
+    });
+  });
+
+  it('federation_peeks passes over messages that cannot hold a server peek: it decodes and quarantines only the others, live and rebuilt alike', async () => {
+    await withWorld(async (w) => {
+      const naming = w.streams.naming;
+      const server = (kind: 'inbound' | 'outbound', i: number): PeekEvent => ({
+        type: 'PeekStarted',
+        v: 1,
+        roomId: ROOM,
+        peek: { kind, server: `s${i}.example`, peekId: `p${i}` },
+        at: T0 + i,
+        expiresAt: T0 + i + 60_000,
+        renewalIntervalMs: 30_000,
+        roomSeq: 0,
+      });
+      await publishEvents(w, [started(0)]);
+      const plain = await publish(w, 'this is { not JSON'); // no server peek can be in it
+      await publishEvents(w, [started(1), server('inbound', 2)]);
+      const marked = await publish(w, '{"kind":"inbound" and then not JSON'); // may have been one: quarantined
+      await publishEvents(w, [server('outbound', 3)]);
+      await publishEvents(w, [{ ...started(4), peek: { kind: 'device', userId: '@u4:example.org', deviceId: 'inbound' } }]);
+      const last = await publishEvents(w, [started(5)]);
+      const through = throughSeq(last);
+
+      // Live, sharing one read of the stream with audit (which decodes and quarantines everything).
+      const projections = [federationPeeksProjection, auditProjection];
+      const runners = projections.map((p) => new ProjectionRunner(w.db, w.streams.nc, naming, p, { logger: capturingLogger([]) }));
+      try {
+        await Promise.all(runners.map((r) => r.start()));
+        await Promise.all(runners.map((r) => r.waitFor(through, 10_000)));
+      } finally {
+        await Promise.all(runners.map((r) => r.stop()));
+      }
+      expect((await w.db.select().from(federationsenderInboundPeeks)).map((r) => r.serverName)).toEqual(['s2.example']);
+      expect((await w.db.select().from(federationsenderOutboundPeeks)).map((r) => r.serverName)).toEqual(['s3.example']);
+      expect((await quarantineRows(w.db, 'federation_peeks')).map((r) => r.streamSeq)).toEqual([marked]);
+      expect((await quarantineRows(w.db, 'audit')).map((r) => r.streamSeq)).toEqual([plain, marked]);
+      expect(await readCheckpoint(w.db, 'federation_peeks', 'peeks')).toBe(through);
+
+      // A rebuild decodes only the four messages that may hold a server peek, and agrees.
+      let decodes = 0;
+      const counting: PeekProjection = {
+        ...federationPeeksProjection,
+        decode: (data) => {
+          decodes++;
+          return federationPeeksProjection.decode(data);
+        },
+      };
+      const deps = { db: w.db, nc: w.streams.nc, naming, logger: capturingLogger([]) };
+      const verified = await verifyProjection(deps, counting);
+      expect(verified.equal).toBe(true);
+      expect(verified.quarantine).toEqual({ liveRows: 1, rebuiltRows: 1, equal: true, differences: [] });
+      expect(decodes).toBe(4);
     });
   });
 
