@@ -69,6 +69,7 @@ function stripPadding(s: string): string {
   return s.slice(0, end);
 }
 
-function toBuffer(bytes: Uint8Array): Buffer {
+/** The same bytes as a Buffer (a view, not a copy): for Buffer's methods on any Uint8Array. */
+export function toBuffer(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }

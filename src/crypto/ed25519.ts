@@ -10,6 +10,7 @@
 import { createHash, createPrivateKey, createPublicKey, sign as nodeSign, verify as nodeVerify, type KeyObject } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import nacl from 'tweetnacl';
+import { toBuffer } from './base64.ts';
 
 export interface Ed25519 {
   readonly name: string;
@@ -130,7 +131,7 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 /** Returns undefined when OpenSSL refuses the key bytes. */
 function publicKeyObject(publicKey: Uint8Array): KeyObject | undefined {
   if (latestPublicKey !== undefined && sameBytes(latestPublicKey.bytes, publicKey)) return latestPublicKey.key;
-  const cacheKey = Buffer.from(publicKey.buffer, publicKey.byteOffset, publicKey.byteLength).toString('base64');
+  const cacheKey = toBuffer(publicKey).toString('base64');
   let key = publicKeyCache.get(cacheKey);
   if (key === undefined) {
     try {

@@ -1,6 +1,7 @@
 // federationsender_inbound_peeks and federationsender_outbound_peeks: the live MSC2444
 // peeks, in both directions. Ended peeks are deleted; their history is in peek_audit.
 import type { PgColumn, PgTable } from 'drizzle-orm/pg-core';
+import { toBuffer } from '../crypto/base64.ts';
 import { decodePeekEvents, type PeekEvent, type PeekStarted } from '../events/peekEvents.ts';
 import { federationsenderInboundPeeks, federationsenderOutboundPeeks } from '../store/schema.ts';
 import { chunks, insertRows, pipelined, selectByKeys, tupleIn } from '../store/sqlHelpers.ts';
@@ -70,7 +71,7 @@ export const federationPeeksProjection: PeekProjection = {
   tables: ['federationsender_inbound_peeks', 'federationsender_outbound_peeks'],
   decode: decodePeekEvents,
   touches: (event: PeekEvent) => event.peek.kind !== 'device',
-  mayTouch: (data: Uint8Array) => Buffer.from(data.buffer, data.byteOffset, data.byteLength).includes(SERVER_PEEK_MARK),
+  mayTouch: (data: Uint8Array) => toBuffer(data).includes(SERVER_PEEK_MARK),
   async apply(tx: Tx, batch: Projected<PeekEvent>[]): Promise<void> {
     const byKind: Record<ServerPeek['kind'], Projected<PeekEvent>[]> = { inbound: [], outbound: [] };
     for (const b of batch) if (b.event.peek.kind !== 'device') byKind[b.event.peek.kind].push(b);
