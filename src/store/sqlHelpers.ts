@@ -35,10 +35,11 @@ export function keyLookup(table: PgTable, keyColumns: PgColumn[], keys: unknown[
  * The rows of `table` whose key (`keyColumns`, in order) is one of `keys`: one index probe per
  * key. `tupleIn` leaves the join to the planner, which estimates any jsonb_to_recordset at 100
  * rows: on a table not yet analysed, or analysed when it was small, it read every peek of a
- * device per key, or the whole table per batch (measured on the many-rooms bench: 9,000 buffer reads and 17–22 ms for 100 keys
- * against a table of 10,000 peeks). A lateral subquery with `limit 1` cannot be flattened into
- * a hash join, so each key is one lookup in the key's index whatever the table's statistics.
- * The key must be unique (a primary key); rows come back mapped as drizzle's `select()` maps them.
+ * device per key, or the whole table per batch (measured on the many-rooms bench: 9,000
+ * buffer reads and 17–22 ms for 100 keys against a table of 10,000 peeks). A lateral
+ * subquery with `limit 1` cannot be flattened into a hash join, so each key is one lookup in
+ * the key's index whatever the table's statistics. The key must be unique (a primary key);
+ * rows come back mapped as drizzle's `select()` maps them.
  */
 export async function selectByKeys<T extends PgTable>(tx: { execute(query: SQL): PromiseLike<unknown> }, table: T, keyColumns: PgColumn[], keys: unknown[][]): Promise<T['$inferSelect'][]> {
   if (keys.length === 0) return [];
