@@ -129,22 +129,35 @@ export class SyncCache {
    * A device's peek rows follow its committed events by the projection's own fold. A row
    * the entry pruned folds as if absent: a new start then lacks the `prev…` of the ended
    * peek it replaced, which only a sync from before `floor` could show — and such a sync
-   * reads the table (SyncService.devicePeeks).
+   * reads the table (SyncService.devicePeeks). A device's events of one batch are folded
+   * together: its entry is looked up, copied and pruned once per batch, not once per event
+   * (a commit holds up to PEEKD_PROJECTION_LINGER_MS of a busy device's peeks).
    */
   onPeekEvents(batch: Projected<PeekEvent>[]): void {
+    const byDevice = new Map<string, Projected<PeekEvent>[]>();
     for (const p of batch) {
-      const { event } = p;
-      if (event.peek.kind !== 'device') continue;
-      this.devicePeeks.update(deviceKey(event.peek.userId, event.peek.deviceId), (entry) => {
-        const { rows } = entry;
-        const i = rows.findIndex((r) => r.roomId === event.roomId);
-        const next = foldDevicePeek(i < 0 ? undefined : rows[i], p);
-        if (!next) return entry;
-        // A new array (a read in flight may hold the old one), copied rather than mapped.
-        const copy = rows.slice();
-        copy[i < 0 ? rows.length : i] = next;
-        return devicePeekEntry(copy, entry.floor);
-      });
+      const { peek } = p.event;
+      if (peek.kind !== 'device') continue;
+      const key = deviceKey(peek.userId, peek.deviceId);
+      const mine = byDevice.get(key);
+      if (mine) mine.push(p);
+      else byDevice.set(key, [p]);
     }
+    for (const [key, events] of byDevice) this.devicePeeks.update(key, (entry) => foldEntry(entry, events));
   }
+}
+
+/** The entry after a device's events, in order; the same entry when none changes a row. */
+function foldEntry(entry: DevicePeekEntry, events: readonly Projected<PeekEvent>[]): DevicePeekEntry {
+  // A new array (a read in flight may hold the old one), made at the first change.
+  let rows: DevicePeekRow[] | undefined;
+  for (const p of events) {
+    const current = rows ?? entry.rows;
+    const i = current.findIndex((r) => r.roomId === p.event.roomId);
+    const next = foldDevicePeek(i < 0 ? undefined : current[i], p);
+    if (!next) continue;
+    rows ??= entry.rows.slice();
+    rows[i < 0 ? rows.length : i] = next;
+  }
+  return rows ? devicePeekEntry(rows, entry.floor) : entry;
 }

@@ -139,6 +139,43 @@ describe('SyncCache device peek entries', () => {
     }
   });
 
+  it('folds each device of a shared batch into its own entry, as the table does, and loads no device it does not hold', async () => {
+    // Three devices' histories interleaved event by event, committed in batches of 40: each
+    // batch holds several events of every device (a commit under load).
+    const other = (deviceId: string, events: Projected<PeekEvent>[]) => events.map((p) => ({ ...p, event: { ...p.event, peek: { kind: 'device' as const, userId: USER, deviceId } } }));
+    const histories = { D: history(300, 1500, 21), E: other('E', history(300, 1500, 22)), F: other('F', history(300, 1500, 23)) };
+    const merged: Projected<PeekEvent>[] = [];
+    for (let i = 0; i < 1500; i++) for (const h of Object.values(histories)) merged.push({ ...h[i]!, seq: merged.length * 1000 + 1000 });
+    const cache = new SyncCache();
+    for (const device of ['D', 'E']) await cache.devicePeeks.get(`${USER}\u0000${device}`, async () => devicePeekEntry([]));
+    for (let i = 0; i < merged.length; i += 40) cache.onPeekEvents(merged.slice(i, i + 40));
+    for (const device of ['D', 'E']) {
+      const entry = await cache.devicePeeks.get(`${USER}\u0000${device}`, async () => expect.unreachable('cached'));
+      const table = [...tableOf(merged.filter((p) => p.event.peek.kind === 'device' && p.event.peek.deviceId === device)).values()];
+      expect(liveRoomsOf(liveRows(entry))).toEqual(liveRoomsOf(table));
+      expect(entry.rows.every((r) => r.deviceId === device)).toBe(true);
+      for (let after = entry.floor; after <= merged.at(-1)!.seq; after += 7000) {
+        expect(
+          sorted(
+            entry.rows.filter((r) => mattersAfter(r, after)),
+            after,
+          ),
+        ).toEqual(
+          sorted(
+            table.filter((r) => mattersAfter(r, after)),
+            after,
+          ),
+        );
+      }
+    }
+    // F was never loaded: its events changed nothing cached, and its first read loads it.
+    expect(cache.devicePeeks.peek(`${USER}\u0000F`)).toBeUndefined();
+    // A batch that changes no row (events folded already) leaves the entry as it was.
+    const before = cache.devicePeeks.peek(KEY);
+    cache.onPeekEvents(merged.slice(-40));
+    expect(cache.devicePeeks.peek(KEY)).toBe(before);
+  });
+
   it('for every position a sync may ask from at or past the floor, the entry shows what the table shows', async () => {
     const events = history(200, 2000, 7);
     const cache = new SyncCache();
