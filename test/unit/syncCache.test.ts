@@ -5,7 +5,7 @@ import type { PeekEvent } from '../../src/events/peekEvents.ts';
 import type { Projected } from '../../src/projections/projection.ts';
 import { foldDevicePeek } from '../../src/projections/syncPeeks.ts';
 import type { DevicePeekRow } from '../../src/syncapi/peekReader.ts';
-import { devicePeekEntry, InvalidatedCache, liveRows, mattersAfter, MAX_ENDED_KEPT, PRUNE_ENDED_AT, SyncCache } from '../../src/syncapi/syncCache.ts';
+import { devicePeekEntry, InvalidatedCache, liveRows, mattersAfter, MAX_ENDED_KEPT, PRUNE_ENDED_AT, SyncCache, type DevicePeekEntry } from '../../src/syncapi/syncCache.ts';
 
 describe('InvalidatedCache', () => {
   it('loads once, then serves the cached value until the key is invalidated', async () => {
@@ -95,6 +95,23 @@ describe('SyncCache device peek entries', () => {
   const observed = (r: Row, after: number) => (r.prevEndedSeq !== null && r.prevEndedSeq <= after ? { ...r, prevStartedSeq: null, prevEndedSeq: null } : r);
   const sorted = (rows: readonly Row[], after: number) => rows.map((r) => observed(r, after)).sort((a, b) => (a.roomId < b.roomId ? -1 : 1));
 
+  /** For syncs from the entry's floor to `last` (every `step`), the entry shows what the table shows. */
+  function expectSameFromFloor(entry: DevicePeekEntry, table: readonly Row[], last: number, step: number): void {
+    for (let after = entry.floor; after <= last; after += step) {
+      expect(
+        sorted(
+          entry.rows.filter((r) => mattersAfter(r, after)),
+          after,
+        ),
+      ).toEqual(
+        sorted(
+          table.filter((r) => mattersAfter(r, after)),
+          after,
+        ),
+      );
+    }
+  }
+
   /** Peeks across `rooms` rooms: starts, renewals and ends (some by a join), in random order. */
   function history(rooms: number, steps: number, seed: number): Projected<PeekEvent>[] {
     const next = random(seed);
@@ -154,19 +171,7 @@ describe('SyncCache device peek entries', () => {
       const table = [...tableOf(merged.filter((p) => p.event.peek.kind === 'device' && p.event.peek.deviceId === device)).values()];
       expect(liveRoomsOf(liveRows(entry))).toEqual(liveRoomsOf(table));
       expect(entry.rows.every((r) => r.deviceId === device)).toBe(true);
-      for (let after = entry.floor; after <= merged.at(-1)!.seq; after += 7000) {
-        expect(
-          sorted(
-            entry.rows.filter((r) => mattersAfter(r, after)),
-            after,
-          ),
-        ).toEqual(
-          sorted(
-            table.filter((r) => mattersAfter(r, after)),
-            after,
-          ),
-        );
-      }
+      expectSameFromFloor(entry, table, merged.at(-1)!.seq, 7000);
     }
     // F was never loaded: its events changed nothing cached, and its first read loads it.
     expect(cache.devicePeeks.peek(`${USER}\u0000F`)).toBeUndefined();
@@ -226,19 +231,7 @@ describe('SyncCache device peek entries', () => {
       for (const batch of batches.slice(foldedUpTo)) cache.onPeekEvents(batch);
       const entry = await cache.devicePeeks.get(KEY, async () => expect.unreachable('cached'));
       expect(liveRoomsOf(liveRows(entry))).toEqual(liveRoomsOf(table));
-      for (let after = entry.floor; after <= last; after += 3000) {
-        expect(
-          sorted(
-            entry.rows.filter((r) => mattersAfter(r, after)),
-            after,
-          ),
-        ).toEqual(
-          sorted(
-            table.filter((r) => mattersAfter(r, after)),
-            after,
-          ),
-        );
-      }
+      expectSameFromFloor(entry, table, last, 3000);
     }
     expect(revisited).toBeGreaterThan(10);
   });
