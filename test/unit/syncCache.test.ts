@@ -173,7 +173,7 @@ describe('SyncCache device peek entries', () => {
       expect(entry.rows.every((r) => r.deviceId === device)).toBe(true);
       expectSameFromFloor(entry, table, merged.at(-1)!.seq, 7000);
     }
-    // F was never loaded: its events changed nothing cached, and its first read loads it.
+    // F was never loaded: its events put nothing in the cache.
     expect(cache.devicePeeks.peek(`${USER}\u0000F`)).toBeUndefined();
     // A batch that changes no row (events folded already) leaves the entry as it was.
     const before = cache.devicePeeks.peek(KEY);
